@@ -1,0 +1,83 @@
+"""Settings, read from `PIPEWARDEN_*` environment variables (and a `.env` file in the working folder).
+
+Every store defaults to an embedded part under `home` (SQLite, DuckDB, Qdrant local mode, MLflow on SQLite);
+a URL setting moves it to a server.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PIPEWARDEN_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path(".pipewarden"), description="Folder for every embedded store.")
+    database_url: str | None = Field(
+        default=None, description="State DB (outbox, proposals, versions, audit). Default: SQLite in home."
+    )
+    policies_dir: Path = Field(default=REPO_ROOT / "policies", description="Contracts and approval rules.")
+    models_dir: Path = Field(default=REPO_ROOT / "flows" / "models", description="SQL models (*.sql).")
+    mlflow_tracking_uri: str | None = Field(default=None, description="Default: MLflow on SQLite in home.")
+    qdrant_url: str | None = Field(default=None, description="Qdrant server URL. Default: local mode in home.")
+    openai_api_key: SecretStr | None = Field(default=None, description="Set to use the OpenAI planner.")
+    openai_base_url: str | None = Field(default=None, description="Any OpenAI-compatible endpoint.")
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = 30.0
+    openai_max_retries: int = 2
+    emit_prefect_events: bool = Field(default=True, description="Mirror outbox events as Prefect events.")
+    pipeline_runner: str = Field(
+        default="flows.pipeline:run_batch", description="Import path of the PipelineRunner port."
+    )
+    resumer: str = Field(default="agents.supervisor:resume_proposal", description="Import path of the Resumer port.")
+
+    def model_post_init(self, __context: object) -> None:
+        self.home = self.home.expanduser().resolve()
+
+    @property
+    def state_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'state.db'}"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.home / "checkpoints.sqlite"
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.home / "qdrant"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def contracts_dir(self) -> Path:
+        return self.policies_dir / "contracts"
+
+    def ensure_home(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings. Tests call `get_settings.cache_clear()` after changing the environment."""
+    return Settings()

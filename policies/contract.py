@@ -1,0 +1,162 @@
+"""Data contracts: one YAML file per dataset under `policies/contracts/`, loaded into typed models.
+
+A contract names each column with its type (in a small vocabulary shared by every folder), whether it may be
+null, and its bounds; it says who owns the dataset and what share of a batch's rows may fail before the
+batch halts. `schema_diff` compares a batch's columns with the contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipewarden.errors import ConfigError, UnknownNameError
+from pipewarden.events import ColumnSpec, TypeChange
+from pipewarden.settings import get_settings
+
+ColumnType = Literal["integer", "float", "string", "timestamp", "boolean"]
+NUMERIC: frozenset[str] = frozenset({"integer", "float"})
+
+
+class ColumnContract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    type: ColumnType
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+    max_length: int | None = None
+    description: str = ""
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    dataset: str
+    version: int = 1
+    description: str = ""
+    source: str = ""
+    owner: str
+    stewards: list[str] = Field(default_factory=list)
+    allowed_roles: list[str] = Field(default_factory=lambda: ["owner", "steward", "engineer"])
+    max_failure_rate: float = Field(0.05, ge=0, le=1, description="Share of rows that may fail before halting.")
+    columns: list[ColumnContract]
+    path: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> ColumnContract:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise UnknownNameError(f"column of {self.dataset}", name, self.names)
+
+    @property
+    def version_tag(self) -> str:
+        return f"{self.dataset}@v{self.version}"
+
+    def fingerprint(self) -> str:
+        return schema_fingerprint({c.name: c.type for c in self.columns})
+
+
+def schema_fingerprint(columns: dict[str, str]) -> str:
+    """A short stable hash of column names and types, in order."""
+    body = json.dumps(list(columns.items()), separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def contracts_dir() -> Path:
+    return get_settings().contracts_dir
+
+
+def list_contracts(directory: Path | None = None) -> list[str]:
+    d = directory or contracts_dir()
+    return sorted(p.stem for p in d.glob("*.yaml"))
+
+
+def load_contract(dataset: str, directory: Path | None = None) -> Contract:
+    """Load `<dataset>.yaml`; an unknown dataset fails with the known names and a did-you-mean."""
+    d = directory or contracts_dir()
+    path = d / f"{dataset}.yaml"
+    if not path.exists():
+        raise UnknownNameError("dataset", dataset, list_contracts(d))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Contract.model_validate({**raw, "path": str(path)})
+    except (yaml.YAMLError, ValidationError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a valid contract: {exc}", hint="compare it with policies/contracts/flights.yaml") from exc
+
+
+def observed_type(values: Any) -> str:
+    """The contract type of a pandas Series, from its dtype (object columns are `string`)."""
+    import pandas as pd
+
+    dt = values.dtype
+    if pd.api.types.is_bool_dtype(dt):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(dt):
+        return "integer"
+    if pd.api.types.is_float_dtype(dt):
+        # a float column whose values are all whole numbers is an integer column with nulls
+        non_null = values.dropna()
+        if len(non_null) and bool(((non_null % 1) == 0).all()):
+            return "integer"
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(dt):
+        return "timestamp"
+    return "string"
+
+
+def compatible(expected: str, observed: str) -> bool:
+    """Whether an observed type satisfies a contract type without a cast."""
+    if expected == observed:
+        return True
+    if expected == "float" and observed == "integer":
+        return True
+    if expected == "timestamp" and observed == "string":
+        return True  # ISO strings are parsed at validate time; bad ones fail the row check
+    return False
+
+
+class SchemaDiff(BaseModel):
+    added: list[ColumnSpec] = Field(default_factory=list)
+    dropped: list[ColumnSpec] = Field(default_factory=list)
+    retyped: list[TypeChange] = Field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.added or self.dropped or self.retyped)
+
+    def describe(self) -> list[str]:
+        out = [f"column {c.name!r} ({c.type}) is not in the contract" for c in self.added]
+        out += [f"contract column {c.name!r} ({c.type}) is missing" for c in self.dropped]
+        out += [f"column {t.column!r} is {t.observed}, the contract says {t.expected}" for t in self.retyped]
+        return out
+
+
+def schema_diff(contract: Contract, frame: Any, sample_size: int = 5, ignore_prefix: str = "_") -> SchemaDiff:
+    """Compare a DataFrame's columns with the contract. Columns starting with `_` (load metadata) are ignored."""
+    cols = [c for c in frame.columns if not str(c).startswith(ignore_prefix)]
+    diff = SchemaDiff()
+    for name in cols:
+        obs = observed_type(frame[name])
+        if name not in contract.names:
+            diff.added.append(ColumnSpec(name=name, type=obs, samples=_samples(frame[name], sample_size)))
+        elif not compatible(contract.column(name).type, obs):
+            diff.retyped.append(TypeChange(column=name, expected=contract.column(name).type, observed=obs))
+    for c in contract.columns:
+        if c.name not in cols:
+            diff.dropped.append(ColumnSpec(name=c.name, type=c.type))
+    return diff
+
+
+def _samples(series: Any, n: int) -> list[Any]:
+    vals = series.dropna().head(n).tolist()
+    return [v.item() if hasattr(v, "item") else v for v in vals]
