@@ -44,3 +44,14 @@ def pipeline_runner() -> PipelineRunner:
 
 def resumer() -> Resumer:
     return _load(get_settings().resumer, "resumer")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns short texts into unit-length vectors. Real: MiniLM (`knowledge.embedder`); fake: hashing."""
+
+    dim: int
+    name: str
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        ...
