@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pipewarden.ids import UtcDatetime
+
 GENESIS = "0" * 64
 
 
@@ -36,7 +38,7 @@ def _iso(at: datetime) -> str:
 
 class AuditEntry(BaseModel):
     seq: int
-    at: datetime
+    at: UtcDatetime
     proposal_id: str | None
     action: str
     actor: str

@@ -55,7 +55,6 @@ decisions = sa.Table(
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("via", sa.String(16), nullable=False),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("proposal_id", "actor", name="uq_decision_actor"),
 )
 
 versions = sa.Table(

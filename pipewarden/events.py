@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from pipewarden.ids import new_id, utcnow
+from pipewarden.ids import UtcDatetime, new_id, utcnow
 
 
 class ColumnSpec(BaseModel):
@@ -44,7 +44,7 @@ class FailedCheck(BaseModel):
 class _EventBase(BaseModel):
     model_config = ConfigDict(frozen=True)
     id: UUID = Field(default_factory=new_id)
-    occurred: datetime = Field(default_factory=utcnow)
+    occurred: UtcDatetime = Field(default_factory=utcnow)
     dataset: str
     load_id: str | None = None
     run_id: str | None = Field(default=None, description="The pipeline run (Prefect flow run id) that saw it.")

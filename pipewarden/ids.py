@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 try:  # uuid_utils ships with prefect; fall back to uuid4 if it is absent.
     from uuid_utils import uuid7 as _uuid7
@@ -18,3 +21,11 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """SQLite hands datetimes back without a zone; every stored time is UTC, so say so."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]

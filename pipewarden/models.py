@@ -13,7 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from pipewarden.ids import new_id, utcnow
+from pipewarden.ids import UtcDatetime, new_id, utcnow
 
 
 # --------------------------------------------------------------------------- changes
@@ -92,7 +92,7 @@ class Citation(BaseModel):
     kind: str
     dataset: str | None = None
     owner: str | None = None
-    updated_at: datetime | None = None
+    updated_at: UtcDatetime | None = None
     content_hash: str | None = None
     score: float = 0.0
     excerpt: str = ""
@@ -156,8 +156,8 @@ class Proposal(BaseModel):
     thread_id: str
     planner: str = "offline"
     tried: list[str] = Field(default_factory=list, description="What was tried before a needs-human outcome.")
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    created_at: UtcDatetime = Field(default_factory=utcnow)
+    updated_at: UtcDatetime = Field(default_factory=utcnow)
 
     @property
     def short_id(self) -> str:
@@ -178,7 +178,7 @@ class Decision(BaseModel):
     actor: str
     reason: str = ""
     via: Literal["cli", "web", "slack", "policy"] = "cli"
-    decided_at: datetime = Field(default_factory=utcnow)
+    decided_at: UtcDatetime = Field(default_factory=utcnow)
 
 
 SYSTEM_ACTORS = frozenset({"system", "agent", "supervisor", "pipewarden"})
@@ -193,7 +193,7 @@ class Version(BaseModel):
     content: dict[str, Any]
     active: bool = False
     proposal_id: UUID | None = None
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: UtcDatetime = Field(default_factory=utcnow)
 
 
 class RunResult(BaseModel):

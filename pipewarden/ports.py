@@ -11,6 +11,8 @@ import importlib
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
+from pydantic import BaseModel
+
 from pipewarden.errors import ConfigError
 from pipewarden.models import Proposal, RunResult
 from pipewarden.settings import get_settings
@@ -36,6 +38,17 @@ def _load(path: str, what: str) -> Any:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot load the {what} {path!r}: {exc}", hint="check the setting's module:attribute path") from exc
+
+
+@runtime_checkable
+class Supervisor(Protocol):
+    def __call__(self) -> BaseModel:
+        """Claim pending events, run their agents up to a decision, resume decided proposals; return a report."""
+        ...
+
+
+def supervisor() -> Supervisor:
+    return _load(get_settings().supervisor, "supervisor")
 
 
 def pipeline_runner() -> PipelineRunner:

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
         default="flows.pipeline:run_batch", description="Import path of the PipelineRunner port."
     )
     resumer: str = Field(default="agents.supervisor:resume_proposal", description="Import path of the Resumer port.")
+    supervisor: str = Field(default="agents.supervisor:supervise_once", description="Import path of the Supervisor port.")
 
     def model_post_init(self, __context: object) -> None:
         self.home = self.home.expanduser().resolve()

@@ -318,10 +318,10 @@ class StateStore:
         return [Decision.model_validate(dict(r._mapping)) for r in rows]
 
     def approved_decision(self, ref: str | UUID) -> Decision | None:
-        """The approving decision of a proposal, if a human approved it."""
-        for d in self.decisions_for(ref):
-            if d.verdict == Verdict.approve:
-                return d
+        """The decision in force: the latest one, if it approves (a re-opened proposal needs a new one)."""
+        decisions = self.decisions_for(ref)
+        if decisions and decisions[-1].verdict == Verdict.approve:
+            return decisions[-1]
         return None
 
     # ------------------------------------------------------------------ versions

@@ -1,0 +1,37 @@
+# One entry point per job. Everything installs into .venv with the pinned constraints.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast check lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned to the CPU build (any other torch pulls GBs of CUDA packages)
+	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## install, then run the main job (web inbox on 127.0.0.1:8765 until Ctrl-C)
+	$(BIN)/pipewarden demo
+
+test: $(STAMP)  ## install, then run the whole suite (slow end-to-end tests included)
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+check: lint test  ## the one entry point: lint and tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
+
+clean:
+	rm -rf .pipewarden .pytest_cache reports

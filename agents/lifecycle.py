@@ -1,0 +1,114 @@
+"""The tail every agent graph shares: submit the proposal, wait for a human in `interrupt()`, apply, verify,
+roll back and re-open when verification fails.
+
+    ... agent nodes ... -> submit -> await_decision --approved--> apply -> verify --passed--> END
+                                        ^    |--rejected/expired--> END              |
+                                        |----------------- rollback <---failed-------|
+
+Each node is safe to run twice: `submit` is idempotent per event (a proposal's id is derived from its
+event's id), `await_decision` reads the stored decision rather than trusting the resume value, and `apply`
+is idempotent in the apply tool. On resume, LangGraph re-runs the interrupted node from its start.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, TypedDict
+
+from langgraph.graph import END
+from langgraph.types import interrupt
+
+from pipewarden.models import Proposal, ProposalStatus
+from pipewarden.ports import pipeline_runner
+from pipewarden.store import StateStore
+from tools.apply import apply_change, mark_verified, rollback_change
+
+log = logging.getLogger(__name__)
+PROPOSAL_NS = uuid.UUID("5b0c6a4e-8f7d-4f0e-9a38-6d1f0f6b2c11")
+
+
+class AgentState(TypedDict, total=False):
+    event_id: str
+    proposal: dict[str, Any]  # the Proposal drafted by the agent's own nodes, as JSON
+    proposal_id: str
+    outcome: str  # verified | rejected | expired | ...
+    verify_detail: dict[str, Any]
+
+
+def proposal_id_for(event_id: str) -> uuid.UUID:
+    """A proposal's id is derived from its event's id: re-running `submit` can never make a second one."""
+    return uuid.uuid5(PROPOSAL_NS, str(event_id))
+
+
+def thread_id_for(event_id: str) -> str:
+    return f"event-{event_id}"
+
+
+def submit(state: AgentState) -> AgentState:
+    proposal = Proposal.model_validate(state["proposal"])
+    stored = StateStore().create_proposal(proposal, actor=f"agent:{proposal.agent}")
+    return {"proposal_id": str(stored.id)}
+
+
+def await_decision(state: AgentState) -> AgentState:
+    store = StateStore()
+    p = store.get_proposal(state["proposal_id"])
+    if p.status in (ProposalStatus.pending, ProposalStatus.needs_human):
+        interrupt({"proposal_id": str(p.id), "status": p.status.value})
+        p = store.get_proposal(state["proposal_id"])  # the durable decision, not the resume value
+    return {"outcome": p.status.value}
+
+
+def after_decision(state: AgentState) -> str:
+    if state.get("outcome") in (ProposalStatus.approved.value, ProposalStatus.applying.value,
+                                ProposalStatus.applied.value):
+        return "apply"
+    if state.get("outcome") in (ProposalStatus.pending.value, ProposalStatus.needs_human.value):
+        return "await_decision"
+    return END
+
+
+def apply(state: AgentState) -> AgentState:
+    result = apply_change(state["proposal_id"])
+    return {"outcome": result.proposal.status.value}
+
+
+def verify(state: AgentState) -> AgentState:
+    """Re-run the failed batch through the pipeline under the new version; verified when it completes."""
+    store = StateStore()
+    p = store.get_proposal(state["proposal_id"])
+    if p.status == ProposalStatus.verified:
+        return {"outcome": "verified"}
+    event = store.get_event(p.event_id)
+    source = getattr(event, "batch_path", None)
+    if source is None:
+        return {"outcome": "verified", "verify_detail": {"rerun": "not needed"}}
+    result = pipeline_runner()(p.dataset, source, load_id=event.load_id, rerun=True)
+    detail = {"rerun_status": result.status, "load_id": result.load_id, "rows_in": result.rows_in,
+              "rows_quarantined": result.rows_quarantined, "halted_at": result.halted_at}
+    if result.status == "completed":
+        mark_verified(p.id, detail, store=store)
+        return {"outcome": "verified", "verify_detail": detail}
+    reason = f"re-run {result.status} at {result.halted_at or 'an unknown stage'}"
+    if result.checks and (result.checks.schema_errors or result.checks.failed_checks):
+        reason += ": " + "; ".join((result.checks.schema_errors + result.checks.failed_checks)[:3])
+    rollback_change(p.id, reason, store=store)
+    return {"outcome": "rolled_back", "verify_detail": detail}
+
+
+def after_verify(state: AgentState) -> str:
+    return END if state.get("outcome") == "verified" else "await_decision"
+
+
+def add_lifecycle(builder: Any, last_agent_node: str) -> None:
+    """Wire the shared tail after the agent's last node."""
+    builder.add_node("submit", submit)
+    builder.add_node("await_decision", await_decision)
+    builder.add_node("apply", apply)
+    builder.add_node("verify", verify)
+    builder.add_edge(last_agent_node, "submit")
+    builder.add_edge("submit", "await_decision")
+    builder.add_conditional_edges("await_decision", after_decision, ["apply", "await_decision", END])
+    builder.add_edge("apply", "verify")
+    builder.add_conditional_edges("verify", after_verify, ["await_decision", END])

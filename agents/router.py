@@ -1,0 +1,50 @@
+"""Routing is data: an ordered tuple of routes, each an event kind and the agent graph that handles it.
+
+The first route whose kind matches wins; the triage agent catches the rest so no event is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from pipewarden.errors import UnknownNameError
+from pipewarden.events import Event
+
+
+class Route(NamedTuple):
+    kind: str  # an event kind, or "*" for any
+    agent: str
+    build: Callable[..., Any]  # build_graph(checkpointer) -> compiled LangGraph graph
+
+
+def _schema_drift(checkpointer: Any = None) -> Any:
+    from agents.schema_drift import build_graph
+
+    return build_graph(checkpointer)
+
+
+def _triage(checkpointer: Any = None) -> Any:
+    from agents.triage import build_graph
+
+    return build_graph(checkpointer)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("schema_drift", "schema-drift", _schema_drift),
+    Route("*", "triage", _triage),
+)
+
+
+def route(event: Event) -> Route:
+    for r in ROUTES:
+        if r.kind in (event.kind, "*"):
+            return r
+    raise AssertionError("the catch-all route is missing")  # pragma: no cover
+
+
+def route_for_agent(agent: str) -> Route:
+    for r in ROUTES:
+        if r.agent == agent:
+            return r
+    raise UnknownNameError("agent", agent, [r.agent for r in ROUTES])

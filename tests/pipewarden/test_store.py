@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from pipewarden import db
+from pipewarden.errors import InvalidTransition, NotApproved, UnknownNameError, UserError
+from pipewarden.models import ProposalStatus, Verdict
+from pipewarden.store import StateStore
+from tests.pipewarden.factories import drift_event, pending_proposal
+
+
+def test_outbox_append_is_idempotent_and_claim_is_exclusive() -> None:
+    store = StateStore()
+    ev = drift_event()
+    assert store.append_event(ev) is True
+    assert store.append_event(ev) is False
+    first = store.claim_events("w1")
+    second = store.claim_events("w2")
+    assert [e.id for e in first] == [ev.id]
+    assert second == []
+
+
+def test_concurrent_claims_hand_each_event_to_one_worker() -> None:
+    store = StateStore()
+    for _ in range(10):
+        store.append_event(drift_event())
+    got: dict[str, list] = {}
+
+    def worker(name: str) -> None:
+        got[name] = StateStore().claim_events(name, limit=100)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [e.id for evs in got.values() for e in evs]
+    assert len(ids) == 10 and len(set(ids)) == 10
+
+
+def test_stale_claims_are_reclaimed() -> None:
+    store = StateStore()
+    ev = drift_event()
+    store.append_event(ev)
+    store.claim_events("crashed-worker")
+    assert store.claim_events("w2") == []
+    assert [e.id for e in store.claim_events("w2", stale_after_s=0)] == [ev.id]
+
+
+def test_create_proposal_is_idempotent_per_event() -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    again = store.create_proposal(p.model_copy(update={"id": p.id.__class__(int=p.id.int + 1)}))
+    assert again.id == p.id
+    assert len(store.list_proposals()) == 1
+
+
+def test_decide_records_decision_and_audits_it() -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    d = store.decide(p.short_id, Verdict.approve, "alice")
+    assert store.get_proposal(p.id).status == ProposalStatus.approved
+    assert store.approved_decision(p.id) == d
+    actions = [a.action for a in store.audit_entries(str(p.id))]
+    assert actions == ["proposed", "approved"]
+
+
+@pytest.mark.parametrize("actor", ["system", "agent:schema-drift", "Supervisor"])
+def test_system_identities_can_never_decide(actor: str) -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    with pytest.raises(NotApproved):
+        store.decide(p.id, Verdict.approve, actor)
+    assert store.get_proposal(p.id).status == ProposalStatus.pending
+    assert store.decisions_for(p.id) == []
+
+
+def test_a_decided_proposal_cannot_be_decided_again_and_nothing_changes() -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    store.decide(p.id, Verdict.reject, "alice", reason="wrong column")
+    before = store.audit_entries()
+    with pytest.raises(InvalidTransition):
+        store.decide(p.id, Verdict.approve, "bob")
+    assert store.audit_entries() == before
+    assert len(store.decisions_for(p.id)) == 1
+
+
+def test_two_approvers_at_once_leave_exactly_one_decision() -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    errors: list[Exception] = []
+
+    def approve(who: str) -> None:
+        try:
+            StateStore().decide(p.id, Verdict.approve, who)
+        except InvalidTransition as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=approve, args=(f"person{i}",)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.decisions_for(p.id)) == 1
+    assert len(errors) == 4
+    assert store.verify_audit().ok
+
+
+def test_reject_needs_a_reason() -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    with pytest.raises(UserError, match="reason"):
+        store.decide(p.id, Verdict.reject, "alice")
+
+
+def test_unknown_and_ambiguous_ids_say_so() -> None:
+    store = StateStore()
+    with pytest.raises(UnknownNameError):
+        store.get_proposal("ffffffff")
+
+
+def test_versions_activate_once_per_proposal_and_roll_back() -> None:
+    store = StateStore()
+    p1 = pending_proposal(store)
+    v1 = store.activate_new_version("mapping:flights", {"renames": {"a": "b"}}, p1.id, "supervisor")
+    assert store.activate_new_version("mapping:flights", {"renames": {"x": "y"}}, p1.id, "supervisor") == v1
+    p2 = pending_proposal(store)
+    v2 = store.activate_new_version("mapping:flights", {"renames": {"c": "d"}}, p2.id, "supervisor")
+    assert (v1.number, v2.number) == (1, 2)
+    assert store.active_version("mapping:flights").number == 2
+    restored = store.rollback_version("mapping:flights", p2.id, "supervisor")
+    assert restored is not None and restored.number == 1
+    assert store.active_version("mapping:flights").number == 1
+
+
+def test_audit_chain_detects_an_edited_row() -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    store.decide(p.id, Verdict.approve, "alice")
+    assert store.verify_audit().ok
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(db.audit_log).where(db.audit_log.c.action == "approved").values(actor="mallory"))
+    report = store.verify_audit()
+    assert not report.ok
+    assert report.first_broken_seq == 2
+    assert "edited" in (report.problem or "")
+
+
+def test_audit_chain_detects_a_removed_row() -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    store.decide(p.id, Verdict.approve, "alice")
+    store.record("note", "alice", {"x": 1})
+    with store.engine.begin() as conn:
+        conn.execute(sa.delete(db.audit_log).where(db.audit_log.c.seq == 2))
+    report = store.verify_audit()
+    assert not report.ok and report.first_broken_seq == 3
