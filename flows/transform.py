@@ -1,0 +1,191 @@
+"""The transform stage: build every SQL model as a DuckDB table, in dependency order, and record its cost.
+
+Each model `<name>.sql` (one SELECT) runs as `CREATE OR REPLACE TABLE <name> AS <select>`. All models build in
+one transaction: if one fails, none is replaced, and the error names the model file and DuckDB's message.
+Every build appends a row to `model_runs` (model, load id, start, elapsed ms, rows out, rows scanned, CPU ms,
+peak memory, the SQL's hash): the cost detector's history. Profiling numbers come from DuckDB's own profiler
+(`enable_profiling = 'no_output'`), which adds no extra query.
+
+The SQL of a model is its file, unless the state DB holds an active version for `sql:<model>` (an approved
+SqlModelPatch), or the caller passes `overrides` (a patch on dry-run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+from pydantic import BaseModel, Field
+
+from flows.warehouse import connect
+from pipewarden.ids import new_id, utcnow
+from tools.lineage import ModelSqlError, SqlModel, load_models, model_dependencies, topological_order
+
+RUNS_TABLE = "model_runs"
+
+RUNS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    load_id VARCHAR,
+    status VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL,
+    elapsed_ms DOUBLE NOT NULL,
+    rows_out BIGINT,
+    rows_scanned BIGINT,
+    cpu_ms DOUBLE,
+    peak_memory_bytes BIGINT,
+    sql_hash VARCHAR NOT NULL,
+    error VARCHAR
+)
+"""
+
+
+class ModelRunError(ModelSqlError):
+    """A SQL model failed in DuckDB; no model of this transform was replaced."""
+
+
+class ModelRun(BaseModel):
+    """One model build: how long it took and what it produced."""
+
+    model: str
+    path: str
+    load_id: str | None
+    started_at: datetime
+    elapsed_ms: float
+    rows_out: int
+    rows_scanned: int | None = Field(default=None, description="Rows read from tables, from DuckDB's profiler.")
+    cpu_ms: float | None = None
+    peak_memory_bytes: int | None = None
+    sql_hash: str
+
+
+class TransformResult(BaseModel):
+    """Every model built by one transform, in build order."""
+
+    run_id: str
+    load_id: str | None
+    runs: list[ModelRun]
+    elapsed_ms: float
+
+    @property
+    def timings_ms(self) -> dict[str, float]:
+        return {r.model: r.elapsed_ms for r in self.runs}
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {r.model: r.rows_out for r in self.runs}
+
+
+def sql_hash(sql: str) -> str:
+    """A short stable hash of a model's SQL text, to tell which version of a model a run used."""
+    return hashlib.sha256(sql.strip().encode()).hexdigest()[:12]
+
+
+def active_sql_overrides(names: list[str]) -> dict[str, str]:
+    """The SQL of each named model's active version in the state DB (target `sql:<model>`), if any."""
+    from pipewarden.settings import get_settings
+    from pipewarden.store import StateStore
+
+    settings = get_settings()
+    if settings.state_url.startswith("sqlite") and not (settings.home / "state.db").exists():
+        return {}
+    store = StateStore(settings=settings)
+    out: dict[str, str] = {}
+    for name in names:
+        version = store.active_version(f"sql:{name}")
+        if version is not None and isinstance(version.content.get("sql"), str):
+            out[name] = version.content["sql"]
+    return out
+
+
+def _profile(con: duckdb.DuckDBPyConnection) -> tuple[int | None, float | None, int | None]:
+    """Rows scanned, CPU ms and peak buffer memory of the last statement, from DuckDB's profiler."""
+    try:
+        info = json.loads(con.get_profiling_information(format="json"))
+    except (duckdb.Error, ValueError):
+        return None, None, None
+    query, system = info.get("query", {}), info.get("system", {})
+    scanned = query.get("total_rows_scanned")
+    cpu = query.get("cpu_time")
+    peak = system.get("peak_buffer_memory")
+    return (int(scanned) if scanned is not None else None,
+            round(float(cpu) * 1000, 3) if cpu is not None else None,
+            int(peak) if peak is not None else None)
+
+
+def _record(con: duckdb.DuckDBPyConnection, run_id: str, run: ModelRun, status: str, error: str | None) -> None:
+    con.execute(
+        f"INSERT INTO {RUNS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [run_id, run.model, run.load_id, status, run.started_at.replace(tzinfo=None), run.elapsed_ms, run.rows_out,
+         run.rows_scanned, run.cpu_ms, run.peak_memory_bytes, run.sql_hash, error],
+    )
+
+
+def transform(
+    load_id: str | None = None,
+    *,
+    models_dir: Path | str | None = None,
+    overrides: Mapping[str, str] | None = None,
+    use_active_versions: bool = True,
+) -> TransformResult:
+    """Build every SQL model in dependency order as a table in the warehouse; return per-model cost.
+
+    `load_id` is the batch that triggered the build (recorded in `model_runs`; the models read every
+    accepted row). `overrides` maps model names to SQL that replaces their file (and any active version).
+    Raises ModelRunError (naming the model file and DuckDB's message) if a model fails; then no model
+    table is replaced, and the failed build is still recorded in `model_runs` with status 'failed'.
+    """
+    models = load_models(models_dir)
+    active = active_sql_overrides(list(models)) if use_active_versions else {}
+    if active or overrides:
+        models = load_models(models_dir, overrides={**active, **(overrides or {})})
+    order = topological_order(model_dependencies(models=models), models=models)
+    run_id = str(new_id())
+    runs: list[ModelRun] = []
+    t_all = time.perf_counter()
+    with connect() as con:
+        con.execute(RUNS_DDL)
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET profiling_coverage = 'ALL'")
+        con.execute("SET enable_profiling = 'no_output'")
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for name in order:
+                runs.append(_build(con, models[name], load_id))
+        except ModelRunError as exc:
+            con.execute("ROLLBACK")
+            con.execute("PRAGMA disable_profiling")
+            failed = ModelRun(model=exc.model, path=exc.path, load_id=load_id, started_at=utcnow(), elapsed_ms=0.0,
+                              rows_out=0, sql_hash=sql_hash(models[exc.model].sql))
+            _record(con, run_id, failed, "failed", exc.problem)
+            raise
+        con.execute("COMMIT")
+        con.execute("PRAGMA disable_profiling")
+        for run in runs:
+            _record(con, run_id, run, "ok", None)
+    return TransformResult(run_id=run_id, load_id=load_id, runs=runs,
+                           elapsed_ms=round((time.perf_counter() - t_all) * 1000, 3))
+
+
+def _build(con: duckdb.DuckDBPyConnection, model: SqlModel, load_id: str | None) -> ModelRun:
+    select = model.sql.strip().rstrip(";").strip()
+    started = utcnow()
+    t0 = time.perf_counter()
+    try:
+        row = con.execute(f'CREATE OR REPLACE TABLE "{model.name}" AS\n{select}\n').fetchone()
+    except duckdb.Error as exc:
+        hint = "fix the model's SQL (or roll back its last patch); no model table was replaced"
+        if isinstance(exc, duckdb.CatalogException) and "raw_" in str(exc):
+            hint = "a raw table is missing: ingest a batch (and the reference tables) before transform"
+        raise ModelRunError(model.name, model.path, f"failed in DuckDB: {exc}", hint=hint) from exc
+    elapsed = round((time.perf_counter() - t0) * 1000, 3)
+    scanned, cpu_ms, peak = _profile(con)
+    return ModelRun(model=model.name, path=model.path, load_id=load_id, started_at=started, elapsed_ms=elapsed,
+                    rows_out=int(row[0]) if row else 0, rows_scanned=scanned, cpu_ms=cpu_ms,
+                    peak_memory_bytes=peak, sql_hash=sql_hash(model.sql))

@@ -1,0 +1,246 @@
+"""Validate: hold a landed batch to its data contract, quarantine the rows that break it, accept the rest.
+
+The steps, in order:
+
+1. load the dataset's contract and its ACTIVE column mapping version, if any, and apply the mapping;
+2. compare the batch's columns with the contract; on drift, emit `SchemaDrift` and halt;
+3. run the row checks (`tools.checks.run_checks`, the contract's GX suite);
+4. in ONE warehouse transaction: replace this load's rows in `quarantine` (each with its reason and the row
+   as it arrived, as JSON) and in `raw_<dataset>` (accepted rows, tagged `_load_id`), and set the load's
+   status in `meta_loads`;
+5. if more rows failed than the contract allows, emit `CheckFailed` and halt: the rejected rows are
+   quarantined, and no row of the batch is accepted.
+
+Validating the same load again replaces what the last validation wrote, so re-runs never duplicate rows.
+Events get ids derived from what they report (dataset, load, contract and mapping versions, the findings),
+so a retried validation that finds the same fault emits the same event once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from flows.emit import emit
+from flows.ingest import Landed, read_landed, set_load_status, transaction
+from flows.warehouse import connect
+from pipewarden.events import CheckFailed, SchemaDrift
+from pipewarden.ids import utcnow
+from pipewarden.models import CheckResult, ColumnMapping
+from pipewarden.store import StateStore
+from policies.contract import Contract, SchemaDiff, load_contract, schema_diff
+from tools.checks import CheckReport, Engine, run_checks
+from tools.mapping import conform_to_contract, map_frame
+
+QUARANTINE_DDL = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    dataset VARCHAR NOT NULL,
+    load_id VARCHAR NOT NULL,
+    row_number BIGINT NOT NULL,
+    reason VARCHAR NOT NULL,
+    row_json VARCHAR NOT NULL,
+    quarantined_at TIMESTAMPTZ NOT NULL
+)
+"""
+EVENT_NAMESPACE = uuid.UUID("5b0c1d2e-7f3a-4c5b-9d6e-0a1b2c3d4e5f")
+
+
+class ValidationOutcome(BaseModel):
+    """What validating one landed batch did."""
+
+    dataset: str
+    load_id: str
+    halted: bool
+    stage: Literal["validate"] = "validate"
+    reason: str = ""
+    check_result: CheckResult
+    schema_diff: SchemaDiff = Field(default_factory=SchemaDiff)
+    failure_rate: float = 0.0
+    rows_accepted: int = 0
+    rows_quarantined: int = 0
+    event_ids: list[str] = Field(default_factory=list)
+    mapping_version: int | None = None
+    contract_version: str = ""
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+def raw_table(dataset: str) -> str:
+    """The warehouse table that holds a dataset's accepted rows."""
+    return f"raw_{dataset}"
+
+
+def active_mapping(dataset: str, store: StateStore | None = None) -> tuple[ColumnMapping | None, int | None]:
+    """The dataset's active column mapping and its version number, or (None, None)."""
+    version = (store or StateStore()).active_version(f"mapping:{dataset}")
+    if version is None:
+        return None, None
+    return ColumnMapping.model_validate(version.content), version.number
+
+
+def validate(
+    landed: Landed, df: pd.DataFrame | None = None, *, run_id: str | None = None, engine: Engine | None = None
+) -> ValidationOutcome:
+    """Validate a landed batch against its contract (see the module docstring for the steps).
+
+    `df` is the batch as landed; when omitted it is read back from the landing zone. `run_id` (the Prefect
+    flow run) is copied into the events; `engine` picks the row-check engine (default: GX, see tools.checks).
+    Raises only for broken inputs (unknown dataset, unreadable landing);
+    a batch that breaks its contract is an outcome with `halted=True`, not an error.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    contract = load_contract(landed.dataset)
+    if df is None:
+        df, _ = read_landed(landed.dataset, landed.load_id)
+    store = StateStore()
+    mapping, mapping_version = active_mapping(landed.dataset, store)
+    if mapping is not None:
+        mapped = map_frame(df, mapping, contract)
+        frame, cast_failures = mapped.frame, mapped.cast_failures
+    else:
+        frame, cast_failures = df, {}
+    diff = schema_diff(contract, frame)
+    timings["schema_ms"] = _ms(t0)
+    base = dict(dataset=landed.dataset, load_id=landed.load_id, mapping_version=mapping_version,
+                contract_version=contract.version_tag, schema_diff=diff)
+
+    if not diff.clean:
+        _write(contract, landed, df, None, None, status="halted_schema")
+        event = SchemaDrift(
+            id=_event_id("schema_drift", landed, contract, mapping_version, diff.model_dump(mode="json")),
+            dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.path,
+            contract_version=contract.version_tag, added=diff.added, dropped=diff.dropped, retyped=diff.retyped,
+        )
+        emit(event, store=store)
+        timings["total_ms"] = _ms(t0)
+        return ValidationOutcome(
+            **base, halted=True, reason="schema drift: " + "; ".join(diff.describe()),
+            check_result=CheckResult(passed=False, rows=len(frame), schema_errors=diff.describe()),
+            event_ids=[str(event.id)], timings_ms=timings,
+        )
+
+    t1 = time.perf_counter()
+    report = run_checks(frame, contract, cast_failures=cast_failures, engine=engine)
+    timings["checks_ms"] = _ms(t1)
+    halted = report.over_threshold
+    t2 = time.perf_counter()
+    accepted, quarantined = _write(contract, landed, df, frame, report,
+                                   status="halted_checks" if halted else "accepted")
+    timings["write_ms"] = _ms(t2)
+    event_ids: list[str] = []
+    reason = ""
+    if halted:
+        reason = (f"{report.failure_rate:.1%} of {len(frame)} rows failed the contract checks, over the "
+                  f"{contract.max_failure_rate:.1%} {contract.version_tag} allows")
+        findings = [f.model_dump(mode="json") for f in report.failed]
+        event = CheckFailed(
+            id=_event_id("check_failed", landed, contract, mapping_version, findings),
+            dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.path,
+            failed=report.failed, failure_rate=report.failure_rate, threshold=contract.max_failure_rate,
+            halted=True,
+        )
+        emit(event, store=store)
+        event_ids.append(str(event.id))
+    timings["total_ms"] = _ms(t0)
+    return ValidationOutcome(
+        **base, halted=halted, reason=reason, check_result=report.result, failure_rate=report.failure_rate,
+        rows_accepted=accepted, rows_quarantined=quarantined, event_ids=event_ids, timings_ms=timings,
+    )
+
+
+def write_unchecked(landed: Landed, df: pd.DataFrame | None = None) -> int:
+    """The unsupervised baseline (benchmarks, `supervision=False`): every row of the batch is accepted into
+    `raw_<dataset>` with no mapping, no checks, no quarantine and no events. Returns the rows written.
+
+    Columns are still conformed to the contract's types, so the tables downstream see the same schema; a
+    column the contract does not know is dropped, and a missing one makes the insert fail, as it would
+    in a pipeline nobody supervises.
+    """
+    contract = load_contract(landed.dataset)
+    if df is None:
+        df, _ = read_landed(landed.dataset, landed.load_id)
+    accepted = conform_to_contract(df, contract)[[c for c in contract.names if c in df.columns]]
+    accepted["_load_id"] = landed.load_id
+    table = raw_table(landed.dataset)
+    with connect() as con:
+        with transaction(con):
+            con.register("_pw_accepted", accepted)
+            con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM _pw_accepted LIMIT 0')
+            con.execute(f'DELETE FROM "{table}" WHERE _load_id = ?', [landed.load_id])
+            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _pw_accepted')
+            con.unregister("_pw_accepted")
+            set_load_status(landed.dataset, landed.load_id, "accepted_unchecked", con=con)
+    return len(accepted)
+
+
+# --------------------------------------------------------------------------- warehouse writes
+def _write(contract: Contract, landed: Landed, original: pd.DataFrame, frame: pd.DataFrame | None,
+           report: CheckReport | None, *, status: str) -> tuple[int, int]:
+    """Replace this load's quarantine and raw rows and set its status, in one transaction.
+
+    With no report (schema drift) the load's earlier rows are removed and nothing is added. Returns
+    (rows accepted, rows quarantined).
+    """
+    table = raw_table(landed.dataset)
+    quarantine = accepted = None
+    if report is not None and frame is not None:
+        rejected = report.rejected.to_numpy()
+        positions = rejected.nonzero()[0]
+        if len(positions):
+            quarantine = pd.DataFrame({
+                "dataset": landed.dataset,
+                "load_id": landed.load_id,
+                "row_number": positions.astype("int64"),
+                "reason": report.row_reasons.to_numpy()[positions].astype(object),
+                "row_json": _rows_as_json(original.iloc[positions]),
+                "quarantined_at": pd.Timestamp(utcnow()),
+            })
+        if status == "accepted":
+            accepted = conform_to_contract(frame.loc[~rejected], contract)[contract.names]
+            accepted["_load_id"] = landed.load_id
+    with connect() as con:
+        con.execute(QUARANTINE_DDL)
+        has_raw = bool(con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+        ).fetchall()[0][0])
+        with transaction(con):
+            con.execute("DELETE FROM quarantine WHERE dataset = ? AND load_id = ?", [landed.dataset, landed.load_id])
+            if has_raw:
+                con.execute(f'DELETE FROM "{table}" WHERE _load_id = ?', [landed.load_id])
+            if quarantine is not None:
+                con.register("_pw_quarantine", quarantine)
+                con.execute("INSERT INTO quarantine BY NAME SELECT * FROM _pw_quarantine")
+                con.unregister("_pw_quarantine")
+            if accepted is not None:
+                con.register("_pw_accepted", accepted)
+                if not has_raw:
+                    con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _pw_accepted LIMIT 0')
+                con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _pw_accepted')
+                con.unregister("_pw_accepted")
+            set_load_status(landed.dataset, landed.load_id, status, con=con)
+    return (0 if accepted is None else len(accepted)), (0 if quarantine is None else len(quarantine))
+
+
+def _rows_as_json(rows: pd.DataFrame) -> list[str]:
+    """Each row as one JSON object (nulls as null, timestamps ISO 8601), as it arrived."""
+    if rows.empty:
+        return []
+    text = rows.to_json(orient="records", lines=True, date_format="iso", force_ascii=False)
+    return [line for line in text.split("\n") if line]
+
+
+def _event_id(kind: str, landed: Landed, contract: Contract, mapping_version: int | None, findings: object) -> uuid.UUID:
+    """A stable id for the same finding on the same load under the same contract and mapping versions."""
+    digest = hashlib.sha256(json.dumps(findings, sort_keys=True, default=str).encode()).hexdigest()
+    key = f"{kind}|{landed.dataset}|{landed.load_id}|{contract.version_tag}|{mapping_version}|{digest}"
+    return uuid.uuid5(EVENT_NAMESPACE, key)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)

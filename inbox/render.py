@@ -1,0 +1,300 @@
+"""Terminal and JSON renderings of the queue, for `pipewarden inbox list|show` and `pipewarden audit verify`.
+
+Every string that comes from data (titles, diagnoses, column names, LLM text) goes into a `rich.text.Text`,
+never into markup, so a title like "[red]x" or "[link=...]" is printed as it is written.
+The JSON helpers return plain dicts (JSON-ready: ids, times and enums as strings) for `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from inbox.service import DecisionOutcome
+from pipewarden.audit import AuditEntry, AuditReport
+from pipewarden.events import Event
+from pipewarden.models import (
+    Citation,
+    ColumnMapping,
+    Decision,
+    DryRun,
+    NoChange,
+    Proposal,
+    ProposalStatus,
+    SqlModelPatch,
+)
+
+STATUS_STYLE: dict[ProposalStatus, str] = {
+    ProposalStatus.pending: "bold yellow",
+    ProposalStatus.needs_human: "bold magenta",
+    ProposalStatus.approved: "cyan",
+    ProposalStatus.applying: "cyan",
+    ProposalStatus.applied: "cyan",
+    ProposalStatus.verified: "bold green",
+    ProposalStatus.rejected: "red",
+    ProposalStatus.rolled_back: "bold red",
+    ProposalStatus.expired: "dim",
+}
+RISK_STYLE: dict[str, str] = {"low": "green", "medium": "yellow", "high": "bold red"}
+SAMPLE_ROWS = 5
+
+
+# --------------------------------------------------------------------------- small helpers
+def age(at: datetime, now: datetime | None = None) -> str:
+    """A compact age such as "42s", "5m", "3h" or "2d" (naive times are taken as UTC)."""
+    now = now or datetime.now(UTC)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    seconds = max(0, int((now - at).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def status_text(status: ProposalStatus) -> Text:
+    return Text(status.value, style=STATUS_STYLE.get(status, ""))
+
+
+def _kv(rows: Iterable[tuple[str, RenderableType | str]]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value if not isinstance(value, str) else Text(value))
+    return table
+
+
+def _cell(value: Any) -> Text:
+    if value is None:
+        return Text("null", style="dim")
+    return Text(str(value))
+
+
+# --------------------------------------------------------------------------- the queue
+def proposals_table(proposals: Sequence[Proposal], *, now: datetime | None = None) -> Table:
+    """One row per proposal: short id, status, risk, agent, dataset, title and age."""
+    table = Table(title=f"proposals ({len(proposals)})", title_justify="left", expand=False)
+    for name in ("id", "status", "risk", "agent", "dataset", "title", "age"):
+        table.add_column(name, no_wrap=name in ("id", "status", "age"))
+    for p in proposals:
+        table.add_row(
+            Text(p.short_id, style="bold"),
+            status_text(p.status),
+            Text(p.risk.value, style=RISK_STYLE.get(p.risk.value, "")),
+            Text(p.agent),
+            Text(p.dataset),
+            Text(p.title),
+            Text(age(p.created_at, now)),
+        )
+    if not proposals:
+        table.caption = "the queue is empty"
+    return table
+
+
+# --------------------------------------------------------------------------- one proposal
+def change_renderable(change: ColumnMapping | SqlModelPatch | NoChange) -> RenderableType:
+    """The typed change, readably: a rename table and casts, a SQL text, or why there is no change."""
+    if isinstance(change, ColumnMapping):
+        renames = Table(title=f"column mapping for {change.dataset}", title_justify="left")
+        renames.add_column("incoming column")
+        renames.add_column("")
+        renames.add_column("contract column")
+        for incoming, contract_col in change.renames.items():
+            renames.add_row(Text(incoming), "->", Text(contract_col))
+        if not change.renames:
+            renames.caption = "no renames"
+        parts: list[RenderableType] = [renames]
+        if change.casts:
+            casts = Table(title="casts", title_justify="left")
+            casts.add_column("contract column")
+            casts.add_column("cast to")
+            for col, typ in change.casts.items():
+                casts.add_row(Text(col), Text(typ))
+            parts.append(casts)
+        return Group(*parts)
+    if isinstance(change, SqlModelPatch):
+        return Group(Text(f"SQL model {change.model}", style="bold"), Text(change.sql))
+    return Text(f"no change proposed: {change.reason}", style="magenta")
+
+
+def dry_run_renderable(dry_run: DryRun | None) -> RenderableType:
+    """Checks before and after the change on the failing batch, and a few rows after it."""
+    if dry_run is None:
+        return Text("no dry run", style="dim")
+    table = Table(title="dry run on the failing batch", title_justify="left")
+    for name in ("", "passed", "rows", "failed rows", "failed checks", "schema errors"):
+        table.add_column(name)
+    for label, r in (("before", dry_run.before), ("after", dry_run.after)):
+        table.add_row(
+            label,
+            Text("yes", style="green") if r.passed else Text("no", style="red"),
+            str(r.rows),
+            str(r.failed_rows),
+            Text("\n".join(r.failed_checks) or "-"),
+            Text("\n".join(r.schema_errors) or "-"),
+        )
+    verdict = Text("the change heals the batch", style="green") if dry_run.heals else Text(
+        "the change does not heal the batch", style="bold red"
+    )
+    parts: list[RenderableType] = [table, verdict]
+    if dry_run.sample:
+        sample = Table(title=f"sample after the change ({min(len(dry_run.sample), SAMPLE_ROWS)} rows)",
+                       title_justify="left")
+        columns = sample_columns(dry_run.sample)
+        for col in columns:
+            sample.add_column(Text(col))
+        for row in dry_run.sample[:SAMPLE_ROWS]:
+            sample.add_row(*(_cell(row.get(c)) for c in columns))
+        parts.append(sample)
+    return Group(*parts)
+
+
+def sample_columns(sample: Sequence[dict[str, Any]]) -> list[str]:
+    """The union of the sample rows' keys, in first-seen order."""
+    seen: dict[str, None] = {}
+    for row in sample:
+        for key in row:
+            seen.setdefault(str(key), None)
+    return list(seen)
+
+
+def citations_table(citations: Sequence[Citation]) -> Table:
+    table = Table(title=f"citations ({len(citations)})", title_justify="left")
+    for name in ("source", "kind", "owner", "updated", "excerpt"):
+        table.add_column(name)
+    for c in citations:
+        table.add_row(
+            Text(c.source), Text(c.kind), Text(c.owner or "-"),
+            Text(c.updated_at.isoformat(timespec="seconds") if c.updated_at else "-"),
+            Text(c.excerpt[:120]),
+        )
+    return table
+
+
+def audit_table(audit: Sequence[AuditEntry]) -> Table:
+    table = Table(title=f"audit trail ({len(audit)})", title_justify="left")
+    for name in ("seq", "at", "action", "actor", "detail"):
+        table.add_column(name)
+    for e in audit:
+        table.add_row(
+            str(e.seq), e.at.isoformat(timespec="seconds"), Text(e.action), Text(e.actor),
+            Text(json.dumps(e.detail, sort_keys=True, default=str)),
+        )
+    return table
+
+
+def proposal_detail(
+    p: Proposal, decisions: Sequence[Decision], audit: Sequence[AuditEntry], *, event: Event | None = None
+) -> RenderableType:
+    """Everything about one proposal: summary, diagnosis, change, evidence, citations, decisions, audit trail."""
+    summary = _kv([
+        ("id", str(p.id)),
+        ("status", status_text(p.status) + (Text(f" ({p.status_reason})") if p.status_reason else Text(""))),
+        ("agent", f"{p.agent} (planner: {p.planner})"),
+        ("dataset", p.dataset),
+        ("risk", Text(p.risk.value, style=RISK_STYLE.get(p.risk.value, ""))),
+        ("required roles", ", ".join(p.required_roles) or "-"),
+        ("event", f"{event.kind} at {event.occurred.isoformat(timespec='seconds')}" if event else str(p.event_id)),
+        ("created", f"{p.created_at.isoformat(timespec='seconds')} ({age(p.created_at)} ago)"),
+    ])
+    parts: list[RenderableType] = [
+        Panel(summary, title=Text(p.title), title_align="left"),
+        Panel(Text(p.diagnosis), title="diagnosis", title_align="left"),
+        Panel(change_renderable(p.change), title=f"change: {p.change.kind}", title_align="left"),
+    ]
+    if p.tried:
+        parts.append(Panel(Text("\n".join(f"- {t}" for t in p.tried)), title="tried", title_align="left"))
+    parts.append(dry_run_renderable(p.dry_run))
+    if p.citations:
+        parts.append(citations_table(p.citations))
+    if decisions:
+        dt = Table(title="decisions", title_justify="left")
+        for name in ("verdict", "actor", "via", "at", "reason"):
+            dt.add_column(name)
+        for d in decisions:
+            dt.add_row(Text(d.verdict.value, style="green" if d.verdict.value == "approve" else "red"),
+                       Text(d.actor), d.via, d.decided_at.isoformat(timespec="seconds"), Text(d.reason or "-"))
+        parts.append(dt)
+    parts.append(audit_table(audit))
+    return Group(*parts)
+
+
+def audit_report(report: AuditReport) -> RenderableType:
+    """The result of `pipewarden audit verify`: a green line, or the first broken entry and what is wrong."""
+    if report.ok:
+        return Text(f"audit log verified: {report.entries} entries, the hash chain is intact", style="green")
+    body = Text()
+    body.append(f"the audit log's hash chain is broken at entry {report.first_broken_seq}\n", style="bold red")
+    body.append(report.problem or "unknown problem")
+    body.append(f"\n({report.entries} entries checked)", style="dim")
+    return Panel(body, title="audit verify", title_align="left", border_style="red")
+
+
+def outcome_renderable(outcome: DecisionOutcome) -> RenderableType:
+    """One or two lines for `inbox approve|reject`: who decided, and where the proposal ended."""
+    d, p = outcome.decision, outcome.proposal
+    line = Text()
+    line.append("approved" if d.verdict.value == "approve" else "rejected", style="bold")
+    line.append(f" proposal {p.short_id} as ")
+    line.append(d.actor)
+    line.append("; it is now ")
+    line.append_text(status_text(p.status))
+    if outcome.resume == "failed":
+        line.append(f"\nresuming the agent failed: {outcome.resume_error}", style="red")
+        line.append("\nthe decision is stored; resuming can be retried later (the supervisor does it)", style="dim")
+    return line
+
+
+# --------------------------------------------------------------------------- JSON for --json and the API
+def proposal_json(p: Proposal) -> dict[str, Any]:
+    """A proposal's summary row: what `inbox list --json` prints per proposal."""
+    return {
+        "id": str(p.id),
+        "short_id": p.short_id,
+        "status": p.status.value,
+        "risk": p.risk.value,
+        "agent": p.agent,
+        "dataset": p.dataset,
+        "title": p.title,
+        "change": p.change.kind,
+        "created_at": p.created_at.isoformat(),
+        "updated_at": p.updated_at.isoformat(),
+    }
+
+
+def proposals_json(proposals: Sequence[Proposal]) -> dict[str, Any]:
+    """The queue: `{"count": n, "proposals": [summary, ...]}`."""
+    return {"count": len(proposals), "proposals": [proposal_json(p) for p in proposals]}
+
+
+def proposal_detail_json(
+    p: Proposal, decisions: Sequence[Decision], audit: Sequence[AuditEntry], *, event: Event | None = None
+) -> dict[str, Any]:
+    """The whole proposal (as stored), its event, decisions and audit trail."""
+    return {
+        "proposal": p.model_dump(mode="json"),
+        "event": event.model_dump(mode="json") if event is not None else None,
+        "decisions": [d.model_dump(mode="json") for d in decisions],
+        "audit": [e.model_dump(mode="json") for e in audit],
+    }
+
+
+def audit_report_json(report: AuditReport) -> dict[str, Any]:
+    return report.model_dump(mode="json")
+
+
+def outcome_json(outcome: DecisionOutcome) -> dict[str, Any]:
+    return {
+        "decision": outcome.decision.model_dump(mode="json"),
+        "proposal": proposal_json(outcome.proposal),
+        "resume": outcome.resume,
+        "resume_error": outcome.resume_error,
+    }

@@ -1,0 +1,3 @@
+from pipewarden.cli import main
+
+main()

@@ -1,0 +1,197 @@
+"""Ingest: the demo source, landing batches atomically with their load metadata, and the reference tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from flows.data import inject_drift, load_table, month_batch, source_dir, write_batch
+from flows.ingest import (
+    default_load_id,
+    ingest,
+    ingest_reference_tables,
+    landed_path,
+    list_loads,
+    read_landed,
+)
+from flows.warehouse import connect
+from pipewarden.errors import InputFileError, UnknownNameError, UserError
+from pipewarden.settings import get_settings
+
+
+@pytest.fixture(scope="module")
+def january() -> pd.DataFrame:
+    """January's flights, read straight from the package (no cache: module fixtures run outside a test home)."""
+    flights = pd.read_csv(source_dir() / "flights.csv.zip")
+    return flights[flights["month"] == 1].reset_index(drop=True)
+
+
+@pytest.fixture
+def small(january: pd.DataFrame) -> pd.DataFrame:
+    return january.head(500).copy()
+
+
+def _landing_files() -> list[Path]:
+    d = get_settings().landing_dir
+    return sorted(p for p in d.rglob("*") if p.is_file()) if d.exists() else []
+
+
+def _meta_rows() -> list[dict[str, object]]:
+    return list_loads()
+
+
+# --------------------------------------------------------------------------- the demo source
+def test_month_batch_has_the_month_with_all_columns_and_original_dtypes(pw_home: Path) -> None:
+    jan = month_batch(1)
+    assert jan.shape == (27004, 19)
+    assert set(jan["month"]) == {1}
+    assert jan["dep_time"].dtype == "float64" and jan["flight"].dtype == "int64"
+    assert pd.api.types.is_string_dtype(jan["time_hour"])
+    assert list(jan.index[:3]) == [0, 1, 2]
+    assert (pw_home / "cache" / "flights.parquet").exists(), "the full table is cached as Parquet"
+    assert month_batch(1).equals(jan), "a cached load gives the same frame"
+
+
+def test_month_batch_rejects_a_month_that_does_not_exist() -> None:
+    with pytest.raises(UserError, match="month 13"):
+        month_batch(13)
+
+
+def test_load_table_reads_reference_tables_and_names_unknown_ones() -> None:
+    assert load_table("airlines").shape == (16, 2)
+    with pytest.raises(UnknownNameError, match="planez") as err:
+        load_table("planez")
+    assert "planes" in str(err.value)
+
+
+def test_inject_drift_renames_and_stringifies_without_touching_its_input(small: pd.DataFrame) -> None:
+    before = small.copy()
+    drifted = inject_drift(small, renames={"dep_delay": "departureDelay"}, to_string=["flight", "dep_time"])
+    pd.testing.assert_frame_equal(small, before)
+    assert "departureDelay" in drifted and "dep_delay" not in drifted
+    assert drifted["flight"].iloc[0] == str(small["flight"].iloc[0])
+    assert drifted["dep_time"].iloc[0] == str(int(small["dep_time"].iloc[0])), "whole floats print without .0"
+    assert drifted["dep_time"].isna().sum() == small["dep_time"].isna().sum(), "nulls stay null"
+    with pytest.raises(UnknownNameError):
+        inject_drift(small, to_string=["nope"])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_write_batch_round_trips(small: pd.DataFrame, tmp_path: Path, suffix: str) -> None:
+    path = write_batch(small, tmp_path / "sub" / f"b{suffix}")
+    back = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    assert back.shape == small.shape and list(back.columns) == list(small.columns)
+    with pytest.raises(UserError, match="unsupported"):
+        write_batch(small, tmp_path / "b.xlsx")
+
+
+# --------------------------------------------------------------------------- landing
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_ingest_lands_parquet_with_metadata_and_a_meta_loads_row(small: pd.DataFrame, tmp_path: Path,
+                                                                 suffix: str) -> None:
+    src = write_batch(small, tmp_path / f"batch{suffix}")
+    landed = ingest("flights", src)
+
+    assert landed.load_id == default_load_id("flights", src) and landed.load_id.startswith("flights-")
+    assert Path(landed.path) == landed_path("flights", landed.load_id)
+    assert landed.rows == 500
+    assert landed.columns["flight"] == "integer" and landed.columns["carrier"] == "string"
+    meta = pq.read_schema(landed.path).metadata
+    assert meta[b"pipewarden.load_id"] == landed.load_id.encode()
+    assert meta[b"pipewarden.source"] == str(src.resolve()).encode()
+    assert meta[b"pipewarden.schema_fingerprint"] == landed.schema_fingerprint.encode()
+    assert b"pipewarden.arrived_at" in meta
+    assert [p.name for p in _landing_files()] == [f"{landed.load_id}.parquet"], "no temporary file is left"
+
+    rows = _meta_rows()
+    assert len(rows) == 1
+    assert rows[0]["load_id"] == landed.load_id and rows[0]["rows"] == 500 and rows[0]["status"] == "landed"
+    assert rows[0]["schema_fingerprint"] == landed.schema_fingerprint
+
+    df, again = read_landed("flights", landed.load_id)
+    assert again == landed
+    pd.testing.assert_frame_equal(df, pd.read_csv(src) if suffix == ".csv" else pd.read_parquet(src))
+
+
+def test_reingesting_the_same_file_lands_it_once(small: pd.DataFrame, tmp_path: Path) -> None:
+    src = write_batch(small, tmp_path / "batch.csv")
+    first = ingest("flights", src)
+    second = ingest("flights", src)
+    assert second == first, "same load id, same arrival time"
+    assert len(_landing_files()) == 1 and len(_meta_rows()) == 1
+
+
+def test_an_explicit_load_id_cannot_be_reused_for_another_file(small: pd.DataFrame, tmp_path: Path) -> None:
+    ingest("flights", write_batch(small, tmp_path / "a.csv"), load_id="jan-1")
+    with pytest.raises(UserError, match="already landed from another file"):
+        ingest("flights", write_batch(small.head(10), tmp_path / "b.csv"), load_id="jan-1")
+
+
+def _truncated_parquet(small: pd.DataFrame, tmp_path: Path) -> Path:
+    good = write_batch(small, tmp_path / "good.parquet")
+    bad = tmp_path / "truncated.parquet"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return bad
+
+
+def _latin1_csv(small: pd.DataFrame, tmp_path: Path) -> Path:
+    frame = small.head(5).copy()
+    frame["dest"] = ["SÃO", "MÜN", "ZÜR", "BOG", "LIM"]
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes(frame.to_csv(index=False).encode("latin-1"))
+    return bad
+
+
+def _empty(small: pd.DataFrame, tmp_path: Path) -> Path:
+    bad = tmp_path / "empty.csv"
+    bad.write_bytes(b"")
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [(_truncated_parquet, "truncated"), (_latin1_csv, "not UTF-8"), (_empty, "empty")],
+    ids=["truncated-parquet", "latin1-csv", "empty-file"],
+)
+def test_an_unreadable_file_raises_naming_it_and_lands_nothing(small: pd.DataFrame, tmp_path: Path, make,
+                                                               needle: str) -> None:
+    bad = make(small, tmp_path)
+    with pytest.raises(InputFileError) as err:
+        ingest("flights", bad)
+    assert str(bad) in str(err.value) and needle in str(err.value)
+    assert _landing_files() == []
+    assert _meta_rows() == []
+
+
+def test_an_unknown_dataset_raises_naming_it_and_lands_nothing(small: pd.DataFrame, tmp_path: Path) -> None:
+    src = write_batch(small, tmp_path / "batch.csv")
+    with pytest.raises(UnknownNameError) as err:
+        ingest("flighst", src)
+    assert "flighst" in str(err.value) and "flights" in str(err.value)
+    assert _landing_files() == []
+    assert _meta_rows() == []
+
+
+def test_read_landed_names_the_loads_that_exist(small: pd.DataFrame, tmp_path: Path) -> None:
+    landed = ingest("flights", write_batch(small, tmp_path / "batch.csv"))
+    with pytest.raises(UnknownNameError) as err:
+        read_landed("flights", "flights-000000000000")
+    assert landed.load_id in str(err.value)
+    with pytest.raises(UserError, match="cannot name a file"):
+        landed_path("flights", "../escape")
+
+
+# --------------------------------------------------------------------------- reference tables
+def test_reference_tables_land_once_with_contract_types() -> None:
+    counts = ingest_reference_tables()
+    assert counts == {"airlines": 16, "airports": 1458, "planes": 3322, "weather": 26115}
+    assert ingest_reference_tables() == counts, "a second call leaves the tables as they are"
+    with connect(read_only=True) as con:
+        types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                 "WHERE table_name = 'raw_weather'").fetchall())
+        assert types["time_hour"] == "TIMESTAMP WITH TIME ZONE" and types["wind_dir"] == "BIGINT"
+        assert con.execute("SELECT count(*) FROM raw_planes WHERE _load_id = 'reference'").fetchall()[0][0] == 3322
+    assert {r["dataset"] for r in _meta_rows() if r["status"] == "reference"} == set(counts)

@@ -1,0 +1,201 @@
+"""Training registers the champion in MLflow, scoring writes per-load scores, and the two detectors fire on
+real regressions and drift but not on flat history or on the reference itself."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.detectors import (
+    FEATURES_TABLE,
+    REFERENCE_TABLE,
+    SCORES_TABLE,
+    batch_psi,
+    detect_cost_regressions,
+    detect_model_drift,
+    psi,
+    reference_profile,
+)
+from flows.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, build_features
+from flows.transform import RUNS_DDL, RUNS_TABLE, transform
+from flows.warehouse import connect
+from pipewarden.events import CostRegression, ModelDrift
+from tests.flows.test_transform import load_id_for, seed_warehouse
+
+
+def _champion_version() -> str:
+    from flows.train import CHAMPION, MODEL_NAME, mlflow_client
+
+    return str(mlflow_client().get_model_version_by_alias(MODEL_NAME, CHAMPION).version)
+
+
+@pytest.mark.slow
+def test_train_registers_champion_a_second_train_moves_it_and_score_uses_it(pw_home) -> None:
+    from flows.score import score
+    from flows.train import MODEL_NAME, has_champion, train
+
+    seed_warehouse()
+    transform(load_id_for(2))
+    build_features()
+    assert not has_champion()
+
+    first = train()
+    assert first.status == "trained" and first.version == "1" and first.alias == "champion"
+    assert has_champion() and _champion_version() == "1"
+    assert first.split_date is not None and first.split_date.startswith("2013-02")  # the holdout is the latest days
+    assert first.rows_train > 3 * first.rows_holdout > 0
+    assert {"auc", "accuracy", "base_rate_holdout", "rows_train"} <= set(first.metrics)
+    assert 0.55 < first.metrics["auc"] < 1.0  # better than chance, on days it never saw
+
+    import mlflow
+
+    run = mlflow.get_run(first.run_id)
+    assert run.data.metrics["auc"] == pytest.approx(first.metrics["auc"])
+    assert run.data.params["split_date"] == first.split_date
+    assert run.info.artifact_uri.startswith((pw_home / "mlartifacts").resolve().as_uri())
+    with connect(read_only=True) as con:
+        ref = con.execute(f"SELECT feature FROM {REFERENCE_TABLE} WHERE model_version = '1'").fetchall()
+    assert {r[0] for r in ref} == set(FEATURES)
+
+    second = train(params={"max_iter": 50})
+    assert second.version == "2" and _champion_version() == "2"
+
+    scored = score(load_id_for(2))
+    assert scored.status == "scored" and scored.model_version == "2"
+    with connect(read_only=True) as con:
+        n_feb = con.execute(f"SELECT COUNT(*) FROM {FEATURES_TABLE} WHERE load_id = ?", [load_id_for(2)]).fetchone()[0]
+    assert scored.rows == n_feb > 20_000
+    assert 0.1 < scored.mean_proba < 0.4  # the base rate is about 0.23
+
+    again = score(load_id_for(2))
+    other = score(load_id_for(1))
+    with connect(read_only=True) as con:
+        per_load = dict(con.execute(f"SELECT load_id, COUNT(*) FROM {SCORES_TABLE} GROUP BY 1").fetchall())
+        probs = con.execute(f"SELECT MIN(proba_delayed), MAX(proba_delayed) FROM {SCORES_TABLE}").fetchone()
+    assert per_load == {load_id_for(2): again.rows, load_id_for(1): other.rows}  # re-scoring replaced, not added
+    assert again.mean_proba == pytest.approx(scored.mean_proba)
+    assert 0.0 <= probs[0] < probs[1] <= 1.0
+
+    # the scored batch against its own model's reference: the model saw most of these days, no strong drift
+    assert not [e for e in detect_model_drift(load_id_for(2), per_feature=True)
+                if e.metric in ("psi:carrier", "psi:distance")]
+    # a heat wave in February's features is drift on `temp`
+    with connect() as con:
+        con.execute(f"UPDATE {FEATURES_TABLE} SET temp = temp + 40 WHERE load_id = ?", [load_id_for(2)])
+    drifted = detect_model_drift(load_id_for(2), per_feature=True)
+    assert "psi:temp" in {e.metric for e in drifted}
+    assert all(isinstance(e, ModelDrift) and e.model == f"{MODEL_NAME}@v2" for e in drifted)
+
+
+def test_train_skips_below_min_rows_and_score_skips_without_champion() -> None:
+    from flows.score import score
+    from flows.train import train
+
+    seed_warehouse(months=(1,))
+    transform()
+    result = build_features()
+    skipped = train(min_rows=result.rows + 1)
+    assert skipped.status == "skipped" and "fewer than" in skipped.reason
+    assert score(load_id_for(1)).status == "skipped"
+
+
+# --------------------------------------------------------------------------- cost detector
+def _write_runs(history: dict[str, list[float]]) -> None:
+    """Synthetic model_runs: each model's builds in order, one load per build (load-0, load-1, ...)."""
+    start = datetime(2026, 1, 1)
+    with connect() as con:
+        con.execute(RUNS_DDL)
+        for model, times in history.items():
+            for i, ms in enumerate(times):
+                con.execute(f"INSERT INTO {RUNS_TABLE} VALUES (?, ?, ?, 'ok', ?, ?, 100, 100, NULL, NULL, 'h', NULL)",
+                            [f"run-{i}", model, f"load-{i}", start + timedelta(minutes=i), ms])
+
+
+def test_cost_detector_fires_on_a_5x_jump_only() -> None:
+    _write_runs({
+        "route_daily": [100, 110, 95, 105, 520],     # 5x its median: a regression
+        "stg_flights": [300, 310, 290, 305, 320],    # flat
+        "carrier_daily": [10, 11, 9, 10, 49],        # 5x but under min_ms: noise
+    })
+    events = detect_cost_regressions("load-4")
+    assert [(e.model, e.metric) for e in events] == [("route_daily", "elapsed_ms")]
+    ev = events[0]
+    assert isinstance(ev, CostRegression) and ev.load_id == "load-4"
+    assert ev.baseline == pytest.approx(102.5) and ev.observed == 520 and ev.ratio == pytest.approx(520 / 102.5, rel=1e-3)
+    # the flat history of an earlier load fires nothing; an unknown load neither
+    assert detect_cost_regressions("load-3") == []
+    assert detect_cost_regressions("no-such-load") == []
+
+
+def test_cost_detector_needs_a_baseline() -> None:
+    _write_runs({"route_daily": [100, 900]})
+    assert detect_cost_regressions("load-1") == []
+    assert [e.model for e in detect_cost_regressions("load-1", min_history=1)] == ["route_daily"]
+
+
+def test_detectors_on_an_empty_warehouse_find_nothing() -> None:
+    assert detect_cost_regressions("load-1") == []
+    assert detect_model_drift("load-1") == []
+
+
+# --------------------------------------------------------------------------- drift detector
+def _synthetic_features(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({name: rng.normal(10, 3, n) for name in NUMERIC_FEATURES})
+    df["carrier"] = rng.choice(["AA", "B6", "UA"], n)
+    df["origin"] = rng.choice(["EWR", "JFK", "LGA"], n)
+    df.loc[rng.random(n) < 0.05, "temp"] = np.nan
+    return df
+
+
+def _write_batch(frame: pd.DataFrame, load_id: str, version: str = "1") -> None:
+    batch = frame.assign(flight_id=[f"{load_id}-{i}" for i in range(len(frame))], load_id=load_id)
+    scores = batch[["flight_id", "load_id"]].assign(model_name="pipewarden-delay", model_version=version,
+                                                     proba_delayed=0.2)
+    with connect() as con:
+        for table, df in ((FEATURES_TABLE, batch), (SCORES_TABLE, scores)):
+            con.register("df", df)
+            exists = con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0]
+            con.execute(f"INSERT INTO {table} SELECT * FROM df" if exists else f"CREATE TABLE {table} AS SELECT * FROM df")
+            con.unregister("df")
+
+
+def test_drift_detector_fires_on_a_shifted_batch_not_on_the_reference() -> None:
+    from flows.train import write_reference
+
+    train_frame = _synthetic_features(5000, seed=1)
+    write_reference("pipewarden-delay", "1", reference_profile(train_frame, NUMERIC_FEATURES, CATEGORICAL_FEATURES))
+
+    _write_batch(train_frame, "same")
+    assert detect_model_drift("same") == []
+
+    shifted = _synthetic_features(3000, seed=2)
+    shifted["temp"] = shifted["temp"] + 6          # two standard deviations warmer
+    shifted["carrier"] = "UA"                      # one carrier flies everything
+    shifted.loc[:1500, "distance"] = np.nan        # half the distances went missing
+    _write_batch(shifted, "shifted")
+    events = detect_model_drift("shifted", per_feature=True)
+    assert {e.metric for e in events} == {"psi:temp", "psi:carrier", "psi:distance"}
+    assert all(e.value > e.threshold == 0.2 and e.model == "pipewarden-delay@v1" for e in events)
+    assert [e.value for e in events] == sorted((e.value for e in events), reverse=True)
+    # one drifting batch is one incident: by default, one event for the worst feature
+    (worst,) = detect_model_drift("shifted")
+    assert (worst.metric, worst.value) == (events[0].metric, events[0].value)
+
+    fresh = _synthetic_features(3000, seed=3)      # a new sample of the same distribution
+    _write_batch(fresh, "fresh")
+    assert detect_model_drift("fresh") == []
+
+
+def test_psi_basics() -> None:
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0.0
+    assert psi([0.5, 0.5], [0.9, 0.1]) > 0.5
+    frame = _synthetic_features(2000, seed=4)
+    ref = reference_profile(frame, NUMERIC_FEATURES, CATEGORICAL_FEATURES)
+    assert max(batch_psi(ref, frame).values()) < 1e-9
+    temp = next(r for r in ref if r.feature == "temp")
+    assert len(temp.shares) == len(temp.edges) + 2 and sum(temp.shares) == pytest.approx(1.0)
+    assert temp.null_share == pytest.approx(frame["temp"].isna().mean())

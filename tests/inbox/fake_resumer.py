@@ -1,0 +1,33 @@
+"""A fake Resumer port for the inbox tests: it plays the agent graph that applies and verifies a change.
+
+Point `PIPEWARDEN_RESUMER` at `tests.inbox.fake_resumer:resume` (moves the proposal approved -> applying ->
+applied -> verified) or `tests.inbox.fake_resumer:fail` (raises, as a crashed graph would). Every call is
+recorded in `CALLS`.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from pipewarden.models import Proposal, ProposalStatus
+from pipewarden.store import StateStore
+
+CALLS: list[str] = []
+# For each call: whether an approving decision was already stored when the graph resumed (invariant 5).
+DECIDED_AT_CALL: list[bool] = []
+ACTOR = "supervisor"
+
+
+def resume(proposal_id: UUID | str) -> Proposal:
+    CALLS.append(str(proposal_id))
+    store = StateStore()
+    DECIDED_AT_CALL.append(store.approved_decision(proposal_id) is not None)
+    store.transition(proposal_id, ProposalStatus.applying, ACTOR, "applying the approved change")
+    store.transition(proposal_id, ProposalStatus.applied, ACTOR, "new mapping version active")
+    return store.transition(proposal_id, ProposalStatus.verified, ACTOR, "the re-run passed the contract")
+
+
+def fail(proposal_id: UUID | str) -> Proposal:
+    CALLS.append(str(proposal_id))
+    DECIDED_AT_CALL.append(StateStore().approved_decision(proposal_id) is not None)
+    raise RuntimeError("checkpoint database is locked")

@@ -1,0 +1,60 @@
+"""The arrows of ARCHITECTURE.md, checked on every import statement (lazy ones included).
+
+The two composition roots, the CLI and the demo, may reach every layer; they are listed by name.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = {"pipewarden", "flows", "agents", "tools", "policies", "inbox", "knowledge", "evals"}
+ALLOWED: dict[str, set[str]] = {
+    "pipewarden": {"pipewarden"},
+    "policies": {"pipewarden", "policies"},
+    "tools": {"pipewarden", "policies", "tools"},
+    "knowledge": {"pipewarden", "policies", "knowledge"},
+    "inbox": {"pipewarden", "policies", "inbox"},
+    "flows": {"pipewarden", "policies", "tools", "knowledge", "flows"},
+    "agents": {"pipewarden", "policies", "tools", "knowledge", "agents"},
+    "evals": OURS,
+}
+COMPOSITION_ROOTS = {"pipewarden/cli.py", "flows/demo.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found & OURS
+
+
+FILES = sorted(p for pkg in ALLOWED for p in (ROOT / pkg).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_follow_the_arrows(path: Path) -> None:
+    rel = str(path.relative_to(ROOT))
+    if rel in COMPOSITION_ROOTS:
+        return
+    pkg = rel.split("/")[0]
+    bad = _imports(path) - ALLOWED[pkg]
+    assert not bad, f"{rel} imports {sorted(bad)}; {pkg}/ may import only {sorted(ALLOWED[pkg])}"
+
+
+def test_nothing_imports_evals() -> None:
+    offenders = [str(p.relative_to(ROOT)) for p in FILES
+                 if not str(p.relative_to(ROOT)).startswith("evals/") and "evals" in _imports(p)]
+    assert offenders == []
+
+
+def test_every_folder_has_a_readme() -> None:
+    missing = [pkg for pkg in ALLOWED if not (ROOT / pkg / "README.md").exists()]
+    assert missing == []

@@ -1,0 +1,306 @@
+"""Contract checks on a batch: the schema against the contract, then every row against the GX suite.
+
+`run_checks(df, contract)` returns a `CheckReport`: the kernel's `CheckResult` (what proposals and events
+carry), one reason string per rejected row (index-aligned to `df`), the failure rate and the failed checks.
+A row rule fails a row, never the batch by itself: the batch passes when its columns match the contract and at
+most `contract.max_failure_rate` of its rows were rejected.
+
+Rows are judged by the contract's great-expectations suite (`policies.expectations.build_suite`) on GX's
+pandas datasource, in one ephemeral context per process. GX's cost is mostly per expectation, not per row, so
+the suite first runs with result_format BOOLEAN_ONLY, and only the expectations that failed run again with
+COMPLETE to get their unexpected rows. `engine="pandas"` evaluates the same `CheckSpec`s with vectorized
+pandas (same results; on a month of flights about 17 ms against GX's 140 ms); the tests hold the two
+engines to the same answers.
+
+`dry_check(df, contract, mapping)` is the side-effect-free check the agents' dry-run uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipewarden.errors import PipewardenError
+from pipewarden.events import FailedCheck
+from pipewarden.models import CheckResult, ColumnMapping
+from policies.contract import Contract, SchemaDiff, load_contract, schema_diff
+from policies.expectations import CheckSpec, build_suite, check_specs
+from tools.io import read_table
+from tools.mapping import map_frame, to_timestamp
+
+Engine = Literal["gx", "pandas"]
+DEFAULT_ENGINE: Engine = "gx"
+
+
+class CheckReport(BaseModel):
+    """Everything the checks found on one batch."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    dataset: str
+    contract_version: str
+    result: CheckResult
+    row_reasons: pd.Series = Field(description="Per row of the batch (same index): why it was rejected, or ''.")
+    failure_rate: float
+    threshold: float
+    failed: list[FailedCheck] = Field(default_factory=list)
+    schema_diff: SchemaDiff = Field(default_factory=SchemaDiff)
+    engine: str = DEFAULT_ENGINE
+    elapsed_ms: float = 0.0
+
+    @property
+    def rejected(self) -> pd.Series:
+        """Boolean mask of the rejected rows (index as the batch)."""
+        return self.row_reasons != ""
+
+    @property
+    def over_threshold(self) -> bool:
+        return self.failure_rate > self.threshold
+
+
+# --------------------------------------------------------------------------- public functions
+def check_schema(df: pd.DataFrame, contract: Contract) -> SchemaDiff:
+    """The batch's columns and types against the contract (columns starting with `_` are ignored)."""
+    return schema_diff(contract, df)
+
+
+def run_checks(
+    df: pd.DataFrame,
+    contract: Contract,
+    *,
+    cast_failures: Mapping[str, pd.Series] | None = None,
+    engine: Engine | None = None,
+) -> CheckReport:
+    """Check a batch against its contract: schema first, then every row rule of every usable column.
+
+    Columns missing from the batch or of an incompatible type are reported in `result.schema_errors` (and
+    make the batch fail); the row rules of the other columns still run, so a report on a drifted file says
+    as much as it can. Timestamp columns that arrive as ISO strings are parsed first; a value that does not
+    parse rejects its row. `cast_failures` (from `tools.mapping.map_frame`) are the original values a
+    mapping could not cast: each rejects its row with a reason. `df` is not changed.
+    """
+    engine = engine or DEFAULT_ENGINE
+    t0 = time.perf_counter()
+    diff = schema_diff(contract, df)
+    retyped = {t.column for t in diff.retyped}
+    specs = tuple(s for s in check_specs(contract) if s.row_level and s.column in df.columns
+                  and s.column not in retyped)
+    n = len(df)
+    cols = list(dict.fromkeys(s.column for s in specs))
+    work = df[cols].reset_index(drop=True) if cols else pd.DataFrame(index=pd.RangeIndex(n))
+
+    reasons = np.full(n, "", dtype=object)
+    failed: list[FailedCheck] = []
+    explained: dict[str, np.ndarray] = {}  # positions whose null is already explained by a cast failure
+
+    # 1. values that are not what the contract type says: unparseable timestamps, failed casts
+    for col in cols:
+        if contract.column(col).type == "timestamp" and not pd.api.types.is_datetime64_any_dtype(work[col].dtype):
+            parsed = to_timestamp(work[col])
+            bad = np.flatnonzero((work[col].notna() & parsed.isna()).to_numpy())
+            if len(bad):
+                label = f"{col}: not a timestamp"
+                _add(reasons, bad, _with_values(label, work[col].iloc[bad]))
+                failed.append(FailedCheck(check="timestamp", column=col, failed_rows=len(bad), detail=label))
+                explained[col] = bad
+            work[col] = parsed
+    for col, originals in (cast_failures or {}).items():
+        if len(originals) == 0:
+            continue
+        bad = np.flatnonzero(df.index.isin(originals.index))
+        if not len(bad):
+            continue
+        to = contract.column(col).type if col in contract.names else "its contract type"
+        label = f"{col}: cannot cast to {to}"
+        shown = originals.reindex(df.index[bad]) if df.index.is_unique else pd.Series(["?"] * len(bad))
+        _add(reasons, bad, _with_values(label, shown))
+        failed.append(FailedCheck(check="cast", column=col, failed_rows=len(bad), detail=label))
+        explained[col] = np.union1d(explained.get(col, np.array([], dtype=int)), bad)
+
+    # 2. the row rules
+    hits = _evaluate_gx(work, contract, specs) if engine == "gx" else _evaluate_pandas(work, specs)
+    for spec in specs:
+        pos = hits.get(spec.label)
+        if pos is None or not len(pos):
+            continue
+        if spec.kind == "not_null" and spec.column in explained:
+            pos = np.setdiff1d(pos, explained[spec.column], assume_unique=True)
+            if not len(pos):
+                continue
+        row_text: Any = spec.label if spec.kind == "not_null" else _with_values(spec.label, work[spec.column].iloc[pos])
+        _add(reasons, pos, row_text)
+        failed.append(FailedCheck(check=spec.kind, column=spec.column, failed_rows=len(pos), detail=spec.label))
+
+    row_reasons = pd.Series(reasons, index=df.index, name="reason", dtype="str")
+    failed_rows = int((reasons != "").sum())
+    rate = failed_rows / n if n else 0.0
+    schema_errors = diff.describe()
+    result = CheckResult(
+        passed=not schema_errors and rate <= contract.max_failure_rate,
+        rows=n,
+        failed_rows=failed_rows,
+        schema_errors=schema_errors,
+        failed_checks=[f"{f.detail} ({f.failed_rows} row{'s' if f.failed_rows != 1 else ''})" for f in failed],
+    )
+    return CheckReport(
+        dataset=contract.dataset, contract_version=contract.version_tag, result=result, row_reasons=row_reasons,
+        failure_rate=rate, threshold=contract.max_failure_rate, failed=failed, schema_diff=diff, engine=engine,
+        elapsed_ms=(time.perf_counter() - t0) * 1000,
+    )
+
+
+def check_frame(
+    df: pd.DataFrame, contract: Contract, mapping: ColumnMapping | None = None, *, engine: Engine | None = None
+) -> CheckReport:
+    """Apply `mapping` (if any) to a copy of `df`, then `run_checks`; nothing is written anywhere.
+
+    The report's row reasons are index-aligned to `df` (a mapping renames and casts, it never drops rows).
+    """
+    if mapping is None:
+        return run_checks(df, contract, engine=engine)
+    mapped = map_frame(df, mapping, contract)
+    return run_checks(mapped.frame, contract, cast_failures=mapped.cast_failures, engine=engine)
+
+
+def dry_check(df: pd.DataFrame, contract: Contract, mapping: ColumnMapping | None = None) -> CheckResult:
+    """The CheckResult the batch would get with `mapping` applied: schema drift lands in `schema_errors` and
+    makes `passed` False. Side-effect free: no active version is read, nothing is written."""
+    return check_frame(df, contract, mapping).result
+
+
+def check_file(path: str | Path, dataset: str, mapping: ColumnMapping | None = None,
+               *, engine: Engine | None = None) -> CheckReport:
+    """Check a CSV or Parquet file against the contract of `dataset` (for `pipewarden check FILE --dataset`).
+
+    An unknown dataset raises UnknownNameError; a missing, empty, truncated or non-UTF-8 file raises
+    InputFileError naming the file. Schema drift is reported in `result.schema_errors`, not raised.
+    """
+    contract = load_contract(dataset)
+    df = read_table(path)
+    return check_frame(df, contract, mapping, engine=engine)
+
+
+# --------------------------------------------------------------------------- row reasons
+def _with_values(label: str, values: pd.Series) -> np.ndarray:
+    shown = values.astype("object").map(_short_repr).to_numpy(dtype=object)
+    return label + " (got " + shown + ")"
+
+
+def _short_repr(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    text = repr(v) if isinstance(v, str) else str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _add(reasons: np.ndarray, positions: np.ndarray, text: str | np.ndarray) -> None:
+    current = reasons[positions]
+    reasons[positions] = np.where(current == "", text, current + "; " + text)
+
+
+# --------------------------------------------------------------------------- engine: pandas
+def _evaluate_pandas(work: pd.DataFrame, specs: Iterable[CheckSpec]) -> dict[str, np.ndarray]:
+    """Each spec's failing row positions, computed with vectorized pandas (GX's semantics: nulls pass
+    every rule but not_null; bounds are inclusive)."""
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        col = work[spec.column]
+        if spec.kind == "not_null":
+            bad = col.isna()
+        elif spec.kind == "between":
+            num = col.astype("float64") if not pd.api.types.is_bool_dtype(col.dtype) else col
+            bad = pd.Series(False, index=col.index)
+            if spec.min_value is not None:
+                bad |= (num < spec.min_value).fillna(False)
+            if spec.max_value is not None:
+                bad |= (num > spec.max_value).fillna(False)
+        elif spec.kind == "in_set":
+            bad = col.notna() & ~col.isin(list(spec.values))
+        else:  # length
+            lengths = col.astype("str").str.len().where(col.notna())
+            bad = pd.Series(False, index=col.index)
+            if spec.min_value is not None:
+                bad |= (lengths < spec.min_value).fillna(False)
+            if spec.max_value is not None:
+                bad |= (lengths > spec.max_value).fillna(False)
+        out[spec.label] = np.flatnonzero(bad.to_numpy(dtype=bool))
+    return out
+
+
+# --------------------------------------------------------------------------- engine: great-expectations
+_GX_LOCK = threading.Lock()
+_COMPLETE = {"result_format": "COMPLETE", "partial_unexpected_count": 0, "return_unexpected_index_query": False}
+
+
+@lru_cache(maxsize=1)
+def _gx_batch_definition() -> Any:
+    """One ephemeral GX context per process, progress bars off, with a pandas whole-dataframe batch definition."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    # GX logs an INFO line about a temporary docs folder for every ephemeral context; keep it out of the CLI.
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    asset = context.data_sources.add_pandas("pipewarden").add_dataframe_asset("batch")
+    return asset.add_batch_definition_whole_dataframe("whole")
+
+
+_SUITES: dict[tuple[str, tuple[CheckSpec, ...]], Any] = {}
+
+
+def _suite(contract: Contract, specs: tuple[CheckSpec, ...]) -> Any:
+    """The GX suite of these specs, built once per process (specs are frozen, so they key the cache)."""
+    key = (contract.version_tag, specs)
+    if key not in _SUITES:
+        if len(_SUITES) > 256:
+            _SUITES.clear()
+        _SUITES[key] = build_suite(contract, specs)
+    return _SUITES[key]
+
+
+def _evaluate_gx(work: pd.DataFrame, contract: Contract, specs: tuple[CheckSpec, ...]) -> dict[str, np.ndarray]:
+    """Each spec's failing row positions, from GX: BOOLEAN_ONLY for all, then COMPLETE for the failed ones."""
+    if not specs:
+        return {}
+    by_label = {s.label: s for s in specs}
+    with _GX_LOCK:
+        batch_definition = _gx_batch_definition()
+        first = batch_definition.get_batch(batch_parameters={"dataframe": work}).validate(
+            _suite(contract, specs), result_format="BOOLEAN_ONLY"
+        )
+        _raise_on_exceptions(first, contract)
+        failing = tuple(by_label[r.expectation_config.meta["label"]] for r in first.results if not r.success)
+        if not failing:
+            return {}
+        second = batch_definition.get_batch(batch_parameters={"dataframe": work}).validate(
+            _suite(contract, failing), result_format=_COMPLETE
+        )
+        _raise_on_exceptions(second, contract)
+    out: dict[str, np.ndarray] = {}
+    for r in second.results:
+        idx = r.result.get("unexpected_index_list") or []
+        out[r.expectation_config.meta["label"]] = np.asarray(sorted(idx), dtype=np.int64)
+    return out
+
+
+def _raise_on_exceptions(validation: Any, contract: Contract) -> None:
+    for r in validation.results:
+        info = r.exception_info or {}
+        entries = [info] if "raised_exception" in info else list(info.values())
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("raised_exception"):
+                label = (r.expectation_config.meta or {}).get("label", r.expectation_config.type)
+                raise PipewardenError(
+                    f"{contract.version_tag}: great-expectations could not evaluate {label!r}: "
+                    f"{entry.get('exception_message')}",
+                    hint="run the check with engine='pandas' to compare, and report the batch's dtypes",
+                )

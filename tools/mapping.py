@@ -1,0 +1,150 @@
+"""Applying a column mapping to a batch, and casting columns to contract types.
+
+`apply_mapping` renames incoming columns to contract columns and casts retyped ones. A value that does not
+cast becomes null; it is never dropped silently: `map_frame` also returns the original values that failed,
+and `tools.checks.run_checks` turns them into row reasons ("flight: cannot cast to integer (got 'AB12')"), so the
+row is quarantined with its reason. Nothing here mutates its input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipewarden.errors import ConfigError
+from pipewarden.models import ColumnMapping
+from policies.contract import Contract
+
+CAST_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0"})
+
+
+class MappedFrame(BaseModel):
+    """A batch after a column mapping, with what the mapping did and which values failed to cast."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    frame: pd.DataFrame
+    renamed: dict[str, str] = Field(default_factory=dict, description="Renames applied (incoming -> contract).")
+    skipped: dict[str, str] = Field(default_factory=dict, description="Renames not applied, with why.")
+    cast: list[str] = Field(default_factory=list, description="Columns cast.")
+    cast_failures: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per cast column, a Series of the original values that did not cast (index as `frame`).",
+    )
+
+
+def cast_column(values: pd.Series, to: str) -> tuple[pd.Series, pd.Series]:
+    """Cast a Series to a contract type; returns (cast values, mask of non-null values that failed to cast).
+
+    integer -> nullable Int64 (a non-whole number fails), float -> float64, string -> str (whole floats print
+    without ".0"), timestamp -> UTC datetime (ISO 8601 strings), boolean -> nullable boolean.
+    """
+    if to not in CAST_TYPES:
+        raise ConfigError(f"cannot cast to {to!r}: not a contract type", hint=f"use one of {', '.join(CAST_TYPES)}")
+    s = values
+    if to == "integer":
+        if pd.api.types.is_integer_dtype(s.dtype):
+            out = s.astype("Int64")
+        else:
+            num = _to_numeric(s)
+            out = num.where((num % 1) == 0).astype("Int64")
+    elif to == "float":
+        out = _to_numeric(s).astype("float64")
+    elif to == "string":
+        if pd.api.types.is_float_dtype(s.dtype) and bool(((s.dropna() % 1) == 0).all()):
+            s = s.astype("Int64")
+        out = s.astype("str").where(s.notna(), None)
+    elif to == "timestamp":
+        out = to_timestamp(s)
+    else:
+        if pd.api.types.is_bool_dtype(s.dtype):
+            out = s.astype("boolean")
+        else:
+            text = s.astype("str").str.strip().str.lower()
+            out = pd.Series(pd.NA, index=s.index, dtype="boolean")
+            out[text.isin(_TRUE)] = True
+            out[text.isin(_FALSE)] = False
+    failed = values.notna() & out.isna()
+    return out, failed
+
+
+def _to_numeric(s: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(s.dtype):  # bool included: True -> 1.0
+        return s.astype("float64")
+    text = s.astype("str").str.strip()
+    return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
+def to_timestamp(values: pd.Series) -> pd.Series:
+    """A Series as UTC timestamps: ISO 8601 strings are parsed, naive datetimes are taken as UTC; bad -> NaT."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values.dt.tz_localize("UTC")
+    if pd.api.types.is_string_dtype(values.dtype) or values.dtype == object:
+        return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    return pd.to_datetime(values, utc=True, errors="coerce")
+
+
+def map_frame(df: pd.DataFrame, mapping: ColumnMapping, contract: Contract) -> MappedFrame:
+    """Rename per `mapping.renames`, then cast per `mapping.casts`; report what was done and what failed.
+
+    A rename whose incoming column is absent is skipped (a batch that never drifted passes through); so is a
+    rename whose target already exists in the batch (then the incoming column stays and shows as drift).
+    A cast of a column the batch lacks is skipped. A mapping target that is not a contract column is a
+    ConfigError.
+    """
+    for target in [*mapping.renames.values(), *mapping.casts]:
+        if target not in contract.names:
+            raise ConfigError(
+                f"the column mapping for {mapping.dataset} targets {target!r}, which is not a column of "
+                f"{contract.version_tag}",
+                hint=f"map to one of: {', '.join(contract.names)}",
+            )
+    renames: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for src, dst in mapping.renames.items():
+        if src not in df.columns:
+            skipped[src] = "not in the batch"
+        elif dst in df.columns and dst != src:
+            skipped[src] = f"the batch already has {dst!r}"
+        else:
+            renames[src] = dst
+    out = df.rename(columns=renames) if renames else df.copy(deep=False)
+    cast_done: list[str] = []
+    failures: dict[str, pd.Series] = {}
+    if mapping.casts:
+        out = out.copy(deep=False)
+        for col, to in mapping.casts.items():
+            if col not in out.columns:
+                continue
+            new, failed = cast_column(out[col], to)
+            if failed.any():
+                failures[col] = out[col][failed]
+            out[col] = new
+            cast_done.append(col)
+    return MappedFrame(frame=out, renamed=renames, skipped=skipped, cast=cast_done, cast_failures=failures)
+
+
+def apply_mapping(df: pd.DataFrame, mapping: ColumnMapping, contract: Contract) -> pd.DataFrame:
+    """The batch with the mapping applied (a new DataFrame; `df` is not changed). See `map_frame`."""
+    return map_frame(df, mapping, contract).frame
+
+
+def conform_to_contract(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """Cast every contract column to its canonical dtype, in contract order, other columns after.
+
+    The canonical dtypes (Int64, float64, str, UTC datetime, boolean) give warehouse tables one stable
+    schema whatever dtypes a batch arrived with. Values that cannot cast become null.
+    """
+    out: dict[str, pd.Series] = {}
+    for col in contract.columns:
+        if col.name in df.columns:
+            out[col.name] = cast_column(df[col.name], col.type)[0]
+    for name in df.columns:
+        if name not in out:
+            out[name] = df[name]
+    return pd.DataFrame(out, index=df.index)

@@ -1,0 +1,632 @@
+"""The schema-drift matcher: which reference column does each column of a new table correspond to?
+
+Given a reference (a table, its profiles, or a data contract) and a new table, `match_columns` decides for every
+column of the new table its best reference column or none, with a score, and reports the drift: columns
+renamed, retyped (with the cast that restores the reference type), added and dropped.
+
+How a pair (new column, reference column) is scored:
+
+* Exact names match first, with score 1.0; they are still checked for a type change.
+* Every remaining pair gets three component scores in 0..1:
+
+  - `name_score`: names are split into tokens whatever their style (camelCase, PascalCase, snake, kebab,
+    spaces), common abbreviations are expanded (dep -> departure, arr -> arrival, num -> number, dt -> date,
+    tz -> timezone, ...), then ``0.5 * token Jaccard + 0.5 * difflib ratio``; a token that is a prefix
+    (3+ letters) of the other side's token counts as shared. Identical token lists score 1.0.
+  - `embedding_score`: the cosine of the embeddings of the humanized names ("departure delay"), from the
+    `Embedder` port (MiniLM in production). Without an embedder this component is skipped and the other
+    weights are renormalized.
+  - `value_score`: from the column profiles. ``type_score * (0.6 * distribution + 0.2 * null-rate closeness +
+    0.2 * distinct-ratio closeness)``, where `type_score` is 1 for the same type (a string column whose values
+    parse as integer counts as integer), 0.9 for integer vs float and 0 otherwise, and `distribution` compares
+    the p10/p50/p90 quantiles and spread for numeric (and timestamp) columns, or the top values for the
+    others. A contract reference has no values, so there `value_score` is half the type score: agreeing types
+    are neutral evidence, and the names must carry the match.
+
+* The combined score is ``WEIGHTS`` applied to the components (name 0.45, embedding 0.20, value 0.35), divided
+  by the sum of the weights used. Pairs are assigned one to one by maximizing the total score over the pairs
+  at or above the threshold (scipy's `linear_sum_assignment`); a new column left without a partner is
+  "added", a reference column nothing maps to is "dropped".
+
+Column names and values are data: they are compared and quoted, never interpreted or evaluated.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipewarden.errors import InputFileError, UserError
+from pipewarden.models import ColumnMapping
+from policies.contract import NUMERIC, ColumnType, Contract, compatible, observed_type
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipewarden.ports import Embedder
+
+__all__ = [
+    "ABBREVIATIONS",
+    "WEIGHTS",
+    "ColumnMatch",
+    "ColumnProfile",
+    "MatchReport",
+    "match_columns",
+    "match_files",
+    "humanize",
+    "name_similarity",
+    "name_tokens",
+    "profile_table",
+    "profiles_from_contract",
+    "type_score",
+    "value_similarity",
+]
+
+WEIGHTS: dict[str, float] = {"name": 0.45, "embedding": 0.20, "value": 0.35}
+"""Weights of the component scores in the combined score (renormalized over the components used)."""
+
+ABBREVIATIONS: dict[str, str] = {
+    "dep": "departure", "dept": "departure", "arr": "arrival", "arrv": "arrival",
+    "num": "number", "nbr": "number", "nr": "number",
+    "dt": "date", "tz": "timezone", "ts": "timestamp", "tm": "time",
+    "sched": "scheduled", "schd": "scheduled", "dest": "destination",
+    "orig": "origin", "dist": "distance", "dly": "delay", "flt": "flight",
+    "hr": "hour", "hrs": "hours", "yr": "year", "yrs": "years", "mins": "minutes", "sec": "second",
+    "secs": "seconds", "qty": "quantity", "amt": "amount", "cnt": "count", "avg": "average",
+    "pct": "percent", "desc": "description", "addr": "address", "temp": "temperature",
+    "lat": "latitude", "lon": "longitude", "lng": "longitude", "cust": "customer", "acct": "account",
+    "src": "source", "tgt": "target", "msg": "message", "dow": "day of week",
+}
+"""Token-level abbreviations expanded before names are compared (keys and values are lower case)."""
+
+_SAMPLE_VALUES = 5
+_TOP_VALUES = 20
+_MAX_TEXT = 64
+_PARSE_SHARE = 0.98  # share of non-null string values that must parse for `parses_as` to be set
+_BOOL_WORDS = {"true": True, "false": False, "t": True, "f": False, "yes": True, "no": False, "y": True, "n": False}
+
+
+class ColumnProfile(BaseModel):
+    """What a column looks like: its contract type and a few statistics of its (sampled) values."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    type: ColumnType = Field(description="Contract type of the column as stored (policies.contract.observed_type).")
+    source: Literal["data", "contract"] = Field("data", description="Profiled from values, or from a contract.")
+    rows: int = Field(0, description="Rows profiled (after sampling); 0 for a contract.")
+    null_rate: float | None = None
+    distinct_ratio: float | None = Field(None, description="Distinct non-null values / non-null values.")
+    mean: float | None = None
+    std: float | None = None
+    p10: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    top_values: dict[str, float] = Field(
+        default_factory=dict, description="Most frequent values (as text) with their share of non-null values."
+    )
+    sample: list[str] = Field(default_factory=list, description="A few example values, as text.")
+    parses_as: ColumnType | None = Field(
+        None, description="For a string column whose values parse as integer/float/timestamp/boolean: which."
+    )
+
+    @property
+    def effective_type(self) -> str:
+        """The type the values carry: `parses_as` for a parsable string column, else `type`."""
+        return self.parses_as or self.type
+
+    @property
+    def has_values(self) -> bool:
+        return self.source == "data" and self.rows > 0
+
+
+class ColumnMatch(BaseModel):
+    """The verdict for one column of the new table."""
+
+    model_config = ConfigDict(frozen=True)
+    column: str = Field(description="The column of the new table.")
+    match: str | None = Field(description="The reference column it corresponds to, or None (an added column).")
+    score: float = Field(ge=0, le=1, description="Combined score of the match (of the best candidate when None).")
+    name_score: float = Field(0.0, ge=0, le=1)
+    embedding_score: float | None = Field(None, description="None when no embedder was used for this pair.")
+    value_score: float = Field(0.0, ge=0, le=1)
+    type_compatible: bool = False
+    cast: ColumnType | None = Field(None, description="Cast the new column to this type to restore the reference.")
+    best_candidate: str | None = Field(None, description="When match is None: the closest reference column.")
+    reason: str = ""
+
+
+class MatchReport(BaseModel):
+    """Every new column's match plus the drift: renamed, retyped, added and dropped columns."""
+
+    matches: list[ColumnMatch] = Field(description="One per column of the new table, in its column order.")
+    renamed: dict[str, str] = Field(default_factory=dict, description="New column name -> reference column name.")
+    retyped: dict[str, ColumnType] = Field(
+        default_factory=dict, description="Reference column -> the type to cast its new column to."
+    )
+    added: list[str] = Field(default_factory=list, description="New columns that match no reference column.")
+    dropped: list[str] = Field(default_factory=list, description="Reference columns no new column maps to.")
+    threshold: float = 0.5
+    weights: dict[str, float] = Field(default_factory=dict, description="Component weights actually used.")
+    embedder: str | None = Field(None, description="Name of the embedder used, if any.")
+
+    @property
+    def clean(self) -> bool:
+        """True when the new table has the reference's columns under the same names and types."""
+        return not (self.renamed or self.retyped or self.added or self.dropped)
+
+    def match_for(self, column: str) -> ColumnMatch:
+        """The match of one new column; raises UserError for a name that is not in the new table."""
+        for m in self.matches:
+            if m.column == column:
+                return m
+        raise UserError(f"column {column!r} is not in the new table", hint=f"known: {[m.column for m in self.matches]}")
+
+    def to_mapping(self, dataset: str) -> ColumnMapping:
+        """The column mapping that undoes the renames and retypes (a proposal's change; applying it is effectful
+        and goes through tools.apply with an approved Decision)."""
+        return ColumnMapping(dataset=dataset, renames=dict(self.renamed), casts=dict(self.retyped))
+
+    def describe(self) -> list[str]:
+        """One line per drift, for logs and proposals."""
+        out = [f"{new!r} is {ref!r} renamed" for new, ref in self.renamed.items()]
+        out += [f"{ref!r} changed type; cast it to {t}" for ref, t in self.retyped.items()]
+        out += [f"{c!r} is a new column" for c in self.added]
+        out += [f"{c!r} is missing" for c in self.dropped]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- profiling
+
+
+def profile_table(df: pd.DataFrame, sample_rows: int = 20000) -> dict[str, ColumnProfile]:
+    """Profile every column of a DataFrame (on a deterministic sample of at most `sample_rows` rows).
+
+    Raises UserError when the frame has duplicate column names (each column must be addressable by name).
+    """
+    names = [str(c) for c in df.columns]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UserError(
+            f"the table has duplicate column names {dupes}", hint="rename or drop the duplicates before matching"
+        )
+    if sample_rows > 0 and len(df) > sample_rows:
+        df = df.sample(n=sample_rows, random_state=0)
+    return {str(col): _profile_series(str(col), df[col]) for col in df.columns}
+
+
+def _profile_series(name: str, s: pd.Series) -> ColumnProfile:
+    import pandas as pd
+
+    rows = len(s)
+    ctype = observed_type(s)
+    non_null = s.dropna()
+    n = len(non_null)
+    fields: dict[str, object] = {
+        "name": name, "type": ctype, "rows": rows,
+        "null_rate": round(1 - n / rows, 6) if rows else None,
+    }
+    if not n:
+        return ColumnProfile(**fields)  # type: ignore[arg-type]
+    if ctype == "boolean":
+        text = non_null.astype(bool).map(lambda v: "true" if v else "false")
+    elif ctype == "integer":
+        text = non_null.astype("int64").astype(str)
+    elif ctype == "timestamp":
+        text = pd.Series(pd.to_datetime(non_null, utc=True)).dt.strftime("%Y-%m-%dT%H:%M:%S")
+    else:
+        text = non_null.map(_as_text) if ctype == "string" else non_null.astype(str)
+    counts = text.value_counts()
+    fields["distinct_ratio"] = round(len(counts) / n, 6)
+    fields["top_values"] = {_clip(str(k)): round(float(v) / n, 6) for k, v in counts.head(_TOP_VALUES).items()}
+    fields["sample"] = [_clip(str(v)) for v in text.head(_SAMPLE_VALUES)]
+
+    numbers: pd.Series | None = None
+    if ctype in NUMERIC:
+        numbers = non_null.astype("float64")
+    elif ctype == "timestamp":
+        numbers = _epoch_seconds(pd.to_datetime(non_null, utc=True))
+    elif ctype == "string":
+        parses_as, numbers = _parse_strings(text)
+        fields["parses_as"] = parses_as
+    if numbers is not None and len(numbers):
+        q = numbers.quantile([0.1, 0.5, 0.9])
+        fields.update(
+            mean=float(numbers.mean()), std=float(numbers.std(ddof=0)),
+            p10=float(q.iloc[0]), p50=float(q.iloc[1]), p90=float(q.iloc[2]),
+        )
+    return ColumnProfile(**fields)  # type: ignore[arg-type]
+
+
+def _as_text(v: object) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    return v if isinstance(v, str) else str(v)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _epoch_seconds(ts: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    epoch = pd.Timestamp("1970-01-01", tz="UTC")
+    return (ts - epoch).dt.total_seconds()
+
+
+def _parse_strings(text: pd.Series) -> tuple[str | None, pd.Series | None]:
+    """Which contract type a string column's values parse as (integer, float, timestamp, boolean), if any.
+
+    Returns the type and, for numeric and timestamp values, the parsed numbers (epoch seconds for timestamps).
+    """
+    import pandas as pd
+
+    stripped = text.str.strip()
+    n = len(stripped)
+    nums = pd.to_numeric(stripped, errors="coerce")
+    ok = nums.dropna()
+    if len(ok) >= _PARSE_SHARE * n and len(ok):
+        ok = ok.astype("float64")
+        finite = ok[ok.abs() < math.inf]
+        whole = bool(((finite % 1) == 0).all()) and not stripped.str.contains(r"[.eE]", regex=True).any()
+        return ("integer" if whole else "float"), finite
+    lowered = stripped.str.lower()
+    if bool(lowered.isin(_BOOL_WORDS).mean() >= _PARSE_SHARE):
+        return "boolean", None
+    # only try dates on values that look like them (a digit and a date separator), to keep this cheap
+    if bool(stripped.str.contains(r"\d", regex=True).mean() >= _PARSE_SHARE) and bool(
+        stripped.str.contains(r"[-/:]", regex=True).mean() >= _PARSE_SHARE
+    ):
+        ts = pd.to_datetime(stripped, errors="coerce", utc=True, format="ISO8601")
+        if ts.notna().mean() < _PARSE_SHARE:
+            # free-form dates parse one by one (slow): try a small sample before the whole column
+            probe = pd.to_datetime(stripped.head(200), errors="coerce", utc=True, format="mixed")
+            if probe.notna().mean() < _PARSE_SHARE:
+                return None, None
+            ts = pd.to_datetime(stripped, errors="coerce", utc=True, format="mixed")
+        if ts.notna().mean() >= _PARSE_SHARE:
+            return "timestamp", _epoch_seconds(ts.dropna())
+    return None, None
+
+
+def profiles_from_contract(contract: Contract) -> dict[str, ColumnProfile]:
+    """Reference profiles from a data contract: names and types only (no value statistics)."""
+    return {c.name: ColumnProfile(name=c.name, type=c.type, source="contract") for c in contract.columns}
+
+
+# ------------------------------------------------------------------------------------------------- names
+
+_CAMEL_1 = re.compile(r"([a-z0-9])([A-Z])")
+_CAMEL_2 = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_DIGITS = re.compile(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])")
+_SPLIT = re.compile(r"[^0-9A-Za-z]+")
+
+
+def name_tokens(name: str) -> list[str]:
+    """Lower-case word tokens of a column name in any style, with abbreviations expanded.
+
+    >>> name_tokens("ArrDelay"), name_tokens("dep-time"), name_tokens("flightNum")
+    (['arrival', 'delay'], ['departure', 'time'], ['flight', 'number'])
+    """
+    text = _DIGITS.sub(" ", _CAMEL_2.sub(r"\1 \2", _CAMEL_1.sub(r"\1 \2", name)))
+    out: list[str] = []
+    for tok in _SPLIT.split(text.lower()):
+        if tok:
+            out.extend(ABBREVIATIONS.get(tok, tok).split())
+    return out
+
+
+def humanize(name: str) -> str:
+    """A column name as words, for the embedder: `depDelay` -> `departure delay`."""
+    return " ".join(name_tokens(name)) or name.strip().lower()
+
+
+def _stem(tok: str) -> str:
+    return tok[:-1] if len(tok) > 3 and tok.endswith("s") and not tok.endswith("ss") else tok
+
+
+def _tokens_match(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    short, long_ = (a, b) if len(a) <= len(b) else (b, a)
+    return len(short) >= 3 and long_.startswith(short)
+
+
+def name_similarity(a: str, b: str) -> float:
+    """Similarity of two column names in 0..1, insensitive to case, style and common abbreviations."""
+    ta, tb = [_stem(t) for t in name_tokens(a)], [_stem(t) for t in name_tokens(b)]
+    if not ta or not tb:
+        return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()
+    if ta == tb:
+        return 1.0
+    shared = sum(1 for t in set(ta) if any(_tokens_match(t, u) for u in set(tb)))
+    jaccard = shared / (len(set(ta)) + len(set(tb)) - shared)
+    ratio = max(
+        difflib.SequenceMatcher(None, "_".join(ta), "_".join(tb)).ratio(),
+        difflib.SequenceMatcher(None, "".join(ta), "".join(tb)).ratio(),
+        difflib.SequenceMatcher(None, _SPLIT.sub("", a.lower()), _SPLIT.sub("", b.lower())).ratio(),
+    )
+    return round(0.5 * min(jaccard, 1.0) + 0.5 * ratio, 6)
+
+
+# ------------------------------------------------------------------------------------------------ values
+
+
+def type_score(new: ColumnProfile, ref: ColumnProfile) -> float:
+    """1 for the same (effective) type, 0.9 for integer vs float, 0 for incompatible types.
+
+    Against a contract, a type the contract accepts without a cast (integer for float) also scores 1.
+    """
+    a, b = new.effective_type, ref.effective_type
+    if a == b or (ref.source == "contract" and compatible(b, a)):
+        return 1.0
+    if a in NUMERIC and b in NUMERIC:
+        return 0.9
+    return 0.0
+
+
+def _numeric_similarity(a: ColumnProfile, b: ColumnProfile) -> float | None:
+    qa, qb = (a.p10, a.p50, a.p90), (b.p10, b.p50, b.p90)
+    if any(v is None for v in qa + qb):
+        return None
+    qa_f = [float(v) for v in qa]  # type: ignore[arg-type]
+    qb_f = [float(v) for v in qb]  # type: ignore[arg-type]
+    scale = max(qa_f[2] - qa_f[0], qb_f[2] - qb_f[0], a.std or 0.0, b.std or 0.0, abs(qa_f[1]), abs(qb_f[1]), 1e-9)
+    dist = sum(abs(x - y) for x, y in zip(qa_f, qb_f, strict=True)) / (3 * scale)
+    quantiles = 1.0 / (1.0 + 4.0 * dist)
+    sa, sb = a.std or 0.0, b.std or 0.0
+    spread = 1.0 if max(sa, sb) < 1e-12 else min(sa, sb) / max(sa, sb)
+    return 0.7 * quantiles + 0.3 * spread
+
+
+def _top_value_similarity(a: ColumnProfile, b: ColumnProfile) -> float | None:
+    if not a.top_values or not b.top_values:
+        return None
+    shared = set(a.top_values) & set(b.top_values)
+    weighted = sum(min(a.top_values[k], b.top_values[k]) for k in shared)
+    mass = min(sum(a.top_values.values()), sum(b.top_values.values())) or 1.0
+    jaccard = len(shared) / len(set(a.top_values) | set(b.top_values))
+    return 0.5 * min(weighted / mass, 1.0) + 0.5 * jaccard
+
+
+def value_similarity(new: ColumnProfile, ref: ColumnProfile) -> float:
+    """Similarity of two columns' values in 0..1 (types, distributions, null and distinct rates)."""
+    ts = type_score(new, ref)
+    if ts == 0.0:
+        return 0.0
+    if not (new.has_values and ref.has_values):
+        return round(0.5 * ts, 6)  # the types agree, nothing is known about the values: a neutral score
+    numeric = new.effective_type in NUMERIC | {"timestamp"} and ref.effective_type in NUMERIC | {"timestamp"}
+    dist = _numeric_similarity(new, ref) if numeric else None
+    if dist is None:
+        dist = _top_value_similarity(new, ref)
+    if dist is None:
+        dist = 0.5
+    null_close = 1.0 - min(1.0, abs((new.null_rate or 0.0) - (ref.null_rate or 0.0)) * 2)
+    distinct_close = 1.0 - min(1.0, abs((new.distinct_ratio or 0.0) - (ref.distinct_ratio or 0.0)))
+    return round(ts * (0.6 * dist + 0.2 * null_close + 0.2 * distinct_close), 6)
+
+
+def _cast_for(new: ColumnProfile, ref: ColumnProfile) -> tuple[ColumnType | None, str]:
+    """The cast that brings the new column back to the reference type (or None), with a short explanation."""
+    if new.type == ref.type:
+        return None, ""
+    if ref.source == "contract":
+        if compatible(ref.type, new.type) and (new.type != "string" or new.parses_as == ref.type):
+            return None, ""
+    elif new.type in NUMERIC and ref.type in NUMERIC:
+        return None, f"{ref.type} -> {new.type} (numeric either way; no cast)"
+    elif ref.parses_as == "timestamp" and new.type == "timestamp":
+        return None, "ISO text -> native timestamp (no cast)"
+    if new.type != "string":
+        detail = ""
+    elif new.parses_as is None:
+        detail = f" (values do not all parse as {ref.type}; the cast will fail some rows)"
+    elif type_score(new, ref) == 0.0:
+        detail = f" (values parse as {new.parses_as}, not {ref.type}; the cast will fail)"
+    else:
+        detail = f" (values parse as {new.parses_as})"
+    return ref.type, f"retyped {ref.type} -> {new.type}{detail}; cast to {ref.type}"
+
+
+# ----------------------------------------------------------------------------------------------- matching
+
+
+def _cosine(u: list[float], v: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(u, v, strict=False))
+    nu = math.sqrt(sum(x * x for x in u))
+    nv = math.sqrt(sum(y * y for y in v))
+    if nu == 0 or nv == 0:
+        return 0.0
+    return max(0.0, min(1.0, dot / (nu * nv)))
+
+
+def _embed_names(embedder: Embedder, names: list[str]) -> dict[str, list[float]]:
+    texts = sorted({humanize(n) for n in names})
+    if not texts:
+        return {}
+    vectors = embedder.embed(texts)
+    if len(vectors) != len(texts):
+        raise UserError(
+            f"embedder {getattr(embedder, 'name', type(embedder).__name__)!r} returned {len(vectors)} vectors "
+            f"for {len(texts)} texts",
+            hint="check the embedder implementation; it must return one vector per text",
+        )
+    return dict(zip(texts, vectors, strict=True))
+
+
+def _as_profiles(table: pd.DataFrame | Mapping[str, ColumnProfile], what: str) -> dict[str, ColumnProfile]:
+    if isinstance(table, Mapping):
+        bad = [k for k, v in table.items() if not isinstance(v, ColumnProfile)]
+        if bad:
+            raise UserError(
+                f"the {what} mapping has values that are not ColumnProfile for {bad[:5]}",
+                hint="pass a DataFrame, or the output of profile_table / profiles_from_contract",
+            )
+        return dict(table)
+    if hasattr(table, "columns") and hasattr(table, "dtypes"):
+        return profile_table(table)
+    raise UserError(
+        f"the {what} table is a {type(table).__name__}, not a DataFrame or a dict of ColumnProfile",
+        hint="read it with tools.io.read_table, or profile it with profile_table",
+    )
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def match_columns(
+    reference: pd.DataFrame | Mapping[str, ColumnProfile] | Contract,
+    new: pd.DataFrame | Mapping[str, ColumnProfile],
+    *,
+    embedder: Embedder | None = None,
+    threshold: float = 0.5,
+) -> MatchReport:
+    """Match each column of `new` to its best column of `reference`, or to none, and report the drift.
+
+    `reference` is a DataFrame, a dict of ColumnProfile (from `profile_table` or `profiles_from_contract`) or a
+    Contract. `embedder` (a pipewarden.ports.Embedder, e.g. MiniLM) adds name-embedding similarity; without it
+    that component is skipped. Pairs scoring below `threshold` are not matched.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"threshold {threshold} is outside 0..1", hint="pass a threshold such as 0.5")
+    ref = profiles_from_contract(reference) if isinstance(reference, Contract) else _as_profiles(reference, "reference")
+    cur = _as_profiles(new, "new")
+
+    weights = {k: w for k, w in WEIGHTS.items() if k != "embedding" or embedder is not None}
+    total_w = sum(weights.values())
+    weights = {k: round(w / total_w, 6) for k, w in weights.items()}
+
+    matches: dict[str, ColumnMatch] = {}
+    for name, prof in cur.items():
+        if name in ref:
+            matches[name] = _exact_match(prof, ref[name])
+
+    rest_new = [n for n in cur if n not in matches]
+    rest_ref = [r for r in ref if r not in cur]
+    pairs: dict[tuple[str, str], tuple[float, float, float | None, float]] = {}
+    if rest_new and rest_ref:
+        vectors = _embed_names(embedder, rest_new + rest_ref) if embedder is not None else {}
+        for n in rest_new:
+            for r in rest_ref:
+                ns = name_similarity(n, r)
+                vs = value_similarity(cur[n], ref[r])
+                es = _cosine(vectors[humanize(n)], vectors[humanize(r)]) if embedder is not None else None
+                score = weights["name"] * ns + weights["value"] * vs + (weights.get("embedding", 0.0) * (es or 0.0))
+                pairs[(n, r)] = (round(min(score, 1.0), 6), ns, es, vs)
+
+    assigned = _assign(rest_new, rest_ref, pairs, threshold)
+    for n in rest_new:
+        if n in assigned:
+            r = assigned[n]
+            score, ns, es, vs = pairs[(n, r)]
+            cast, why = _cast_for(cur[n], ref[r])
+            parts = [f"renamed from {r!r}", f"name {_fmt(ns)}", f"values {_fmt(vs)}"]
+            if es is not None:
+                parts.append(f"embedding {_fmt(es)}")
+            reason = "; ".join([", ".join(parts)] + ([why] if why else []))
+            matches[n] = ColumnMatch(
+                column=n, match=r, score=score, name_score=ns, embedding_score=es, value_score=vs,
+                type_compatible=type_score(cur[n], ref[r]) > 0, cast=cast, reason=reason,
+            )
+        else:
+            matches[n] = _no_match(n, rest_ref, pairs, threshold, cur, ref)
+
+    ordered = [matches[n] for n in cur]
+    matched_refs = {m.match for m in ordered if m.match is not None}
+    return MatchReport(
+        matches=ordered,
+        renamed={m.column: m.match for m in ordered if m.match is not None and m.match != m.column},
+        retyped={m.match: m.cast for m in ordered if m.match is not None and m.cast is not None},
+        added=[m.column for m in ordered if m.match is None],
+        dropped=[r for r in ref if r not in matched_refs],
+        threshold=threshold,
+        weights=weights,
+        embedder=getattr(embedder, "name", type(embedder).__name__) if embedder is not None else None,
+    )
+
+
+def _exact_match(new: ColumnProfile, ref: ColumnProfile) -> ColumnMatch:
+    cast, why = _cast_for(new, ref)
+    vs = value_similarity(new, ref)
+    return ColumnMatch(
+        column=new.name, match=ref.name, score=1.0, name_score=1.0, embedding_score=None, value_score=vs,
+        type_compatible=type_score(new, ref) > 0, cast=cast,
+        reason="same name" + (f"; {why}" if why else "") + (f"; values {_fmt(vs)}" if new.has_values else ""),
+    )
+
+
+def _no_match(
+    n: str,
+    refs: list[str],
+    pairs: dict[tuple[str, str], tuple[float, float, float | None, float]],
+    threshold: float,
+    cur: dict[str, ColumnProfile],
+    ref: dict[str, ColumnProfile],
+) -> ColumnMatch:
+    candidates = [(pairs[(n, r)], r) for r in refs if (n, r) in pairs]
+    if not candidates:
+        return ColumnMatch(column=n, match=None, score=0.0, reason="new column; no unmatched reference column is left")
+    (score, ns, es, vs), best = max(candidates, key=lambda c: (c[0][0], c[1]))
+    if score >= threshold:
+        why = f"new column; its best candidate {best!r} ({_fmt(score)}) went to a better-scoring column"
+    else:
+        why = f"new column; best candidate {best!r} scored {_fmt(score)} < threshold {_fmt(threshold)}"
+    return ColumnMatch(
+        column=n, match=None, score=score, name_score=ns, embedding_score=es, value_score=vs,
+        type_compatible=type_score(cur[n], ref[best]) > 0, best_candidate=best, reason=why,
+    )
+
+
+def _assign(
+    rows: list[str],
+    cols: list[str],
+    pairs: dict[tuple[str, str], tuple[float, float, float | None, float]],
+    threshold: float,
+) -> dict[str, str]:
+    """One-to-one assignment maximizing the total score over pairs at or above the threshold."""
+    if not rows or not cols:
+        return {}
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    m = np.zeros((len(rows), len(cols)))
+    for i, n in enumerate(rows):
+        for j, r in enumerate(cols):
+            s = pairs[(n, r)][0]
+            m[i, j] = s if s >= threshold else 0.0
+    ri, ci = linear_sum_assignment(m, maximize=True)
+    return {rows[i]: cols[j] for i, j in zip(ri, ci, strict=True) if m[i, j] > 0.0}
+
+
+def match_files(
+    reference_path: str | Path,
+    new_path: str | Path,
+    embedder: Embedder | None = None,
+    *,
+    threshold: float = 0.5,
+) -> MatchReport:
+    """Match the columns of two table files (CSV or Parquet, read with tools.io.read_table).
+
+    A reference path ending in `.yaml`/`.yml` is read as a data contract instead (names and types only).
+    Raises InputFileError for an unreadable file and ConfigError for an invalid contract.
+    """
+    from policies.contract import load_contract
+    from tools.io import read_table
+
+    rp = Path(reference_path)
+    reference: pd.DataFrame | Contract
+    if rp.suffix.lower() in (".yaml", ".yml"):
+        if not rp.is_file():
+            raise InputFileError(rp, "no such contract file", hint="check the path, e.g. policies/contracts/flights.yaml")
+        reference = load_contract(rp.stem, rp.parent)
+    else:
+        reference = read_table(rp)
+    return match_columns(reference, read_table(new_path), embedder=embedder, threshold=threshold)
