@@ -105,6 +105,11 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         except KeyboardInterrupt:
             pass
 
+    if approve_all or not serve:
+        say("supervisor: a last pass for events the re-runs raised ...")
+        final = step("supervise_after", lambda: supervisor()())
+        for line in final.lines():
+            say(f"  {line}")
     _fill(summary, store)
     say(f"events {summary.events_seen}, proposals {summary.proposals_made}, approved {summary.approved}, "
         f"applied {summary.applied}, verified {summary.verified}, rolled back {summary.rolled_back}; "
@@ -120,14 +125,18 @@ def _fill(summary: DemoSummary, store: Any) -> None:
     summary.proposals_made = len(proposals)
     summary.proposals = []
     for p in proposals:
-        actions = [a.action for a in store.audit_entries(str(p.id))]
+        entries = store.audit_entries(str(p.id))
+        actions = [a.action for a in entries]
         summary.approved += "approved" in actions
         summary.applied += "applied" in actions
         summary.verified += "verified" in actions
         summary.rolled_back += "rolled_back" in actions
+        verified = [a.detail for a in entries if a.action == "verified"]
         summary.proposals.append({
             "id": str(p.id), "agent": p.agent, "title": p.title, "status": p.status.value,
             "change": p.change.model_dump(mode="json"), "planner": p.planner,
-            "citations": [c.chunk_id for c in p.citations],
+            "dry_run_heals": bool(p.dry_run and p.dry_run.heals),
+            "citations": [{"chunk_id": c.chunk_id, "source": c.source, "kind": c.kind} for c in p.citations],
+            "verification": verified[-1] if verified else None,
         })
     summary.audit_ok = store.verify_audit().ok

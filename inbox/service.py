@@ -122,14 +122,21 @@ def reject(
     reason: str = "",
     *,
     via: Via = "cli",
+    resume: bool = True,
     store: StateStore | None = None,
 ) -> DecisionOutcome:
-    """Reject a proposal as `actor`; a rejection needs a reason (it teaches the next agent why)."""
+    """Reject a proposal as `actor`; a rejection needs a reason (it teaches the next agent why).
+
+    Then the agent's graph is resumed so it ends; nothing is applied.
+    """
     store = store or StateStore()
     if not reason.strip():
         raise UserError(f"rejecting proposal {str(ref)[:8]} needs a reason", hint="pass --reason 'why'")
     decision = store.decide(ref, Verdict.reject, _actor(actor), reason, via=via)
-    return DecisionOutcome(decision=decision, proposal=store.get_proposal(decision.proposal_id))
+    if not resume:
+        return DecisionOutcome(decision=decision, proposal=store.get_proposal(decision.proposal_id))
+    # Resuming a rejected proposal only lets its graph end (no change is applied), so no thread stays waiting.
+    return _resume(store, decision)
 
 
 def resume_decided(ref: str | UUID, *, store: StateStore | None = None) -> DecisionOutcome:

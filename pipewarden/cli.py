@@ -261,8 +261,9 @@ def _print_outcome(outcome: Any, as_json: bool) -> None:
         return
     p = outcome.proposal
     console.print(f"proposal {p.short_id}: [bold]{p.status.value}[/]" + (f" ({p.status_reason})" if p.status_reason else ""))
-    if getattr(outcome, "error", None):
-        err_console.print(f"[yellow]the decision is stored, but applying it failed: {outcome.error}[/]")
+    if outcome.resume_error:
+        err_console.print(f"[yellow]the decision is stored, but resuming the agent failed: {outcome.resume_error}[/]")
+        err_console.print("[dim]hint:[/] `pipewarden supervise --once` retries it")
         raise typer.Exit(1)
 
 
@@ -353,7 +354,7 @@ def knowledge_search(
 def main() -> None:
     """Entry point: run the app, turning PipewardenError into a clear message and exit code."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors print usage and exit 2, typer.Exit(n) exits n
     except PipewardenError as exc:
         err_console.print(f"[red]error:[/] {exc.message}")
         if exc.hint:

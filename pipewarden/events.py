@@ -6,8 +6,7 @@ mirrored as a Prefect event named `event.name` on the resource `pipewarden.datas
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -111,7 +110,7 @@ class ModelDrift(_EventBase):
 
 
 Event = Annotated[
-    Union[SchemaDrift, CheckFailed, RunFailed, CostRegression, ModelDrift], Field(discriminator="kind")
+    SchemaDrift | CheckFailed | RunFailed | CostRegression | ModelDrift, Field(discriminator="kind")
 ]
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
 

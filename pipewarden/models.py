@@ -6,9 +6,8 @@ Unions are discriminated by `kind` and (de)serialized through one TypeAdapter ea
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -57,7 +56,7 @@ class NoChange(BaseModel):
         return "none"
 
 
-Change = Annotated[Union[ColumnMapping, SqlModelPatch, NoChange], Field(discriminator="kind")]
+Change = Annotated[ColumnMapping | SqlModelPatch | NoChange, Field(discriminator="kind")]
 ChangeAdapter: TypeAdapter[Change] = TypeAdapter(Change)
 
 

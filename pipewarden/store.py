@@ -347,8 +347,14 @@ class StateStore:
                 sa.select(db.versions).where(db.versions.c.target == target,
                                              db.versions.c.proposal_id == str(proposal_id))
             ).first()
-            if same:
+            if same and same.active:
                 return Version.model_validate(dict(same._mapping))
+            if same:  # rolled back earlier and approved again: re-activate that version, no new number
+                conn.execute(db.versions.update().where(db.versions.c.target == target).values(active=False))
+                conn.execute(db.versions.update().where(db.versions.c.id == same.id).values(active=True))
+                self._audit(conn, str(proposal_id), "version_activated", actor,
+                            {"target": target, "number": same.number, "reactivated": True})
+                return Version.model_validate({**dict(same._mapping), "active": True})
             top = conn.execute(sa.select(sa.func.max(db.versions.c.number)).where(db.versions.c.target == target)).scalar()
             v = Version(target=target, number=(top or 0) + 1, content=content, active=True, proposal_id=proposal_id)  # type: ignore[arg-type]
             conn.execute(db.versions.update().where(db.versions.c.target == target).values(active=False))

@@ -22,6 +22,9 @@ def resume(proposal_id: UUID | str) -> Proposal:
     CALLS.append(str(proposal_id))
     store = StateStore()
     DECIDED_AT_CALL.append(store.approved_decision(proposal_id) is not None)
+    current = store.get_proposal(proposal_id)
+    if current.status == ProposalStatus.rejected:  # the real graph just ends: nothing to apply
+        return current
     store.transition(proposal_id, ProposalStatus.applying, ACTOR, "applying the approved change")
     store.transition(proposal_id, ProposalStatus.applied, ACTOR, "new mapping version active")
     return store.transition(proposal_id, ProposalStatus.verified, ACTOR, "the re-run passed the contract")

@@ -105,7 +105,7 @@ def test_json_helpers(store: StateStore) -> None:
     report = render.audit_report_json(store.verify_audit())
     assert report == {"ok": True, "entries": 1, "first_broken_seq": None, "problem": None}
 
-    outcome = render.outcome_json(service.reject(p.id, "ana", "no"))
+    outcome = render.outcome_json(service.reject(p.id, "ana", "no", resume=False))
     json.dumps(outcome)
     assert outcome["decision"]["reason"] == "no" and outcome["proposal"]["status"] == "rejected"
     assert outcome["resume"] == "not_requested"

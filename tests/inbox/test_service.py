@@ -63,7 +63,7 @@ def test_resume_decided_refuses_undecided_and_finished_proposals(store: StateSto
         service.resume_decided(p.id)
 
 
-def test_reject_needs_a_reason_and_never_resumes(store: StateStore, resumer: list[str]) -> None:
+def test_reject_needs_a_reason_and_only_lets_the_graph_end(store: StateStore, resumer: list[str]) -> None:
     p = make_proposal(store)
     with pytest.raises(UserError, match="needs a reason"):
         service.reject(p.id, "ana", "  ")
@@ -72,7 +72,8 @@ def test_reject_needs_a_reason_and_never_resumes(store: StateStore, resumer: lis
     assert outcome.proposal.status == ProposalStatus.rejected
     assert outcome.decision.reason == "dep_delay_min is in hours, not minutes"
     assert outcome.decision.via == "slack"
-    assert resumer == []
+    assert resumer == [str(p.id)]  # resumed so its graph ends ...
+    assert store.get_proposal(p.id).status == ProposalStatus.rejected  # ... and nothing was applied
 
 
 def test_second_decision_is_refused(store: StateStore) -> None:
