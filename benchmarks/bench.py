@@ -137,7 +137,10 @@ def start_knowledge_index(home: Path) -> tuple[subprocess.Popen[bytes], Path]:
     then pays its load, which (b) reports as the cold latency)."""
     log = home / "bench-knowledge-index.log"
     with open(log, "wb") as fh:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "pipewarden", "knowledge", "index", "--json"],
+        # sync_knowledge directly, not `pipewarden knowledge index --json`: that command's JSON output fails
+        # (pipewarden/cli.py calls .model_dump() on the dict flows.knowledge_sync.sync_knowledge returns).
+        code = "from flows.knowledge_sync import sync_knowledge; print(sync_knowledge())"
+        proc = subprocess.Popen([sys.executable, "-c", code],
                                 cwd=str(REPO), env=dict(os.environ), stdout=fh, stderr=subprocess.STDOUT)
     return proc, log
 
@@ -190,10 +193,11 @@ def bench_overhead(source: str, load_id: str, repeats: int, say: Any) -> dict[st
         "repeats": repeats,
         "supervised": {"wall_s": [round(x, 3) for x in walls[True]], "median_s": round(med[True], 3),
                        "stage_sum_median_s": round(stage_sum[True], 3), "stages_median_ms": stage_medians(stages[True]),
-                       "statuses": dict(statuses[True]), "events_emitted": events},
+                       "stages_ms": stages[True], "statuses": dict(statuses[True]), "events_emitted": events},
         "unsupervised": {"wall_s": [round(x, 3) for x in walls[False]], "median_s": round(med[False], 3),
                          "stage_sum_median_s": round(stage_sum[False], 3),
-                         "stages_median_ms": stage_medians(stages[False]), "statuses": dict(statuses[False])},
+                         "stages_median_ms": stage_medians(stages[False]), "stages_ms": stages[False],
+                         "statuses": dict(statuses[False])},
         "ratio": round(med[True] / med[False], 3),
         "ratio_stage_sum": round(stage_sum[True] / stage_sum[False], 3),
         "target": OVERHEAD_TARGET,

@@ -98,7 +98,8 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         summary.inbox_url = f"http://127.0.0.1:{port}/"
         for p in pending:
             say(f"proposal {p.short_id} waits: {p.title}")
-            say(f"  approve at {summary.inbox_url}proposals/{p.id} or: pipewarden inbox approve {p.short_id}")
+            say(f"  approve at {summary.inbox_url}proposals/{p.id}")
+            say(f"  or from another terminal: PIPEWARDEN_HOME={home} pipewarden inbox approve {p.short_id}")
         say(f"serving the web inbox at {summary.inbox_url} (PIPEWARDEN_HOME={home}); Ctrl-C to stop")
         try:
             serve_web(host="127.0.0.1", port=port)

@@ -50,3 +50,64 @@ def minilm():
     from knowledge.embedder import MiniLMEmbedder
 
     return MiniLMEmbedder()
+
+
+POSTGRES_URL = os.environ.get("PIPEWARDEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_reachable(url: str) -> str | None:
+    """None when reachable, else why not."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any failure to connect means: skip, and say why
+        return f"no PostgreSQL at {url}: {type(exc).__name__}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private database on the local PostgreSQL for this session, dropped at the end; skips if unreachable."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    why = _postgres_reachable(POSTGRES_URL)
+    if why:
+        pytest.skip(why)
+    name = f"pw_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    from pipewarden.db import make_engine
+
+    make_engine(url).dispose()
+    make_engine.cache_clear()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def state_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, pw_home: Path) -> str:
+    """The state DB URL, once on SQLite and once on PostgreSQL (emptied before each test)."""
+    from pipewarden.settings import get_settings
+
+    if request.param == "sqlite":
+        return get_settings().state_url
+    url = request.getfixturevalue("postgres_url")
+    from pipewarden.db import make_engine, metadata
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    monkeypatch.setenv("PIPEWARDEN_DATABASE_URL", url)
+    get_settings.cache_clear()
+    return url

@@ -1,3 +1,5 @@
+"""The state store, on SQLite and on PostgreSQL (the Postgres half skips with a reason when none is reachable)."""
+
 from __future__ import annotations
 
 import threading
@@ -12,7 +14,7 @@ from pipewarden.store import StateStore
 from tests.pipewarden.factories import drift_event, pending_proposal
 
 
-def test_outbox_append_is_idempotent_and_claim_is_exclusive() -> None:
+def test_outbox_append_is_idempotent_and_claim_is_exclusive(state_url: str) -> None:
     store = StateStore()
     ev = drift_event()
     assert store.append_event(ev) is True
@@ -23,7 +25,7 @@ def test_outbox_append_is_idempotent_and_claim_is_exclusive() -> None:
     assert second == []
 
 
-def test_concurrent_claims_hand_each_event_to_one_worker() -> None:
+def test_concurrent_claims_hand_each_event_to_one_worker(state_url: str) -> None:
     store = StateStore()
     for _ in range(10):
         store.append_event(drift_event())
@@ -41,7 +43,7 @@ def test_concurrent_claims_hand_each_event_to_one_worker() -> None:
     assert len(ids) == 10 and len(set(ids)) == 10
 
 
-def test_stale_claims_are_reclaimed() -> None:
+def test_stale_claims_are_reclaimed(state_url: str) -> None:
     store = StateStore()
     ev = drift_event()
     store.append_event(ev)
@@ -50,7 +52,7 @@ def test_stale_claims_are_reclaimed() -> None:
     assert [e.id for e in store.claim_events("w2", stale_after_s=0)] == [ev.id]
 
 
-def test_create_proposal_is_idempotent_per_event() -> None:
+def test_create_proposal_is_idempotent_per_event(state_url: str) -> None:
     store = StateStore()
     p = pending_proposal(store)
     again = store.create_proposal(p.model_copy(update={"id": p.id.__class__(int=p.id.int + 1)}))
@@ -58,7 +60,7 @@ def test_create_proposal_is_idempotent_per_event() -> None:
     assert len(store.list_proposals()) == 1
 
 
-def test_decide_records_decision_and_audits_it() -> None:
+def test_decide_records_decision_and_audits_it(state_url: str) -> None:
     store = StateStore()
     p = pending_proposal(store)
     d = store.decide(p.short_id, Verdict.approve, "alice")
@@ -69,7 +71,7 @@ def test_decide_records_decision_and_audits_it() -> None:
 
 
 @pytest.mark.parametrize("actor", ["system", "agent:schema-drift", "Supervisor"])
-def test_system_identities_can_never_decide(actor: str) -> None:
+def test_system_identities_can_never_decide(actor: str, state_url: str) -> None:
     store = StateStore()
     p = pending_proposal(store)
     with pytest.raises(NotApproved):
@@ -78,7 +80,7 @@ def test_system_identities_can_never_decide(actor: str) -> None:
     assert store.decisions_for(p.id) == []
 
 
-def test_a_decided_proposal_cannot_be_decided_again_and_nothing_changes() -> None:
+def test_a_decided_proposal_cannot_be_decided_again_and_nothing_changes(state_url: str) -> None:
     store = StateStore()
     p = pending_proposal(store)
     store.decide(p.id, Verdict.reject, "alice", reason="wrong column")
@@ -89,7 +91,7 @@ def test_a_decided_proposal_cannot_be_decided_again_and_nothing_changes() -> Non
     assert len(store.decisions_for(p.id)) == 1
 
 
-def test_two_approvers_at_once_leave_exactly_one_decision() -> None:
+def test_two_approvers_at_once_leave_exactly_one_decision(state_url: str) -> None:
     store = StateStore()
     p = pending_proposal(store)
     errors: list[Exception] = []
@@ -110,20 +112,20 @@ def test_two_approvers_at_once_leave_exactly_one_decision() -> None:
     assert store.verify_audit().ok
 
 
-def test_reject_needs_a_reason() -> None:
+def test_reject_needs_a_reason(state_url: str) -> None:
     store = StateStore()
     p = pending_proposal(store)
     with pytest.raises(UserError, match="reason"):
         store.decide(p.id, Verdict.reject, "alice")
 
 
-def test_unknown_and_ambiguous_ids_say_so() -> None:
+def test_unknown_and_ambiguous_ids_say_so(state_url: str) -> None:
     store = StateStore()
     with pytest.raises(UnknownNameError):
         store.get_proposal("ffffffff")
 
 
-def test_versions_activate_once_per_proposal_and_roll_back() -> None:
+def test_versions_activate_once_per_proposal_and_roll_back(state_url: str) -> None:
     store = StateStore()
     p1 = pending_proposal(store)
     v1 = store.activate_new_version("mapping:flights", {"renames": {"a": "b"}}, p1.id, "supervisor")
@@ -137,7 +139,7 @@ def test_versions_activate_once_per_proposal_and_roll_back() -> None:
     assert store.active_version("mapping:flights").number == 1
 
 
-def test_audit_chain_detects_an_edited_row() -> None:
+def test_audit_chain_detects_an_edited_row(state_url: str) -> None:
     store = StateStore()
     p = pending_proposal(store)
     store.decide(p.id, Verdict.approve, "alice")
@@ -146,16 +148,17 @@ def test_audit_chain_detects_an_edited_row() -> None:
         conn.execute(sa.update(db.audit_log).where(db.audit_log.c.action == "approved").values(actor="mallory"))
     report = store.verify_audit()
     assert not report.ok
-    assert report.first_broken_seq == 2
+    assert report.first_broken_seq == store.audit_entries()[1].seq
     assert "edited" in (report.problem or "")
 
 
-def test_audit_chain_detects_a_removed_row() -> None:
+def test_audit_chain_detects_a_removed_row(state_url: str) -> None:
     store = StateStore()
     p = pending_proposal(store)
     store.decide(p.id, Verdict.approve, "alice")
     store.record("note", "alice", {"x": 1})
+    seqs = [e.seq for e in store.audit_entries()]
     with store.engine.begin() as conn:
-        conn.execute(sa.delete(db.audit_log).where(db.audit_log.c.seq == 2))
+        conn.execute(sa.delete(db.audit_log).where(db.audit_log.c.seq == seqs[1]))
     report = store.verify_audit()
-    assert not report.ok and report.first_broken_seq == 3
+    assert not report.ok and report.first_broken_seq == seqs[2]
