@@ -42,11 +42,12 @@ def build_deployments(*, cron: str = "0 6 * * *", supervise_every: int = 60) -> 
     """The two deployments, built (not yet served)."""
     pipe = scheduled_batch_flow.to_deployment(name="nightly", cron=cron, parameters={"month": 1},
                                               tags=["pipewarden"], description="Run the flights pipeline on a batch.")
-    sup = supervise_flow.to_deployment(name="every-minute", interval=supervise_every, tags=["pipewarden"],
+    sup_name = f"every-{supervise_every}s"
+    sup = supervise_flow.to_deployment(name=sup_name, interval=supervise_every, tags=["pipewarden"],
                                        description="Claim events, run agents, resume decided proposals.")
     return [
         DeploymentSpec(flow_name=scheduled_batch_flow.name, name="nightly", describe=f"cron {cron!r}", deployment=pipe),
-        DeploymentSpec(flow_name=supervise_flow.name, name="every-minute", describe=f"every {supervise_every}s",
+        DeploymentSpec(flow_name=supervise_flow.name, name=sup_name, describe=f"every {supervise_every}s",
                        deployment=sup),
     ]
 

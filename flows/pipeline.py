@@ -43,11 +43,12 @@ def prepare_month(month: int, *, drift: bool = False) -> Path:
 
 @task(name="ingest", cache_policy=None, persist_result=False)
 def ingest_task(dataset: str, source: str, load_id: str | None, rerun: bool) -> Any:
-    from flows.ingest import ingest, ingest_reference_tables, read_landed
+    """Land the batch (unless it is already landed under `load_id`) and read it back from the landing zone."""
+    from flows.ingest import ingest, ingest_reference_tables, landed_path, read_landed
 
     if dataset == MODELLED:
         ingest_reference_tables()
-    if rerun and load_id:
+    if load_id and (rerun or landed_path(dataset, load_id).exists()):
         return read_landed(dataset, load_id)
     landed = ingest(dataset, source, load_id=load_id)
     return read_landed(dataset, landed.load_id)
@@ -161,6 +162,20 @@ def pipeline_flow(dataset: str = MODELLED, source: str = "", load_id: str | None
 
 def run_batch(dataset: str, source: str, *, load_id: str | None = None, rerun: bool = False,
               supervision: bool = True) -> RunResult:
-    """The PipelineRunner port: run the pipeline flow on one batch and return its typed result."""
+    """The PipelineRunner port: run the pipeline flow on one batch and return its typed result.
+
+    A new batch is landed first, outside orchestration, so a bad file or an unknown dataset fails at once with
+    a clear error (nothing half-written) instead of as a failed flow run; the flow then reads the landed batch.
+    """
+    ingest_ms = 0.0
+    if not rerun:
+        from flows.ingest import ingest
+
+        t0 = time.perf_counter()
+        load_id = ingest(dataset, source, load_id=load_id).load_id
+        ingest_ms = round((time.perf_counter() - t0) * 1000, 1)
     out = pipeline_flow(dataset=dataset, source=str(source), load_id=load_id, rerun=rerun, supervision=supervision)
-    return RunResult.model_validate(out)
+    result = RunResult.model_validate(out)
+    if ingest_ms:
+        result.timings_ms = {"land": ingest_ms, **result.timings_ms}
+    return result

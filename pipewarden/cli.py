@@ -18,7 +18,7 @@ from rich.console import Console
 from pipewarden.errors import PipewardenError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     name="pipewarden",

