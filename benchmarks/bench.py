@@ -115,6 +115,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "commit": commit,
         "prefect_api": os.environ.get("PREFECT_API_URL") or "ephemeral (local server in a subprocess)",
+        "loadavg_1m_5m_15m": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "versions": versions,
     }
 
@@ -391,6 +392,7 @@ def render(results: dict[str, Any]) -> None:
     t.add_row("cpus / python", f"{env['cpu_count']} / {env['python']} ({env['platform']})")
     t.add_row("packages", ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
     t.add_row("commit / prefect api", f"{env['commit']} / {env['prefect_api']}")
+    t.add_row("load average at start / end", f"{results['loadavg_start']} / {env['loadavg_1m_5m_15m']}")
     t.add_row("home", results["home"])
     con.print(t)
 
@@ -460,6 +462,7 @@ def render(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    loadavg_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     if args.home is None:
         home = Path(tempfile.mkdtemp(prefix="pipewarden-bench-"))
         if not args.keep:
@@ -496,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     latency = bench_latency(args.months, say)
 
     results = {
-        "environment": environment(), "home": str(home), "args": {"repeats": args.repeats, "months": args.months},
+        "environment": environment(), "loadavg_start": loadavg_start, "home": str(home), "args": {"repeats": args.repeats, "months": args.months},
         "setup": setup, "overhead": overhead, "checks": checks, "latency": latency,
         "total_s": round(time.perf_counter() - started, 1),
     }

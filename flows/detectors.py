@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from statistics import median
 from typing import Any, Literal
 
@@ -29,6 +30,14 @@ FEATURES_TABLE = "features_flights"
 NULL_BIN = "__null__"
 OTHER_BIN = "__other__"
 _EPS = 1e-4
+
+
+DETECTOR_NS = uuid.UUID("0f3c2a9e-6b1d-4c55-8a7e-2d9f41b7c6aa")
+
+
+def stable_event_id(kind: str, load_id: str, *parts: str) -> uuid.UUID:
+    """One id per fault: re-running the same load finds the same fault, and the outbox keeps it once."""
+    return uuid.uuid5(DETECTOR_NS, ":".join([kind, load_id, *parts]))
 
 
 # --------------------------------------------------------------------------- cost
@@ -65,7 +74,8 @@ def detect_cost_regressions(
         baseline = median(previous)
         ratio = observed / baseline if baseline > 0 else math.inf
         if ratio >= threshold:
-            events.append(CostRegression(dataset=dataset, load_id=load_id, model=model, metric="elapsed_ms",
+            events.append(CostRegression(id=stable_event_id("cost_regression", load_id, model),
+                                         dataset=dataset, load_id=load_id, model=model, metric="elapsed_ms",
                                          baseline=round(baseline, 3), observed=round(observed, 3),
                                          ratio=round(ratio, 3)))
     return events
@@ -206,7 +216,8 @@ def detect_model_drift(
     if not per_feature:
         drifted = drifted[:1]
     return [
-        ModelDrift(dataset=dataset, load_id=load_id, model=model, metric=f"psi:{feature}",
+        ModelDrift(id=stable_event_id("model_drift", load_id, model, *([feature] if per_feature else [])),
+                   dataset=dataset, load_id=load_id, model=model, metric=f"psi:{feature}",
                    value=round(value, 4), threshold=threshold_psi)
         for value, feature in drifted
     ]

@@ -5,12 +5,25 @@ flows/ is where both sides meet: knowledge/ may not import tools/, so the lineag
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
+from pydantic import BaseModel
+
+from knowledge.index import IndexReport
 from pipewarden.settings import get_settings
 
 
-def sync_knowledge(progress: bool = False) -> Any:
+class KnowledgeSyncReport(BaseModel):
+    policies: IndexReport
+    lineage: IndexReport
+
+    def __str__(self) -> str:
+        p, ln = self.policies, self.lineage
+        return (f"policies: {p.added} added, {p.replaced} replaced, {p.unchanged} unchanged, {p.removed} removed; "
+                f"lineage: {ln.added} added, {ln.replaced} replaced, {ln.unchanged} unchanged")
+
+
+def sync_knowledge(progress: Callable[[int, int], None] | None = None) -> KnowledgeSyncReport:
     """Index contracts, runbooks and column lineage of the SQL models. Unchanged chunks are skipped."""
     from knowledge.documents import lineage_chunks
     from knowledge.index import index_chunks, index_policies
@@ -18,10 +31,10 @@ def sync_knowledge(progress: bool = False) -> Any:
     from tools.lineage import column_lineage
 
     settings = get_settings()
-    report = index_policies()
+    report = index_policies(progress=progress)
     edges = [e.model_dump() for e in column_lineage(settings.models_dir)]
     owner = load_contract("flights").owner
     chunks = lineage_chunks(edges, owner=owner, allowed_roles=["owner", "steward", "engineer", "analyst"],
                             source=str(settings.models_dir))
-    lineage_report = index_chunks(chunks)
-    return report.merge(lineage_report) if hasattr(report, "merge") else {"policies": report, "lineage": lineage_report}
+    lineage_report = index_chunks(chunks, progress=progress)
+    return KnowledgeSyncReport(policies=report, lineage=lineage_report)

@@ -319,7 +319,14 @@ def knowledge_index(as_json: JsonOpt = False) -> None:
     _quiet_libraries()
     from flows.knowledge_sync import sync_knowledge
 
-    report = sync_knowledge(progress=not as_json)
+    if as_json:
+        report = sync_knowledge()
+    else:
+        from rich.progress import Progress
+
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task("embedding chunks", total=None)
+            report = sync_knowledge(progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         _print_json(report.model_dump(mode="json"))
     else:

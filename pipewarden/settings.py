@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,9 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-4o-mini"
     openai_timeout_s: float = 30.0
     openai_max_retries: int = 2
+    check_engine: Literal["gx", "pandas"] = Field(
+        default="gx", description="Runs the contract checks: the great-expectations suite, or the same rules in pandas."
+    )
     emit_prefect_events: bool = Field(default=True, description="Mirror outbox events as Prefect events.")
     pipeline_runner: str = Field(
         default="flows.pipeline:run_batch", description="Import path of the PipelineRunner port."

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipewarden.errors import PipewardenError
 from pipewarden.events import FailedCheck
 from pipewarden.models import CheckResult, ColumnMapping
+from pipewarden.settings import get_settings
 from policies.contract import Contract, SchemaDiff, load_contract, schema_diff
 from policies.expectations import CheckSpec, build_suite, check_specs
 from tools.io import read_table
@@ -87,7 +88,7 @@ def run_checks(
     parse rejects its row. `cast_failures` (from `tools.mapping.map_frame`) are the original values a
     mapping could not cast: each rejects its row with a reason. `df` is not changed.
     """
-    engine = engine or DEFAULT_ENGINE
+    engine = engine or get_settings().check_engine or DEFAULT_ENGINE
     t0 = time.perf_counter()
     diff = schema_diff(contract, df)
     retyped = {t.column for t in diff.retyped}

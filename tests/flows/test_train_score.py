@@ -125,6 +125,8 @@ def test_cost_detector_fires_on_a_5x_jump_only() -> None:
     ev = events[0]
     assert isinstance(ev, CostRegression) and ev.load_id == "load-4"
     assert ev.baseline == pytest.approx(102.5) and ev.observed == 520 and ev.ratio == pytest.approx(520 / 102.5, rel=1e-3)
+    # detecting again on the same load finds the same fault: the same event id, kept once by the outbox
+    assert [e.id for e in detect_cost_regressions("load-4")] == [ev.id]
     # the flat history of an earlier load fires nothing; an unknown load neither
     assert detect_cost_regressions("load-3") == []
     assert detect_cost_regressions("no-such-load") == []
