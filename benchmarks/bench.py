@@ -214,18 +214,21 @@ BASELINE = "unsupervised"
 
 @contextmanager
 def checks_engine(engine: str | None) -> Iterator[None]:
-    """Run the pipeline's row checks on `engine`. The pipeline has no setting for it (validate_task calls
-    `validate(landed, df)` with the default engine), so this swaps `tools.checks.DEFAULT_ENGINE` in this
-    process, where Prefect runs the tasks, and puts it back."""
-    import tools.checks
+    """Run the pipeline's row checks on `engine` through the `PIPEWARDEN_CHECK_ENGINE` setting, then restore it."""
+    from pipewarden.settings import get_settings
 
-    before = tools.checks.DEFAULT_ENGINE
+    before = os.environ.get("PIPEWARDEN_CHECK_ENGINE")
     if engine is not None:
-        tools.checks.DEFAULT_ENGINE = engine  # type: ignore[assignment]
+        os.environ["PIPEWARDEN_CHECK_ENGINE"] = engine
+        get_settings.cache_clear()
     try:
         yield
     finally:
-        tools.checks.DEFAULT_ENGINE = before
+        if before is None:
+            os.environ.pop("PIPEWARDEN_CHECK_ENGINE", None)
+        else:
+            os.environ["PIPEWARDEN_CHECK_ENGINE"] = before
+        get_settings.cache_clear()
 
 
 def bench_overhead(source: str, load_id: str, repeats: int, say: Any) -> dict[str, Any]:

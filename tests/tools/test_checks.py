@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -78,19 +77,6 @@ def test_clean_january_passes_with_cancelled_flights_as_row_reasons(january: pd.
     assert (report.row_reasons[january["arr_delay"].isna()] == "arr_delay: not null").all()
     assert (report.row_reasons[january["arr_delay"].notna()] == "").all()
     assert report.failure_rate == pytest.approx(606 / 27004)
-
-
-def test_run_checks_time_on_a_month(january: pd.DataFrame, contract) -> None:
-    """Not a benchmark assertion: prints what the checks cost on one month (about 27k rows)."""
-    run_checks(january, contract)  # warm: GX import and context
-    for engine in ("gx", "pandas"):
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            run_checks(january, contract, engine=engine)
-            times.append((time.perf_counter() - t) * 1000)
-        print(f"run_checks on January ({len(january)} rows), engine={engine}: best {min(times):.0f} ms")
-    assert True
 
 
 def test_every_rule_gives_a_readable_reason_on_the_rows_it_rejects(january: pd.DataFrame, contract) -> None:
@@ -224,3 +210,14 @@ def test_every_month_of_flights_passes_the_flights_contract(flights: pd.DataFram
     by_month = report.rejected.groupby(flights["month"]).mean()
     assert (by_month <= contract.max_failure_rate).all(), by_month.to_dict()
     assert set(report.row_reasons[report.rejected].unique()) == {"arr_delay: not null"}
+
+
+def test_the_check_engine_setting_chooses_the_engine(january: pd.DataFrame, contract,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipewarden.settings import get_settings
+
+    assert run_checks(january.head(200), contract).engine == "gx"
+    monkeypatch.setenv("PIPEWARDEN_CHECK_ENGINE", "pandas")
+    get_settings.cache_clear()
+    assert run_checks(january.head(200), contract).engine == "pandas"
+    assert run_checks(january.head(200), contract, engine="gx").engine == "gx"  # an explicit engine wins
