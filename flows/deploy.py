@@ -18,8 +18,10 @@ from flows.pipeline import pipeline_flow
 @flow(name="pipewarden-supervise", persist_result=False)
 def supervise_flow() -> dict[str, Any]:
     """Claim pending events, run their agents, resume decided proposals."""
+    from flows.knowledge_sync import sync_knowledge
     from pipewarden.ports import supervisor
 
+    sync_knowledge()  # agents cite the index; unchanged chunks are skipped
     return supervisor()().model_dump(mode="json")
 
 

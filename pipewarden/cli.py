@@ -128,7 +128,12 @@ def supervise(
     import time
 
     from agents.supervisor import supervise_once
+    from flows.knowledge_sync import sync_knowledge
 
+    # Agents cite the knowledge index: bring it up to date first (unchanged chunks are skipped).
+    indexed = sync_knowledge()
+    if not as_json:
+        console.print(f"[dim]knowledge index: {indexed}[/]")
     while True:
         report = supervise_once()
         if as_json:
