@@ -100,7 +100,7 @@ def gather(state: DriftState) -> DriftState:
 
 
 def diagnose(state: DriftState) -> DriftState:
-    from agents.planner import ContractColumn, DriftContext, IncomingColumn, Suggestion
+    from agents.planner import ContractColumn, DriftContext, IncomingColumn, Suggestion, format_citation
     from knowledge.embedder import default_embedder
     from policies.contract import observed_type, schema_diff
     from tools.schema_match import match_columns
@@ -125,7 +125,7 @@ def diagnose(state: DriftState) -> DriftState:
             Suggestion(incoming=m.column, contract_column=m.match, score=round(m.score, 4), cast=m.cast, reason=m.reason)
             for m in report.matches if m.column in unexplained
         ],
-        citations=[f"[{c['chunk_id']}] {c['excerpt'][:300]}" for c in state.get("citations", [])],
+        citations=[format_citation(c["chunk_id"], c["excerpt"], max_chars=300) for c in state.get("citations", [])],
     )
     return {"context": ctx.model_dump(mode="json")}
 
