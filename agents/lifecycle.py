@@ -16,7 +16,7 @@ import logging
 import uuid
 from typing import Any, TypedDict
 
-from langgraph.graph import END
+from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from pipewarden.models import Proposal, ProposalStatus
@@ -112,3 +112,15 @@ def add_lifecycle(builder: Any, last_agent_node: str) -> None:
     builder.add_conditional_edges("await_decision", after_decision, ["apply", "await_decision", END])
     builder.add_edge("apply", "verify")
     builder.add_conditional_edges("verify", after_verify, ["await_decision", END])
+
+
+def build_agent_graph(state: type, steps: tuple[tuple[str, Any], ...], checkpointer: Any = None) -> Any:
+    """An agent is data: its own steps, in order, then the shared tail. Compiled with the checkpointer."""
+    builder = StateGraph(state)
+    previous = START
+    for name, fn in steps:
+        builder.add_node(name, fn)
+        builder.add_edge(previous, name)
+        previous = name
+    add_lifecycle(builder, previous)
+    return builder.compile(checkpointer=checkpointer)

@@ -18,9 +18,8 @@ import logging
 from typing import Any
 
 import pandas as pd
-from langgraph.graph import START, StateGraph
 
-from agents.lifecycle import AgentState, add_lifecycle, proposal_id_for, thread_id_for
+from agents.lifecycle import AgentState, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.events import SchemaDrift
 from pipewarden.models import Citation, ColumnMapping, DryRun, NoChange, Proposal, ProposalStatus, Risk
 from pipewarden.settings import get_settings
@@ -208,15 +207,9 @@ def dry_run(state: DriftState) -> DriftState:
     return {"proposal": proposal.model_dump(mode="json"), "dry_run": evidence.model_dump(mode="json")}
 
 
+STEPS: tuple[tuple[str, Any], ...] = (("gather", gather), ("diagnose", diagnose), ("draft", draft),
+                                      ("dry_run", dry_run))
+
+
 def build_graph(checkpointer: Any = None) -> Any:
-    builder = StateGraph(DriftState)
-    builder.add_node("gather", gather)
-    builder.add_node("diagnose", diagnose)
-    builder.add_node("draft", draft)
-    builder.add_node("dry_run", dry_run)
-    builder.add_edge(START, "gather")
-    builder.add_edge("gather", "diagnose")
-    builder.add_edge("diagnose", "draft")
-    builder.add_edge("draft", "dry_run")
-    add_lifecycle(builder, "dry_run")
-    return builder.compile(checkpointer=checkpointer)
+    return build_agent_graph(DriftState, STEPS, checkpointer)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from langgraph.graph import START, StateGraph
-
-from agents.lifecycle import AgentState, add_lifecycle, proposal_id_for, thread_id_for
+from agents.lifecycle import AgentState, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.models import NoChange, Proposal, ProposalStatus, Risk
 from pipewarden.store import StateStore
 
@@ -32,8 +30,4 @@ def describe(state: AgentState) -> AgentState:
 
 
 def build_graph(checkpointer: Any = None) -> Any:
-    builder = StateGraph(AgentState)
-    builder.add_node("describe", describe)
-    builder.add_edge(START, "describe")
-    add_lifecycle(builder, "describe")
-    return builder.compile(checkpointer=checkpointer)
+    return build_agent_graph(AgentState, (("describe", describe),), checkpointer)
