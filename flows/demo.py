@@ -44,6 +44,10 @@ class DemoSummary(BaseModel):
 def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765, home: Path | None = None,
              log: Callable[[str], None] | None = None) -> DemoSummary:
     say = log or (lambda _msg: None)
+    if serve and not approve_all:
+        from inbox.web import ensure_port_free
+
+        ensure_port_free("127.0.0.1", port)  # before minutes of work, not after
     home = (home or get_settings().home / "demo").resolve()
     if home.exists():
         shutil.rmtree(home)

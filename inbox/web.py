@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inbox import render, service
 from pipewarden import __version__
-from pipewarden.errors import InvalidTransition, NotApproved, PipewardenError, UnknownNameError
+from pipewarden.errors import InvalidTransition, NotApproved, PipewardenError, UnknownNameError, UserError
 from pipewarden.models import OPEN_STATUSES, ProposalStatus, Verdict
 from pipewarden.store import StateStore
 
@@ -256,9 +256,23 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
     return app
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail early, with what to do, when the address is taken (before any long work that ends in serving)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"cannot serve the inbox on {host}:{port}: {exc.strerror}",
+                            hint=f"another program uses port {port}; pass --port N") from exc
+
+
 def serve(host: str = "127.0.0.1", port: int = 8765, *, resume_in_background: bool = True) -> None:
     """Serve the inbox with uvicorn until interrupted; prints the URL first."""
     import uvicorn
 
+    ensure_port_free(host, port)
     print(f"pipewarden inbox: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
     uvicorn.run(create_app(resume_in_background=resume_in_background), host=host, port=port, log_level="warning")

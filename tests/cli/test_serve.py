@@ -131,3 +131,16 @@ def test_serve_shows_a_pending_proposal_and_an_approval_ends_verified(
                        json={"verdict": "approve", "actor": "bob"})
     assert again.status_code == 409, again.text
     assert proc.poll() is None  # still serving
+
+
+@pytest.mark.parametrize("command", [["serve"], ["demo"]])
+def test_a_taken_port_is_a_clear_error_before_any_work(pw, pw_home: Path, command: list[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        res = pw(*command, "--port", str(port))
+    assert res.code == 2
+    assert f"127.0.0.1:{port}" in res.err and "--port" in res.err
+    assert "Traceback" not in res.err
+    assert not (pw_home / "demo").exists()  # the demo stopped before doing anything
