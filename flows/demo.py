@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from pipewarden.settings import get_settings
 
 DEMO_APPROVER = "demo-approver"
+DEMO_MARKER = ".pipewarden-demo"
 
 
 class DemoSummary(BaseModel):
@@ -48,10 +49,9 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         from inbox.web import ensure_port_free
 
         ensure_port_free("127.0.0.1", port)  # before minutes of work, not after
-    home = (home or get_settings().home / "demo").resolve()
-    if home.exists():
-        shutil.rmtree(home)
-    home.mkdir(parents=True)
+    default_home = get_settings().home
+    home = (home or default_home).resolve()
+    _reset_demo_home(home)
     os.environ["PIPEWARDEN_HOME"] = str(home)
     get_settings.cache_clear()
     summary = DemoSummary(home=str(home))
@@ -103,8 +103,9 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         for p in pending:
             say(f"proposal {p.short_id} waits: {p.title}")
             say(f"  approve at {summary.inbox_url}proposals/{p.id}")
-            say(f"  or from another terminal: PIPEWARDEN_HOME={home} pipewarden inbox approve {p.short_id}")
-        say(f"serving the web inbox at {summary.inbox_url} (PIPEWARDEN_HOME={home}); Ctrl-C to stop")
+            env = "" if home == default_home else f"PIPEWARDEN_HOME={home} "
+            say(f"  or from another terminal in this folder: {env}pipewarden inbox approve {p.short_id}")
+        say(f"serving the web inbox at {summary.inbox_url}; Ctrl-C to stop")
         try:
             serve_web(host="127.0.0.1", port=port)
         except KeyboardInterrupt:
@@ -120,6 +121,22 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         f"applied {summary.applied}, verified {summary.verified}, rolled back {summary.rolled_back}; "
         f"audit log {'verifies' if summary.audit_ok else 'is BROKEN'}")
     return summary
+
+
+def _reset_demo_home(home: Path) -> None:
+    """Start the story from nothing, but only in a folder the demo made (it carries DEMO_MARKER) or an empty one:
+    state the demo did not create is never wiped."""
+    from pipewarden.errors import UserError
+
+    if home.exists() and any(home.iterdir()):
+        if not (home / DEMO_MARKER).exists():
+            raise UserError(
+                f"{home} holds pipewarden state the demo did not create; the demo starts from an empty folder",
+                hint="run it elsewhere with --home DIR (or PIPEWARDEN_HOME=DIR)",
+            )
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / DEMO_MARKER).write_text("made by `pipewarden demo`; the next demo run wipes this folder\n")
 
 
 def _fill(summary: DemoSummary, store: Any) -> None:

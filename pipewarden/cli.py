@@ -180,8 +180,8 @@ def demo(
     approve_all: Annotated[bool, typer.Option("--approve-all", help="Approve every proposal without a person.")] = False,
     serve_inbox: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the web inbox until Ctrl-C.")] = True,
     port: Annotated[int, typer.Option(help="Port for the web inbox.")] = 8765,
-    home: Annotated[Path | None, typer.Option(help="Folder for the demo's state (wiped at start). "
-                                              "Default: PIPEWARDEN_HOME/demo.")] = None,
+    home: Annotated[Path | None, typer.Option(help="Folder for the demo's state, wiped at start if the demo made "
+                                              "it; default PIPEWARDEN_HOME (./.pipewarden).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The main job: a clean month, then a drifted month; the agent's proposal waits in the inbox."""

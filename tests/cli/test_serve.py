@@ -143,4 +143,13 @@ def test_a_taken_port_is_a_clear_error_before_any_work(pw, pw_home: Path, comman
     assert res.code == 2
     assert f"127.0.0.1:{port}" in res.err and "--port" in res.err
     assert "Traceback" not in res.err
-    assert not (pw_home / "demo").exists()  # the demo stopped before doing anything
+    assert not (pw_home / ".pipewarden-demo").exists()  # the demo stopped before doing anything
+
+
+def test_the_demo_never_wipes_state_it_did_not_make(pw, pw_home: Path) -> None:
+    pw_home.mkdir(parents=True, exist_ok=True)
+    precious = pw_home / "state.db"
+    precious.write_bytes(b"not the demo's")
+    res = pw("demo", "--approve-all", "--no-serve")
+    assert res.code == 2 and "did not create" in res.err and "--home" in res.err
+    assert precious.read_bytes() == b"not the demo's"
