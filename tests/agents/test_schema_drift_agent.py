@@ -193,3 +193,23 @@ def test_a_hallucinating_llm_is_retried_then_the_offline_planner_answers(
     assert p.planner == "offline" and p.status == ProposalStatus.pending
     assert p.change.renames == {"departureDelay": "dep_delay"}
     assert any(line.startswith("openai attempt 1") for line in p.tried)
+
+
+@pytest.mark.postgres
+def test_the_loop_on_postgres_state_and_checkpoints(
+    february: pd.DataFrame, tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipewarden.db import make_engine, metadata
+
+    with make_engine(postgres_url).begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    monkeypatch.setenv("PIPEWARDEN_DATABASE_URL", postgres_url)
+    get_settings.cache_clear()
+    drifted_event(february, tmp_path)
+    supervise_once()
+    p = _only_proposal()
+    assert p.status == ProposalStatus.pending
+    assert not get_settings().checkpoints_path.exists()  # checkpoints went to PostgresSaver
+    assert approve(p.id, "alice").proposal.status == ProposalStatus.verified
+    assert StateStore().verify_audit().ok
