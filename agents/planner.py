@@ -214,6 +214,16 @@ class CastPair(BaseModel):
     type: ContractType = Field(description="The contract's type for that column.")
 
 
+def _once(pairs: Any, verb: str, hint: str) -> dict[str, str]:
+    """Pairs to a dict; a key given two different values raises ModelRetry (a dict would silently keep one)."""
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if key in out and out[key] != value:
+            raise ModelRetry(f"the answer {verb} {key!r} twice ({out[key]!r} and {value!r})", hint=hint)
+        out[key] = value
+    return out
+
+
 class MappingAnswerWire(BaseModel):
     """The JSON object the model answers with (strict JSON schema)."""
 
@@ -225,22 +235,9 @@ class MappingAnswerWire(BaseModel):
 
     def to_answer(self) -> MappingAnswer:
         """Convert to `MappingAnswer`; a column listed twice raises ModelRetry (a dict would hide it)."""
-        renames: dict[str, str] = {}
-        for r in self.renames:
-            if r.incoming in renames and renames[r.incoming] != r.contract_column:
-                raise ModelRetry(
-                    f"the answer renames {r.incoming!r} twice ({renames[r.incoming]!r} and {r.contract_column!r})",
-                    hint="rename each incoming column at most once",
-                )
-            renames[r.incoming] = r.contract_column
-        casts: dict[str, str] = {}
-        for c in self.casts:
-            if c.column in casts and casts[c.column] != c.type:
-                raise ModelRetry(
-                    f"the answer casts {c.column!r} twice ({casts[c.column]!r} and {c.type!r})",
-                    hint="cast each contract column at most once",
-                )
-            casts[c.column] = c.type
+        renames = _once(((r.incoming, r.contract_column) for r in self.renames), "renames",
+                        "rename each incoming column at most once")
+        casts = _once(((c.column, c.type) for c in self.casts), "casts", "cast each contract column at most once")
         return MappingAnswer(renames=renames, casts=casts, rationale=self.rationale, cited_chunks=list(self.cited_chunks))
 
 

@@ -292,14 +292,7 @@ def downstream_of(
     readers: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for e in edges:
         readers.setdefault((e.upstream_table, e.upstream_column), set()).add((e.model, e.column))
-    seen: set[tuple[str, str]] = set()
-    todo = [(table, column)]
-    while todo:
-        for nxt in readers.get(todo.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return sorted(seen)
+    return sorted(_reachable(readers, (table, column)))
 
 
 def upstream_of(
@@ -311,20 +304,19 @@ def upstream_of(
     sources: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for e in edges:
         sources.setdefault((e.model, e.column), set()).add((e.upstream_table, e.upstream_column))
-    out: set[tuple[str, str]] = set()
+    return sorted(n for n in _reachable(sources, (model, column)) if n not in sources)  # the raw leaves
+
+
+def _reachable(graph: dict[tuple[str, str], set[tuple[str, str]]], start: tuple[str, str]) -> set[tuple[str, str]]:
+    """Every node reachable from `start` (not counting it) along the graph's edges."""
     seen: set[tuple[str, str]] = set()
-    todo = [(model, column)]
+    todo = [start]
     while todo:
-        cur = todo.pop()
-        for up in sources.get(cur, ()):
-            if up in seen:
-                continue
-            seen.add(up)
-            if up in sources:
-                todo.append(up)
-            else:
-                out.add(up)
-    return sorted(out)
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
 
 
 def affected_models(table: str, column: str, models_dir: Path | str | None = None) -> list[str]:
