@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, TypedDict
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from pipewarden.models import Proposal, ProposalStatus
-from pipewarden.ports import pipeline_runner
+from pipewarden.ports import pipeline_runner, proposal_created
 from pipewarden.store import StateStore
 from tools.apply import apply_change, mark_verified, rollback_change
 
@@ -48,6 +49,7 @@ def thread_id_for(event_id: str) -> str:
 def submit(state: AgentState) -> AgentState:
     proposal = Proposal.model_validate(state["proposal"])
     stored = StateStore().create_proposal(proposal, actor=f"agent:{proposal.agent}")
+    proposal_created(stored.id)  # policy may auto-approve; the notifier posts it (guarded: never raises)
     return {"proposal_id": str(stored.id)}
 
 
@@ -74,39 +76,65 @@ def apply(state: AgentState) -> AgentState:
     return {"outcome": result.proposal.status.value}
 
 
-def verify(state: AgentState) -> AgentState:
-    """Re-run the failed batch through the pipeline under the new version; verified when it completes."""
-    store = StateStore()
-    p = store.get_proposal(state["proposal_id"])
-    if p.status == ProposalStatus.verified:
-        return {"outcome": "verified"}
-    event = store.get_event(p.event_id)
+class Verification(NamedTuple):
+    """What a verifier found after the change was applied: passed or not, the evidence, and why it failed."""
+
+    passed: bool
+    detail: dict[str, Any]
+    reason: str = ""
+
+
+Verifier = Callable[[Proposal, Any], Verification]  # (the applied proposal, its event) -> Verification
+
+
+def rerun_batch(proposal: Proposal, event: Any) -> Verification:
+    """The default verifier: re-run the failed batch through the pipeline under the new versions; it passes when
+    the run completes. Events without a batch (nothing to re-run) pass."""
     source = getattr(event, "batch_path", None)
     if source is None:
-        return {"outcome": "verified", "verify_detail": {"rerun": "not needed"}}
-    result = pipeline_runner()(p.dataset, source, load_id=event.load_id, rerun=True)
+        return Verification(True, {"rerun": "not needed"})
+    result = pipeline_runner()(proposal.dataset, source, load_id=event.load_id, rerun=True)
     detail = {"rerun_status": result.status, "load_id": result.load_id, "rows_in": result.rows_in,
               "rows_quarantined": result.rows_quarantined, "halted_at": result.halted_at}
     if result.status == "completed":
-        mark_verified(p.id, detail, store=store)
-        return {"outcome": "verified", "verify_detail": detail}
+        return Verification(True, detail)
     reason = f"re-run {result.status} at {result.halted_at or 'an unknown stage'}"
     if result.checks and (result.checks.schema_errors or result.checks.failed_checks):
         reason += ": " + "; ".join((result.checks.schema_errors + result.checks.failed_checks)[:3])
-    rollback_change(p.id, reason, store=store)
-    return {"outcome": "rolled_back", "verify_detail": detail}
+    return Verification(False, detail, reason)
+
+
+def make_verify(verifier: Verifier) -> Callable[[AgentState], AgentState]:
+    """The graph node around a verifier: mark verified, or roll back and re-open the proposal with the reason."""
+
+    def verify(state: AgentState) -> AgentState:
+        store = StateStore()
+        p = store.get_proposal(state["proposal_id"])
+        if p.status == ProposalStatus.verified:
+            return {"outcome": "verified"}
+        found = verifier(p, store.get_event(p.event_id))
+        if found.passed:
+            mark_verified(p.id, found.detail, store=store)
+            return {"outcome": "verified", "verify_detail": found.detail}
+        rollback_change(p.id, found.reason or "verification failed", store=store)
+        return {"outcome": "rolled_back", "verify_detail": found.detail}
+
+    return verify
+
+
+verify = make_verify(rerun_batch)
 
 
 def after_verify(state: AgentState) -> str:
     return END if state.get("outcome") == "verified" else "await_decision"
 
 
-def add_lifecycle(builder: Any, last_agent_node: str) -> None:
-    """Wire the shared tail after the agent's last node."""
+def add_lifecycle(builder: Any, last_agent_node: str, verifier: Verifier | None = None) -> None:
+    """Wire the shared tail after the agent's last node; `verifier` defaults to re-running the batch."""
     builder.add_node("submit", submit)
     builder.add_node("await_decision", await_decision)
     builder.add_node("apply", apply)
-    builder.add_node("verify", verify)
+    builder.add_node("verify", make_verify(verifier) if verifier is not None else verify)
     builder.add_edge(last_agent_node, "submit")
     builder.add_edge("submit", "await_decision")
     builder.add_conditional_edges("await_decision", after_decision, ["apply", "await_decision", END])
@@ -114,13 +142,16 @@ def add_lifecycle(builder: Any, last_agent_node: str) -> None:
     builder.add_conditional_edges("verify", after_verify, ["await_decision", END])
 
 
-def build_agent_graph(state: type, steps: tuple[tuple[str, Any], ...], checkpointer: Any = None) -> Any:
-    """An agent is data: its own steps, in order, then the shared tail. Compiled with the checkpointer."""
+def build_agent_graph(
+    state: type, steps: tuple[tuple[str, Any], ...], checkpointer: Any = None, *, verifier: Verifier | None = None
+) -> Any:
+    """An agent is data: its own steps, in order, then the shared tail (with the agent's verifier, if it has
+    one). Compiled with the checkpointer."""
     builder = StateGraph(state)
     previous = START
     for name, fn in steps:
         builder.add_node(name, fn)
         builder.add_edge(previous, name)
         previous = name
-    add_lifecycle(builder, previous)
+    add_lifecycle(builder, previous, verifier)
     return builder.compile(checkpointer=checkpointer)

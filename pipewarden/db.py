@@ -1,12 +1,21 @@
-"""The state DB schema (SQLAlchemy Core): outbox, proposals, decisions, versions and the audit log.
+"""The state DB schema (SQLAlchemy Core): outbox, proposals, decisions, versions, the audit log, personal API
+tokens and Slack messages; and the engine that brings a database to the schema with Alembic.
+
+`metadata` is the single source of truth for the tables; the Alembic migrations in `pipewarden/migrations/`
+produce exactly it (a test compares them). `make_engine(url)` runs `upgrade head` once per URL per process,
+under a lock (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `pg_advisory_xact_lock`), so two processes starting at once
+do not race. A database created before migrations existed (tables, no `alembic_version`) is adopted at 0001.
 
 SQLite by default, any SQLAlchemy URL by `PIPEWARDEN_DATABASE_URL`. On SQLite every transaction starts with
 `BEGIN IMMEDIATE`, so writers from several processes serialize instead of failing half-way.
+
+Public names: the tables, `metadata`, `make_engine`, `upgrade`, `MIGRATIONS_DIR`, `is_postgres`.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -43,6 +52,8 @@ proposals = sa.Table(
     sa.Column("payload", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # When the approval rule's TTL runs out (NULL: never); `inbox expire` closes open proposals past it.
+    sa.Column("expires_at", sa.DateTime(timezone=True), index=True),
 )
 
 decisions = sa.Table(
@@ -55,6 +66,11 @@ decisions = sa.Table(
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("via", sa.String(16), nullable=False),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    # The proposal's round (re-openings) and the decision's place in it: two writers that both read "no decision
+    # yet" both write seq 1, and this unique index lets only one of them commit (the last line of defence).
+    sa.Column("round", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("seq", sa.Integer, nullable=False, server_default="1"),
+    sa.Index("uq_decision_seq", "proposal_id", "round", "seq", unique=True),
 )
 
 versions = sa.Table(
@@ -68,6 +84,8 @@ versions = sa.Table(
     sa.Column("proposal_id", sa.String(36)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("target", "number", name="uq_version_number"),
+    # One version per proposal and target: concurrent applies of one proposal cannot make two.
+    sa.Index("uq_version_proposal", "target", "proposal_id", unique=True),
 )
 
 audit_log = sa.Table(
@@ -85,6 +103,43 @@ audit_log = sa.Table(
 )
 
 
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("approver", sa.String(128), nullable=False, index=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),  # only the hash of a token is kept
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+slack_messages = sa.Table(
+    "slack_messages",
+    metadata,
+    sa.Column("proposal_id", sa.String(36), sa.ForeignKey("proposals.id"), primary_key=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("ts", sa.String(32), nullable=False),
+    sa.Column("thread_ts", sa.String(32)),
+    sa.Column("fault_key", sa.String(256), nullable=False, index=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+slack_requests = sa.Table(
+    "slack_requests",
+    metadata,
+    # Signatures of Slack requests already handled, so a replayed request is refused in every process.
+    sa.Column("signature", sa.String(128), primary_key=True),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 7_420_113  # pg_advisory_xact_lock key: one migrator at a time per database
+
+
+def is_postgres(engine_or_conn: Engine | sa.Connection) -> bool:
+    return engine_or_conn.dialect.name == "postgresql"
+
+
 def _sqlite_immediate(engine: Engine) -> None:
     @sa_event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -95,16 +150,54 @@ def _sqlite_immediate(engine: Engine) -> None:
 
     @sa_event.listens_for(engine, "begin")
     def _begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (StateStore._read sets `pw_read`) take a plain deferred BEGIN: under WAL they see a snapshot and
+        # never wait behind a writer. Everything else takes the write lock up front.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("pw_read") else "BEGIN IMMEDIATE")
+
+
+def _alembic_config(connection: sa.Connection | None = None):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to `revision` with Alembic, in one transaction, under a lock."""
+    from alembic import command
+
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (see _sqlite_immediate) serializes migrators
+        if is_postgres(conn):
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+        tables = set(sa.inspect(conn).get_table_names())
+        if revision == "head" and "alembic_version" in tables:
+            current = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+            if current == head_revision():
+                return
+        cfg = _alembic_config(conn)
+        if "proposals" in tables and "alembic_version" not in tables:
+            command.stamp(cfg, "0001")  # made by create_all before migrations existed: that schema is 0001
+        command.upgrade(cfg, revision)
 
 
 @lru_cache(maxsize=8)
 def make_engine(url: str) -> Engine:
-    """One engine per URL per process, with the schema created if missing."""
+    """One engine per URL per process, with the database upgraded to the latest migration."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _sqlite_immediate(engine)
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    upgrade(engine)
     return engine

@@ -75,3 +75,12 @@ class AuditChainBroken(PipewardenError):
     """The audit log's hash chain does not verify; the message names the first broken entry."""
 
     exit_code = 5
+
+
+class Forbidden(NotApproved):
+    """The identity may not do this: not a configured approver, lacks the role for the proposal's dataset, is a
+    system or agent identity, or already approved (two-person rule). HTTP 403, exit 4. Nothing was changed."""
+
+
+class Expired(InvalidTransition):
+    """The proposal's approval window (`expires_at`, set by the approval rule's TTL) has passed. HTTP 409."""

@@ -93,24 +93,40 @@ class CostRegression(_EventBase):
 
     kind: Literal["cost_regression"] = "cost_regression"
     model: str
-    metric: Literal["elapsed_ms", "rows_scanned"] = "elapsed_ms"
+    metric: Literal["elapsed_ms", "rows_scanned", "bytes_scanned"] = "elapsed_ms"
     baseline: float
     observed: float
     ratio: float
 
 
 class ModelDrift(_EventBase):
-    """The champion model's inputs or outputs moved away from its training reference."""
+    """The champion model's inputs or outputs moved away from its training reference, or its performance on
+    labelled feedback decayed."""
 
     kind: Literal["model_drift"] = "model_drift"
     model: str
     metric: str
     value: float
     threshold: float
+    drifted_features: list[str] = Field(default_factory=list)
+    detail: dict[str, Any] = Field(default_factory=dict, description="Per-feature statistics and how they were got.")
+
+
+class QualityAnomaly(_EventBase):
+    """A batch-level quality fault the row checks cannot see: a late or missing batch (freshness), an unusual row
+    count (volume), a shifted distribution, duplicate keys or broken references to another dataset."""
+
+    kind: Literal["quality_anomaly"] = "quality_anomaly"
+    check: Literal["freshness", "volume", "distribution", "duplicates", "referential", "null_spike", "range"]
+    batch_path: str | None = None
+    column: str | None = None
+    observed: float | None = None
+    expected: float | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
 
 
 Event = Annotated[
-    SchemaDrift | CheckFailed | RunFailed | CostRegression | ModelDrift, Field(discriminator="kind")
+    SchemaDrift | CheckFailed | RunFailed | CostRegression | ModelDrift | QualityAnomaly, Field(discriminator="kind")
 ]
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -120,6 +136,7 @@ EVENT_NAMES: dict[str, str] = {
     "run_failed": "pipewarden.run.failed",
     "cost_regression": "pipewarden.cost.regression",
     "model_drift": "pipewarden.model.drift",
+    "quality_anomaly": "pipewarden.quality.anomaly",
 }
 
 

@@ -16,17 +16,39 @@ from pipewarden.ids import UtcDatetime, new_id, utcnow
 
 
 # --------------------------------------------------------------------------- changes
+class ColumnTransform(BaseModel):
+    """A value conversion on one contract column, applied after the renames and before the casts.
+
+    `unit_scale` multiplies by `factor` (seconds -> minutes is 1/60); `date_format` parses text with the strptime
+    `format` (e.g. '%m/%d/%Y %H:%M') as a UTC timestamp; `epoch` reads numbers as seconds since 1970-01-01 UTC
+    (times `factor`, e.g. 0.001 for milliseconds).
+    """
+
+    column: str
+    kind: Literal["unit_scale", "date_format", "epoch"]
+    factor: float | None = None
+    format: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "unit_scale":
+            return f"scale {self.column} by {self.factor:g}"
+        if self.kind == "date_format":
+            return f"parse {self.column} as {self.format}"
+        return f"read {self.column} as epoch seconds" + (f" x {self.factor:g}" if self.factor not in (None, 1) else "")
+
+
 class ColumnMapping(BaseModel):
     """Rename incoming columns to contract columns and cast retyped ones; applied at validate time.
 
     `renames` maps an incoming column name to the contract column it feeds; `casts` maps a contract column
-    to the contract type its incoming values are cast to.
+    to the contract type its incoming values are cast to; `transforms` convert values (units, date formats).
     """
 
     kind: Literal["column_mapping"] = "column_mapping"
     dataset: str
     renames: dict[str, str] = Field(default_factory=dict)
     casts: dict[str, str] = Field(default_factory=dict)
+    transforms: list[ColumnTransform] = Field(default_factory=list)
 
     @property
     def target(self) -> str:
@@ -34,15 +56,98 @@ class ColumnMapping(BaseModel):
 
 
 class SqlModelPatch(BaseModel):
-    """Replace a SQL model's text (deepened by the agents issue)."""
+    """Replace a SQL model's text; transform runs the active version instead of the file.
+
+    `base_sql` is the text it replaces (for the diff and for proving old and new SQL on the same batch).
+    """
 
     kind: Literal["sql_model_patch"] = "sql_model_patch"
     model: str
     sql: str
+    base_sql: str = ""
+    reason: str = ""
 
     @property
     def target(self) -> str:
         return f"sql:{self.model}"
+
+
+class Quarantine(BaseModel):
+    """Move the rows of a batch that match `predicate` (a guarded SQL boolean expression over the batch's columns)
+    to the quarantine table with `reason`; the rest of the batch goes on."""
+
+    kind: Literal["quarantine"] = "quarantine"
+    dataset: str
+    load_id: str | None = None
+    predicate: str
+    reason: str
+    rows: int = Field(default=0, description="Rows the predicate matched in the failing batch.")
+    batch_rows: int = Field(default=0, description="Rows in the failing batch.")
+
+    @property
+    def fraction(self) -> float:
+        return self.rows / self.batch_rows if self.batch_rows else 0.0
+
+    @property
+    def target(self) -> str:
+        return f"quarantine:{self.dataset}"
+
+
+class Reingest(BaseModel):
+    """Ask for a batch to be loaded again from its source (a late, partial or corrupt load)."""
+
+    kind: Literal["reingest"] = "reingest"
+    dataset: str
+    load_id: str
+    source: str | None = None
+    reason: str
+
+    @property
+    def target(self) -> str:
+        return f"reingest:{self.dataset}"
+
+
+class DedupeRule(BaseModel):
+    """Keep one row per `keys` (the first or last by `order_by`) at validate time; the others are quarantined."""
+
+    kind: Literal["dedupe_rule"] = "dedupe_rule"
+    dataset: str
+    keys: list[str]
+    keep: Literal["first", "last"] = "last"
+    order_by: str | None = None
+
+    @property
+    def target(self) -> str:
+        return f"dedupe:{self.dataset}"
+
+
+class ContractChange(BaseModel):
+    """A new version of a dataset's data contract (the YAML as a dict). Loosening a contract is high risk."""
+
+    kind: Literal["contract_change"] = "contract_change"
+    dataset: str
+    contract: dict[str, Any] = Field(description="The whole new contract, as `policies/contracts/<dataset>.yaml` holds it.")
+    summary: str = ""
+    loosens: bool = Field(default=False, description="True when the change accepts data the old contract rejected.")
+
+    @property
+    def target(self) -> str:
+        return f"contract:{self.dataset}"
+
+
+class ModelPromotion(BaseModel):
+    """Move a registered model's alias (by default `champion`) to another version; rollback moves it back."""
+
+    kind: Literal["model_promotion"] = "model_promotion"
+    model_name: str
+    alias: str = "champion"
+    from_version: str | None = None
+    to_version: str
+    run_id: str | None = None
+
+    @property
+    def target(self) -> str:
+        return f"model:{self.model_name}@{self.alias}"
 
 
 class NoChange(BaseModel):
@@ -56,7 +161,45 @@ class NoChange(BaseModel):
         return "none"
 
 
-Change = Annotated[ColumnMapping | SqlModelPatch | NoChange, Field(discriminator="kind")]
+SingleChange = Annotated[
+    ColumnMapping | SqlModelPatch | Quarantine | Reingest | DedupeRule | ContractChange | ModelPromotion,
+    Field(discriminator="kind"),
+]
+
+
+class ChangeSet(BaseModel):
+    """Several changes proposed, approved, applied and rolled back together (e.g. a mapping plus the downstream
+    SQL models it touches). Applied in order, rolled back in reverse."""
+
+    kind: Literal["change_set"] = "change_set"
+    changes: list[SingleChange] = Field(min_length=1)
+    summary: str = ""
+
+    @property
+    def target(self) -> str:
+        return "set:" + ",".join(c.target for c in self.changes)
+
+
+Change = Annotated[
+    ColumnMapping | SqlModelPatch | Quarantine | Reingest | DedupeRule | ContractChange | ModelPromotion
+    | ChangeSet | NoChange,
+    Field(discriminator="kind"),
+]
+CHANGE_KINDS: tuple[str, ...] = (
+    "column_mapping", "sql_model_patch", "quarantine", "reingest", "dedupe_rule", "contract_change",
+    "model_promotion", "change_set", "no_change",
+)
+
+
+def leaf_changes(change: Any) -> list[Any]:
+    """The single changes a change stands for: itself, or a change set's members in order."""
+    if getattr(change, "kind", None) == "change_set":
+        return list(change.changes)
+    if getattr(change, "kind", None) == "no_change":
+        return []
+    return [change]
+
+
 ChangeAdapter: TypeAdapter[Change] = TypeAdapter(Change)
 
 
@@ -77,6 +220,11 @@ class DryRun(BaseModel):
     before: CheckResult
     after: CheckResult
     sample: list[dict[str, Any]] = Field(default_factory=list, description="A few rows after the change.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Figures the agent proved the change with, e.g. cost_before_ms/cost_after_ms, champion_auc.",
+    )
+    notes: list[str] = Field(default_factory=list, description="Evidence in words, one finding per line.")
 
     @property
     def heals(self) -> bool:
@@ -157,6 +305,12 @@ class Proposal(BaseModel):
     tried: list[str] = Field(default_factory=list, description="What was tried before a needs-human outcome.")
     created_at: UtcDatetime = Field(default_factory=utcnow)
     updated_at: UtcDatetime = Field(default_factory=utcnow)
+    expires_at: UtcDatetime | None = Field(
+        default=None, description="After this, the proposal can no longer be decided (the approval rule's TTL)."
+    )
+    round: int = Field(
+        default=0, description="How many times it was re-opened (rolled back); approvals count within one round."
+    )
 
     @property
     def short_id(self) -> str:
@@ -178,9 +332,17 @@ class Decision(BaseModel):
     reason: str = ""
     via: Literal["cli", "web", "slack", "policy"] = "cli"
     decided_at: UtcDatetime = Field(default_factory=utcnow)
+    round: int = Field(default=0, description="The proposal's round (re-opening) this decision belongs to.")
 
 
-SYSTEM_ACTORS = frozenset({"system", "agent", "supervisor", "pipewarden"})
+SYSTEM_ACTORS = frozenset({"system", "agent", "supervisor", "pipewarden", "policy", "inbox"})
+POLICY_ACTOR = "policy"  # the identity of auto-approvals by an approval rule (via="policy"); never a person
+
+
+def is_system_actor(actor: str) -> bool:
+    """System and agent identities (`system`, `agent:*`, `supervisor`, `policy`...) never decide as a person."""
+    name = actor.strip().lower()
+    return name in SYSTEM_ACTORS or name.startswith("agent")
 
 
 class Version(BaseModel):

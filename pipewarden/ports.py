@@ -8,7 +8,8 @@ the import path in settings (`PIPEWARDEN_PIPELINE_RUNNER`, `PIPEWARDEN_RESUMER`)
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol, runtime_checkable
+import logging
+from typing import Any, Literal, Protocol, runtime_checkable
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -16,6 +17,8 @@ from pydantic import BaseModel
 from pipewarden.errors import ConfigError
 from pipewarden.models import Proposal, RunResult
 from pipewarden.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -68,3 +71,97 @@ class Embedder(Protocol):
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         ...
+
+
+# --------------------------------------------------------------------------- approval policy and notifications
+NotifyKind = Literal["proposal_created", "proposal_decided", "proposal_updated"]
+DEFAULT_NOTIFIER = "inbox.slack:notify"
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    def __call__(self, kind: NotifyKind, proposal_id: str) -> None:
+        """Tell people about a proposal (Slack): created, decided, or its status changed. May raise; callers guard."""
+        ...
+
+
+@runtime_checkable
+class Admission(Protocol):
+    def __call__(self, proposal: Proposal) -> Proposal:
+        """The approval policy's word on a new proposal before it is stored: e.g. its `expires_at` from the
+        matching rule's TTL. Pure: no I/O."""
+        ...
+
+
+@runtime_checkable
+class ProposalHook(Protocol):
+    def __call__(self, proposal_id: str) -> None:
+        """Run after a proposal is stored: auto-approval by policy, then the notifier."""
+        ...
+
+
+def _no_notifier(kind: NotifyKind, proposal_id: str) -> None:
+    """The notifier while Slack is not configured: nothing to tell."""
+
+
+def notifier() -> Notifier:
+    """The configured Notifier; a no-op when it is the default (Slack) and no Slack bot token is set."""
+    settings = get_settings()
+    if settings.notifier == DEFAULT_NOTIFIER and settings.slack_bot_token is None:
+        return _no_notifier
+    return _load(settings.notifier, "notifier")
+
+
+def admission() -> Admission:
+    return _load(get_settings().approval_policy, "approval policy")
+
+
+def proposal_hook() -> ProposalHook:
+    return _load(get_settings().proposal_hook, "proposal hook")
+
+
+def notify(kind: NotifyKind, proposal_id: str) -> bool:
+    """Call the Notifier; a failure is logged and audited (`notify_failed`), never raised. True if it ran."""
+    try:
+        notifier()(kind, str(proposal_id))
+        return True
+    except Exception as exc:  # a notifier must never break a decision or a graph
+        _audit_failure("notify_failed", kind, str(proposal_id), exc)
+        return False
+
+
+def proposal_created(proposal_id: UUID | str) -> None:
+    """Called by an agent right after it stored a proposal: the ProposalHook (auto-approval, notifier).
+
+    Never raises: a failing hook is logged and audited (`proposal_hook_failed`); the proposal waits for a person.
+    """
+    try:
+        proposal_hook()(str(proposal_id))
+    except Exception as exc:  # the graph goes on to wait for a person whatever the hook did
+        _audit_failure("proposal_hook_failed", "proposal_created", str(proposal_id), exc)
+
+
+def _audit_failure(action: str, kind: str, proposal_id: str, exc: Exception) -> None:
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    log.warning("%s for proposal %s (%s): %s", action, proposal_id[:8], kind, error)
+    try:
+        from pipewarden.store import StateStore
+
+        StateStore().record(action, "pipewarden", {"kind": kind, "error": error}, proposal_id=proposal_id)
+    except Exception:  # the state DB itself is down: the log line above is all we can do
+        log.exception("could not audit %s for proposal %s", action, proposal_id[:8])
+
+
+# --------------------------------------------------------------------------- re-running a dry-run for an edit
+@runtime_checkable
+class DryRunner(Protocol):
+    def __call__(self, proposal: Proposal, change: Any) -> Any:
+        """Prove `change` (an edited version of `proposal.change`) on the proposal's failing batch, the way the
+        agent proved the original, and return the new `pipewarden.models.DryRun`. Writes nothing. Raises a
+        `UserError` naming the field when the edited change is invalid (unknown column, bad type, SQL that does
+        not parse)."""
+        ...
+
+
+def dry_runner() -> DryRunner:
+    return _load(get_settings().dry_runner, "dry runner")

@@ -41,6 +41,46 @@ class Settings(BaseSettings):
     )
     resumer: str = Field(default="agents.supervisor:resume_proposal", description="Import path of the Resumer port.")
     supervisor: str = Field(default="agents.supervisor:supervise_once", description="Import path of the Supervisor port.")
+    dry_runner: str = Field(
+        default="tools.redry:redry", description="Import path of the DryRunner port (re-runs an edited change's dry-run)."
+    )
+    trusted_user_header: str | None = Field(
+        default=None,
+        description="A header set by an authentication proxy (e.g. X-Forwarded-User) that names the signed-in "
+        "approver. Only set it when every request reaches the inbox through that proxy.",
+    )
+    session_secret: SecretStr | None = Field(
+        default=None, description="Signs the web inbox's session cookie. Default: generated once into home."
+    )
+    approvers_file: Path | None = Field(
+        default=None, description="Who may approve what (YAML). Default: policies_dir/approvers.yaml."
+    )
+    retrain_policy_file: Path | None = Field(
+        default=None, description="Drift thresholds and retrain gates (YAML). Default: policies_dir/retrain.yaml."
+    )
+    approval_policy: str = Field(
+        default="policies.approval:admit",
+        description="Import path of the Admission port: stamps a new proposal with its rule's expiry at creation.",
+    )
+    proposal_hook: str = Field(
+        default="inbox.service:on_proposal_created",
+        description="Import path of the ProposalHook port: auto-approval by policy and the notifier, after a proposal "
+        "is created.",
+    )
+    notifier: str = Field(
+        default="inbox.slack:notify",
+        description="Import path of the Notifier port; the default is a no-op while no Slack bot token is set.",
+    )
+    slack_bot_token: SecretStr | None = Field(default=None, description="Slack bot token; unset: Slack is off.")
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, description="Slack app signing secret; verifies requests to POST /slack/events."
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Slack Web API base URL (a local fake in tests)."
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8765", description="Where people reach the web inbox (evidence links in Slack)."
+    )
 
     def model_post_init(self, __context: object) -> None:
         self.home = self.home.expanduser().resolve()
@@ -76,6 +116,14 @@ class Settings(BaseSettings):
     @property
     def contracts_dir(self) -> Path:
         return self.policies_dir / "contracts"
+
+    @property
+    def approvers_path(self) -> Path:
+        return self.approvers_file or self.policies_dir / "approvers.yaml"
+
+    @property
+    def retrain_policy_path(self) -> Path:
+        return self.retrain_policy_file or self.policies_dir / "retrain.yaml"
 
     def ensure_home(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)

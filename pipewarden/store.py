@@ -1,8 +1,15 @@
 """The state store: the one way anything reads or writes the state DB.
 
-It owns the outbox (events), proposals with their lifecycle, decisions, versions and the audit log.
-Every proposal status change happens in one transaction with its audit entry, as a compare-and-set on the
-current status, so concurrent writers leave exactly one winner and a crash leaves nothing half-done.
+It owns the outbox (events), proposals with their lifecycle, decisions, versions, the audit log, personal API
+tokens (hashed) and the Slack messages posted for proposals. Every proposal status change happens in one
+transaction with its audit entry, as a compare-and-set on the current status, so concurrent writers leave exactly
+one winner and a crash leaves nothing half-done.
+
+Deciding is atomic: in one transaction the proposal's row is locked (PostgreSQL `SELECT ... FOR UPDATE`; SQLite
+`BEGIN IMMEDIATE`), its status and decisions are read, the approval policy (a callable passed in, so the kernel
+never imports `policies/`) checks the decision and says whether it completes the approval, the decision is
+inserted (a unique (proposal, round, seq) index is the last line of defence), and the proposal moves on when the
+policy is satisfied. Audit appends are serialized on PostgreSQL by an advisory lock, on SQLite by BEGIN IMMEDIATE.
 """
 
 from __future__ import annotations
@@ -10,31 +17,59 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pipewarden import db
 from pipewarden.audit import GENESIS, AuditEntry, AuditReport, entry_hash, verify_chain
-from pipewarden.errors import InvalidTransition, NotApproved, UnknownNameError, UserError
+from pipewarden.errors import Expired, Forbidden, InvalidTransition, UnknownNameError, UserError
 from pipewarden.events import Event, parse_event
-from pipewarden.ids import utcnow
+from pipewarden.ids import UtcDatetime, new_id, utcnow
 from pipewarden.models import (
     OPEN_STATUSES,
-    SYSTEM_ACTORS,
+    POLICY_ACTOR,
     Decision,
     Proposal,
     ProposalStatus,
     Verdict,
     Version,
     can_transition,
+    is_system_actor,
 )
 from pipewarden.settings import Settings, get_settings
+from pipewarden.tokens import hash_token, new_token, same_hash
 
 T = TypeVar("T")
+AUDIT_LOCK = 7_420_114  # pg_advisory_xact_lock key serializing appends to the audit chain
+# The approval policy `decide` runs inside its transaction: raise to refuse, return True when the proposal is
+# decided with this decision (a rejection, or enough approvals), False when it still waits for more approvals.
+DecisionPolicy = Callable[[Proposal, list[Decision], Decision], bool]
+
+
+class SlackMessage(BaseModel):
+    """Where a proposal's Slack message lives, and the fault it belongs to (one thread per fault)."""
+
+    proposal_id: str
+    channel: str
+    ts: str
+    thread_ts: str | None = None
+    fault_key: str
+    updated_at: UtcDatetime
+
+
+class ApiToken(BaseModel):
+    """A personal token's record (never the token itself)."""
+
+    id: str
+    approver: str
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None = None
 
 
 class StateStore:
@@ -64,10 +99,12 @@ class StateStore:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(pw_read=True) as conn:
             yield conn
 
     def _audit(self, conn: Connection, proposal_id: str | None, action: str, actor: str, detail: dict[str, Any]) -> None:
+        if db.is_postgres(conn):  # one appender at a time: the tip read below stays the tip until commit
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK})
         tip = conn.execute(
             sa.select(db.audit_log.c.hash).order_by(db.audit_log.c.seq.desc()).limit(1)
         ).scalar_one_or_none()
@@ -179,12 +216,19 @@ class StateStore:
                     id=str(proposal.id), event_id=str(proposal.event_id), agent=proposal.agent,
                     dataset=proposal.dataset, status=proposal.status.value, risk=proposal.risk.value,
                     payload=proposal.model_dump(mode="json"), created_at=now, updated_at=now,
+                    expires_at=proposal.expires_at,
                 )
             )
-            self._audit(conn, str(proposal.id), "proposed", actor,
-                        {"status": proposal.status.value, "change": proposal.change.kind, "agent": proposal.agent})
+            detail = {"status": proposal.status.value, "change": proposal.change.kind, "agent": proposal.agent}
+            if proposal.expires_at is not None:
+                detail["expires_at"] = proposal.expires_at.isoformat()
+            self._audit(conn, str(proposal.id), "proposed", actor, detail)
             return proposal
 
+        # The approval policy stamps it first (its rule's expiry), through the kernel's Admission port.
+        from pipewarden.ports import admission
+
+        proposal = admission()(proposal)
         return self._write(tx)
 
     def _load(self, conn: Connection, proposal_id: str) -> Proposal:
@@ -246,15 +290,19 @@ class StateStore:
         current.status = dst
         current.status_reason = reason
         current.updated_at = utcnow()
+        if src == ProposalStatus.rolled_back and dst == ProposalStatus.pending:
+            current.round += 1  # re-opened: earlier approvals no longer count
         for k, v in (patch or {}).items():
             setattr(current, k, v)
         res = conn.execute(
             db.proposals.update()
             .where(db.proposals.c.id == pid, db.proposals.c.status == src.value)
-            .values(status=dst.value, payload=current.model_dump(mode="json"), updated_at=current.updated_at)
+            .values(status=dst.value, payload=current.model_dump(mode="json"), updated_at=current.updated_at,
+                    expires_at=current.expires_at)
         )
-        if res.rowcount != 1:  # pragma: no cover - guarded by the immediate transaction
-            raise InvalidTransition(f"proposal {pid[:8]} changed under us; try again")
+        if res.rowcount != 1:  # another writer moved it first (PostgreSQL; SQLite serializes writers)
+            raise InvalidTransition(f"proposal {pid[:8]} changed under us; it is no longer {src.value}",
+                                    hint="run `pipewarden inbox show ID` to see what happened")
         self._audit(conn, pid, dst.value, actor, {"reason": reason, **(detail or {})})
         return current
 
@@ -275,47 +323,100 @@ class StateStore:
 
         return self._write(tx)
 
-    def decide(self, ref: str | UUID, verdict: Verdict, actor: str, reason: str = "", via: str = "cli") -> Decision:
-        """Record a human decision and move the proposal to approved or rejected, in one transaction.
+    def decide(
+        self, ref: str | UUID, verdict: Verdict, actor: str, reason: str = "", via: str = "cli", *,
+        policy: DecisionPolicy | None = None,
+    ) -> Decision:
+        """Record a decision and, when it completes the approval, move the proposal on; in one transaction.
 
-        Refuses system and agent identities (separation of duties) and proposals that are not open.
+        The proposal's row is locked, then: refused when the proposal is not open (InvalidTransition), expired
+        (Expired), or the actor is a system or agent identity (Forbidden; only actor "policy" via "policy" is
+        let through, to the policy). `policy(proposal, decisions, decision)` then checks the decision (raising
+        to refuse) and says whether the proposal is decided with it; without a policy one approval suffices.
+        An approval that does not complete the policy is stored and audited as `approval_recorded`; the
+        proposal stays pending. Any refusal leaves the state DB exactly as it was.
         """
-        if actor.strip().lower() in SYSTEM_ACTORS or actor.strip().lower().startswith("agent"):
-            raise NotApproved(f"{actor!r} is a system identity and can never decide a proposal",
-                              hint="decide as a named person: --as YOUR_NAME")
+        name = actor.strip()
+        if is_system_actor(name) and not (name == POLICY_ACTOR and via == "policy"):
+            raise Forbidden(f"{actor!r} is a system identity and can never decide a proposal",
+                            hint="decide as a named person: --as YOUR_NAME")
         if verdict == Verdict.reject and not reason.strip():
             raise UserError("a rejection needs a reason", hint="pass --reason 'why'")
         pid = self.resolve_id(ref)
-        decision = Decision(proposal_id=pid, verdict=verdict, actor=actor, reason=reason, via=via)  # type: ignore[arg-type]
 
         def tx(conn: Connection) -> Decision:
-            status = ProposalStatus(_status_before(conn, pid))
+            status = ProposalStatus(_lock_status(conn, pid))
+            if status == ProposalStatus.expired:
+                raise Expired(f"proposal {pid[:8]} has expired; it can no longer be decided",
+                              hint="the agent proposes again when the fault recurs")
             if status not in OPEN_STATUSES:
-                raise InvalidTransition(f"proposal {pid[:8]} is already {status.value}; nothing to decide")
+                raise InvalidTransition(f"proposal {pid[:8]} is already {status.value}; nothing to decide",
+                                        hint="run `pipewarden inbox show ID` to see who decided it")
             if verdict == Verdict.approve and status == ProposalStatus.needs_human:
                 raise InvalidTransition(
                     f"proposal {pid[:8]} carries no valid change to approve",
                     hint="fix the data by hand, then reject it with a reason",
                 )
+            current = self._load(conn, pid)
+            now = utcnow()
+            if current.expires_at is not None and now >= current.expires_at:
+                raise Expired(f"proposal {pid[:8]} expired at {current.expires_at:%Y-%m-%d %H:%M} UTC; it can no "
+                              "longer be decided", hint="`pipewarden inbox expire` closes it")
+            earlier = _decisions(conn, pid)
+            in_round = [d for d in earlier if d.round == current.round]
+            decision = Decision(proposal_id=pid, verdict=verdict, actor=name, reason=reason, via=via,  # type: ignore[arg-type]
+                                decided_at=now, round=current.round)
+            decided = policy(current, earlier, decision) if policy is not None else True
             conn.execute(
                 db.decisions.insert().values(
-                    id=str(decision.id), proposal_id=pid, verdict=verdict.value, actor=actor, reason=reason,
-                    via=via, decided_at=decision.decided_at,
+                    id=str(decision.id), proposal_id=pid, verdict=verdict.value, actor=name, reason=reason,
+                    via=via, decided_at=decision.decided_at, round=current.round, seq=len(in_round) + 1,
                 )
             )
+            detail = {"via": via, "decision_id": str(decision.id)}
+            if not decided:
+                self._audit(conn, pid, "approval_recorded", name, {**detail, "reason": reason})
+                return decision
+            approvers = [d.actor for d in in_round if d.verdict == Verdict.approve]
+            if verdict == Verdict.approve and approvers:
+                detail["approved_by"] = [*approvers, name]
             dst = ProposalStatus.approved if verdict == Verdict.approve else ProposalStatus.rejected
-            self._transition(conn, pid, dst, actor, reason, {"via": via, "decision_id": str(decision.id)})
+            self._transition(conn, pid, dst, name, reason, detail)
             return decision
 
         return self._write(tx)
 
+    def expire_stale(self, now: datetime | None = None, actor: str = POLICY_ACTOR) -> list[Proposal]:
+        """Move every open proposal whose `expires_at` has passed to expired (each in its own transaction)."""
+        now = now or utcnow()
+        with self._read() as conn:
+            due = conn.execute(
+                sa.select(db.proposals.c.id).where(
+                    db.proposals.c.status.in_([s.value for s in OPEN_STATUSES]),
+                    db.proposals.c.expires_at.is_not(None), db.proposals.c.expires_at <= now,
+                ).order_by(db.proposals.c.expires_at)
+            ).scalars().all()
+        expired = []
+        for pid in due:
+
+            def tx(conn: Connection, pid: str = pid) -> Proposal | None:
+                status = ProposalStatus(_lock_status(conn, pid))
+                current = self._load(conn, pid)
+                if status not in OPEN_STATUSES or current.expires_at is None or current.expires_at > now:
+                    return None  # decided meanwhile
+                return self._transition(conn, pid, ProposalStatus.expired, actor,
+                                        f"no decision before {current.expires_at:%Y-%m-%d %H:%M} UTC",
+                                        {"expires_at": current.expires_at.isoformat()})
+
+            p = self._write(tx)
+            if p is not None:
+                expired.append(p)
+        return expired
+
     def decisions_for(self, ref: str | UUID) -> list[Decision]:
         pid = self.resolve_id(ref)
         with self._read() as conn:
-            rows = conn.execute(
-                sa.select(db.decisions).where(db.decisions.c.proposal_id == pid).order_by(db.decisions.c.decided_at)
-            ).all()
-        return [Decision.model_validate(dict(r._mapping)) for r in rows]
+            return _decisions(conn, pid)
 
     def approved_decision(self, ref: str | UUID) -> Decision | None:
         """The decision in force: the latest one, if it approves (a re-opened proposal needs a new one)."""
@@ -343,6 +444,7 @@ class StateStore:
         """Create and activate a version for `proposal_id`; applying the same proposal twice is applying once."""
 
         def tx(conn: Connection) -> Version:
+            _lock_target(conn, target)  # concurrent applies of one target serialize (PostgreSQL; SQLite: IMMEDIATE)
             same = conn.execute(
                 sa.select(db.versions).where(db.versions.c.target == target,
                                              db.versions.c.proposal_id == str(proposal_id))
@@ -404,6 +506,201 @@ class StateStore:
         """Append a free-standing audit entry (an event claimed, a re-run started...)."""
         self._write(lambda conn: self._audit(conn, proposal_id, action, actor, detail))
 
+    # ------------------------------------------------------------------ personal API tokens
+    def issue_token(self, approver: str) -> str:
+        """Make a personal token for `approver`; returns it in clear once, stores only its sha256 (audited)."""
+        token = new_token()
+
+        def tx(conn: Connection) -> None:
+            conn.execute(db.api_tokens.insert().values(
+                id=str(new_id()), approver=approver, sha256=hash_token(token), created_at=utcnow()))
+            self._audit(conn, None, "token_issued", approver, {"approver": approver})
+
+        self._write(tx)
+        return token
+
+    def approver_for_token(self, token: str) -> str | None:
+        """The approver a token belongs to; None for an unknown or revoked token."""
+        if not token or not token.strip():
+            return None
+        digest = hash_token(token)
+        with self._read() as conn:
+            row = conn.execute(sa.select(db.api_tokens.c.approver, db.api_tokens.c.sha256, db.api_tokens.c.revoked_at)
+                               .where(db.api_tokens.c.sha256 == digest)).first()
+        if row is None or row.revoked_at is not None or not same_hash(row.sha256, digest):
+            return None
+        return row.approver
+
+    def revoke_tokens(self, approver: str) -> int:
+        """Revoke every live token of `approver`; returns how many (audited)."""
+
+        def tx(conn: Connection) -> int:
+            res = conn.execute(db.api_tokens.update().where(db.api_tokens.c.approver == approver,
+                                                            db.api_tokens.c.revoked_at.is_(None))
+                               .values(revoked_at=utcnow()))
+            if res.rowcount:
+                self._audit(conn, None, "tokens_revoked", approver, {"approver": approver, "count": res.rowcount})
+            return res.rowcount
+
+        return self._write(tx)
+
+    def list_tokens(self, approver: str | None = None) -> list[ApiToken]:
+        q = sa.select(db.api_tokens.c.id, db.api_tokens.c.approver, db.api_tokens.c.created_at,
+                      db.api_tokens.c.revoked_at).order_by(db.api_tokens.c.created_at)
+        if approver:
+            q = q.where(db.api_tokens.c.approver == approver)
+        with self._read() as conn:
+            return [ApiToken.model_validate(dict(r._mapping)) for r in conn.execute(q)]
+
+    # ------------------------------------------------------------------ Slack messages
+    def save_slack_message(self, proposal_id: UUID | str, channel: str, ts: str, thread_ts: str | None,
+                           fault_key: str) -> None:
+        """Remember where a proposal's Slack message is (insert or update)."""
+        pid = str(proposal_id)
+
+        def tx(conn: Connection) -> None:
+            values = {"channel": channel, "ts": ts, "thread_ts": thread_ts, "fault_key": fault_key,
+                      "updated_at": utcnow()}
+            res = conn.execute(db.slack_messages.update().where(db.slack_messages.c.proposal_id == pid).values(**values))
+            if res.rowcount == 0:
+                conn.execute(db.slack_messages.insert().values(proposal_id=pid, **values))
+
+        self._write(tx)
+
+    def slack_message_for(self, proposal_id: UUID | str) -> SlackMessage | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(db.slack_messages)
+                               .where(db.slack_messages.c.proposal_id == str(proposal_id))).first()
+        return SlackMessage.model_validate(dict(row._mapping)) if row else None
+
+    def slack_thread_for(self, fault_key: str) -> tuple[str, str] | None:
+        """(channel, thread_ts) of the first message posted for this fault, or None: replies go in its thread."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(db.slack_messages).where(db.slack_messages.c.fault_key == fault_key)
+                               .order_by(db.slack_messages.c.updated_at).limit(1)).first()
+        if row is None:
+            return None
+        return row.channel, row.thread_ts or row.ts
+
+    def seen_slack_request(self, signature: str, max_age_s: float = 600.0) -> bool:
+        """Remember a Slack request's signature; True if it was seen before (a replay). Forgets old ones."""
+        now = utcnow()
+
+        def tx(conn: Connection) -> bool:
+            conn.execute(db.slack_requests.delete().where(
+                db.slack_requests.c.seen_at < now - timedelta(seconds=max_age_s)))
+            if conn.execute(sa.select(db.slack_requests.c.signature)
+                            .where(db.slack_requests.c.signature == signature)).first():
+                return True
+            conn.execute(db.slack_requests.insert().values(signature=signature, seen_at=now))
+            return False
+
+        return self._write(tx)
+
+    # ------------------------------------------------------------------ the web queue: pages, facet counts, edits
+    # (added for the web inbox; `filters` maps a facet of QUEUE_FACETS to the values it may take, empty = any)
+    def _filtered(self, q: Any, filters: Any, skip: str | None = None) -> Any:
+        for facet, values in (filters or {}).items():
+            if facet not in QUEUE_FACETS:
+                raise UserError(f"cannot filter proposals by {facet!r}", hint=f"use one of: {', '.join(QUEUE_FACETS)}")
+            if facet != skip and values:
+                q = q.where(db.proposals.c[facet].in_([str(v) for v in values]))
+        return q
+
+    def find_proposals(self, filters: Any = None, limit: int = 50, offset: int = 0) -> list[Proposal]:
+        """One page of the proposals matching `filters`, newest first, read in one query."""
+        q = self._filtered(sa.select(db.proposals.c.status, db.proposals.c.payload), filters)
+        q = q.order_by(db.proposals.c.created_at.desc(), db.proposals.c.id.desc()).limit(limit).offset(offset)
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+        out = []
+        for row in rows:
+            p = Proposal.model_validate(row.payload)
+            p.status = ProposalStatus(row.status)
+            out.append(p)
+        return out
+
+    def count_proposals(self, filters: Any = None) -> int:
+        """How many proposals match `filters`."""
+        q = self._filtered(sa.select(sa.func.count()).select_from(db.proposals), filters)
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def count_proposals_by(self, facet: str, filters: Any = None) -> dict[str, int]:
+        """Proposals per value of `facet`, under every filter except the one on `facet` itself (facet counts)."""
+        if facet not in QUEUE_FACETS:
+            raise UserError(f"cannot count proposals by {facet!r}", hint=f"use one of: {', '.join(QUEUE_FACETS)}")
+        col = db.proposals.c[facet]
+        q = self._filtered(sa.select(col, sa.func.count()).group_by(col), filters, skip=facet)
+        with self._read() as conn:
+            return {str(value): int(n) for value, n in conn.execute(q).all()}
+
+    def edit_proposal(self, ref: str | UUID, change: Any, dry_run: Any, actor: str, *, title: str | None = None,
+                      via: str = "web") -> Proposal:
+        """Replace a pending proposal's change and dry-run with a person's edit, audited (`edited`) in the same
+        transaction. Refused (InvalidTransition) unless the proposal is pending and nobody approved it in its current
+        round: an approval is for the change it saw."""
+        pid = self.resolve_id(ref)
+
+        def tx(conn: Connection) -> Proposal:
+            current = self._load(conn, pid)
+            if current.status != ProposalStatus.pending:
+                raise InvalidTransition(f"proposal {pid[:8]} is {current.status.value}; only a pending proposal "
+                                        "can be edited", hint="run `pipewarden inbox show ID` to see its history")
+            approved_by = conn.execute(
+                sa.select(db.decisions.c.actor).where(
+                    db.decisions.c.proposal_id == pid, db.decisions.c.round == current.round,
+                    db.decisions.c.verdict == Verdict.approve.value)
+            ).scalars().all()
+            if approved_by:
+                raise InvalidTransition(
+                    f"proposal {pid[:8]} was already approved by {', '.join(approved_by)}; its change can no longer "
+                    "be edited", hint="reject it with a reason instead; the agent's next proposal will see why")
+            old = current.change.model_dump(mode="json")
+            current.change = change
+            current.dry_run = dry_run
+            if title:
+                current.title = title
+            current.updated_at = utcnow()
+            res = conn.execute(
+                db.proposals.update()
+                .where(db.proposals.c.id == pid, db.proposals.c.status == ProposalStatus.pending.value)
+                .values(payload=current.model_dump(mode="json"), updated_at=current.updated_at)
+            )
+            if res.rowcount != 1:  # pragma: no cover - guarded by the immediate transaction
+                raise InvalidTransition(f"proposal {pid[:8]} changed under us; try again")
+            heals = bool(dry_run.heals) if dry_run is not None else None
+            self._audit(conn, pid, "edited", actor,
+                        {"via": via, "from": old, "to": current.change.model_dump(mode="json"), "heals": heals})
+            return current
+
+        return self._write(tx)
+
+
+QUEUE_FACETS: tuple[str, ...] = ("agent", "dataset", "risk", "status")
+
+
+def _lock_status(conn: Connection, pid: str) -> str:
+    """The proposal's status, its row locked until the transaction ends (PostgreSQL; SQLite's BEGIN IMMEDIATE
+    already holds the database's write lock)."""
+    q = sa.select(db.proposals.c.status).where(db.proposals.c.id == pid)
+    if db.is_postgres(conn):
+        q = q.with_for_update()
+    return conn.execute(q).scalar_one()
+
+
+def _lock_target(conn: Connection, target: str) -> None:
+    if db.is_postgres(conn):
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": f"version:{target}"})
+
+
+def _decisions(conn: Connection, pid: str) -> list[Decision]:
+    rows = conn.execute(
+        sa.select(db.decisions).where(db.decisions.c.proposal_id == pid)
+        .order_by(db.decisions.c.decided_at, db.decisions.c.seq)
+    ).all()
+    return [Decision.model_validate({k: v for k, v in r._mapping.items() if k != "seq"}) for r in rows]
+
 
 def _status_before(conn: Connection, pid: str) -> str:
     return conn.execute(sa.select(db.proposals.c.status).where(db.proposals.c.id == pid)).scalar_one()
@@ -411,4 +708,5 @@ def _status_before(conn: Connection, pid: str) -> str:
 
 def _is_race(exc: Exception) -> bool:
     text = str(exc).lower()
-    return "audit_log" in text or "locked" in text or "unique" in text and "hash" in text
+    return ("audit_log" in text or "locked" in text or ("unique" in text and "hash" in text)
+            or "uq_decision_seq" in text or "deadlock" in text or "could not serialize" in text)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
-from pipewarden.models import ProposalStatus, Verdict
+from pipewarden import db
+from pipewarden.ids import utcnow
+from pipewarden.models import ProposalStatus, Risk, Verdict
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 from tests.cli.conftest import CliResult
 from tests.pipewarden.factories import pending_proposal
+from tests.pipewarden.test_store import tampering
 
 
 @pytest.fixture(autouse=True)
@@ -112,3 +117,89 @@ def test_inbox_approve_as_a_person_applies_and_verifies(pw: Callable[..., CliRes
     assert outcome["resume"] == "resumed"
     assert outcome["proposal"]["status"] == "verified"
     assert store.get_proposal(p.id).status == ProposalStatus.verified
+
+
+def test_approve_as_someone_without_the_role_is_refused_and_says_who_can(
+    pw: Callable[..., CliResult], store: StateStore
+) -> None:
+    p = pending_proposal(store)
+    res = pw("inbox", "approve", p.short_id, "--as", "dave")
+    assert res.code == 4, (res.code, res.err)
+    assert "dave cannot approve proposal" in res.err_text and "dave has engineer on *" in res.err_text
+    assert "hint: ask alice, carol, bob" in res.err_text
+    assert store.decisions_for(p.id) == []
+
+
+def test_the_default_actor_must_be_a_configured_approver(
+    pw: Callable[..., CliResult], store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = pending_proposal(store)
+    monkeypatch.setenv("PIPEWARDEN_USER", "root")
+    res = pw("inbox", "approve", p.short_id)
+    assert res.code == 4
+    assert "'root' is not an approver in" in res.err_text and "approvers.yaml" in res.err_text
+    assert "- {name: root, roles: [owner], datasets: [flights]}" in res.err_text
+    monkeypatch.setenv("PIPEWARDEN_USER", "bob")
+    assert pw("inbox", "approve", p.short_id).code == 0
+    assert store.approved_decision(p.id).actor == "bob"  # type: ignore[union-attr]
+
+
+def test_a_high_risk_approval_says_who_is_still_needed(pw: Callable[..., CliResult], store: StateStore) -> None:
+    p = pending_proposal(store, risk=Risk.high)
+    res = pw("inbox", "approve", p.short_id, "--as", "alice")
+    assert res.code == 0, res.err
+    assert f"proposal {p.short_id}: pending" in res.out_text
+    assert "approval by alice recorded; it needs 1 more approval from: steward (e.g. bob)" in res.out_text
+    assert pw("inbox", "approve", p.short_id, "--as", "bob").code == 0
+    assert store.get_proposal(p.id).status == ProposalStatus.verified
+
+
+def test_approvers_list_and_a_personal_token(pw: Callable[..., CliResult], store: StateStore) -> None:
+    res = pw("approvers", "list", "--json")
+    assert res.code == 0, res.err
+    people = {a["name"]: a for a in json.loads(res.out)}
+    assert people["alice"]["roles"] == ["owner"] and people["alice"]["slack_user_id"] == "U0FLIGHTS"
+    token_res = pw("approvers", "token", "alice")
+    assert token_res.code == 0, token_res.err
+    token = token_res.out.strip()
+    assert store.approver_for_token(token) == "alice"
+    assert "shown once" in token_res.err_text
+    revoked = pw("approvers", "token", "alice", "--revoke")
+    assert revoked.code == 0 and "revoked 1 token(s) of alice" in revoked.out_text
+    assert store.approver_for_token(token) is None
+    unknown = pw("approvers", "token", "alcie")
+    assert unknown.code == 2 and "did you mean 'alice'" in unknown.err_text
+
+
+def test_inbox_expire_closes_overdue_proposals(pw: Callable[..., CliResult], store: StateStore) -> None:
+    overdue = pending_proposal(store, expires_at=utcnow() - timedelta(minutes=1))
+    fresh = pending_proposal(store)
+    res = pw("inbox", "expire", "--json")
+    assert res.code == 0, res.err
+    assert [r["id"] for r in json.loads(res.out)] == [str(overdue.id)]
+    assert store.get_proposal(fresh.id).status == ProposalStatus.pending
+    refused = pw("inbox", "approve", str(overdue.id), "--as", "alice")
+    assert refused.code == 4 and "has expired" in refused.err_text
+
+
+def test_audit_verify_names_the_first_broken_entry_and_exits_5(
+    pw: Callable[..., CliResult], store: StateStore
+) -> None:
+    p = pending_proposal(store)
+    assert pw("inbox", "approve", p.short_id, "--as", "alice").code == 0
+    ok = pw("audit", "verify", "--json")
+    assert ok.code == 0 and json.loads(ok.out)["ok"] is True
+    entries = store.audit_entries()
+    with tampering(store) as conn:
+        conn.execute(sa.update(db.audit_log).where(db.audit_log.c.seq == entries[2].seq).values(actor="mallory"))
+    res = pw("audit", "verify", "--json")
+    assert res.code == 5
+    report = json.loads(res.out)
+    assert report["ok"] is False and report["first_broken_seq"] == entries[2].seq
+    assert f"entry {entries[2].seq}" in report["problem"] and "edited" in report["problem"]
+
+
+def test_db_upgrade_reports_the_revision(pw: Callable[..., CliResult]) -> None:
+    res = pw("db", "upgrade")
+    assert res.code == 0, res.err
+    assert "state DB at revision 0002" in res.out_text

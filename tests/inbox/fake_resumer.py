@@ -23,7 +23,7 @@ def resume(proposal_id: UUID | str) -> Proposal:
     store = StateStore()
     DECIDED_AT_CALL.append(store.approved_decision(proposal_id) is not None)
     current = store.get_proposal(proposal_id)
-    if current.status == ProposalStatus.rejected:  # the real graph just ends: nothing to apply
+    if current.status in (ProposalStatus.rejected, ProposalStatus.expired):  # the real graph just ends
         return current
     store.transition(proposal_id, ProposalStatus.applying, ACTOR, "applying the approved change")
     store.transition(proposal_id, ProposalStatus.applied, ACTOR, "new mapping version active")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipewarden.events import ColumnSpec, SchemaDrift, TypeChange
 from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal
 from pipewarden.store import StateStore
@@ -16,7 +18,7 @@ def drift_event(dataset: str = "flights", batch_path: str = "/tmp/batch.parquet"
     )
 
 
-def pending_proposal(store: StateStore, title: str = "flights: map departureDelay -> dep_delay") -> Proposal:
+def pending_proposal(store: StateStore, title: str = "flights: map departureDelay -> dep_delay", **fields: Any) -> Proposal:
     ev = drift_event()
     store.append_event(ev)
     p = Proposal(
@@ -26,4 +28,4 @@ def pending_proposal(store: StateStore, title: str = "flights: map departureDela
                        after=CheckResult(passed=True, rows=10)),
         thread_id=f"event-{ev.id}",
     )
-    return store.create_proposal(p)
+    return store.create_proposal(p.model_copy(update=fields))

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from pipewarden import db
-from pipewarden.errors import InvalidTransition, NotApproved, UnknownNameError, UserError
+from pipewarden.errors import Expired, InvalidTransition, NotApproved, UnknownNameError, UserError
+from pipewarden.ids import utcnow
 from pipewarden.models import ProposalStatus, Verdict
 from pipewarden.store import StateStore
+from pipewarden.tokens import hash_token
 from tests.pipewarden.factories import drift_event, pending_proposal
 
 
@@ -139,12 +144,38 @@ def test_versions_activate_once_per_proposal_and_roll_back(state_url: str) -> No
     assert store.active_version("mapping:flights").number == 1
 
 
+@contextmanager
+def tampering(store: StateStore) -> Iterator[sa.Connection]:
+    """An attacker with DDL rights: the append-only triggers switched off for one transaction, then back on."""
+    with store.engine.begin() as conn:
+        if db.is_postgres(conn):
+            conn.execute(sa.text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
+            yield conn
+            conn.execute(sa.text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
+        else:
+            conn.execute(sa.text("DROP TRIGGER audit_log_no_update"))
+            conn.execute(sa.text("DROP TRIGGER audit_log_no_delete"))
+            yield conn
+
+
+def test_the_audit_log_refuses_update_and_delete(state_url: str) -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    store.decide(p.id, Verdict.approve, "alice")
+    before = store.audit_entries()
+    for statement in (sa.update(db.audit_log).values(actor="mallory"), sa.delete(db.audit_log)):
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(statement)
+    assert store.audit_entries() == before
+    assert store.verify_audit().ok
+
+
 def test_audit_chain_detects_an_edited_row(state_url: str) -> None:
     store = StateStore()
     p = pending_proposal(store)
     store.decide(p.id, Verdict.approve, "alice")
     assert store.verify_audit().ok
-    with store.engine.begin() as conn:
+    with tampering(store) as conn:
         conn.execute(sa.update(db.audit_log).where(db.audit_log.c.action == "approved").values(actor="mallory"))
     report = store.verify_audit()
     assert not report.ok
@@ -158,7 +189,54 @@ def test_audit_chain_detects_a_removed_row(state_url: str) -> None:
     store.decide(p.id, Verdict.approve, "alice")
     store.record("note", "alice", {"x": 1})
     seqs = [e.seq for e in store.audit_entries()]
-    with store.engine.begin() as conn:
+    with tampering(store) as conn:
         conn.execute(sa.delete(db.audit_log).where(db.audit_log.c.seq == seqs[1]))
     report = store.verify_audit()
     assert not report.ok and report.first_broken_seq == seqs[2]
+
+
+def test_tokens_are_stored_hashed_and_can_be_revoked(state_url: str) -> None:
+    store = StateStore()
+    token = store.issue_token("alice")
+    other = store.issue_token("bob")
+    assert token != other and store.approver_for_token(token) == "alice"
+    with store.engine.connect() as conn:
+        stored = conn.execute(sa.select(db.api_tokens.c.sha256)).scalars().all()
+    assert token not in stored and hash_token(token) in stored  # only the hash is kept
+    assert store.approver_for_token(token + "x") is None and store.approver_for_token("") is None
+    assert store.revoke_tokens("alice") == 1
+    assert store.approver_for_token(token) is None
+    assert store.approver_for_token(other) == "bob"
+    assert [e.action for e in store.audit_entries()] == ["token_issued", "token_issued", "tokens_revoked"]
+
+
+def test_slack_messages_and_threads_by_fault(state_url: str) -> None:
+    store = StateStore()
+    first, second = pending_proposal(store), pending_proposal(store)
+    assert store.slack_message_for(first.id) is None and store.slack_thread_for("k") is None
+    store.save_slack_message(first.id, "C1", "100.1", None, "k")
+    store.save_slack_message(second.id, "C1", "100.2", "100.1", "k")
+    assert store.slack_thread_for("k") == ("C1", "100.1")
+    store.save_slack_message(first.id, "C1", "100.1", None, "k")  # an update, not a second row
+    msg = store.slack_message_for(second.id)
+    assert msg is not None and (msg.channel, msg.ts, msg.thread_ts) == ("C1", "100.2", "100.1")
+    assert store.seen_slack_request("v0=abc") is False
+    assert store.seen_slack_request("v0=abc") is True
+
+
+def test_expire_stale_moves_only_overdue_open_proposals(state_url: str) -> None:
+    store = StateStore()
+    fresh = pending_proposal(store)
+    assert fresh.expires_at is not None and fresh.expires_at > utcnow()  # stamped by the approval rule's TTL
+    overdue = pending_proposal(store, expires_at=utcnow() - timedelta(minutes=1))
+    before = store.audit_entries()
+    with pytest.raises(Expired, match="expired at"):
+        store.decide(overdue.id, Verdict.approve, "alice")
+    assert store.audit_entries() == before and store.decisions_for(overdue.id) == []
+    [expired] = store.expire_stale()
+    assert expired.id == overdue.id and expired.status == ProposalStatus.expired
+    assert store.get_proposal(fresh.id).status == ProposalStatus.pending
+    assert store.audit_entries(str(overdue.id))[-1].action == "expired"
+    assert store.expire_stale() == []
+    with pytest.raises(Expired, match="has expired"):
+        store.decide(overdue.id, Verdict.approve, "alice")

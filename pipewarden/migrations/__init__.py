@@ -1,0 +1,1 @@
+"""Alembic migrations of the state DB; run by `pipewarden.db.upgrade` (and `pipewarden db upgrade`)."""

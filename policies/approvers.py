@@ -1,0 +1,125 @@
+"""Identity: the people who may decide proposals and their roles, from `policies/approvers.yaml`.
+
+The file (or `PIPEWARDEN_APPROVERS_FILE`) lists each approver once: a name, roles (`owner`, `steward`, `ml_owner`,
+`engineer`...), the datasets the roles apply to (shell patterns, `*` for all), and the Slack member id that maps
+to the person. Which roles a proposal needs is decided by the rules in `policies.approval`.
+
+Public names: `Approver`, `Approvers` (`load`, `get`, `by_slack`, `all`, `path`), `hash_token`.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipewarden.errors import ConfigError
+from pipewarden.models import is_system_actor
+from pipewarden.settings import get_settings
+from pipewarden.tokens import hash_token
+
+__all__ = ["Approver", "Approvers", "hash_token"]
+
+
+class Approver(BaseModel):
+    """One person who may decide proposals, as configured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, description="The identity they decide as (CLI --as, web sign-in).")
+    roles: list[str] = Field(min_length=1, description='e.g. ["owner"], ["steward"], ["engineer"].')
+    datasets: list[str] = Field(default_factory=lambda: ["*"], description="Datasets the roles apply to (patterns).")
+    slack_user_id: str | None = Field(default=None, description="The Slack member id that maps to this person.")
+    slack_channel: str | None = Field(default=None, description="Channel for proposals on datasets they own.")
+    display_name: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_system_name(cls, v: str) -> str:
+        v = v.strip()
+        if is_system_actor(v):
+            raise ValueError(f"{v!r} is a system identity (system, agent*, supervisor, policy...); use a person's name")
+        return v
+
+    def covers(self, dataset: str) -> bool:
+        """Whether this person's roles apply to `dataset`."""
+        return any(fnmatchcase(dataset, pattern) for pattern in self.datasets)
+
+    def roles_for(self, dataset: str) -> list[str]:
+        """The roles this person holds on `dataset` (none when the dataset is not theirs)."""
+        return list(self.roles) if self.covers(dataset) else []
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    approvers: list[Approver]
+
+
+class Approvers:
+    """The configured approvers, by name and by Slack member id."""
+
+    def __init__(self, approvers: list[Approver], path: Path | None = None) -> None:
+        self.path = path
+        self._by_name: dict[str, Approver] = {}
+        self._by_slack: dict[str, Approver] = {}
+        where = str(path) if path else "approvers"
+        for a in approvers:
+            if a.name in self._by_name:
+                raise ConfigError(f"{where}: approver {a.name!r} is listed twice", hint="keep one entry per person")
+            self._by_name[a.name] = a
+            if a.slack_user_id:
+                if a.slack_user_id in self._by_slack:
+                    other = self._by_slack[a.slack_user_id].name
+                    raise ConfigError(f"{where}: slack_user_id {a.slack_user_id!r} is given to both {other!r} and "
+                                      f"{a.name!r}", hint="a Slack member maps to one approver")
+                self._by_slack[a.slack_user_id] = a
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> Approvers:
+        """Read the approvers file; a clear ConfigError naming the file, the entry and the field when invalid."""
+        path = Path(path) if path is not None else get_settings().approvers_path
+        if not path.is_file():
+            raise ConfigError(f"{path}: the approvers file does not exist",
+                              hint="create it (see policies/approvers.yaml) or set PIPEWARDEN_APPROVERS_FILE")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}", hint="fix the file's syntax") from exc
+        if not isinstance(raw, dict) or "approvers" not in raw:
+            raise ConfigError(f"{path}: expected a mapping with an 'approvers' list",
+                              hint="start the file with `approvers:` followed by one `- name: ...` entry per person")
+        try:
+            parsed = _File.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = list(first["loc"])
+            where = "top level"
+            if len(loc) >= 2 and loc[0] == "approvers" and isinstance(loc[1], int):
+                entries = raw.get("approvers") or []
+                entry = entries[loc[1]] if loc[1] < len(entries) else None
+                who = entry.get("name") if isinstance(entry, dict) else None
+                field = ".".join(str(x) for x in loc[2:]) or "entry"
+                where = f"approver #{loc[1] + 1}" + (f" ({who!r})" if who else "") + f", field {field!r}"
+            elif loc:
+                where = f"field {'.'.join(str(x) for x in loc)!r}"
+            raise ConfigError(f"{path}: {where}: {first['msg']}",
+                              hint="each approver needs `name` and `roles`; allowed fields: "
+                              + ", ".join(Approver.model_fields)) from exc
+        return cls(parsed.approvers, path)
+
+    def get(self, name: str) -> Approver | None:
+        return self._by_name.get(name.strip())
+
+    def by_slack(self, user_id: str) -> Approver | None:
+        return self._by_slack.get(user_id)
+
+    def all(self) -> list[Approver]:
+        return list(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
