@@ -3,15 +3,21 @@
 Every string that comes from data (titles, diagnoses, column names, LLM text) goes into a `rich.text.Text`,
 never into markup, so a title like "[red]x" or "[link=...]" is printed as it is written.
 The JSON helpers return plain dicts (JSON-ready: ids, times and enums as strings) for `--json`.
+
+The web pages' view helpers live here too (they render the same things as HTML through the templates):
+`age_words` ("3 days"), `unified_diff` / `DiffLine`, `change_fields` (any change kind as field/value pairs),
+`current_sql`, `sql_patch_view`, `mapping_view` and `contract_diff`.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -30,6 +36,7 @@ from pipewarden.models import (
     ProposalStatus,
     SqlModelPatch,
 )
+from pipewarden.settings import get_settings
 
 STATUS_STYLE: dict[ProposalStatus, str] = {
     ProposalStatus.pending: "bold yellow",
@@ -57,6 +64,22 @@ def age(at: datetime, now: datetime | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def age_words(at: datetime, now: datetime | None = None) -> str:
+    """An age in words for a person: "just now", "1 minute", "5 hours", "3 days", "2 months", "1 year"."""
+    now = now or datetime.now(UTC)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    seconds = max(0, int((now - at).total_seconds()))
+    if seconds < 60:
+        return "just now"
+    for unit, size in (("year", 365 * 86400), ("month", 30 * 86400), ("day", 86400), ("hour", 3600),
+                       ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    raise AssertionError("unreachable")
 
 
 def status_text(status: ProposalStatus) -> Text:
@@ -100,8 +123,9 @@ def proposals_table(proposals: Sequence[Proposal], *, now: datetime | None = Non
 
 
 # --------------------------------------------------------------------------- one proposal
-def change_renderable(change: ColumnMapping | SqlModelPatch | NoChange) -> RenderableType:
-    """The typed change, readably: a rename table and casts, a SQL text, or why there is no change."""
+def change_renderable(change: Any) -> RenderableType:
+    """The typed change, readably: a rename table and casts, a SQL text, a change set's members, any other kind
+    as its fields, or why there is no change."""
     if isinstance(change, ColumnMapping):
         renames = Table(title=f"column mapping for {change.dataset}", title_justify="left")
         renames.add_column("incoming column")
@@ -122,7 +146,15 @@ def change_renderable(change: ColumnMapping | SqlModelPatch | NoChange) -> Rende
         return Group(*parts)
     if isinstance(change, SqlModelPatch):
         return Group(Text(f"SQL model {change.model}", style="bold"), Text(change.sql))
-    return Text(f"no change proposed: {change.reason}", style="magenta")
+    if isinstance(change, NoChange):
+        return Text(f"no change proposed: {change.reason}", style="magenta")
+    if getattr(change, "kind", None) == "change_set":
+        members: list[RenderableType] = [Text(change.summary)] if change.summary else []
+        for i, member in enumerate(change.changes, 1):
+            members.append(Text(f"{i}. {member.kind} ({member.target})", style="bold"))
+            members.append(change_renderable(member))
+        return Group(*members)
+    return _kv((name, Text(value)) for name, value in change_fields(change))
 
 
 def dry_run_renderable(dry_run: DryRun | None) -> RenderableType:
@@ -298,3 +330,105 @@ def outcome_json(outcome: DecisionOutcome) -> dict[str, Any]:
         "resume": outcome.resume,
         "resume_error": outcome.resume_error,
     }
+
+
+# --------------------------------------------------------------------------- for the web pages
+DiffKind = Literal["meta", "hunk", "add", "del", "ctx"]
+
+
+class DiffLine(BaseModel):
+    """One line of a unified diff, with its kind for styling."""
+
+    kind: DiffKind
+    text: str
+
+
+def unified_diff(old: str, new: str, old_label: str, new_label: str, context: int = 3) -> list[DiffLine]:
+    """`old` -> `new` as a unified diff, line by line (empty when they are equal)."""
+    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), old_label, new_label, n=context, lineterm="")
+    out: list[DiffLine] = []
+    for line in lines:
+        if line.startswith(("---", "+++")):
+            kind: DiffKind = "meta"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "add"
+        elif line.startswith("-"):
+            kind = "del"
+        else:
+            kind = "ctx"
+        out.append(DiffLine(kind=kind, text=line))
+    return out
+
+
+def _value_text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, indent=2, sort_keys=True, default=str)
+    return str(value)
+
+
+def change_fields(change: Any) -> list[tuple[str, str]]:
+    """Any change as (field, readable value) pairs, `kind` left out: the generic rendering of a change kind."""
+    data = change.model_dump(mode="json") if isinstance(change, BaseModel) else dict(change)
+    return [(name, _value_text(value)) for name, value in data.items() if name != "kind"]
+
+
+def current_sql(model: str, store: Any) -> tuple[str | None, str]:
+    """The SQL model `model` runs now and where that comes from: its active version, else its file."""
+    active = store.active_version(f"sql:{model}")
+    if active is not None and isinstance(active.content.get("sql"), str):
+        return active.content["sql"], f"active version {active.number}"
+    path = get_settings().models_dir / f"{model}.sql"
+    if path.is_file():
+        return path.read_text(encoding="utf-8"), f"file {path.parent.name}/{path.name}"
+    return None, ""
+
+
+def sql_patch_view(change: SqlModelPatch, store: Any) -> dict[str, Any]:
+    """A SQL patch as the page shows it: the unified diff of the model's current SQL against the patch."""
+    old, origin = current_sql(change.model, store)
+    if old is None:
+        old, origin = change.base_sql, "the SQL the agent patched"
+    stale = bool(change.base_sql.strip()) and change.base_sql.strip() != (old or "").strip()
+    return {"diff": unified_diff(old or "", change.sql, f"{change.model}.sql ({origin or 'new model'})",
+                                 f"{change.model}.sql (proposed)"),
+            "origin": origin, "stale": stale}
+
+
+def mapping_view(change: ColumnMapping, store: Any, proposal_id: Any = None) -> dict[str, Any]:
+    """A column mapping as the page shows it: renames old -> new, casts, the active version (is it this
+    proposal's, or the one it would replace) and the contract's columns (the choices when editing)."""
+    from typing import get_args
+
+    from policies.contract import ColumnType, load_contract
+
+    try:
+        contract = load_contract(change.dataset)
+        columns = [(c.name, c.type) for c in contract.columns]
+    except Exception:  # the page still shows the mapping when the contract cannot be read
+        columns = []
+    types = dict(columns)
+    renames = [{"incoming": src, "target": dst, "contract_type": types.get(dst, "?")}
+               for src, dst in change.renames.items()]
+    active = store.active_version(change.target)
+    mine = active is not None and proposal_id is not None and str(active.proposal_id) == str(proposal_id)
+    return {"renames": renames, "casts": list(change.casts.items()), "contract_columns": columns,
+            "types": list(get_args(ColumnType)), "active": active, "active_is_this": mine}
+
+
+def contract_diff(change: Any) -> list[DiffLine]:
+    """A contract change as the diff of the dataset's contract file (as YAML) against the proposed contract."""
+    import yaml
+
+    from policies.contract import contracts_dir
+
+    path = contracts_dir() / f"{change.dataset}.yaml"
+    try:
+        old = yaml.safe_dump(yaml.safe_load(path.read_text(encoding="utf-8")), sort_keys=False)
+    except (OSError, yaml.YAMLError):
+        old = ""
+    new = yaml.safe_dump(change.contract, sort_keys=False)
+    return unified_diff(old, new, f"{path.name} (current)", f"{path.name} (proposed)")

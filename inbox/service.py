@@ -1,9 +1,15 @@
-"""The decision service: the one way the CLI and the web inbox approve or reject a proposal.
+"""The decision service: the one way the CLI, the web inbox and Slack approve or reject a proposal.
 
-A decision is stored first, in one transaction with its audit entry (the kernel store does that); only then is
-the agent's graph resumed, through the kernel's `Resumer` port, so the inbox never imports `agents/`. If resuming
-fails, the decision stays stored, the failure is written to the audit log, and `resume_decided` (or the
-supervisor) can resume it later.
+`decide` checks the decision against the approval rules (`policies.approval`: identity, role on the dataset,
+separation of duties, expiry, the two-person rule) inside the store's transaction, stores it atomically with its
+audit entry, and moves the proposal to approved only when the rule is satisfied. Only then is the agent's graph
+resumed, through the kernel's `Resumer` port, so the inbox never imports `agents/`. If resuming fails, the
+decision stays stored, the failure is written to the audit log, and `resume_decided` (or the supervisor) can
+resume it later. After every decision and status change the `Notifier` port is called (Slack), guarded.
+
+`on_proposal_created` (the kernel's ProposalHook port, run by an agent right after it stores a proposal) lets
+policy approve the low-risk kinds its rules allow, as actor "policy" via "policy", audited; `expire_stale` moves
+open proposals past their `expires_at` to expired.
 """
 
 from __future__ import annotations
@@ -11,17 +17,20 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
 from pipewarden.audit import AuditEntry
-from pipewarden.errors import NotApproved, UserError
+from pipewarden.errors import InvalidTransition, NotApproved, UserError
 from pipewarden.events import Event
-from pipewarden.models import OPEN_STATUSES, Decision, Proposal, ProposalStatus, Verdict
+from pipewarden.models import OPEN_STATUSES, POLICY_ACTOR, Decision, Proposal, ProposalStatus, Verdict
+from pipewarden.ports import notify
 from pipewarden.ports import resumer as load_resumer
 from pipewarden.store import StateStore
+from policies.approval import Requirement, decision_gate, policy_may_approve, requirement, rule_for
+from policies.approvers import Approvers
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,7 @@ RESUMABLE_STATUSES = frozenset({ProposalStatus.approved, ProposalStatus.applying
 IN_FLIGHT_STATUSES = frozenset({ProposalStatus.approved, ProposalStatus.applying, ProposalStatus.applied})
 RESUME_FAILED_ACTION = "resume_failed"
 INBOX_ACTOR = "inbox"
+EDITED_ACTION = "edited"  # the audit action of a person editing a proposal's change
 
 
 class DecisionOutcome(BaseModel):
@@ -48,6 +58,9 @@ class DecisionOutcome(BaseModel):
     resume_error: str | None = Field(
         default=None, description="Why resuming failed; the decision stays stored and can be resumed again."
     )
+    requirement: Requirement | None = Field(
+        default=None, description="What the proposal still needs after this decision (e.g. a second approver)."
+    )
 
     @property
     def ok(self) -> bool:
@@ -61,6 +74,7 @@ class ProposalView(BaseModel):
     event: Event | None = None
     decisions: list[Decision] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)
+    requirement: Requirement | None = Field(default=None, description="Who must still approve, under which rule.")
 
     @property
     def resume_error(self) -> str | None:
@@ -94,6 +108,79 @@ def _actor(actor: str | None) -> str:
     return name
 
 
+def edited_entry(audit: list[Any]) -> Any | None:
+    """The latest `edited` audit entry of a proposal, if a person edited it."""
+    edits = [e for e in audit if e.action == EDITED_ACTION]
+    return edits[-1] if edits else None
+
+
+def edit_refusal(proposal: Any, audit: list[Any]) -> str | None:
+    """Why an edited proposal cannot be approved yet (its new dry-run does not pass), or None."""
+    if edited_entry(audit) is None or proposal.status != ProposalStatus.pending:
+        return None
+    dr = proposal.dry_run
+    if dr is None or not dr.after.passed:
+        return (f"proposal {proposal.short_id} was edited and its new dry-run does not pass on the failing batch, "
+                "so it cannot be approved")
+    return None
+
+
+def _edit_gate(ref: str | UUID, store: StateStore) -> None:
+    """Refuse (409) approving an edited proposal whose new dry-run does not pass. Reads the audit trail only when
+    the dry-run does not pass (an agent's own proposals always pass theirs)."""
+    p = store.get_proposal(ref)
+    if p.status != ProposalStatus.pending or (p.dry_run is not None and p.dry_run.after.passed):
+        return
+    refusal = edit_refusal(p, store.audit_entries(str(p.id)))
+    if refusal:
+        raise InvalidTransition(refusal, hint="edit it again until the dry-run passes, or reject it with a reason")
+
+
+def decide(
+    ref: str | UUID,
+    verdict: Verdict | str,
+    actor: str | None = None,
+    reason: str = "",
+    via: Via = "cli",
+    *,
+    resume: bool = True,
+    store: StateStore | None = None,
+    approvers: Approvers | None = None,
+) -> DecisionOutcome:
+    """Decide a proposal (full id or a 4+ character prefix) as `actor`: the one way every front end decides.
+
+    Checks identity, role, separation of duties and expiry, and stores the decision atomically (of two
+    concurrent approvers, one decides when one suffices; the other gets InvalidTransition). The proposal moves
+    to approved only when its rule is satisfied (two-person rule: the first approval is stored and it stays
+    pending; `outcome.requirement.missing` says who is still needed). Then, for a completed decision, the
+    agent's graph is resumed (`resume=False`: the caller resumes later with `resume_decided`). The Notifier is
+    called after the decision and after the resume.
+
+    Raises Forbidden (403: system or agent identity, not an approver, no role, approving twice), Expired
+    (409), InvalidTransition (409: not open), UnknownNameError (404), UserError (400: rejection without reason).
+    """
+    verdict = Verdict(verdict)
+    store = store or StateStore()
+    name = _actor(actor)
+    if verdict == Verdict.reject and not reason.strip():
+        raise UserError(f"rejecting proposal {str(ref)[:8]} needs a reason", hint="pass --reason 'why'")
+    approvers = approvers or Approvers.load()
+    if verdict == Verdict.approve:
+        _edit_gate(ref, store)  # an edited proposal is approvable only once its new dry-run passes
+    decision = store.decide(ref, verdict, name, reason, via=via, policy=decision_gate(approvers))
+    pid = str(decision.proposal_id)
+    proposal = store.get_proposal(pid)
+    need = requirement(proposal, store.decisions_for(pid), approvers)
+    if proposal.status in OPEN_STATUSES:  # an approval recorded; the rule wants more people
+        notify("proposal_updated", pid)
+        return DecisionOutcome(decision=decision, proposal=proposal, requirement=need)
+    notify("proposal_decided", pid)
+    if not resume:
+        return DecisionOutcome(decision=decision, proposal=proposal, requirement=need)
+    # Resuming a rejected proposal only lets its graph end (no change is applied), so no thread stays waiting.
+    return _resume(store, decision).model_copy(update={"requirement": need})
+
+
 def approve(
     ref: str | UUID,
     actor: str | None = None,
@@ -103,17 +190,8 @@ def approve(
     resume: bool = True,
     store: StateStore | None = None,
 ) -> DecisionOutcome:
-    """Approve a proposal (full id or a 4+ character prefix) as `actor`, then resume its agent's graph.
-
-    The decision is stored before anything resumes. With `resume=False` the caller resumes later
-    (`resume_decided`), e.g. in a background task. Raises NotApproved for a system identity,
-    InvalidTransition for a proposal that is not open, UnknownNameError for an unknown id.
-    """
-    store = store or StateStore()
-    decision = store.decide(ref, Verdict.approve, _actor(actor), reason, via=via)
-    if not resume:
-        return DecisionOutcome(decision=decision, proposal=store.get_proposal(decision.proposal_id))
-    return _resume(store, decision)
+    """Approve a proposal as `actor`, then resume its agent's graph: `decide(ref, "approve", ...)`."""
+    return decide(ref, Verdict.approve, actor, reason, via, resume=resume, store=store)
 
 
 def reject(
@@ -129,14 +207,7 @@ def reject(
 
     Then the agent's graph is resumed so it ends; nothing is applied.
     """
-    store = store or StateStore()
-    if not reason.strip():
-        raise UserError(f"rejecting proposal {str(ref)[:8]} needs a reason", hint="pass --reason 'why'")
-    decision = store.decide(ref, Verdict.reject, _actor(actor), reason, via=via)
-    if not resume:
-        return DecisionOutcome(decision=decision, proposal=store.get_proposal(decision.proposal_id))
-    # Resuming a rejected proposal only lets its graph end (no change is applied), so no thread stays waiting.
-    return _resume(store, decision)
+    return decide(ref, Verdict.reject, actor, reason, via, resume=resume, store=store)
 
 
 def resume_decided(ref: str | UUID, *, store: StateStore | None = None) -> DecisionOutcome:
@@ -173,12 +244,13 @@ def _resume(store: StateStore, decision: Decision) -> DecisionOutcome:
         return DecisionOutcome(
             decision=decision, proposal=store.get_proposal(pid), resume="failed", resume_error=error
         )
+    notify("proposal_updated", pid)
     # Re-read: the store holds what was committed, whatever copy the resumer returned.
     return DecisionOutcome(decision=decision, proposal=store.get_proposal(pid), resume="resumed")
 
 
-def view(ref: str | UUID, *, store: StateStore | None = None) -> ProposalView:
-    """Load a proposal with its event, decisions and audit trail."""
+def proposal_view(ref: str | UUID, *, store: StateStore | None = None) -> ProposalView:
+    """Load a proposal with its event, decisions, audit trail and what it still needs (`requirement`)."""
     store = store or StateStore()
     proposal = store.get_proposal(ref)
     pid = str(proposal.id)
@@ -186,9 +258,50 @@ def view(ref: str | UUID, *, store: StateStore | None = None) -> ProposalView:
         event: Event | None = store.get_event(proposal.event_id)
     except UserError:  # the outbox row is gone (pruned); the proposal is still worth showing
         event = None
+    decisions = store.decisions_for(pid)
     return ProposalView(
-        proposal=proposal, event=event, decisions=store.decisions_for(pid), audit=store.audit_entries(pid)
+        proposal=proposal, event=event, decisions=decisions, audit=store.audit_entries(pid),
+        requirement=requirement(proposal, decisions),
     )
+
+
+view = proposal_view  # the earlier name
+
+
+def on_proposal_created(proposal_id: UUID | str, *, store: StateStore | None = None) -> Proposal:
+    """The kernel's ProposalHook: right after an agent stores a proposal, let policy approve it when a rule says
+    so (actor "policy", via "policy", audited; the graph then applies it), and tell the Notifier.
+
+    Safe to run twice: policy approves only a pending proposal nobody has decided in this round.
+    """
+    store = store or StateStore()
+    pid = str(proposal_id)
+    proposal = store.get_proposal(pid)
+    auto = proposal.status == ProposalStatus.pending and policy_may_approve(proposal, store.decisions_for(pid))
+    notify("proposal_created", pid)
+    if auto:
+        rule = rule_for(proposal)
+        store.decide(pid, Verdict.approve, POLICY_ACTOR, f"approved by rule {rule.name!r}: {rule.says}",
+                     via="policy", policy=decision_gate())
+        notify("proposal_decided", pid)
+    return store.get_proposal(pid)
+
+
+def expire_stale(*, store: StateStore | None = None, resume: bool = True) -> list[Proposal]:
+    """Move open proposals past their `expires_at` to expired (audited, actor "policy"), tell the Notifier, and
+    let their graphs end through the Resumer (a failure there is audited, never raised)."""
+    store = store or StateStore()
+    expired = store.expire_stale()
+    for p in expired:
+        notify("proposal_updated", str(p.id))
+        if resume:
+            try:
+                load_resumer()(str(p.id))
+            except Exception as exc:  # the proposal is expired whatever its graph does
+                log.warning("ending the graph of expired proposal %s failed: %s", p.short_id, exc)
+                store.record(RESUME_FAILED_ACTION, INBOX_ACTOR, {"error": f"{type(exc).__name__}: {exc}"[:2000]},
+                             proposal_id=str(p.id))
+    return [store.get_proposal(p.id) for p in expired]
 
 
 def queue(*, store: StateStore | None = None, limit: int = 1000) -> list[Proposal]:

@@ -1,73 +1,166 @@
-"""The web inbox: server-rendered pages (FastAPI + Jinja2) and a small JSON API over the decision service.
+"""The web inbox: server-rendered pages (FastAPI + Jinja2) and a JSON API over the decision service.
 
-Pages: `GET /` (the queue), `GET /proposals/{id}` (one proposal with its evidence, decision forms and audit
-trail), `POST /proposals/{id}/approve|reject|resume`. API: `GET /api/proposals[?status=]`,
-`GET /api/proposals/{id}`, `POST /api/proposals/{id}/decision`. `GET /healthz`.
+Pages (sign-in required; every form carries the session's CSRF token and every form POST checks it):
+`GET /login`, `POST /login` (a personal token -> a signed session cookie), `POST /logout`; `GET /` (the queue:
+filters `agent`, `dataset`, `risk`, `status` as query parameters with counts per facet, 50 per page, newest
+first); `GET /proposals/{id}` (diagnosis, the change as a diff, dry-run evidence, citations with provenance
+and age, risk, who must approve, decisions, audit trail); `POST /proposals/{id}/approve|reject|edit|resume`.
 
-Every template is autoescaped: titles, diagnoses and samples come from data and LLMs. Deciders type their name
-into the form for now (sign-in comes later); the store still refuses system identities.
+API (`Authorization: Bearer <personal token>`): `GET /api/proposals` (filters, `limit`/`offset`, counts),
+`GET /api/proposals/{id}`, `POST /api/proposals/{id}/decision` with `{"verdict", "reason"}`. Errors are
+`{"error", "hint"}` with 401 (no or bad token), 403 (not allowed), 404 (unknown id), 409 (already decided,
+expired, an edit that does not pass its dry-run), 413 (body over 64 KiB, refused before parsing) and 422
+(malformed JSON or fields). `GET /healthz` is open.
+
+The deciding person is always the signed-in approver (session, trusted proxy header, or bearer token); there
+is no free-text actor. Whether they may decide is `inbox.service.decide`'s call (the approval policy). Editing
+a proposal's parameters re-runs its dry-run through the `DryRunner` port and stores the edit (audited); an
+edited proposal can be approved only when its new dry-run passes (for a mapping: heals the failing batch).
+
+Every template is autoescaped: titles, diagnoses, column names and samples come from data and LLMs.
+
+Public names: `create_app`, `serve`, `ensure_port_free`, `status_code_for`, `approvers`, `parse_filters`,
+`MAX_BODY_BYTES`, `PAGE_SIZE`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from fastapi import BackgroundTasks, FastAPI, Form, Request
+from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inbox import render, service
+from inbox import auth, render, service
 from pipewarden import __version__
-from pipewarden.errors import InvalidTransition, NotApproved, PipewardenError, UnknownNameError, UserError
-from pipewarden.models import OPEN_STATUSES, ProposalStatus, Verdict
-from pipewarden.store import StateStore
+from pipewarden.errors import (
+    InvalidTransition,
+    NotApproved,
+    PipewardenError,
+    UnknownNameError,
+    UserError,
+)
+from pipewarden.models import OPEN_STATUSES, ColumnMapping, ProposalStatus, Risk, SqlModelPatch, Verdict
+from pipewarden.store import QUEUE_FACETS, StateStore
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
-RECENT_DECIDED = 50
+PAGE_SIZE = 50
+API_MAX_LIMIT = 500
+MAX_BODY_BYTES = 64 * 1024
 SAMPLE_ROWS = 10
 REFRESH_SECONDS = 2
-ACTOR_COOKIE = "pw_actor"
+EDITED_ACTION = service.EDITED_ACTION
+OPEN_FILTER = "open"  # the queue's default status filter: pending and needs_human
+ALL_FILTER = "all"
 
 # Fixed flash messages, chosen by a code in the redirect's query string (never free text from the URL).
 FLASHES: dict[str, tuple[str, str]] = {
     "approved": ("ok", "Approved. The agent is applying the change..."),
     "applied": ("ok", "Approved, and the agent has finished applying the change."),
     "resume_failed": ("error", "Approved, but applying failed; the decision is stored and applying can be retried."),
+    "approval_recorded": ("ok", "Your approval is recorded. The rule wants more approvals before it is applied."),
     "rejected": ("ok", "Rejected. The reason is kept for the next agent."),
     "resuming": ("ok", "Applying again..."),
+    "edited": ("ok", "Edited. The new dry-run passes on the failing batch; the proposal can be approved."),
+    "edited_fails": ("error", "Edited, but the new dry-run does not pass on the failing batch: it cannot be "
+                              "approved until an edit passes."),
+    "signed_in": ("ok", "Signed in."),
 }
 
 
-class DecisionRequest(BaseModel):
-    """The body of `POST /api/proposals/{id}/decision`."""
+# The hint an API error carries when the error itself has none.
+DEFAULT_HINTS: dict[int, str] = {
+    404: "list the proposals with GET /api/proposals (ids may be 4+ character prefixes)",
+    409: "GET /api/proposals/{id} shows its status and history",
+    403: "GET /api/proposals/{id} shows who may decide it (requirement)",
+}
 
+
+class DecisionBody(BaseModel):
+    """The body of `POST /api/proposals/{id}/decision`. The actor is the bearer token's approver."""
+
+    model_config = ConfigDict(extra="forbid")
     verdict: Verdict
-    actor: str = Field(min_length=1, description="The deciding person's name.")
-    reason: str = Field(default="", description="Required to reject.")
+    reason: str = Field(default="", max_length=10_000, description="Required to reject.")
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body over MAX_BODY_BYTES: 413, raised while the body streams in (no Content-Length)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail=f"the request body is larger than {MAX_BODY_BYTES} bytes")
+
+
+class BodyLimit:
+    """ASGI middleware: a body over `limit` bytes is refused with 413 before anything parses it.
+
+    A declared Content-Length over the limit is answered at once; a streamed body is counted as it arrives
+    and stopped when it passes the limit. `/slack/` has its own checks (signatures) and is left alone.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES, skip_prefixes: tuple[str, ...] = ("/slack/",)):
+        self.app, self.limit, self.skip_prefixes = app, limit, skip_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS") \
+                or scope["path"].startswith(self.skip_prefixes):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await too_large_response(scope["path"])(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def too_large_response(path: str) -> Response:
+    error = f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB; nothing was read or changed"
+    hint = "send a smaller body (a decision is {\"verdict\", \"reason\"})"
+    if path.startswith("/api/"):
+        return JSONResponse({"error": error, "hint": hint}, status_code=413)
+    return HTMLResponse(f"<!doctype html><title>413</title><p>{error}</p>", status_code=413)
 
 
 def status_code_for(exc: PipewardenError) -> int:
-    """The HTTP status for an error the service raised on purpose."""
+    """The HTTP status for an error raised on purpose: 401, 404, 403 (Forbidden, NotApproved), 409
+    (InvalidTransition, Expired), 400 (other UserError), else 500."""
+    if isinstance(exc, auth.SignInRequired):
+        return 401
     if isinstance(exc, UnknownNameError):
         return 404
-    if isinstance(exc, NotApproved):
+    if isinstance(exc, NotApproved):  # Forbidden and CsrfRejected are NotApproved
         return 403
-    if isinstance(exc, InvalidTransition):
+    if isinstance(exc, InvalidTransition):  # Expired too
         return 409
-    return 400 if exc.exit_code == 2 else 500
+    return 400 if isinstance(exc, UserError) else 500
 
 
 def _when(at: datetime) -> str:
@@ -82,7 +175,9 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True, lstrip_blocks=True,
     )
     env.filters["age"] = render.age
+    env.filters["age_words"] = render.age_words
     env.filters["when"] = _when
+    env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
     return Jinja2Templates(env=env)
 
 
@@ -97,6 +192,27 @@ def _error(exc: PipewardenError) -> dict[str, str | None]:
     return {"message": exc.message, "hint": exc.hint}
 
 
+_APPROVERS_CACHE: dict[tuple[str, int, int], Any] = {}
+
+
+def approvers() -> Any:
+    """The configured approvers, re-read only when the file changes (path, size and mtime): parsing the YAML on
+    every decision cost about half of a decision's time."""
+    from pipewarden.settings import get_settings
+    from policies.approvers import Approvers
+
+    path = get_settings().approvers_path
+    try:
+        st = path.stat()
+    except OSError:
+        return Approvers.load(path)  # raises the ConfigError naming the missing file
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _APPROVERS_CACHE:
+        _APPROVERS_CACHE.clear()
+        _APPROVERS_CACHE[key] = Approvers.load(path)
+    return _APPROVERS_CACHE[key]
+
+
 def _resume_in_background(proposal_id: str) -> None:
     """Run after the response is sent. Resume failures are audited by the service; here only races remain."""
     try:
@@ -105,155 +221,493 @@ def _resume_in_background(proposal_id: str) -> None:
         log.warning("background resume of proposal %s skipped: %s", proposal_id[:8], exc)
 
 
+# --------------------------------------------------------------------------- filters
+def parse_filters(params: Any, *, default_open: bool) -> dict[str, list[str]]:
+    """Facet filters from query parameters (each repeatable and/or comma-separated); UserError on a bad value.
+
+    `status=open` is pending + needs_human, `status=all` is no filter; with `default_open`, no status means open.
+    """
+    filters: dict[str, list[str]] = {}
+    for facet in QUEUE_FACETS:
+        values = [v.strip() for raw in params.getlist(facet) for v in raw.split(",") if v.strip()]
+        filters[facet] = list(dict.fromkeys(values))
+    statuses = filters["status"]
+    if not statuses and default_open or OPEN_FILTER in statuses:
+        statuses = [s for s in statuses if s != OPEN_FILTER] + [s.value for s in OPEN_STATUSES]
+    if ALL_FILTER in statuses:
+        statuses = []
+    known = {s.value for s in ProposalStatus}
+    bad = [s for s in statuses if s not in known]
+    if bad:
+        raise UserError(f"unknown status {bad[0]!r}",
+                        hint=f"use one of: {', '.join(sorted(known))}, {OPEN_FILTER} or {ALL_FILTER}")
+    filters["status"] = sorted(set(statuses), key=lambda s: [x.value for x in ProposalStatus].index(s))
+    risks = {r.value for r in Risk}
+    bad = [r for r in filters["risk"] if r not in risks]
+    if bad:
+        raise UserError(f"unknown risk {bad[0]!r}", hint=f"use one of: {', '.join(r.value for r in Risk)}")
+    return filters
+
+
+def _int_param(params: Any, name: str, default: int, lo: int, hi: int | None = None) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = lo - 1
+    if value < lo or (hi is not None and value > hi):
+        bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise UserError(f"{name}={raw!r} is not a whole number in {bound}", hint=f"pass {name}=N with N {bound}")
+    return value
+
+
+def facet_counts(store: StateStore, filters: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """For each facet, the number of proposals per value under the other facets' filters."""
+    return {facet: store.count_proposals_by(facet, filters) for facet in QUEUE_FACETS}
+
+
+def _mapping_title(change: ColumnMapping) -> str:
+    parts = [f"{src} -> {dst}" for src, dst in change.renames.items()]
+    parts += [f"cast {col} to {typ}" for col, typ in change.casts.items()]
+    return f"{change.dataset}: map " + (", ".join(parts) or "nothing")
+
+
+def change_from_form(current: Any, form: Any) -> Any:
+    """The edited change from the edit form's fields; UserError when the form does not describe one."""
+    if isinstance(current, ColumnMapping):
+        sources = form.getlist("rename_from")
+        targets = form.getlist("rename_to")
+        if len(sources) != len(targets):
+            raise UserError("the edit form is incomplete (rename_from and rename_to differ in length)",
+                            hint="reload the page and edit again")
+        renames: dict[str, str] = {}
+        for src, dst in zip(sources, targets, strict=True):
+            src, dst = str(src).strip(), str(dst).strip()
+            if not src or not dst:
+                continue  # an emptied row drops that rename
+            if src in renames:
+                raise UserError(f"incoming column {src!r} is mapped twice", hint="keep one rename per column")
+            renames[src] = dst
+        cols, types = form.getlist("cast_column"), form.getlist("cast_type")
+        if len(cols) != len(types):
+            raise UserError("the edit form is incomplete (cast_column and cast_type differ in length)",
+                            hint="reload the page and edit again")
+        casts = {str(c).strip(): str(t).strip() for c, t in zip(cols, types, strict=True)
+                 if str(c).strip() and str(t).strip()}
+        return ColumnMapping(dataset=current.dataset, renames=renames, casts=casts)
+    if isinstance(current, SqlModelPatch):
+        sql = str(form.get("sql") or "")
+        if not sql.strip():
+            raise UserError("the SQL is empty", hint="write the model's SELECT")
+        return current.model_copy(update={"sql": sql.replace("\r\n", "\n")})
+    raise UserError(f"a {current.kind} change cannot be edited in the inbox",
+                    hint="reject it with a reason; the agent's next proposal will see why")
+
+
 def create_app(*, resume_in_background: bool = True) -> FastAPI:
     """The inbox app. With `resume_in_background`, approving answers at once and the graph resumes after."""
     app = FastAPI(title="pipewarden inbox", version=__version__)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    from inbox.slack import mount_slack  # POST /slack/events (503 saying what to set while Slack is off)
+
+    mount_slack(app)
+    auth.install(app)
+    app.add_middleware(BodyLimit)
     templates = _templates()
 
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return too_large_response(request.url.path)
+
+    # ------------------------------------------------------------------ page helpers
     def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-        base = {"flash": None, "error": None}
+        base = {"flash": None, "error": None, "user": auth.page_user(request), "csrf": auth.csrf_token(request),
+                "csrf_field": auth.CSRF_FIELD}
         return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
-    def error_page(request: Request, exc: PipewardenError) -> HTMLResponse:
-        code = status_code_for(exc)
+    def error_page(request: Request, exc: PipewardenError, code: int | None = None) -> HTMLResponse:
+        code = code or status_code_for(exc)
         return page(request, "error.html", {"error": _error(exc), "status_code": code}, code)
+
+    def to_login(request: Request) -> RedirectResponse:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    def form_user(request: Request, form: Any) -> str:
+        """The signed-in person behind a form POST: 401 when nobody is, 403 without this session's CSRF token."""
+        user = auth.page_user(request)
+        if not user:
+            raise auth.SignInRequired("you are not signed in; nothing was changed",
+                                      hint="sign in at /login with your personal token, then submit again")
+        auth.check_csrf(request, form.get(auth.CSRF_FIELD))
+        return user
+
+    def permission(user: str, v: service.ProposalView, verdict: Verdict) -> str | None:
+        """Why `user` may not give `verdict` now (shown beside the button), or None."""
+        from policies.approval import check_can_decide
+
+        try:
+            check_can_decide(user, v.proposal, verdict, approvers(), decisions=v.decisions)
+        except PipewardenError as exc:
+            return exc.message + (f" ({exc.hint})" if exc.hint else "")
+        return None
 
     def detail_page(
         request: Request, ref: str, *, flash: dict[str, str] | None = None, error: PipewardenError | None = None,
-        status_code: int = 200, actor: str = "",
+        status_code: int = 200, flash_code: str | None = None,
     ) -> HTMLResponse:
+        store = StateStore()
         try:
-            v = service.view(ref)
+            v = service.proposal_view(ref, store=store)
         except PipewardenError as exc:
             return error_page(request, exc)
         p = v.proposal
+        user = auth.page_user(request) or ""
         sample = p.dry_run.sample if p.dry_run else []
         in_flight = p.status in service.IN_FLIGHT_STATUSES
         resume_error = v.resume_error
+        pending = p.status == ProposalStatus.pending
+        edit_block = service.edit_refusal(p, v.audit)
+        if flash_code in ("approved", "resuming") and p.status in (ProposalStatus.applied, ProposalStatus.verified):
+            flash = _flash("applied")  # the page refreshed itself until the agent finished
+        changes = [_change_view(c, store, p.id) for c in _leaves(p.change)]
         context = {
-            "p": p, "event": v.event, "decisions": v.decisions, "audit": v.audit,
-            "open": p.status in OPEN_STATUSES, "can_approve": p.status == ProposalStatus.pending,
+            "p": p, "event": v.event, "decisions": v.decisions, "audit": v.audit, "need": v.requirement,
+            "open": p.status in OPEN_STATUSES, "can_approve": pending and not edit_block,
+            "approve_block": edit_block or (permission(user, v, Verdict.approve) if pending else None),
+            "reject_block": permission(user, v, Verdict.reject) if p.status in OPEN_STATUSES else None,
+            "editable": pending and p.change.kind in ("column_mapping", "sql_model_patch"),
+            "changes": changes, "edited": service.edited_entry(v.audit),
             "refresh": REFRESH_SECONDS if in_flight and not resume_error else None,
             "resume_error": resume_error,
             "sample_rows": sample[:SAMPLE_ROWS], "sample_cols": render.sample_columns(sample[:SAMPLE_ROWS]),
             "flash": flash, "error": _error(error) if error else None,
-            "actor": actor or request.cookies.get(ACTOR_COOKIE, ""),
+            "now": datetime.now(UTC),
         }
         return page(request, "proposal.html", context, status_code)
 
-    def after_decision(pid: str, flash: str, actor: str) -> RedirectResponse:
-        resp = RedirectResponse(f"/proposals/{pid}?flash={quote(flash)}", status_code=303)
-        resp.set_cookie(ACTOR_COOKIE, actor, max_age=30 * 86400, httponly=True, samesite="lax")
-        return resp
+    def after_decision(pid: str, flash: str) -> RedirectResponse:
+        return RedirectResponse(f"/proposals/{pid}?flash={quote(flash)}", status_code=303)
+
+    def decide_now(ref: str, verdict: Verdict, user: str, reason: str, background: BackgroundTasks
+                   ) -> service.DecisionOutcome:
+        """Decide as `user` (the edit gate first); resume the graph in the background when the proposal is decided."""
+        store = StateStore()
+        outcome = service.decide(ref, verdict, user, reason, via="web", resume=not resume_in_background, store=store,
+                                 approvers=approvers())
+        if resume_in_background and outcome.proposal.status == ProposalStatus.approved:
+            background.add_task(_resume_in_background, str(outcome.proposal.id))
+            outcome = outcome.model_copy(update={"resume": "scheduled"})
+        elif resume_in_background and outcome.proposal.status == ProposalStatus.rejected:
+            background.add_task(_end_rejected, str(outcome.proposal.id))
+        return outcome
+
+    # ------------------------------------------------------------------ sign-in
+    @app.get("/login", response_class=HTMLResponse, name="login")
+    def login_page(request: Request, next: str = "/", token: str = "") -> HTMLResponse:
+        return page(request, "login.html", {"next": auth.safe_next(next), "token": token})
+
+    @app.post("/login", name="login_post")
+    async def login_post(request: Request) -> Response:
+        form = await request.form()
+        nxt = auth.safe_next(str(form.get("next") or "/"))
+        try:
+            auth.check_csrf(request, form.get(auth.CSRF_FIELD))
+            await run_in_threadpool(auth.sign_in, request, str(form.get("token") or ""), StateStore())
+        except PipewardenError as exc:
+            return page(request, "login.html", {"next": nxt, "token": "", "error": _error(exc)},
+                        status_code_for(exc))
+        return RedirectResponse(nxt, status_code=303)
+
+    @app.post("/logout", name="logout")
+    async def logout(request: Request) -> Response:
+        form = await request.form()
+        try:
+            auth.check_csrf(request, form.get(auth.CSRF_FIELD))
+        except PipewardenError as exc:
+            return error_page(request, exc)
+        auth.sign_out(request)
+        return RedirectResponse("/login", status_code=303)
 
     # ------------------------------------------------------------------ pages
     @app.get("/", response_class=HTMLResponse, name="index")
-    def index(request: Request) -> HTMLResponse:
-        proposals = service.queue()
-        counts = Counter(p.status.value for p in proposals)
-        ordered = [(s.value, counts[s.value]) for s in ProposalStatus if counts[s.value]]
+    def index(request: Request) -> Response:
+        if not auth.page_user(request):
+            return to_login(request)
+        store = StateStore()
+        params = request.query_params
+        try:
+            filters = parse_filters(params, default_open=True)
+            page_no = _int_param(params, "page", 1, 1)
+        except UserError as exc:
+            return error_page(request, exc, 422)
+        total = store.count_proposals(filters)
+        rows = store.find_proposals(filters, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+        counts = facet_counts(store, filters)
         return page(request, "index.html", {
-            "counts": ordered,
-            "open": [p for p in proposals if p.status in OPEN_STATUSES],
-            "decided": [p for p in proposals if p.status not in OPEN_STATUSES][:RECENT_DECIDED],
+            "rows": rows, "total": total, "page_no": page_no, "page_size": PAGE_SIZE,
+            "facets": _facet_links(params, filters, counts),
+            "prev_href": _href(params, page=page_no - 1) if page_no > 1 else None,
+            "next_href": _href(params, page=page_no + 1) if page_no * PAGE_SIZE < total else None,
+            "first": (page_no - 1) * PAGE_SIZE + 1 if total else 0,
+            "last": min(page_no * PAGE_SIZE, total),
+            "status_label": _status_label(params),
         })
 
     @app.get("/proposals/{ref}", response_class=HTMLResponse, name="proposal_page")
-    def proposal_page(request: Request, ref: str, flash: str | None = None) -> HTMLResponse:
-        return detail_page(request, ref, flash=_flash(flash))
+    def proposal_page(request: Request, ref: str, flash: str | None = None) -> Response:
+        if not auth.page_user(request):
+            return to_login(request)
+        return detail_page(request, ref, flash=_flash(flash), flash_code=flash)
 
     @app.post("/proposals/{ref}/approve", name="approve_form")
-    def approve_form(
-        request: Request, ref: str, background: BackgroundTasks, actor: str = Form(""), reason: str = Form(""),
-    ) -> Response:
-        try:
-            outcome = service.approve(ref, actor, via="web", reason=reason, resume=not resume_in_background)
-        except PipewardenError as exc:
-            return detail_page(request, ref, error=exc, status_code=status_code_for(exc), actor=actor)
-        pid = str(outcome.proposal.id)
-        if resume_in_background:
-            background.add_task(_resume_in_background, pid)
-            flash = "approved"
-        else:
-            flash = "resume_failed" if outcome.resume == "failed" else "applied"
-        return after_decision(pid, flash, outcome.decision.actor)
+    async def approve_form(request: Request, ref: str, background: BackgroundTasks) -> Response:
+        return await _decision_form(request, ref, Verdict.approve, background)
 
     @app.post("/proposals/{ref}/reject", name="reject_form")
-    def reject_form(request: Request, ref: str, actor: str = Form(""), reason: str = Form("")) -> Response:
+    async def reject_form(request: Request, ref: str, background: BackgroundTasks) -> Response:
+        return await _decision_form(request, ref, Verdict.reject, background)
+
+    async def _decision_form(request: Request, ref: str, verdict: Verdict, background: BackgroundTasks) -> Response:
+        form = await request.form()
         try:
-            outcome = service.reject(ref, actor, reason, via="web")
+            user = form_user(request, form)
         except PipewardenError as exc:
-            return detail_page(request, ref, error=exc, status_code=status_code_for(exc), actor=actor)
-        return after_decision(str(outcome.proposal.id), "rejected", outcome.decision.actor)
+            return error_page(request, exc)
+        reason = str(form.get("reason") or "")
+        try:
+            outcome = await run_in_threadpool(decide_now, ref, verdict, user, reason, background)
+        except PipewardenError as exc:
+            return await run_in_threadpool(detail_page, request, ref, error=exc, status_code=status_code_for(exc))
+        pid = str(outcome.proposal.id)
+        if verdict == Verdict.reject:
+            return after_decision(pid, "rejected")
+        if outcome.proposal.status in OPEN_STATUSES:
+            return after_decision(pid, "approval_recorded")
+        if resume_in_background:
+            return after_decision(pid, "approved")
+        return after_decision(pid, "resume_failed" if outcome.resume == "failed" else "applied")
+
+    @app.post("/proposals/{ref}/edit", name="edit_form")
+    async def edit_form(request: Request, ref: str) -> Response:
+        form = await request.form()
+        try:
+            user = form_user(request, form)
+        except PipewardenError as exc:
+            return error_page(request, exc)
+
+        def edit() -> str:
+            from pipewarden.ports import dry_runner, notify
+            from policies.approval import check_can_decide
+
+            store = StateStore()
+            v = service.proposal_view(ref, store=store)
+            p = v.proposal
+            if p.status != ProposalStatus.pending:
+                raise InvalidTransition(f"proposal {p.short_id} is {p.status.value}; only a pending proposal can be "
+                                        "edited", hint="see its history below")
+            check_can_decide(user, p, Verdict.approve, approvers(), decisions=v.decisions)  # an editor may approve
+            change = change_from_form(p.change, form)
+            if change.model_dump(mode="json") == p.change.model_dump(mode="json"):
+                raise UserError("the edit changes nothing", hint="change a target, a cast or the SQL, then submit")
+            try:
+                dry = dry_runner()(p, change)
+            except UnknownNameError as exc:  # a bad column name in the edit is bad input here, not a missing page
+                raise UserError(exc.message, hint=exc.hint) from exc
+            title = _mapping_title(change) if isinstance(change, ColumnMapping) and \
+                p.title.startswith(f"{p.dataset}: map ") else None
+            store.edit_proposal(p.id, change, dry, user, title=title, via="web")
+            notify("proposal_updated", str(p.id))
+            return "edited" if dry.after.passed else "edited_fails"
+
+        try:
+            flash = await run_in_threadpool(edit)
+        except PipewardenError as exc:
+            code = status_code_for(exc)
+            if type(exc) is UserError or code == 400:
+                code = 422
+            return await run_in_threadpool(detail_page, request, ref, error=exc, status_code=code)
+        return RedirectResponse(f"/proposals/{ref}?flash={flash}", status_code=303)
 
     @app.post("/proposals/{ref}/resume", name="resume_form")
-    def resume_form(request: Request, ref: str, background: BackgroundTasks) -> Response:
+    async def resume_form(request: Request, ref: str, background: BackgroundTasks) -> Response:
+        form = await request.form()
         try:
-            if resume_in_background:
-                pid = str(service.view(ref).proposal.id)
-                background.add_task(_resume_in_background, pid)
-                flash = "resuming"
-            else:
-                outcome = service.resume_decided(ref)
-                pid = str(outcome.proposal.id)
-                flash = "resume_failed" if outcome.resume == "failed" else "applied"
+            form_user(request, form)
         except PipewardenError as exc:
-            return detail_page(request, ref, error=exc, status_code=status_code_for(exc))
+            return error_page(request, exc)
+
+        def resume() -> tuple[str, str]:
+            if resume_in_background:
+                pid = str(service.proposal_view(ref).proposal.id)
+                background.add_task(_resume_in_background, pid)
+                return pid, "resuming"
+            outcome = service.resume_decided(ref)
+            return str(outcome.proposal.id), "resume_failed" if outcome.resume == "failed" else "applied"
+
+        try:
+            pid, flash = await run_in_threadpool(resume)
+        except PipewardenError as exc:
+            return await run_in_threadpool(detail_page, request, ref, error=exc, status_code=status_code_for(exc))
         return RedirectResponse(f"/proposals/{pid}?flash={flash}", status_code=303)
 
     # ------------------------------------------------------------------ JSON API
-    def api_error(exc: PipewardenError) -> JSONResponse:
-        return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status_code_for(exc))
+    def api_error(exc: PipewardenError, code: int | None = None) -> JSONResponse:
+        code = code or status_code_for(exc)
+        return JSONResponse({"error": exc.message, "hint": exc.hint or DEFAULT_HINTS.get(code, "")}, status_code=code)
 
     @app.get("/api/proposals")
-    def api_list(status: str | None = None) -> Response:
-        statuses: list[str] | None = None
-        if status:
-            statuses = [s.strip() for s in status.split(",") if s.strip()]
-            known = [s.value for s in ProposalStatus]
-            bad = [s for s in statuses if s not in known]
-            if bad:
-                return JSONResponse(
-                    {"error": f"unknown status {bad[0]!r}", "hint": f"use one of: {', '.join(known)}"},
-                    status_code=400,
-                )
-        proposals = service.queue() if statuses is None else StateStore().list_proposals(statuses)
-        return JSONResponse(render.proposals_json(proposals))
+    def api_list(request: Request) -> Response:
+        store = StateStore()
+        try:
+            auth.bearer_actor(request, store)
+            params = request.query_params
+            filters = parse_filters(params, default_open=False)
+            limit = _int_param(params, "limit", PAGE_SIZE, 1, API_MAX_LIMIT)
+            offset = _int_param(params, "offset", 0, 0)
+        except PipewardenError as exc:
+            return api_error(exc, 422 if type(exc) is UserError else None)
+        rows = store.find_proposals(filters, limit=limit, offset=offset)
+        return JSONResponse({
+            "count": store.count_proposals(filters), "limit": limit, "offset": offset,
+            "filters": {k: v for k, v in filters.items() if v},
+            "facets": facet_counts(store, filters),
+            "proposals": [render.proposal_json(p) for p in rows],
+        })
 
     @app.get("/api/proposals/{ref}")
-    def api_get(ref: str) -> Response:
+    def api_get(request: Request, ref: str) -> Response:
+        store = StateStore()
         try:
-            v = service.view(ref)
+            auth.bearer_actor(request, store)
+            v = service.proposal_view(ref, store=store)
         except PipewardenError as exc:
             return api_error(exc)
-        return JSONResponse(render.proposal_detail_json(v.proposal, v.decisions, v.audit, event=v.event))
+        body = render.proposal_detail_json(v.proposal, v.decisions, v.audit, event=v.event)
+        body["requirement"] = v.requirement.model_dump(mode="json") if v.requirement else None
+        body["approvable"] = service.edit_refusal(v.proposal, v.audit) is None
+        return JSONResponse(body)
 
     @app.post("/api/proposals/{ref}/decision")
-    def api_decide(ref: str, body: DecisionRequest, background: BackgroundTasks) -> Response:
+    async def api_decide(request: Request, ref: str, background: BackgroundTasks) -> Response:
+        store = StateStore()
         try:
-            if body.verdict == Verdict.approve:
-                outcome = service.approve(
-                    ref, body.actor, via="web", reason=body.reason, resume=not resume_in_background
-                )
-                if resume_in_background:
-                    background.add_task(_resume_in_background, str(outcome.proposal.id))
-                    outcome = outcome.model_copy(update={"resume": "scheduled"})
-            else:
-                outcome = service.reject(ref, body.actor, body.reason, via="web")
+            actor = await run_in_threadpool(auth.bearer_actor, request, store)
         except PipewardenError as exc:
             return api_error(exc)
-        return JSONResponse(render.outcome_json(outcome))
+        raw = await request.body()  # BodyLimit stops it past 64 KiB (413)
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return JSONResponse({"error": f"the body is not valid JSON: {exc}",
+                                 "hint": 'send {"verdict": "approve"} or {"verdict": "reject", "reason": "why"}'},
+                                status_code=422)
+        try:
+            body = DecisionBody.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "body"
+            hint = ("the deciding person is the token's approver; drop `actor`" if "actor" in first["loc"]
+                    else 'send {"verdict": "approve"|"reject", "reason": "..."}')
+            return JSONResponse({"error": f"{where}: {first['msg']}", "hint": hint}, status_code=422)
+        if body.verdict == Verdict.reject and not body.reason.strip():
+            return JSONResponse({"error": "a rejection needs a reason", "hint": 'add "reason": "why"'},
+                                status_code=422)
+        try:
+            outcome = await run_in_threadpool(decide_now, ref, body.verdict, actor, body.reason, background)
+        except PipewardenError as exc:
+            return api_error(exc)
+        out = render.outcome_json(outcome)
+        out["requirement"] = outcome.requirement.model_dump(mode="json") if outcome.requirement else None
+        return JSONResponse(out)
 
     @app.get("/healthz")
     def healthz() -> Response:
         try:
-            StateStore().list_proposals(limit=1)
+            StateStore().count_proposals()
         except SQLAlchemyError as exc:
             return JSONResponse({"status": "error", "error": f"state DB unreachable: {exc}"}, status_code=503)
         return JSONResponse({"status": "ok", "version": __version__})
 
     return app
+
+
+def _end_rejected(proposal_id: str) -> None:
+    """After a rejection, in the background: let the agent's graph end (nothing is applied). A failure is
+    audited like a failed resume; the rejection itself is stored already."""
+    from pipewarden.ports import resumer
+
+    try:
+        resumer()(proposal_id)
+    except Exception as exc:  # the graph is the supervisor's to end later; the decision stands
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("ending the graph of rejected proposal %s failed: %s", proposal_id[:8], error)
+        StateStore().record(service.RESUME_FAILED_ACTION, service.INBOX_ACTOR, {"error": error[:2000]},
+                            proposal_id=proposal_id)
+
+
+# --------------------------------------------------------------------------- page views
+def _leaves(change: Any) -> list[Any]:
+    return list(change.changes) if change.kind == "change_set" else [change]
+
+
+def _change_view(change: Any, store: StateStore, proposal_id: Any) -> dict[str, Any]:
+    """What the page needs to show one change: its kind, fields and a specific view where one is cheap."""
+    view: dict[str, Any] = {"c": change, "kind": change.kind, "target": change.target,
+                            "fields": render.change_fields(change)}
+    if isinstance(change, ColumnMapping):
+        view["mapping"] = render.mapping_view(change, store, proposal_id)
+    elif isinstance(change, SqlModelPatch):
+        view["sql"] = render.sql_patch_view(change, store)
+    elif change.kind == "contract_change":
+        view["diff"] = render.contract_diff(change)
+    return view
+
+
+def _href(params: Any, **changes: Any) -> str:
+    """The queue URL with `changes` applied to the current query (a None value removes the parameter)."""
+    query: dict[str, str] = {k: v for k, v in params.items() if k != "page"}
+    for key, value in changes.items():
+        if value is None:
+            query.pop(key, None)
+        else:
+            query[key] = str(value)
+    if query.get("page") == "1":
+        query.pop("page")
+    return "/" + (f"?{urlencode(query)}" if query else "")
+
+
+def _status_label(params: Any) -> str:
+    raw = params.get("status") or OPEN_FILTER
+    return {OPEN_FILTER: "open: pending or needs a human", ALL_FILTER: "any status"}.get(raw, raw)
+
+
+def _facet_links(params: Any, filters: dict[str, list[str]], counts: dict[str, dict[str, int]]) -> list[dict]:
+    """Each facet with its values, counts, whether selected, and the link that selects (or clears) it."""
+    out = []
+    for facet in QUEUE_FACETS:
+        values = []
+        current = params.get(facet)
+        if facet == "status":
+            open_n = sum(counts["status"].get(s.value, 0) for s in OPEN_STATUSES)
+            values.append({"value": OPEN_FILTER, "count": open_n, "selected": current in (None, OPEN_FILTER),
+                           "href": _href(params, status=None)})
+            order = [s.value for s in ProposalStatus]
+            for value in sorted(counts["status"], key=order.index):
+                values.append({"value": value, "count": counts["status"][value], "selected": current == value,
+                               "href": _href(params, status=value)})
+            values.append({"value": ALL_FILTER, "count": sum(counts["status"].values()),
+                           "selected": current == ALL_FILTER, "href": _href(params, status=ALL_FILTER)})
+        else:
+            for value in sorted(counts[facet]):
+                selected = value in filters[facet]
+                values.append({"value": value, "count": counts[facet][value], "selected": selected,
+                               "href": _href(params, **{facet: None if selected else value})})
+        out.append({"name": facet, "options": values, "active": bool(filters[facet]) and facet != "status",
+                    "clear": _href(params, **{facet: None})})
+    return out
 
 
 def ensure_port_free(host: str, port: int) -> None:
@@ -270,9 +724,18 @@ def ensure_port_free(host: str, port: int) -> None:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, *, resume_in_background: bool = True) -> None:
-    """Serve the inbox with uvicorn until interrupted; prints the URL first."""
+    """Serve the inbox with uvicorn until interrupted; prints the URL and how to sign in first."""
     import uvicorn
 
+    from pipewarden.settings import get_settings
+
     ensure_port_free(host, port)
+    app = create_app(resume_in_background=resume_in_background)
     print(f"pipewarden inbox: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
-    uvicorn.run(create_app(resume_in_background=resume_in_background), host=host, port=port, log_level="warning")
+    header = get_settings().trusted_user_header
+    if header:
+        print(f"  signed-in person: the {header} header set by your authentication proxy, or a personal token",
+              flush=True)
+    else:
+        print("  sign in with a personal token: pipewarden approvers token NAME", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

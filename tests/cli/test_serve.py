@@ -58,7 +58,7 @@ def inbox_server(pw_home: Path, proposal: Proposal) -> Iterator[tuple[str, subpr
     the process; always stopped at the end."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipewarden", "serve", "--port", str(port)],
+        [sys.executable, "-m", "pipewarden", "serve", "--port", str(port), "--trusted-user-header", "X-Forwarded-User"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=subprocess_env(pw_home, PIPEWARDEN_RESUMER=FAKE_RESUMER),
     )
@@ -96,14 +96,16 @@ def test_serve_shows_a_pending_proposal_and_an_approval_ends_verified(
     health = httpx.get(f"{base}/healthz", timeout=5).json()
     assert health["status"] == "ok"
 
-    page = httpx.get(f"{base}/", timeout=5)
+    page = httpx.get(f"{base}/", timeout=5, headers={"X-Forwarded-User": "alice"})  # a header it is told to trust
     assert page.status_code == 200
     assert "flights: map departureDelay -&gt; dep_delay" in page.text  # the title, autoescaped
     assert p.short_id in page.text
-    assert "Waiting for a decision (1)" in page.text
+    assert "1&ndash;1 of 1" in page.text
 
-    resp = httpx.post(f"{base}/api/proposals/{p.short_id}/decision", timeout=10,
-                      json={"verdict": "approve", "actor": "alice", "reason": "the values match"})
+    assert httpx.get(f"{base}/api/proposals/{pid}", timeout=5).status_code == 401  # the API needs a token
+    alice = {"Authorization": f"Bearer {store.issue_token('alice')}"}  # the flights owner in approvers.yaml
+    resp = httpx.post(f"{base}/api/proposals/{p.short_id}/decision", timeout=10, headers=alice,
+                      json={"verdict": "approve", "reason": "the values match"})
     assert resp.status_code == 200, resp.text
     outcome = resp.json()
     assert outcome["decision"]["actor"] == "alice"
@@ -114,21 +116,21 @@ def test_serve_shows_a_pending_proposal_and_an_approval_ends_verified(
     seen: list[str] = []
 
     def verified() -> bool:
-        body = httpx.get(f"{base}/api/proposals/{pid}", timeout=5).json()
+        body = httpx.get(f"{base}/api/proposals/{pid}", timeout=5, headers=alice).json()
         seen.append(body["proposal"]["status"])
         return body["proposal"]["status"] == "verified"
 
     wait_until(verified, VERIFY_TIMEOUT_S, f"proposal {p.short_id} to be verified (seen: {seen[-3:]})", proc)
 
-    detail = httpx.get(f"{base}/api/proposals/{pid}", timeout=5).json()
+    detail = httpx.get(f"{base}/api/proposals/{pid}", timeout=5, headers=alice).json()
     assert [(d["actor"], d["verdict"], d["via"]) for d in detail["decisions"]] == [("alice", "approve", "web")]
     # the same state is in the state DB this process reads
     assert store.get_proposal(pid).status == ProposalStatus.verified
     assert store.verify_audit().ok
 
     # a second decision on a verified proposal is refused, not applied again
-    again = httpx.post(f"{base}/api/proposals/{pid}/decision", timeout=10,
-                       json={"verdict": "approve", "actor": "bob"})
+    bob = {"Authorization": f"Bearer {store.issue_token('bob')}"}
+    again = httpx.post(f"{base}/api/proposals/{pid}/decision", timeout=10, headers=bob, json={"verdict": "approve"})
     assert again.status_code == 409, again.text
     assert proc.poll() is None  # still serving
 

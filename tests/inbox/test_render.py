@@ -39,7 +39,7 @@ def test_empty_table() -> None:
 
 def test_proposal_detail(store: StateStore) -> None:
     p = make_proposal(store)
-    service.approve(p.id, "ana", reason="fine")
+    service.approve(p.id, "alice", reason="fine")
     v = service.view(p.id)
     out = text_of(render.proposal_detail(v.proposal, v.decisions, v.audit, event=v.event))
     assert p.title in out and "verified" in out
@@ -53,7 +53,7 @@ def test_proposal_detail(store: StateStore) -> None:
     assert "N14228" in out and "null" in out
     assert "policies/contracts/flights.yaml" in out and "data-platform" in out
     assert "owner, steward" in out
-    assert "approve" in out and "ana" in out and "fine" in out
+    assert "approve" in out and "alice" in out and "fine" in out
     for action in ("proposed", "approved", "applying", "applied"):
         assert action in out
 
@@ -78,11 +78,11 @@ def test_audit_report_ok_and_broken(store: StateStore) -> None:
 
 def test_outcome_renderable(store: StateStore, use_resumer) -> None:
     p = make_proposal(store)
-    out = text_of(render.outcome_renderable(service.approve(p.id, "ana")))
-    assert f"approved proposal {p.short_id} as ana; it is now verified" in out
+    out = text_of(render.outcome_renderable(service.approve(p.id, "alice")))
+    assert f"approved proposal {p.short_id} as alice; it is now verified" in out
     q = make_proposal(store)
     use_resumer("tests.inbox.fake_resumer:fail")
-    out = text_of(render.outcome_renderable(service.approve(q.id, "ana")))
+    out = text_of(render.outcome_renderable(service.approve(q.id, "alice")))
     assert "resuming the agent failed: RuntimeError: checkpoint database is locked" in out
     assert "the decision is stored" in out
 
@@ -105,7 +105,7 @@ def test_json_helpers(store: StateStore) -> None:
     report = render.audit_report_json(store.verify_audit())
     assert report == {"ok": True, "entries": 1, "first_broken_seq": None, "problem": None}
 
-    outcome = render.outcome_json(service.reject(p.id, "ana", "no", resume=False))
+    outcome = render.outcome_json(service.reject(p.id, "alice", "no", resume=False))
     json.dumps(outcome)
     assert outcome["decision"]["reason"] == "no" and outcome["proposal"]["status"] == "rejected"
     assert outcome["resume"] == "not_requested"

@@ -1,15 +1,23 @@
-"""The web inbox and its JSON API, through FastAPI's TestClient with the fake resumer."""
+"""The web inbox's pages through FastAPI's TestClient: signed in with real personal tokens, deciding through the
+real decision service and approval rules, with the fake resumer playing the agent graph.
+
+Every refusal asserts that the queue, the decisions, the versions and the audit log are as they were."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
 from inbox import service
 from inbox.web import create_app
-from pipewarden.models import ProposalStatus, Verdict
+from pipewarden.ids import utcnow
+from pipewarden.models import ProposalStatus, Risk, Verdict
 from pipewarden.store import StateStore
 from tests.inbox.conftest import FAILING_RESUMER, GOOD_RESUMER, make_proposal
+from tests.inbox.web_client import csrf_of, page_csrf, sign_in, snapshot
+from tests.pipewarden.factories import pending_proposal
 
 EVIL = "<script>alert(1)</script>"
 
@@ -20,233 +28,257 @@ def client() -> TestClient:
 
 
 @pytest.fixture
-def sync_client() -> TestClient:
-    return TestClient(create_app(resume_in_background=False))
+def alice(client: TestClient, store: StateStore) -> TestClient:
+    """The client signed in as alice, an owner of flights."""
+    sign_in(client, "alice", store)
+    return client
+
+
+@pytest.fixture
+def sync_client(store: StateStore) -> TestClient:
+    c = TestClient(create_app(resume_in_background=False))
+    sign_in(c, "alice", store)
+    return c
+
+
+def approve(client: TestClient, pid: object, **data: str):
+    csrf = page_csrf(client, f"/proposals/{pid}")
+    return client.post(f"/proposals/{pid}/approve", data={"csrf_token": csrf, **data}, follow_redirects=False)
+
+
+def reject(client: TestClient, pid: object, reason: str):
+    csrf = page_csrf(client, f"/proposals/{pid}")
+    return client.post(f"/proposals/{pid}/reject", data={"csrf_token": csrf, "reason": reason}, follow_redirects=False)
 
 
 # --------------------------------------------------------------------------- pages
-def test_list_page_shows_a_pending_proposal(client: TestClient, store: StateStore) -> None:
+def test_pages_need_sign_in(client: TestClient, store: StateStore) -> None:
     p = make_proposal(store)
-    html = client.get("/").text
-    assert "Waiting for a decision (1)" in html
+    for path in ("/", f"/proposals/{p.id}", "/?agent=schema_drift"):
+        resp = client.get(path, follow_redirects=False)
+        assert resp.status_code == 303
+        assert resp.headers["location"].startswith("/login?next=%2F")
+    assert "Personal token" in client.get("/login").text
+
+
+def test_queue_page_shows_a_pending_proposal(alice: TestClient, store: StateStore) -> None:
+    p = make_proposal(store)
+    html = alice.get("/").text
     assert p.title in html and p.short_id in html
     assert "schema_drift" in html and "flights" in html and "low" in html
-    assert "pending: 1" in html
+    assert "1&ndash;1 of 1" in html
     assert f'href="http://testserver/proposals/{p.id}"' in html
+    assert 'signed in as <strong id="signed-in-as">alice</strong>' in html
 
 
-def test_list_page_separates_decided_proposals(client: TestClient, store: StateStore) -> None:
-    done = make_proposal(store, title="already handled")
-    service.reject(done.id, "ana", "not needed")
-    make_proposal(store, title="still open")
-    html = client.get("/").text
-    waiting, decided = html.split("Recently decided")
-    assert "still open" in waiting and "already handled" not in waiting
-    assert "already handled" in decided
-    assert "rejected: 1" in html and "pending: 1" in html
-
-
-def test_detail_page_shows_mapping_evidence_citations_and_audit(client: TestClient, store: StateStore) -> None:
+def test_detail_page_shows_mapping_evidence_citations_approvers_and_audit(alice: TestClient, store: StateStore) -> None:
     p = make_proposal(store)
-    resp = client.get(f"/proposals/{p.short_id}")
+    resp = alice.get(f"/proposals/{p.short_id}")
     assert resp.status_code == 200
     html = resp.text
-    assert "<code>dep_delay_min</code></td><td>&rarr;</td><td><code>dep_delay</code>" in html
+    assert "<td><code>dep_delay_min</code></td><td>&rarr;</td><td><code>dep_delay</code></td><td>float</td>" in html
     assert "casts" in html and "integer" in html
+    assert "No mapping of flights is active yet; this would be v1." in html
     assert "The change heals the failing batch." in html
     assert "contract column &#39;dep_delay&#39; (integer) is missing" in html
     assert "dep_delay not null" in html
-    assert "<th>carrier</th>" in html and "N14228" in html and ">null<" in html  # sample table
+    assert "<th>carrier</th>" in html and "N14228" in html and ">null<" in html  # the sample of affected rows
+    # the citation with its provenance and age in words
     assert "policies/contracts/flights.yaml" in html and "data-platform" in html and "2026-11-01 09:30:00 UTC" in html
-    assert "owner, steward" in html
-    assert "new column <code>dep_delay_min</code>" in html  # the event's drift
-    assert ">proposed<" in html  # audit trail
+    assert "days old" in html or "months old" in html
+    # who must approve, from the approval rules
+    assert 'id="needs">needs 1 more approval from: owner or steward<' in html
+    assert "owner-or-steward" in html
+    assert ">proposed<" in html  # the audit trail
     assert 'action="http://testserver/proposals/' in html and "Approve" in html and "Reject" in html
+    assert html.count('name="csrf_token"') >= 3  # approve, reject, edit (and sign out)
     assert 'http-equiv="refresh"' not in html
 
 
-def test_detail_page_escapes_data_and_llm_text(client: TestClient, store: StateStore) -> None:
+def test_detail_page_escapes_data_and_llm_text(alice: TestClient, store: StateStore) -> None:
     p = make_proposal(
         store, title=EVIL, diagnosis=f"see {EVIL}", renames={"<img src=x onerror=alert(2)>": "dep_delay"},
         sample=[{"<b>col</b>": "<i>v</i>"}],
     )
-    for html in (client.get(f"/proposals/{p.id}").text, client.get("/").text):
+    for html in (alice.get(f"/proposals/{p.id}").text, alice.get("/").text):
         assert "<script>" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    detail = client.get(f"/proposals/{p.id}").text
+    detail = alice.get(f"/proposals/{p.id}").text
     assert "<img" not in detail and "&lt;img src=x onerror=alert(2)&gt;" in detail
     assert "<b>col</b>" not in detail and "&lt;b&gt;col&lt;/b&gt;" in detail
     assert "<i>v</i>" not in detail
 
 
-def test_approve_via_form_stores_decision_resumes_and_verifies(
-    client: TestClient, store: StateStore, resumer: list[str]
+# --------------------------------------------------------------------------- deciding
+def test_approve_as_the_signed_in_person_resumes_and_verifies(
+    alice: TestClient, store: StateStore, resumer: list[str]
 ) -> None:
     p = make_proposal(store)
-    resp = client.post(f"/proposals/{p.id}/approve", data={"actor": "ana", "reason": "matches the runbook"},
-                       follow_redirects=False)
+    # a free-text actor field is ignored: the decision is the signed-in person's
+    resp = approve(alice, p.id, reason="matches the runbook", actor="mallory")
     assert resp.status_code == 303
     assert resp.headers["location"] == f"/proposals/{p.id}?flash=approved"
     decisions = store.decisions_for(p.id)
     assert [(d.verdict, d.actor, d.via, d.reason) for d in decisions] == [
-        (Verdict.approve, "ana", "web", "matches the runbook")
+        (Verdict.approve, "alice", "web", "matches the runbook")
     ]
     assert resumer == [str(p.id)]  # the background task ran after the response
     assert store.get_proposal(p.id).status == ProposalStatus.verified
 
-    page = client.get(resp.headers["location"]).text
+    page = alice.get(resp.headers["location"]).text
     assert 'id="status">verified<' in page
-    assert "Approved. The agent is applying the change..." in page
+    assert "Approved, and the agent has finished applying the change." in page  # it had, by the time of the GET
     assert 'http-equiv="refresh"' not in page
-    assert "Decide" not in page
+    assert 'id="decide"' not in page
+    assert "<td>approve</td><td>alice</td><td>web</td>" in page  # history
 
 
 def test_approve_in_the_foreground(sync_client: TestClient, store: StateStore, resumer: list[str]) -> None:
     p = make_proposal(store)
-    page = sync_client.post(f"/proposals/{p.id}/approve", data={"actor": "ana"})
+    page = sync_client.post(f"/proposals/{p.id}/approve", data={"csrf_token": page_csrf(sync_client, f"/proposals/{p.id}")})
     assert page.status_code == 200
     assert "Approved, and the agent has finished applying the change." in page.text
     assert resumer == [str(p.id)]
     assert store.get_proposal(p.id).status == ProposalStatus.verified
 
 
-def test_page_shows_applying_and_refreshes_while_approved(client: TestClient, store: StateStore) -> None:
+def test_page_shows_applying_and_refreshes_while_approved(alice: TestClient, store: StateStore) -> None:
     p = make_proposal(store)
-    service.approve(p.id, "ana", resume=False)
-    html = client.get(f"/proposals/{p.id}").text
+    service.decide(p.id, Verdict.approve, "alice", resume=False)
+    html = alice.get(f"/proposals/{p.id}").text
     assert 'http-equiv="refresh" content="2"' in html
     assert "applying&hellip;" in html
 
 
-def test_failed_resume_is_shown_and_can_be_retried(client: TestClient, store: StateStore, use_resumer) -> None:
+def test_failed_resume_is_shown_and_can_be_retried(alice: TestClient, store: StateStore, use_resumer) -> None:
     p = make_proposal(store)
     use_resumer(FAILING_RESUMER)
-    page = client.post(f"/proposals/{p.id}/approve", data={"actor": "ana"}).text
+    page = alice.post(f"/proposals/{p.id}/approve", data={"csrf_token": page_csrf(alice, f"/proposals/{p.id}")}).text
     assert store.get_proposal(p.id).status == ProposalStatus.approved
     assert store.approved_decision(p.id) is not None
     assert "Applying the approved change failed" in page and "checkpoint database is locked" in page
     assert 'http-equiv="refresh"' not in page  # no endless refresh on a failure
 
     use_resumer(GOOD_RESUMER)
-    client.post(f"/proposals/{p.id}/resume")
+    alice.post(f"/proposals/{p.id}/resume", data={"csrf_token": csrf_of(page)})
     assert store.get_proposal(p.id).status == ProposalStatus.verified
 
 
-def test_reject_needs_a_reason(client: TestClient, store: StateStore, resumer: list[str]) -> None:
+def test_reject_needs_a_reason_then_is_stored(alice: TestClient, store: StateStore, resumer: list[str]) -> None:
     p = make_proposal(store)
-    resp = client.post(f"/proposals/{p.id}/reject", data={"actor": "ana", "reason": ""})
+    before = snapshot(store)
+    resp = reject(alice, p.id, "")
     assert resp.status_code == 400
     assert "needs a reason" in resp.text
-    assert store.decisions_for(p.id) == []
-    assert store.get_proposal(p.id).status == ProposalStatus.pending
+    assert snapshot(store) == before
 
-    resp = client.post(f"/proposals/{p.id}/reject", data={"actor": "ana", "reason": "units are hours"},
-                       follow_redirects=False)
+    resp = reject(alice, p.id, "units are hours")
     assert resp.status_code == 303 and resp.headers["location"].endswith("flash=rejected")
     assert store.get_proposal(p.id).status == ProposalStatus.rejected
-    assert store.decisions_for(p.id)[0].reason == "units are hours"
+    assert [(d.actor, d.reason) for d in store.decisions_for(p.id)] == [("alice", "units are hours")]
     assert resumer == [str(p.id)]  # the graph is resumed only so it ends; the status stays rejected
     assert store.get_proposal(p.id).status == ProposalStatus.rejected
-    assert "Rejected." in client.get(resp.headers["location"]).text
+    assert "Rejected." in alice.get(resp.headers["location"]).text
 
 
-def test_second_decision_is_409_and_audit_unchanged(client: TestClient, store: StateStore) -> None:
+def test_second_decision_is_409_and_nothing_changes(alice: TestClient, store: StateStore) -> None:
     p = make_proposal(store)
-    client.post(f"/proposals/{p.id}/approve", data={"actor": "ana"})
-    audit_before = store.audit_entries()
-    decisions_before = store.decisions_for(p.id)
-
-    for path, data in (("approve", {"actor": "bo"}), ("reject", {"actor": "bo", "reason": "late"})):
-        resp = client.post(f"/proposals/{p.id}/{path}", data=data)
+    assert approve(alice, p.id).status_code == 303
+    csrf = page_csrf(alice, f"/proposals/{p.id}")  # the page has no forms now; the session's token still works
+    before = snapshot(store)
+    for path, data in (("approve", {}), ("reject", {"reason": "late"})):
+        resp = alice.post(f"/proposals/{p.id}/{path}", data={"csrf_token": csrf, **data})
         assert resp.status_code == 409
-        assert f"proposal {p.short_id} is already verified; nothing to decide" in resp.text
-    assert store.audit_entries() == audit_before
-    assert store.decisions_for(p.id) == decisions_before
+        assert f"proposal {p.short_id} is already verified" in resp.text
+    assert snapshot(store) == before
     assert store.verify_audit().ok
 
 
-def test_system_actor_is_403(client: TestClient, store: StateStore, resumer: list[str]) -> None:
+def test_approver_without_the_role_is_403_and_nothing_changes(client: TestClient, store: StateStore) -> None:
     p = make_proposal(store)
-    resp = client.post(f"/proposals/{p.id}/approve", data={"actor": "system"})
+    sign_in(client, "dave", store)  # an engineer: reads the inbox, cannot decide
+    page = client.get(f"/proposals/{p.id}").text
+    assert 'id="approve" disabled' in page and "dave cannot approve" in page  # shown before trying
+    before = snapshot(store)
+    resp = client.post(f"/proposals/{p.id}/approve", data={"csrf_token": csrf_of(page)})
     assert resp.status_code == 403
-    assert "system identity" in resp.text
-    assert store.get_proposal(p.id).status == ProposalStatus.pending
-    assert store.decisions_for(p.id) == [] and resumer == []
+    assert "needs owner or steward of flights" in resp.text
+    assert snapshot(store) == before
 
 
-def test_needs_human_proposal_offers_only_reject(client: TestClient, store: StateStore) -> None:
+def test_two_person_rule_needs_a_steward_after_an_owner(
+    client: TestClient, store: StateStore, resumer: list[str]
+) -> None:
+    high = pending_proposal(store, title="high risk mapping", risk=Risk.high)  # rule: an owner and a steward
+    sign_in(client, "alice", store)
+    resp = approve(client, high.id)
+    assert resp.headers["location"].endswith("flash=approval_recorded")
+    page = client.get(resp.headers["location"]).text
+    assert "Your approval is recorded." in page
+    assert 'id="needs">needs 1 more approval from: steward<' in page
+    assert store.get_proposal(high.id).status == ProposalStatus.pending and resumer == []
+
+    # another owner cannot fill the steward's seat: 403 naming what is needed, nothing changes
+    carol = TestClient(create_app())
+    sign_in(carol, "carol", store)
+    before = snapshot(store)
+    resp = carol.post(f"/proposals/{high.id}/approve", data={"csrf_token": page_csrf(carol, f"/proposals/{high.id}")})
+    assert resp.status_code == 403
+    assert "needs 1 more approval from: steward" in resp.text
+    assert snapshot(store) == before
+
+    bob = TestClient(create_app())
+    sign_in(bob, "bob", store)
+    resp = approve(bob, high.id)
+    assert resp.headers["location"].endswith("flash=approved")
+    assert store.get_proposal(high.id).status == ProposalStatus.verified
+    assert [d.actor for d in store.decisions_for(high.id)] == ["alice", "bob"]
+
+
+def test_expired_proposal_is_409_and_nothing_changes(alice: TestClient, store: StateStore) -> None:
+    p = pending_proposal(store, expires_at=utcnow() - timedelta(hours=1))
+    before = snapshot(store)
+    resp = approve(alice, p.id)
+    assert resp.status_code == 409 and "expired" in resp.text
+    assert snapshot(store) == before
+
+
+def test_needs_human_proposal_offers_only_reject(alice: TestClient, store: StateStore) -> None:
     p = make_proposal(store, status=ProposalStatus.needs_human)
-    html = client.get(f"/proposals/{p.id}").text
+    html = alice.get(f"/proposals/{p.id}").text
     assert "No valid change: no incoming column matches dep_delay" in html
     assert "/approve" not in html and "/reject" in html
-    assert client.post(f"/proposals/{p.id}/approve", data={"actor": "ana"}).status_code == 409
+    assert alice.post(f"/proposals/{p.id}/approve", data={"csrf_token": csrf_of(html)}).status_code == 409
 
 
-def test_unknown_id_is_404(client: TestClient, store: StateStore) -> None:
+def test_unknown_id_is_404(alice: TestClient, store: StateStore) -> None:
     make_proposal(store)
-    assert client.get("/proposals/ffffffff").status_code == 404
-    assert "unknown proposal" in client.get("/proposals/ffffffff").text
-    assert client.post("/proposals/ffffffff/approve", data={"actor": "ana"}).status_code == 404
-    assert client.get("/api/proposals/ffffffff").status_code == 404
-    resp = client.post("/api/proposals/ffffffff/decision", json={"verdict": "approve", "actor": "ana"})
-    assert resp.status_code == 404 and "unknown proposal" in resp.json()["error"]
+    resp = alice.get("/proposals/ffffffff")
+    assert resp.status_code == 404 and "unknown proposal" in resp.text
+    csrf = page_csrf(alice, "/")
+    assert alice.post("/proposals/ffffffff/approve", data={"csrf_token": csrf}).status_code == 404
 
 
-# --------------------------------------------------------------------------- JSON API
-def test_api_list_and_filter(client: TestClient, store: StateStore) -> None:
-    a = make_proposal(store, title="a")
-    b = make_proposal(store, title="b")
-    service.reject(b.id, "ana", "no")
-    body = client.get("/api/proposals").json()
-    assert body["count"] == 2
-    assert body["proposals"][0]["id"] == str(a.id)  # open first
-    assert client.get("/api/proposals?status=pending").json()["proposals"][0]["title"] == "a"
-    assert [p["title"] for p in client.get("/api/proposals?status=rejected,verified").json()["proposals"]] == ["b"]
-    bad = client.get("/api/proposals?status=done")
-    assert bad.status_code == 400 and "unknown status 'done'" in bad.json()["error"]
-
-
-def test_api_get(client: TestClient, store: StateStore) -> None:
-    p = make_proposal(store)
-    body = client.get(f"/api/proposals/{p.short_id}").json()
-    assert body["proposal"]["id"] == str(p.id)
-    assert body["proposal"]["change"]["renames"] == {"dep_delay_min": "dep_delay"}
-    assert body["event"]["kind"] == "schema_drift"
-    assert body["decisions"] == [] and [e["action"] for e in body["audit"]] == ["proposed"]
-
-
-def test_api_decision_approve_and_reject(client: TestClient, store: StateStore, resumer: list[str]) -> None:
-    p = make_proposal(store)
-    resp = client.post(f"/api/proposals/{p.id}/decision", json={"verdict": "approve", "actor": "ana"})
-    assert resp.status_code == 200
-    body = resp.json()
-    assert body["decision"]["verdict"] == "approve" and body["decision"]["via"] == "web"
-    assert body["resume"] == "scheduled"
-    assert resumer == [str(p.id)]
-    assert store.get_proposal(p.id).status == ProposalStatus.verified
-
-    again = client.post(f"/api/proposals/{p.id}/decision", json={"verdict": "reject", "actor": "bo", "reason": "x"})
-    assert again.status_code == 409 and "already verified" in again.json()["error"]
-
-    q = make_proposal(store)
-    no_reason = client.post(f"/api/proposals/{q.id}/decision", json={"verdict": "reject", "actor": "bo"})
-    assert no_reason.status_code == 400
-    sys_ = client.post(f"/api/proposals/{q.id}/decision", json={"verdict": "approve", "actor": "agent"})
-    assert sys_.status_code == 403
-    ok = client.post(f"/api/proposals/{q.id}/decision", json={"verdict": "reject", "actor": "bo", "reason": "no"})
-    assert ok.status_code == 200 and ok.json()["proposal"]["status"] == "rejected" and ok.json()["resume"] in (
-        "resumed", "scheduled"
-    )
-    assert client.post(f"/api/proposals/{q.id}/decision", json={"verdict": "maybe", "actor": "bo"}).status_code == 422
-
-
-def test_api_decision_in_the_foreground(sync_client: TestClient, store: StateStore) -> None:
-    p = make_proposal(store)
-    body = sync_client.post(f"/api/proposals/{p.id}/decision", json={"verdict": "approve", "actor": "ana"}).json()
-    assert body["resume"] == "resumed" and body["proposal"]["status"] == "verified"
-
-
-def test_healthz_and_static(client: TestClient) -> None:
+def test_healthz_and_static_are_open(client: TestClient) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     css = client.get("/static/inbox.css")
     assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+
+
+def test_a_changed_approvers_file_is_read_again(monkeypatch: pytest.MonkeyPatch, tmp_path, store: StateStore) -> None:
+    from pathlib import Path
+
+    from pipewarden.settings import get_settings
+
+    original = Path(get_settings().approvers_path).read_text()
+    path = tmp_path / "approvers.yaml"
+    path.write_text(original)
+    monkeypatch.setenv("PIPEWARDEN_APPROVERS_FILE", str(path))
+    get_settings.cache_clear()
+    p = make_proposal(store)
+    client = TestClient(create_app())
+    sign_in(client, "zed", store)
+    assert approve(client, p.id).status_code == 403  # zed is nobody yet
+    path.write_text(original + "  - {name: zed, roles: [owner], datasets: [flights]}\n")
+    resp = approve(client, p.id)
+    assert resp.status_code == 303 and store.decisions_for(p.id)[0].actor == "zed"

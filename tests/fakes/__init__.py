@@ -1,0 +1,1 @@
+"""Local fakes of outside services (Slack's Web API), real HTTP servers on loopback."""

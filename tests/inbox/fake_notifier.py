@@ -1,0 +1,18 @@
+"""A recording Notifier port for the tests: `PIPEWARDEN_NOTIFIER=tests.inbox.fake_notifier:notify` (or `:fail`)."""
+
+from __future__ import annotations
+
+CALLS: list[tuple[str, str]] = []
+
+
+def notify(kind: str, proposal_id: str) -> None:
+    CALLS.append((kind, proposal_id))
+
+
+def fail(kind: str, proposal_id: str) -> None:
+    CALLS.append((kind, proposal_id))
+    raise ConnectionError("slack.com unreachable")
+
+
+def failing_hook(proposal_id: str) -> None:
+    raise RuntimeError("policy engine unreachable")

@@ -1,0 +1,214 @@
+"""The JSON API: bearer tokens, filters and counts, decisions, and every refusal with its status and
+`{"error", "hint"}` body, leaving the queue, decisions, versions and audit log as they were."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from inbox import service
+from inbox.web import MAX_BODY_BYTES, create_app
+from pipewarden.ids import utcnow
+from pipewarden.models import ProposalStatus, Verdict
+from pipewarden.store import StateStore
+from tests.inbox.conftest import make_proposal
+from tests.inbox.web_client import bearer, snapshot
+from tests.pipewarden.factories import pending_proposal
+
+
+@pytest.fixture
+def client() -> TestClient:
+    return TestClient(create_app())
+
+
+@pytest.fixture
+def alice_token(store: StateStore) -> str:
+    return store.issue_token("alice")
+
+
+def decide(client: TestClient, pid: object, token: str, body: dict | None = None, **kw):
+    return client.post(f"/api/proposals/{pid}/decision", headers=bearer(token), json=body, **kw)
+
+
+def assert_error(resp, status: int, *words: str) -> None:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error", "hint"} and body["hint"]
+    for w in words:
+        assert w in body["error"], body
+
+
+# --------------------------------------------------------------------------- identity
+def test_api_needs_a_valid_bearer_token(client: TestClient, store: StateStore) -> None:
+    p = make_proposal(store)
+    revoked = store.issue_token("carol")
+    store.revoke_tokens("carol")
+    before = snapshot(store)
+    for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Basic YWxpY2U6eA=="},
+                    bearer("pw_not-a-real-token"), bearer(revoked)):
+        assert_error(client.get("/api/proposals", headers=headers), 401)
+        assert_error(client.get(f"/api/proposals/{p.id}", headers=headers), 401)
+        resp = client.post(f"/api/proposals/{p.id}/decision", headers=headers, json={"verdict": "approve"})
+        assert_error(resp, 401)
+    assert snapshot(store) == before
+
+
+def test_session_cookie_does_not_open_the_api(client: TestClient, store: StateStore) -> None:
+    from tests.inbox.web_client import sign_in
+
+    make_proposal(store)
+    sign_in(client, "alice", store)
+    assert client.get("/").status_code == 200
+    assert_error(client.get("/api/proposals"), 401, "Bearer")
+
+
+# --------------------------------------------------------------------------- reading
+def test_api_list_filters_pages_and_counts(client: TestClient, store: StateStore, alice_token: str) -> None:
+    a = make_proposal(store, title="a")
+    b = make_proposal(store, title="b")
+    c = make_proposal(store, title="c")
+    service.decide(b.id, Verdict.reject, "alice", "no")
+    h = bearer(alice_token)
+
+    body = client.get("/api/proposals", headers=h).json()
+    assert body["count"] == 3 and body["limit"] == 50 and body["offset"] == 0
+    assert [p["title"] for p in body["proposals"]] == ["c", "b", "a"]  # newest first
+    assert body["facets"]["status"] == {"pending": 2, "rejected": 1}
+    assert body["facets"]["agent"] == {"schema_drift": 3} and body["facets"]["risk"] == {"low": 3}
+
+    pending = client.get("/api/proposals?status=pending", headers=h).json()
+    assert [p["id"] for p in pending["proposals"]] == [str(c.id), str(a.id)] and pending["count"] == 2
+    assert pending["facets"]["status"] == {"pending": 2, "rejected": 1}  # a facet ignores its own filter
+    both = client.get("/api/proposals?status=rejected,verified&dataset=flights", headers=h).json()
+    assert [p["title"] for p in both["proposals"]] == ["b"]
+    assert client.get("/api/proposals?status=open", headers=h).json()["count"] == 2
+    assert client.get("/api/proposals?agent=quality", headers=h).json()["count"] == 0
+
+    page2 = client.get("/api/proposals?limit=2&offset=2", headers=h).json()
+    assert page2["count"] == 3 and [p["title"] for p in page2["proposals"]] == ["a"]
+
+    assert_error(client.get("/api/proposals?status=done", headers=h), 422, "unknown status 'done'")
+    assert_error(client.get("/api/proposals?risk=extreme", headers=h), 422, "unknown risk")
+    assert_error(client.get("/api/proposals?limit=0", headers=h), 422, "limit")
+    assert_error(client.get("/api/proposals?limit=abc", headers=h), 422, "limit")
+    assert_error(client.get("/api/proposals?offset=-1", headers=h), 422, "offset")
+
+
+def test_api_get_has_the_proposal_its_event_and_who_must_approve(
+    client: TestClient, store: StateStore, alice_token: str
+) -> None:
+    p = make_proposal(store)
+    body = client.get(f"/api/proposals/{p.short_id}", headers=bearer(alice_token)).json()
+    assert body["proposal"]["id"] == str(p.id)
+    assert body["proposal"]["change"]["renames"] == {"dep_delay_min": "dep_delay"}
+    assert body["event"]["kind"] == "schema_drift"
+    assert body["requirement"]["missing"] == "needs 1 more approval from: owner or steward"
+    assert body["approvable"] is True
+    assert body["decisions"] == [] and [e["action"] for e in body["audit"]] == ["proposed"]
+    assert_error(client.get("/api/proposals/ffffffff", headers=bearer(alice_token)), 404, "unknown proposal")
+
+
+# --------------------------------------------------------------------------- deciding
+def test_api_decision_is_the_token_owners(client: TestClient, store: StateStore, alice_token: str,
+                                          resumer: list[str]) -> None:
+    p = make_proposal(store)
+    resp = decide(client, p.id, alice_token, {"verdict": "approve", "reason": "values match"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["decision"]["verdict"], body["decision"]["actor"], body["decision"]["via"]) == ("approve", "alice", "web")
+    assert body["resume"] == "scheduled" and body["requirement"]["satisfied"] is True
+    assert resumer == [str(p.id)]
+    assert store.get_proposal(p.id).status == ProposalStatus.verified
+
+    q = make_proposal(store)
+    ok = decide(client, q.id, alice_token, {"verdict": "reject", "reason": "no"})
+    assert ok.status_code == 200 and ok.json()["proposal"]["status"] == "rejected"
+    assert store.decisions_for(q.id)[0].actor == "alice"
+
+
+def test_api_decision_in_the_foreground(store: StateStore, alice_token: str) -> None:
+    p = make_proposal(store)
+    sync = TestClient(create_app(resume_in_background=False))
+    body = decide(sync, p.id, alice_token, {"verdict": "approve"}).json()
+    assert body["resume"] == "resumed" and body["proposal"]["status"] == "verified"
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ({"verdict": "reject"}, ["needs a reason"]),
+    ({"verdict": "reject", "reason": "  "}, ["needs a reason"]),
+    ({"verdict": "maybe"}, ["verdict"]),
+    ({}, ["verdict"]),
+    ({"verdict": "approve", "actor": "bob"}, ["actor"]),
+    (["approve"], []),
+])
+def test_api_malformed_decisions_are_422_and_change_nothing(
+    client: TestClient, store: StateStore, alice_token: str, body: object, words: list[str]
+) -> None:
+    p = make_proposal(store)
+    before = snapshot(store)
+    assert_error(decide(client, p.id, alice_token, body), 422, *words)
+    assert snapshot(store) == before
+
+
+def test_api_actor_field_hint_says_the_token_decides(client: TestClient, store: StateStore, alice_token: str) -> None:
+    p = make_proposal(store)
+    resp = decide(client, p.id, alice_token, {"verdict": "approve", "actor": "bob"})
+    assert "token's approver" in resp.json()["hint"]
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b"\xff\xfe", b'{"verdict": "approve"'])
+def test_api_invalid_json_is_422_and_changes_nothing(
+    client: TestClient, store: StateStore, alice_token: str, raw: bytes
+) -> None:
+    p = make_proposal(store)
+    before = snapshot(store)
+    resp = client.post(f"/api/proposals/{p.id}/decision", content=raw,
+                       headers={**bearer(alice_token), "Content-Type": "application/json"})
+    assert_error(resp, 422, "not valid JSON")
+    assert snapshot(store) == before
+
+
+def test_api_oversized_body_is_413_before_parsing(client: TestClient, store: StateStore, alice_token: str) -> None:
+    p = make_proposal(store)
+    before = snapshot(store)
+    big = json.dumps({"verdict": "reject", "reason": "x" * MAX_BODY_BYTES}).encode()
+    resp = client.post(f"/api/proposals/{p.id}/decision", content=big,
+                       headers={**bearer(alice_token), "Content-Type": "application/json"})
+    assert_error(resp, 413, "64 KiB")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+        yield b'{"verdict": "reject", "reason": "'
+        for _ in range(80):
+            yield b"y" * 1024
+        yield b'"}'
+
+    resp = client.post(f"/api/proposals/{p.id}/decision", content=chunks(),
+                       headers={**bearer(alice_token), "Content-Type": "application/json"})
+    assert_error(resp, 413, "64 KiB")
+    # the pages' forms are limited too
+    resp = client.post(f"/proposals/{p.id}/reject", content=b"reason=" + b"z" * (MAX_BODY_BYTES + 1),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 413
+    assert snapshot(store) == before
+
+
+def test_api_refusals_403_404_409(client: TestClient, store: StateStore, alice_token: str) -> None:
+    p = make_proposal(store)
+    late = pending_proposal(store, expires_at=utcnow() - timedelta(minutes=5))
+    dave = store.issue_token("dave")  # an engineer
+    before = snapshot(store)
+    assert_error(decide(client, p.id, dave, {"verdict": "approve"}), 403, "needs owner or steward of flights")
+    assert_error(decide(client, "ffffffff", alice_token, {"verdict": "approve"}), 404, "unknown proposal")
+    assert_error(decide(client, late.id, alice_token, {"verdict": "approve"}), 409, "expired")
+    assert snapshot(store) == before
+
+    assert decide(client, p.id, alice_token, {"verdict": "approve"}).status_code == 200
+    before = snapshot(store)
+    bob = store.issue_token("bob")
+    before = snapshot(store)  # after the token's own audit entry
+    assert_error(decide(client, p.id, bob, {"verdict": "reject", "reason": "late"}), 409, "already verified")
+    assert snapshot(store) == before

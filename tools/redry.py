@@ -1,0 +1,168 @@
+"""Re-run a proposal's dry-run for a change a person edited in the inbox (the `DryRunner` port's default).
+
+`redry(proposal, change)` proves the edited change the way the agent proved the original, and writes nothing:
+
+- a `ColumnMapping` is checked against the dataset's contract (every target a contract column, one incoming
+  column per target, every cast a contract type, every incoming column in the batch), then applied to the
+  failing batch (the event's `batch_path`) and the contract's checks run before and after, with a sample of
+  the healed rows, as the schema-drift agent does;
+- a `SqlModelPatch` must pass the agents' SQL guardrails (`tools.sql_guard.check_select`: one read-only query,
+  no DDL or DML, no file readers); the model's current SQL (its active version, else its file in
+  `settings.models_dir`) and the edited SQL then both run read-only on the warehouse: before = the current SQL,
+  after = the edited one, each with its row count, its error if it fails, and the output columns the edit would
+  drop.
+
+Other change kinds cannot be edited; they raise a `UserError` that says to reject with a reason instead.
+
+Public names: `redry`, `current_model_sql`, `EDITABLE_KINDS`, `CAST_TYPES`, `SAMPLE_ROWS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipewarden.errors import UnknownNameError, UserError
+from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal, SqlModelPatch
+from pipewarden.settings import get_settings
+from pipewarden.store import StateStore
+
+EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch")
+SAMPLE_ROWS = 5
+CAST_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
+
+
+def redry(proposal: Proposal, change: Any, *, store: StateStore | None = None) -> DryRun:
+    """The dry-run of `change` (an edited `proposal.change`) on the proposal's failing batch or warehouse."""
+    if change.kind != proposal.change.kind:
+        raise UserError(f"proposal {proposal.short_id} carries a {proposal.change.kind}; an edit cannot turn it "
+                        f"into a {change.kind}", hint="edit the fields of the same change")
+    if isinstance(change, ColumnMapping):
+        return _redry_mapping(proposal, change, store or StateStore())
+    if isinstance(change, SqlModelPatch):
+        return _redry_sql(change, store or StateStore())
+    raise UserError(f"a {change.kind} change cannot be edited in the inbox (editable: {', '.join(EDITABLE_KINDS)})",
+                    hint="reject it with a reason; the agent's next proposal will see why")
+
+
+# --------------------------------------------------------------------------- column mappings
+def _redry_mapping(proposal: Proposal, change: ColumnMapping, store: StateStore) -> DryRun:
+    from policies.contract import load_contract
+    from tools.checks import dry_check
+    from tools.io import read_table
+    from tools.mapping import apply_mapping
+
+    contract = load_contract(change.dataset)
+    event = store.get_event(proposal.event_id)
+    batch_path = getattr(event, "batch_path", None)
+    if not batch_path:
+        raise UserError(f"proposal {proposal.short_id}'s event ({event.kind}) names no batch to dry-run on",
+                        hint="reject it with a reason instead")
+    if not Path(batch_path).exists():
+        raise UserError(f"the failing batch {batch_path} is gone, so the edited mapping cannot be proved",
+                        hint="re-run the batch so the agent proposes again, or reject this proposal")
+    batch = read_table(batch_path)
+    _check_mapping(change, contract, list(map(str, batch.columns)))
+    before = dry_check(batch, contract, None)
+    after = dry_check(batch, contract, change)
+    healed = apply_mapping(batch, change, contract)
+    sample = healed[[c for c in contract.names if c in healed.columns]].head(SAMPLE_ROWS)
+    rows = sample.astype(object).where(sample.notna(), None).to_dict(orient="records")
+    notes = [f"re-run for an edit of the {len(change.renames)} rename(s) and {len(change.casts)} cast(s)"]
+    return DryRun(before=before, after=after, sample=rows, notes=notes)
+
+
+def _check_mapping(change: ColumnMapping, contract: Any, batch_columns: list[str]) -> None:
+    """Refuse an edited mapping that cannot be right, naming the field."""
+    seen: dict[str, str] = {}
+    for incoming, target in change.renames.items():
+        if incoming not in batch_columns:
+            raise UnknownNameError(f"incoming column (renames[{incoming!r}]) of the batch", incoming, batch_columns)
+        if target not in contract.names:
+            raise UnknownNameError(f"contract column of {contract.dataset} (renames[{incoming!r}])", target,
+                                   contract.names)
+        if target in seen:
+            raise UserError(f"renames[{incoming!r}] and renames[{seen[target]!r}] both map to {target!r}",
+                            hint="map each contract column from one incoming column")
+        if target in batch_columns and target not in change.renames:
+            raise UserError(f"renames[{incoming!r}] maps to {target!r}, but the batch already has a column {target!r}",
+                            hint=f"map {incoming!r} to another contract column, or drop this rename")
+        seen[target] = incoming
+    for column, typ in change.casts.items():
+        if column not in contract.names:
+            raise UnknownNameError(f"contract column of {contract.dataset} (casts[{column!r}])", column, contract.names)
+        if typ not in CAST_TYPES:
+            raise UserError(f"casts[{column!r}] is {typ!r}, not a contract type",
+                            hint=f"cast to one of: {', '.join(CAST_TYPES)}")
+
+
+# --------------------------------------------------------------------------- SQL model patches
+def current_model_sql(model: str, store: StateStore | None = None) -> tuple[str | None, str]:
+    """The SQL a model runs now and where it comes from: its active version, else its file (None if neither)."""
+    store = store or StateStore()
+    active = store.active_version(f"sql:{model}")
+    if active is not None and isinstance(active.content.get("sql"), str):
+        return active.content["sql"], f"active version {active.number}"
+    path = get_settings().models_dir / f"{model}.sql"
+    if path.is_file():
+        return path.read_text(encoding="utf-8"), str(path)
+    return None, "none"
+
+
+def _guard(sql: str, field: str) -> None:
+    """The same guardrails as an agent's SQL (`tools.sql_guard`): one read-only query, no file readers."""
+    from tools.sql_guard import check_select
+
+    errors = check_select(sql)
+    if errors:
+        raise UserError(f"{field} is refused: " + "; ".join(errors),
+                        hint="write one read-only SELECT (or WITH ... SELECT) over the warehouse's tables")
+
+
+def _run_query(con: Any, sql: str) -> tuple[CheckResult, list[str], list[dict[str, Any]]]:
+    import duckdb
+
+    body = sql.strip().rstrip(";")
+    try:
+        cursor = con.execute(f"SELECT * FROM ({body}) AS _q LIMIT {SAMPLE_ROWS}")
+        columns = [d[0] for d in cursor.description]
+        sample_df = cursor.df()
+        rows = int(con.execute(f"SELECT count(*) FROM ({body}) AS _q").fetchone()[0])
+    except duckdb.Error as exc:
+        message = str(exc).splitlines()[0][:500]
+        return CheckResult(passed=False, rows=0, failed_checks=[f"the query fails: {message}"]), [], []
+    sample = sample_df.astype(object).where(sample_df.notna(), None).to_dict(orient="records")
+    return CheckResult(passed=True, rows=rows), columns, sample
+
+
+def _redry_sql(change: SqlModelPatch, store: StateStore) -> DryRun:
+    import duckdb
+
+    _guard(change.sql, f"the SQL of model {change.model!r}")
+    old_sql, origin = current_model_sql(change.model, store)
+    warehouse = get_settings().warehouse_path
+    if not warehouse.exists():
+        raise UserError(f"there is no warehouse at {warehouse} to dry-run model {change.model!r} on",
+                        hint="run the pipeline once (pipewarden run ...) so the model's inputs exist")
+    try:
+        con = duckdb.connect(str(warehouse), read_only=True)
+    except duckdb.Error as exc:
+        raise UserError(f"the warehouse {warehouse} cannot be opened to dry-run the SQL: {exc}",
+                        hint="a pipeline run may hold it; try again when it has finished") from exc
+    try:
+        if old_sql is None:
+            before = CheckResult(passed=False, rows=0, schema_errors=[f"model {change.model!r} has no SQL yet"])
+            old_columns: list[str] = []
+        else:
+            before, old_columns, _ = _run_query(con, old_sql)
+        after, new_columns, sample = _run_query(con, change.sql)
+    finally:
+        con.close()
+    dropped = [c for c in old_columns if c not in new_columns] if after.passed else []
+    if dropped:
+        after = after.model_copy(update={
+            "passed": False, "schema_errors": [f"the edit drops output column {c!r}" for c in dropped]})
+    notes = [f"before: the model's current SQL ({origin}); after: the edited SQL; both run read-only on the "
+             "warehouse"]
+    return DryRun(before=before, after=after, sample=sample, notes=notes,
+                  metrics={"rows_before": float(before.rows), "rows_after": float(after.rows)})
