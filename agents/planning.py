@@ -1,114 +1,45 @@
-"""The validate-retry-fallback loop around the planners (invariant 2).
+"""The deterministic checks every schema-drift answer must pass before it can become a proposal (invariant 2).
 
-`plan_mapping` asks the primary planner up to `max_attempts` times, sending the previous attempts' errors back as
-feedback; an answer counts only when `validate` finds nothing wrong with it. When the primary gives up (invalid
-answers, or its endpoint is unavailable), the offline planner answers once. If nothing valid comes out, the
-outcome has no answer and `tried` says why, line by line, so the event can go to a human ("needs a human").
+`validate_mapping(answer, ctx)` returns one readable error per problem (empty: it passes). The agent adds its own
+proof on top (the dry-run must heal the batch, drop patches must be proven in DuckDB) by composing validators:
+`validate=lambda a: validate_mapping(a, ctx) or dry_run_errors(a)`; `agents.llm.plan` sends the errors back to the
+model as feedback, then falls back to the offline answer.
 
-`validate_mapping` holds the deterministic checks every answer must pass; callers add their own (the dry-run)
-by composing validators: `validate=lambda a: validate_mapping(a, ctx) or dry_run_errors(a)`.
-
-Public names: `PlanOutcome`, `plan_mapping`, `validate_mapping`.
+Public names: `validate_mapping`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from datetime import datetime
 from difflib import get_close_matches
 
-from pydantic import BaseModel, Field
-
-from agents.planner import (
-    CONTRACT_TYPES,
-    OFFLINE,
-    DriftContext,
-    MappingAnswer,
-    Planner,
-    PlannerUnavailable,
-)
-from pipewarden.errors import ModelRetry
-
-Validator = Callable[[MappingAnswer], list[str]]
-
-
-class PlanOutcome(BaseModel):
-    """What planning ended with: the accepted answer (or None), whose it is, and every attempt in words."""
-
-    answer: MappingAnswer | None = None
-    planner: str | None = Field(default=None, description="Name of the planner whose answer was accepted.")
-    tried: list[str] = Field(default_factory=list, description="One line per attempt: '<planner> attempt N: ...'.")
-
-    @property
-    def accepted(self) -> bool:
-        return self.answer is not None
-
-
-def plan_mapping(
-    ctx: DriftContext,
-    *,
-    primary: Planner,
-    fallback: Planner | None = None,
-    validate: Validator,
-    max_attempts: int = 2,
-) -> PlanOutcome:
-    """Ask `primary` up to `max_attempts` times, then `fallback` once; accept the first answer `validate` passes.
-
-    Feedback to a retry is every error of the earlier attempts, each prefixed with its attempt number. A
-    `ModelRetry` from the planner counts as a failed attempt; `PlannerUnavailable` ends the primary's turn at once
-    (the client has already retried). The fallback is skipped when it is the primary, or both are offline. A
-    deterministic (offline) primary is asked once: asking again would give the same answer.
-    """
-    if max_attempts < 1:
-        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-    tried: list[str] = []
-    attempts = 1 if primary.name == OFFLINE else max_attempts
-    answer = _ask(primary, ctx, validate, attempts, tried)
-    if answer is not None:
-        return PlanOutcome(answer=answer, planner=primary.name, tried=tried)
-    if fallback is not None and fallback is not primary and not (primary.name == OFFLINE and fallback.name == OFFLINE):
-        answer = _ask(fallback, ctx, validate, 1, tried)
-        if answer is not None:
-            return PlanOutcome(answer=answer, planner=fallback.name, tried=tried)
-    return PlanOutcome(answer=None, planner=None, tried=tried)
-
-
-def _ask(planner: Planner, ctx: DriftContext, validate: Validator, attempts: int, tried: list[str]) -> MappingAnswer | None:
-    feedback: list[str] = []
-    for n in range(1, attempts + 1):
-        label = f"{planner.name} attempt {n}"
-        try:
-            answer = planner.draft_mapping(ctx, list(feedback) or None)
-        except PlannerUnavailable as exc:
-            tried.append(f"{label}: unavailable: {exc.message}")
-            return None
-        except ModelRetry as exc:
-            tried.append(f"{label}: {exc.message}")
-            feedback.append(f"attempt {n}: {exc.message}")
-            continue
-        errors = validate(answer)
-        if not errors:
-            tried.append(f"{label}: accepted")
-            return answer
-        tried.append(f"{label}: " + "; ".join(errors))
-        feedback.extend(f"attempt {n}: {e}" for e in errors)
-    return None
+from agents.planner import CONTRACT_TYPES, DriftContext, MappingAnswer
 
 
 def validate_mapping(answer: MappingAnswer, ctx: DriftContext) -> list[str]:
-    """The deterministic checks on a mapping; returns one readable error per problem (empty: it passes).
+    """The deterministic checks on a mapping answer.
 
-    Every rename key is an incoming column; every rename value is a contract column the batch does not already
-    have (no hallucinated columns, no collisions); no two incoming columns feed one contract column; every cast
-    targets a contract column, with a type from the vocabulary equal to the contract's; every cited chunk is one
-    of the context's citations.
+    Every rename key is an incoming column, renamed at most once; every rename value is a contract column the
+    batch does not already have (no hallucinated columns, no collisions); no two incoming columns feed one
+    contract column; every cast targets a contract column once, with the contract's type; every transform
+    targets a contract column with what its kind needs (a finite non-zero factor, a format that parses the
+    samples); every dropped column is a missing contract column no rename feeds; every cited chunk is one of
+    the context's citations.
     """
     errors: list[str] = []
     incoming = ctx.incoming_names
     contract = ctx.contract_names
     present = ctx.present_contract_columns
-    renamed_away = set(answer.renames) & present
+    renamed_away = {r.incoming for r in answer.renames} & present
     targets: dict[str, str] = {}
-    for src, dst in answer.renames.items():
+    seen: dict[str, str] = {}
+    for r in answer.renames:
+        src, dst = r.incoming, r.contract_column
+        if src in seen:
+            errors.append(f"renames {src!r} twice ({seen[src]!r} and {dst!r}); rename each incoming column once")
+            continue
+        seen[src] = dst
         if src not in incoming:
             errors.append(f"renames unknown column {src!r}{_did_you_mean(src, incoming)}; incoming columns: {_names(incoming)}")
         if dst not in contract:
@@ -120,7 +51,13 @@ def validate_mapping(answer: MappingAnswer, ctx: DriftContext) -> list[str]:
             errors.append(f"renames both {targets[dst]!r} and {src!r} to {dst!r}; map at most one column to it")
         else:
             targets[dst] = src
-    for column, typ in answer.casts.items():
+    cast_seen: set[str] = set()
+    for c in answer.casts:
+        column, typ = c.column, c.type
+        if column in cast_seen:
+            errors.append(f"casts {column!r} twice; cast each contract column once")
+            continue
+        cast_seen.add(column)
         expected = ctx.contract_type(column)
         if expected is None:
             errors.append(f"casts {column!r}, which is not a contract column{_did_you_mean(column, contract)}")
@@ -129,11 +66,79 @@ def validate_mapping(answer: MappingAnswer, ctx: DriftContext) -> list[str]:
             errors.append(f"casts {column!r} to {typ!r}, which is not a contract type ({', '.join(CONTRACT_TYPES)})")
         elif typ != expected:
             errors.append(f"casts {column!r} to {typ}, but the contract says {expected}")
+    errors += _transform_errors(answer, ctx, targets)
+    for column in answer.drop_from_contract:
+        if column not in ctx.missing_columns:
+            errors.append(f"drops {column!r} from the contract, but it is not a missing column "
+                          f"(missing: {_names(ctx.missing_columns)})")
+        elif column in targets:
+            errors.append(f"drops {column!r} from the contract and also renames {targets[column]!r} to it")
+    errors += _contradictions(answer, ctx)
     known = ctx.citation_ids
     for cid in answer.cited_chunks:
         if cid not in known:
             errors.append(f"cites chunk {cid!r}, which is not among the citations given ({_names(known)})")
     return errors
+
+
+CONFIDENT = 0.8
+"""A matcher score at or above which the deterministic evidence (names and values) outranks a model's answer."""
+
+
+def _contradictions(answer: MappingAnswer, ctx: DriftContext) -> list[str]:
+    """Renames that contradict a confident matcher suggestion. A model may fill the gaps the matcher leaves; it
+    may not overrule strong evidence: that is how a plausible swap, or an instruction planted in the data, would
+    slip through checks that a swapped pair of same-typed columns passes."""
+    best = {s.incoming: s for s in ctx.suggestions if s.contract_column is not None}
+    errors: list[str] = []
+    for r in answer.renames:
+        s = best.get(r.incoming)
+        if s is not None and s.score >= CONFIDENT and s.contract_column != r.contract_column:
+            errors.append(
+                f"renames {r.incoming!r} to {r.contract_column!r}, but its names and values match "
+                f"{s.contract_column!r} (matcher score {s.score:.2f}); follow the evidence"
+            )
+    return errors
+
+
+def _transform_errors(answer: MappingAnswer, ctx: DriftContext, targets: dict[str, str]) -> list[str]:
+    errors: list[str] = []
+    done: set[str] = set()
+    for t in answer.transforms:
+        expected = ctx.contract_type(t.column)
+        if expected is None:
+            errors.append(f"transforms {t.column!r}, which is not a contract column{_did_you_mean(t.column, ctx.contract_names)}")
+            continue
+        if t.column in done:
+            errors.append(f"transforms {t.column!r} twice; give one transform per column")
+            continue
+        done.add(t.column)
+        if t.kind == "unit_scale":
+            if expected not in ("integer", "float"):
+                errors.append(f"scales {t.column!r}, but the contract says it is {expected}, not a number")
+            if t.factor is None or not math.isfinite(t.factor) or t.factor == 0:
+                errors.append(f"the unit_scale of {t.column!r} needs a finite non-zero factor, got {t.factor!r}")
+        elif t.kind in ("date_format", "epoch") and expected != "timestamp":
+            errors.append(f"reads {t.column!r} as dates, but the contract says it is {expected}")
+        if t.kind == "date_format":
+            if not t.format:
+                errors.append(f"the date_format of {t.column!r} needs a strptime format")
+                continue
+            source = targets.get(t.column, t.column)
+            inc = ctx.incoming(source)
+            samples = [str(v) for v in (inc.samples if inc else []) if v is not None]
+            bad = [v for v in samples if not _parses(v, t.format)]
+            if bad:
+                errors.append(f"the format {t.format!r} does not parse {t.column!r} values such as {bad[0]!r}")
+    return errors
+
+
+def _parses(value: str, fmt: str) -> bool:
+    try:
+        datetime.strptime(value.strip(), fmt)
+    except ValueError:
+        return False
+    return True
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:
@@ -146,4 +151,3 @@ def _names(names: list[str], limit: int = 12) -> str:
         return "none"
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-

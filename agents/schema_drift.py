@@ -1,35 +1,53 @@
-"""The schema-drift agent: a LangGraph graph from a SchemaDrift event to a verified column mapping.
+"""The schema-drift agent: a LangGraph graph from a SchemaDrift event to a verified change.
 
     gather -> diagnose -> draft -> dry_run -> (shared tail: submit -> await_decision -> apply -> verify)
 
-- gather: the event, the contract, the failing batch, reference data (accepted rows in the warehouse, or
-  the contract alone) and knowledge citations (contract and runbook chunks the agent may read).
-- diagnose: the matcher pairs each unexplained incoming column with a contract column using names, values
-  and MiniLM embeddings of the names; retyped columns get a cast.
-- draft: the planner (OpenAI when a key is set, else offline) proposes a mapping; every answer is validated
-  (real columns only, one-to-one, contract types) and must heal the batch in a dry-run, else it is retried with
-  the errors, then the offline planner answers; if nothing is valid the proposal says "needs a human".
-- dry_run: the checks before and after the mapping, on the failing batch, become the proposal's evidence.
+- gather: knowledge citations (contract and runbook chunks the agent may read).
+- diagnose: the batch against the ACTIVE contract (`tools.contracts.active_contract`); the matcher pairs each
+  unexplained incoming column with a contract column by names, values (accepted rows in the warehouse, or the
+  contract alone) and MiniLM embeddings, and proposes casts and value transforms (a unit scale, a date format,
+  epoch numbers); sqlglot lineage names the SQL models that read each missing column.
+- draft: `agents.llm.plan` asks the OpenAI planner (when configured; it may call `profile_column`,
+  `match_columns`, `column_lineage`) and falls back to the offline answer (`agents.planner.solve_mapping`). An
+  answer counts only when `validate_mapping` passes and `draft_change` proves it: the checks pass on the batch
+  under the mapping (and the loosened contract, for dropped columns), and every SQL model that reads a dropped
+  column is patched and proven in DuckDB (`tools.sql_patch.prove_drop`). Nothing valid: "needs a human".
+- dry_run: the proposal: a `column_mapping`, or a `change_set` of `contract_change` (loosens; high risk), the
+  mapping and the `sql_model_patch`es, with the checks before and after and the SQL proofs in `DryRun.notes`.
+
+Public names: `build_graph`, `STEPS`, `draft_change`, `Drafted`, `TOOL_NAMES`, `AGENT`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from agents.lifecycle import AgentState, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.events import SchemaDrift
-from pipewarden.models import Citation, ColumnMapping, DryRun, NoChange, Proposal, ProposalStatus, Risk
-from pipewarden.settings import get_settings
+from pipewarden.models import (
+    ChangeSet,
+    CheckResult,
+    Citation,
+    DryRun,
+    NoChange,
+    Proposal,
+    ProposalStatus,
+    Risk,
+    leaf_changes,
+)
 from pipewarden.store import StateStore
-from policies.contract import Contract, load_contract
+from policies.contract import Contract
+from tools.contracts import active_contract
 
 log = logging.getLogger(__name__)
 AGENT = "schema-drift"
 READER_ROLE = "engineer"  # the role the agent reads the knowledge index as
-REFERENCE_ROWS = 20_000
+TOOL_NAMES = ("profile_column", "match_columns", "column_lineage")
+"""The tools the OpenAI planner may call while drafting (see `tools.registry`)."""
 
 
 class DriftState(AgentState, total=False):
@@ -38,6 +56,7 @@ class DriftState(AgentState, total=False):
     answer: dict[str, Any] | None
     planner: str
     tried: list[str]
+    usage: dict[str, Any]
     dry_run: dict[str, Any]
 
 
@@ -51,30 +70,6 @@ def _batch(ev: SchemaDrift) -> pd.DataFrame:
     from tools.io import read_table
 
     return read_table(ev.batch_path)
-
-
-def _reference(contract: Contract) -> Any:
-    """Accepted rows of this dataset from the warehouse, or the contract's profiles when there are none."""
-    from tools.schema_match import profiles_from_contract
-
-    settings = get_settings()
-    if settings.warehouse_path.exists():
-        import duckdb
-
-        try:
-            con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-        except duckdb.IOException:  # another process is writing: the contract will do
-            return profiles_from_contract(contract)
-        try:
-            table = f"raw_{contract.dataset}"
-            if con.execute("select count(*) from information_schema.tables where table_name = ?", [table]).fetchone()[0]:
-                cols = ", ".join(f'"{c}"' for c in contract.names)
-                df = con.execute(f"select {cols} from {table} using sample {REFERENCE_ROWS} rows").df()
-                if len(df):
-                    return df
-        finally:
-            con.close()
-    return profiles_from_contract(contract)
 
 
 def _citations(ev: SchemaDrift, contract: Contract) -> list[Citation]:
@@ -94,7 +89,7 @@ def _citations(ev: SchemaDrift, contract: Contract) -> list[Citation]:
 
 def gather(state: DriftState) -> DriftState:
     ev = _event(state)
-    contract = load_contract(ev.dataset)
+    contract = active_contract(ev.dataset)
     return {"citations": [c.model_dump(mode="json") for c in _citations(ev, contract)]}
 
 
@@ -102,13 +97,13 @@ def diagnose(state: DriftState) -> DriftState:
     from agents.planner import ContractColumn, DriftContext, IncomingColumn, Suggestion, format_citation
     from knowledge.embedder import default_embedder
     from policies.contract import observed_type, schema_diff
-    from tools.schema_match import match_columns
+    from tools.schema_match import match_columns, reference_for
 
     ev = _event(state)
-    contract = load_contract(ev.dataset)
+    contract = active_contract(ev.dataset)
     batch = _batch(ev)
     diff = schema_diff(contract, batch)
-    report = match_columns(_reference(contract), batch.drop(columns=[c for c in batch.columns if str(c).startswith("_")]),
+    report = match_columns(reference_for(contract), batch.drop(columns=[c for c in batch.columns if str(c).startswith("_")]),
                            embedder=default_embedder())
     unexplained = {c.name for c in diff.added} | {t.column for t in diff.retyped}
     ctx = DriftContext(
@@ -120,84 +115,199 @@ def diagnose(state: DriftState) -> DriftState:
         ],
         missing_columns=[c.name for c in diff.dropped],
         retyped={t.column: t.observed for t in diff.retyped},
-        suggestions=[
-            Suggestion(incoming=m.column, contract_column=m.match, score=round(m.score, 4), cast=m.cast, reason=m.reason)
-            for m in report.matches if m.column in unexplained
-        ],
+        suggestions=[Suggestion.from_match(m) for m in report.matches
+                     if m.column in unexplained or m.transform is not None],
         citations=[format_citation(c["chunk_id"], c["excerpt"], max_chars=300) for c in state.get("citations", [])],
+        downstream=_downstream(ev.dataset, [c.name for c in diff.dropped]),
+        event_id=str(ev.id),
     )
     return {"context": ctx.model_dump(mode="json")}
+
+
+def _downstream(dataset: str, columns: list[str]) -> dict[str, list[str]]:
+    """For each missing column, the SQL models that read it (lineage); empty when the models cannot be read."""
+    from pipewarden.errors import PipewardenError
+    from tools.lineage import affected_models
+
+    out: dict[str, list[str]] = {}
+    for column in columns:
+        try:
+            out[column] = affected_models(f"raw_{dataset}", column)
+        except PipewardenError as exc:
+            log.warning("lineage of %s.%s failed: %s", dataset, column, exc)
+    return out
 
 
 def _samples(series: pd.Series, n: int = 5) -> list[Any]:
     return [v.item() if hasattr(v, "item") else v for v in series.dropna().head(n).tolist()]
 
 
-def _mapping(answer: Any, dataset: str) -> ColumnMapping:
-    return ColumnMapping(dataset=dataset, renames=dict(answer.renames), casts=dict(answer.casts))
+@dataclass
+class Drafted:
+    """A planner answer turned into the change it stands for, proven on the failing batch (or why not)."""
+
+    change: Any = None
+    after: CheckResult | None = None
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    loosens: bool = False
+
+
+def draft_change(answer: Any, dataset: str, contract: Contract, batch: pd.DataFrame) -> Drafted:
+    """Build the change an answer stands for and prove it on the batch: the checks pass under the mapping (and
+    the loosened contract when columns are dropped), transformed columns match the reference distribution, and
+    every downstream SQL model that reads a dropped column is patched and proven in DuckDB (`tools.sql_patch`).
+    Writes nothing."""
+    from pipewarden.errors import PipewardenError
+    from tools.checks import dry_check
+    from tools.contracts import contract_change_for, contract_from_dict
+    from tools.mapping import apply_mapping, conform_to_contract
+    from tools.sql_patch import draft_drop_patches, prove_drop
+
+    out = Drafted()
+    mapping = answer.to_mapping(dataset)
+    drops = list(answer.drop_from_contract)
+    target = contract
+    changes: list[Any] = []
+    if drops:
+        cc = contract_change_for(contract, drops)
+        target = contract_from_dict(cc.contract, where=f"the drafted {dataset} contract v{cc.contract['version']}")
+        changes.append(cc)
+        out.loosens = True
+        out.notes.append(f"contract: {cc.summary}")
+    try:
+        after = dry_check(batch, target, mapping if answer.changes_mapping else None)
+        healed = apply_mapping(batch, mapping, target)
+    except PipewardenError as exc:
+        out.errors.append(f"the mapping cannot be applied: {exc.message}")
+        return out
+    out.after = after
+    if not after.passed:
+        out.errors.append("the change does not heal the batch: " + "; ".join((after.schema_errors + after.failed_checks)[:5]))
+        return out
+    if answer.changes_mapping:
+        changes.append(mapping)
+    out.notes += _distribution_notes(answer, healed, contract, out.metrics)
+    if drops:
+        dropped = {c: contract.column(c).type for c in drops}
+        try:
+            patches = draft_drop_patches(f"raw_{dataset}", dropped)
+        except PipewardenError as exc:
+            out.errors.append(f"the downstream SQL models cannot be patched: {exc.message}")
+            return out
+        rows = conform_to_contract(healed, target)[target.names]
+        rows["_load_id"] = "dry-run"
+        proofs = prove_drop(f"raw_{dataset}", dropped, rows, patches)
+        for proof in proofs:
+            out.notes += proof.notes()
+            out.metrics.update({f"{k}[{proof.label}]": v for k, v in proof.metrics().items()})
+        failing = [m.describe() for proof in proofs for m in proof.models if not m.ok]
+        if failing:
+            out.errors.append("the SQL patches are not proven: " + "; ".join(failing[:3]))
+            return out
+        changes += patches
+    if not changes:
+        out.errors.append("the answer changes nothing")
+        return out
+    out.change = changes[0] if len(changes) == 1 else ChangeSet(changes=changes, summary=_title_parts(answer, changes))
+    sample = healed[[c for c in target.names if c in healed.columns]].head(5)
+    out.sample = sample.astype(object).where(sample.notna(), None).to_dict(orient="records")
+    return out
+
+
+def _distribution_notes(answer: Any, healed: pd.DataFrame, contract: Contract, metrics: dict[str, float]) -> list[str]:
+    """For each unit transform: how the converted values compare with the reference's (accepted rows)."""
+    from tools.schema_match import profile_table, reference_for, value_similarity
+
+    scaled = [t.column for t in answer.transforms if t.kind == "unit_scale" and t.column in healed.columns]
+    if not scaled:
+        return []
+    ref = reference_for(contract)
+    if isinstance(ref, dict):
+        return [f"{c}: no accepted rows to compare the scaled values with" for c in scaled]
+    notes = []
+    for col in scaled:
+        new = profile_table(healed[[col]])[col]
+        old = profile_table(ref[[col]])[col]
+        sim = value_similarity(new, old)
+        metrics[f"distribution_match.{col}"] = round(sim, 4)
+        notes.append(f"{col}: after the scale, p10/p50/p90 {new.p10:g}/{new.p50:g}/{new.p90:g} vs the reference's "
+                     f"{old.p10:g}/{old.p50:g}/{old.p90:g} (value similarity {sim:.2f})")
+    return notes
+
+
+def _title_parts(answer: Any, changes: list[Any] | None = None) -> str:
+    parts = [f"{r.incoming} -> {r.contract_column}" for r in answer.renames]
+    parts += [f"cast {c.column} to {c.type}" for c in answer.casts]
+    parts += [t.to_transform().describe() for t in answer.transforms]
+    parts += [f"drop {c} from the contract" for c in answer.drop_from_contract]
+    patched = [c.model for c in (changes or []) if getattr(c, "kind", "") == "sql_model_patch"]
+    if patched:
+        parts.append("patch " + ", ".join(patched))
+    return ", ".join(parts)
 
 
 def draft(state: DriftState) -> DriftState:
-    from agents.planner import DriftContext, OfflinePlanner, planner_from_settings
-    from agents.planning import plan_mapping, validate_mapping
-    from tools.checks import dry_check
+    from agents.llm import OfflinePlanner, plan
+    from agents.planner import DriftContext, MappingAnswer, request_for, solve_mapping
+    from agents.planning import validate_mapping
+    from tools.registry import all_tools
 
     ev = _event(state)
     ctx = DriftContext.model_validate(state["context"])
-    contract = load_contract(ev.dataset)
+    contract = active_contract(ev.dataset)
     batch = _batch(ev)
 
-    def validate(answer: Any) -> list[str]:
-        errors = validate_mapping(answer, ctx)
-        if errors:
-            return errors
-        after = dry_check(batch, contract, _mapping(answer, ev.dataset))
-        if not after.passed:
-            return ["the mapping does not heal the batch: " + "; ".join((after.schema_errors + after.failed_checks)[:5])]
-        return []
+    def validate(answer: MappingAnswer) -> list[str]:
+        return validate_mapping(answer, ctx) or draft_change(answer, ev.dataset, contract, batch).errors
 
-    primary = planner_from_settings(get_settings())
-    fallback = None if primary.name == "offline" else OfflinePlanner()
-    outcome = plan_mapping(ctx, primary=primary, fallback=fallback, validate=validate)
+    tools = [t for name, t in all_tools().items() if name in TOOL_NAMES]
+    outcome = plan(request_for(ctx), MappingAnswer, offline=OfflinePlanner(lambda _req: solve_mapping(ctx)),
+                   validate=validate, tools=tools)
     return {
         "answer": outcome.answer.model_dump(mode="json") if outcome.answer else None,
-        "planner": outcome.planner or primary.name,
+        "planner": outcome.planner or "offline",
         "tried": list(outcome.tried),
+        "usage": outcome.usage.model_dump(),
     }
 
 
 def dry_run(state: DriftState) -> DriftState:
     from agents.planner import MappingAnswer
     from tools.checks import dry_check
-    from tools.mapping import apply_mapping
 
     ev = _event(state)
-    contract = load_contract(ev.dataset)
+    contract = active_contract(ev.dataset)
     batch = _batch(ev)
     before = dry_check(batch, contract, None)
     citations = [Citation.model_validate(c) for c in state.get("citations", [])]
-    if state.get("answer") is None:
-        change: Any = NoChange(reason="no valid mapping was found; " + " | ".join(state.get("tried", [])[-3:]))
+    drafted = None
+    if state.get("answer") is not None:
+        answer = MappingAnswer.model_validate(state["answer"])
+        drafted = draft_change(answer, ev.dataset, contract, batch)
+    if drafted is None or drafted.errors or drafted.change is None:
+        why = drafted.errors if drafted is not None else state.get("tried", [])[-3:]
+        change: Any = NoChange(reason="no valid change was found; " + " | ".join(why))
         evidence = DryRun(before=before, after=before)
         status, risk = ProposalStatus.needs_human, Risk.high
         title = f"{ev.dataset}: schema drift needs a human"
-        diagnosis = "The batch does not match its contract and no mapping that heals it was found.\n" + "\n".join(
+        diagnosis = "The batch does not match its contract and no change that heals it was found.\n" + "\n".join(
             f"- {line}" for line in before.schema_errors)
     else:
-        answer = MappingAnswer.model_validate(state["answer"])
-        change = _mapping(answer, ev.dataset)
-        after = dry_check(batch, contract, change)
-        healed = apply_mapping(batch, change, contract)
-        sample = healed[[c for c in contract.names if c in healed.columns]].head(5)
-        evidence = DryRun(before=before, after=after, sample=sample.astype(object).where(sample.notna(), None)
-                          .to_dict(orient="records"))
-        status, risk = ProposalStatus.pending, Risk.medium
-        parts = [f"{src} -> {dst}" for src, dst in change.renames.items()]
-        parts += [f"cast {col} to {typ}" for col, typ in change.casts.items()]
-        title = f"{ev.dataset}: map " + ", ".join(parts)
+        change = drafted.change
+        evidence = DryRun(before=before, after=drafted.after, sample=drafted.sample, metrics=drafted.metrics,
+                          notes=drafted.notes)
+        status = ProposalStatus.pending
+        risk = Risk.high if drafted.loosens else Risk.medium
+        title = f"{ev.dataset}: " + _title_parts(answer, leaf_changes(change))
         diagnosis = ("Batch " + (ev.load_id or "?") + " does not match contract " + ev.contract_version + ":\n"
                      + "\n".join(f"- {line}" for line in before.schema_errors)
                      + f"\n\nProposed by the {state.get('planner', 'offline')} planner. " + answer.rationale)
+        if drafted.loosens:
+            diagnosis += ("\n\nHigh risk: the change loosens the contract (a column is no longer required); "
+                          "the downstream SQL models that read it are patched and proven on the batch.")
     proposal = Proposal(
         id=proposal_id_for(state["event_id"]), event_id=ev.id, agent=AGENT, dataset=ev.dataset, title=title,
         diagnosis=diagnosis, change=change, dry_run=evidence, citations=citations, risk=risk,

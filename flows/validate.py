@@ -2,9 +2,12 @@
 
 The steps, in order:
 
-1. load the dataset's contract and its ACTIVE column mapping version, if any, and apply the mapping;
+1. load the dataset's ACTIVE contract (an approved `contract:<dataset>` version, else its YAML file) and its
+   ACTIVE column mapping version, if any, and apply the mapping;
 2. compare the batch's columns with the contract; on drift, emit `SchemaDrift` and halt;
-3. run the row checks (`tools.checks.run_checks`, the contract's GX suite);
+3. take out the rows the active quality rules match (`tools.quality_rules`: an approved `dedupe:<dataset>`
+   rule and a `quarantine:<dataset>` predicate; they are quarantined with the rule's reason and do not count as
+   failures), then run the row checks on the rest (`tools.checks.run_checks`, the contract's GX suite);
 4. in ONE warehouse transaction: replace this load's rows in `quarantine` (each with its reason and the row
    as it arrived, as JSON) and in `raw_<dataset>` (accepted rows, tagged `_load_id`), and set the load's
    status in `meta_loads`;
@@ -35,8 +38,10 @@ from pipewarden.ids import utcnow
 from pipewarden.models import CheckResult, ColumnMapping
 from pipewarden.store import StateStore
 from policies.contract import Contract, SchemaDiff, load_contract, schema_diff
-from tools.checks import CheckReport, Engine, run_checks
+from tools.checks import CheckReport, Engine
+from tools.contracts import active_contract
 from tools.mapping import conform_to_contract, map_frame
+from tools.quality_rules import active_rules, check_with_rules
 
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -68,6 +73,7 @@ class ValidationOutcome(BaseModel):
     mapping_version: int | None = None
     contract_version: str = ""
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list, description="Findings that are not failures (extra columns).")
 
 
 def raw_table(dataset: str) -> str:
@@ -95,7 +101,7 @@ def validate(
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    contract = load_contract(landed.dataset)
+    contract = active_contract(landed.dataset)
     if df is None:
         df, _ = read_landed(landed.dataset, landed.load_id)
     store = StateStore()
@@ -126,7 +132,8 @@ def validate(
         )
 
     t1 = time.perf_counter()
-    report = run_checks(frame, contract, cast_failures=cast_failures, engine=engine)
+    report = check_with_rules(frame, contract, active_rules(landed.dataset, landed.load_id, store),
+                              cast_failures=cast_failures, engine=engine)
     timings["checks_ms"] = _ms(t1)
     halted = report.over_threshold
     t2 = time.perf_counter()
@@ -151,6 +158,7 @@ def validate(
     return ValidationOutcome(
         **base, halted=halted, reason=reason, check_result=report.result, failure_rate=report.failure_rate,
         rows_accepted=accepted, rows_quarantined=quarantined, event_ids=event_ids, timings_ms=timings,
+        notes=diff.notes(),
     )
 
 

@@ -45,6 +45,7 @@ class Contract(BaseModel):
     stewards: list[str] = Field(default_factory=list)
     allowed_roles: list[str] = Field(default_factory=lambda: ["owner", "steward", "engineer"])
     max_failure_rate: float = Field(0.05, ge=0, le=1, description="Share of rows that may fail before halting.")
+    strict: bool = Field(False, description="Columns not in the contract are drift (True) or noted and kept out.")
     columns: list[ColumnContract]
     path: str = ""
 
@@ -129,6 +130,13 @@ class SchemaDiff(BaseModel):
     added: list[ColumnSpec] = Field(default_factory=list)
     dropped: list[ColumnSpec] = Field(default_factory=list)
     retyped: list[TypeChange] = Field(default_factory=list)
+    extra: list[ColumnSpec] = Field(
+        default_factory=list,
+        description="Columns not in a non-strict contract when nothing else drifted: noted, kept out, not drift.",
+    )
+
+    def notes(self) -> list[str]:
+        return [f"column {c.name!r} ({c.type}) is not in the contract; kept out of the accepted rows" for c in self.extra]
 
     @property
     def clean(self) -> bool:
@@ -152,10 +160,27 @@ def schema_diff(contract: Contract, frame: Any, sample_size: int = 5, ignore_pre
         elif frame[name].notna().any() and not compatible(contract.column(name).type, obs):
             # an all-null column has no type to disagree with; its nulls meet the row checks instead
             diff.retyped.append(TypeChange(column=name, expected=contract.column(name).type, observed=obs))
+        elif contract.column(name).type == "timestamp" and obs == "string" and not _iso_dates(frame[name]):
+            # text dates in another format ('03/01/2013 05:00') are a type change, not a row-by-row failure
+            diff.retyped.append(TypeChange(column=name, expected="timestamp", observed="string"))
     for c in contract.columns:
         if c.name not in cols:
             diff.dropped.append(ColumnSpec(name=c.name, type=c.type))
+    if diff.added and not contract.strict and not (diff.dropped or diff.retyped):
+        # only new columns: a non-strict contract notes them and keeps them out (a rename would also drop one)
+        diff.extra, diff.added = diff.added, []
     return diff
+
+
+def _iso_dates(series: Any, probe: int = 200, share: float = 0.9) -> bool:
+    """Whether (nearly) all of the first `probe` non-null values are ISO 8601 dates."""
+    import pandas as pd
+
+    head = series.dropna().head(probe)
+    if not len(head):
+        return True
+    parsed = pd.to_datetime(head.astype("str").str.strip(), errors="coerce", utc=True, format="ISO8601")
+    return bool(parsed.notna().mean() >= share)
 
 
 def _samples(series: Any, n: int) -> list[Any]:

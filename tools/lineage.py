@@ -8,7 +8,8 @@ contracts, with built-in fallbacks) and against the output columns of the models
 
 Public names: `SqlModel`, `LineageEdge`, `ModelSqlError`, `load_models`, `parse_model`, `raw_schemas`,
 `model_dependencies`, `topological_order`, `model_columns`, `column_lineage`, `column_references`,
-`downstream_of`, `upstream_of`, `affected_models`.
+`downstream_of`, `upstream_of`, `affected_models`, and the tool `column_lineage` (`TOOLS`: `ColumnLineageInput`,
+`ColumnLineageResult`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import sqlglot
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage as _sqlglot_lineage
@@ -335,3 +336,52 @@ def affected_models(table: str, column: str, models_dir: Path | str | None = Non
         changed = bool(more)
         hit |= more
     return [m for m in topological_order(deps, models=models) if m in hit]
+
+
+# --------------------------------------------------------------------------- the tool a model may call
+class ColumnLineageInput(BaseModel):
+    """A raw table (or model) column whose downstream the model asks about."""
+
+    model_config = ConfigDict(extra="forbid")
+    table: str = Field(description="A raw table such as raw_flights, or a SQL model name.")
+    column: str = Field(description="A column of that table.")
+
+
+class ModelColumn(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    model: str
+    column: str
+
+
+class ColumnLineageResult(BaseModel):
+    """Which SQL models read a column, and which model columns are computed from it (through other models)."""
+
+    table: str
+    column: str
+    models_reading: list[str] = Field(description="Models that read the column anywhere, and the models built on "
+                                      "them, in build order: what breaks if it is dropped or renamed.")
+    downstream: list[ModelColumn] = Field(description="Model columns computed from it, directly or transitively.")
+
+
+def _column_lineage_tool(args: ColumnLineageInput) -> ColumnLineageResult:
+    from pipewarden.errors import ModelRetry
+
+    try:
+        down = downstream_of(args.table, args.column)
+    except UnknownNameError as exc:
+        raise ModelRetry(exc.message, hint=exc.hint or "use a raw table such as raw_flights") from exc
+    return ColumnLineageResult(
+        table=args.table, column=args.column, models_reading=affected_models(args.table, args.column),
+        downstream=[ModelColumn(model=m, column=c) for m, c in down],
+    )
+
+
+def _tools() -> list:
+    from tools.registry import Tool
+
+    return [Tool("column_lineage", "The SQL models that read a raw table column and every model column computed "
+                 "from it (sqlglot column lineage over flows/models).", ColumnLineageInput, ColumnLineageResult,
+                 _column_lineage_tool)]
+
+
+TOOLS = _tools()

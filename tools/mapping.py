@@ -1,7 +1,8 @@
 """Applying a column mapping to a batch, and casting columns to contract types.
 
-`apply_mapping` renames incoming columns to contract columns and casts retyped ones. A value that does not
-cast becomes null; it is never dropped silently: `map_frame` also returns the original values that failed,
+`apply_mapping` renames incoming columns to contract columns, converts values per the mapping's transforms
+(`apply_transform`: a unit scale, a date format, epoch seconds) and casts retyped ones. A value that does not
+convert or cast becomes null; it is never dropped silently: `map_frame` also returns the original values that failed,
 and `tools.checks.run_checks` turns them into row reasons ("flight: cannot cast to integer (got 'AB12')"), so the
 row is quarantined with its reason. Nothing here mutates its input.
 """
@@ -14,7 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ConfigError
-from pipewarden.models import ColumnMapping
+from pipewarden.models import ColumnMapping, ColumnTransform
 from policies.contract import Contract
 
 CAST_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
@@ -30,6 +31,7 @@ class MappedFrame(BaseModel):
     renamed: dict[str, str] = Field(default_factory=dict, description="Renames applied (incoming -> contract).")
     skipped: dict[str, str] = Field(default_factory=dict, description="Renames not applied, with why.")
     cast: list[str] = Field(default_factory=list, description="Columns cast.")
+    transformed: list[str] = Field(default_factory=list, description="Columns converted by a transform.")
     cast_failures: dict[str, Any] = Field(
         default_factory=dict,
         description="Per cast column, a Series of the original values that did not cast (index as `frame`).",
@@ -89,15 +91,41 @@ def to_timestamp(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True, errors="coerce")
 
 
+def apply_transform(values: pd.Series, transform: ColumnTransform) -> tuple[pd.Series, pd.Series]:
+    """Convert a Series per one `ColumnTransform`; returns (converted values, mask of non-null values that failed).
+
+    unit_scale -> float64 times `factor`; date_format -> UTC timestamps parsed with the strptime `format`;
+    epoch -> UTC timestamps from seconds since 1970 (numbers or digit strings, times `factor` when given).
+    A transform missing its `factor` or `format` is a ConfigError.
+    """
+    if transform.kind == "unit_scale":
+        if transform.factor is None or not transform.factor:
+            raise ConfigError(f"the unit_scale transform of {transform.column!r} has no factor",
+                              hint="give a non-zero factor, e.g. 1/60 for seconds to minutes")
+        out = _to_numeric(values) * float(transform.factor)
+    elif transform.kind == "date_format":
+        if not transform.format:
+            raise ConfigError(f"the date_format transform of {transform.column!r} has no format",
+                              hint="give a strptime format, e.g. '%m/%d/%Y %H:%M'")
+        text = values.astype("str").str.strip().where(values.notna(), None)
+        out = pd.to_datetime(text, format=transform.format, errors="coerce", utc=True)
+    else:
+        seconds = _to_numeric(values) * float(transform.factor or 1.0)
+        out = pd.to_datetime(seconds, unit="s", errors="coerce", utc=True)
+    failed = values.notna() & out.isna()
+    return out, failed
+
+
 def map_frame(df: pd.DataFrame, mapping: ColumnMapping, contract: Contract) -> MappedFrame:
-    """Rename per `mapping.renames`, then cast per `mapping.casts`; report what was done and what failed.
+    """Rename per `mapping.renames`, convert per `mapping.transforms`, then cast per `mapping.casts`; report what
+    was done and what failed.
 
     A rename whose incoming column is absent is skipped (a batch that never drifted passes through); so is a
     rename whose target already exists in the batch (then the incoming column stays and shows as drift).
     A cast of a column the batch lacks is skipped. A mapping target that is not a contract column is a
     ConfigError.
     """
-    for target in [*mapping.renames.values(), *mapping.casts]:
+    for target in [*mapping.renames.values(), *mapping.casts, *(t.column for t in mapping.transforms)]:
         if target not in contract.names:
             raise ConfigError(
                 f"the column mapping for {mapping.dataset} targets {target!r}, which is not a column of "
@@ -116,17 +144,29 @@ def map_frame(df: pd.DataFrame, mapping: ColumnMapping, contract: Contract) -> M
     out = df.rename(columns=renames) if renames else df.copy(deep=False)
     cast_done: list[str] = []
     failures: dict[str, pd.Series] = {}
+    transformed: list[str] = []
+    if mapping.transforms:
+        out = out.copy(deep=False)
+        for t in mapping.transforms:
+            if t.column not in out.columns:
+                continue
+            new, failed = apply_transform(out[t.column], t)
+            if failed.any():
+                failures[t.column] = out[t.column][failed]
+            out[t.column] = new
+            transformed.append(t.column)
     if mapping.casts:
         out = out.copy(deep=False)
         for col, to in mapping.casts.items():
             if col not in out.columns:
                 continue
             new, failed = cast_column(out[col], to)
-            if failed.any():
+            if failed.any() and col not in failures:
                 failures[col] = out[col][failed]
             out[col] = new
             cast_done.append(col)
-    return MappedFrame(frame=out, renamed=renames, skipped=skipped, cast=cast_done, cast_failures=failures)
+    return MappedFrame(frame=out, renamed=renames, skipped=skipped, cast=cast_done, transformed=transformed,
+                       cast_failures=failures)
 
 
 def apply_mapping(df: pd.DataFrame, mapping: ColumnMapping, contract: Contract) -> pd.DataFrame:

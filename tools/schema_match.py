@@ -23,6 +23,12 @@ How a pair (new column, reference column) is scored:
     others. A contract reference has no values, so there `value_score` is half the type score: agreeing types
     are neutral evidence, and the names must carry the match.
 
+* Value conversions (`ColumnMatch.transform`, collected in `MatchReport.transforms`): a numeric column whose
+  spread is a known unit factor away from the reference's (x60: minutes -> seconds, x3600, x1000, x100, miles ->
+  km...) and whose quantiles match once scaled gets a `unit_scale` transform (`UNIT_FACTORS`); text dates in a
+  non-ISO format (`DATE_FORMATS`, e.g. '03/01/2013 05:00') get a `date_format` transform; numbers in the
+  epoch-seconds (or milliseconds) range against a timestamp get an `epoch` transform.
+
 * The combined score is ``WEIGHTS`` applied to the components (name 0.45, embedding 0.20, value 0.35), divided
   by the sum of the weights used. Pairs are assigned one to one by maximizing the total score over the pairs
   at or above the threshold (scipy's `linear_sum_assignment`); a new column left without a partner is
@@ -43,7 +49,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import InputFileError, UserError
-from pipewarden.models import ColumnMapping
+from pipewarden.models import ColumnMapping, ColumnTransform
 from policies.contract import NUMERIC, ColumnType, Contract, compatible, observed_type
 
 if TYPE_CHECKING:
@@ -53,17 +59,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ABBREVIATIONS",
+    "DATE_FORMATS",
+    "UNIT_FACTORS",
     "WEIGHTS",
     "ColumnMatch",
     "ColumnProfile",
     "MatchReport",
     "match_columns",
     "match_files",
+    "reference_for",
+    "TOOLS",
     "humanize",
     "name_similarity",
     "name_tokens",
     "profile_table",
     "profiles_from_contract",
+    "transform_for",
     "type_score",
     "value_similarity",
 ]
@@ -85,6 +96,27 @@ ABBREVIATIONS: dict[str, str] = {
 }
 """Token-level abbreviations expanded before names are compared (keys and values are lower case)."""
 
+UNIT_FACTORS: dict[float, str] = {
+    60.0: "x60 (e.g. minutes -> seconds, hours -> minutes)",
+    3600.0: "x3600 (hours -> seconds)",
+    1000.0: "x1000 (e.g. seconds -> milliseconds, km -> m)",
+    100.0: "x100 (e.g. a share -> percent)",
+    1.609344: "x1.609 (miles -> km)",
+    0.3048: "x0.3048 (feet -> metres)",
+}
+"""Unit changes the matcher recognises: new = reference x factor (and the inverses, 1/factor)."""
+
+DATE_FORMATS: tuple[str, ...] = (
+    "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %I:%M %p", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M", "%Y/%m/%d %H:%M", "%Y/%m/%d %H:%M:%S", "%d-%b-%Y %H:%M", "%b %d %Y %H:%M",
+    "%Y%m%d%H%M", "%Y%m%d %H:%M", "%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y/%m/%d", "%Y%m%d",
+)
+"""Non-ISO date formats the matcher tries on text dates (strptime), first full match wins; month-first before
+day-first, so an ambiguous '03/01/2013' reads as March 1st unless the reference's dates say otherwise."""
+
+_EPOCH_S = (1e8, 4.2e9)  # 1973 .. 2103 in seconds
+_EPOCH_MS = (1e11, 4.2e12)
+_UNIT_TOLERANCE = 0.35  # relative error allowed between the p10-p90 spread ratio and a unit factor
 _SAMPLE_VALUES = 5
 _TOP_VALUES = 20
 _MAX_TEXT = 64
@@ -114,6 +146,9 @@ class ColumnProfile(BaseModel):
     parses_as: ColumnType | None = Field(
         None, description="For a string column whose values parse as integer/float/timestamp/boolean: which."
     )
+    date_format: str | None = Field(
+        None, description="For text dates that are not ISO 8601: the strptime format they follow (DATE_FORMATS)."
+    )
 
     @property
     def effective_type(self) -> str:
@@ -137,6 +172,7 @@ class ColumnMatch(BaseModel):
     value_score: float = Field(0.0, ge=0, le=1)
     type_compatible: bool = False
     cast: ColumnType | None = Field(None, description="Cast the new column to this type to restore the reference.")
+    transform: ColumnTransform | None = Field(None, description="A value conversion (unit, date format, epoch).")
     best_candidate: str | None = Field(None, description="When match is None: the closest reference column.")
     reason: str = ""
 
@@ -148,6 +184,9 @@ class MatchReport(BaseModel):
     renamed: dict[str, str] = Field(default_factory=dict, description="New column name -> reference column name.")
     retyped: dict[str, ColumnType] = Field(
         default_factory=dict, description="Reference column -> the type to cast its new column to."
+    )
+    transforms: list[ColumnTransform] = Field(
+        default_factory=list, description="Value conversions (unit scale, date format, epoch) for matched columns."
     )
     added: list[str] = Field(default_factory=list, description="New columns that match no reference column.")
     dropped: list[str] = Field(default_factory=list, description="Reference columns no new column maps to.")
@@ -170,12 +209,14 @@ class MatchReport(BaseModel):
     def to_mapping(self, dataset: str) -> ColumnMapping:
         """The column mapping that undoes the renames and retypes (a proposal's change; applying it is effectful
         and goes through tools.apply with an approved Decision)."""
-        return ColumnMapping(dataset=dataset, renames=dict(self.renamed), casts=dict(self.retyped))
+        return ColumnMapping(dataset=dataset, renames=dict(self.renamed), casts=dict(self.retyped),
+                             transforms=list(self.transforms))
 
     def describe(self) -> list[str]:
         """One line per drift, for logs and proposals."""
         out = [f"{new!r} is {ref!r} renamed" for new, ref in self.renamed.items()]
         out += [f"{ref!r} changed type; cast it to {t}" for ref, t in self.retyped.items()]
+        out += [f"{t.column!r} changed its values' form; {t.describe()}" for t in self.transforms]
         out += [f"{c!r} is a new column" for c in self.added]
         out += [f"{c!r} is missing" for c in self.dropped]
         return out
@@ -232,8 +273,9 @@ def _profile_series(name: str, s: pd.Series) -> ColumnProfile:
     elif ctype == "timestamp":
         numbers = _epoch_seconds(pd.to_datetime(non_null, utc=True))
     elif ctype == "string":
-        parses_as, numbers = _parse_strings(text)
+        parses_as, numbers, date_format = _parse_strings(text)
         fields["parses_as"] = parses_as
+        fields["date_format"] = date_format
     if numbers is not None and len(numbers):
         q = numbers.quantile([0.1, 0.5, 0.9])
         fields.update(
@@ -260,38 +302,61 @@ def _epoch_seconds(ts: pd.Series) -> pd.Series:
     return (ts - epoch).dt.total_seconds()
 
 
-def _parse_strings(text: pd.Series) -> tuple[str | None, pd.Series | None]:
+def _parse_strings(text: pd.Series) -> tuple[str | None, pd.Series | None, str | None]:
     """Which contract type a string column's values parse as (integer, float, timestamp, boolean), if any.
 
-    Returns the type and, for numeric and timestamp values, the parsed numbers (epoch seconds for timestamps).
+    Returns the type, for numeric and timestamp values the parsed numbers (epoch seconds for timestamps), and
+    for non-ISO text dates the format they follow.
     """
     import pandas as pd
 
     stripped = text.str.strip()
     n = len(stripped)
+    lengths = stripped.str.len()
+    compact = {8: "%Y%m%d", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}.get(int(lengths.iloc[0]) if n else 0)
+    if compact and bool((lengths == lengths.iloc[0]).all()) and bool(stripped.str.isdigit().all()):
+        ts = pd.to_datetime(stripped, errors="coerce", utc=True, format=compact)
+        if ts.notna().mean() >= _PARSE_SHARE:  # digits that are all valid compact dates are dates, not numbers
+            return "timestamp", _epoch_seconds(ts.dropna()), compact
     nums = pd.to_numeric(stripped, errors="coerce")
     ok = nums.dropna()
     if len(ok) >= _PARSE_SHARE * n and len(ok):
         ok = ok.astype("float64")
         finite = ok[ok.abs() < math.inf]
         whole = bool(((finite % 1) == 0).all()) and not stripped.str.contains(r"[.eE]", regex=True).any()
-        return ("integer" if whole else "float"), finite
+        return ("integer" if whole else "float"), finite, None
     lowered = stripped.str.lower()
     if bool(lowered.isin(_BOOL_WORDS).mean() >= _PARSE_SHARE):
-        return "boolean", None
+        return "boolean", None, None
     # only try dates on values that look like them (a digit and a date separator), to keep this cheap
     if bool(stripped.str.contains(r"\d", regex=True).mean() >= _PARSE_SHARE) and bool(
         stripped.str.contains(r"[-/:]", regex=True).mean() >= _PARSE_SHARE
     ):
         ts = pd.to_datetime(stripped, errors="coerce", utc=True, format="ISO8601")
+        fmt: str | None = None
         if ts.notna().mean() < _PARSE_SHARE:
+            fmt, ts = _known_date_format(stripped)
+        if ts is None or ts.notna().mean() < _PARSE_SHARE:
             # free-form dates parse one by one (slow): try a small sample before the whole column
             probe = pd.to_datetime(stripped.head(200), errors="coerce", utc=True, format="mixed")
             if probe.notna().mean() < _PARSE_SHARE:
-                return None, None
+                return None, None, None
             ts = pd.to_datetime(stripped, errors="coerce", utc=True, format="mixed")
         if ts.notna().mean() >= _PARSE_SHARE:
-            return "timestamp", _epoch_seconds(ts.dropna())
+            return "timestamp", _epoch_seconds(ts.dropna()), fmt
+    return None, None, None
+
+
+def _known_date_format(text: pd.Series) -> tuple[str | None, pd.Series | None]:
+    """The first of `DATE_FORMATS` that nearly every value follows (tried on 200 values, then on all)."""
+    import pandas as pd
+
+    probe = text.head(200)
+    for fmt in DATE_FORMATS:
+        if pd.to_datetime(probe, errors="coerce", utc=True, format=fmt).notna().mean() >= _PARSE_SHARE:
+            ts = pd.to_datetime(text, errors="coerce", utc=True, format=fmt)
+            if ts.notna().mean() >= _PARSE_SHARE:
+                return fmt, ts
     return None, None
 
 
@@ -366,6 +431,8 @@ def type_score(new: ColumnProfile, ref: ColumnProfile) -> float:
     a, b = new.effective_type, ref.effective_type
     if a == b or (ref.source == "contract" and compatible(b, a)):
         return 1.0
+    if b == "timestamp" and _epoch_factor(new) is not None:
+        return 1.0  # numbers in the epoch range are timestamps in disguise
     if a in NUMERIC and b in NUMERIC:
         return 0.9
     return 0.0
@@ -413,8 +480,81 @@ def value_similarity(new: ColumnProfile, ref: ColumnProfile) -> float:
     return round(ts * (0.6 * dist + 0.2 * null_close + 0.2 * distinct_close), 6)
 
 
-def _cast_for(new: ColumnProfile, ref: ColumnProfile) -> tuple[ColumnType | None, str]:
-    """The cast that brings the new column back to the reference type (or None), with a short explanation."""
+def _epoch_factor(p: ColumnProfile) -> float | None:
+    """1.0 when a numeric column's values look like epoch seconds, 0.001 for milliseconds, else None."""
+    if p.effective_type not in NUMERIC or p.p10 is None or p.p90 is None:
+        return None
+    lo, hi = float(p.p10), float(p.p90)
+    if _EPOCH_S[0] <= lo and hi <= _EPOCH_S[1]:
+        return 1.0
+    if _EPOCH_MS[0] <= lo and hi <= _EPOCH_MS[1]:
+        return 0.001
+    return None
+
+
+def _scaled(p: ColumnProfile, factor: float) -> ColumnProfile:
+    vals = {k: (None if getattr(p, k) is None else float(getattr(p, k)) * factor) for k in ("p10", "p50", "p90", "mean")}
+    return p.model_copy(update={**vals, "std": None if p.std is None else abs(p.std * factor)})
+
+
+def _unit_factor(new: ColumnProfile, ref: ColumnProfile) -> tuple[float, str] | None:
+    """The factor f with new ~ reference x f, for a known unit change whose scaled quantiles match; else None."""
+    if not (new.has_values and ref.has_values) or new.effective_type not in NUMERIC or ref.effective_type not in NUMERIC:
+        return None
+    if any(v is None for v in (new.p10, new.p90, ref.p10, ref.p90)):
+        return None
+    spread_new = float(new.p90) - float(new.p10)  # type: ignore[arg-type]
+    spread_ref = float(ref.p90) - float(ref.p10)  # type: ignore[arg-type]
+    if spread_new <= 0 or spread_ref <= 0:
+        return None
+    ratio = spread_new / spread_ref
+    if 1 / 1.5 <= ratio <= 1.5:
+        return None  # the same unit
+    unscaled = _numeric_similarity(new, ref) or 0.0
+    best: tuple[float, float, str] | None = None
+    for base, label in UNIT_FACTORS.items():
+        for f, why in ((base, label), (1 / base, f"1/{base:g} (the inverse of {label})")):
+            if abs(math.log(ratio / f)) > math.log(1 + _UNIT_TOLERANCE):
+                continue
+            back = _numeric_similarity(_scaled(new, 1 / f), ref) or 0.0
+            if best is None or back > best[0]:
+                best = (back, f, why)
+    if best is None or best[0] < 0.75 or best[0] < unscaled + 0.15:
+        return None
+    back, f, why = best
+    return f, f"values are {why} the reference's (spread ratio {ratio:.3g}; scaled back, values match {back:.2f})"
+
+
+def transform_for(new: ColumnProfile, ref: ColumnProfile) -> tuple[ColumnTransform | None, str]:
+    """The value conversion that brings the new column back to the reference column, with why; (None, "") if none.
+
+    The transform names the reference column (the contract column it feeds after a rename).
+    """
+    if ref.effective_type == "timestamp":
+        if new.type == "string" and new.parses_as == "timestamp" and new.date_format:
+            return (ColumnTransform(column=ref.name, kind="date_format", format=new.date_format),
+                    f"dates written as {new.date_format!r}; parse with that format")
+        factor = _epoch_factor(new)
+        if factor is not None and new.type != "timestamp":
+            unit = "seconds" if factor == 1.0 else "milliseconds"
+            return (ColumnTransform(column=ref.name, kind="epoch", factor=None if factor == 1.0 else factor),
+                    f"numbers are epoch {unit}; read them as UTC timestamps")
+        return None, ""
+    found = _unit_factor(new, ref)
+    if found is None:
+        return None, ""
+    f, why = found
+    return ColumnTransform(column=ref.name, kind="unit_scale", factor=1 / f), why + f"; scale by 1/{f:g}"
+
+
+def _cast_for(
+    new: ColumnProfile, ref: ColumnProfile, transform: ColumnTransform | None = None
+) -> tuple[ColumnType | None, str]:
+    """The cast that brings the new column back to the reference type (or None), with a short explanation.
+
+    A date or epoch transform already yields timestamps, so it needs no cast."""
+    if transform is not None and transform.kind in ("date_format", "epoch"):
+        return None, ""
     if new.type == ref.type:
         return None, ""
     if ref.source == "contract":
@@ -527,14 +667,15 @@ def match_columns(
         if n in assigned:
             r = assigned[n]
             score, ns, es, vs = pairs[(n, r)]
-            cast, why = _cast_for(cur[n], ref[r])
+            transform, twhy = transform_for(cur[n], ref[r])
+            cast, why = _cast_for(cur[n], ref[r], transform)
             parts = [f"renamed from {r!r}", f"name {_fmt(ns)}", f"values {_fmt(vs)}"]
             if es is not None:
                 parts.append(f"embedding {_fmt(es)}")
-            reason = "; ".join([", ".join(parts)] + ([why] if why else []))
+            reason = "; ".join([", ".join(parts)] + [w for w in (twhy, why) if w])
             matches[n] = ColumnMatch(
                 column=n, match=r, score=score, name_score=ns, embedding_score=es, value_score=vs,
-                type_compatible=type_score(cur[n], ref[r]) > 0, cast=cast, reason=reason,
+                type_compatible=type_score(cur[n], ref[r]) > 0, cast=cast, transform=transform, reason=reason,
             )
         else:
             matches[n] = _no_match(n, rest_ref, pairs, threshold, cur, ref)
@@ -545,6 +686,7 @@ def match_columns(
         matches=ordered,
         renamed={m.column: m.match for m in ordered if m.match is not None and m.match != m.column},
         retyped={m.match: m.cast for m in ordered if m.match is not None and m.cast is not None},
+        transforms=[m.transform for m in ordered if m.match is not None and m.transform is not None],
         added=[m.column for m in ordered if m.match is None],
         dropped=[r for r in ref if r not in matched_refs],
         threshold=threshold,
@@ -554,12 +696,14 @@ def match_columns(
 
 
 def _exact_match(new: ColumnProfile, ref: ColumnProfile) -> ColumnMatch:
-    cast, why = _cast_for(new, ref)
+    transform, twhy = transform_for(new, ref)
+    cast, why = _cast_for(new, ref, transform)
     vs = value_similarity(new, ref)
     return ColumnMatch(
         column=new.name, match=ref.name, score=1.0, name_score=1.0, embedding_score=None, value_score=vs,
-        type_compatible=type_score(new, ref) > 0, cast=cast,
-        reason="same name" + (f"; {why}" if why else "") + (f"; values {_fmt(vs)}" if new.has_values else ""),
+        type_compatible=type_score(new, ref) > 0, cast=cast, transform=transform,
+        reason="same name" + "".join(f"; {w}" for w in (twhy, why) if w)
+        + (f"; values {_fmt(vs)}" if new.has_values else ""),
     )
 
 
@@ -630,3 +774,103 @@ def match_files(
     else:
         reference = read_table(rp)
     return match_columns(reference, read_table(new_path), embedder=embedder, threshold=threshold)
+
+
+# ------------------------------------------------------------------------------------------------ reference
+
+
+def reference_for(contract: Contract, rows: int = 20_000) -> pd.DataFrame | dict[str, ColumnProfile]:
+    """What a batch of `contract.dataset` is matched against: a sample of its accepted rows in the warehouse
+    (`raw_<dataset>`, read-only), or the contract's names and types when there are none or the warehouse is busy."""
+    from pipewarden.settings import get_settings
+
+    path = get_settings().warehouse_path
+    if not path.exists():
+        return profiles_from_contract(contract)
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error:  # another process is writing: the contract will do
+        return profiles_from_contract(contract)
+    try:
+        table = f"raw_{contract.dataset}"
+        have = [r[0] for r in con.execute(
+            "select column_name from information_schema.columns where table_name = ? order by ordinal_position",
+            [table]).fetchall()]
+        cols = [c for c in contract.names if c in have]
+        if cols:
+            quoted = ", ".join(f'"{c}"' for c in cols)
+            df = con.execute(f'select {quoted} from "{table}" using sample {int(rows)} rows').df()
+            if len(df):
+                return df
+    finally:
+        con.close()
+    return profiles_from_contract(contract)
+
+
+# ------------------------------------------------------------------------------------------------ tools
+
+
+class BatchColumnInput(BaseModel):
+    """A column of the batch a schema-drift event reports."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: str = Field(description="The id of the schema_drift event (given in the data as event_id).")
+    column: str = Field(description="A column of that batch, exactly as named in incoming_columns.")
+
+
+class BatchInput(BaseModel):
+    """The batch a schema-drift event reports."""
+
+    model_config = ConfigDict(extra="forbid")
+    event_id: str = Field(description="The id of the schema_drift event (given in the data as event_id).")
+
+
+def _event_batch(event_id: str) -> tuple[pd.DataFrame, str]:
+    from pipewarden.errors import ModelRetry, PipewardenError
+    from pipewarden.store import StateStore
+    from tools.io import read_table
+
+    try:
+        event = StateStore().get_event(event_id)
+    except (PipewardenError, ValueError) as exc:
+        raise ModelRetry(f"no event {event_id!r}", hint="use the event_id given in the data") from exc
+    path = getattr(event, "batch_path", None)
+    if not path:
+        raise ModelRetry(f"event {event_id!r} has no batch", hint="use the event_id given in the data")
+    df = read_table(path)
+    return df[[c for c in df.columns if not str(c).startswith("_")]], str(event.dataset)
+
+
+def _profile_column_tool(args: BatchColumnInput) -> ColumnProfile:
+    from pipewarden.errors import ModelRetry
+
+    df, _ = _event_batch(args.event_id)
+    if args.column not in df.columns:
+        raise ModelRetry(f"the batch has no column {args.column!r}",
+                         hint=f"columns: {', '.join(map(str, df.columns))}")
+    return profile_table(df[[args.column]])[args.column]
+
+
+def _match_columns_tool(args: BatchInput) -> MatchReport:
+    from tools.contracts import active_contract
+
+    df, dataset = _event_batch(args.event_id)
+    return match_columns(reference_for(active_contract(dataset)), df)
+
+
+def _tools() -> list:
+    from tools.registry import Tool
+
+    return [
+        Tool("profile_column", "Profile one column of the drifted batch: type, null rate, quantiles, top values, "
+             "and for text: which type and date format the values parse as.", BatchColumnInput, ColumnProfile,
+             _profile_column_tool),
+        Tool("match_columns", "Match every column of the drifted batch to the dataset's reference (accepted rows, "
+             "or the contract): renames, casts, unit and date transforms, added and dropped columns, with scores.",
+             BatchInput, MatchReport, _match_columns_tool),
+    ]
+
+
+TOOLS = _tools()

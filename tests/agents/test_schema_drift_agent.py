@@ -17,7 +17,7 @@ from agents.supervisor import resume_proposal, supervise_once
 from evals.mock_llm import MockLLMServer, answer
 from inbox.service import approve, reject
 from pipewarden.errors import InvalidTransition, NotApproved
-from pipewarden.events import CostRegression
+from pipewarden.events import RunFailed
 from pipewarden.models import ProposalStatus, Verdict
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
@@ -134,22 +134,38 @@ def test_a_graph_waiting_in_one_process_is_resumed_from_another(february: pd.Dat
     assert StateStore().get_proposal(p.id).status == ProposalStatus.verified
 
 
-def test_an_unrecognisable_column_reaches_the_inbox_as_needs_a_human(february: pd.DataFrame, tmp_path: Path) -> None:
+def test_an_unrecognisable_column_becomes_a_high_risk_contract_change_with_patched_models(
+    february: pd.DataFrame, tmp_path: Path
+) -> None:
     garbled = february.copy()
     garbled["dep_delay"] = ["%08x" % (i * 2654435761 % 2**32) for i in range(len(garbled))]
     drifted_event(garbled, tmp_path, renames={"dep_delay": "qq_zx"}, to_string=[])
     supervise_once()
     p = _only_proposal()
+    assert p.status == ProposalStatus.pending and p.risk == "high"
+    assert [c.kind for c in p.change.changes] == ["contract_change", "sql_model_patch"]
+    assert p.change.changes[0].loosens and "dep_delay" not in [c["name"] for c in p.change.changes[0].contract["columns"]]
+    assert p.change.changes[1].model == "stg_flights"
+    assert p.dry_run.heals and any("qq_zx" in line for line in p.dry_run.before.schema_errors)
+
+
+def test_a_retyped_column_that_does_not_convert_reaches_the_inbox_as_needs_a_human(
+    february: pd.DataFrame, tmp_path: Path
+) -> None:
+    coded = february.copy()
+    coded["flight"] = "UA" + coded["flight"].astype(str)
+    drifted_event(coded, tmp_path, renames={}, to_string=[])
+    supervise_once()
+    p = _only_proposal()
     assert p.status == ProposalStatus.needs_human
-    assert p.change.kind == "no_change"
+    assert p.change.kind == "no_change" and "does not heal" in p.change.reason
     assert p.tried, "the proposal says what was tried"
     with pytest.raises(InvalidTransition, match="no valid change"):
         StateStore().decide(p.id, Verdict.approve, "alice")
 
 
 def test_events_without_an_agent_reach_the_inbox_through_triage() -> None:
-    StateStore().append_event(CostRegression(dataset="flights", model="route_daily", baseline=40, observed=400,
-                                             ratio=10.0))
+    StateStore().append_event(RunFailed(dataset="flights", stage="transform", error="route_daily failed in DuckDB"))
     report = supervise_once()
     assert [h.agent for h in report.handled] == ["triage"]
     p = _only_proposal()

@@ -1,0 +1,87 @@
+"""Downstream SQL patches for a dropped column, proven old-vs-new on the batch in DuckDB."""
+
+from __future__ import annotations
+
+import difflib
+
+import pandas as pd
+import pytest
+
+from flows.data import month_batch
+from policies.contract import load_contract
+from tools.contracts import contract_from_dict, contract_without
+from tools.lineage import SqlModel, load_models
+from tools.mapping import conform_to_contract
+from tools.sql_patch import PatchRefused, draft_drop_patches, patch_dropped_columns, prove_drop, prove_patches
+
+
+@pytest.fixture(scope="module")
+def batch() -> pd.DataFrame:
+    return month_batch(2).sample(2000, random_state=4).reset_index(drop=True)
+
+
+def landed_without(batch: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The batch as it would land under the loosened contract (no `column`)."""
+    contract = contract_from_dict(contract_without(load_contract("flights"), [column]), where="test")
+    rows = conform_to_contract(batch.drop(columns=[column]), contract)[contract.names]
+    rows["_load_id"] = "L"
+    return rows
+
+
+def test_a_drop_patch_changes_only_the_line_that_reads_the_column() -> None:
+    (patch,) = draft_drop_patches("raw_flights", {"dep_delay": "float"})
+    assert patch.model == "stg_flights" and patch.base_sql == load_models()["stg_flights"].sql
+    changed = [line for line in difflib.unified_diff(patch.base_sql.splitlines(), patch.sql.splitlines(), n=0)
+               if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert changed == ["-        CAST(f.dep_delay AS DOUBLE) AS dep_delay,",
+                       "+        CAST(CAST(NULL AS DOUBLE) AS DOUBLE) AS dep_delay,"]
+    assert "-- stg_flights: one typed" in patch.sql  # comments and layout are kept
+
+
+def test_old_and_new_sql_agree_on_the_batch_and_differ_only_downstream_of_the_column(batch) -> None:
+    rows = landed_without(batch, "dep_delay")
+    patches = draft_drop_patches("raw_flights", {"dep_delay": "float"})
+    null_run, probe_run = prove_drop("raw_flights", {"dep_delay": "float"}, rows, patches)
+    assert null_run.ok and probe_run.ok
+    by_model = {m.model: m for m in probe_run.models}
+    assert by_model["stg_flights"].patched and by_model["stg_flights"].rows_old == by_model["stg_flights"].rows_new > 0
+    assert by_model["route_daily"].differing_columns == ["avg_dep_delay"]
+    assert by_model["flights_weather"].differing_columns == []
+    assert all(m.same_schema and not m.differing_columns for m in null_run.models)
+
+
+def test_a_patch_that_changes_which_rows_a_model_returns_fails_its_proof(batch) -> None:
+    rows = landed_without(batch, "arr_delay")  # stg_flights keeps only rows with an arrival delay
+    patches = draft_drop_patches("raw_flights", {"arr_delay": "float"})
+    _, probe_run = prove_drop("raw_flights", {"arr_delay": "float"}, rows, patches)
+    stg = next(m for m in probe_run.models if m.model == "stg_flights")
+    assert not probe_run.ok and not stg.rows_equal and stg.rows_new == 0 < stg.rows_old
+
+
+def test_a_column_read_in_a_filter_or_join_is_refused() -> None:
+    model = SqlModel(name="late", path="late.sql",
+                     sql="SELECT f.flight, f.dep_delay FROM raw_flights AS f WHERE f.dep_delay > 15")
+    with pytest.raises(PatchRefused, match="in a WHERE clause"):
+        patch_dropped_columns(model, "raw_flights", {"dep_delay": "float"})
+    joined = SqlModel(name="j", path="j.sql",
+                      sql="SELECT p.seats FROM raw_flights AS f JOIN raw_planes AS p ON p.tailnum = f.tailnum")
+    with pytest.raises(PatchRefused, match="in a JOIN clause"):
+        patch_dropped_columns(joined, "raw_flights", {"tailnum": "string"})
+
+
+def test_a_broken_patch_is_caught_by_the_proof(batch) -> None:
+    (patch,) = draft_drop_patches("raw_flights", {"dep_delay": "float"})
+    broken = patch.model_copy(update={"sql": patch.sql.replace("AS dep_delay,", "AS dep_delay_x,")})
+    proof = prove_patches([broken], {"raw_flights": landed_without(batch, "dep_delay").assign(dep_delay=None)},
+                          {"raw_flights": landed_without(batch, "dep_delay")})
+    stg = next(m for m in proof.models if m.model == "stg_flights")
+    assert not proof.ok and stg.error and "new SQL" in stg.error
+
+
+def test_the_column_lineage_tool_names_readers_and_downstream_columns() -> None:
+    from tools.registry import get_tool
+
+    out = get_tool("column_lineage").call({"table": "raw_flights", "column": "dep_delay"})
+    assert out.models_reading[0] == "stg_flights"
+    assert {(c.model, c.column) for c in out.downstream} >= {("stg_flights", "dep_delay"),
+                                                            ("route_daily", "avg_dep_delay")}
