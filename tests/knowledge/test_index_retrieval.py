@@ -148,7 +148,8 @@ def test_index_policies_indexes_contracts_and_runbooks_with_progress_and_prunes(
     again = index_policies(emb, store, policies_dir=policies)
     assert again.unchanged == report.added and again.added == again.replaced == 0
 
-    (policies / "runbooks" / "schema-drift.md").unlink()
+    for doc in (policies / "runbooks").glob("*.md"):
+        doc.unlink()
     pruned = index_policies(emb, store, policies_dir=policies)
     assert pruned.removed > 0
     assert {c.kind for c in store.chunks()} == {"contract"}

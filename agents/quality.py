@@ -1,0 +1,402 @@
+"""The quality agent: a LangGraph graph from a `CheckFailed` or `QualityAnomaly` event to a verified fix.
+
+    gather -> diagnose -> draft -> dry_run -> (shared tail: submit -> await_decision -> apply -> verify)
+
+- gather: knowledge citations about the dataset's contract and the quality runbook (read as the agent's role).
+- diagnose: the failing batch as the pipeline saw it (`tools.quality_fix.load_case`), the root cause (which load
+  and source file, where the bad rows concentrate, which upstream reference, which downstream models), and the
+  deterministic candidates (`draft_candidates`), each dry-run on the batch.
+- draft: the planner (`agents.llm.plan`; the OpenAI planner when an endpoint is configured, then the offline one,
+  whose solver takes the first candidate that heals) answers a `QualityAnswer`. Every answer is validated: a known
+  action for this fault, real columns only, the predicate through `tools.sql_guard.check_predicate`, a quarantine
+  no larger than the policy allows, citations that exist, and a dry-run that heals the batch (a dedupe must take out
+  exactly the extra copies). Nothing valid: the proposal says "needs a human" with what was tried.
+- dry_run: the chosen change proven on the batch becomes the proposal's evidence, with its risk (a contract change
+  loosens the contract: high).
+
+Verification (`verify_quality`): for a quarantine, dedupe rule or contract change, the batch re-runs through the
+pipeline under the new versions, and passes when validate no longer halts it and the event's own anomaly is not
+found again (a different finding on the same batch is a different event and proposal). A re-ingest cannot be
+verified by re-running the same bytes: it passes once the request is recorded as the active `reingest:<dataset>`
+version (with the load, the source and the reason); the re-delivered load is judged by the detectors when it lands.
+
+Public names: `AGENT`, `QualityAnswer`, `BoundEdit`, `QualityState`, `STEPS`, `build_graph`, `verify_quality`,
+`answer_to_change`, `validate_answer`, `offline_solve`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
+from pipewarden.models import Citation, ContractChange, DedupeRule, DryRun, NoChange, Proposal, ProposalStatus, Risk
+from pipewarden.store import StateStore
+
+log = logging.getLogger(__name__)
+AGENT = "quality"
+READER_ROLE = "engineer"
+
+TASK = (
+    "A batch of the dataset failed a data quality check. Propose ONE fix from the actions: quarantine (a SQL boolean "
+    "predicate over the batch's columns that matches only the bad rows, with the reason), dedupe_rule (key columns, "
+    "keep first or last), reingest (the rows are missing and the source must deliver again), contract_change (only "
+    "when the contract is what is wrong: give the new bounds or allowed values). The data holds the finding, the "
+    "root cause evidence, the batch's columns and drafted candidates with their dry-runs."
+)
+RULES = [
+    "A quarantine predicate is one boolean expression over the listed columns: no subqueries, no statements.",
+    "Prefer the smallest fix whose dry-run heals the batch; never quarantine most of the batch.",
+    "A contract change loosens the contract: choose it only when the evidence says the data is real.",
+    "Cite only chunk ids listed under citations.",
+]
+
+
+class BoundEdit(BaseModel):
+    """A contract column edit for a contract_change: new bounds (null keeps the current one) and allowed values."""
+
+    model_config = ConfigDict(extra="forbid")
+    column: str
+    min: float | None = None
+    max: float | None = None
+    add_allowed: list[str] = Field(default_factory=list)
+
+
+class QualityAnswer(BaseModel):
+    """What a planner answers for a quality fault (strict: every field typed, nothing extra)."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["quarantine", "dedupe_rule", "reingest", "contract_change"]
+    predicate: str = Field(default="", description="quarantine: SQL boolean over the batch's columns; else ''.")
+    reason: str = Field(description="Why, in one line; a quarantine stores it with every row it takes out.")
+    keys: list[str] = Field(default_factory=list, description="dedupe_rule: the key columns.")
+    keep: Literal["first", "last"] = "last"
+    order_by: str | None = Field(default=None, description="dedupe_rule: the column that orders copies; null: batch order.")
+    bounds: list[BoundEdit] = Field(default_factory=list, description="contract_change: the column edits.")
+    rationale: str = ""
+    cited_chunks: list[str] = Field(default_factory=list)
+
+
+class QualityState(AgentState, total=False):
+    citations: list[dict[str, Any]]
+    context: dict[str, Any]
+    answer: dict[str, Any] | None
+    planner: str
+    tried: list[str]
+    usage: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- the case (cached per process)
+_CASES: dict[tuple[str, tuple[Any, ...]], Any] = {}
+
+
+def _event(state: QualityState) -> Any:
+    ev = StateStore().get_event(state["event_id"])
+    if ev.kind not in ("check_failed", "quality_anomaly"):
+        raise AssertionError(f"the quality agent got a {ev.kind} event")
+    return ev
+
+
+def _case(ev: Any) -> Any:
+    """The FaultCase for an event, re-read when any version it depends on changed (mapping, rules, contract)."""
+    from tools.quality_fix import load_case
+
+    store = StateStore()
+    stamp = tuple((v.number if (v := store.active_version(f"{kind}:{ev.dataset}")) else None)
+                  for kind in ("mapping", "quarantine", "dedupe", "contract"))
+    key = (str(ev.id), stamp)
+    if key not in _CASES:
+        if len(_CASES) > 8:
+            _CASES.clear()
+        _CASES[key] = load_case(ev)
+    return _CASES[key]
+
+
+# --------------------------------------------------------------------------- nodes
+def gather(state: QualityState) -> QualityState:
+    from pipewarden.errors import PipewardenError
+
+    ev = _event(state)
+    what = f"{ev.check} {ev.column or ''}" if ev.kind == "quality_anomaly" else \
+        " ".join(f"{f.check} {f.column or ''}" for f in ev.failed)
+    from pipewarden.settings import get_settings
+
+    settings = get_settings()
+    if settings.qdrant_url is None and not settings.qdrant_path.exists():
+        return {"citations": []}  # no index built yet: nothing to cite, and no reason to load the embedder
+    try:
+        from knowledge.retrieval import search, to_citation
+
+        hits = search(f"{ev.dataset} data quality {what}; quarantine, dedupe, re-ingest or contract change runbook",
+                      role=READER_ROLE, limit=4)
+        cites = [to_citation(h) for h in hits]
+    except (PipewardenError, OSError, RuntimeError, ValueError) as exc:  # the index is optional evidence
+        log.warning("knowledge search failed, proposing without citations: %s", exc)
+        cites = []
+    return {"citations": [c.model_dump(mode="json") for c in cites]}
+
+
+def _finding_text(ev: Any) -> str:
+    if ev.kind == "quality_anomaly":
+        msg = (ev.detail or {}).get("message") or f"observed {ev.observed}, expected {ev.expected}"
+        return f"{ev.check}{f' on {ev.column}' if ev.column else ''}: {msg}"
+    return (f"{ev.failure_rate:.1%} of rows failed the contract (threshold {ev.threshold:.1%}): "
+            + "; ".join(f"{f.detail or f.check} ({f.failed_rows} rows)" for f in ev.failed))
+
+
+def diagnose(state: QualityState) -> QualityState:
+    from agents.planner import format_citation
+    from tools.quality_fix import draft_candidates, dry_run, root_cause
+
+    ev = _event(state)
+    case = _case(ev)
+    candidates = []
+    for c in draft_candidates(case):
+        evidence = dry_run(case, c.change)
+        candidates.append({
+            "name": c.name, "rationale": c.rationale, "change": c.change.model_dump(mode="json"),
+            "heals": evidence.heals, "after_failed_checks": evidence.after.failed_checks[:4],
+            "notes": evidence.notes[:3],
+        })
+    columns = [{"name": c, "type": case.contract.column(c).type if c in case.contract.names else "unknown"}
+               for c in case.columns]
+    ctx = {
+        "dataset": ev.dataset, "load_id": ev.load_id, "event_kind": ev.kind, "finding": _finding_text(ev),
+        "check": getattr(ev, "check", None), "column": getattr(ev, "column", None),
+        "root_cause": root_cause(case), "columns": columns, "keys": list(case.dq.keys),
+        "rows": len(case.frame), "max_quarantine_fraction": case.dq.agent.max_quarantine_fraction,
+        "candidates": candidates,
+        "citations": [format_citation(c["chunk_id"], c["excerpt"], max_chars=300) for c in state.get("citations", [])],
+    }
+    return {"context": ctx}
+
+
+def offline_solve(request: Any) -> QualityAnswer:
+    """The deterministic answer: the first drafted candidate whose dry-run heals (a re-ingest when rows are missing)."""
+    data = request.data
+    cites = [c[1:c.index("]")] for c in data.get("citations", []) if c.startswith("[") and "]" in c][:2]
+    for cand in data.get("candidates", []):
+        change = cand["change"]
+        if not cand["heals"] and change["kind"] != "reingest":
+            continue
+        kind = change["kind"]
+        base = {"rationale": f"offline: {cand['rationale']}", "cited_chunks": cites}
+        if kind == "quarantine":
+            return QualityAnswer(action="quarantine", predicate=change["predicate"], reason=change["reason"], **base)
+        if kind == "dedupe_rule":
+            return QualityAnswer(action="dedupe_rule", keys=change["keys"], keep=change["keep"],
+                                 order_by=change.get("order_by"), reason=cand["rationale"], **base)
+        if kind == "reingest":
+            return QualityAnswer(action="reingest", reason=change["reason"], **base)
+        if kind == "contract_change":
+            return QualityAnswer(action="contract_change", reason=change.get("summary", ""),
+                                 bounds=_bounds_from(change), **base)
+    # nothing heals: the first candidate, so validation says why and the proposal needs a human
+    return QualityAnswer(action="quarantine", predicate="", reason="no drafted candidate heals the batch",
+                         rationale="offline: no candidate heals", cited_chunks=[])
+
+
+def _bounds_from(change: dict[str, Any]) -> list[BoundEdit]:
+    """The column edits a drafted ContractChange makes, against the contract in force."""
+    from tools.contracts import active_contract
+
+    old = active_contract(change["dataset"])
+    edits = []
+    for col in change["contract"]["columns"]:
+        if col["name"] not in old.names:
+            continue
+        o = old.column(col["name"])
+        added = [v for v in (col.get("allowed") or []) if v not in (o.allowed or [])]
+        if (col.get("min"), col.get("max")) != (o.min, o.max) or added:
+            edits.append(BoundEdit(column=col["name"], min=col.get("min"), max=col.get("max"), add_allowed=added))
+    return edits
+
+
+def answer_to_change(answer: QualityAnswer, case: Any) -> Any:
+    """The typed change an answer stands for (raises UserError when it cannot be one)."""
+    from pipewarden.errors import UserError
+    from tools.contracts import contract_to_dict
+    from tools.quality_fix import _quarantine, _reingest
+
+    if answer.action == "quarantine":
+        return _quarantine(case, answer.predicate, answer.reason or "quarantined by the quality agent")
+    if answer.action == "dedupe_rule":
+        return DedupeRule(dataset=case.dataset, keys=list(answer.keys), keep=answer.keep, order_by=answer.order_by)
+    if answer.action == "reingest":
+        return _reingest(case, answer.reason)
+    data = contract_to_dict(case.contract)
+    data["version"] = int(data.get("version", 1)) + 1
+    by_name = {c["name"]: c for c in data["columns"]}
+    loosens, parts = False, []
+    for edit in answer.bounds:
+        if edit.column not in by_name:
+            raise UserError(f"contract_change names column {edit.column!r}, which the contract does not have")
+        col = by_name[edit.column]
+        if edit.min is not None:
+            loosens |= col.get("min") is None or edit.min < col["min"]
+            col["min"] = edit.min
+        if edit.max is not None:
+            loosens |= col.get("max") is None or edit.max > col["max"]
+            col["max"] = edit.max
+        if edit.add_allowed:
+            loosens = True
+            col["allowed"] = [*(col.get("allowed") or []), *[v for v in edit.add_allowed if v not in (col.get("allowed") or [])]]
+        parts.append(f"{edit.column}: [{col.get('min')}, {col.get('max')}]" + (f" +{edit.add_allowed}" if edit.add_allowed else ""))
+    return ContractChange(dataset=case.dataset, contract=data, loosens=loosens or not answer.bounds,
+                          summary=answer.reason or "; ".join(parts))
+
+
+def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any]) -> list[str]:
+    """Everything wrong with an answer (empty: acceptable). See the module docstring."""
+    from pipewarden.errors import PipewardenError
+    from tools.quality_fix import REINGEST_CHECKS, dry_run
+    from tools.sql_guard import check_predicate
+
+    errors: list[str] = []
+    check = ctx.get("check")
+    columns = set(case.columns)
+    known_cites = {c[1:c.index("]")] for c in ctx.get("citations", []) if c.startswith("[") and "]" in c}
+    errors += [f"cited chunk {c!r} is not in the data's citations" for c in answer.cited_chunks if c not in known_cites]
+    if answer.action == "reingest" and check not in (*REINGEST_CHECKS, "distribution"):
+        errors.append(f"a re-ingest cannot fix a {check or 'contract check'} fault: the bad rows are in the batch")
+    if answer.action == "dedupe_rule":
+        if check != "duplicates":
+            errors.append("a dedupe rule only fixes duplicate keys")
+        unknown = [k for k in [*answer.keys, *([answer.order_by] if answer.order_by else [])] if k not in columns]
+        if unknown or not answer.keys:
+            errors.append(f"dedupe keys must be batch columns; unknown: {', '.join(unknown) or '(no keys given)'}")
+    if answer.action == "quarantine":
+        errors += check_predicate(answer.predicate, columns)
+    if answer.action == "contract_change":
+        if not answer.bounds:
+            errors.append("a contract change must name at least one column edit")
+        errors += [f"contract_change names column {b.column!r}, which the contract does not have"
+                   for b in answer.bounds if b.column not in case.contract.names]
+    if errors:
+        return errors
+    try:
+        change = answer_to_change(answer, case)
+        evidence = dry_run(case, change)
+    except PipewardenError as exc:
+        return [exc.message]
+    if answer.action == "quarantine":
+        limit = case.dq.agent.max_quarantine_fraction
+        if change.rows == 0:
+            return [f"the predicate {answer.predicate!r} matches no row of the batch"]
+        if change.fraction > limit:
+            return [f"the predicate takes out {change.fraction:.0%} of the batch, over the {limit:.0%} a quarantine may"]
+    if answer.action == "dedupe_rule" and evidence.metrics.get("rows_taken_out") != evidence.metrics.get("duplicate_rows"):
+        return ["the dedupe rule would take out rows that are not duplicates"]
+    if answer.action != "reingest" and not evidence.heals:
+        return ["the dry-run does not heal the batch: " + "; ".join(evidence.after.failed_checks[:3])]
+    return errors  # a new finding the change brings on (notes) is evidence for the person, not a refusal
+
+
+def draft(state: QualityState) -> QualityState:
+    from agents.llm import OfflinePlanner, PlanRequest, plan
+    from tools.quality import TOOLS
+
+    ev = _event(state)
+    case = _case(ev)
+    ctx = state["context"]
+    request = PlanRequest(agent=AGENT, task=TASK, rules=RULES, data=ctx)
+    outcome = plan(request, QualityAnswer, offline=OfflinePlanner(offline_solve),
+                   validate=lambda a: validate_answer(a, case, ctx), tools=TOOLS)
+    return {"answer": outcome.answer.model_dump(mode="json") if outcome.answer else None,
+            "planner": outcome.planner or "offline", "tried": list(outcome.tried),
+            "usage": outcome.usage.model_dump(mode="json")}
+
+
+def _risk(change: Any) -> Risk:
+    if change.kind == "contract_change":
+        return Risk.high
+    if change.kind == "quarantine" and change.fraction < 0.05:
+        return Risk.low
+    return Risk.medium
+
+
+def _title(ev: Any, change: Any) -> str:
+    if change.kind == "quarantine":
+        return f"{ev.dataset}: quarantine {change.rows} rows where {change.predicate}"[:200]
+    if change.kind == "dedupe_rule":
+        return f"{ev.dataset}: keep one row per ({', '.join(change.keys)})"
+    if change.kind == "reingest":
+        return f"{ev.dataset}: re-ingest load {change.load_id}"
+    return f"{ev.dataset}: loosen the contract ({change.summary})"[:200]
+
+
+def dry_run_node(state: QualityState) -> QualityState:
+    from tools.quality_fix import dry_run
+
+    ev = _event(state)
+    case = _case(ev)
+    ctx = state["context"]
+    citations = [Citation.model_validate(c) for c in state.get("citations", [])]
+    cause = "\n".join(f"- {line}" for line in ctx["root_cause"])
+    if state.get("answer") is None:
+        change: Any = NoChange(reason="no valid fix was found; " + " | ".join(state.get("tried", [])[-3:]))
+        before = case.before()
+        from tools.quality_fix import _result
+
+        res = _result(case, before)
+        evidence = DryRun(before=res, after=res)
+        status, risk = ProposalStatus.needs_human, Risk.high
+        title = f"{ev.dataset}: quality fault needs a human ({getattr(ev, 'check', 'contract checks')})"
+        diagnosis = f"{ctx['finding']}\n\nRoot cause:\n{cause}\n\nNo drafted or planned fix heals the batch."
+    else:
+        answer = QualityAnswer.model_validate(state["answer"])
+        change = answer_to_change(answer, case)
+        evidence = dry_run(case, change)
+        status, risk = ProposalStatus.pending, _risk(change)
+        title = _title(ev, change)
+        diagnosis = (f"{ctx['finding']}\n\nRoot cause:\n{cause}\n\nProposed by the {state.get('planner', 'offline')} "
+                     f"planner: {answer.action}. {answer.rationale}")
+    proposal = Proposal(
+        id=proposal_id_for(state["event_id"]), event_id=ev.id, agent=AGENT, dataset=ev.dataset, title=title,
+        diagnosis=diagnosis, change=change, dry_run=evidence, citations=citations, risk=risk,
+        required_roles=["owner"], status=status, thread_id=thread_id_for(state["event_id"]),
+        planner=state.get("planner", "offline"), tried=state.get("tried", []),
+    )
+    return {"proposal": proposal.model_dump(mode="json")}
+
+
+STEPS: tuple[tuple[str, Any], ...] = (("gather", gather), ("diagnose", diagnose), ("draft", draft),
+                                      ("dry_run", dry_run_node))
+
+
+# --------------------------------------------------------------------------- verification
+def verify_quality(proposal: Proposal, event: Any) -> Verification:
+    """See the module docstring: a re-run that no longer halts at validate nor finds the event's anomaly again;
+    a re-ingest passes once its request is the active version."""
+    from pipewarden.models import leaf_changes
+    from pipewarden.ports import pipeline_runner
+
+    leaves = leaf_changes(proposal.change)
+    if any(c.kind == "reingest" for c in leaves):
+        change = next(c for c in leaves if c.kind == "reingest")
+        v = StateStore().active_version(change.target)
+        detail = {"reingest": "requested" if v else "missing", "version": v.number if v else None,
+                  "load_id": change.load_id, "source": change.source,
+                  "check": "the re-delivered load is judged by the detectors when it lands"}
+        return Verification(v is not None, detail, "" if v else "the re-ingest request is not recorded")
+    source = getattr(event, "batch_path", None)
+    if source is None:
+        return Verification(True, {"rerun": "not needed"})
+    result = pipeline_runner()(proposal.dataset, source, load_id=event.load_id, rerun=True)
+    detail = {"rerun_status": result.status, "load_id": result.load_id, "rows_in": result.rows_in,
+              "rows_quarantined": result.rows_quarantined, "halted_at": result.halted_at, "events": result.events}
+    if result.status == "failed" or result.halted_at == "validate":
+        reason = f"re-run {result.status} at {result.halted_at or 'an unknown stage'}"
+        if result.checks and result.checks.failed_checks:
+            reason += ": " + "; ".join(result.checks.failed_checks[:3])
+        return Verification(False, detail, reason)
+    if event.kind == "quality_anomaly" and str(event.id) in result.events:
+        return Verification(False, detail, f"the re-run still finds {event.check}"
+                            + (f" on {event.column}" if event.column else ""))
+    return Verification(True, detail)
+
+
+def build_graph(checkpointer: Any = None) -> Any:
+    return build_agent_graph(QualityState, STEPS, checkpointer, verifier=verify_quality)

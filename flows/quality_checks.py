@@ -1,0 +1,125 @@
+"""The quality stage: after validate accepted a batch, judge it against the history of accepted loads.
+
+`check_quality(landed, df)` runs `tools.quality.evaluate` on the batch exactly as validate saw it (the active
+column mapping, the active quality rules, the contract's row checks) and every detector of `policies/quality.yaml`
+on what was accepted: freshness (gaps and late tails in event time, from `meta_loads` and the accepted rows),
+volume (rows landed against earlier loads), null spikes, out-of-range shares, duplicate keys, broken references
+(e.g. flights.tailnum -> planes.tailnum) and distribution shifts (PSI). Each finding becomes a `QualityAnomaly`
+event in the outbox (through `flows.emit`), with a stable id: the same finding on the same load is one event,
+however often the load is re-run.
+
+When a finding's check halts (`halt: true` in the policy), the batch stops before transform as a contract failure
+does: in one warehouse transaction its accepted rows are taken back out of `raw_<dataset>` (they stay in the landing
+zone; a re-run after the fix accepts them again) and the load's status becomes `halted_quality`. The outcome lists
+the ids of every finding's event, new or not, so a verifier can tell whether the fault it fixed is gone.
+
+Public names: `QualityOutcome`, `check_quality`, `anomaly_event_id`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from flows.emit import emit
+from flows.ingest import Landed, read_landed, set_load_status, transaction
+from flows.warehouse import connect
+from pipewarden.events import QualityAnomaly
+from pipewarden.store import StateStore
+from tools.quality import Finding
+
+QUALITY_NS = uuid.UUID("3f6c9b1e-2a47-4d8e-b5a0-7c1d2e3f4a5b")
+
+
+class QualityOutcome(BaseModel):
+    """What the quality stage found on one batch, and whether it halted it."""
+
+    dataset: str
+    load_id: str
+    halted: bool = False
+    reason: str = ""
+    findings: list[Finding] = Field(default_factory=list)
+    event_ids: list[str] = Field(default_factory=list)
+    rows_withdrawn: int = 0
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+def anomaly_event_id(dataset: str, load_id: str, check: str, column: str | None) -> uuid.UUID:
+    """One id per (load, check, column): a re-run that finds the fault again finds the same event."""
+    return uuid.uuid5(QUALITY_NS, f"quality_anomaly|{dataset}|{load_id}|{check}|{column or '*'}")
+
+
+def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str | None = None) -> QualityOutcome:
+    """Judge an accepted batch against its history; emit one `QualityAnomaly` per finding; halt on halting ones."""
+    from flows.validate import active_mapping
+    from policies.quality import dataset_quality
+    from tools.contracts import active_contract
+    from tools.mapping import map_frame
+    from tools.quality import evaluate, load_history
+    from tools.quality_rules import active_rules
+
+    t0 = time.perf_counter()
+    if df is None:
+        df, _ = read_landed(landed.dataset, landed.load_id)
+    store = StateStore()
+    contract = active_contract(landed.dataset, store)
+    dq = dataset_quality(landed.dataset)
+    mapping, _ = active_mapping(landed.dataset, store)
+    frame, cast_failures = df, {}
+    if mapping is not None:
+        mapped = map_frame(df, mapping, contract)
+        frame, cast_failures = mapped.frame, mapped.cast_failures
+    history = load_history(landed.dataset, landed.load_id, dq, contract)
+    t1 = time.perf_counter()
+    ev = evaluate(frame, contract, active_rules(landed.dataset, landed.load_id, store), history, dq,
+                  cast_failures=cast_failures, rows_landed=len(df))
+    out = QualityOutcome(dataset=landed.dataset, load_id=landed.load_id, findings=ev.findings,
+                         timings_ms={"history_ms": _ms(t0, t1), "evaluate_ms": _ms(t1)})
+    for f in ev.findings:
+        event = QualityAnomaly(
+            id=anomaly_event_id(landed.dataset, landed.load_id, f.check, f.column), dataset=landed.dataset,
+            load_id=landed.load_id, run_id=run_id, check=f.check, batch_path=landed.path, column=f.column,
+            observed=f.observed, expected=f.expected, detail={**_jsonable(f.detail), "message": f.message, "halt": f.halt},
+        )
+        emit(event, store=store)
+        out.event_ids.append(str(event.id))
+    halting = [f for f in ev.findings if f.halt]
+    if halting:
+        out.halted = True
+        out.reason = "quality: " + "; ".join(f"{f.check}{f' on {f.column}' if f.column else ''}: {f.message}"
+                                              for f in halting)
+        out.rows_withdrawn = _withdraw(landed)
+    out.timings_ms["total_ms"] = _ms(t0)
+    return out
+
+
+def _withdraw(landed: Landed) -> int:
+    """Take the load's accepted rows back out of `raw_<dataset>` and mark it `halted_quality`, in one transaction."""
+    table = f"raw_{landed.dataset}"
+    with connect() as con:
+        has_raw = bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0])
+        with transaction(con):
+            n = 0
+            if has_raw:
+                n = int(con.execute(f'SELECT count(*) FROM "{table}" WHERE _load_id = ?', [landed.load_id]).fetchone()[0])
+                con.execute(f'DELETE FROM "{table}" WHERE _load_id = ?', [landed.load_id])
+            set_load_status(landed.dataset, landed.load_id, "halted_quality", con=con)
+    return n
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _ms(since: float, until: float | None = None) -> float:
+    return round(((until or time.perf_counter()) - since) * 1000, 1)
