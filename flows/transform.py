@@ -2,9 +2,12 @@
 
 Each model `<name>.sql` (one SELECT) runs as `CREATE OR REPLACE TABLE <name> AS <select>`. All models build in
 one transaction: if one fails, none is replaced, and the error names the model file and DuckDB's message.
-Every build appends a row to `model_runs` (model, load id, start, elapsed ms, rows out, rows scanned, CPU ms,
-peak memory, the SQL's hash): the cost detector's history. Profiling numbers come from DuckDB's own profiler
-(`enable_profiling = 'no_output'`), which adds no extra query.
+Every build appends a row to `model_runs` (model, load id, start, elapsed ms, rows out, rows scanned, bytes
+scanned, bytes read, rows processed, CPU ms, peak memory, every table scan as JSON, the SQL's hash): the cost
+detector's history. The SQL text of every hash is kept once in `model_sql`, so the cost agent can recover the
+last known-good version of a model whatever changed it (a patch, an edited file, an override). Profiling numbers
+come from DuckDB's own profiler (`enable_profiling = 'no_output'`, read by `tools.cost.profile_from_json`),
+which adds no extra query.
 
 The SQL of a model is its file, unless the state DB holds an active version for `sql:<model>` (an approved
 SqlModelPatch), or the caller passes `overrides` (a patch on dry-run).
@@ -44,6 +47,20 @@ CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
     error VARCHAR
 )
 """
+# Columns added after the first release; `ALTER ... IF NOT EXISTS` upgrades an older warehouse in place.
+RUNS_EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("bytes_scanned", "BIGINT"), ("bytes_read", "BIGINT"), ("rows_processed", "BIGINT"), ("scans", "VARCHAR"),
+    ("sql_source", "VARCHAR"),
+)
+SQL_TABLE = "model_sql"
+SQL_DDL = f"""
+CREATE TABLE IF NOT EXISTS {SQL_TABLE} (
+    sql_hash VARCHAR PRIMARY KEY,
+    model VARCHAR NOT NULL,
+    sql VARCHAR NOT NULL,
+    first_seen TIMESTAMP NOT NULL
+)
+"""
 
 
 class ModelRunError(ModelSqlError):
@@ -62,6 +79,11 @@ class ModelRun(BaseModel):
     rows_scanned: int | None = Field(default=None, description="Rows read from tables, from DuckDB's profiler.")
     cpu_ms: float | None = None
     peak_memory_bytes: int | None = None
+    bytes_scanned: int | None = Field(default=None, description="Bytes the table scans produced (columns x rows).")
+    bytes_read: int | None = Field(default=None, description="Bytes read from storage.")
+    rows_processed: int | None = Field(default=None, description="Rows through every operator of the plan.")
+    scans: list[dict] = Field(default_factory=list, description="Per table scan: rows, bytes, columns, filters.")
+    sql_source: str = Field(default="file", description="file, version (an active sql:<model> version) or override.")
     sql_hash: str
 
 
@@ -104,27 +126,38 @@ def active_sql_overrides(names: list[str]) -> dict[str, str]:
     return out
 
 
-def _profile(con: duckdb.DuckDBPyConnection) -> tuple[int | None, float | None, int | None]:
-    """Rows scanned, CPU ms and peak buffer memory of the last statement, from DuckDB's profiler."""
-    try:
-        info = json.loads(con.get_profiling_information(format="json"))
-    except (duckdb.Error, ValueError):
-        return None, None, None
-    query, system = info.get("query", {}), info.get("system", {})
-    scanned = query.get("total_rows_scanned")
-    cpu = query.get("cpu_time")
-    peak = system.get("peak_buffer_memory")
-    return (int(scanned) if scanned is not None else None,
-            round(float(cpu) * 1000, 3) if cpu is not None else None,
-            int(peak) if peak is not None else None)
+def _profile(con: duckdb.DuckDBPyConnection) -> dict:
+    """The last statement's cost from DuckDB's profiler, as ModelRun fields (empty when the profiler has nothing)."""
+    from tools.cost import last_profile
+
+    p = last_profile(con)
+    if p is None:
+        return {}
+    return {"rows_scanned": p.rows_scanned, "cpu_ms": p.cpu_ms, "peak_memory_bytes": p.peak_memory_bytes,
+            "bytes_scanned": p.bytes_scanned, "bytes_read": p.bytes_read, "rows_processed": p.rows_processed,
+            "scans": [s.model_dump() for s in p.scans]}
 
 
-def _record(con: duckdb.DuckDBPyConnection, run_id: str, run: ModelRun, status: str, error: str | None) -> None:
+def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(RUNS_DDL)
+    for name, typ in RUNS_EXTRA_COLUMNS:
+        con.execute(f"ALTER TABLE {RUNS_TABLE} ADD COLUMN IF NOT EXISTS {name} {typ}")
+    con.execute(SQL_DDL)
+
+
+def _record(con: duckdb.DuckDBPyConnection, run_id: str, run: ModelRun, status: str, error: str | None,
+            sql: str | None = None) -> None:
     con.execute(
-        f"INSERT INTO {RUNS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO {RUNS_TABLE} (run_id, model, load_id, status, started_at, elapsed_ms, rows_out, rows_scanned, "
+        "cpu_ms, peak_memory_bytes, sql_hash, error, bytes_scanned, bytes_read, rows_processed, scans, sql_source) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [run_id, run.model, run.load_id, status, run.started_at.replace(tzinfo=None), run.elapsed_ms, run.rows_out,
-         run.rows_scanned, run.cpu_ms, run.peak_memory_bytes, run.sql_hash, error],
+         run.rows_scanned, run.cpu_ms, run.peak_memory_bytes, run.sql_hash, error, run.bytes_scanned, run.bytes_read,
+         run.rows_processed, json.dumps(run.scans) if run.scans else None, run.sql_source],
     )
+    if sql is not None:
+        con.execute(f"INSERT INTO {SQL_TABLE} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [run.sql_hash, run.model, sql, run.started_at.replace(tzinfo=None)])
 
 
 def transform(
@@ -145,35 +178,37 @@ def transform(
     active = active_sql_overrides(list(models)) if use_active_versions else {}
     if active or overrides:
         models = load_models(models_dir, overrides={**active, **(overrides or {})})
+    sources = {name: "override" if name in (overrides or {}) else "version" if name in active else "file"
+               for name in models}
     order = topological_order(model_dependencies(models=models), models=models)
     run_id = str(new_id())
     runs: list[ModelRun] = []
     t_all = time.perf_counter()
     with connect() as con:
-        con.execute(RUNS_DDL)
+        _ensure_tables(con)
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET profiling_coverage = 'ALL'")
         con.execute("SET enable_profiling = 'no_output'")
         con.execute("BEGIN TRANSACTION")
         try:
             for name in order:
-                runs.append(_build(con, models[name], load_id))
+                runs.append(_build(con, models[name], load_id, sources[name]))
         except ModelRunError as exc:
             con.execute("ROLLBACK")
             con.execute("PRAGMA disable_profiling")
             failed = ModelRun(model=exc.model, path=exc.path, load_id=load_id, started_at=utcnow(), elapsed_ms=0.0,
-                              rows_out=0, sql_hash=sql_hash(models[exc.model].sql))
-            _record(con, run_id, failed, "failed", exc.problem)
+                              rows_out=0, sql_hash=sql_hash(models[exc.model].sql), sql_source=sources[exc.model])
+            _record(con, run_id, failed, "failed", exc.problem, models[exc.model].sql)
             raise
         con.execute("COMMIT")
         con.execute("PRAGMA disable_profiling")
         for run in runs:
-            _record(con, run_id, run, "ok", None)
+            _record(con, run_id, run, "ok", None, models[run.model].sql)
     return TransformResult(run_id=run_id, load_id=load_id, runs=runs,
                            elapsed_ms=round((time.perf_counter() - t_all) * 1000, 3))
 
 
-def _build(con: duckdb.DuckDBPyConnection, model: SqlModel, load_id: str | None) -> ModelRun:
+def _build(con: duckdb.DuckDBPyConnection, model: SqlModel, load_id: str | None, source: str = "file") -> ModelRun:
     select = model.sql.strip().rstrip(";").strip()
     started = utcnow()
     t0 = time.perf_counter()
@@ -185,7 +220,6 @@ def _build(con: duckdb.DuckDBPyConnection, model: SqlModel, load_id: str | None)
             hint = "a raw table is missing: ingest a batch (and the reference tables) before transform"
         raise ModelRunError(model.name, model.path, f"failed in DuckDB: {exc}", hint=hint) from exc
     elapsed = round((time.perf_counter() - t0) * 1000, 3)
-    scanned, cpu_ms, peak = _profile(con)
     return ModelRun(model=model.name, path=model.path, load_id=load_id, started_at=started, elapsed_ms=elapsed,
-                    rows_out=int(row[0]) if row else 0, rows_scanned=scanned, cpu_ms=cpu_ms,
-                    peak_memory_bytes=peak, sql_hash=sql_hash(model.sql))
+                    rows_out=int(row[0]) if row else 0, sql_hash=sql_hash(model.sql), sql_source=source,
+                    **_profile(con))

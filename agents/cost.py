@@ -1,0 +1,385 @@
+"""The cost agent: a LangGraph graph from a CostRegression event to a proven, cheaper SQL model patch.
+
+    gather -> diagnose -> draft -> dry_run -> (shared tail: submit -> await_decision -> apply -> verify)
+
+- gather: the SQL the regressed build ran (by its hash in `model_sql`, else the active version or the file), the
+  model's build history, and the last known-good SQL: the newest earlier build with other SQL whose cost was under
+  the policy's threshold (else the previous `sql:<model>` version, else the file).
+- diagnose: the current SQL is built once on the current data with DuckDB's profiler; `tools.cost.diagnose` reads
+  the plan and the SQL: lost filter, cartesian join, `SELECT *` over a wide table, non-sargable predicate, repeated
+  scan.
+- draft: candidates are the known-good SQL and `tools.cost.rule_rewrites`; the planner (`agents.llm.plan`: the
+  OpenAI planner when configured, else the offline one) may add its own SQL. Every candidate passes
+  `tools.sql_guard.check_select` over the tables the model reads, then `tools.cost.prove`: the same rows as the
+  current SQL (EXCEPT ALL both ways, row counts) and at least `prove.min_saving` cheaper (rows or bytes scanned, or
+  the median of timed builds). The cheapest proven candidate wins; none proven: the proposal needs a human.
+- dry_run: the proposal: a `sql_model_patch` (base_sql = the current SQL) with the cost before and after in
+  `DryRun.metrics` and the diagnosis in `DryRun.notes`.
+- verify (after approval): the active version's SQL is built on the current data: its rows must equal the regressed
+  SQL's and its cost must be back under the policy's threshold over the event's baseline; else it rolls back.
+
+Public names: `AGENT`, `CostState`, `CostRewriteAnswer`, `STEPS`, `build_graph`, `verify_cost`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
+from pipewarden.events import CostRegression
+from pipewarden.models import CheckResult, DryRun, NoChange, Proposal, ProposalStatus, Risk, SqlModelPatch
+from pipewarden.store import StateStore
+
+log = logging.getLogger(__name__)
+AGENT = "cost"
+SLOW_BUILD_MS = 500.0  # a current build slower than this is timed twice, not `timed_runs` times
+SOURCE_ORDER = ("known_good", "rule", "llm")
+
+
+class CostRewriteAnswer(BaseModel):
+    """A planner's rewrite of a SQL model: one read-only SELECT and why it is cheaper."""
+
+    model_config = ConfigDict(extra="forbid")
+    sql: str = Field(description="One read-only SELECT returning exactly the current model's rows and columns.")
+    rationale: str = Field(description="Why it returns the same rows and costs less, in one or two sentences.")
+
+
+class CostState(AgentState, total=False):
+    evidence: dict[str, Any]
+    findings: list[dict[str, Any]]
+    current: dict[str, Any]  # the Measurement of the current SQL
+    candidates: list[dict[str, Any]]  # every candidate with its proof summary
+    chosen: dict[str, Any] | None
+    planner: str
+    tried: list[str]
+
+
+def _event(state: CostState) -> CostRegression:
+    ev = StateStore().get_event(state["event_id"])
+    assert isinstance(ev, CostRegression), f"cost agent got a {ev.kind} event"
+    return ev
+
+
+def _connect() -> Any:
+    from tools.cost import open_warehouse
+
+    return open_warehouse(read_only=True)
+
+
+def _metric(build: Any, metric: str) -> float | None:
+    value = getattr(build, metric, None)
+    return float(value) if value is not None else None
+
+
+def _current_sql(con: Any, ev: CostRegression, history: list[Any]) -> tuple[str, str]:
+    """The SQL the regressed build ran, and where it was found."""
+    from tools.cost import sql_for_hash
+    from tools.lineage import load_models
+
+    mine = [b for b in history if b.load_id == ev.load_id]
+    if mine and (sql := sql_for_hash(con, mine[-1].sql_hash)):
+        return sql, f"model_sql {mine[-1].sql_hash}"
+    active = StateStore().active_version(f"sql:{ev.model}")
+    if active is not None and isinstance(active.content.get("sql"), str):
+        return active.content["sql"], f"sql:{ev.model} v{active.number}"
+    return load_models()[ev.model].sql, "file"
+
+
+def _hash(sql: str) -> str:
+    """The hash transform records for a model's SQL (`flows.transform.sql_hash`, same formula)."""
+    import hashlib
+
+    return hashlib.sha256(sql.strip().encode()).hexdigest()[:12]
+
+
+def _known_good(con: Any, ev: CostRegression, history: list[Any], current: str) -> tuple[str | None, str, list[Any]]:
+    """The last known-good SQL: the newest earlier build with other SQL and a cost under the threshold."""
+    from policies.cost import load_cost_policy
+    from tools.cost import sql_for_hash
+    from tools.lineage import load_models
+    
+    rule = load_cost_policy().rule(ev.metric)
+    limit = ev.baseline * (rule.ratio if rule else 1.5)
+    cur_hash = _hash(current)
+    regressed = max((i for i, b in enumerate(history) if b.load_id == ev.load_id), default=len(history))
+    for build in reversed(history[:regressed]):
+        value = _metric(build, ev.metric)
+        if build.sql_hash != cur_hash and value is not None and value < limit:
+            sql = sql_for_hash(con, build.sql_hash)
+            if sql:
+                return sql, f"build of load {build.load_id} ({ev.metric} {value:g}, SQL {build.sql_hash})", build.scans
+    versions = [v for v in StateStore().list_versions(f"sql:{ev.model}") if not v.active]
+    for v in reversed(versions):
+        sql = v.content.get("sql")
+        if isinstance(sql, str) and _hash(sql) != cur_hash:
+            return sql, f"sql:{ev.model} v{v.number}", []
+    try:
+        file_sql = load_models()[ev.model].sql
+    except KeyError:
+        return None, "none", []
+    if _hash(file_sql) != cur_hash:
+        return file_sql, f"the file flows/models/{ev.model}.sql", []
+    return None, "none", []
+
+
+def gather(state: CostState) -> CostState:
+    from tools.cost import model_history, table_widths
+
+    ev = _event(state)
+    con = _connect()
+    try:
+        history = model_history(con, ev.model)
+        current, current_source = _current_sql(con, ev, history)
+        good, good_source, good_scans = _known_good(con, ev, history, current)
+        widths = table_widths(con)
+    finally:
+        con.close()
+    evidence = {
+        "model": ev.model, "metric": ev.metric, "baseline": ev.baseline, "observed": ev.observed, "ratio": ev.ratio,
+        "current_sql": current, "current_source": current_source, "known_good_sql": good,
+        "known_good_source": good_source, "known_good_scans": [s.model_dump() for s in good_scans],
+        "table_widths": widths,
+        "history": [{"load_id": b.load_id, "elapsed_ms": b.elapsed_ms, "rows_scanned": b.rows_scanned,
+                     "bytes_scanned": b.bytes_scanned, "sql_hash": b.sql_hash} for b in history[-8:]],
+    }
+    return {"evidence": evidence}
+
+
+def diagnose(state: CostState) -> CostState:
+    from tools.cost import ScanStat, measure
+    from tools.cost import diagnose as diagnose_sql
+
+    ev = state["evidence"]
+    con = _connect()
+    try:
+        m = measure(con, ev["current_sql"], runs=1)
+    finally:
+        con.close()
+    findings = diagnose_sql(ev["current_sql"], m.profile, known_good_sql=ev.get("known_good_sql"),
+                            baseline_scans=[ScanStat.model_validate(s) for s in ev.get("known_good_scans", [])],
+                            table_widths=ev.get("table_widths"))
+    return {"findings": [f.model_dump() for f in findings], "current": m.model_dump()}
+
+
+def _source_rank(source: str) -> int:
+    head = source.split(":")[0]
+    return SOURCE_ORDER.index(head) if head in SOURCE_ORDER else len(SOURCE_ORDER)
+
+
+def _better(c: dict[str, Any], best: dict[str, Any]) -> bool:
+    """Is proven candidate `c` cheaper than `best`? Exact scan counts first; time only when clearly lower."""
+    if c["rows_scanned"] < best["rows_scanned"] * 0.98:
+        return True
+    if c["rows_scanned"] > best["rows_scanned"] * 1.02:
+        return False
+    if c["bytes_scanned"] < best["bytes_scanned"] * 0.95:
+        return True
+    if c["bytes_scanned"] > best["bytes_scanned"] * 1.05:
+        return False
+    return bool(c["median_ms"] < best["median_ms"] * 0.5)  # time decides only when clearly lower (noisy)
+
+
+def _summary(source: str, sql: str, reason: str, proof: Any) -> dict[str, Any]:
+    return {"source": source, "sql": sql, "reason": reason, "proven": proof.proven,
+            "failure": "" if proof.proven else proof.failure(), "basis": proof.verdict.basis,
+            "ratio": proof.verdict.ratio, "verdict": proof.verdict.reason, "median_ms": proof.after.median_ms,
+            "rows_scanned": proof.after.rows_scanned, "bytes_scanned": proof.after.bytes_scanned,
+            "rows_out": proof.after.rows_out, "before_median_ms": proof.before.median_ms,
+            "before_rows_scanned": proof.before.rows_scanned, "before_bytes_scanned": proof.before.bytes_scanned,
+            "before_rows_out": proof.before.rows_out, "before_runs": len(proof.before.elapsed_ms),
+            "after_runs": len(proof.after.elapsed_ms), "only_current": proof.same.only_left,
+            "only_rewrite": proof.same.only_right}
+
+
+def draft(state: CostState) -> CostState:
+    from agents.llm import OfflinePlanner, PlanRequest, plan
+    from policies.cost import load_cost_policy
+    from tools.cost import TOOLS, Candidate, Measurement, measure, prove, rule_rewrites, tables_read
+    from tools.sql_guard import check_select
+
+    ev = state["evidence"]
+    current = ev["current_sql"]
+    policy = load_cost_policy()
+    allowed = tables_read(current) | (tables_read(ev["known_good_sql"]) if ev.get("known_good_sql") else set())
+    allowed.discard(ev["model"].lower())
+    deterministic: list[Candidate] = []
+    if ev.get("known_good_sql"):
+        deterministic.append(Candidate(source="known_good", sql=ev["known_good_sql"],
+                                       reason=f"the last known-good version ({ev['known_good_source']})"))
+    deterministic += rule_rewrites(current)
+
+    con = _connect()
+    results: dict[str, dict[str, Any]] = {}
+    tried: list[str] = []
+    try:
+        first = Measurement.model_validate(state["current"])
+        runs = policy.prove.timed_runs if first.median_ms < SLOW_BUILD_MS else min(policy.prove.timed_runs, 2)
+        before = measure(con, current, runs=runs, into="__pw_cost_current")
+
+        def check(source: str, sql: str, reason: str) -> list[str]:
+            if sql in results:
+                r = results[sql]
+                return [] if r["proven"] else [r["failure"]]
+            errors = check_select(sql, allowed_tables=allowed)
+            if errors:
+                return ["unsafe SQL: " + "; ".join(errors)]
+            try:
+                proof = prove(con, current, sql, runs=runs, min_saving=policy.prove.min_saving,
+                              max_time_growth=policy.prove.max_time_growth, before=before)
+            except Exception as exc:  # noqa: BLE001  # a candidate that fails in DuckDB is a rejected candidate
+                return [f"the SQL failed on the current data: {getattr(exc, 'message', exc)}"]
+            results[sql] = _summary(source, sql, reason, proof)
+            return [] if proof.proven else [results[sql]["failure"]]
+
+        for c in deterministic:
+            errors = check(c.source, c.sql, c.reason)
+            tried.append(f"{c.source}: " + ("proven: " + results[c.sql]["verdict"] if not errors else errors[0]))
+        proven = sorted((r for r in results.values() if r["proven"]), key=lambda r: _source_rank(r["source"]))
+
+        def solve(_request: PlanRequest) -> CostRewriteAnswer:
+            best = _pick(proven)
+            if best is None:
+                return CostRewriteAnswer(sql="", rationale="no deterministic rewrite returned the same rows cheaper")
+            return CostRewriteAnswer(sql=best["sql"], rationale=best["reason"] + "; " + best["verdict"])
+
+        request = PlanRequest(
+            agent=AGENT,
+            task=(f"SQL model {ev['model']!r} regressed in cost ({ev['metric']} {ev['observed']:g} vs baseline "
+                  f"{ev['baseline']:g}, x{ev['ratio']:g}). Write one DuckDB SELECT that returns exactly the same "
+                  "rows and columns (names, order and types) as current_sql on the current data and costs at least "
+                  f"{policy.prove.min_saving:.0%} less. Use the findings and the known-good SQL."),
+            rules=["Keep every output column, its name, order and type; do not filter, add or drop rows.",
+                   f"Read only these tables: {', '.join(sorted(allowed))}.",
+                   "The rewrite is proven by running it: rows must match exactly and it must be measurably cheaper."],
+            data={"model": ev["model"], "current_sql": current, "known_good_sql": ev.get("known_good_sql"),
+                  "findings": [f["detail"] for f in state.get("findings", [])],
+                  "current_cost": {"median_ms": before.median_ms, "rows_scanned": before.rows_scanned,
+                                   "bytes_scanned": before.bytes_scanned},
+                  "history": ev.get("history", []), "tables": sorted(allowed)},
+        )
+
+        def validate(answer: CostRewriteAnswer) -> list[str]:
+            source = "llm" if answer.sql not in results or results[answer.sql]["source"] == "llm" else \
+                results[answer.sql]["source"]
+            return check(source, answer.sql, answer.rationale)
+
+        outcome = plan(request, CostRewriteAnswer, offline=OfflinePlanner(solve), validate=validate, tools=TOOLS)
+    finally:
+        con.close()
+    tried += outcome.tried
+    all_proven = sorted((r for r in results.values() if r["proven"]), key=lambda r: _source_rank(r["source"]))
+    chosen = _pick(all_proven)
+    planner = "offline"
+    if chosen is not None and chosen["source"] == "llm":
+        planner = outcome.planner or "openai"
+    elif outcome.planner and outcome.planner != "offline" and chosen is not None:
+        planner = outcome.planner if chosen["sql"] == (outcome.answer.sql if outcome.answer else None) else "offline"
+    return {"candidates": list(results.values()), "chosen": chosen, "planner": planner, "tried": tried}
+
+
+def _pick(proven: list[dict[str, Any]]) -> dict[str, Any] | None:
+    best = None
+    for c in proven:
+        if best is None or _better(c, best):
+            best = c
+    return best
+
+
+def dry_run(state: CostState) -> CostState:
+    from policies.cost import load_cost_policy
+
+    ev_obj = _event(state)
+    ev = state["evidence"]
+    rule = load_cost_policy().rule(ev["metric"])
+    threshold = rule.ratio if rule else 0.0
+    cur = state["current"]
+    failed = (f"cost: {ev['metric']} {ev['observed']:g} is x{ev['ratio']:g} its baseline {ev['baseline']:g} "
+              f"(policy: x{threshold:g})")
+    findings = [f"{f['kind']} ({f['seen_in']}): {f['detail']}" for f in state.get("findings", [])]
+    before = CheckResult(passed=False, rows=int(cur.get("rows_out", 0)), failed_checks=[failed])
+    chosen = state.get("chosen")
+    notes = ["diagnosis: " + line for line in findings] or ["diagnosis: nothing in the plan or the SQL explains it"]
+    notes.append(f"current SQL from {ev['current_source']}; known-good from {ev['known_good_source']}")
+    common = dict(id=proposal_id_for(state["event_id"]), event_id=ev_obj.id, agent=AGENT, dataset=ev_obj.dataset,
+                  required_roles=["owner"], thread_id=thread_id_for(state["event_id"]),
+                  planner=state.get("planner", "offline"), tried=state.get("tried", []))
+    if chosen is None:
+        evidence = DryRun(before=before, after=before, notes=notes + [f"tried {t}" for t in state.get("tried", [])])
+        proposal = Proposal(
+            **common, title=f"{ev['model']}: cost regression needs a human",
+            diagnosis=(f"SQL model {ev['model']} costs x{ev['ratio']:g} its baseline ({ev['metric']}). No rewrite "
+                       "returned the same rows and was cheaper.\n" + "\n".join(f"- {f}" for f in findings)),
+            change=NoChange(reason="no proven rewrite; " + " | ".join(state.get("tried", [])[-3:])),
+            dry_run=evidence, risk=Risk.high, status=ProposalStatus.needs_human)
+        return {"proposal": proposal.model_dump(mode="json")}
+    metrics = {
+        "cost_before_ms": chosen["before_median_ms"], "cost_after_ms": chosen["median_ms"],
+        "rows_scanned_before": float(chosen["before_rows_scanned"]), "rows_scanned_after": float(chosen["rows_scanned"]),
+        "bytes_scanned_before": float(chosen["before_bytes_scanned"]),
+        "bytes_scanned_after": float(chosen["bytes_scanned"]),
+        "ratio": chosen["ratio"], "rows_before": float(chosen["before_rows_out"]), "rows_after": float(chosen["rows_out"]),
+        "rows_only_in_current": float(chosen["only_current"]), "rows_only_in_rewrite": float(chosen["only_rewrite"]),
+        "timed_runs": float(chosen["after_runs"]), "baseline": float(ev["baseline"]), "observed": float(ev["observed"]),
+    }
+    notes.append(f"rewrite from {chosen['source']}: {chosen['reason']}")
+    notes.append(f"same rows: {chosen['rows_out']} rows, EXCEPT ALL empty both ways (floats to 10 significant digits)")
+    notes.append(f"cheaper by {chosen['basis']}: {chosen['verdict']} (policy: at least "
+                 f"{load_cost_policy().prove.min_saving:.0%})")
+    after = CheckResult(passed=True, rows=int(chosen["rows_out"]))
+    change = SqlModelPatch(model=ev["model"], sql=chosen["sql"], base_sql=ev["current_sql"],
+                           reason=(findings[0] if findings else "cost regression") + f"; {chosen['verdict']}")
+    proposal = Proposal(
+        **common, title=f"{ev['model']}: {chosen['verdict']}",
+        diagnosis=(f"SQL model {ev['model']} costs x{ev['ratio']:g} its baseline ({ev['metric']} {ev['observed']:g} "
+                   f"vs {ev['baseline']:g}).\n" + "\n".join(f"- {f}" for f in findings)
+                   + f"\n\nProposed: the {chosen['source']} rewrite, proven on the current data to return the same "
+                   f"{chosen['rows_out']} rows; {chosen['verdict']}."),
+        change=change, dry_run=DryRun(before=before, after=after, metrics=metrics, notes=notes), risk=Risk.medium,
+        status=ProposalStatus.pending)
+    return {"proposal": proposal.model_dump(mode="json")}
+
+
+def verify_cost(proposal: Proposal, event: Any) -> Verification:
+    """Build the active version of the patched model on the current data: same rows as the regressed SQL, and its
+    cost on the event's metric back under the policy's threshold over the event's baseline."""
+    from policies.cost import load_cost_policy
+    from tools.cost import measure, same_rows
+
+    change = proposal.change
+    if not isinstance(change, SqlModelPatch) or not isinstance(event, CostRegression):
+        return Verification(True, {"verify": "nothing to check"})
+    active = StateStore().active_version(change.target)
+    if active is None or active.content.get("sql") != change.sql:
+        return Verification(False, {"active": active.number if active else None},
+                            f"the active {change.target} is not the approved SQL")
+    policy = load_cost_policy()
+    rule = policy.rule(event.metric)
+    ratio_limit = rule.ratio if rule else 1.5
+    con = _connect()
+    try:
+        new = measure(con, change.sql, runs=min(policy.prove.timed_runs, 3), into="__pw_verify_new")
+        measure(con, change.base_sql, runs=1, into="__pw_verify_old")
+        same = same_rows(con, "__pw_verify_old", "__pw_verify_new")
+    finally:
+        con.close()
+    observed = {"elapsed_ms": new.median_ms, "rows_scanned": new.rows_scanned,
+                "bytes_scanned": new.bytes_scanned}.get(event.metric, new.median_ms)
+    ratio = observed / event.baseline if event.baseline else 0.0
+    detail = {"model": change.model, "metric": event.metric, "observed": observed, "baseline": event.baseline,
+              "ratio": round(ratio, 4), "threshold": ratio_limit, "rows": new.rows_out, "same_rows": same.same}
+    if not same.same:
+        return Verification(False, detail, f"the patched {change.model} returns different rows: {same.detail}")
+    if ratio >= ratio_limit:
+        return Verification(False, detail, f"{change.model} still costs x{ratio:.2f} its baseline ({event.metric})")
+    return Verification(True, detail)
+
+
+STEPS: tuple[tuple[str, Any], ...] = (("gather", gather), ("diagnose", diagnose), ("draft", draft),
+                                      ("dry_run", dry_run))
+
+
+def build_graph(checkpointer: Any = None) -> Any:
+    return build_agent_graph(CostState, STEPS, checkpointer, verifier=verify_cost)
