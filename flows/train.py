@@ -7,19 +7,16 @@ Params and metrics (AUC, accuracy, base rate, rows) go to an MLflow run in the e
 `pipewarden-delay`, whose artifacts live under `PIPEWARDEN_HOME/mlartifacts`; the model is registered as
 `pipewarden-delay` and the alias (`champion` by default) moves to the new version. The training features'
 distribution is stored as the drift reference, in the warehouse table `model_reference` and as the run's
-artifact `reference.json`.
+artifact `reference.json`, and a sample of its training rows as the artifact `reference_sample.parquet` (what
+`tools.drift` compares scored batches with). The MLflow plumbing is shared with the retrain tools
+(`tools.model_registry`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,7 +27,15 @@ from flows.detectors import REFERENCE_TABLE, FeatureReference, reference_profile
 from flows.features import CATEGORICAL_FEATURES, FEATURES, FEATURES_TABLE, LABEL, NUMERIC_FEATURES
 from flows.warehouse import connect
 from pipewarden.errors import PipewardenError
-from pipewarden.settings import get_settings
+from policies.retrain import load_retrain_policy
+from tools.model_registry import (
+    REFERENCE_SAMPLE_ARTIFACT,
+    SKOPS_TRUSTED_TYPES,
+    experiment_id,
+    mlflow_client,
+    quiet_mlflow,
+)
+from tools.model_registry import register_version as _register_version
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,14 +47,6 @@ HOLDOUT_SHARE = 0.2
 DEFAULT_PARAMS: dict[str, Any] = {
     "max_iter": 150, "learning_rate": 0.1, "max_leaf_nodes": 31, "min_samples_leaf": 40, "l2_regularization": 1.0,
 }
-
-SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.utils.validation.check_array",
-    "functools.partial",
-)
-"""Types beyond skops' defaults that our own Pipeline holds. The model is saved with skops (no pickle: loading
-runs no code), and these are the types we built ourselves and allow back in."""
 
 _REFERENCE_DDL = f"""
 CREATE TABLE IF NOT EXISTS {REFERENCE_TABLE} (
@@ -89,43 +86,10 @@ class TrainResult(BaseModel):
 
 
 # --------------------------------------------------------------------------- MLflow plumbing
-@contextmanager
-def quiet_mlflow() -> Iterator[None]:
-    """Silence MLflow's and alembic's INFO logs and the warnings MLflow raises on every log_model."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    loggers = [logging.getLogger(n) for n in ("mlflow", "alembic", "alembic.runtime.migration")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-def mlflow_client() -> Any:
-    """An MlflowClient on the configured tracking URI (SQLite in PIPEWARDEN_HOME by default)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    settings = get_settings()
-    settings.ensure_home()
-    mlflow.set_tracking_uri(settings.mlflow_uri)
-    mlflow.set_registry_uri(settings.mlflow_uri)
-    return MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
-
-
+# quiet_mlflow, mlflow_client, the experiment and registration helpers live in tools.model_registry (the retrain
+# agent's tools share them); they are imported above under their old names.
 def _experiment_id(client: Any) -> str:
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is not None:
-        return str(exp.experiment_id)
-    artifacts = get_settings().mlflow_artifacts.resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    return str(client.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri()))
+    return experiment_id(client, EXPERIMENT)
 
 
 def has_champion(model_name: str = MODEL_NAME, alias: str = CHAMPION) -> bool:
@@ -246,13 +210,17 @@ def train(
                 ref_path = Path(tmp) / "reference.json"
                 ref_path.write_text(json.dumps([r.model_dump() for r in reference], indent=1))
                 mlflow.log_artifact(str(ref_path))
+                sample_path = Path(tmp) / REFERENCE_SAMPLE_ARTIFACT  # the drift reference (tools.drift)
+                keep = load_retrain_policy().drift.reference_sample_rows
+                X_train.sample(min(len(X_train), keep), random_state=0).to_parquet(sample_path, index=False)
+                mlflow.log_artifact(str(sample_path))
             signature = infer_signature(X_train.head(50), proba[:50])
             info = mlflow.sklearn.log_model(
                 pipe, name="model", signature=signature,
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"],
                 serialization_format="skops", skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
             )
-        version = _register(client, model_name, info.model_uri, run.info.run_id, info.model_id)
+        version = _register_version(client, model_name, info.model_uri, run.info.run_id, info.model_id)
         client.set_registered_model_alias(model_name, alias, version)
     write_reference(model_name, version, reference)
     return TrainResult(
@@ -261,20 +229,6 @@ def train(
         split_date=cut.isoformat(), params=used, metrics=metrics,
         elapsed_ms=round((time.perf_counter() - t0) * 1000, 3),
     )
-
-
-def _register(client: Any, model_name: str, model_uri: str, run_id: str, model_id: str | None) -> str:
-    """Register a logged model as a new version (quietly: the fluent API prints to stderr); returns the version."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
-
-    try:
-        client.create_registered_model(model_name, description="Predicts whether a flight arrives >15 min late.")
-    except MlflowException as exc:
-        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-            raise
-    mv = client.create_model_version(model_name, source=model_uri, run_id=run_id, model_id=model_id)
-    return str(mv.version)
 
 
 def write_reference(model_name: str, version: str, reference: list[FeatureReference]) -> None:
