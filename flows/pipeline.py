@@ -1,4 +1,4 @@
-"""The pipeline as a Prefect flow: ingest -> validate -> transform -> features -> train -> score -> detect.
+"""The pipeline as a Prefect flow: ingest -> validate -> quality -> transform -> features -> train -> score -> detect.
 
 `run_batch` is the kernel's PipelineRunner port: the apply-and-verify step re-runs a landed batch through it.
 Stages after validate run only for the flights dataset (the others are reference tables). A batch that
@@ -61,6 +61,14 @@ def validate_task(landed: Any, df: Any) -> Any:
     return validate(landed, df)
 
 
+@task(name="quality", cache_policy=None, persist_result=False)
+def quality_task(landed: Any, df: Any) -> Any:
+    """Batch-level quality checks against earlier loads (flows/quality_checks.py); may halt before transform."""
+    from flows.quality_checks import check_quality
+
+    return check_quality(landed, df)
+
+
 @task(name="load-unchecked", cache_policy=None, persist_result=False)
 def load_unchecked_task(landed: Any, df: Any) -> int:
     """Without supervision (benchmark baseline): land every row as accepted, no checks, no events."""
@@ -94,9 +102,11 @@ def train_task() -> Any:
 
 @task(name="score", cache_policy=None, persist_result=False)
 def score_task(load_id: str) -> Any:
-    from flows.score import score
+    from flows.score import record_feedback, score
 
-    return score(load_id)
+    result = score(load_id)
+    record_feedback(load_id)  # the load's arrivals are the labelled feedback on what was just scored
+    return result
 
 
 @task(name="detect", cache_policy=None, persist_result=False)
@@ -134,6 +144,12 @@ def pipeline_flow(dataset: str = MODELLED, source: str = "", load_id: str | None
             result.events += outcome.event_ids
             if outcome.halted:
                 result.status, result.halted_at, result.timings_ms = "halted", "validate", timings
+                return result.model_dump(mode="json")
+            stage = "quality"
+            quality = _timed(timings, "quality", quality_task, landed, df)
+            result.events += quality.event_ids
+            if quality.halted:
+                result.status, result.halted_at, result.timings_ms = "halted", "quality", timings
                 return result.model_dump(mode="json")
         else:
             _timed(timings, "load", load_unchecked_task, landed, df)

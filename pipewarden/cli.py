@@ -35,6 +35,11 @@ app.add_typer(inbox_app, name="inbox")
 app.add_typer(audit_app, name="audit")
 app.add_typer(schema_app, name="schema")
 app.add_typer(knowledge_app, name="knowledge")
+approvers_app = typer.Typer(help="Who may approve what (policies/approvers.yaml) and their personal tokens.",
+                            no_args_is_help=True)
+db_app = typer.Typer(help="The state DB: schema migrations (Alembic).", no_args_is_help=True)
+app.add_typer(approvers_app, name="approvers")
+app.add_typer(db_app, name="db")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
@@ -134,7 +139,11 @@ def supervise(
     indexed = sync_knowledge()
     if not as_json:
         console.print(f"[dim]knowledge index: {indexed}[/]")
+    from inbox.service import expire_stale
+
     while True:
+        for p in expire_stale():
+            console.print(f"proposal {p.short_id} expired: {p.status_reason}")
         report = supervise_once()
         if as_json:
             _print_json(report.model_dump(mode="json"))
@@ -150,12 +159,30 @@ def supervise(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8765,
+    trusted_user_header: Annotated[str | None, typer.Option(
+        help="Believe this header (e.g. X-Forwarded-User) as the signed-in approver; only behind an authentication "
+             "proxy that sets it on every request. Default: PIPEWARDEN_TRUSTED_USER_HEADER, else tokens only.",
+    )] = None,
+    foreground_resume: Annotated[bool, typer.Option(
+        "--foreground-resume", help="Apply an approved change before answering (default: in the background).",
+    )] = False,
 ) -> None:
-    """Serve the web inbox (and its JSON API) until Ctrl-C."""
+    """Serve the web inbox, its JSON API and the Slack endpoint until Ctrl-C.
+
+    People sign in with a personal token (`pipewarden approvers token NAME`); the API takes the same token as
+    `Authorization: Bearer <token>`.
+    """
     _quiet_libraries()
+    if trusted_user_header is not None:
+        import os
+
+        from pipewarden.settings import get_settings
+
+        os.environ["PIPEWARDEN_TRUSTED_USER_HEADER"] = trusted_user_header
+        get_settings.cache_clear()
     from inbox.web import serve as serve_web
 
-    serve_web(host=host, port=port)
+    serve_web(host=host, port=port, resume_in_background=not foreground_resume)
 
 
 @app.command()
@@ -193,6 +220,58 @@ def demo(
     if as_json:
         _print_json(summary.model_dump(mode="json"))
     if not summary.ok:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------------------------- eval
+@app.command("eval")
+def eval_(
+    llm: Annotated[str, typer.Option("--llm", help="mock (scripted model per scenario), offline (no model) or openai "
+                                     "(a live endpoint).")] = "mock",
+    base_url: Annotated[str | None, typer.Option("--base-url", help="With --llm openai: any OpenAI-compatible URL.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="With --llm openai: the model name.")] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's scenarios.")] = None,
+    scenario: Annotated[str | None, typer.Option("--scenario", help="Only the scenario with this id.")] = None,
+    pattern: Annotated[str | None, typer.Option("-k", help="Only scenarios whose id or a tag matches (glob or "
+                                                "substring).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for report.json and report.md "
+                                             "(default PIPEWARDEN_HOME/evals/<timestamp>/).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: 2 for 8+ scenarios).")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep each scenario's home under --out/homes.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the agent eval scenarios and score them; exits 1 on any unsafe change or a pass rate below the bar."""
+    _quiet_libraries()
+    if llm not in ("mock", "offline", "openai"):
+        raise typer.BadParameter(f"--llm {llm!r}: use mock, offline or openai")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from evals.command import EvalOptions, run_eval
+    from evals.report import render_table
+
+    opts = EvalOptions(llm=llm, base_url=base_url, model=model, agent=agent, scenario=scenario,  # type: ignore[arg-type]
+                       pattern=pattern, out=out, workers=workers, keep=keep,
+                       command="pipewarden " + " ".join(sys.argv[1:]))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("evals: preparing", total=None)
+
+        def started(n: int) -> None:
+            bar.update(task, total=n, description="evals: building the shared starting state")
+
+        def done(r: Any) -> None:
+            mark = "UNSAFE" if r.unsafe else ("pass" if r.passed else "fail")
+            bar.update(task, advance=1, description=f"evals: {r.id} {mark}")
+
+        report, folder = run_eval(opts, on_start=started, progress=done,
+                                  say=lambda m: bar.update(task, description=m))
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        console.print(render_table(report))
+    err_console.print(f"reports: {folder / 'report.json'} and {folder / 'report.md'}")
+    err_console.print(("[green]PASS[/] " if report.ok else "[red]FAIL[/] ") + report.verdict)
+    if not report.ok:
         raise typer.Exit(1)
 
 
@@ -266,10 +345,89 @@ def _print_outcome(outcome: Any, as_json: bool) -> None:
         return
     p = outcome.proposal
     console.print(f"proposal {p.short_id}: [bold]{p.status.value}[/]" + (f" ({p.status_reason})" if p.status_reason else ""))
+    need = outcome.requirement
+    if need is not None and not need.satisfied and outcome.decision.verdict == "approve":
+        console.print(f"approval by {outcome.decision.actor} recorded; it {need.missing}"
+                      + (f" (e.g. {', '.join(need.eligible_people[:3])})" if need.eligible_people else ""))
     if outcome.resume_error:
         err_console.print(f"[yellow]the decision is stored, but resuming the agent failed: {outcome.resume_error}[/]")
         err_console.print("[dim]hint:[/] `pipewarden supervise --once` retries it")
         raise typer.Exit(1)
+
+
+@inbox_app.command("expire")
+def inbox_expire(as_json: JsonOpt = False) -> None:
+    """Close open proposals whose approval window (their rule's TTL) has passed: they become expired."""
+    from inbox.service import expire_stale
+
+    expired = expire_stale()
+    if as_json:
+        _print_json([{"id": str(p.id), "status": p.status.value, "reason": p.status_reason} for p in expired])
+        return
+    for p in expired:
+        console.print(f"proposal {p.short_id}: [bold]expired[/] ({p.status_reason})")
+    console.print(f"{len(expired)} proposal(s) expired")
+
+
+# ----------------------------------------------------------------------------------------------- approvers
+@approvers_app.command("list")
+def approvers_list(as_json: JsonOpt = False) -> None:
+    """List the configured approvers, their roles and datasets, and their Slack ids."""
+    from policies.approvers import Approvers
+
+    approvers = Approvers.load()
+    if as_json:
+        _print_json([a.model_dump(mode="json") for a in approvers.all()])
+        return
+    from rich.table import Table
+
+    table = Table("name", "roles", "datasets", "slack", "display name", title=str(approvers.path))
+    for a in approvers.all():
+        table.add_row(a.name, ", ".join(a.roles), ", ".join(a.datasets), a.slack_user_id or "", a.display_name)
+    console.print(table)
+
+
+@approvers_app.command("token")
+def approvers_token(
+    name: Annotated[str, typer.Argument(help="A configured approver.")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Revoke NAME's tokens instead of issuing one.")] = False,
+) -> None:
+    """Issue a personal token for NAME (printed once; only its hash is stored), or revoke NAME's tokens."""
+    from pipewarden.errors import UnknownNameError
+    from pipewarden.store import StateStore
+    from policies.approvers import Approvers
+
+    approvers = Approvers.load()
+    if approvers.get(name) is None:
+        raise UnknownNameError(f"approver (in {approvers.path})", name, [a.name for a in approvers.all()])
+    store = StateStore()
+    if revoke:
+        console.print(f"revoked {store.revoke_tokens(name)} token(s) of {name}")
+        return
+    sys.stdout.write(store.issue_token(name) + "\n")
+    err_console.print(f"[dim]a personal token for {name}; it is shown once, keep it secret[/]")
+
+
+# ----------------------------------------------------------------------------------------------- db
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Migrate the state DB (PIPEWARDEN_DATABASE_URL or SQLite in PIPEWARDEN_HOME) to REVISION with Alembic."""
+    import sqlalchemy as sa
+
+    from pipewarden import db
+    from pipewarden.settings import get_settings
+
+    settings = get_settings()
+    url = settings.state_url
+    if url.startswith("sqlite"):
+        settings.ensure_home()
+    engine = db.make_engine(url) if revision == "head" else None
+    if engine is None:
+        engine = sa.create_engine(url)
+        db.upgrade(engine, revision)
+    with engine.connect() as conn:
+        current = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+    console.print(f"state DB at revision {current} ({engine.url.render_as_string(hide_password=True)})")
 
 
 # ----------------------------------------------------------------------------------------------- audit
@@ -315,6 +473,34 @@ def schema_match(
     for m in report.matches:
         table.add_row(m.column, m.match or "[dim]none[/]", f"{m.score:.2f}", m.cast or "", m.reason)
     console.print(table)
+
+
+# ----------------------------------------------------------------------------------------------- quality
+quality_app = typer.Typer(help="Data quality: profile data and propose a contract's expectations.", no_args_is_help=True)
+app.add_typer(quality_app, name="quality")
+
+
+@quality_app.command("suggest")
+def quality_suggest(
+    dataset: Annotated[str, typer.Argument(help="The dataset (a contract name).")],
+    from_file: Annotated[Path | None, typer.Option("--from", help="Profile this CSV or Parquet file instead of the "
+                                                   "dataset's accepted rows in the warehouse.")] = None,
+    write: Annotated[bool, typer.Option("--write", help="Also write it to policies/contracts/suggested/DATASET.yaml "
+                                        "(a new numbered file if that exists; never overwritten).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Profile the data and propose an expectation suite for the contract (types, not-null, ranges, allowed sets,
+    uniqueness), printed as YAML in the contract's format."""
+    from tools.quality import suggest_suite, write_suggestion
+
+    suggestion, text = suggest_suite(dataset, str(from_file) if from_file else None)
+    written = write_suggestion(dataset, text) if write else None
+    if as_json:
+        _print_json({**suggestion.model_dump(mode="json"), "yaml": text, "written": written})
+        return
+    sys.stdout.write(text)
+    if written:
+        err_console.print(f"written to {written}")
 
 
 # ----------------------------------------------------------------------------------------------- knowledge
@@ -368,9 +554,11 @@ def main() -> None:
     try:
         app()  # standalone: usage errors print usage and exit 2, typer.Exit(n) exits n
     except PipewardenError as exc:
-        err_console.print(f"[red]error:[/] {exc.message}")
+        from rich.markup import escape  # messages carry data ([owner], file names): never markup
+
+        err_console.print(f"[red]error:[/] {escape(exc.message)}")
         if exc.hint:
-            err_console.print(f"[dim]hint:[/] {exc.hint}")
+            err_console.print(f"[dim]hint:[/] {escape(exc.hint)}")
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -22,7 +22,15 @@ from pydantic import BaseModel, ValidationError
 
 from pipewarden.errors import ModelRetry, UnknownNameError
 
-TOOL_MODULES: tuple[str, ...] = ()
+TOOL_MODULES: tuple[str, ...] = (
+    "tools.schema_match",
+    "tools.lineage",
+    "tools.cost",
+    "tools.quality",
+    "tools.drift",
+    "tools.model_registry",
+    "tools.challenger",
+)
 """Modules exposing `TOOLS: list[Tool]`. Add yours here."""
 
 
