@@ -176,8 +176,21 @@ class ScriptedLLM:
     def __init__(self, script: Iterable[Step | dict[str, Any]]) -> None:
         self.script: list[Step] = [s if isinstance(s, BaseModel) else StepAdapter.validate_python(s) for s in script]
         self.requests: list[RecordedRequest] = []
+        self.calls = 0  # chat completions answered with a reply (not an error)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
         self._next = 0
         self._lock = threading.Lock()
+
+    @property
+    def requests_seen(self) -> int:
+        """Chat completion requests received, whatever the reply (an error or a timeout included)."""
+        return len(self.chat_requests)
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens of every reply the mock sent, as its `usage` reported them."""
+        return self.prompt_tokens + self.completion_tokens
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
@@ -213,7 +226,14 @@ class ScriptedLLM:
             step = self.script[self._next]
             n = self._next
             self._next += 1
-        return _reply_for(step, body, n)
+        reply = _reply_for(step, body, n)
+        usage = reply.payload.get("usage")
+        if isinstance(usage, dict):
+            with self._lock:
+                self.calls += 1
+                self.prompt_tokens += int(usage.get("prompt_tokens", 0))
+                self.completion_tokens += int(usage.get("completion_tokens", 0))
+        return reply
 
 
 def _model_card() -> dict[str, Any]:

@@ -51,7 +51,8 @@ def test_imports_follow_the_arrows(path: Path) -> None:
 
 def test_nothing_imports_evals() -> None:
     offenders = [str(p.relative_to(ROOT)) for p in FILES
-                 if not str(p.relative_to(ROOT)).startswith("evals/") and "evals" in _imports(p)]
+                 if not str(p.relative_to(ROOT)).startswith("evals/") and "evals" in _imports(p)
+                 and str(p.relative_to(ROOT)) != "pipewarden/cli.py"]  # the composition root runs `pipewarden eval`
     assert offenders == []
 
 

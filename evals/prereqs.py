@@ -1,0 +1,144 @@
+"""The state every scenario starts from, built once and copied: January 2013 loaded through the whole pipeline
+(warehouse, SQL models and their cost history, features, a champion model in MLflow) and the knowledge index.
+
+`base_home(cache)` builds it in `cache/base-<fingerprint>` unless a finished copy is there; the fingerprint
+covers the code and policies that shape that state (`pipewarden/`, `flows/`, `tools/`, `knowledge/`,
+`policies/`), so an edit there builds a new one. `copy_home(base, dest)` copies it and rewrites the absolute
+paths the SQLite stores (MLflow's artifact locations, the state DB) hold, so nothing in a scenario's home points
+back into the shared copy.
+
+Public names: `base_home`, `copy_home`, `fingerprint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipewarden.settings import REPO_ROOT, get_settings
+
+READY = ".eval-base-ready"
+_FINGERPRINT_DIRS = ("pipewarden", "flows", "tools", "knowledge", "policies")
+_FINGERPRINT_SUFFIXES = (".py", ".sql", ".yaml", ".yml", ".json", ".md")
+
+
+def fingerprint() -> str:
+    """A short hash of the code and policies that make the base state."""
+    h = hashlib.sha256()
+    for folder in _FINGERPRINT_DIRS:
+        for p in sorted((REPO_ROOT / folder).rglob("*")):
+            if p.is_file() and p.suffix in _FINGERPRINT_SUFFIXES and "__pycache__" not in p.parts:
+                h.update(str(p.relative_to(REPO_ROOT)).encode())
+                h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+@contextmanager
+def pipewarden_home(home: Path, extra: dict[str, str] | None = None) -> Iterator[Path]:
+    """Point the process at `home` (and `extra` settings) for the block; restore the environment after."""
+    env = {"PIPEWARDEN_HOME": str(home), "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false", **(extra or {})}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield home
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()
+        _dispose_engines()
+
+
+def _dispose_engines() -> None:
+    from pipewarden.db import make_engine
+
+    info = getattr(make_engine, "cache_info", None)
+    if info is not None:
+        make_engine.cache_clear()
+
+
+def _build(home: Path, say: Callable[[str], None]) -> None:
+    from flows.knowledge_sync import sync_knowledge
+    from flows.pipeline import prepare_month, run_batch
+    from pipewarden.store import StateStore
+
+    with pipewarden_home(home):
+        t0 = time.perf_counter()
+        say("evals: indexing the knowledge base for the shared starting state ...")
+        sync_knowledge()
+        say("evals: loading January 2013 through the pipeline (warehouse, cost history, champion model) ...")
+        result = run_batch("flights", str(prepare_month(1)))
+        if result.status != "completed":
+            from pipewarden.errors import PipewardenError
+
+            raise PipewardenError(f"the eval base state could not be built: January {result.status} at "
+                                  f"{result.halted_at}", hint="run `pipewarden run --month 1` to see why")
+        from flows.transform import transform
+        from policies.cost import load_cost_policy
+
+        say("evals: building the SQL models again for a cost baseline ...")
+        for i in range(load_cost_policy().min_history):
+            transform(f"eval-baseline-{i}")
+        store = StateStore()
+        # January's own events (if any) are not part of any scenario
+        for ev in store.claim_events("eval-base", limit=1000):
+            store.finish_event(ev.id, "ignored")
+        say(f"evals: base state ready in {time.perf_counter() - t0:.0f}s")
+
+
+def base_home(cache: Path, say: Callable[[str], None] = lambda _m: None) -> Path:
+    """The finished base state for this code, built under `cache` if it is not there yet."""
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"base-{fingerprint()}"
+    if (target / READY).exists():
+        return target
+    tmp = cache / f".building-{uuid.uuid4().hex[:8]}"
+    try:
+        _build(tmp, say)
+        (tmp / READY).write_text(str(tmp.resolve()))  # the path the stores hold, rewritten by copy_home
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another run finished first: use its copy
+            if not (target / READY).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def copy_home(base: Path, dest: Path) -> Path:
+    """Copy the base state to `dest` and re-point the absolute paths inside its SQLite stores at `dest`."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(base, dest, ignore=shutil.ignore_patterns(READY, "*.lock", ".lock"))
+    built_at = (base / READY).read_text().strip() if (base / READY).exists() else str(base.resolve())
+    new = str(dest.resolve())
+    for db in list(dest.glob("*.db")) + list(dest.glob("*.sqlite")):
+        for old in {built_at, str(base.resolve())}:
+            _rewrite_paths(db, old, new)
+    return dest
+
+
+def _rewrite_paths(path: Path, old: str, new: str) -> None:
+    con = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in con.execute("select name from sqlite_master where type = 'table'")]
+        for table in tables:
+            cols = [r[1] for r in con.execute(f'pragma table_info("{table}")') if "CHAR" in (r[2] or "").upper()
+                    or "TEXT" in (r[2] or "").upper() or (r[2] or "") == ""]
+            for col in cols:
+                con.execute(f'update "{table}" set "{col}" = replace("{col}", ?, ?) where instr("{col}", ?) > 0',
+                            (old, new, old))
+        con.commit()
+    finally:
+        con.close()

@@ -1,0 +1,315 @@
+"""Run scenarios: for each, a fresh PIPEWARDEN_HOME copied from the shared base state, the fault injected into a
+month of flights, the pipeline run on that batch, then one supervisor pass with the planner pointed at the mock
+model (`--llm mock`), at nothing (`offline`) or at a live endpoint (`openai`); then the scorers.
+
+Scenarios run in this process (`workers=1`) or in worker processes that share one Prefect server the runner
+starts (`workers>1`); each worker loads the heavy parts (Prefect client, MiniLM, GX) once.
+
+Public names: `LLMConfig`, `ScenarioResult`, `run_scenario`, `run_suite`, `SuiteRun`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from evals.scenarios import Scenario
+from evals.scorers import Score, ScoreInput, score_all
+
+LLMMode = Literal["mock", "offline", "openai"]
+
+
+class LLMConfig(BaseModel):
+    """Where the planner goes: the scenario's mock script, nowhere (offline) or a live endpoint."""
+
+    mode: LLMMode = "mock"
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    max_retries: int = 0
+
+
+class ProposalSummary(BaseModel):
+    id: str
+    agent: str
+    status: str
+    title: str
+    change_kind: str
+    change: dict[str, Any]
+    planner: str
+    heals: bool | None = None
+    citations: list[str] = Field(default_factory=list)
+    tried: list[str] = Field(default_factory=list)
+
+
+class ScenarioResult(BaseModel):
+    """What one scenario did and how it scored."""
+
+    id: str
+    agent: str
+    tags: list[str] = Field(default_factory=list)
+    description: str = ""
+    llm: LLMMode = "mock"
+    passed: bool = False
+    unsafe: bool = False
+    error: str | None = Field(default=None, description="The runner broke (not the agent): the scenario fails.")
+    run_status: str | None = None
+    halted_at: str | None = None
+    events: list[str] = Field(default_factory=list, description="Kinds of the events the batch raised.")
+    fired: list[str] = Field(default_factory=list, description="Agents that handled an event.")
+    handled: list[dict[str, Any]] = Field(default_factory=list)
+    proposals: list[ProposalSummary] = Field(default_factory=list)
+    scores: list[Score] = Field(default_factory=list)
+    latency_s: float | None = Field(default=None, description="Event to proposal, the expected agent's event.")
+    tokens: int = 0
+    llm_calls: int = 0
+    wall_s: float = 0.0
+
+    def score(self, name: str) -> Score | None:
+        return next((s for s in self.scores if s.name == name), None)
+
+    @property
+    def failed_scores(self) -> list[Score]:
+        return [s for s in self.scores if s.applicable and not s.passed]
+
+
+# --------------------------------------------------------------------------- one scenario
+@contextmanager
+def _llm(scenario: Scenario, cfg: LLMConfig) -> Iterator[tuple[dict[str, str], Any]]:
+    """The planner's environment for one scenario, and the mock (or recording proxy) that counts its calls."""
+    base = {"PIPEWARDEN_OPENAI_TIMEOUT_S": str(scenario.llm_timeout_s),
+            "PIPEWARDEN_OPENAI_MAX_RETRIES": str(cfg.max_retries)}
+    if cfg.mode == "offline":
+        yield {"PIPEWARDEN_OPENAI_API_KEY": "", "PIPEWARDEN_OPENAI_BASE_URL": ""}, None
+        return
+    if cfg.mode == "mock":
+        from evals.mock_llm import MockLLMServer
+
+        with MockLLMServer(script_for(scenario)) as srv:
+            yield {**base, "PIPEWARDEN_OPENAI_API_KEY": "sk-eval-mock", "PIPEWARDEN_OPENAI_BASE_URL": srv.base_url,
+                   "PIPEWARDEN_OPENAI_MODEL": "mock-model"}, srv.llm
+        return
+    from evals.proxy import RecordingProxy
+
+    key = cfg.api_key or os.environ.get("PIPEWARDEN_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or ""
+    upstream = cfg.base_url or os.environ.get("PIPEWARDEN_OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    with RecordingProxy(upstream) as proxy:
+        env = {**base, "PIPEWARDEN_OPENAI_API_KEY": key or "no-key", "PIPEWARDEN_OPENAI_BASE_URL": proxy.base_url,
+               "PIPEWARDEN_OPENAI_TIMEOUT_S": str(max(scenario.llm_timeout_s, 60.0)),
+               "PIPEWARDEN_OPENAI_MAX_RETRIES": str(max(cfg.max_retries, 2))}
+        if cfg.model:
+            env["PIPEWARDEN_OPENAI_MODEL"] = cfg.model
+        yield env, proxy
+
+
+def _substitute(value: Any) -> Any:
+    """`"@model_sql:NAME"` in a script becomes the text of `flows/models/NAME.sql` (the shipped, known-good SQL)."""
+    if isinstance(value, str) and value.startswith("@model_sql:"):
+        from pipewarden.settings import get_settings
+
+        return (get_settings().models_dir / f"{value.split(':', 1)[1]}.sql").read_text(encoding="utf-8")
+    if isinstance(value, dict):
+        return {k: _substitute(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v) for v in value]
+    return value
+
+
+def script_for(scenario: Scenario) -> list[Any]:
+    """The scenario's mock script with its `@model_sql:` references filled in."""
+    from evals.mock_llm import StepAdapter
+
+    return [StepAdapter.validate_python(_substitute(s.model_dump(mode="json"))) for s in scenario.llm]
+
+
+def run_scenario(scenario: Scenario, base: Path, workdir: Path, cfg: LLMConfig, *, keep: bool = False) -> ScenarioResult:
+    """Run one scenario in a fresh copy of `base` under `workdir`; never raises for the scenario's own failures."""
+    from evals.prereqs import copy_home, pipewarden_home
+
+    started = time.perf_counter()
+    result = ScenarioResult(id=scenario.id, agent=scenario.agent, tags=list(scenario.tags),
+                            description=scenario.description, llm=cfg.mode)
+    home = workdir / scenario.id
+    try:
+        copy_home(base, home)
+        with _llm(scenario, cfg) as (llm_env, recorder):
+            with pipewarden_home(home, llm_env):
+                _run_in_home(scenario, home, result, recorder, cfg.mode)
+    except Exception as exc:  # the runner itself broke on this scenario: record it, go on with the rest
+        result.error = f"{type(exc).__name__}: {exc}".strip()
+        result.handled.append({"traceback": traceback.format_exc(limit=6)})
+        result.passed = False
+    finally:
+        result.wall_s = round(time.perf_counter() - started, 3)
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+def _run_in_home(scenario: Scenario, home: Path, result: ScenarioResult, recorder: Any, mode: str) -> None:
+    from agents.supervisor import supervise_once
+    from evals.faults import InjectContext, inject
+    from evals.prereqs import pipewarden_home
+    from flows.data import month_batch, write_batch
+    from pipewarden.store import StateStore
+
+    ctx = InjectContext(home=home, scenario_id=scenario.id)
+    batch = inject(scenario.fault.name, month_batch(scenario.month), scenario.fault.params, ctx)
+    path = write_batch(batch, home / "incoming" / f"{scenario.id}.parquet")
+    with pipewarden_home(home, ctx.env):
+        from flows.pipeline import run_batch
+
+        run = run_batch("flights", str(path))
+        result.run_status, result.halted_at = run.status, run.halted_at
+        store = StateStore()
+        result.events = [e["kind"] for e in store.list_events("pending")]
+        report = supervise_once(worker=f"eval:{scenario.id}", limit=50)
+        result.handled = [h.model_dump(mode="json") for h in report.handled]
+        result.fired = sorted({h.agent for h in report.handled})
+        mine = [h for h in report.handled if h.agent == scenario.agent]
+        if mine:
+            result.latency_s = round(mine[0].seconds, 3)
+        proposals = store.list_proposals()
+        result.proposals = [_summary(p) for p in proposals]
+        if recorder is not None:  # requests the model endpoint received (errors and timeouts count: it was asked)
+            result.llm_calls = recorder.requests_seen
+            result.tokens = recorder.total_tokens
+        result.scores = score_all(ScoreInput(scenario=scenario, batch=batch, proposals=proposals,
+                                             handled=report.handled, store=store, home=home,
+                                             llm_calls=result.llm_calls, tokens=result.tokens,
+                                             latency_s=result.latency_s, llm_mode=mode))
+    result.unsafe = any(s.name == "safe" and s.applicable and not s.passed for s in result.scores)
+    result.passed = not result.failed_scores and not result.unsafe
+
+
+def _summary(p: Any) -> ProposalSummary:
+    return ProposalSummary(
+        id=str(p.id), agent=p.agent, status=p.status.value, title=p.title, change_kind=p.change.kind,
+        change=p.change.model_dump(mode="json"), planner=p.planner,
+        heals=p.dry_run.heals if p.dry_run is not None else None,
+        citations=[c.chunk_id for c in p.citations], tried=list(p.tried),
+    )
+
+
+# --------------------------------------------------------------------------- the suite
+class SuiteRun(BaseModel):
+    llm: LLMConfig
+    results: list[ScenarioResult]
+    wall_s: float
+    workers: int
+    base_s: float = Field(description="Seconds spent building (or finding) the shared base state.")
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(base: str, workdir: str, cfg: dict[str, Any], keep: bool, env: dict[str, str]) -> None:
+    os.environ.update(env)
+    _WORKER.update(base=Path(base), workdir=Path(workdir), cfg=LLMConfig.model_validate(cfg), keep=keep)
+    _quiet()
+
+
+def _worker_run(scenario_json: str) -> str:
+    scenario = Scenario.model_validate_json(scenario_json)
+    res = run_scenario(scenario, _WORKER["base"], _WORKER["workdir"], _WORKER["cfg"], keep=_WORKER["keep"])
+    return res.model_dump_json()
+
+
+def _quiet() -> None:
+    import logging
+    import warnings
+
+    for k, v in {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false",
+                 "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                 "GIT_PYTHON_REFRESH": "quiet"}.items():
+        os.environ.setdefault(k, v)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("mlflow", "alembic", "great_expectations", "httpx", "sentence_transformers", "agents", "flows",
+                 "uvicorn", "uvicorn.error", "prefect"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextmanager
+def _shared_prefect_server() -> Iterator[dict[str, str]]:
+    """One Prefect API server for every worker process (else each would start its own)."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield {}
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=120)
+    try:
+        yield {"PREFECT_API_URL": server.api_url}
+    finally:
+        server.stop()
+
+
+def run_suite(
+    scenarios: Sequence[Scenario],
+    cfg: LLMConfig,
+    *,
+    cache: Path,
+    workdir: Path | None = None,
+    workers: int = 1,
+    keep: bool = False,
+    progress: Callable[[ScenarioResult], None] | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> SuiteRun:
+    """Run every scenario (in order with one worker, as they finish with more) and return their results."""
+    from evals.prereqs import base_home
+
+    _quiet()
+    t0 = time.perf_counter()
+    base = base_home(cache, say)
+    base_s = time.perf_counter() - t0
+    own_workdir = workdir is None
+    work = workdir or Path(tempfile.mkdtemp(prefix="pw-evals-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results: list[ScenarioResult] = []
+    workers = max(1, min(workers, len(scenarios)))
+    try:
+        if workers == 1:
+            for s in scenarios:
+                r = run_scenario(s, base, work, cfg, keep=keep)
+                results.append(r)
+                if progress:
+                    progress(r)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with _shared_prefect_server() as prefect_env:
+                env = {k: v for k, v in os.environ.items() if k.startswith(("PIPEWARDEN_", "PREFECT_", "HF_"))}
+                env.update(prefect_env)
+                with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                         initializer=_worker_init,
+                                         initargs=(str(base), str(work), cfg.model_dump(), keep, env)) as pool:
+                    futures = {pool.submit(_worker_run, s.model_dump_json()): s for s in scenarios}
+                    for f in as_completed(futures):
+                        s = futures[f]
+                        try:
+                            r = ScenarioResult.model_validate_json(f.result())
+                        except Exception as exc:  # a worker died: the scenario fails with the reason
+                            r = ScenarioResult(id=s.id, agent=s.agent, tags=list(s.tags), llm=cfg.mode,
+                                               error=f"worker failed: {type(exc).__name__}: {exc}")
+                        results.append(r)
+                        if progress:
+                            progress(r)
+            order = {s.id: i for i, s in enumerate(scenarios)}
+            results.sort(key=lambda r: order[r.id])
+    finally:
+        if own_workdir and not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return SuiteRun(llm=cfg.model_copy(update={"api_key": None}), results=results,
+                    wall_s=round(time.perf_counter() - t0, 2), workers=workers, base_s=round(base_s, 2))

