@@ -106,8 +106,8 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         for p in pending:
             say(f"proposal {p.short_id} waits: {p.title}")
             say(f"  approve at {summary.inbox_url}proposals/{p.id}")
-            env = "" if home == default_home else f"PIPEWARDEN_HOME={home} "
-            say(f"  or from another terminal in this folder: {env}pipewarden inbox approve {p.short_id}")
+            env = ("" if home == default_home else f"PIPEWARDEN_HOME={home} ") + f"PIPEWARDEN_USER={DEMO_APPROVER} "
+            say(f"  or from another terminal in this folder: {env}.venv/bin/pipewarden inbox approve {p.short_id}")
         say(f"serving the web inbox at {summary.inbox_url}; Ctrl-C to stop")
         try:
             serve_web(host="127.0.0.1", port=port)

@@ -7,8 +7,11 @@ bug and shows its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +49,25 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool = True) -> Iterator[None]:
+    """While a `--json` command works, anything a library or a worker process writes to stdout (progress bars,
+    prints) goes to stderr instead, at the file-descriptor level, so stdout holds only the JSON document."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _quiet_libraries() -> None:
@@ -215,8 +237,9 @@ def demo(
     _quiet_libraries()
     from flows.demo import run_demo
 
-    summary = run_demo(approve_all=approve_all, serve=serve_inbox, port=port, home=home,
-                       log=None if as_json else console.print)
+    with _stdout_to_stderr(as_json):
+        summary = run_demo(approve_all=approve_all, serve=serve_inbox, port=port, home=home,
+                           log=None if as_json else console.print)
     if as_json:
         _print_json(summary.model_dump(mode="json"))
     if not summary.ok:
@@ -263,8 +286,9 @@ def eval_(
             mark = "UNSAFE" if r.unsafe else ("pass" if r.passed else "fail")
             bar.update(task, advance=1, description=f"evals: {r.id} {mark}")
 
-        report, folder = run_eval(opts, on_start=started, progress=done,
-                                  say=lambda m: bar.update(task, description=m))
+        with _stdout_to_stderr(as_json):
+            report, folder = run_eval(opts, on_start=started, progress=done,
+                                      say=lambda m: bar.update(task, description=m))
     if as_json:
         _print_json(report.model_dump(mode="json"))
     else:

@@ -14,6 +14,8 @@ Public names: the tables, `metadata`, `make_engine`, `upgrade`, `MIGRATIONS_DIR`
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -144,9 +146,18 @@ def _sqlite_immediate(engine: Engine) -> None:
     @sa_event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below be the only one
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
         dbapi_conn.execute("PRAGMA busy_timeout=30000")
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
+        # Switching a new file to WAL needs a moment of exclusive access, and SQLite may answer "locked" at once
+        # rather than wait when another process is creating the same database: try again briefly.
+        for attempt in range(50):
+            try:
+                dbapi_conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.1)
 
     @sa_event.listens_for(engine, "begin")
     def _begin(conn):  # type: ignore[no-untyped-def]
