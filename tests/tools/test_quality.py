@@ -35,7 +35,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[History, dict[int, 
     try:
         history = load_history("flights", "none", DQ, CONTRACT)
     finally:
-        os.environ["PIPEWARDEN_HOME"] = old or ""
+        if old is None:  # an empty PIPEWARDEN_HOME would mean the working folder
+            os.environ.pop("PIPEWARDEN_HOME", None)
+        else:
+            os.environ["PIPEWARDEN_HOME"] = old
         get_settings.cache_clear()
     return history, samples
 
