@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipewarden.settings import REPO_ROOT, get_settings
+from pipewarden.settings import REPO_ROOT, settings_env
 
 READY = ".eval-base-ready"
 _FINGERPRINT_DIRS = ("pipewarden", "flows", "tools", "knowledge", "policies")
@@ -44,18 +44,10 @@ def fingerprint() -> str:
 def pipewarden_home(home: Path, extra: dict[str, str] | None = None) -> Iterator[Path]:
     """Point the process at `home` (and `extra` settings) for the block; restore the environment after."""
     env = {"PIPEWARDEN_HOME": str(home), "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false", **(extra or {})}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
     try:
-        yield home
+        with settings_env(env):
+            yield home
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
         _dispose_engines()
 
 

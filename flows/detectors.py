@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from flows.warehouse import connect
 from pipewarden.events import CostRegression, ModelDrift
 from pipewarden.settings import get_settings
+from tools.drift import psi  # one PSI for quality, drift and the detectors
 
 DATASET = "flights"
 RUNS_TABLE = "model_runs"
@@ -30,7 +31,6 @@ SCORES_TABLE = "scores"
 FEATURES_TABLE = "features_flights"
 NULL_BIN = "__null__"
 OTHER_BIN = "__other__"
-_EPS = 1e-4
 
 
 DETECTOR_NS = uuid.UUID("0f3c2a9e-6b1d-4c55-8a7e-2d9f41b7c6aa")
@@ -177,15 +177,6 @@ def reference_profile(frame: Any, numeric: list[str] | tuple[str, ...],
             bins=[*categories, OTHER_BIN, NULL_BIN], shares=_categorical_bins(s, categories),
         ))
     return out
-
-
-def psi(expected: list[float], actual: list[float]) -> float:
-    """Population stability index of two share vectors over the same bins (empty bins floored at 1e-4)."""
-    total = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        e, a = max(e, _EPS), max(a, _EPS)
-        total += (a - e) * math.log(a / e)
-    return total
 
 
 def batch_psi(reference: list[FeatureReference], frame: Any) -> dict[str, float]:

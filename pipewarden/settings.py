@@ -6,6 +6,9 @@ a URL setting moves it to a server.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -134,3 +137,25 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings. Tests call `get_settings.cache_clear()` after changing the environment."""
     return Settings()
+
+
+@contextmanager
+def settings_env(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set environment variables (a None value unsets one) for a block and re-read the settings; afterwards every
+    variable is as it was before, unset ones unset again. For tools that point a process at another home."""
+    saved = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()

@@ -4,7 +4,6 @@ quality stage on it for real (no Prefect: the stage functions themselves)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,9 @@ def build_history(folder: Path) -> dict[int, pd.DataFrame]:
     months 1 to 3 (3 is not landed: tests make their faulty batches from it)."""
     from flows.ingest import ingest, ingest_reference_tables
     from flows.validate import validate
-    from pipewarden.settings import get_settings
+    from pipewarden.settings import settings_env
 
-    old = {k: os.environ.get(k) for k in ("PIPEWARDEN_HOME", "PIPEWARDEN_EMIT_PREFECT_EVENTS")}
-    os.environ["PIPEWARDEN_HOME"] = str(folder)
-    os.environ["PIPEWARDEN_EMIT_PREFECT_EVENTS"] = "false"
-    get_settings.cache_clear()
-    try:
+    with settings_env({"PIPEWARDEN_HOME": str(folder), "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false"}):
         samples = {m: month_sample(m) for m in (1, 2, 3)}
         ingest_reference_tables()
         for m in (1, 2):
@@ -43,13 +38,6 @@ def build_history(folder: Path) -> dict[int, pd.DataFrame]:
             outcome = validate(ingest("flights", path), engine="pandas")
             assert not outcome.halted, outcome.reason
         return samples
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
 
 
 def use_history(template: Path, home: Path) -> None:

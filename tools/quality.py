@@ -36,9 +36,8 @@ from pipewarden.errors import UnknownNameError, UserError
 from pipewarden.settings import get_settings
 from policies.contract import Contract
 from policies.quality import CheckName, DatasetQuality, dataset_quality
+from tools.drift import psi  # one PSI for quality, drift and the detectors
 from tools.quality_rules import ActiveRule, check_with_rules, rule_reasons
-
-_EPS = 1e-4
 
 
 # --------------------------------------------------------------------------- models
@@ -146,15 +145,6 @@ def bin_shares(values: np.ndarray, edges: list[float]) -> list[float]:
     counts = np.bincount(idx, minlength=len(edges) + 1).astype("float64")
     total = counts.sum()
     return (counts / total).tolist() if total else [0.0] * (len(edges) + 1)
-
-
-def psi(expected: list[float], actual: list[float]) -> float:
-    """Population stability index of two share vectors over the same bins (empty bins floored at 1e-4)."""
-    total = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        e, a = max(e, _EPS), max(a, _EPS)
-        total += (a - e) * math.log(a / e)
-    return total
 
 
 def _top(values: pd.Series, n: int = 10) -> list[dict[str, Any]]:

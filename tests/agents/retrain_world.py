@@ -16,7 +16,6 @@ new runs of the copies also write, each under its own run id).
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -99,30 +98,19 @@ class World:
         self.cache = root / "flights-cache"
 
     def _in_home(self, home: Path, fn: Callable[[], None]) -> None:
-        from pipewarden.settings import get_settings
+        from pipewarden.settings import settings_env
 
-        saved = {k: os.environ.get(k) for k in ("PIPEWARDEN_HOME", "PIPEWARDEN_EMIT_PREFECT_EVENTS",
-                                                "PIPEWARDEN_RETRAIN_POLICY_FILE")}
-        os.environ["PIPEWARDEN_HOME"] = str(home)
-        os.environ["PIPEWARDEN_EMIT_PREFECT_EVENTS"] = "false"
-        os.environ["PIPEWARDEN_RETRAIN_POLICY_FILE"] = str(self.policy_file())
-        get_settings.cache_clear()
-        (home / "cache").mkdir(parents=True, exist_ok=True)
-        cached = self.cache / "flights.parquet"
-        if cached.exists() and not (home / "cache" / "flights.parquet").exists():
-            shutil.copy(cached, home / "cache" / "flights.parquet")
-        try:
+        env = {"PIPEWARDEN_HOME": str(home), "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false",
+               "PIPEWARDEN_RETRAIN_POLICY_FILE": str(self.policy_file())}
+        with settings_env(env):
+            (home / "cache").mkdir(parents=True, exist_ok=True)
+            cached = self.cache / "flights.parquet"
+            if cached.exists() and not (home / "cache" / "flights.parquet").exists():
+                shutil.copy(cached, home / "cache" / "flights.parquet")
             fn()
             if not cached.exists() and (home / "cache" / "flights.parquet").exists():
                 self.cache.mkdir(parents=True, exist_ok=True)
                 shutil.copy(home / "cache" / "flights.parquet", cached)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            get_settings.cache_clear()
 
     def policy_file(self) -> Path:
         path = self.root / "retrain.yaml"

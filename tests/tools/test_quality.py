@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +26,10 @@ DQ = dataset_quality("flights")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[History, dict[int, pd.DataFrame]]:
     folder = tmp_path_factory.mktemp("quality-history")
     samples = build_history(folder)
-    from pipewarden.settings import get_settings
+    from pipewarden.settings import settings_env
 
-    old = os.environ.get("PIPEWARDEN_HOME")
-    os.environ["PIPEWARDEN_HOME"] = str(folder)
-    get_settings.cache_clear()
-    try:
+    with settings_env({"PIPEWARDEN_HOME": str(folder)}):
         history = load_history("flights", "none", DQ, CONTRACT)
-    finally:
-        if old is None:  # an empty PIPEWARDEN_HOME would mean the working folder
-            os.environ.pop("PIPEWARDEN_HOME", None)
-        else:
-            os.environ["PIPEWARDEN_HOME"] = old
-        get_settings.cache_clear()
     return history, samples
 
 
