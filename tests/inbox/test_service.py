@@ -265,3 +265,23 @@ def test_refused_and_nothing_changes(state_url: str, case: str) -> None:
         service.decide(target.id, verdict, actor, reason="because", via="web")
     assert _snapshot(store) == before
     assert store.verify_audit().ok
+
+
+def test_an_edit_whose_dry_run_fails_cannot_be_approved_from_any_front_end(store: StateStore,
+                                                                           resumer: list[str]) -> None:
+    """The edit gate lives in the service, so the CLI and Slack obey it as the web does; nothing is stored."""
+    from pipewarden.models import CheckResult, DryRun
+
+    p = make_proposal(store)
+    failing = DryRun(before=CheckResult(passed=False, rows=10, schema_errors=["missing dep_delay"]),
+                     after=CheckResult(passed=False, rows=10, schema_errors=["missing dep_delay"]))
+    store.edit_proposal(p.id, ColumnMapping(dataset="flights", renames={"dep_delay_min": "arr_delay"}), failing,
+                        "alice", via="web")
+    before = (len(store.audit_entries()), store.decisions_for(p.id))
+    for via in ("cli", "slack"):
+        with pytest.raises(InvalidTransition, match="edited and its new dry-run does not pass"):
+            service.decide(p.id, Verdict.approve, "alice", via=via)
+    assert (len(store.audit_entries()), store.decisions_for(p.id)) == before
+    assert store.get_proposal(p.id).status == ProposalStatus.pending and resumer == []
+    rejected = service.decide(p.id, Verdict.reject, "alice", reason="the edit was wrong", resume=False)
+    assert rejected.proposal.status == ProposalStatus.rejected
