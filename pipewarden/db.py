@@ -47,12 +47,13 @@ proposals = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("event_id", sa.String(36), sa.ForeignKey("events.id"), nullable=False, unique=True),
-    sa.Column("agent", sa.String(64), nullable=False),
-    sa.Column("dataset", sa.String(128), nullable=False),
+    # The inbox filters by agent, dataset, risk and status and pages newest first: each has an index.
+    sa.Column("agent", sa.String(64), nullable=False, index=True),
+    sa.Column("dataset", sa.String(128), nullable=False, index=True),
     sa.Column("status", sa.String(16), nullable=False, index=True),
-    sa.Column("risk", sa.String(8), nullable=False),
+    sa.Column("risk", sa.String(8), nullable=False, index=True),
     sa.Column("payload", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     # When the approval rule's TTL runs out (NULL: never); `inbox expire` closes open proposals past it.
     sa.Column("expires_at", sa.DateTime(timezone=True), index=True),
