@@ -200,6 +200,8 @@ def test_audit_verify_names_the_first_broken_entry_and_exits_5(
 
 
 def test_db_upgrade_reports_the_revision(pw: Callable[..., CliResult]) -> None:
+    from pipewarden.db import head_revision
+
     res = pw("db", "upgrade")
     assert res.code == 0, res.err
-    assert "state DB at revision 0002" in res.out_text
+    assert head_revision() == "0003" and "state DB at revision 0003" in res.out_text
