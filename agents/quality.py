@@ -116,25 +116,13 @@ def _case(ev: Any) -> Any:
 
 # --------------------------------------------------------------------------- nodes
 def gather(state: QualityState) -> QualityState:
-    from pipewarden.errors import PipewardenError
+    from knowledge.retrieval import cite
 
     ev = _event(state)
     what = f"{ev.check} {ev.column or ''}" if ev.kind == "quality_anomaly" else \
         " ".join(f"{f.check} {f.column or ''}" for f in ev.failed)
-    from pipewarden.settings import get_settings
-
-    settings = get_settings()
-    if settings.qdrant_url is None and not settings.qdrant_path.exists():
-        return {"citations": []}  # no index built yet: nothing to cite, and no reason to load the embedder
-    try:
-        from knowledge.retrieval import search, to_citation
-
-        hits = search(f"{ev.dataset} data quality {what}; quarantine, dedupe, re-ingest or contract change runbook",
-                      role=READER_ROLE, limit=4)
-        cites = [to_citation(h) for h in hits]
-    except (PipewardenError, OSError, RuntimeError, ValueError) as exc:  # the index is optional evidence
-        log.warning("knowledge search failed, proposing without citations: %s", exc)
-        cites = []
+    cites = cite(f"{ev.dataset} data quality {what}; quarantine, dedupe, re-ingest or contract change runbook",
+                 role=READER_ROLE)
     return {"citations": [c.model_dump(mode="json") for c in cites]}
 
 

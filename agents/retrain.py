@@ -47,7 +47,6 @@ from pipewarden.models import (
     ProposalStatus,
     Risk,
 )
-from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 from policies.retrain import RetrainPolicy, load_retrain_policy
 
@@ -110,19 +109,11 @@ def _model_of(ev: ModelDrift) -> tuple[str, str | None]:
 
 
 def _citations(ev: ModelDrift, features: list[str]) -> list[Citation]:
-    """Knowledge chunks about the model's data, read as the agent's role; none when no index has been built."""
-    settings = get_settings()
-    if settings.qdrant_url is None and not settings.qdrant_path.exists():
-        return []
-    try:
-        from knowledge.retrieval import search, to_citation
+    """Knowledge chunks about the model's data, read as the agent's role."""
+    from knowledge.retrieval import cite
 
-        query = (f"{ev.dataset} delay model drift and decay; retrain, challenger, promotion; features "
-                 + ", ".join(features[:6]))
-        return [to_citation(h) for h in search(query, role=READER_ROLE, limit=4)]
-    except (PipewardenError, OSError, RuntimeError, ValueError) as exc:  # the index is optional evidence
-        log.warning("knowledge search failed, proposing without citations: %s", exc)
-        return []
+    return cite(f"{ev.dataset} delay model drift and decay; retrain, challenger, promotion; features "
+                + ", ".join(features[:6]), role=READER_ROLE)
 
 
 def _policy() -> RetrainPolicy:

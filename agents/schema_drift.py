@@ -74,17 +74,10 @@ def _batch(ev: SchemaDrift) -> pd.DataFrame:
 
 def _citations(ev: SchemaDrift, contract: Contract) -> list[Citation]:
     """Knowledge chunks about this dataset's contract and the drift runbook, read as the agent's role."""
-    from pipewarden.errors import PipewardenError
+    from knowledge.retrieval import cite
 
-    try:
-        from knowledge.retrieval import search, to_citation
-
-        names = ", ".join(c.name for c in ev.added + ev.dropped) + ", " + ", ".join(t.column for t in ev.retyped)
-        query = f"{contract.dataset} contract columns {names}; renamed or retyped column runbook"
-        return [to_citation(h) for h in search(query, role=READER_ROLE, limit=4)]
-    except (PipewardenError, OSError, RuntimeError, ValueError) as exc:  # the index is optional evidence
-        log.warning("knowledge search failed, proposing without citations: %s", exc)
-        return []
+    names = ", ".join(c.name for c in ev.added + ev.dropped) + ", " + ", ".join(t.column for t in ev.retyped)
+    return cite(f"{contract.dataset} contract columns {names}; renamed or retyped column runbook", role=READER_ROLE)
 
 
 def gather(state: DriftState) -> DriftState:

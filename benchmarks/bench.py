@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -410,21 +410,17 @@ def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS) -> dict[str, A
     import httpx
     import uvicorn
 
+    from pipewarden.settings import settings_env
     from tests.fakes.slack_api import FakeSlack, block_actions_payload, form_body, signed_headers
 
-    saved = {k: os.environ.get(k) for k in ("PIPEWARDEN_HOME", "PIPEWARDEN_SLACK_BOT_TOKEN",
-                                            "PIPEWARDEN_SLACK_SIGNING_SECRET", "PIPEWARDEN_SLACK_API_URL",
-                                            "PIPEWARDEN_RESUMER", "PIPEWARDEN_DATABASE_URL")}
     secret, token = "bench-signing-secret", "xoxb-bench"
     fake = FakeSlack(token=token).start()
-    home = Path(saved["PIPEWARDEN_HOME"] or tempfile.mkdtemp(prefix="pw-slack-bench-")) / "slack-bench"
-    os.environ.update({"PIPEWARDEN_HOME": str(home), "PIPEWARDEN_SLACK_BOT_TOKEN": token,
-                       "PIPEWARDEN_SLACK_SIGNING_SECRET": secret, "PIPEWARDEN_SLACK_API_URL": fake.url,
-                       "PIPEWARDEN_RESUMER": "tests.inbox.fake_resumer:resume"})
-    os.environ.pop("PIPEWARDEN_DATABASE_URL", None)
-    from pipewarden.settings import get_settings
-
-    get_settings.cache_clear()
+    home = Path(os.environ.get("PIPEWARDEN_HOME") or tempfile.mkdtemp(prefix="pw-slack-bench-")) / "slack-bench"
+    env_scope = ExitStack()
+    env_scope.enter_context(settings_env({
+        "PIPEWARDEN_HOME": str(home), "PIPEWARDEN_SLACK_BOT_TOKEN": token, "PIPEWARDEN_SLACK_SIGNING_SECRET": secret,
+        "PIPEWARDEN_SLACK_API_URL": fake.url, "PIPEWARDEN_RESUMER": "tests.inbox.fake_resumer:resume",
+        "PIPEWARDEN_DATABASE_URL": None}))
     server: Any = None
     try:
         from inbox import service
@@ -504,12 +500,7 @@ def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS) -> dict[str, A
         if server is not None:
             server.should_exit = True
         fake.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+        env_scope.close()
 
 
 # --------------------------------------------------------------------------- web API: decisions under load
@@ -578,15 +569,10 @@ def bench_decisions(url: str | None = None, say: Any = print, clients: int = DEC
         env["PIPEWARDEN_DATABASE_URL"] = url
     else:
         env.pop("PIPEWARDEN_DATABASE_URL", None)
-    saved = {k: os.environ.get(k) for k in ("PIPEWARDEN_HOME", "PIPEWARDEN_DATABASE_URL")}
-    os.environ["PIPEWARDEN_HOME"] = str(home)
-    if url:
-        os.environ["PIPEWARDEN_DATABASE_URL"] = url
-    else:
-        os.environ.pop("PIPEWARDEN_DATABASE_URL", None)
-    from pipewarden.settings import get_settings
+    from pipewarden.settings import settings_env
 
-    get_settings.cache_clear()
+    env_scope = ExitStack()
+    env_scope.enter_context(settings_env({"PIPEWARDEN_HOME": str(home), "PIPEWARDEN_DATABASE_URL": url or None}))
     proc: subprocess.Popen[bytes] | None = None
     try:
         from pipewarden.events import ColumnSpec, SchemaDrift
@@ -668,12 +654,7 @@ def bench_decisions(url: str | None = None, say: Any = print, clients: int = DEC
                 proc.wait()
             if proc.stderr:
                 proc.stderr.close()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+        env_scope.close()
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -7,10 +7,11 @@ counts only chunks the caller may see.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from knowledge.store import ChunkFilter, Hit, VectorStore, default_store
-from pipewarden.errors import UserError
+from pipewarden.errors import PipewardenError, UserError
 from pipewarden.ids import utcnow
 from pipewarden.models import Citation
 from pipewarden.ports import Embedder
@@ -19,6 +20,7 @@ DEFAULT_MAX_AGE = timedelta(days=365)
 """Chunks not updated for longer than this are left out unless the caller passes another `max_age`."""
 
 EXCERPT_CHARS = 280
+log = logging.getLogger(__name__)
 
 
 def search(
@@ -66,3 +68,19 @@ def to_citation(hit: Hit) -> Citation:
         chunk_id=c.id, source=c.source, kind=c.kind, dataset=c.dataset, owner=c.owner,
         updated_at=c.updated_at, content_hash=c.content_hash, score=hit.score, excerpt=excerpt,
     )
+
+
+def cite(query: str, *, role: str, limit: int = 4) -> list[Citation]:
+    """What an agent cites: the citations of `search(query, role=role, limit=limit)`, or none when no index has been
+    built (nothing to cite, and no reason to load the embedder) or the search fails. The index is optional
+    evidence: a failure is logged, never raised, so a proposal is made without citations rather than not at all."""
+    from pipewarden.settings import get_settings
+
+    settings = get_settings()
+    if settings.qdrant_url is None and not settings.qdrant_path.exists():
+        return []
+    try:
+        return [to_citation(h) for h in search(query, role=role, limit=limit)]
+    except (PipewardenError, OSError, RuntimeError, ValueError) as exc:
+        log.warning("knowledge search failed, proposing without citations: %s", exc)
+        return []

@@ -172,3 +172,31 @@ def test_minilm_finds_the_runbook_and_the_column_for_a_renamed_column(minilm, tm
     runbook_hits = search("what do we do when an upstream feed renames a column?", role="analyst", limit=1,
                           kinds=["runbook"], embedder=minilm, store=store)
     assert runbook_hits[0].chunk.title == "Schema drift > Renamed columns"
+
+
+def test_cite_is_empty_without_an_index_and_never_raises(pw_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Agents cite through `cite`: no index means no citations (and no search); a failing search is logged."""
+    import knowledge.retrieval as retrieval
+    from knowledge.store import Hit
+
+    calls: list[str] = []
+
+    def fake_search(query: str, *, role: str, limit: int = 5) -> list[Hit]:
+        calls.append(role)
+        chunk = Chunk.make(text="dep_delay: minutes", source="contracts/flights.yaml", kind="contract", key=0,
+                           allowed_roles=[role])
+        return [Hit(chunk=chunk, score=0.9)]
+
+    monkeypatch.setattr(retrieval, "search", fake_search)
+    assert retrieval.cite("dep_delay", role="engineer") == [] and calls == []  # no index folder: not searched
+    (pw_home / "qdrant").mkdir(parents=True)
+    (cited,) = retrieval.cite("dep_delay", role="engineer")
+    assert calls == ["engineer"] and cited.source == "contracts/flights.yaml" and cited.score == 0.9
+
+    def broken(query: str, *, role: str, limit: int = 5) -> list[Hit]:
+        raise OSError("the index is locked by another process")
+
+    monkeypatch.setattr(retrieval, "search", broken)
+    assert retrieval.cite("dep_delay", role="engineer") == []
+    assert "knowledge search failed" in caplog.text and "locked" in caplog.text
