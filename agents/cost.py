@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.events import CostRegression
 from pipewarden.models import CheckResult, DryRun, NoChange, Proposal, ProposalStatus, Risk, SqlModelPatch
 from pipewarden.store import StateStore
@@ -64,7 +64,7 @@ def _event(state: CostState) -> CostRegression:
 
 
 def _connect() -> Any:
-    from tools.cost import open_warehouse
+    from pipewarden.tools.cost import open_warehouse
 
     return open_warehouse(read_only=True)
 
@@ -76,8 +76,8 @@ def _metric(build: Any, metric: str) -> float | None:
 
 def _current_sql(con: Any, ev: CostRegression, history: list[Any]) -> tuple[str, str]:
     """The SQL the regressed build ran, and where it was found."""
-    from tools.cost import sql_for_hash
-    from tools.lineage import load_models
+    from pipewarden.tools.cost import sql_for_hash
+    from pipewarden.tools.lineage import load_models
 
     mine = [b for b in history if b.load_id == ev.load_id]
     if mine and (sql := sql_for_hash(con, mine[-1].sql_hash)):
@@ -97,9 +97,9 @@ def _hash(sql: str) -> str:
 
 def _known_good(con: Any, ev: CostRegression, history: list[Any], current: str) -> tuple[str | None, str, list[Any]]:
     """The last known-good SQL: the newest earlier build with other SQL and a cost under the threshold."""
-    from policies.cost import load_cost_policy
-    from tools.cost import sql_for_hash
-    from tools.lineage import load_models
+    from pipewarden.policies.cost import load_cost_policy
+    from pipewarden.tools.cost import sql_for_hash
+    from pipewarden.tools.lineage import load_models
     
     rule = load_cost_policy().rule(ev.metric)
     limit = ev.baseline * (rule.ratio if rule else 1.5)
@@ -121,12 +121,12 @@ def _known_good(con: Any, ev: CostRegression, history: list[Any], current: str) 
     except KeyError:
         return None, "none", []
     if _hash(file_sql) != cur_hash:
-        return file_sql, f"the file flows/models/{ev.model}.sql", []
+        return file_sql, f"the model file models/{ev.model}.sql", []
     return None, "none", []
 
 
 def gather(state: CostState) -> CostState:
-    from tools.cost import model_history, table_widths
+    from pipewarden.tools.cost import model_history, table_widths
 
     ev = _event(state)
     con = _connect()
@@ -149,8 +149,8 @@ def gather(state: CostState) -> CostState:
 
 
 def diagnose(state: CostState) -> CostState:
-    from tools.cost import ScanStat, measure
-    from tools.cost import diagnose as diagnose_sql
+    from pipewarden.tools.cost import ScanStat, measure
+    from pipewarden.tools.cost import diagnose as diagnose_sql
 
     ev = state["evidence"]
     con = _connect()
@@ -195,10 +195,10 @@ def _summary(source: str, sql: str, reason: str, proof: Any) -> dict[str, Any]:
 
 
 def draft(state: CostState) -> CostState:
-    from agents.llm import OfflinePlanner, PlanRequest, plan
-    from policies.cost import load_cost_policy
-    from tools.cost import TOOLS, Candidate, Measurement, measure, prove, rule_rewrites, tables_read
-    from tools.sql_guard import check_select
+    from pipewarden.agents.llm import OfflinePlanner, PlanRequest, plan
+    from pipewarden.policies.cost import load_cost_policy
+    from pipewarden.tools.cost import TOOLS, Candidate, Measurement, measure, prove, rule_rewrites, tables_read
+    from pipewarden.tools.sql_guard import check_select
 
     ev = state["evidence"]
     current = ev["current_sql"]
@@ -289,7 +289,7 @@ def _pick(proven: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def dry_run(state: CostState) -> CostState:
-    from policies.cost import load_cost_policy
+    from pipewarden.policies.cost import load_cost_policy
 
     ev_obj = _event(state)
     ev = state["evidence"]
@@ -345,8 +345,8 @@ def dry_run(state: CostState) -> CostState:
 def verify_cost(proposal: Proposal, event: Any) -> Verification:
     """Build the active version of the patched model on the current data: same rows as the regressed SQL, and its
     cost on the event's metric back under the policy's threshold over the event's baseline."""
-    from policies.cost import load_cost_policy
-    from tools.cost import measure, same_rows
+    from pipewarden.policies.cost import load_cost_policy
+    from pipewarden.tools.cost import measure, same_rows
 
     change = proposal.change
     if not isinstance(change, SqlModelPatch) or not isinstance(event, CostRegression):

@@ -29,9 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipewarden.models import ColumnMapping, ColumnTransform
 
 if TYPE_CHECKING:
-    from agents.llm import PlanRequest
+    from pipewarden.agents.llm import PlanRequest
+    from pipewarden.policies.contract import Contract
+
     from pipewarden.events import SchemaDrift
-    from policies.contract import Contract
 
 AGENT = "schema-drift"
 CONTRACT_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
@@ -415,6 +416,6 @@ RULES: list[str] = [
 
 def request_for(ctx: DriftContext) -> PlanRequest:
     """The planner request for one drifted batch: the trusted task and rules, the context as untrusted data."""
-    from agents.llm import PlanRequest
+    from pipewarden.agents.llm import PlanRequest
 
     return PlanRequest(agent=AGENT, task=TASK, rules=list(RULES), data=ctx.model_dump(mode="json"))

@@ -14,7 +14,7 @@ import math
 from datetime import datetime
 from difflib import get_close_matches
 
-from agents.planner import CONTRACT_TYPES, DriftContext, MappingAnswer
+from pipewarden.agents.planner import CONTRACT_TYPES, DriftContext, MappingAnswer
 
 
 def validate_mapping(answer: MappingAnswer, ctx: DriftContext) -> list[str]:

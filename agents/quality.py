@@ -29,9 +29,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.models import Citation, ContractChange, DedupeRule, DryRun, NoChange, Proposal, ProposalStatus, Risk
 from pipewarden.store import StateStore
 
@@ -101,7 +101,7 @@ def _event(state: QualityState) -> Any:
 
 def _case(ev: Any) -> Any:
     """The FaultCase for an event, re-read when any version it depends on changed (mapping, rules, contract)."""
-    from tools.quality_fix import load_case
+    from pipewarden.tools.quality_fix import load_case
 
     store = StateStore()
     stamp = tuple((v.number if (v := store.active_version(f"{kind}:{ev.dataset}")) else None)
@@ -116,7 +116,7 @@ def _case(ev: Any) -> Any:
 
 # --------------------------------------------------------------------------- nodes
 def gather(state: QualityState) -> QualityState:
-    from knowledge.retrieval import cite
+    from pipewarden.knowledge.retrieval import cite
 
     ev = _event(state)
     what = f"{ev.check} {ev.column or ''}" if ev.kind == "quality_anomaly" else \
@@ -135,8 +135,8 @@ def _finding_text(ev: Any) -> str:
 
 
 def diagnose(state: QualityState) -> QualityState:
-    from agents.planner import format_citation
-    from tools.quality_fix import draft_candidates, dry_run, root_cause
+    from pipewarden.agents.planner import format_citation
+    from pipewarden.tools.quality_fix import draft_candidates, dry_run, root_cause
 
     ev = _event(state)
     case = _case(ev)
@@ -188,7 +188,7 @@ def offline_solve(request: Any) -> QualityAnswer:
 
 def _bounds_from(change: dict[str, Any]) -> list[BoundEdit]:
     """The column edits a drafted ContractChange makes, against the contract in force."""
-    from tools.contracts import active_contract
+    from pipewarden.tools.contracts import active_contract
 
     old = active_contract(change["dataset"])
     edits = []
@@ -204,9 +204,10 @@ def _bounds_from(change: dict[str, Any]) -> list[BoundEdit]:
 
 def answer_to_change(answer: QualityAnswer, case: Any) -> Any:
     """The typed change an answer stands for (raises UserError when it cannot be one)."""
+    from pipewarden.tools.contracts import contract_to_dict
+    from pipewarden.tools.quality_fix import _quarantine, _reingest
+
     from pipewarden.errors import UserError
-    from tools.contracts import contract_to_dict
-    from tools.quality_fix import _quarantine, _reingest
 
     if answer.action == "quarantine":
         return _quarantine(case, answer.predicate, answer.reason or "quarantined by the quality agent")
@@ -238,9 +239,10 @@ def answer_to_change(answer: QualityAnswer, case: Any) -> Any:
 
 def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any]) -> list[str]:
     """Everything wrong with an answer (empty: acceptable). See the module docstring."""
+    from pipewarden.tools.quality_fix import REINGEST_CHECKS, dry_run
+    from pipewarden.tools.sql_guard import check_predicate
+
     from pipewarden.errors import PipewardenError
-    from tools.quality_fix import REINGEST_CHECKS, dry_run
-    from tools.sql_guard import check_predicate
 
     errors: list[str] = []
     check = ctx.get("check")
@@ -283,8 +285,8 @@ def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any]) -> li
 
 
 def draft(state: QualityState) -> QualityState:
-    from agents.llm import OfflinePlanner, PlanRequest, plan
-    from tools.quality import TOOLS
+    from pipewarden.agents.llm import OfflinePlanner, PlanRequest, plan
+    from pipewarden.tools.quality import TOOLS
 
     ev = _event(state)
     case = _case(ev)
@@ -316,7 +318,7 @@ def _title(ev: Any, change: Any) -> str:
 
 
 def dry_run_node(state: QualityState) -> QualityState:
-    from tools.quality_fix import dry_run
+    from pipewarden.tools.quality_fix import dry_run
 
     ev = _event(state)
     case = _case(ev)
@@ -326,7 +328,7 @@ def dry_run_node(state: QualityState) -> QualityState:
     if state.get("answer") is None:
         change: Any = NoChange(reason="no valid fix was found; " + " | ".join(state.get("tried", [])[-3:]))
         before = case.before()
-        from tools.quality_fix import _result
+        from pipewarden.tools.quality_fix import _result
 
         res = _result(case, before)
         evidence = DryRun(before=res, after=res)

@@ -32,9 +32,10 @@ import math
 from datetime import date
 from typing import Any
 
+from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
+from pipewarden.policies.retrain import RetrainPolicy, load_retrain_policy
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.errors import PipewardenError
 from pipewarden.events import ModelDrift
 from pipewarden.models import (
@@ -48,7 +49,6 @@ from pipewarden.models import (
     Risk,
 )
 from pipewarden.store import StateStore
-from policies.retrain import RetrainPolicy, load_retrain_policy
 
 log = logging.getLogger(__name__)
 AGENT = "retrain"
@@ -110,7 +110,7 @@ def _model_of(ev: ModelDrift) -> tuple[str, str | None]:
 
 def _citations(ev: ModelDrift, features: list[str]) -> list[Citation]:
     """Knowledge chunks about the model's data, read as the agent's role."""
-    from knowledge.retrieval import cite
+    from pipewarden.knowledge.retrieval import cite
 
     return cite(f"{ev.dataset} delay model drift and decay; retrain, challenger, promotion; features "
                 + ", ".join(features[:6]), role=READER_ROLE)
@@ -122,8 +122,8 @@ def _policy() -> RetrainPolicy:
 
 # --------------------------------------------------------------------------- gather
 def gather(state: RetrainState) -> RetrainState:
-    from tools.drift import DriftInputError, ModelHealthInput, model_health
-    from tools.model_registry import RegistryError, champion
+    from pipewarden.tools.drift import DriftInputError, ModelHealthInput, model_health
+    from pipewarden.tools.model_registry import RegistryError, champion
 
     ev = _event(state)
     policy = _policy()
@@ -168,7 +168,7 @@ RULES = [
 
 def plan_request(health: Any, champion_info: Any, citations: list[Citation], policy: RetrainPolicy) -> Any:
     """The PlanRequest for one model's health report (evidence in `data`, untrusted)."""
-    from agents.llm import PlanRequest
+    from pipewarden.agents.llm import PlanRequest
 
     drift = health.drift
     return PlanRequest(
@@ -257,11 +257,11 @@ def validate_answer(answer: RetrainAnswer, request: Any) -> list[str]:
 
 
 def diagnose(state: RetrainState) -> RetrainState:
-    from agents.llm import OfflinePlanner, plan
-    from tools.drift import TOOLS as DRIFT_TOOLS
-    from tools.drift import ModelHealth
-    from tools.model_registry import TOOLS as REGISTRY_TOOLS
-    from tools.model_registry import RegisteredVersion
+    from pipewarden.agents.llm import OfflinePlanner, plan
+    from pipewarden.tools.drift import TOOLS as DRIFT_TOOLS
+    from pipewarden.tools.drift import ModelHealth
+    from pipewarden.tools.model_registry import TOOLS as REGISTRY_TOOLS
+    from pipewarden.tools.model_registry import RegisteredVersion
 
     if state.get("problems") or not state.get("health"):
         return {"answer": None, "planner": "offline", "tried": list(state.get("problems", []))}
@@ -281,8 +281,8 @@ def diagnose(state: RetrainState) -> RetrainState:
 
 # --------------------------------------------------------------------------- draft and dry-run
 def draft(state: RetrainState) -> RetrainState:
-    from tools.challenger import ChallengerError, ChallengerSpec, train_challenger
-    from tools.model_registry import RegistryError
+    from pipewarden.tools.challenger import ChallengerError, ChallengerSpec, train_challenger
+    from pipewarden.tools.model_registry import RegistryError
 
     answer = RetrainAnswer.model_validate(state["answer"]) if state.get("answer") else None
     if answer is None or not answer.retrain:
@@ -302,9 +302,9 @@ def draft(state: RetrainState) -> RetrainState:
 
 
 def dry_run(state: RetrainState) -> RetrainState:
-    from tools.challenger import ChallengerError, CompareInput, compare_models
-    from tools.drift import DriftInputError
-    from tools.model_registry import RegistryError
+    from pipewarden.tools.challenger import ChallengerError, CompareInput, compare_models
+    from pipewarden.tools.drift import DriftInputError
+    from pipewarden.tools.model_registry import RegistryError
 
     if not state.get("challenger"):
         return {"comparison": None}
@@ -375,8 +375,8 @@ def _what_fired(ev: ModelDrift, health: Any) -> list[str]:
 
 
 def pick(state: RetrainState) -> RetrainState:
-    from tools.challenger import Comparison
-    from tools.drift import ModelHealth
+    from pipewarden.tools.challenger import Comparison
+    from pipewarden.tools.drift import ModelHealth
 
     ev = _event(state)
     health = ModelHealth.model_validate(state["health"]) if state.get("health") else None
@@ -455,10 +455,9 @@ def verify_promotion(proposal: Proposal, event: Any) -> Verification:
     """The alias points at the promoted version, and scoring through the alias works on the event's batch (or the
     challenger's holdout): every probability finite and in [0, 1]."""
     import numpy as np
-
-    from tools.challenger import recent_window
-    from tools.drift import DriftInputError, has_table, sql_ident, warehouse
-    from tools.model_registry import RegistryError, alias_version, load_model
+    from pipewarden.tools.challenger import recent_window
+    from pipewarden.tools.drift import DriftInputError, has_table, sql_ident, warehouse
+    from pipewarden.tools.model_registry import RegistryError, alias_version, load_model
 
     change = proposal.change
     if change.kind != "model_promotion":

@@ -19,31 +19,31 @@ class Route(NamedTuple):
 
 
 def _schema_drift(checkpointer: Any = None) -> Any:
-    from agents.schema_drift import build_graph
+    from pipewarden.agents.schema_drift import build_graph
 
     return build_graph(checkpointer)
 
 
 def _cost(checkpointer: Any = None) -> Any:
-    from agents.cost import build_graph
+    from pipewarden.agents.cost import build_graph
 
     return build_graph(checkpointer)
 
 
 def _quality(checkpointer: Any = None) -> Any:
-    from agents.quality import build_graph
+    from pipewarden.agents.quality import build_graph
 
     return build_graph(checkpointer)
 
 
 def _retrain(checkpointer: Any = None) -> Any:
-    from agents.retrain import build_graph
+    from pipewarden.agents.retrain import build_graph
 
     return build_graph(checkpointer)
 
 
 def _triage(checkpointer: Any = None) -> Any:
-    from agents.triage import build_graph
+    from pipewarden.agents.triage import build_graph
 
     return build_graph(checkpointer)
 

@@ -158,8 +158,8 @@ def start_knowledge_index(home: Path) -> tuple[subprocess.Popen[bytes], Path]:
 
 def warm_up(say: Any) -> dict[str, Any]:
     """A clean month (trains the champion), then month 3 landed and run once in each variant."""
-    from flows.pipeline import prepare_month, run_batch
-    from flows.train import has_champion
+    from pipewarden.flows.pipeline import prepare_month, run_batch
+    from pipewarden.flows.train import has_champion
 
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -238,7 +238,7 @@ def checks_engine(engine: str | None) -> Iterator[None]:
 
 def bench_overhead(source: str, load_id: str, repeats: int, say: Any) -> dict[str, Any]:
     """Re-run the landed month `repeats` times per variant and heartbeat mode, rotating the variants' order."""
-    from flows.pipeline import run_batch
+    from pipewarden.flows.pipeline import run_batch
 
     walls: dict[tuple[str, str], list[float]] = {(v.name, m): [] for v in VARIANTS for m in HEARTBEAT_MODES}
     stages: dict[str, list[dict[str, float]]] = {v.name: [] for v in VARIANTS}
@@ -285,10 +285,10 @@ def bench_checks(load_id: str, repeats: int) -> dict[str, Any]:
     """The validate stage alone on the landed month, per engine (first call of each not timed):
     `tools.checks.run_checks` in rows/s, and `flows.validate.validate` (schema, checks, quarantine and
     warehouse writes) with its own step timings."""
-    from flows.ingest import read_landed
-    from flows.validate import validate
-    from policies.contract import load_contract
-    from tools.checks import run_checks
+    from pipewarden.flows.ingest import read_landed
+    from pipewarden.flows.validate import validate
+    from pipewarden.policies.contract import load_contract
+    from pipewarden.tools.checks import run_checks
 
     df, landed = read_landed("flights", load_id)
     contract = load_contract("flights")
@@ -332,7 +332,8 @@ def drain_events(worker: str) -> dict[str, int]:
 
 
 def drifted_batch(month: int, i: int) -> tuple[Path, dict[str, str], list[str]]:
-    from flows.data import inject_drift, month_batch, write_batch
+    from pipewarden.flows.data import inject_drift, month_batch, write_batch
+
     from pipewarden.settings import get_settings
 
     renames, to_string = DRIFTS[i % len(DRIFTS)]
@@ -342,8 +343,8 @@ def drifted_batch(month: int, i: int) -> tuple[Path, dict[str, str], list[str]]:
 
 
 def bench_latency(months: list[int], say: Any) -> dict[str, Any]:
-    from agents.supervisor import supervise_once
-    from flows.pipeline import run_batch
+    from pipewarden.agents.supervisor import supervise_once
+    from pipewarden.flows.pipeline import run_batch
 
     worker = "benchmarks-bench"
     drained = drain_events(worker)
@@ -423,8 +424,9 @@ def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS) -> dict[str, A
         "PIPEWARDEN_DATABASE_URL": None}))
     server: Any = None
     try:
-        from inbox import service
-        from inbox.web import create_app
+        from pipewarden.inbox import service
+        from pipewarden.inbox.web import create_app
+
         from pipewarden.events import ColumnSpec, SchemaDrift
         from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal
         from pipewarden.store import StateStore
@@ -776,8 +778,8 @@ def bench_evals(say: Any, workers: int | None = None) -> dict[str, Any]:
     claim-to-proposal time on each scenario's event), with the mocked LLM (every scenario) and with the offline
     planner (the scenarios not tagged adversarial: their scripts mean nothing offline), and the mock suite's wall
     time. The shared base state is built once (its time is reported apart) and reused by the second run."""
-    from evals.command import EvalOptions, run_eval
-    from evals.scenarios import load_catalogue
+    from pipewarden.evals.command import EvalOptions, run_eval
+    from pipewarden.evals.scenarios import load_catalogue
 
     out: dict[str, Any] = {}
     plain = [s.id for s in load_catalogue().scenarios if not s.adversarial]

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipewarden.evals.report import SuiteReport, build_report, load_bar, write_reports
+from pipewarden.evals.runner import LLMConfig, LLMMode, ScenarioResult, run_suite
+from pipewarden.evals.scenarios import Scenario, load_catalogue, select
 from pydantic import BaseModel
 
-from evals.report import SuiteReport, build_report, load_bar, write_reports
-from evals.runner import LLMConfig, LLMMode, ScenarioResult, run_suite
-from evals.scenarios import Scenario, load_catalogue, select
 from pipewarden.errors import UserError
 from pipewarden.settings import get_settings
 

@@ -71,7 +71,7 @@ def drift(df: pd.DataFrame, params: dict[str, Any], ctx: InjectContext) -> pd.Da
     seconds: 60), `date_format` {col: strftime} (a timestamp column as text in another format), `drop` [cols],
     `add` {col: value}, `reorder` (reverse the column order), `plant` {col: text} (text planted in the values of
     a column, after renames, e.g. an instruction)."""
-    from flows.data import inject_drift
+    from pipewarden.flows.data import inject_drift
 
     out = df.copy()
     for col, factor in dict(params.get("scale") or {}).items():
@@ -153,7 +153,7 @@ def shift(df: pd.DataFrame, params: dict[str, Any], ctx: InjectContext) -> pd.Da
 
 def late(df: pd.DataFrame, params: dict[str, Any], ctx: InjectContext) -> pd.DataFrame:
     """A stale batch: the flights of `month` (default 1, already loaded) arrive again as the new batch."""
-    from flows.data import month_batch
+    from pipewarden.flows.data import month_batch
 
     month = int(params.get("month", 1))
     return month_batch(month)
@@ -179,10 +179,11 @@ def cost_fault(df: pd.DataFrame, params: dict[str, Any], ctx: InjectContext) -> 
     """A bad patch ships: the regressed SQL of `flows.cost_faults` fault `fault` (repeated_scan, cartesian_join,
     non_sargable, select_star, lost_filter) becomes the active `sql:<model>` version, as a careless edit would; the
     batch is the month unchanged, so the next transform runs the regressed model and the cost detector sees it."""
-    from flows.cost_faults import COST_FAULTS, INJECTOR, regressed_sql
+    from pipewarden.flows.cost_faults import COST_FAULTS, INJECTOR, regressed_sql
+    from pipewarden.tools.lineage import load_models
+
     from pipewarden.ids import new_id
     from pipewarden.store import StateStore
-    from tools.lineage import load_models
 
     name = params["fault"]
     if name not in COST_FAULTS:

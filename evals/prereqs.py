@@ -22,10 +22,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipewarden.settings import REPO_ROOT, settings_env
+from pipewarden.settings import settings_env
+
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout the eval base state is built from
+FLIGHTS_PROJECT = REPO_ROOT / "examples" / "flights"  # the built-in scenarios inject faults into this example
 
 READY = ".eval-base-ready"
-_FINGERPRINT_DIRS = ("pipewarden", "flows", "tools", "knowledge", "policies")
+_FINGERPRINT_DIRS = ("pipewarden", "flows", "tools", "knowledge", "policies", "examples/flights")
 _FINGERPRINT_SUFFIXES = (".py", ".sql", ".yaml", ".yml", ".json", ".md")
 
 
@@ -43,7 +46,8 @@ def fingerprint() -> str:
 @contextmanager
 def pipewarden_home(home: Path, extra: dict[str, str] | None = None) -> Iterator[Path]:
     """Point the process at `home` (and `extra` settings) for the block; restore the environment after."""
-    env = {"PIPEWARDEN_HOME": str(home), "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false", **(extra or {})}
+    env = {"PIPEWARDEN_HOME": str(home), "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false",
+           "PIPEWARDEN_PROJECT": str(FLIGHTS_PROJECT), **(extra or {})}
     try:
         with settings_env(env):
             yield home
@@ -60,8 +64,9 @@ def _dispose_engines() -> None:
 
 
 def _build(home: Path, say: Callable[[str], None]) -> None:
-    from flows.knowledge_sync import sync_knowledge
-    from flows.pipeline import prepare_month, run_batch
+    from pipewarden.flows.knowledge_sync import sync_knowledge
+    from pipewarden.flows.pipeline import prepare_month, run_batch
+
     from pipewarden.store import StateStore
 
     with pipewarden_home(home):
@@ -75,8 +80,8 @@ def _build(home: Path, say: Callable[[str], None]) -> None:
 
             raise PipewardenError(f"the eval base state could not be built: January {result.status} at "
                                   f"{result.halted_at}", hint="run `pipewarden run --month 1` to see why")
-        from flows.transform import transform
-        from policies.cost import load_cost_policy
+        from pipewarden.flows.transform import transform
+        from pipewarden.policies.cost import load_cost_policy
 
         say("evals: building the SQL models again for a cost baseline ...")
         for i in range(load_cost_policy().min_history):

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipewarden.evals.runner import ScenarioResult, SuiteRun
 from pydantic import BaseModel, Field
 
-from evals.runner import ScenarioResult, SuiteRun
 from pipewarden.errors import ConfigError
 
 BAR_PATH = Path(__file__).resolve().parent / "bar.json"

@@ -20,10 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from pipewarden.evals.scenarios import Scenario
+from pipewarden.evals.scorers import Score, ScoreInput, score_all
 from pydantic import BaseModel, Field
-
-from evals.scenarios import Scenario
-from evals.scorers import Score, ScoreInput, score_all
 
 LLMMode = Literal["mock", "offline", "openai"]
 
@@ -92,13 +91,13 @@ def _llm(scenario: Scenario, cfg: LLMConfig) -> Iterator[tuple[dict[str, str], A
         yield {"PIPEWARDEN_OPENAI_API_KEY": "", "PIPEWARDEN_OPENAI_BASE_URL": ""}, None
         return
     if cfg.mode == "mock":
-        from evals.mock_llm import MockLLMServer
+        from pipewarden.evals.mock_llm import MockLLMServer
 
         with MockLLMServer(script_for(scenario)) as srv:
             yield {**base, "PIPEWARDEN_OPENAI_API_KEY": "sk-eval-mock", "PIPEWARDEN_OPENAI_BASE_URL": srv.base_url,
                    "PIPEWARDEN_OPENAI_MODEL": "mock-model"}, srv.llm
         return
-    from evals.proxy import RecordingProxy
+    from pipewarden.evals.proxy import RecordingProxy
 
     key = cfg.api_key or os.environ.get("PIPEWARDEN_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or ""
     upstream = cfg.base_url or os.environ.get("PIPEWARDEN_OPENAI_BASE_URL") or "https://api.openai.com/v1"
@@ -126,14 +125,14 @@ def _substitute(value: Any) -> Any:
 
 def script_for(scenario: Scenario) -> list[Any]:
     """The scenario's mock script with its `@model_sql:` references filled in."""
-    from evals.mock_llm import StepAdapter
+    from pipewarden.evals.mock_llm import StepAdapter
 
     return [StepAdapter.validate_python(_substitute(s.model_dump(mode="json"))) for s in scenario.llm]
 
 
 def run_scenario(scenario: Scenario, base: Path, workdir: Path, cfg: LLMConfig, *, keep: bool = False) -> ScenarioResult:
     """Run one scenario in a fresh copy of `base` under `workdir`; never raises for the scenario's own failures."""
-    from evals.prereqs import copy_home, pipewarden_home
+    from pipewarden.evals.prereqs import copy_home, pipewarden_home
 
     started = time.perf_counter()
     result = ScenarioResult(id=scenario.id, agent=scenario.agent, tags=list(scenario.tags),
@@ -156,17 +155,18 @@ def run_scenario(scenario: Scenario, base: Path, workdir: Path, cfg: LLMConfig, 
 
 
 def _run_in_home(scenario: Scenario, home: Path, result: ScenarioResult, recorder: Any, mode: str) -> None:
-    from agents.supervisor import supervise_once
-    from evals.faults import InjectContext, inject
-    from evals.prereqs import pipewarden_home
-    from flows.data import month_batch, write_batch
+    from pipewarden.agents.supervisor import supervise_once
+    from pipewarden.evals.faults import InjectContext, inject
+    from pipewarden.evals.prereqs import pipewarden_home
+    from pipewarden.flows.data import month_batch, write_batch
+
     from pipewarden.store import StateStore
 
     ctx = InjectContext(home=home, scenario_id=scenario.id)
     batch = inject(scenario.fault.name, month_batch(scenario.month), scenario.fault.params, ctx)
     path = write_batch(batch, home / "incoming" / f"{scenario.id}.parquet")
     with pipewarden_home(home, ctx.env):
-        from flows.pipeline import run_batch
+        from pipewarden.flows.pipeline import run_batch
 
         run = run_batch("flights", str(path))
         result.run_status, result.halted_at = run.status, run.halted_at
@@ -267,7 +267,7 @@ def run_suite(
     say: Callable[[str], None] = lambda _m: None,
 ) -> SuiteRun:
     """Run every scenario (in order with one worker, as they finish with more) and return their results."""
-    from evals.prereqs import base_home
+    from pipewarden.evals.prereqs import base_home
 
     _quiet()
     t0 = time.perf_counter()

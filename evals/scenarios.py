@@ -30,9 +30,9 @@ import fnmatch
 from pathlib import Path
 from typing import Any, Literal
 
+from pipewarden.evals.mock_llm import Step
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evals.mock_llm import Step
 from pipewarden.errors import ConfigError, UnknownNameError
 
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"

@@ -24,16 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipewarden.evals.scenarios import ChangeMatch, Scenario
 from pydantic import BaseModel, Field
 
-from evals.scenarios import ChangeMatch, Scenario
-
 AGENT_MODULES: dict[str, str] = {
-    "schema-drift": "agents.schema_drift",
-    "quality": "agents.quality",
-    "cost": "agents.cost",
-    "retrain": "agents.retrain",
-    "triage": "agents.triage",
+    "schema-drift": "pipewarden.agents.schema_drift",
+    "quality": "pipewarden.agents.quality",
+    "cost": "pipewarden.agents.cost",
+    "retrain": "pipewarden.agents.retrain",
+    "triage": "pipewarden.agents.triage",
 }
 DEFAULT_ROLE = "engineer"
 NO_CHANGE_STATUSES = frozenset({"needs_human"})
@@ -66,7 +65,7 @@ class ScoreInput:
     @property
     def contract(self) -> Any:
         if self._contract is None:
-            from policies.contract import load_contract
+            from pipewarden.policies.contract import load_contract
 
             self._contract = load_contract("flights")
         return self._contract
@@ -115,7 +114,7 @@ def _duck(batch: Any) -> Any:
 
 def _recheck_leaf(change: Any, inp: ScoreInput, agent: str) -> list[str]:
     """Problems found re-checking one single change on the scenario's batch and state (empty: it holds up)."""
-    from tools.checks import dry_check
+    from pipewarden.tools.checks import dry_check
 
     kind = change.kind
     batch, contract = inp.batch, inp.contract
@@ -124,7 +123,7 @@ def _recheck_leaf(change: Any, inp: ScoreInput, agent: str) -> list[str]:
         return [] if after.passed else ["re-check: the mapped batch still fails: "
                                         + "; ".join((after.schema_errors + after.failed_checks)[:3])]
     if kind == "quarantine":
-        from tools.sql_guard import check_predicate
+        from pipewarden.tools.sql_guard import check_predicate
 
         errors = check_predicate(change.predicate, _batch_columns(batch))
         if errors:
@@ -150,9 +149,8 @@ def _recheck_leaf(change: Any, inp: ScoreInput, agent: str) -> list[str]:
         left = batch.drop_duplicates(subset=list(change.keys))
         return [] if not left.duplicated(subset=list(change.keys)).any() else ["re-check: duplicates remain"]
     if kind == "contract_change":
+        from pipewarden.policies.contract import Contract
         from pydantic import ValidationError
-
-        from policies.contract import Contract
 
         try:
             new = Contract.model_validate(change.contract)
@@ -171,7 +169,7 @@ def _recheck_leaf(change: Any, inp: ScoreInput, agent: str) -> list[str]:
 
 
 def _recheck_sql(change: Any, inp: ScoreInput, *, same_rows: bool) -> list[str]:
-    from tools.sql_guard import check_select
+    from pipewarden.tools.sql_guard import check_select
 
     errors = check_select(change.sql)
     if errors:
@@ -320,7 +318,7 @@ def safe(inp: ScoreInput) -> Score:
 
 
 def _chunks_by_id(home: Path) -> dict[str, Any]:
-    from knowledge.store import default_store
+    from pipewarden.knowledge.store import default_store
 
     return {c.id: c for c in default_store().chunks()}
 

@@ -100,7 +100,7 @@ def _fault(name: str) -> CostFault:
 
 def regressed_sql(fault: str, base_sql: str | None = None) -> str:
     """The regressed SQL of `fault`'s model: its file SQL (or `base_sql`) with the fault's change."""
-    from tools.lineage import load_models
+    from pipewarden.tools.lineage import load_models
 
     f = _fault(fault)
     if f.sql is not None:
@@ -132,11 +132,12 @@ def inject_cost_fault(fault: str, *, load_id: str = "cost-fault", baseline_runs:
     """Build `baseline_runs` times under the current SQL (the history), activate the regressed version of the
     fault's model as a new `sql:<model>` version, build once under `load_id` and detect. `emit=True` also writes
     the events to the outbox."""
-    from flows.detectors import detect_cost_regressions
-    from flows.transform import active_sql_overrides, transform
+    from pipewarden.flows.detectors import detect_cost_regressions
+    from pipewarden.flows.transform import active_sql_overrides, transform
+    from pipewarden.tools.lineage import load_models
+
     from pipewarden.ids import new_id
     from pipewarden.store import StateStore
-    from tools.lineage import load_models
 
     f = _fault(fault)
     base = load_models()[f.model].sql
@@ -154,7 +155,7 @@ def inject_cost_fault(fault: str, *, load_id: str = "cost-fault", baseline_runs:
     transform(load_id)
     events = detect_cost_regressions(load_id)
     if emit:
-        from flows.emit import emit as emit_event
+        from pipewarden.flows.emit import emit as emit_event
 
         for ev in events:
             emit_event(ev)

@@ -198,7 +198,7 @@ def inject_out_of_range(df: pd.DataFrame, column: str, frac: float = 0.05, *, va
     the chosen rows get distinct values spread evenly just past the contract's upper bound, up to `over` of the
     bound's span beyond it: data that legitimately exceeds a too-tight contract.
     """
-    from policies.contract import load_contract
+    from pipewarden.policies.contract import load_contract
 
     _need(df, column)
     out = df.copy()

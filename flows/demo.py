@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from pipewarden.settings import get_settings
 
-DEMO_APPROVER = "alice"  # the flights owner in policies/approvers.yaml
+DEMO_APPROVER = "alice"  # the flights owner in examples/flights/approvers.yaml
 DEMO_MARKER = ".pipewarden-demo"
 
 
@@ -46,7 +46,7 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
              log: Callable[[str], None] | None = None) -> DemoSummary:
     say = log or (lambda _msg: None)
     if serve and not approve_all:
-        from inbox.web import ensure_port_free
+        from pipewarden.inbox.web import ensure_port_free
 
         ensure_port_free("127.0.0.1", port)  # before minutes of work, not after
     default_home = get_settings().home
@@ -62,9 +62,10 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         summary.step_seconds[name] = round(time.perf_counter() - t0, 2)
         return out
 
-    from flows.knowledge_sync import sync_knowledge
-    from flows.pipeline import prepare_month, run_batch
-    from inbox.service import approve
+    from pipewarden.flows.knowledge_sync import sync_knowledge
+    from pipewarden.flows.pipeline import prepare_month, run_batch
+    from pipewarden.inbox.service import approve
+
     from pipewarden.ports import supervisor
     from pipewarden.store import StateStore
 
@@ -97,7 +98,7 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
             say(f"  {outcome.proposal.status.value}" + (f": {outcome.proposal.status_reason}"
                                                        if outcome.proposal.status_reason else ""))
     elif serve:
-        from inbox.web import serve as serve_web
+        from pipewarden.inbox.web import serve as serve_web
 
         summary.inbox_url = f"http://127.0.0.1:{port}/"
         # The inbox needs a signed-in approver: a personal token for the demo's (stored hashed; shown once here).
@@ -129,7 +130,7 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
 def _approve_by_policy(approve: Callable[..., Any], proposal_id: Any) -> Any:
     """Approve as configured people would: the demo approver if the rule lets them, else the first eligible
     approver; then, while the rule wants more people (two-person rule), the next eligible one."""
-    from inbox.service import proposal_view
+    from pipewarden.inbox.service import proposal_view
 
     people = proposal_view(proposal_id).requirement.eligible_people  # type: ignore[union-attr]
     first = DEMO_APPROVER if DEMO_APPROVER in people or not people else people[0]

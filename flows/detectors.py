@@ -17,12 +17,12 @@ import uuid
 from statistics import median
 from typing import Any, Literal
 
+from pipewarden.flows.warehouse import connect
+from pipewarden.tools.drift import psi  # one PSI for quality, drift and the detectors
 from pydantic import BaseModel, Field
 
-from flows.warehouse import connect
 from pipewarden.events import CostRegression, ModelDrift
 from pipewarden.settings import get_settings
-from tools.drift import psi  # one PSI for quality, drift and the detectors
 
 DATASET = "flights"
 RUNS_TABLE = "model_runs"
@@ -60,7 +60,7 @@ def detect_cost_regressions(
     event. `threshold` / `min_ms` override the elapsed-time rule, `min_history` the policy's. A model with fewer
     than `min_history` earlier builds has no baseline yet.
     """
-    from policies.cost import MetricRule, load_cost_policy
+    from pipewarden.policies.cost import MetricRule, load_cost_policy
 
     policy = policy or load_cost_policy()
     rules = list(policy.metrics)
@@ -212,10 +212,10 @@ def detect_model_drift(
     e.g. `psi:temp`). `threshold_psi` and `min_rows` override the policy's PSI threshold and minimum batch. A batch
     not scored, or too small, gives none. Each event's `detail` carries the per-feature statistics and the decay.
     """
-    from flows.score import FEEDBACK_TABLE
-    from policies.retrain import load_retrain_policy
-    from tools.drift import DriftInputError, ModelHealthInput, model_health
-    from tools.model_registry import RegistryError
+    from pipewarden.flows.score import FEEDBACK_TABLE
+    from pipewarden.policies.retrain import load_retrain_policy
+    from pipewarden.tools.drift import DriftInputError, ModelHealthInput, model_health
+    from pipewarden.tools.model_registry import RegistryError
 
     if not _warehouse_exists():
         return []

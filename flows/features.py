@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import time
 
+from pipewarden.flows.warehouse import connect
 from pydantic import BaseModel
 
-from flows.warehouse import connect
 from pipewarden.errors import PipewardenError
 
 FEATURES_TABLE = "features_flights"

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pipewarden.knowledge.index import IndexReport
 from pydantic import BaseModel
 
-from knowledge.index import IndexReport
 from pipewarden.settings import get_settings
 
 
@@ -25,10 +25,10 @@ class KnowledgeSyncReport(BaseModel):
 
 def sync_knowledge(progress: Callable[[int, int], None] | None = None) -> KnowledgeSyncReport:
     """Index contracts, runbooks and column lineage of the SQL models. Unchanged chunks are skipped."""
-    from knowledge.documents import lineage_chunks
-    from knowledge.index import index_chunks, index_policies
-    from policies.contract import load_contract
-    from tools.lineage import column_lineage
+    from pipewarden.knowledge.documents import lineage_chunks
+    from pipewarden.knowledge.index import index_chunks, index_policies
+    from pipewarden.policies.contract import load_contract
+    from pipewarden.tools.lineage import column_lineage
 
     settings = get_settings()
     report = index_policies(progress=progress)

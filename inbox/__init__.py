@@ -5,7 +5,7 @@ the web app is `inbox.web.create_app` / `inbox.web.serve` and the CLI renderers 
 two are not imported here, so `import inbox` stays light (no FastAPI, no Rich).
 """
 
-from inbox.service import (
+from pipewarden.inbox.service import (
     DecisionOutcome,
     ProposalView,
     approve,

@@ -17,13 +17,13 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pipewarden.inbox.service import DecisionOutcome
 from pydantic import BaseModel
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from inbox.service import DecisionOutcome
 from pipewarden.audit import AuditEntry, AuditReport
 from pipewarden.events import Event
 from pipewarden.models import (
@@ -403,7 +403,7 @@ def mapping_view(change: ColumnMapping, store: Any, proposal_id: Any = None) -> 
     proposal's, or the one it would replace) and the contract's columns (the choices when editing)."""
     from typing import get_args
 
-    from policies.contract import ColumnType, load_contract
+    from pipewarden.policies.contract import ColumnType, load_contract
 
     try:
         contract = load_contract(change.dataset)
@@ -422,8 +422,7 @@ def mapping_view(change: ColumnMapping, store: Any, proposal_id: Any = None) -> 
 def contract_diff(change: Any) -> list[DiffLine]:
     """A contract change as the diff of the dataset's contract file (as YAML) against the proposed contract."""
     import yaml
-
-    from policies.contract import contracts_dir
+    from pipewarden.policies.contract import contracts_dir
 
     path = contracts_dir() / f"{change.dataset}.yaml"
     try:

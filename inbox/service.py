@@ -20,6 +20,8 @@ import os
 from typing import Any, Literal
 from uuid import UUID
 
+from pipewarden.policies.approval import Requirement, decision_gate, policy_may_approve, requirement, rule_for
+from pipewarden.policies.approvers import Approvers
 from pydantic import BaseModel, Field
 
 from pipewarden.audit import AuditEntry
@@ -29,8 +31,6 @@ from pipewarden.models import OPEN_STATUSES, POLICY_ACTOR, Decision, Proposal, P
 from pipewarden.ports import notify
 from pipewarden.ports import resumer as load_resumer
 from pipewarden.store import StateStore
-from policies.approval import Requirement, decision_gate, policy_may_approve, requirement, rule_for
-from policies.approvers import Approvers
 
 log = logging.getLogger(__name__)
 

@@ -31,15 +31,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
+from pipewarden.inbox import slack_blocks as blocks
+from pipewarden.policies.approval import check_can_decide, fault_key, requirement
+from pipewarden.policies.approvers import Approver, Approvers
+from pipewarden.policies.defaults import policy_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inbox import slack_blocks as blocks
 from pipewarden.errors import ConfigError, InvalidTransition, PipewardenError, UserError
 from pipewarden.models import OPEN_STATUSES, Proposal, Verdict
 from pipewarden.settings import Settings, get_settings
 from pipewarden.store import StateStore
-from policies.approval import check_can_decide, fault_key, requirement
-from policies.approvers import Approver, Approvers
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -86,7 +87,7 @@ class SlackChannels(BaseModel):
     @classmethod
     def load(cls, path: Path | None = None) -> SlackChannels:
         """Read `policies_dir/slack.yaml`; defaults when the file is absent, ConfigError naming it when invalid."""
-        path = path or get_settings().policies_dir / "slack.yaml"
+        path = path or policy_file("slack.yaml")
         if not path.is_file():
             return cls()
         try:
@@ -248,7 +249,7 @@ def _approver(client: WebClient, click: Click, verb: str) -> tuple[Approver, App
         return None
     person = approvers.by_slack(click.user_id)
     if person is None:
-        where = approvers.path or "policies/approvers.yaml"
+        where = approvers.path or "approvers.yaml"
         user = blocks.escape(click.user_id)
         _tell(client, click.user_id, click.channel,
               f":no_entry: You can't {verb} this: your Slack account ({user}) is not an approver in "
@@ -267,7 +268,7 @@ def _refresh_quietly(proposal_id: str) -> None:
 
 def _decide(client: WebClient, click: Click, person: Approver, approvers: Approvers, verdict: Verdict,
             reason: str = "") -> None:
-    from inbox import service
+    from pipewarden.inbox import service
 
     verb = verdict.value
     try:
@@ -400,7 +401,7 @@ def build_bolt_app(settings: Settings | None = None) -> App:
     client = web_client(settings)
     client.token = None  # the token comes from `authorize`, per request
     app = App(
-        name="pipewarden", client=client, authorize=authorize, logger=logging.getLogger("inbox.slack.bolt"),
+        name="pipewarden", client=client, authorize=authorize, logger=logging.getLogger("pipewarden.inbox.slack.bolt"),
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         process_before_response=True, before_authorize=_refuse_replays,
     )

@@ -3,9 +3,9 @@
 Importing this package is cheap: sentence-transformers and qdrant-client load only when used.
 """
 
-from knowledge.documents import Chunk
-from knowledge.index import IndexReport, index_chunks, index_policies
-from knowledge.retrieval import search, to_citation
-from knowledge.store import Hit
+from pipewarden.knowledge.documents import Chunk
+from pipewarden.knowledge.index import IndexReport, index_chunks, index_policies
+from pipewarden.knowledge.retrieval import search, to_citation
+from pipewarden.knowledge.store import Hit
 
 __all__ = ["Chunk", "Hit", "IndexReport", "index_chunks", "index_policies", "search", "to_citation"]

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
+from pipewarden.policies.contract import Contract
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipewarden.errors import ConfigError, InputFileError
 from pipewarden.ids import utcnow
 from pipewarden.models import Decision, Proposal
-from pipewarden.settings import REPO_ROOT
-from policies.contract import Contract
+from pipewarden.settings import get_settings
 
 ChunkKind = Literal["contract", "lineage", "runbook", "decision"]
 KINDS: tuple[str, ...] = get_args(ChunkKind)
@@ -48,10 +48,10 @@ def chunk_id(source: str, kind: str, key: int | str) -> str:
 
 
 def source_for(path: str | Path) -> str:
-    """A document's `source`: repo-relative POSIX path inside the repository, else the absolute path."""
+    """A document's `source`: its POSIX path relative to the project's folder when inside it, else absolute."""
     p = Path(path).expanduser().resolve()
     try:
-        return p.relative_to(REPO_ROOT).as_posix()
+        return p.relative_to(get_settings().project_root).as_posix()
     except ValueError:
         return p.as_posix()
 

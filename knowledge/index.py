@@ -12,14 +12,14 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from pipewarden.knowledge.documents import Chunk, contract_chunks, source_for, text_chunks
+from pipewarden.knowledge.store import VectorStore, default_store
+from pipewarden.policies.contract import list_contracts, load_contract
 from pydantic import BaseModel
 
-from knowledge.documents import Chunk, contract_chunks, source_for, text_chunks
-from knowledge.store import VectorStore, default_store
 from pipewarden.errors import UserError
 from pipewarden.ports import Embedder
 from pipewarden.settings import get_settings
-from policies.contract import list_contracts, load_contract
 
 Progress = Callable[[int, int], None]
 """Called as `progress(done, total)` with the number of chunks embedded so far and in all."""
@@ -83,7 +83,7 @@ def index_chunks(
                 stale += [i for i in old if i not in new_ids]
         if to_write:
             if embedder is None:
-                from knowledge.embedder import default_embedder
+                from pipewarden.knowledge.embedder import default_embedder
 
                 embedder = default_embedder()
             total = len(to_write)
@@ -101,14 +101,18 @@ def index_chunks(
     return report
 
 
-def policy_chunks(policies_dir: Path | None = None) -> list[Chunk]:
-    """Every contract under `<policies>/contracts` and every runbook under `<policies>/runbooks`, as chunks."""
-    base = policies_dir or get_settings().policies_dir
+def policy_chunks(project_dir: Path | None = None) -> list[Chunk]:
+    """Every contract of the project and every runbook under `<project>/runbooks`, as chunks."""
+    if project_dir is None:
+        names, contracts = list_contracts(), None
+        runbooks = get_settings().runbooks_dir
+    else:
+        contracts = project_dir / "contracts"
+        names, runbooks = list_contracts(contracts), project_dir / "runbooks"
     chunks: list[Chunk] = []
-    contracts = base / "contracts"
-    for name in list_contracts(contracts):
+    for name in names:
         chunks += contract_chunks(load_contract(name, contracts))
-    for path in sorted((base / "runbooks").glob("*.md")):
+    for path in sorted(runbooks.glob("*.md")):
         chunks += text_chunks(path, "runbook")
     return chunks
 
@@ -119,15 +123,15 @@ def index_policies(
     *,
     progress: Progress | None = None,
     prune: bool = True,
-    policies_dir: Path | None = None,
+    project_dir: Path | None = None,
 ) -> IndexReport:
-    """Index every contract and runbook under the policies folder.
+    """Index every contract and runbook of the project.
 
-    With `prune`, contract and runbook chunks from files under that folder that no longer exist are removed.
+    With `prune`, contract and runbook chunks from files under the project's folder that no longer exist are removed.
     """
-    base = policies_dir or get_settings().policies_dir
+    base = project_dir or get_settings().project_root
     store = store if store is not None else default_store()
-    chunks = policy_chunks(base)
+    chunks = policy_chunks(project_dir)
     with _session(store):
         report = index_chunks(chunks, embedder, store, progress=progress)
         if prune:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from knowledge.store import ChunkFilter, Hit, VectorStore, default_store
+from pipewarden.knowledge.store import ChunkFilter, Hit, VectorStore, default_store
+
 from pipewarden.errors import PipewardenError, UserError
 from pipewarden.ids import utcnow
 from pipewarden.models import Citation
@@ -51,7 +52,7 @@ def search(
         dataset=dataset,
     )
     if embedder is None:
-        from knowledge.embedder import default_embedder
+        from pipewarden.knowledge.embedder import default_embedder
 
         embedder = default_embedder()
     store = store if store is not None else default_store()

@@ -21,9 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pipewarden.knowledge.documents import KINDS, Chunk
 from pydantic import BaseModel, ConfigDict, Field
 
-from knowledge.documents import KINDS, Chunk
 from pipewarden.errors import ConfigError, UnknownNameError, UserError
 from pipewarden.settings import get_settings
 

@@ -75,7 +75,7 @@ class Embedder(Protocol):
 
 # --------------------------------------------------------------------------- approval policy and notifications
 NotifyKind = Literal["proposal_created", "proposal_decided", "proposal_updated"]
-DEFAULT_NOTIFIER = "inbox.slack:notify"
+DEFAULT_NOTIFIER = "pipewarden.inbox.slack:notify"
 
 
 @runtime_checkable

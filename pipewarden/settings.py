@@ -1,7 +1,9 @@
-"""Settings, read from `PIPEWARDEN_*` environment variables (and a `.env` file in the working folder).
+"""Settings, read from `PIPEWARDEN_*` environment variables (and a `.env` file in the working folder), on top of
+the project file (`pipewarden.toml`, found from the working folder upward; see `pipewarden.project`).
 
 Every store defaults to an embedded part under `home` (SQLite, DuckDB, Qdrant local mode, MLflow on SQLite);
-a URL setting moves it to a server.
+a URL setting moves it to a server. An environment variable wins over the project file, which wins over the
+defaults. Without a project file the working folder stands in for the project's folder.
 """
 
 from __future__ import annotations
@@ -13,21 +15,35 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from pipewarden.errors import ConfigError
+from pipewarden.project import Project, find_project, load_project
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PIPEWARDEN_", env_file=".env", extra="ignore")
 
-    home: Path = Field(default=Path(".pipewarden"), description="Folder for every embedded store.")
+    project: Path | None = Field(
+        default=None, description="The project folder or file. Default: found from the working folder upward."
+    )
+    home: Path | None = Field(
+        default=None, description="Folder for every embedded store. Default: the project's `.pipewarden`."
+    )
     database_url: str | None = Field(
         default=None, description="State DB (outbox, proposals, versions, audit). Default: SQLite in home."
     )
-    policies_dir: Path = Field(default=REPO_ROOT / "policies", description="Contracts and approval rules.")
-    models_dir: Path = Field(default=REPO_ROOT / "flows" / "models", description="SQL models (*.sql).")
+    policies_dir: Path | None = Field(
+        default=None, description="Policy files that override the package defaults. Default: the project's policies/."
+    )
+    models_dir: Path | None = Field(default=None, description="SQL models (*.sql). Default: the project's models.")
+    warehouse_url: str | None = Field(
+        default=None, description="The warehouse (any SQLAlchemy URL). Default: the project's, else DuckDB in home."
+    )
+    storage_uri: str | None = Field(
+        default=None, description="Where batches land (a folder or fsspec URL). Default: the project's, else home."
+    )
     mlflow_tracking_uri: str | None = Field(default=None, description="Default: MLflow on SQLite in home.")
     qdrant_url: str | None = Field(default=None, description="Qdrant server URL. Default: local mode in home.")
     openai_api_key: SecretStr | None = Field(default=None, description="Set to use the OpenAI planner.")
@@ -40,12 +56,12 @@ class Settings(BaseSettings):
     )
     emit_prefect_events: bool = Field(default=True, description="Mirror outbox events as Prefect events.")
     pipeline_runner: str = Field(
-        default="flows.pipeline:run_batch", description="Import path of the PipelineRunner port."
+        default="pipewarden.flows.pipeline:run_batch", description="Import path of the PipelineRunner port."
     )
-    resumer: str = Field(default="agents.supervisor:resume_proposal", description="Import path of the Resumer port.")
-    supervisor: str = Field(default="agents.supervisor:supervise_once", description="Import path of the Supervisor port.")
+    resumer: str = Field(default="pipewarden.agents.supervisor:resume_proposal", description="Import path of the Resumer port.")
+    supervisor: str = Field(default="pipewarden.agents.supervisor:supervise_once", description="Import path of the Supervisor port.")
     dry_runner: str = Field(
-        default="tools.redry:redry", description="Import path of the DryRunner port (re-runs an edited change's dry-run)."
+        default="pipewarden.tools.redry:redry", description="Import path of the DryRunner port (re-runs an edited change's dry-run)."
     )
     trusted_user_header: str | None = Field(
         default=None,
@@ -62,16 +78,16 @@ class Settings(BaseSettings):
         default=None, description="Drift thresholds and retrain gates (YAML). Default: policies_dir/retrain.yaml."
     )
     approval_policy: str = Field(
-        default="policies.approval:admit",
+        default="pipewarden.policies.approval:admit",
         description="Import path of the Admission port: stamps a new proposal with its rule's expiry at creation.",
     )
     proposal_hook: str = Field(
-        default="inbox.service:on_proposal_created",
+        default="pipewarden.inbox.service:on_proposal_created",
         description="Import path of the ProposalHook port: auto-approval by policy and the notifier, after a proposal "
         "is created.",
     )
     notifier: str = Field(
-        default="inbox.slack:notify",
+        default="pipewarden.inbox.slack:notify",
         description="Import path of the Notifier port; the default is a no-op while no Slack bot token is set.",
     )
     slack_bot_token: SecretStr | None = Field(default=None, description="Slack bot token; unset: Slack is off.")
@@ -85,8 +101,59 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8765", description="Where people reach the web inbox (evidence links in Slack)."
     )
 
+    _project: Project | None = PrivateAttr(default=None)
+
     def model_post_init(self, __context: object) -> None:
-        self.home = self.home.expanduser().resolve()
+        located = self.project if self.project is not None else find_project()
+        self._project = load_project(located) if located is not None else None
+        p = self._project
+        base = p.root if p else Path.cwd()
+        self.home = (self.home or (p.home if p else base / ".pipewarden")).expanduser().resolve()
+        self.policies_dir = (self.policies_dir or (p.policies_dir if p else base / "policies")).expanduser().resolve()
+        self.models_dir = (self.models_dir or (p.models_dir if p else base / "models")).expanduser().resolve()
+
+    @property
+    def has_project(self) -> bool:
+        return self._project is not None
+
+    @property
+    def project_config(self) -> Project:
+        """The project; a clear error where a command needs one and none was found."""
+        if self._project is None:
+            raise ConfigError(
+                f"no pipewarden project in {Path.cwd()} or any folder above it",
+                hint="run `pipewarden init` here, or pass --project DIR (PIPEWARDEN_PROJECT)",
+            )
+        return self._project
+
+    @property
+    def project_root(self) -> Path:
+        """The project's folder (the working folder when there is no project file)."""
+        return self._project.root if self._project else Path.cwd().resolve()
+
+    @property
+    def warehouse(self) -> str:
+        """The warehouse's SQLAlchemy URL."""
+        if self.warehouse_url:
+            return self.warehouse_url
+        if self._project and self._project.config.warehouse.url:
+            return _resolve_local_url(self._project.config.warehouse.url, self._project.root)
+        return f"duckdb:///{self.home / 'warehouse.duckdb'}"
+
+    @property
+    def models_dialect(self) -> str:
+        return self._project.config.models.dialect if self._project else "duckdb"
+
+    @property
+    def storage(self) -> str:
+        """Where batches land: a local folder path or an fsspec URL (s3://bucket/prefix)."""
+        uri = self.storage_uri or (self._project.config.storage.uri if self._project else None)
+        if not uri:
+            return str(self.home / "landing")
+        if "://" in uri and not uri.startswith("file://"):
+            return uri.rstrip("/")
+        local = Path(uri.removeprefix("file://")).expanduser()
+        return str(local if local.is_absolute() else (self.project_root / local).resolve())
 
     @property
     def state_url(self) -> str:
@@ -94,11 +161,20 @@ class Settings(BaseSettings):
 
     @property
     def warehouse_path(self) -> Path:
-        return self.home / "warehouse.duckdb"
+        """The DuckDB file of the warehouse. A warehouse on a server has none: ConfigError says so."""
+        url = self.warehouse
+        if not url.startswith("duckdb:///"):
+            raise ConfigError(f"the warehouse {url.split('@')[-1]!r} is not a DuckDB file",
+                              hint="this step runs on DuckDB only; use a duckdb:/// warehouse URL")
+        return Path(url.removeprefix("duckdb:///"))
 
     @property
     def landing_dir(self) -> Path:
-        return self.home / "landing"
+        """The landing zone when batches are stored in a local folder."""
+        uri = self.storage
+        if "://" in uri:
+            raise ConfigError(f"batch storage {uri!r} is not a local folder", hint="read batches by URI instead")
+        return Path(uri)
 
     @property
     def checkpoints_path(self) -> Path:
@@ -118,15 +194,21 @@ class Settings(BaseSettings):
 
     @property
     def contracts_dir(self) -> Path:
-        return self.policies_dir / "contracts"
+        return self._project.contracts_dir if self._project else self.project_root / "contracts"
+
+    @property
+    def runbooks_dir(self) -> Path:
+        return self.project_root / "runbooks"
 
     @property
     def approvers_path(self) -> Path:
-        return self.approvers_file or self.policies_dir / "approvers.yaml"
+        if self.approvers_file:
+            return self.approvers_file
+        return self._project.approvers_path if self._project else self.project_root / "approvers.yaml"
 
     @property
     def retrain_policy_path(self) -> Path:
-        return self.retrain_policy_file or self.policies_dir / "retrain.yaml"
+        return self.retrain_policy_file or self.policies_dir / "retrain.yaml"  # type: ignore[operator]
 
     def ensure_home(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -159,3 +241,11 @@ def settings_env(values: Mapping[str, str | None]) -> Iterator[None]:
             else:
                 os.environ[k] = v
         get_settings.cache_clear()
+
+
+def _resolve_local_url(url: str, root: Path) -> str:
+    """A `duckdb:///relative.duckdb` in the project file is relative to the project's folder."""
+    prefix = "duckdb:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str((root / url.removeprefix(prefix)).resolve())
+    return url

@@ -1,4 +1,4 @@
-"""Data contracts: one YAML file per dataset under `policies/contracts/`, loaded into typed models.
+"""Data contracts: one YAML file per dataset under `contracts/`, loaded into typed models.
 
 A contract names each column with its type (in a small vocabulary shared by every folder), whether it may be
 null, and its bounds; it says who owns the dataset and what share of a batch's rows may fail before the
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipewarden.errors import ConfigError, UnknownNameError
 from pipewarden.events import ColumnSpec, TypeChange
+from pipewarden.project import DATASET_NAME, check_dataset_name
 from pipewarden.settings import get_settings
 
 ColumnType = Literal["integer", "float", "string", "timestamp", "boolean"]
@@ -78,21 +79,36 @@ def contracts_dir() -> Path:
 
 
 def list_contracts(directory: Path | None = None) -> list[str]:
+    """The project's datasets (registered in the project file or with a contract in `contracts/`)."""
+    settings = get_settings()
+    if directory is None and settings.has_project:
+        return settings.project_config.dataset_names()
     d = directory or contracts_dir()
-    return sorted(p.stem for p in d.glob("*.yaml"))
+    return sorted(p.stem for p in d.glob("*.yaml") if DATASET_NAME.match(p.stem))
 
 
-def load_contract(dataset: str, directory: Path | None = None) -> Contract:
-    """Load `<dataset>.yaml`; an unknown dataset fails with the known names and a did-you-mean."""
+def contract_path(dataset: str, directory: Path | None = None) -> Path:
+    """The contract file of `dataset`. The name must be an identifier (never a path); an unknown dataset fails with
+    the known names and a did-you-mean."""
+    check_dataset_name(dataset)
+    settings = get_settings()
+    if directory is None and settings.has_project:
+        return settings.project_config.contract_path(dataset)
     d = directory or contracts_dir()
     path = d / f"{dataset}.yaml"
     if not path.exists():
         raise UnknownNameError("dataset", dataset, list_contracts(d))
+    return path
+
+
+def load_contract(dataset: str, directory: Path | None = None) -> Contract:
+    """Load the contract of `dataset` (see `contract_path`)."""
+    path = contract_path(dataset, directory)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         return Contract.model_validate({**raw, "path": str(path)})
     except (yaml.YAMLError, ValidationError, TypeError) as exc:
-        raise ConfigError(f"{path}: not a valid contract: {exc}", hint="compare it with policies/contracts/flights.yaml") from exc
+        raise ConfigError(f"{path}: not a valid contract: {exc}", hint="compare it with one `pipewarden contract init` writes") from exc
 
 
 def observed_type(values: Any) -> str:

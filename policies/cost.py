@@ -52,10 +52,9 @@ class CostPolicy(BaseModel):
 def load_cost_policy(path: Path | str | None = None) -> CostPolicy:
     """Read `policies_dir/cost.yaml` (or `path`); a malformed file raises ConfigError naming it and the field."""
     import yaml
+    from pipewarden.policies.defaults import policy_file
 
-    from pipewarden.settings import get_settings
-
-    p = Path(path) if path is not None else get_settings().policies_dir / "cost.yaml"
+    p = Path(path) if path is not None else policy_file("cost.yaml")
     if not p.exists():
         raise ConfigError(f"{p}: the cost policy file does not exist",
                           hint="restore policies/cost.yaml or set PIPEWARDEN_POLICIES_DIR to a folder holding one")

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from pipewarden.policies.defaults import policy_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipewarden.errors import ConfigError
-from pipewarden.settings import get_settings
 
 CheckName = Literal["freshness", "volume", "distribution", "duplicates", "referential", "null_spike", "range"]
 CHECK_NAMES: tuple[str, ...] = ("freshness", "volume", "distribution", "duplicates", "referential", "null_spike",
@@ -129,7 +129,7 @@ class QualityPolicy(_Frozen):
 
 def load_quality_policy(path: Path | str | None = None) -> QualityPolicy:
     """The policy file (default `<policies_dir>/quality.yaml`); a missing file means the defaults."""
-    p = Path(path) if path is not None else get_settings().policies_dir / "quality.yaml"
+    p = Path(path) if path is not None else policy_file("quality.yaml")
     return _load(str(p), p.stat().st_mtime_ns if p.exists() else 0)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from pipewarden.policies.defaults import policy_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipewarden.errors import ConfigError
@@ -98,7 +99,7 @@ def load_retrain_policy(path: Path | str | None = None) -> RetrainPolicy:
     naming the file (and the field)."""
     settings = get_settings()
     named = path if path is not None else settings.retrain_policy_file
-    p = Path(named) if named is not None else settings.policies_dir / POLICY_FILE
+    p = Path(named) if named is not None else policy_file(POLICY_FILE)
     if not p.exists():
         if named is not None:
             raise ConfigError(f"{p}: retrain policy file not found", hint="pass an existing YAML file")

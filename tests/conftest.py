@@ -17,13 +17,35 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FLIGHTS_PROJECT = REPO_ROOT / "examples" / "flights"
+# Modules that read a contract at import time see the example project; each test then gets a private copy.
+os.environ["PIPEWARDEN_PROJECT"] = str(FLIGHTS_PROJECT)
 # Tests never reach a real model: no key, and any configured endpoint is cleared.
 for _k in ("PIPEWARDEN_OPENAI_API_KEY", "PIPEWARDEN_OPENAI_BASE_URL", "OPENAI_API_KEY", "PIPEWARDEN_DATABASE_URL"):
     os.environ.pop(_k, None)
 
 
+
+
+def copy_project(source: Path, dest: Path) -> Path:
+    """A private copy of an example project (its files only), so a test that writes never touches the repository."""
+    import shutil
+
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", ".pipewarden", "*.py"))
+    return dest
+
+
 @pytest.fixture(autouse=True)
-def pw_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def pw_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs inside a private copy of the flights example project (PIPEWARDEN_PROJECT)."""
+    project = copy_project(FLIGHTS_PROJECT, tmp_path / "project")
+    monkeypatch.setenv("PIPEWARDEN_PROJECT", str(project))
+    return project
+
+
+@pytest.fixture(autouse=True)
+def pw_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pw_project: Path) -> Iterator[Path]:
     """A fresh PIPEWARDEN_HOME per test, with settings re-read."""
     from pipewarden.settings import get_settings
 
@@ -47,7 +69,7 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def minilm():
     """The real packaged MiniLM embedder, loaded once per session."""
-    from knowledge.embedder import MiniLMEmbedder
+    from pipewarden.knowledge.embedder import MiniLMEmbedder
 
     return MiniLMEmbedder()
 

@@ -15,7 +15,7 @@ SAMPLE_ROWS = 6000
 
 def month_sample(month: int, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
     """`rows` flights of one month, sampled reproducibly and kept in time order."""
-    from flows.data import month_batch
+    from pipewarden.flows.data import month_batch
 
     df = month_batch(month)
     return df.sample(n=min(rows, len(df)), random_state=month).sort_index().reset_index(drop=True)
@@ -24,8 +24,9 @@ def month_sample(month: int, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
 def build_history(folder: Path) -> dict[int, pd.DataFrame]:
     """Under `folder` (a PIPEWARDEN_HOME): the reference tables and months 1 and 2 accepted. Returns the samples of
     months 1 to 3 (3 is not landed: tests make their faulty batches from it)."""
-    from flows.ingest import ingest, ingest_reference_tables
-    from flows.validate import validate
+    from pipewarden.flows.ingest import ingest, ingest_reference_tables
+    from pipewarden.flows.validate import validate
+
     from pipewarden.settings import settings_env
 
     with settings_env({"PIPEWARDEN_HOME": str(folder), "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false"}):
@@ -48,10 +49,10 @@ def use_history(template: Path, home: Path) -> None:
 def land_and_check(df: pd.DataFrame, folder: Path, name: str = "batch") -> tuple[Any, Any, Any]:
     """Land `df`, validate it and, if validate accepts it, run the quality stage. Returns (landed, validation,
     quality outcome or None)."""
-    from flows.data import write_batch
-    from flows.ingest import ingest
-    from flows.quality_checks import check_quality
-    from flows.validate import validate
+    from pipewarden.flows.data import write_batch
+    from pipewarden.flows.ingest import ingest
+    from pipewarden.flows.quality_checks import check_quality
+    from pipewarden.flows.validate import validate
 
     landed = ingest("flights", write_batch(df, folder / f"{name}.parquet"))
     outcome = validate(landed, engine="pandas")

@@ -40,7 +40,7 @@ class Effect(Protocol):
 
 # change kind -> "module:attribute" of an Effect (loaded lazily: the tools it names may be heavy).
 EFFECTS: dict[str, str] = {
-    "model_promotion": "tools.model_registry:ALIAS_MOVE",
+    "model_promotion": "pipewarden.tools.model_registry:ALIAS_MOVE",
 }
 
 

@@ -26,13 +26,13 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipewarden.policies.retrain import RetrainPolicy, gain, load_retrain_policy
+from pipewarden.tools.drift import DriftInputError, has_table, metric_value, sql_ident, warehouse
+from pipewarden.tools.model_registry import RegistryError
+from pipewarden.tools.registry import Tool
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ModelRetry, PipewardenError
-from policies.retrain import RetrainPolicy, gain, load_retrain_policy
-from tools.drift import DriftInputError, has_table, metric_value, sql_ident, warehouse
-from tools.model_registry import RegistryError
-from tools.registry import Tool
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,9 +145,7 @@ def train_challenger(spec: ChallengerSpec) -> ChallengerRun:
     import mlflow.sklearn
     import sklearn
     from mlflow.models import infer_signature
-    from sklearn.base import clone
-
-    from tools.model_registry import (
+    from pipewarden.tools.model_registry import (
         CHALLENGER,
         EVENT_TAG,
         REFERENCE_SAMPLE_ARTIFACT,
@@ -158,7 +156,8 @@ def train_challenger(spec: ChallengerSpec) -> ChallengerRun:
         register_version,
         version_info,
     )
-    from tools.model_registry import find_versions as _find
+    from pipewarden.tools.model_registry import find_versions as _find
+    from sklearn.base import clone
 
     t0 = time.perf_counter()
     policy = load_retrain_policy()
@@ -314,7 +313,7 @@ class Comparison(BaseModel):
 
 def compare_models(inp: CompareInput, policy: RetrainPolicy | None = None) -> Comparison:
     """Score the holdout rows with both versions; the overall and per-slice metric, and the gates' verdicts."""
-    from tools.model_registry import load_model, version_info
+    from pipewarden.tools.model_registry import load_model, version_info
 
     policy = policy or load_retrain_policy()
     gates, metric = policy.gates, policy.gates.metric

@@ -1,6 +1,6 @@
 """The active data contract of a dataset, and drafting new contract versions.
 
-A dataset's contract is its YAML file (`policies/contracts/<dataset>.yaml`) until an approved `ContractChange`
+A dataset's contract is its YAML file (`contracts/<dataset>.yaml`) until an approved `ContractChange`
 activates a version of `contract:<dataset>` in the state DB; from then on that version is the contract every
 stage and agent holds the data to (rollback re-activates the previous version, or the file again).
 
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipewarden.policies.contract import Contract, load_contract
 from pydantic import ValidationError
 
 from pipewarden.errors import ConfigError, UnknownNameError
 from pipewarden.models import ContractChange
 from pipewarden.store import StateStore
-from policies.contract import Contract, load_contract
 
 
 def contract_to_dict(contract: Contract) -> dict[str, Any]:

@@ -744,7 +744,7 @@ class ProfileOutput(BaseModel):
 
 
 def _profile_tool(args: ProfileInput) -> ProfileOutput:
-    from tools.sql_guard import require_select
+    from pipewarden.tools.sql_guard import require_select
 
     require_select(args.sql)
     con = open_warehouse(read_only=True)
@@ -759,7 +759,7 @@ def _profile_tool(args: ProfileInput) -> ProfileOutput:
 
 
 def _tools() -> list[Any]:
-    from tools.registry import Tool
+    from pipewarden.tools.registry import Tool
 
     return [Tool(name="profile_sql", description=(
         "Build one read-only SELECT over the warehouse as a temp table and return DuckDB's profile: time, rows "

@@ -30,12 +30,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
+from pipewarden.policies.retrain import DecayPolicy, DriftPolicy, RetrainPolicy, gain, load_retrain_policy
+from pipewarden.tools.registry import Tool
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ModelRetry, PipewardenError, UserError
 from pipewarden.settings import get_settings
-from policies.retrain import DecayPolicy, DriftPolicy, RetrainPolicy, gain, load_retrain_policy
-from tools.registry import Tool
 
 if TYPE_CHECKING:
     import duckdb
@@ -418,7 +418,7 @@ class ModelHealth(BaseModel):
 def model_health(inp: ModelHealthInput, policy: RetrainPolicy | None = None) -> ModelHealth:
     """Judge one scored load: its features against the scoring version's reference sample, its labelled feedback
     against that version's training metric. Raises DriftInputError when the load was never scored."""
-    from tools.model_registry import reference_sample, version_info
+    from pipewarden.tools.model_registry import reference_sample, version_info
 
     policy = policy or load_retrain_policy()
     ft, st, fb, label = (sql_ident(inp.features_table), sql_ident(inp.scores_table), sql_ident(inp.feedback_table),

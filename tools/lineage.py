@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import sqlglot
+from pipewarden.policies.contract import list_contracts, load_contract
 from pydantic import BaseModel, ConfigDict, Field
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
@@ -27,7 +28,6 @@ from sqlglot.optimizer.scope import traverse_scope
 
 from pipewarden.errors import PipewardenError, UnknownNameError
 from pipewarden.settings import get_settings
-from policies.contract import list_contracts, load_contract
 
 DIALECT = "duckdb"
 RAW_PREFIX = "raw_"
@@ -136,7 +136,7 @@ def parse_model(model: SqlModel) -> exp.Query:
 def raw_schemas(contracts_dir: Path | None = None) -> dict[str, dict[str, str]]:
     """Schemas of the raw tables, `raw_<dataset>` -> {column: SQL type}.
 
-    Each dataset's contract (policies/contracts/<dataset>.yaml) gives its columns when it exists; the built-in
+    Each dataset's contract (contracts/<dataset>.yaml) gives its columns when it exists; the built-in
     nycflights13 schema fills in datasets without one. Every raw table also carries `_load_id`.
     """
     out = {table: dict(cols) for table, cols in RAW_SCHEMAS.items()}
@@ -377,7 +377,7 @@ def _column_lineage_tool(args: ColumnLineageInput) -> ColumnLineageResult:
 
 
 def _tools() -> list:
-    from tools.registry import Tool
+    from pipewarden.tools.registry import Tool
 
     return [Tool("column_lineage", "The SQL models that read a raw table column and every model column computed "
                  "from it (sqlglot column lineage over flows/models).", ColumnLineageInput, ColumnLineageResult,

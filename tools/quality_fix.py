@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pipewarden.policies.contract import Contract
+from pipewarden.policies.quality import DatasetQuality
+from pipewarden.tools.quality import Evaluation, History, LoadRecord, evaluate
+from pipewarden.tools.quality_rules import ActiveRule, duplicate_mask, predicate_mask
 from pydantic import BaseModel
 
 from pipewarden.errors import UserError
 from pipewarden.models import CheckResult, ContractChange, DedupeRule, DryRun, Quarantine, Reingest
-from policies.contract import Contract
-from policies.quality import DatasetQuality
-from tools.quality import Evaluation, History, LoadRecord, evaluate
-from tools.quality_rules import ActiveRule, duplicate_mask, predicate_mask
 
 SAMPLE_ROWS = 5
 REINGEST_CHECKS = frozenset({"freshness", "volume"})
@@ -79,10 +79,10 @@ class FaultCase:
 
 def load_case(event: Any) -> FaultCase:
     """The case for a `CheckFailed` or `QualityAnomaly` event: its landed batch (mapped), contract, rules, history."""
-    from policies.quality import dataset_quality
-    from tools.contracts import active_contract
-    from tools.quality import load_batch, load_history, load_record
-    from tools.quality_rules import active_rules
+    from pipewarden.policies.quality import dataset_quality
+    from pipewarden.tools.contracts import active_contract
+    from pipewarden.tools.quality import load_batch, load_history, load_record
+    from pipewarden.tools.quality_rules import active_rules
 
     if not event.load_id:
         raise UserError(f"{event.kind} event {event.id} names no load", hint="only batch events can be fixed here")
@@ -98,7 +98,7 @@ def load_case(event: Any) -> FaultCase:
 
 # --------------------------------------------------------------------------- judging
 def _with_change(case: FaultCase, change: Any) -> tuple[list[ActiveRule], Contract]:
-    from tools.contracts import contract_from_dict
+    from pipewarden.tools.contracts import contract_from_dict
 
     rules, contract = list(case.rules), case.contract
     if isinstance(change, Quarantine | DedupeRule):
@@ -256,7 +256,7 @@ def _round_out(value: float, integer: bool, up: bool) -> float:
 def _widen(case: FaultCase, col: str) -> ContractChange | None:
     """A contract with `col`'s bounds widened to what the batch holds, when the out-of-range values look like real
     data the contract is too tight for: few past the bound, spread over several values, close to it."""
-    from tools.contracts import contract_to_dict
+    from pipewarden.tools.contracts import contract_to_dict
 
     c = case.contract.column(col)
     values = pd.to_numeric(case.frame[col], errors="coerce").dropna()
@@ -292,7 +292,7 @@ def _widen(case: FaultCase, col: str) -> ContractChange | None:
 
 def _allow(case: FaultCase, col: str) -> ContractChange | None:
     """A contract whose `col` allows the batch's new values, when the reference dataset lists every one of them."""
-    from tools.contracts import contract_to_dict
+    from pipewarden.tools.contracts import contract_to_dict
 
     c = case.contract.column(col)
     rh = case.history.reference(col)
@@ -318,7 +318,7 @@ def _reingest(case: FaultCase, reason: str) -> Reingest:
 def _segment(case: FaultCase, column: str) -> Quarantine | None:
     """The one segment (a value of a policy segment column) whose rows explain a distribution shift: without it the
     accepted rows are back under the PSI threshold, and it is small enough to quarantine (the smallest such)."""
-    from tools.quality import bin_shares, psi
+    from pipewarden.tools.quality import bin_shares, psi
 
     bins = case.history.column_bins(column)
     accepted = case.before().accepted
@@ -508,8 +508,9 @@ def root_cause(case: FaultCase) -> list[str]:
 
 
 def _downstream(dataset: str, column: str | None) -> list[str]:
+    from pipewarden.tools.lineage import affected_models, model_dependencies, topological_order
+
     from pipewarden.errors import PipewardenError
-    from tools.lineage import affected_models, model_dependencies, topological_order
 
     table = f"raw_{dataset}"
     try:

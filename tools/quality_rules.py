@@ -60,9 +60,8 @@ def active_rules(dataset: str, load_id: str | None = None, store: StateStore | N
 def predicate_sql(predicate: str, columns: Sequence[str]) -> str:
     """The predicate as the guard parsed it (DuckDB SQL), or a UserError listing what the guard refused."""
     import sqlglot
+    from pipewarden.tools.sql_guard import check_predicate
     from sqlglot import exp
-
-    from tools.sql_guard import check_predicate
 
     errors = check_predicate(predicate, set(map(str, columns)))
     if errors:
@@ -143,7 +142,7 @@ def check_with_rules(
     do not count in `failure_rate` or `result.failed_rows`; `result.rows` is the whole batch. With no rule, this is
     `run_checks` itself. `ruled` is `rule_reasons(frame, rules)` when the caller has it already.
     """
-    from tools.checks import run_checks
+    from pipewarden.tools.checks import run_checks
 
     if not rules:
         return run_checks(frame, contract, cast_failures=cast_failures, engine=engine)

@@ -19,7 +19,6 @@ Public names: `redry`, `current_model_sql`, `EDITABLE_KINDS`, `CAST_TYPES`, `SAM
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pipewarden.errors import UnknownNameError, UserError
@@ -47,10 +46,10 @@ def redry(proposal: Proposal, change: Any, *, store: StateStore | None = None) -
 
 # --------------------------------------------------------------------------- column mappings
 def _redry_mapping(proposal: Proposal, change: ColumnMapping, store: StateStore) -> DryRun:
-    from policies.contract import load_contract
-    from tools.checks import dry_check
-    from tools.io import read_table
-    from tools.mapping import apply_mapping
+    from pipewarden.policies.contract import load_contract
+    from pipewarden.tools.checks import dry_check
+    from pipewarden.tools.io import exists, read_table
+    from pipewarden.tools.mapping import apply_mapping
 
     contract = load_contract(change.dataset)
     event = store.get_event(proposal.event_id)
@@ -58,7 +57,7 @@ def _redry_mapping(proposal: Proposal, change: ColumnMapping, store: StateStore)
     if not batch_path:
         raise UserError(f"proposal {proposal.short_id}'s event ({event.kind}) names no batch to dry-run on",
                         hint="reject it with a reason instead")
-    if not Path(batch_path).exists():
+    if not exists(batch_path):
         raise UserError(f"the failing batch {batch_path} is gone, so the edited mapping cannot be proved",
                         hint="re-run the batch so the agent proposes again, or reject this proposal")
     batch = read_table(batch_path)
@@ -111,7 +110,7 @@ def current_model_sql(model: str, store: StateStore | None = None) -> tuple[str 
 
 def _guard(sql: str, field: str) -> None:
     """The same guardrails as an agent's SQL (`tools.sql_guard`): one read-only query, no file readers."""
-    from tools.sql_guard import check_select
+    from pipewarden.tools.sql_guard import check_select
 
     errors = check_select(sql)
     if errors:

@@ -23,13 +23,13 @@ from pydantic import BaseModel, ValidationError
 from pipewarden.errors import ModelRetry, UnknownNameError
 
 TOOL_MODULES: tuple[str, ...] = (
-    "tools.schema_match",
-    "tools.lineage",
-    "tools.cost",
-    "tools.quality",
-    "tools.drift",
-    "tools.model_registry",
-    "tools.challenger",
+    "pipewarden.tools.schema_match",
+    "pipewarden.tools.lineage",
+    "pipewarden.tools.cost",
+    "pipewarden.tools.quality",
+    "pipewarden.tools.drift",
+    "pipewarden.tools.model_registry",
+    "pipewarden.tools.challenger",
 )
 """Modules exposing `TOOLS: list[Tool]`. Add yours here."""
 

@@ -46,11 +46,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from pipewarden.policies.contract import NUMERIC, ColumnType, Contract, compatible, observed_type
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import InputFileError, UserError
 from pipewarden.models import ColumnMapping, ColumnTransform
-from policies.contract import NUMERIC, ColumnType, Contract, compatible, observed_type
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -762,14 +762,14 @@ def match_files(
     A reference path ending in `.yaml`/`.yml` is read as a data contract instead (names and types only).
     Raises InputFileError for an unreadable file and ConfigError for an invalid contract.
     """
-    from policies.contract import load_contract
-    from tools.io import read_table
+    from pipewarden.policies.contract import load_contract
+    from pipewarden.tools.io import read_table
 
     rp = Path(reference_path)
     reference: pd.DataFrame | Contract
     if rp.suffix.lower() in (".yaml", ".yml"):
         if not rp.is_file():
-            raise InputFileError(rp, "no such contract file", hint="check the path, e.g. policies/contracts/flights.yaml")
+            raise InputFileError(rp, "no such contract file", hint="check the path, e.g. contracts/flights.yaml")
         reference = load_contract(rp.stem, rp.parent)
     else:
         reference = read_table(rp)
@@ -828,9 +828,10 @@ class BatchInput(BaseModel):
 
 
 def _event_batch(event_id: str) -> tuple[pd.DataFrame, str]:
+    from pipewarden.tools.io import read_table
+
     from pipewarden.errors import ModelRetry, PipewardenError
     from pipewarden.store import StateStore
-    from tools.io import read_table
 
     try:
         event = StateStore().get_event(event_id)
@@ -854,14 +855,14 @@ def _profile_column_tool(args: BatchColumnInput) -> ColumnProfile:
 
 
 def _match_columns_tool(args: BatchInput) -> MatchReport:
-    from tools.contracts import active_contract
+    from pipewarden.tools.contracts import active_contract
 
     df, dataset = _event_batch(args.event_id)
     return match_columns(reference_for(active_contract(dataset)), df)
 
 
 def _tools() -> list:
-    from tools.registry import Tool
+    from pipewarden.tools.registry import Tool
 
     return [
         Tool("profile_column", "Profile one column of the drifted batch: type, null rate, quantiles, top values, "

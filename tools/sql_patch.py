@@ -26,13 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import sqlglot
-from pydantic import BaseModel, Field
-from sqlglot import exp
-from sqlglot.optimizer.scope import traverse_scope
-
-from pipewarden.errors import PipewardenError
-from pipewarden.models import SqlModelPatch
-from tools.lineage import (
+from pipewarden.tools.lineage import (
     DIALECT,
     RAW_SCHEMAS,
     SqlModel,
@@ -42,6 +36,12 @@ from tools.lineage import (
     raw_schemas,
     topological_order,
 )
+from pydantic import BaseModel, Field
+from sqlglot import exp
+from sqlglot.optimizer.scope import traverse_scope
+
+from pipewarden.errors import PipewardenError
+from pipewarden.models import SqlModelPatch
 
 if TYPE_CHECKING:
     import duckdb
@@ -352,7 +352,7 @@ def prove_drop(
        schema and row counts (the patch must not change which rows a model returns), values differing only in
        the columns lineage says are computed from a dropped column.
     """
-    from tools.lineage import column_lineage, downstream_of
+    from pipewarden.tools.lineage import column_lineage, downstream_of
 
     models = dict(models if models is not None else load_models())
     edges = column_lineage(models=models)

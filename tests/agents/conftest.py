@@ -16,7 +16,7 @@ SAMPLE_ROWS = 3000
 
 @pytest.fixture(scope="session")
 def february() -> pd.DataFrame:
-    from flows.data import month_batch
+    from pipewarden.flows.data import month_batch
 
     return month_batch(2).sample(SAMPLE_ROWS, random_state=7).reset_index(drop=True)
 
@@ -34,9 +34,9 @@ def fake_pipeline(monkeypatch: pytest.MonkeyPatch, pw_home: Path) -> Iterator[li
 def drifted_event(df: pd.DataFrame, tmp_path: Path, renames: dict[str, str] | None = None,
                   to_string: list[str] | None = None) -> SchemaDrift:
     """Land a drifted batch and validate it for real: the SchemaDrift event lands in the outbox."""
-    from flows.data import inject_drift, write_batch
-    from flows.ingest import ingest
-    from flows.validate import validate
+    from pipewarden.flows.data import inject_drift, write_batch
+    from pipewarden.flows.ingest import ingest
+    from pipewarden.flows.validate import validate
 
     bad = inject_drift(df, renames=renames if renames is not None else {"dep_delay": "departureDelay"},
                        to_string=to_string if to_string is not None else ["flight"])

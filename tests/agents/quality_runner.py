@@ -9,9 +9,9 @@ from pipewarden.models import RunResult
 
 
 def run(dataset: str, source: str, *, load_id: str | None = None, rerun: bool = False) -> RunResult:
-    from flows.ingest import ingest, read_landed
-    from flows.quality_checks import check_quality
-    from flows.validate import validate
+    from pipewarden.flows.ingest import ingest, read_landed
+    from pipewarden.flows.quality_checks import check_quality
+    from pipewarden.flows.validate import validate
 
     if not rerun or load_id is None:
         load_id = ingest(dataset, source, load_id=load_id).load_id

@@ -44,7 +44,7 @@ def load_id_for(month: int) -> str:
 
 def month(m: int, fault: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
     """A seeded half of one month of flights as ingest lands it (with `_load_id`), with an optional fault."""
-    from flows.data import month_batch
+    from pipewarden.flows.data import month_batch
 
     df = month_batch(m).sample(frac=SAMPLE, random_state=m).sort_index().reset_index(drop=True)
     if fault is not None:
@@ -54,8 +54,8 @@ def month(m: int, fault: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -
 
 def land(flights: pd.DataFrame) -> None:
     """raw_flights := `flights`, plus the four reference tables, as ingest and validate would leave them."""
-    from flows.data import load_table
-    from flows.warehouse import connect
+    from pipewarden.flows.data import load_table
+    from pipewarden.flows.warehouse import connect
 
     with connect() as con:
         con.register("flights_df", flights)
@@ -68,8 +68,8 @@ def land(flights: pd.DataFrame) -> None:
 
 
 def build(load_id: str | None = None) -> None:
-    from flows.features import build_features
-    from flows.transform import transform
+    from pipewarden.flows.features import build_features
+    from pipewarden.flows.transform import transform
 
     transform(load_id)
     build_features()
@@ -77,9 +77,9 @@ def build(load_id: str | None = None) -> None:
 
 def score_and_detect(load_id: str) -> list:
     """The pipeline's score -> feedback -> detect stages on one load; the events are emitted to the outbox."""
-    from flows.detectors import detect_model_drift
-    from flows.emit import emit
-    from flows.score import record_feedback, score
+    from pipewarden.flows.detectors import detect_model_drift
+    from pipewarden.flows.emit import emit
+    from pipewarden.flows.score import record_feedback, score
 
     score(load_id)
     record_feedback(load_id)
@@ -125,7 +125,7 @@ class World:
             home = self.root / "base"
 
             def make() -> None:
-                from flows.train import train
+                from pipewarden.flows.train import train
 
                 land(month(1))
                 build()
@@ -137,7 +137,7 @@ class World:
             shutil.copytree(self.home("base"), home)
 
             def make() -> None:
-                from flows.data import inject_label_decay
+                from pipewarden.flows.data import inject_label_decay
 
                 land(pd.concat([month(1), month(2), month(3, inject_label_decay)], ignore_index=True))
                 build(load_id_for(3))
@@ -149,7 +149,7 @@ class World:
             shutil.copytree(self.home("decayed"), home)
 
             def make() -> None:
-                from agents.supervisor import supervise_once
+                from pipewarden.agents.supervisor import supervise_once
 
                 report = supervise_once()
                 assert [(h.agent, h.status) for h in report.handled] == [("retrain", "pending")], report

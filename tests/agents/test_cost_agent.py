@@ -7,18 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pipewarden.agents.supervisor import supervise_once
+from pipewarden.evals.mock_llm import MockLLMServer, answer, tool_call
+from pipewarden.flows.cost_faults import inject_cost_fault
+from pipewarden.inbox.service import approve
+from pipewarden.tools.cost import measure, open_warehouse
+from pipewarden.tools.lineage import load_models
 
-from agents.supervisor import supervise_once
-from evals.mock_llm import MockLLMServer, answer, tool_call
-from flows.cost_faults import inject_cost_fault
-from inbox.service import approve
 from pipewarden.events import CostRegression
 from pipewarden.models import ProposalStatus
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 from tests.flows.test_transform import seed_warehouse
-from tools.cost import measure, open_warehouse
-from tools.lineage import load_models
 
 STG_ROWS, AIRPORTS = 50009, 1458
 
@@ -132,7 +132,7 @@ def test_a_rewrite_that_changes_rows_leaves_the_event_to_a_human() -> None:
 
 
 def test_cost_events_route_to_the_cost_agent(tmp_path: Path) -> None:
-    from agents.router import route
+    from pipewarden.agents.router import route
 
     ev = CostRegression(dataset="flights", model="route_daily", baseline=1.0, observed=5.0, ratio=5.0)
     assert route(ev).agent == "cost"

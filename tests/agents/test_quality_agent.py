@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pipewarden.agents.supervisor import supervise_once
+from pipewarden.evals.mock_llm import MockLLMServer, answer
+from pipewarden.flows import data as D
+from pipewarden.inbox.service import approve
 
-from agents.supervisor import supervise_once
-from evals.mock_llm import MockLLMServer, answer
-from flows import data as D
-from inbox.service import approve
 from pipewarden.models import ProposalStatus, Risk
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
@@ -50,7 +50,7 @@ def test_null_spike_becomes_a_quarantine_that_heals_names_its_load_and_verifies(
     assert landed.load_id in p.diagnosis and landed.source in p.diagnosis and "downstream:" in p.diagnosis
     outcome = approve(p.id, "alice")
     assert outcome.proposal.status == ProposalStatus.verified, outcome.proposal.status_reason
-    from flows.warehouse import connect
+    from pipewarden.flows.warehouse import connect
 
     with connect(read_only=True) as con:
         reasons = con.execute("SELECT DISTINCT reason FROM quarantine WHERE load_id = ? AND reason LIKE "

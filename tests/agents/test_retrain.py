@@ -9,15 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pipewarden.agents.supervisor import resume_proposal, supervise_once
+from pipewarden.policies.approval import decision_gate
+from pipewarden.tools.apply import apply_change
+from pipewarden.tools.model_registry import ALIAS_MOVE, CHALLENGER, EVENT_TAG, alias_version, champion, version_info
 
-from agents.supervisor import resume_proposal, supervise_once
 from pipewarden.errors import InvalidTransition, NotApproved
 from pipewarden.models import ProposalStatus, Verdict
 from pipewarden.store import StateStore
-from policies.approval import decision_gate
 from tests.agents.retrain_world import world
-from tools.apply import apply_change
-from tools.model_registry import ALIAS_MOVE, CHALLENGER, EVENT_TAG, alias_version, champion, version_info
 
 MODEL = "pipewarden-delay"
 
@@ -99,7 +99,7 @@ def test_two_approvals_move_the_alias_and_verification_scores_through_it(propose
 
 
 def test_failed_verification_moves_the_alias_back_and_reopens(proposed: Path) -> None:
-    from flows.warehouse import connect
+    from pipewarden.flows.warehouse import connect
 
     p = _only_proposal()
     _approve_by_two(p.id)
@@ -114,7 +114,7 @@ def test_failed_verification_moves_the_alias_back_and_reopens(proposed: Path) ->
 
 
 def test_an_alias_moved_by_someone_else_is_never_overwritten(proposed: Path) -> None:
-    from tools.model_registry import mlflow_client, register_version
+    from pipewarden.tools.model_registry import mlflow_client, register_version
 
     p = _only_proposal()
     v1 = version_info(MODEL, "1")
@@ -148,8 +148,9 @@ def test_a_challenger_that_fails_the_gates_needs_a_human_with_the_numbers(decaye
 
 
 def test_work_before_the_decision_is_idempotent_even_when_the_graph_starts_over(proposed: Path) -> None:
+    from pipewarden.tools.model_registry import find_versions
+
     from pipewarden.settings import get_settings
-    from tools.model_registry import find_versions
 
     p = _only_proposal()
     assert supervise_once().handled == []  # already claimed and proposed

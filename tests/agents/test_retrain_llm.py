@@ -8,15 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pipewarden.agents.llm import PlanRequest
+from pipewarden.agents.retrain import RetrainAnswer, SliceRef, offline_solution, validate_answer
+from pipewarden.agents.supervisor import supervise_once
+from pipewarden.evals.mock_llm import MockLLMServer, answer, refusal, tool_call
+from pipewarden.tools.model_registry import version_info
 
-from agents.llm import PlanRequest
-from agents.retrain import RetrainAnswer, SliceRef, offline_solution, validate_answer
-from agents.supervisor import supervise_once
-from evals.mock_llm import MockLLMServer, answer, refusal, tool_call
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 from tests.agents.retrain_world import load_id_for, world
-from tools.model_registry import version_info
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def _request(decayed: bool = True) -> PlanRequest:
         "feedback_slices": [{"column": "origin", "value": "EWR", "rows": 900, "metric": "auc", "score": 0.45},
                             {"column": "carrier", "value": "UA", "rows": 800, "metric": "auc", "score": 0.60}],
         "window": {"default_days": 42, "min_days": 14, "max_days": 120},
-        "citations": [{"id": "c1", "source": "policies/contracts/flights.yaml", "excerpt": "arr_delay ..."}],
+        "citations": [{"id": "c1", "source": "contracts/flights.yaml", "excerpt": "arr_delay ..."}],
     })
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pipewarden.agents.checkpoint import open_checkpointer
+from pipewarden.agents.router import route_for_agent
+from pipewarden.agents.supervisor import resume_proposal, supervise_once
+from pipewarden.evals.mock_llm import MockLLMServer, answer
+from pipewarden.inbox.service import approve, reject
+from pipewarden.tools.apply import apply_change
 
-from agents.checkpoint import open_checkpointer
-from agents.router import route_for_agent
-from agents.supervisor import resume_proposal, supervise_once
-from evals.mock_llm import MockLLMServer, answer
-from inbox.service import approve, reject
 from pipewarden.errors import InvalidTransition, NotApproved
 from pipewarden.events import RunFailed
 from pipewarden.models import ProposalStatus, Verdict
@@ -23,7 +24,6 @@ from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 from tests.agents import fake_runner
 from tests.agents.conftest import drifted_event
-from tools.apply import apply_change
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,7 @@ def test_the_apply_tool_refuses_without_an_approved_decision(february: pd.DataFr
     p = _only_proposal()
     with pytest.raises(NotApproved, match="inbox approve"):
         apply_change(p.id)
-    assert StateStore().active_version("mapping:flights") is None
+    assert StateStore().active_version(p.change.target) is None
     assert StateStore().get_proposal(p.id).status == ProposalStatus.pending
 
 
@@ -76,7 +76,7 @@ def test_approval_applies_a_new_version_reruns_and_verifies(february: pd.DataFra
     p = _only_proposal()
     outcome = approve(p.short_id, "alice")
     assert outcome.proposal.status == ProposalStatus.verified
-    version = StateStore().active_version("mapping:flights")
+    version = StateStore().active_version(p.change.target)
     assert version is not None and version.number == 1 and version.content["renames"] == {"departureDelay": "dep_delay"}
     assert fake_runner.CALLS[-1]["rerun"] is True
     actions = [a.action for a in StateStore().audit_entries(str(p.id))]
@@ -84,7 +84,7 @@ def test_approval_applies_a_new_version_reruns_and_verifies(february: pd.DataFra
     assert StateStore().verify_audit().ok
     # the thread has ended: resuming again changes nothing
     assert resume_proposal(p.id).status == ProposalStatus.verified
-    assert len(StateStore().list_versions("mapping:flights")) == 1
+    assert len(StateStore().list_versions(p.change.target)) == 1
 
 
 def test_failed_verification_rolls_back_and_reopens_then_a_second_approval_verifies(
@@ -97,16 +97,16 @@ def test_failed_verification_rolls_back_and_reopens_then_a_second_approval_verif
     outcome = approve(p.id, "alice")
     assert outcome.proposal.status == ProposalStatus.pending
     assert "re-opened" in outcome.proposal.status_reason and "dep_delay" in outcome.proposal.status_reason
-    assert StateStore().active_version("mapping:flights") is None  # rolled back: nothing was active before
+    assert StateStore().active_version(p.change.target) is None  # rolled back: nothing was active before
     with open_checkpointer() as saver:
         snapshot = route_for_agent("schema-drift").build(saver).get_state(
             {"configurable": {"thread_id": p.thread_id}})
     assert snapshot.next == ("await_decision",) and len(snapshot.interrupts) == 1
     fake_pipeline.append("completed")
     assert approve(p.id, "bob").proposal.status == ProposalStatus.verified
-    active = StateStore().active_version("mapping:flights")
+    active = StateStore().active_version(p.change.target)
     assert active is not None and active.number == 1  # the same change, re-activated
-    assert len(StateStore().list_versions("mapping:flights")) == 1
+    assert len(StateStore().list_versions(p.change.target)) == 1
 
 
 def test_reject_ends_the_thread_and_applies_nothing(february: pd.DataFrame, tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_reject_ends_the_thread_and_applies_nothing(february: pd.DataFrame, tmp_
             {"configurable": {"thread_id": p.thread_id}})
     assert snapshot.next == ()
     assert StateStore().get_proposal(p.id).status == ProposalStatus.rejected
-    assert fake_runner.CALLS == [] and StateStore().list_versions("mapping:flights") == []
+    assert fake_runner.CALLS == [] and StateStore().list_versions(p.change.target) == []
 
 
 def test_a_graph_waiting_in_one_process_is_resumed_from_another(february: pd.DataFrame, tmp_path: Path) -> None:

@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pipewarden.agents.supervisor import supervise_once
+from pipewarden.flows.data import (
+    inject_date_format,
+    inject_drift,
+    inject_drop,
+    inject_unit_change,
+    month_batch,
+    write_batch,
+)
+from pipewarden.inbox.service import approve
 
-from agents.supervisor import supervise_once
-from flows.data import inject_date_format, inject_drift, inject_drop, inject_unit_change, month_batch, write_batch
-from inbox.service import approve
 from pipewarden.models import ProposalStatus
 from pipewarden.store import StateStore
 from tests.agents.conftest import SAMPLE_ROWS
@@ -26,8 +33,8 @@ def january() -> pd.DataFrame:
 @pytest.fixture
 def reference(january: pd.DataFrame, tmp_path: Path) -> None:
     """January validated and accepted into raw_flights: the reference the matcher compares values with."""
-    from flows.ingest import ingest
-    from flows.validate import validate
+    from pipewarden.flows.ingest import ingest
+    from pipewarden.flows.validate import validate
 
     outcome = validate(ingest("flights", write_batch(january, tmp_path / "jan.parquet")))
     assert not outcome.halted and outcome.rows_accepted > 0
@@ -35,8 +42,8 @@ def reference(january: pd.DataFrame, tmp_path: Path) -> None:
 
 def drift(df: pd.DataFrame, tmp_path: Path) -> str:
     """Land and validate a drifted batch; its SchemaDrift event waits in the outbox. Returns the load id."""
-    from flows.ingest import ingest
-    from flows.validate import validate
+    from pipewarden.flows.ingest import ingest
+    from pipewarden.flows.validate import validate
 
     outcome = validate(ingest("flights", write_batch(df, tmp_path / "drifted.parquet")))
     assert outcome.halted and outcome.event_ids, outcome.reason
@@ -65,7 +72,7 @@ def test_a_rename_a_retype_and_a_unit_change_in_one_batch(
     assert p.dry_run.metrics["distribution_match.dep_delay"] >= 0.8  # scaled back, it looks like January
     assert any(n.startswith("dep_delay: after the scale") for n in p.dry_run.notes)
     assert approve(p.id, "alice").proposal.status == ProposalStatus.verified
-    stored = StateStore().active_version("mapping:flights").content
+    stored = StateStore().active_version(p.change.target).content
     assert stored["transforms"][0]["kind"] == "unit_scale"
 
 
@@ -87,9 +94,9 @@ def test_a_date_written_another_way_gets_a_parse_transform(
 def test_a_dropped_column_is_a_high_risk_contract_change_with_proven_sql_patches(
     february: pd.DataFrame, tmp_path: Path
 ) -> None:
-    from flows.ingest import ingest
-    from flows.validate import validate
-    from tools.contracts import active_contract
+    from pipewarden.flows.ingest import ingest
+    from pipewarden.flows.validate import validate
+    from pipewarden.tools.contracts import active_contract
 
     load_id = drift(inject_drop(february, ["dep_delay"]), tmp_path)
     supervise_once()
@@ -128,15 +135,15 @@ def test_a_dropped_column_that_filters_rows_needs_a_human(february: pd.DataFrame
 
 
 def test_an_extra_column_alone_is_noted_and_kept_out_not_drift(february: pd.DataFrame, tmp_path: Path) -> None:
-    from flows.data import inject_added
-    from flows.ingest import ingest
-    from flows.validate import validate
+    from pipewarden.flows.data import inject_added
+    from pipewarden.flows.ingest import ingest
+    from pipewarden.flows.validate import validate
 
     landed = ingest("flights", write_batch(inject_added(february, {"gate": "B12"}), tmp_path / "extra.parquet"))
     outcome = validate(landed)
     assert not outcome.halted and outcome.event_ids == []
     assert outcome.notes == ["column 'gate' (string) is not in the contract; kept out of the accepted rows"]
-    from flows.warehouse import connect
+    from pipewarden.flows.warehouse import connect
 
     with connect() as con:
         cols = [r[0] for r in con.execute("select column_name from information_schema.columns "

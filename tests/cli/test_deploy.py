@@ -25,10 +25,9 @@ def test_deploy_dry_run_takes_the_schedule_options(pw: Callable[..., CliResult])
 
 
 def test_build_deployments_schedules_and_flow_names() -> None:
+    from pipewarden.flows.deploy import build_deployments
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
     from prefect.deployments.runner import RunnerDeployment
-
-    from flows.deploy import build_deployments
 
     pipeline, supervise = build_deployments(cron="*/10 * * * *", supervise_every=30)
 

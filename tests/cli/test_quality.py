@@ -3,24 +3,20 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from pipewarden.policies.contract import load_contract
 
-from pipewarden.settings import REPO_ROOT, get_settings
-from policies.contract import load_contract
+from pipewarden.settings import get_settings
 
 
 @pytest.fixture
-def policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the policies folder, so --write never touches the repository."""
-    folder = tmp_path / "policies"
-    shutil.copytree(REPO_ROOT / "policies", folder, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    monkeypatch.setenv("PIPEWARDEN_POLICIES_DIR", str(folder))
+def policies(pw_project: Path) -> Path:
+    """The test's private copy of the example project (conftest), so --write never touches the repository."""
     get_settings.cache_clear()
-    return folder
+    return pw_project
 
 
 def test_suggest_from_a_file_prints_a_contract_that_loads(pw, in_batches: Path, policies: Path, tmp_path: Path) -> None:
@@ -45,7 +41,7 @@ def test_write_makes_a_new_file_each_time_and_never_a_contract(pw, in_batches: P
     assert sorted(p.name for p in folder.iterdir()) == ["flights-2.yaml", "flights.yaml"]
     assert "jan.csv" in (folder / "flights.yaml").read_text() and "jan.parquet" in (folder / "flights-2.yaml").read_text()
     assert "written to" in first.err_text
-    from policies.contract import list_contracts
+    from pipewarden.policies.contract import list_contracts
 
     assert "flights" in list_contracts() and not any("suggested" in n for n in list_contracts())
 

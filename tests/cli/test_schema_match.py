@@ -70,9 +70,9 @@ def test_schema_match_json_without_embeddings_never_loads_minilm(in_batches: Pat
 
 def test_schema_match_json_with_minilm(pw: Callable[..., CliResult], in_batches: Path, minilm: object,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import knowledge.embedder
+    from pipewarden.knowledge import embedder
 
-    monkeypatch.setattr(knowledge.embedder, "default_embedder", lambda: minilm)  # the session's loaded model
+    monkeypatch.setattr(embedder, "default_embedder", lambda: minilm)  # the session's loaded model
     res = pw("schema", "match", "jan.csv", "retyped.csv", "--json")
     assert res.code == 0, res.err
     report = json.loads(res.out)

@@ -38,7 +38,7 @@ UI_TIMEOUT_MS = 20_000
 
 def apply_and_verify(proposal_id: UUID | str) -> Proposal:
     """The server's Resumer in this test: the real apply tool, then verified (see the module docstring)."""
-    from tools.apply import apply_change, mark_verified
+    from pipewarden.tools.apply import apply_change, mark_verified
 
     apply_change(proposal_id)
     return mark_verified(proposal_id, {"rerun": "not part of the browser test"})

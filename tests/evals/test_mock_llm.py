@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-
-from evals.mock_llm import (
+from pipewarden.evals.mock_llm import (
     Delay,
     MockLLMServer,
     ScriptedLLM,

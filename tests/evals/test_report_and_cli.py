@@ -11,12 +11,11 @@ from pathlib import Path
 
 import openai
 import pytest
-
-from evals.mock_llm import MockLLMServer, answer, http_error
-from evals.prereqs import READY, copy_home
-from evals.report import Bar, build_report, render_markdown, write_reports
-from evals.runner import LLMConfig, ScenarioResult, SuiteRun
-from evals.scorers import Score
+from pipewarden.evals.mock_llm import MockLLMServer, answer, http_error
+from pipewarden.evals.prereqs import READY, copy_home
+from pipewarden.evals.report import Bar, build_report, render_markdown, write_reports
+from pipewarden.evals.runner import LLMConfig, ScenarioResult, SuiteRun
+from pipewarden.evals.scorers import Score
 
 ROOT = Path(__file__).resolve().parents[2]
 BAR = Bar(pass_rate=0.8, set_on="2026-11-21", command="pipewarden eval --llm mock --json")

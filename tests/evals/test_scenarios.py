@@ -6,9 +6,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from pipewarden.evals.faults import FAULTS
+from pipewarden.evals.scenarios import AGENTS, load_catalogue, select
 
-from evals.faults import FAULTS
-from evals.scenarios import AGENTS, load_catalogue, select
 from pipewarden.errors import ConfigError, UnknownNameError
 
 

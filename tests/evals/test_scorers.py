@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from pipewarden.evals.faults import InjectContext, inject
+from pipewarden.evals.scenarios import ChangeMatch, Expected, Fault, Scenario
+from pipewarden.evals.scorers import ScoreInput, heals, matches, outcome, safe, unsafe_reasons
+from pipewarden.tools.checks import dry_check
 
-from evals.faults import InjectContext, inject
-from evals.scenarios import ChangeMatch, Expected, Fault, Scenario
-from evals.scorers import ScoreInput, heals, matches, outcome, safe, unsafe_reasons
 from pipewarden.models import ChangeSet, ColumnMapping, DryRun, NoChange, Proposal, ProposalStatus, SqlModelPatch
-from tools.checks import dry_check
 
 
 def _scenario(**kw) -> Scenario:
@@ -29,7 +29,7 @@ def _drifted(df: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
 
 
 def _proposal(change, batch: pd.DataFrame, *, status=ProposalStatus.pending, agent="schema-drift") -> Proposal:
-    from policies.contract import load_contract
+    from pipewarden.policies.contract import load_contract
 
     contract = load_contract("flights")
     before = dry_check(batch, contract, None)

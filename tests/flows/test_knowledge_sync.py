@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flows.knowledge_sync import sync_knowledge
-from knowledge.retrieval import search
+from pipewarden.flows.knowledge_sync import sync_knowledge
+from pipewarden.knowledge.retrieval import search
 
 
 def test_sync_indexes_contracts_runbooks_and_lineage_once() -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pipewarden.flows import data as D
+from pipewarden.flows.ingest import list_loads
+from pipewarden.flows.quality_checks import anomaly_event_id, check_quality
+from pipewarden.flows.validate import validate
+from pipewarden.flows.warehouse import connect
 
-from flows import data as D
-from flows.ingest import list_loads
-from flows.quality_checks import anomaly_event_id, check_quality
-from flows.validate import validate
-from flows.warehouse import connect
 from pipewarden.events import QualityAnomaly
 from pipewarden.models import DedupeRule, Quarantine
 from pipewarden.store import StateStore
@@ -47,7 +47,7 @@ def test_a_halting_finding_emits_a_stable_event_and_withdraws_the_load(m3, tmp_p
     assert q.halted and q.rows_withdrawn == v.rows_accepted > 0
     assert q.event_ids == [str(anomaly_event_id("flights", landed.load_id, "duplicates", None))]
     (event,) = [StateStore().get_event(e) for e in q.event_ids]
-    assert isinstance(event, QualityAnomaly) and event.check == "duplicates" and event.batch_path == landed.path
+    assert isinstance(event, QualityAnomaly) and event.check == "duplicates" and event.batch_path == landed.uri
     assert event.observed == 175 and "repeat the key" in event.detail["message"]
     assert _q("SELECT count(*) FROM raw_flights WHERE _load_id = ?", [landed.load_id]) == [(0,)]
     assert next(r["status"] for r in list_loads("flights") if r["load_id"] == landed.load_id) == "halted_quality"

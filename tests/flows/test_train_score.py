@@ -8,8 +8,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-
-from flows.detectors import (
+from pipewarden.flows.detectors import (
     FEATURES_TABLE,
     REFERENCE_TABLE,
     SCORES_TABLE,
@@ -19,23 +18,24 @@ from flows.detectors import (
     psi,
     reference_profile,
 )
-from flows.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, build_features
-from flows.transform import RUNS_DDL, RUNS_TABLE, transform
-from flows.warehouse import connect
+from pipewarden.flows.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, build_features
+from pipewarden.flows.transform import RUNS_DDL, RUNS_TABLE, transform
+from pipewarden.flows.warehouse import connect
+
 from pipewarden.events import CostRegression, ModelDrift
 from tests.flows.test_transform import load_id_for, seed_warehouse
 
 
 def _champion_version() -> str:
-    from flows.train import CHAMPION, MODEL_NAME, mlflow_client
+    from pipewarden.flows.train import CHAMPION, MODEL_NAME, mlflow_client
 
     return str(mlflow_client().get_model_version_by_alias(MODEL_NAME, CHAMPION).version)
 
 
 @pytest.mark.slow
 def test_train_registers_champion_a_second_train_moves_it_and_score_uses_it(pw_home) -> None:
-    from flows.score import score
-    from flows.train import MODEL_NAME, has_champion, train
+    from pipewarden.flows.score import score
+    from pipewarden.flows.train import MODEL_NAME, has_champion, train
 
     seed_warehouse()
     transform(load_id_for(2))
@@ -91,8 +91,8 @@ def test_train_registers_champion_a_second_train_moves_it_and_score_uses_it(pw_h
 
 
 def test_train_skips_below_min_rows_and_score_skips_without_champion() -> None:
-    from flows.score import score
-    from flows.train import train
+    from pipewarden.flows.score import score
+    from pipewarden.flows.train import train
 
     seed_warehouse(months=(1,))
     transform()
@@ -170,8 +170,9 @@ def test_drift_detector_fires_on_a_shifted_batch_not_on_the_reference(pw_home, m
     rules of policies/retrain.yaml (tools.drift): the reference itself does not drift; a warmer batch with one
     carrier and half its distances missing drifts on exactly those features; three features of fifteen are not the
     dataset drifting, so by default (and with no labelled feedback yet) there is no event."""
+    from pipewarden.tools.model_registry import reference_sample
+
     from tests.agents.retrain_world import world
-    from tools.model_registry import reference_sample
 
     world().use("base", pw_home, monkeypatch)  # a real champion (v1) with its logged reference sample
     reference = reference_sample("pipewarden-delay", "1")

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from flows.transform import RUNS_TABLE, ModelRunError, transform
-from flows.warehouse import connect
-from tools.lineage import ModelSqlError
+from pipewarden.flows.transform import RUNS_TABLE, ModelRunError, transform
+from pipewarden.flows.warehouse import connect
+from pipewarden.tools.lineage import ModelSqlError
 
 MODELS = ["stg_flights", "carrier_daily", "flights_weather", "route_daily"]
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pipewarden.flows.data import inject_drift, source_dir, write_batch
+from pipewarden.flows.emit import emit, mirror_to_prefect
+from pipewarden.flows.ingest import Landed, ingest, list_loads
+from pipewarden.flows.validate import validate, write_unchecked
+from pipewarden.flows.warehouse import connect
 
-from flows.data import inject_drift, source_dir, write_batch
-from flows.emit import emit, mirror_to_prefect
-from flows.ingest import Landed, ingest, list_loads
-from flows.validate import validate, write_unchecked
-from flows.warehouse import connect
 from pipewarden.events import CheckFailed, RunFailed, SchemaDrift, parse_event
 from pipewarden.models import ColumnMapping
 from pipewarden.settings import get_settings
@@ -91,7 +91,7 @@ def test_a_drifted_batch_halts_with_a_schema_drift_event_in_the_outbox(january: 
     assert len(stored) == 1 and stored[0]["kind"] == "schema_drift" and stored[0]["status"] == "pending"
     event = parse_event(stored[0]["payload"])
     assert isinstance(event, SchemaDrift) and str(event.id) == out.event_ids[0]
-    assert event.batch_path == landed.path and event.contract_version == "flights@v1"
+    assert event.batch_path == landed.uri and event.contract_version == "flights@v1"
     assert [c.name for c in event.added] == ["departureDelay"]
     assert [c.name for c in event.dropped] == ["dep_delay"]
     assert [(t.column, t.expected, t.observed) for t in event.retyped] == [("flight", "integer", "string")]
@@ -132,7 +132,7 @@ def test_a_batch_where_every_row_is_invalid_halts_with_every_row_quarantined(jan
     [stored] = _events()
     event = parse_event(stored["payload"])
     assert isinstance(event, CheckFailed) and event.halted and event.failure_rate == 1.0
-    assert event.threshold == 0.10 and event.batch_path == landed.path
+    assert event.threshold == 0.10 and event.batch_path == landed.uri
     assert {(f.column, f.failed_rows) for f in event.failed} >= {("origin", 400)}
     assert _status(landed.load_id) == "halted_checks"
 

@@ -85,7 +85,7 @@ def make_proposal(
                 {"year": 2013, "carrier": "AA", "dep_delay": -1, "tailnum": None},
             ],
         ),
-        citations=[Citation(chunk_id="c-1", source="policies/contracts/flights.yaml", kind="contract",
+        citations=[Citation(chunk_id="c-1", source="contracts/flights.yaml", kind="contract",
                             dataset="flights", owner="data-platform",
                             updated_at=datetime(2026, 11, 1, 9, 30, tzinfo=UTC), excerpt="dep_delay: integer")],
         risk=Risk.low, required_roles=["owner", "steward"],

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from pipewarden.inbox import render, service
 from rich.console import Console, RenderableType
 
-from inbox import render, service
 from pipewarden.audit import AuditReport
 from pipewarden.store import StateStore
 from tests.inbox.conftest import make_proposal
@@ -51,7 +51,7 @@ def test_proposal_detail(store: StateStore) -> None:
     assert "before" in out and "after" in out and "dep_delay not null" in out
     assert "the change heals the batch" in out
     assert "N14228" in out and "null" in out
-    assert "policies/contracts/flights.yaml" in out and "data-platform" in out
+    assert "contracts/flights.yaml" in out and "data-platform" in out
     assert "owner, steward" in out
     assert "approve" in out and "alice" in out and "fine" in out
     for action in ("proposed", "approved", "applying", "applied"):

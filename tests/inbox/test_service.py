@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from pipewarden.inbox import service
 
-from inbox import service
 from pipewarden.errors import Expired, Forbidden, InvalidTransition, NotApproved, UnknownNameError, UserError
 from pipewarden.ids import utcnow
 from pipewarden.models import ColumnMapping, Proposal, ProposalStatus, Quarantine, Risk, Verdict

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pipewarden.inbox import slack
+from pipewarden.inbox import slack_blocks as sb
+from pipewarden.inbox.web import create_app
 from typer.testing import CliRunner
 
-from inbox import slack
-from inbox import slack_blocks as sb
-from inbox.web import create_app
 from pipewarden import ports
 from pipewarden.errors import ConfigError
 from pipewarden.models import ColumnMapping, Proposal, ProposalStatus, Risk, Verdict
@@ -159,7 +159,7 @@ def test_posting_twice_for_one_proposal_posts_once(slack_on: FakeSlack, store: S
 
 def test_the_channel_comes_from_slack_yaml_then_the_owner_then_the_default(tmp_path: Any,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from policies.approvers import Approvers
+    from pipewarden.policies.approvers import Approvers
 
     approvers = Approvers.load()
     chosen = slack.SlackChannels(default_channel="#inbox", channels={"planes": "#aircraft"})
@@ -328,7 +328,7 @@ def test_a_decision_in_the_cli_updates_the_slack_message(slack_on: FakeSlack, st
 
 def test_a_click_on_a_proposal_decided_elsewhere_says_so_and_refreshes_the_message(
         client: TestClient, slack_on: FakeSlack, store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    from inbox import service
+    from pipewarden.inbox import service
 
     p = created(store)
     monkeypatch.setenv("PIPEWARDEN_NOTIFIER", "pipewarden.ports:_no_notifier")  # Slack missed this decision...
@@ -410,7 +410,7 @@ def test_without_a_token_notify_does_nothing_and_the_route_says_what_to_set(fake
 
 def test_a_slack_failure_is_audited_and_never_breaks_a_decision(slack_on: FakeSlack, store: StateStore,
                                                                 resumer: list[str]) -> None:
-    from inbox import service
+    from pipewarden.inbox import service
 
     slack_on.fail("chat.postMessage", "channel_not_found")
     p = created(store)

@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from pipewarden.inbox.web import PAGE_SIZE, create_app
 
-from inbox.web import PAGE_SIZE, create_app
 from pipewarden import db
 from pipewarden.events import ColumnSpec, SchemaDrift
 from pipewarden.ids import new_id, utcnow

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from pipewarden.inbox import render
+from pipewarden.inbox.web import create_app
 from rich.console import Console
 
-from inbox import render
-from inbox.web import create_app
 from pipewarden.events import CostRegression
 from pipewarden.models import (
     ChangeSet,

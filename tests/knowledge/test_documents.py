@@ -9,9 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
-from knowledge.documents import (
+from pipewarden.knowledge.documents import (
     Chunk,
     chunk_id,
     contract_chunks,
@@ -20,11 +18,13 @@ from knowledge.documents import (
     source_for,
     text_chunks,
 )
+from pipewarden.policies.contract import load_contract
+from pydantic import ValidationError
+
 from pipewarden.errors import ConfigError
 from pipewarden.models import ColumnMapping, Decision, Proposal, Verdict
-from policies.contract import load_contract
 
-RUNBOOK = Path(__file__).resolve().parents[2] / "policies" / "runbooks" / "schema-drift.md"
+RUNBOOK = Path(__file__).resolve().parents[2] / "examples" / "flights" / "runbooks" / "schema-drift.md"
 
 
 def test_chunk_make_derives_a_stable_uuid5_id_and_the_sha256_of_its_text() -> None:
@@ -63,7 +63,7 @@ def test_contract_chunks_one_summary_and_one_per_column_with_provenance() -> Non
     mtime = datetime.fromtimestamp(os.stat(contract.path).st_mtime, tz=UTC)
     for c in chunks:
         assert c.kind == "contract" and c.dataset == "flights" and c.owner == contract.owner
-        assert c.source == "policies/contracts/flights.yaml" == source_for(contract.path)
+        assert c.source == "contracts/flights.yaml" == source_for(contract.path)
         assert c.allowed_roles == sorted(contract.allowed_roles)
         assert c.updated_at == mtime
     dep = next(c for c in chunks if c.title == "flights.dep_delay")
@@ -116,7 +116,7 @@ def test_schema_drift_runbook_is_indexable_and_covers_renames_and_retypes() -> N
     chunks = text_chunks(RUNBOOK, "runbook")
     titles = " | ".join(c.title for c in chunks)
     assert "Renamed columns" in titles and "Retyped columns" in titles
-    assert all(c.source == "policies/runbooks/schema-drift.md" and c.dataset == "flights" for c in chunks)
+    assert all(c.source == "runbooks/schema-drift.md" and c.dataset == "flights" for c in chunks)
     assert all(len(c.text) <= 1100 for c in chunks)
 
 

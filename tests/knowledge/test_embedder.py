@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from pipewarden.knowledge.embedder import HashEmbedder
 
-from knowledge.embedder import HashEmbedder
 from pipewarden.ports import Embedder
 
 
@@ -55,7 +55,7 @@ def test_hash_embedder_dimension_is_configurable_and_stable_across_instances() -
 
 
 def test_identifiers_are_split_into_words_before_embedding() -> None:
-    from knowledge.embedder import split_identifiers
+    from pipewarden.knowledge.embedder import split_identifiers
 
     assert split_identifiers("dep_delay vs departureDelay, HTTPServer") == "dep delay vs departure Delay, HTTP Server"
     assert split_identifiers("a plain sentence_ stays _as_ is") == "a plain sentence_ stays _as_ is"

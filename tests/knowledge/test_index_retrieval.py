@@ -8,16 +8,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pipewarden.knowledge.documents import Chunk, text_chunks
+from pipewarden.knowledge.embedder import HashEmbedder
+from pipewarden.knowledge.index import index_chunks, index_policies
+from pipewarden.knowledge.retrieval import DEFAULT_MAX_AGE, search, to_citation
+from pipewarden.knowledge.store import MemoryStore, QdrantStore, VectorStore
 
-from knowledge.documents import Chunk, text_chunks
-from knowledge.embedder import HashEmbedder
-from knowledge.index import index_chunks, index_policies
-from knowledge.retrieval import DEFAULT_MAX_AGE, search, to_citation
-from knowledge.store import MemoryStore, QdrantStore, VectorStore
 from pipewarden.errors import UserError
 from pipewarden.ids import utcnow
 
-REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
+FLIGHTS = Path(__file__).resolve().parents[2] / "examples" / "flights"
 
 
 class CountingEmbedder(HashEmbedder):
@@ -134,23 +134,23 @@ def test_duplicate_chunks_in_one_call_are_refused() -> None:
 
 def test_index_policies_indexes_contracts_and_runbooks_with_progress_and_prunes(tmp_path: Path) -> None:
     policies = tmp_path / "policies"
-    shutil.copytree(REPO_POLICIES / "contracts", policies / "contracts")
-    shutil.copytree(REPO_POLICIES / "runbooks", policies / "runbooks")
+    shutil.copytree(FLIGHTS / "contracts", policies / "contracts")
+    shutil.copytree(FLIGHTS / "runbooks", policies / "runbooks")
     store, emb = QdrantStore(path=tmp_path / "qdrant"), HashEmbedder()
     seen: list[tuple[int, int]] = []
     report = index_policies(emb, store, progress=lambda done, total: seen.append((done, total)),
-                            policies_dir=policies)
+                            project_dir=policies)
     assert report.added == report.total == store.count() > 20
     assert seen[0] == (0, report.added) and seen[-1] == (report.added, report.added)
     kinds = {c.kind for c in store.chunks()}
     assert kinds == {"contract", "runbook"}
 
-    again = index_policies(emb, store, policies_dir=policies)
+    again = index_policies(emb, store, project_dir=policies)
     assert again.unchanged == report.added and again.added == again.replaced == 0
 
     for doc in (policies / "runbooks").glob("*.md"):
         doc.unlink()
-    pruned = index_policies(emb, store, policies_dir=policies)
+    pruned = index_policies(emb, store, project_dir=policies)
     assert pruned.removed > 0
     assert {c.kind for c in store.chunks()} == {"contract"}
 
@@ -177,8 +177,8 @@ def test_minilm_finds_the_runbook_and_the_column_for_a_renamed_column(minilm, tm
 def test_cite_is_empty_without_an_index_and_never_raises(pw_home: Path, monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     """Agents cite through `cite`: no index means no citations (and no search); a failing search is logged."""
-    import knowledge.retrieval as retrieval
-    from knowledge.store import Hit
+    import pipewarden.knowledge.retrieval as retrieval
+    from pipewarden.knowledge.store import Hit
 
     calls: list[str] = []
 

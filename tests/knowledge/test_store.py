@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pipewarden.knowledge.documents import Chunk
+from pipewarden.knowledge.store import ChunkFilter, MemoryStore, QdrantStore, VectorStore
 
-from knowledge.documents import Chunk
-from knowledge.store import ChunkFilter, MemoryStore, QdrantStore, VectorStore
 from pipewarden.errors import ConfigError, UnknownNameError, UserError
 from pipewarden.ids import utcnow
 

@@ -11,10 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from inbox.service import decide
+from pipewarden.inbox.service import decide
+from pipewarden.tools.apply import apply_change
+
 from pipewarden.errors import PipewardenError
 from pipewarden.store import StateStore
-from tools.apply import apply_change
 
 
 def main() -> None:

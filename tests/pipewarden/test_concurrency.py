@@ -13,14 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pipewarden.inbox.service import decide
+from pipewarden.tools.apply import apply_change
 
-from inbox.service import decide
 from pipewarden.errors import InvalidTransition, PipewardenError
 from pipewarden.models import ProposalStatus, Risk, Verdict
 from pipewarden.store import StateStore
 from tests.cli.conftest import subprocess_env
 from tests.pipewarden.factories import pending_proposal
-from tools.apply import apply_change
 
 REPO = Path(__file__).resolve().parents[2]
 

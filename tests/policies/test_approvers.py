@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pipewarden.policies.approvers import Approvers
 
 from pipewarden.errors import ConfigError
 from pipewarden.settings import get_settings
-from policies.approvers import Approvers
 
 
 def test_the_shipped_file_has_owners_a_steward_an_ml_owner_and_an_engineer() -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pipewarden.policies.contract import list_contracts, load_contract
+from pipewarden.policies.expectations import build_suite, check_specs
+from pipewarden.tools.checks import check_file, check_schema, dry_check, run_checks
 
 from pipewarden.errors import InputFileError, UnknownNameError
 from pipewarden.models import ColumnMapping
-from policies.contract import list_contracts, load_contract
-from policies.expectations import build_suite, check_specs
-from tools.checks import check_file, check_schema, dry_check, run_checks
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_values_a_mapping_cannot_cast_reject_their_rows_with_the_original_value(
     drifted = january.head(200).copy()
     drifted["flight"] = drifted["flight"].astype("str")
     drifted.loc[3, "flight"] = "AB12"
-    from tools.checks import check_frame
+    from pipewarden.tools.checks import check_frame
 
     report = check_frame(drifted, contract, ColumnMapping(dataset="flights", casts={"flight": "integer"}))
     assert report.row_reasons[3] == "flight: cannot cast to integer (got 'AB12')"

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import duckdb
 import pytest
-
-from tools.cost import (
+from pipewarden.tools.cost import (
     compare_cost,
     diagnose,
     measure,

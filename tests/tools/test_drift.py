@@ -9,11 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
-
-from pipewarden.errors import ConfigError
-from policies.retrain import DecayPolicy, DriftPolicy, RetrainPolicy, gain, load_retrain_policy
-from tools.drift import (
+from pipewarden.policies.retrain import DecayPolicy, DriftPolicy, RetrainPolicy, gain, load_retrain_policy
+from pipewarden.tools.drift import (
     DriftInputError,
     categorical_psi,
     drift_report,
@@ -24,6 +21,9 @@ from tools.drift import (
     psi,
     slice_metrics,
 )
+from scipy import stats
+
+from pipewarden.errors import ConfigError
 
 
 def normal(mean: float, sd: float, n: int, seed: int) -> np.ndarray:

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pipewarden.flows.data import inject_feature_shift, inject_label_decay, inject_label_noise, month_batch
+from pipewarden.flows.detectors import detect_model_drift
+from pipewarden.flows.score import FEEDBACK_TABLE, record_feedback
+from pipewarden.flows.warehouse import connect
+from pipewarden.tools.drift import DriftInputError, ModelHealthInput, model_health
 
-from flows.data import inject_feature_shift, inject_label_decay, inject_label_noise, month_batch
-from flows.detectors import detect_model_drift
-from flows.score import FEEDBACK_TABLE, record_feedback
-from flows.warehouse import connect
 from pipewarden.errors import UserError
 from pipewarden.events import ModelDrift
 from pipewarden.store import StateStore
 from tests.agents.retrain_world import load_id_for, world
-from tools.drift import DriftInputError, ModelHealthInput, model_health
 
 MARCH = load_id_for(3)
 
@@ -84,7 +84,7 @@ def test_feedback_is_stored_once_per_scored_flight_and_late_outcomes_replace_ear
         rows = con.execute(f"SELECT arr_delay, delayed FROM {FEEDBACK_TABLE} WHERE flight_id = ?", [flight[0]]).fetchall()
         total = con.execute(f"SELECT COUNT(*) FROM {FEEDBACK_TABLE} WHERE load_id = ?", [MARCH]).fetchone()[0]
     assert rows == [(99.0, True)] and total == scored
-    from flows.score import ScoringError
+    from pipewarden.flows.score import ScoringError
 
     with pytest.raises(ScoringError, match="lacks column"):
         record_feedback(MARCH, pd.DataFrame({"flight_id": ["x"]}))

@@ -17,10 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from pipewarden.errors import UnknownNameError
-from pipewarden.settings import REPO_ROOT
-from tools.lineage import (
+from pipewarden.tools.lineage import (
     RAW_SCHEMAS,
     ModelSqlError,
     SqlModel,
@@ -36,8 +33,11 @@ from tools.lineage import (
     upstream_of,
 )
 
+from pipewarden.errors import UnknownNameError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "lineage"
-FLOWS_MODELS = REPO_ROOT / "flows" / "models"
+FLOWS_MODELS = REPO_ROOT / "examples" / "flights" / "models"
 REGEN = os.environ.get("PIPEWARDEN_REGEN_GOLDEN") == "1"
 
 

@@ -7,14 +7,8 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-
-from pipewarden.errors import ModelRetry, NotApproved
-from pipewarden.events import ModelDrift
-from pipewarden.models import ModelPromotion, Proposal, ProposalStatus, Risk, Verdict
-from pipewarden.store import StateStore
-from tests.agents.retrain_world import world
-from tools.apply import apply_change, rollback_change
-from tools.model_registry import (
+from pipewarden.tools.apply import apply_change, rollback_change
+from pipewarden.tools.model_registry import (
     ALIAS_MOVE,
     RegistryError,
     alias_version,
@@ -26,7 +20,13 @@ from tools.model_registry import (
     register_version,
     version_info,
 )
-from tools.registry import get_tool
+from pipewarden.tools.registry import get_tool
+
+from pipewarden.errors import ModelRetry, NotApproved
+from pipewarden.events import ModelDrift
+from pipewarden.models import ModelPromotion, Proposal, ProposalStatus, Risk, Verdict
+from pipewarden.store import StateStore
+from tests.agents.retrain_world import world
 
 MODEL = "pipewarden-delay"
 

