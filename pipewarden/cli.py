@@ -527,6 +527,54 @@ def quality_suggest(
         err_console.print(f"written to {written}")
 
 
+# ----------------------------------------------------------------------------------------------- contract
+contract_app = typer.Typer(help="Data contracts: draft a new dataset's contract from a sample.", no_args_is_help=True)
+app.add_typer(contract_app, name="contract")
+
+
+@contract_app.command("init")
+def contract_init(
+    name: Annotated[str, typer.Argument(help="The new dataset's name (an identifier; names contracts/NAME.yaml).")],
+    source: Annotated[str, typer.Option("--from", help="A CSV or Parquet sample, or warehouse:TABLE (a table of "
+                                        "the project's warehouse, warehouse:SCHEMA.TABLE on a server).")],
+    owner: Annotated[str | None, typer.Option(help="Who owns the dataset. Default: the first approver with the "
+                                              "owner role in approvers.yaml, else your login.")] = None,
+    sample_rows: Annotated[int, typer.Option(help="Read at most this many rows (the first ones).")] = 100_000,
+    max_failure_rate: Annotated[float, typer.Option(help="Share of a batch's rows that may fail.")] = 0.05,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing contract or registration.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Draft contracts/NAME.yaml from a sample (types, nullability, ranges, allowed sets, key candidates), register
+    the dataset in the project file and index the contract in the knowledge store. Review the draft."""
+    _quiet_libraries()
+    from pipewarden.tools.contract_draft import contract_target, default_owner, draft_contract, read_sample, write_draft
+
+    contract_target(name, force=force)  # refuse early: nothing is read or written
+    df = read_sample(source, sample_rows=sample_rows)
+    draft = draft_contract(name, df, source=source, owner=owner or default_owner(name),
+                           max_failure_rate=max_failure_rate)
+    path = write_draft(draft, force=force)
+    from pipewarden.knowledge.documents import contract_chunks
+    from pipewarden.knowledge.index import index_chunks
+    from pipewarden.policies.contract import load_contract
+    from pipewarden.settings import get_settings
+
+    with _stdout_to_stderr(as_json):
+        indexed = index_chunks(contract_chunks(load_contract(name)))
+    if as_json:
+        _print_json({**draft.model_dump(mode="json"), "indexed": indexed.model_dump(mode="json")})
+        return
+    project = get_settings().project_config
+    console.print(f"[green]wrote[/] {path.relative_to(project.root)} ({draft.rows} rows, {len(draft.columns)} columns, "
+                  f"owner {draft.owner}) in {project.root}")
+    console.print(f"  registered {name} in {project.file.name}; indexed {indexed.added + indexed.replaced} "
+                  "knowledge chunks")
+    if draft.key_candidates:
+        console.print("  key candidates: " + "; ".join(", ".join(k) for k in draft.key_candidates))
+    console.print(f"  the rules reject {draft.rows_rejected} of the sample's rows; review the file, then "
+                  f"`pipewarden check FILE --dataset {name}`")
+
+
 # ----------------------------------------------------------------------------------------------- knowledge
 @knowledge_app.command("index")
 def knowledge_index(as_json: JsonOpt = False) -> None:
