@@ -180,8 +180,9 @@ def draft_contract(
         "# nullable: true only where the sample has nulls. min/max: the sample's 0.05% and 99.95% quantiles, widened",
         "# by 10% of that span on each side (whole numbers for integer columns; never below 0 for a column with no",
         "# negative value). allowed: strings with at most 20 distinct values (and 20x fewer than the rows).",
-        f"# These rules reject {suggestion.rows_rejected} of the sample's rows; a batch halts when more than "
-        f"{max_failure_rate:g} of its rows are rejected (max_failure_rate).",
+        f"# These rules reject {suggestion.rows_rejected} of the sample's rows. A batch halts when more than "
+        f"{max_failure_rate * 100:g}% of its",
+        "# rows are rejected (max_failure_rate).",
         "# Key candidates (unique and non-null in the sample; the contract does not enforce uniqueness, so check",
         "# it in the quality policy's `keys` if it matters):",
         f"# key_candidates: {_flow(keys)}",
