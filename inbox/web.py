@@ -7,7 +7,9 @@ first); `GET /proposals/{id}` (diagnosis, the change as a diff, dry-run evidence
 and age, risk, who must approve, decisions, audit trail); `POST /proposals/{id}/approve|reject|edit|resume`.
 
 API (`Authorization: Bearer <personal token>`): `GET /api/proposals` (filters, `limit`/`offset`, counts),
-`GET /api/proposals/{id}`, `POST /api/proposals/{id}/decision` with `{"verdict", "reason"}`. Errors are
+`GET /api/proposals/{id}`, `POST /api/proposals/{id}/decision` with `{"verdict", "reason"}`, and `POST /api/events`
+(a `reporter` reports an event from outside a flow: 201 with its id; with an `Idempotency-Key` seen before, 200 with
+the first event's id; a bad body is 422 with `loc` and `problem`). Errors are
 `{"error", "hint"}` with 401 (no or bad token), 403 (not allowed), 404 (unknown id), 409 (already decided,
 expired, an edit that does not pass its dry-run), 413 (body over 64 KiB, refused before parsing) and 422
 (malformed JSON or fields). `GET /healthz` is open.
@@ -19,8 +21,8 @@ edited proposal can be approved only when its new dry-run passes (for a mapping:
 
 Every template is autoescaped: titles, diagnoses, column names and samples come from data and LLMs.
 
-Public names: `create_app`, `serve`, `ensure_port_free`, `status_code_for`, `approvers`, `parse_filters`,
-`MAX_BODY_BYTES`, `PAGE_SIZE`.
+Public names: `create_app`, `serve`, `ensure_port_free`, `status_code_for`, `invalid_field`, `approvers`,
+`parse_filters`, `MAX_BODY_BYTES`, `PAGE_SIZE`.
 """
 
 from __future__ import annotations
@@ -147,6 +149,18 @@ def too_large_response(path: str) -> Response:
     if path.startswith("/api/"):
         return JSONResponse({"error": error, "hint": hint}, status_code=413)
     return HTMLResponse(f"<!doctype html><title>413</title><p>{error}</p>", status_code=413)
+
+
+def invalid_field(exc: Any) -> JSONResponse:
+    """422 for an `InvalidField`: `{"error", "hint", "loc", "problem", "errors"}`, where `loc` is where the bad value
+    is, as FastAPI says it (`["body", "stage"]`, `["header", "Idempotency-Key"]`)."""
+    def where(loc: Any) -> list[Any]:
+        return ["header", "Idempotency-Key"] if list(loc[:1]) == ["idempotency_key"] else ["body", *loc]
+
+    error = f"Idempotency-Key: {exc.problem}" if where(exc.loc)[0] == "header" else exc.message
+    return JSONResponse({"error": error, "hint": exc.hint or "", "loc": where(exc.loc), "problem": exc.problem,
+                         "errors": [{"loc": where(e["loc"]), "problem": e["problem"]} for e in exc.errors]},
+                        status_code=422)
 
 
 def status_code_for(exc: PipewardenError) -> int:
@@ -622,6 +636,47 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
         out = render.outcome_json(outcome)
         out["requirement"] = outcome.requirement.model_dump(mode="json") if outcome.requirement else None
         return JSONResponse(out)
+
+    @app.post("/api/events", status_code=201)
+    async def api_report(request: Request) -> Response:
+        """An event reported from outside a flow, by a reporter's token: 201 with its id; 200 with the first
+        event's id when this reporter sent the same `Idempotency-Key` before (nothing more is stored)."""
+        from pipewarden.policies.approvers import check_can_report
+
+        from pipewarden.errors import InvalidField
+        from pipewarden.report import reported_event
+
+        store = StateStore()
+
+        def reporter() -> str:
+            actor = auth.bearer_actor(request, store)
+            check_can_report(actor, approvers())
+            return actor
+
+        try:
+            actor = await run_in_threadpool(reporter)
+        except PipewardenError as exc:
+            return api_error(exc)
+        raw = await request.body()  # BodyLimit stops it past 64 KiB (413)
+        key = request.headers.get("idempotency-key")
+
+        def report() -> tuple[str, bool]:
+            try:
+                data = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InvalidField((), f"the body is not valid JSON: {exc}",
+                                   hint='send one event as a JSON object: {"kind": ..., "dataset": ..., ...}') from None
+            event = reported_event(data)
+            check_can_report(actor, approvers(), event.dataset)
+            return store.report_event(event, actor, idempotency_key=key, via="api")
+
+        try:
+            event_id, created = await run_in_threadpool(report)
+        except InvalidField as exc:
+            return invalid_field(exc)
+        except PipewardenError as exc:
+            return api_error(exc)
+        return JSONResponse({"id": event_id, "created": created}, status_code=201 if created else 200)
 
     @app.get("/healthz")
     def healthz() -> Response:

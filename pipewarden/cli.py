@@ -145,6 +145,56 @@ def check(
 
 
 @app.command()
+def emit(
+    kind: Annotated[str, typer.Argument(
+        help="The event kind: schema_drift, check_failed, run_failed, cost_regression, model_drift or "
+             "quality_anomaly (their fields are listed above).", metavar="KIND", show_default=False)],
+    dataset: Annotated[str | None, typer.Option(help="The dataset the event concerns (or `dataset` in the JSON body).")]
+    = None,
+    field: Annotated[list[str] | None, typer.Option(
+        "--field", help="NAME=VALUE, repeatable. Text, numbers and true/false as typed; a list or object as JSON "
+                        "('failed=[{\"check\": \"not_null\", \"failed_rows\": 3}]').")] = None,
+    json_body: Annotated[str | None, typer.Option(
+        "--json-body", help="A JSON file holding the event's fields as one object, or - to read it from stdin.")]
+    = None,
+    idempotency_key: Annotated[str | None, typer.Option(
+        help="Report at most once per key: the same key again prints the first event's id and stores nothing.")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Report an event from outside a Prefect flow: validated like a flow's event and written to the outbox (no
+    server needed); the supervisor claims it. Who reported it ($PIPEWARDEN_USER or your login) is audited.
+
+    KIND, and the fields it needs besides --dataset:
+
+    [bold]schema_drift[/]     batch_path, contract_version
+    [bold]check_failed[/]     batch_path, failed, failure_rate, threshold
+    [bold]run_failed[/]       stage, error
+    [bold]cost_regression[/]  model, baseline, observed, ratio
+    [bold]model_drift[/]      model, metric, value, threshold
+    [bold]quality_anomaly[/]  check (freshness, volume, distribution, duplicates,
+                     referential, null_spike or range)
+
+    Any kind may carry load_id, run_id and occurred.
+    A missing, misspelt or mistyped field is refused by name (exit 2).
+    """
+    from pipewarden.inbox.service import default_actor
+    from pipewarden.report import cli_event, read_json_body
+    from pipewarden.store import StateStore
+
+    body = read_json_body(json_body) if json_body is not None else None
+    event = cli_event(kind, dataset, field or [], body)
+    event_id, created = StateStore().report_event(event, default_actor(), idempotency_key=idempotency_key, via="cli")
+    if as_json:
+        _print_json({"id": event_id, "created": created, "kind": event.kind, "dataset": event.dataset})
+    elif created:
+        console.print(f"event {event_id} ({event.kind} on {event.dataset}) is in the outbox; "
+                      "`pipewarden supervise --once` handles it")
+    else:
+        console.print(f"already reported with idempotency key {idempotency_key!r}: event {event_id}; nothing stored")
+
+
+@app.command()
 def supervise(
     once: Annotated[bool, typer.Option("--once", help="Handle what is pending now, then exit.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between polls when not --once.")] = 5.0,

@@ -1,5 +1,6 @@
 """The state DB schema (SQLAlchemy Core): outbox, proposals, decisions, versions, the audit log, personal API
-tokens and Slack messages; and the engine that brings a database to the schema with Alembic.
+tokens, Slack messages and the idempotency keys of reported events; and the engine that brings a database to the
+schema with Alembic.
 
 `metadata` is the single source of truth for the tables; the Alembic migrations in `pipewarden/migrations/`
 produce exactly it (a test compares them). `make_engine(url)` runs `upgrade head` once per URL per process,
@@ -133,6 +134,17 @@ slack_requests = sa.Table(
     # Signatures of Slack requests already handled, so a replayed request is refused in every process.
     sa.Column("signature", sa.String(128), primary_key=True),
     sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    # An event reported from outside a flow (POST /api/events, `pipewarden emit`) with an idempotency key: the same
+    # reporter sending the same key again gets this event back instead of a second one. Keys are per reporter.
+    sa.Column("reporter", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("event_id", sa.String(36), sa.ForeignKey("events.id"), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

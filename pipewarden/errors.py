@@ -84,3 +84,16 @@ class Forbidden(NotApproved):
 
 class Expired(InvalidTransition):
     """The proposal's approval window (`expires_at`, set by the approval rule's TTL) has passed. HTTP 409."""
+
+
+class InvalidField(UserError):
+    """One field of some input (an API body, `--field key=value`, a JSON file) fails validation. `loc` names the
+    field (as pydantic does: `("failed", 0, "failed_rows")`), `problem` says what is wrong. HTTP 422, exit 2."""
+
+    def __init__(self, loc: tuple[str | int, ...], problem: str, *, hint: str | None = None,
+                 errors: list[dict[str, object]] | None = None) -> None:
+        self.loc, self.problem = tuple(loc), problem
+        self.field = ".".join(str(x) for x in self.loc) or "body"
+        self.errors = errors or [{"loc": list(self.loc), "problem": problem}]
+        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        super().__init__(f"field {self.field!r}: {problem}{more}" if self.loc else f"{problem}{more}", hint=hint)

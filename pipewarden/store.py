@@ -1,9 +1,9 @@
 """The state store: the one way anything reads or writes the state DB.
 
-It owns the outbox (events), proposals with their lifecycle, decisions, versions, the audit log, personal API
-tokens (hashed) and the Slack messages posted for proposals. Every proposal status change happens in one
-transaction with its audit entry, as a compare-and-set on the current status, so concurrent writers leave exactly
-one winner and a crash leaves nothing half-done.
+It owns the outbox (events, and the idempotency keys of events reported from outside a flow), proposals with
+their lifecycle, decisions, versions, the audit log, personal API tokens (hashed) and the Slack messages posted for
+proposals. Every proposal status change happens in one transaction with its audit entry, as a compare-and-set on
+the current status, so concurrent writers leave exactly one winner and a crash leaves nothing half-done.
 
 Deciding is atomic: in one transaction the proposal's row is locked (PostgreSQL `SELECT ... FOR UPDATE`; SQLite
 `BEGIN IMMEDIATE`), its status and decisions are read, the approval policy (a callable passed in, so the kernel
@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pipewarden import db
 from pipewarden.audit import GENESIS, AuditEntry, AuditReport, entry_hash, verify_chain
-from pipewarden.errors import Expired, Forbidden, InvalidTransition, UnknownNameError, UserError
+from pipewarden.errors import Expired, Forbidden, InvalidField, InvalidTransition, UnknownNameError, UserError
 from pipewarden.events import Event, parse_event
 from pipewarden.ids import UtcDatetime, new_id, utcnow
 from pipewarden.models import (
@@ -42,6 +42,7 @@ from pipewarden.models import (
     can_transition,
     is_system_actor,
 )
+from pipewarden.report import check_idempotency_key
 from pipewarden.settings import Settings, get_settings
 from pipewarden.tokens import hash_token, new_token, same_hash
 
@@ -120,21 +121,46 @@ class StateStore:
     # ------------------------------------------------------------------ outbox
     def append_event(self, event: Event) -> bool:
         """Write an event to the outbox. Returns False if an event with this id is already there."""
+        return self._write(lambda conn: _insert_event(conn, event))
 
-        def tx(conn: Connection) -> bool:
-            exists = conn.execute(sa.select(db.events.c.id).where(db.events.c.id == str(event.id))).first()
-            if exists:
-                return False
-            conn.execute(
-                db.events.insert().values(
-                    id=str(event.id), kind=event.kind, dataset=event.dataset, load_id=event.load_id,
-                    payload=event.model_dump(mode="json"), status="pending", attempts=0,
-                    created_at=event.occurred,
-                )
-            )
-            return True
+    def report_event(self, event: Event, reporter: str, *, idempotency_key: str | None = None,
+                     via: str = "api") -> tuple[str, bool]:
+        """Write an event reported from outside a flow to the outbox, as `append_event` does, and audit who reported
+        it (`event_reported`), in one transaction. Returns (event id, created).
 
-        return self._write(tx)
+        With an idempotency key, the same reporter reporting with the same key again stores nothing and gets the
+        first event's id back (created False); the same key for a different event is refused (InvalidField). Two
+        concurrent reports with one key store one event: the (reporter, key) primary key lets one commit, the other
+        is retried and finds it.
+        """
+        key = check_idempotency_key(idempotency_key)
+
+        def tx(conn: Connection) -> tuple[str, bool]:
+            if key is not None:
+                first = conn.execute(sa.select(db.idempotency_keys.c.event_id).where(
+                    db.idempotency_keys.c.reporter == reporter, db.idempotency_keys.c.key == key)).scalar_one_or_none()
+                if first is not None:
+                    _same_report(conn, first, event, key)
+                    return first, False
+            if not _insert_event(conn, event):
+                return str(event.id), False
+            if key is not None:
+                conn.execute(db.idempotency_keys.insert().values(reporter=reporter, key=key, event_id=str(event.id),
+                                                                 created_at=utcnow()))
+            detail: dict[str, Any] = {"event_id": str(event.id), "kind": event.kind, "dataset": event.dataset,
+                                      "via": via}
+            if key is not None:
+                detail["idempotency_key"] = key
+            self._audit(conn, None, "event_reported", reporter, detail)
+            return str(event.id), True
+
+        for attempt in range(3):
+            try:
+                return self._write(tx)
+            except IntegrityError as exc:  # another report with this key committed first (PostgreSQL)
+                if key is None or "idempotency_keys" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def claim_events(self, worker: str, limit: int = 10, stale_after_s: float = 600.0) -> list[Event]:
         """Claim pending events (and claims older than `stale_after_s`, left by a crashed worker).
@@ -678,6 +704,33 @@ class StateStore:
 
 
 QUEUE_FACETS: tuple[str, ...] = ("agent", "dataset", "risk", "status")
+
+
+def _insert_event(conn: Connection, event: Event) -> bool:
+    """The outbox row of an event, pending; False (nothing written) if an event with this id is already there."""
+    exists = conn.execute(sa.select(db.events.c.id).where(db.events.c.id == str(event.id))).first()
+    if exists:
+        return False
+    conn.execute(
+        db.events.insert().values(
+            id=str(event.id), kind=event.kind, dataset=event.dataset, load_id=event.load_id,
+            payload=event.model_dump(mode="json"), status="pending", attempts=0,
+            created_at=event.occurred,
+        )
+    )
+    return True
+
+
+def _same_report(conn: Connection, first_id: str, event: Event, key: str) -> None:
+    """Refuse an idempotency key sent again with a different event (its id and time aside): the retry of a report
+    must be the same report."""
+    stored = conn.execute(sa.select(db.events.c.payload).where(db.events.c.id == first_id)).scalar_one()
+    ignore = {"id", "occurred"}
+    again = event.model_dump(mode="json")
+    if {k: v for k, v in stored.items() if k not in ignore} != {k: v for k, v in again.items() if k not in ignore}:
+        raise InvalidField(("idempotency_key",), f"{key!r} was already used for another event ({first_id[:8]}, a "
+                           f"{stored.get('kind')} on {stored.get('dataset')})",
+                           hint="use a new key for a new event; send a key again only to retry the same report")
 
 
 def _lock_status(conn: Connection, pid: str) -> str:

@@ -7,7 +7,8 @@ people must, the roles that must be among them (the two-person rule), whether po
 (still audited, as actor "policy" via "policy"), and the TTL after which the proposal expires.
 
 Separation of duties holds for every rule: system and agent identities never decide, the agent that made a
-proposal never approves it, and nobody approves twice.
+proposal never approves it, nobody approves twice, and a `reporter` (it reports events) never decides: no rule may
+name the role, and an identity that holds only it is refused.
 
 Public names: `Rule`, `RULES`, `rule_for`, `Requirement`, `requirement`, `check_can_decide`, `decision_gate`,
 `policy_may_approve`, `admit` (the kernel's Admission port), `fault_key`, `AUTO_QUARANTINE_MAX_FRACTION`.
@@ -27,7 +28,7 @@ from pydantic import BaseModel, Field
 from pipewarden.errors import Expired, Forbidden
 from pipewarden.ids import UtcDatetime, utcnow
 from pipewarden.models import POLICY_ACTOR, Decision, Proposal, Risk, Verdict, is_system_actor, leaf_changes
-from policies.approvers import Approvers
+from policies.approvers import REPORTER_ROLE, Approvers
 
 AUTO_QUARANTINE_MAX_FRACTION = 0.01  # quarantining under 1% of a batch is approved by policy
 
@@ -59,6 +60,10 @@ class Rule:
     """Policy approves it at creation (audited as actor "policy"); people may still decide it first."""
     ttl: timedelta = timedelta(days=7)
     """How long the proposal may wait for a decision before it expires."""
+
+    def __post_init__(self) -> None:
+        if REPORTER_ROLE in self.roles or REPORTER_ROLE in self.must_include:
+            raise ValueError(f"rule {self.name!r}: the {REPORTER_ROLE} role reports events and never decides")
 
     def matches(self, proposal: Proposal) -> bool:
         if self.kinds is not None and not (_kinds(proposal) & self.kinds):
@@ -233,9 +238,12 @@ def check_can_decide(
         raise Expired(f"proposal {pid} expired at {proposal.expires_at:%Y-%m-%d %H:%M} UTC; it can no longer be decided",
                       hint="the agent proposes again when the fault recurs; `pipewarden inbox expire` closes it")
     rule = rule_for(proposal)
-    held = set(person.roles_for(proposal.dataset))
+    held = set(person.roles_for(proposal.dataset)) - {REPORTER_ROLE}
     others = [a.name for a in approvers.all() if a.name != name and set(a.roles_for(proposal.dataset)) & set(rule.roles)]
     ask = f"ask {', '.join(others[:4])}" if others else f"add an approver with one of those roles in {approvers.path}"
+    if set(person.roles) == {REPORTER_ROLE}:
+        raise Forbidden(f"{name} is a {REPORTER_ROLE}: it reports events and can never {verdict.value} a proposal "
+                        f"({pid})", hint=ask)
     if not held & set(rule.roles):
         has = f"{', '.join(person.roles)} on {', '.join(person.datasets)}"
         raise Forbidden(

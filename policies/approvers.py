@@ -1,10 +1,16 @@
 """Identity: the people who may decide proposals and their roles, from `policies/approvers.yaml`.
 
 The file (or `PIPEWARDEN_APPROVERS_FILE`) lists each approver once: a name, roles (`owner`, `steward`, `ml_owner`,
-`engineer`...), the datasets the roles apply to (shell patterns, `*` for all), and the Slack member id that maps
-to the person. Which roles a proposal needs is decided by the rules in `policies.approval`.
+`engineer`, `reporter`...), the datasets the roles apply to (shell patterns, `*` for all), and the Slack member id
+that maps to the person. Which roles a proposal needs is decided by the rules in `policies.approval`.
 
-Public names: `Approver`, `Approvers` (`load`, `get`, `by_slack`, `all`, `path`), `hash_token`.
+`reporter` is the role of anything that is not a Prefect flow but reports faults (a cron job, dbt, another
+scheduler): with its personal token it may `POST /api/events` on the datasets it covers. It never decides a
+proposal: no approval rule may name it, and `policies.approval.check_can_decide` refuses an identity whose only
+role it is.
+
+Public names: `Approver` (`may_report`), `Approvers` (`load`, `get`, `by_slack`, `all`, `path`), `check_can_report`,
+`REPORTER_ROLE`, `hash_token`.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipewarden.errors import ConfigError
+from pipewarden.errors import ConfigError, Forbidden
 from pipewarden.models import is_system_actor
 from pipewarden.settings import get_settings
 from pipewarden.tokens import hash_token
 
-__all__ = ["Approver", "Approvers", "hash_token"]
+__all__ = ["REPORTER_ROLE", "Approver", "Approvers", "check_can_report", "hash_token"]
+
+REPORTER_ROLE = "reporter"
+"""May report events (POST /api/events) on its datasets; never decides a proposal."""
 
 
 class Approver(BaseModel):
@@ -49,6 +58,10 @@ class Approver(BaseModel):
     def roles_for(self, dataset: str) -> list[str]:
         """The roles this person holds on `dataset` (none when the dataset is not theirs)."""
         return list(self.roles) if self.covers(dataset) else []
+
+    def may_report(self, dataset: str) -> bool:
+        """Whether this identity may report events on `dataset` (the reporter role, on that dataset)."""
+        return REPORTER_ROLE in self.roles_for(dataset)
 
     @property
     def label(self) -> str:
@@ -123,3 +136,20 @@ class Approvers:
 
     def __len__(self) -> int:
         return len(self._by_name)
+
+
+def check_can_report(name: str, approvers: Approvers, dataset: str | None = None) -> Approver:
+    """The identity `name` if it may report events (on `dataset`, when given); Forbidden (HTTP 403) otherwise."""
+    person = approvers.get(name)
+    where = approvers.path or "the approvers file"
+    add = f"add `{REPORTER_ROLE}` to {name}'s roles in {where}, or report with a reporter's token"
+    if person is None:
+        raise Forbidden(f"{name!r} is not an identity in {where}; only a {REPORTER_ROLE} may report events",
+                        hint=f"add `- {{name: {name}, roles: [{REPORTER_ROLE}], datasets: ['*']}}` to {where}")
+    if REPORTER_ROLE not in person.roles:
+        raise Forbidden(f"{name} cannot report events: reporting needs the {REPORTER_ROLE} role; {name} has "
+                        f"{', '.join(person.roles)} on {', '.join(person.datasets)}", hint=add)
+    if dataset is not None and not person.may_report(dataset):
+        raise Forbidden(f"{name} cannot report events on {dataset}: {name} reports on {', '.join(person.datasets)}",
+                        hint=f"add {dataset} to {name}'s datasets in {where}")
+    return person
