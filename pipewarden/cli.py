@@ -259,19 +259,35 @@ def serve(
 
 @app.command()
 def deploy(
-    cron: Annotated[str, typer.Option(help="Schedule of the pipeline deployment.")] = "0 6 * * *",
-    supervise_every: Annotated[int, typer.Option(help="Seconds between supervise runs.")] = 60,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the deployments and exit.")] = False,
+    name: Annotated[str, typer.Option(help="The deployment's name (pipewarden-supervise/NAME).")] = "on-events",
+    every: Annotated[int, typer.Option("--every", metavar="SECONDS", help="Also run supervise every SECONDS as a "
+                                       "safety net; 0 for none (events only).")] = 300,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be served and exit; Prefect's API "
+                                          "is not contacted.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Serve the pipeline and supervise flows as Prefect deployments (Ctrl-C stops serving)."""
-    _quiet_libraries()
-    from flows.deploy import build_deployments, serve_deployments
+    """Serve the supervise flow as a Prefect deployment, run by pipewarden's fault events (Ctrl-C stops serving).
 
-    deployments = build_deployments(cron=cron, supervise_every=supervise_every)
-    for d in deployments:
-        console.print(f"deployment [bold]{d.flow_name}/{d.name}[/]: {d.describe}")
+    Served against PREFECT_API_URL when set, else Prefect's local default; the trigger fires on events sent to
+    that same server, so point the pipeline there too.
+    """
+    _quiet_libraries()
+    from pipewarden.flows.deploy import build_supervise_deployment, describe, serve_deployment
+
+    deployment = build_supervise_deployment(name=name, every=every)
+    plan = describe(deployment)
+    if as_json:
+        _print_json({**plan.model_dump(mode="json"), "deployment": plan.full_name, "served": not dry_run})
+    else:
+        console.print(f"deployment [bold]{plan.full_name}[/]")
+        for t in plan.triggers:
+            console.print(f"  triggered by: {', '.join(t.events)}", soft_wrap=True)
+            console.print(f"  on resources: {', '.join(f'{k}={v}' for k, v in t.match.items())}", soft_wrap=True)
+        console.print(f"  interval: {f'every {plan.every_s}s' if plan.every_s else 'none'}")
+        console.print(f"  Prefect API: {plan.api_url or 'local default (PREFECT_API_URL is not set)'}", soft_wrap=True)
     if not dry_run:
-        serve_deployments(deployments)
+        with _stdout_to_stderr(as_json):
+            serve_deployment(deployment)
 
 
 @app.command()
