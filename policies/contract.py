@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipewarden.errors import ConfigError, UnknownNameError
 from pipewarden.events import ColumnSpec, TypeChange
@@ -48,7 +48,20 @@ class Contract(BaseModel):
     max_failure_rate: float = Field(0.05, ge=0, le=1, description="Share of rows that may fail before halting.")
     strict: bool = Field(False, description="Columns not in the contract are drift (True) or noted and kept out.")
     columns: list[ColumnContract]
+    unique: list[list[str]] = Field(
+        default_factory=list,
+        description="Keys: each a column or a set of columns whose values no two rows share (nulls are not compared).",
+    )
     path: str = ""
+
+    @model_validator(mode="after")
+    def _keys_name_columns(self) -> Contract:
+        names = {c.name for c in self.columns}
+        for key in self.unique:
+            missing = [k for k in key if k not in names]
+            if not key or missing:
+                raise ValueError(f"unique key {key} names no column or columns not in the contract: {missing}")
+        return self
 
     @property
     def names(self) -> list[str]:

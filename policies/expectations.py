@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:  # pragma: no cover - typing only; great_expectations loads lazily
     from great_expectations import ExpectationSuite
 
-CheckKind = Literal["exists", "not_null", "between", "in_set", "length"]
+CheckKind = Literal["exists", "not_null", "between", "in_set", "length", "unique"]
 
 # The GX 1.x expectation class for each kind of check.
 GX_EXPECTATIONS: dict[str, str] = {
@@ -26,6 +26,7 @@ GX_EXPECTATIONS: dict[str, str] = {
     "between": "ExpectColumnValuesToBeBetween",
     "in_set": "ExpectColumnValuesToBeInSet",
     "length": "ExpectColumnValueLengthsToBeBetween",
+    "unique": "ExpectColumnValuesToBeUnique",  # a key of two or more columns: ExpectCompoundColumnsToBeUnique
 }
 
 
@@ -41,14 +42,23 @@ class CheckSpec(BaseModel):
     min_value: float | None = None
     max_value: float | None = None
     values: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    """`unique`: the key's columns (`column` is the first)."""
     label: str
 
     @property
     def row_level(self) -> bool:
         return self.kind != "exists"
 
+    @property
+    def gx_expectation(self) -> str:
+        """The GX 1.x expectation class of this check."""
+        return "ExpectCompoundColumnsToBeUnique" if len(self.columns) > 1 else GX_EXPECTATIONS[self.kind]
+
     def gx_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of this check's GX expectation."""
+        if len(self.columns) > 1:
+            return {"column_list": list(self.columns), "ignore_row_if": "any_value_is_missing"}
         kw: dict[str, Any] = {"column": self.column}
         if self.kind in ("between", "length"):
             if self.min_value is not None:
@@ -73,7 +83,8 @@ def _bounds_label(lo: float | None, hi: float | None) -> str:
 
 
 def check_specs(contract: Contract) -> tuple[CheckSpec, ...]:
-    """Every rule of the contract as a check, column by column: exists, not null, bounds, allowed set, length."""
+    """Every rule of the contract as a check, column by column: exists, not null, bounds, allowed set, length; then
+    each unique key."""
     specs: list[CheckSpec] = []
     for col in contract.columns:
         name = col.name
@@ -89,6 +100,8 @@ def check_specs(contract: Contract) -> tuple[CheckSpec, ...]:
         if col.max_length is not None and col.type == "string":
             specs.append(CheckSpec(kind="length", column=name, max_value=col.max_length,
                                    label=f"{name}: length <= {col.max_length}"))
+    for key in contract.unique:
+        specs.append(CheckSpec(kind="unique", column=key[0], columns=tuple(key), label=f"unique ({', '.join(key)})"))
     return tuple(specs)
 
 
@@ -101,7 +114,7 @@ def build_suite(contract: Contract, specs: tuple[CheckSpec, ...] | None = None) 
     import great_expectations as gx
 
     expectations = [
-        getattr(gx.expectations, GX_EXPECTATIONS[spec.kind])(
+        getattr(gx.expectations, spec.gx_expectation)(
             **spec.gx_kwargs(), meta={"check": spec.kind, "label": spec.label}
         )
         for spec in (specs if specs is not None else check_specs(contract))

@@ -92,10 +92,10 @@ def run_checks(
     t0 = time.perf_counter()
     diff = schema_diff(contract, df)
     retyped = {t.column for t in diff.retyped}
-    specs = tuple(s for s in check_specs(contract) if s.row_level and s.column in df.columns
-                  and s.column not in retyped)
+    specs = tuple(s for s in check_specs(contract) if s.row_level
+                  and all(c in df.columns and c not in retyped for c in s.columns or (s.column,)))
     n = len(df)
-    cols = list(dict.fromkeys(s.column for s in specs))
+    cols = list(dict.fromkeys(c for s in specs for c in s.columns or (s.column,)))
     work = df[cols].reset_index(drop=True) if cols else pd.DataFrame(index=pd.RangeIndex(n))
 
     reasons = np.full(n, "", dtype=object)
@@ -136,7 +136,9 @@ def run_checks(
             pos = np.setdiff1d(pos, explained[spec.column], assume_unique=True)
             if not len(pos):
                 continue
-        row_text: Any = spec.label if spec.kind == "not_null" else _with_values(spec.label, work[spec.column].iloc[pos])
+        shown = (work[list(spec.columns)].iloc[pos].astype("str").agg(", ".join, axis=1) if len(spec.columns) > 1
+                 else work[spec.column].iloc[pos])
+        row_text: Any = spec.label if spec.kind == "not_null" else _with_values(spec.label, shown)
         _add(reasons, pos, row_text)
         failed.append(FailedCheck(check=spec.kind, column=spec.column, failed_rows=len(pos), detail=spec.label))
 
@@ -225,6 +227,9 @@ def _evaluate_pandas(work: pd.DataFrame, specs: Iterable[CheckSpec]) -> dict[str
                 bad |= (num > spec.max_value).fillna(False)
         elif spec.kind == "in_set":
             bad = col.notna() & ~col.isin(list(spec.values))
+        elif spec.kind == "unique":  # every row of a repeated key; a key with a null is not compared
+            key = work[list(spec.columns)]
+            bad = key.duplicated(keep=False) & key.notna().all(axis=1)
         else:  # length
             lengths = col.astype("str").str.len().where(col.notna())
             bad = pd.Series(False, index=col.index)

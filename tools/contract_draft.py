@@ -10,8 +10,9 @@ other strings. What this module adds:
   project's warehouse (DuckDB through `duckdb`, any other SQLAlchemy URL through `pandas.read_sql`); at most
   `sample_rows` rows either way (the first ones);
 - key candidates: a column (integer or string), or else a pair of columns, unique and non-null in the sample.
-  The contract model has no uniqueness rule, so they are written as a YAML comment
-  (`# key_candidates: [[id]]`) for the reviewer, and returned in `ContractDraft.key_candidates`;
+  They become the contract's `unique` keys (`unique: [[id]]`), which both check engines enforce: every row of
+  a repeated key is rejected with the reason `unique (id) (got 7)`. They are also returned in
+  `ContractDraft.key_candidates`;
 - the file: `contracts/NAME.yaml` under the project, with a header saying what it was drafted from (rows,
   columns, how ranges were set, what the rules would reject) and that a person should review it; never over an
   existing contract or a registered dataset without `force`;
@@ -183,12 +184,13 @@ def draft_contract(
         f"# These rules reject {suggestion.rows_rejected} of the sample's rows. A batch halts when more than "
         f"{max_failure_rate * 100:g}% of its",
         "# rows are rejected (max_failure_rate).",
-        "# Key candidates (unique and non-null in the sample; the contract does not enforce uniqueness, so check",
-        "# it in the quality policy's `keys` if it matters):",
-        f"# key_candidates: {_flow(keys)}",
+        "# unique: key candidates, each a column or a pair unique and non-null in the sample; the checks reject",
+        "# every row of a repeated key. Remove a key that only happens to be unique in this sample.",
     ]
     header += [f"# note: {n}" for n in suggestion.notes]
     body = [line for line in contract_yaml(suggestion, source=source).splitlines() if not line.startswith("#")]
+    if keys:
+        body.append(f"unique: {_flow(keys)}")
     return ContractDraft(
         dataset=name, source=source, rows=len(df), columns=columns, owner=owner, max_failure_rate=max_failure_rate,
         key_candidates=keys, rows_rejected=suggestion.rows_rejected, notes=suggestion.notes,

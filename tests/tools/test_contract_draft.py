@@ -60,7 +60,7 @@ def test_the_draft_infers_types_nullability_ranges_allowed_set_keys_and_threshol
     assert amounts.max() <= cols["amount"]["max"] <= amounts.max() + 0.11 * span
     assert cols["id"]["min"] == 0 and ROWS <= cols["id"]["max"] <= ROWS + 21  # never below 0: no negative id
     assert cols["status"]["allowed"] == sorted(STATUSES)
-    assert draft.key_candidates == [["id"]] and "# key_candidates: [[id]]" in draft.yaml
+    assert draft.key_candidates == [["id"]] and raw["unique"] == [["id"]]
     assert raw["max_failure_rate"] == 0.05 and raw["owner"] == "alice" and raw["dataset"] == "orders"
     assert draft.rows == ROWS and draft.rows_rejected == 0
     header = draft.yaml.split("\ndataset:")[0]
@@ -172,3 +172,29 @@ def test_a_postgres_warehouse_table_is_read_through_sqlalchemy(postgres_url: str
     with pytest.raises(UnknownNameError) as err:
         read_warehouse_table("pw_order", url=postgres_url)
     assert err.value.hint == "did you mean 'pw_orders'?"
+
+
+@pytest.mark.parametrize("engine", ["pandas", "gx"])
+def test_the_drafted_key_is_enforced_by_both_engines(engine: str) -> None:
+    from pipewarden.policies.contract import Contract
+    from pipewarden.tools.checks import run_checks
+
+    df = orders_frame(20)
+    draft = draft_contract("orders", df, source="orders.csv", owner="alice")
+    contract = Contract.model_validate(yaml.safe_load(draft.yaml))
+    assert contract.unique == [["id"]]
+    assert run_checks(df, contract, engine=engine).result.failed_rows == 0
+    batch = df.copy()
+    batch.loc[5, "id"] = 3  # rows 2 and 5 now share id 3
+    report = run_checks(batch, contract, engine=engine)
+    assert report.row_reasons[report.rejected].to_dict() == {2: "unique (id) (got 3)", 5: "unique (id) (got 3)"}
+    assert report.result.failed_checks == ["unique (id) (2 rows)"]
+
+    pair = Contract.model_validate({**contract.model_dump(exclude={"unique"}), "unique": [["status", "id"]]})
+    batch.loc[5, "status"] = None  # a key with a null is not compared
+    assert run_checks(batch, pair, engine=engine).result.failed_checks == ["status: not null (1 row)"]
+    batch.loc[5, "status"] = batch.loc[2, "status"]
+    status = batch.loc[2, "status"]
+    assert run_checks(batch, pair, engine=engine).row_reasons[5] == f"unique (status, id) (got '{status}, 3')"
+    with pytest.raises(ValueError, match="not in the contract"):
+        Contract.model_validate({**contract.model_dump(exclude={"unique"}), "unique": [["nope"]]})
