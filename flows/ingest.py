@@ -1,11 +1,17 @@
-"""Ingest: land a batch file in the Parquet landing zone, tagged with its load, and record the load.
+"""Ingest: land a batch (a file, a DataFrame or an Arrow table) in the Parquet batch storage, tagged with its
+load, and record the load.
 
-A batch lands at `PIPEWARDEN_HOME/landing/<dataset>/<load_id>.parquet`, written to a temporary file in the
-same folder and moved into place with `os.replace`, so a reader sees the whole file or none. Its load
-metadata is stored twice: as Parquet key-value metadata (`pipewarden.source`, `.load_id`, `.arrived_at`,
-`.schema_fingerprint`, ...) and as a row of the DuckDB table `meta_loads`. The default load id is derived from
-the file's bytes, so ingesting the same file twice lands it once. A file that cannot be read raises before
-anything is written.
+A batch lands at `<storage>/<dataset>/<load_id>.parquet`, where `storage` is `settings.storage`: a local folder
+(default `PIPEWARDEN_HOME/landing`) or any fsspec URL (`s3://bucket/prefix`). In a local folder it is written to a
+temporary file beside its place and moved there with `os.replace`; an object store gets it in one PUT. Either
+way a reader sees the whole batch or none. A temporary file left by a crashed landing is swept by the next ingest
+of that dataset. Its load metadata is stored twice: as Parquet key-value metadata (`pipewarden.source`,
+`.load_id`, `.arrived_at`, `.schema_fingerprint`, ...) and as a row of the DuckDB table `meta_loads`.
+
+A file is read once: its bytes are hashed and those same bytes parsed, so the content hash always belongs to the
+rows that landed. The default load id is derived from that hash (for a DataFrame or Arrow table, from the hash
+of its Arrow IPC stream), so ingesting the same data twice lands it once. A file that cannot be read raises
+before anything is written.
 """
 
 from __future__ import annotations
@@ -13,25 +19,39 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+from pipewarden.flows.data import REFERENCE_TABLES, load_table
+from pipewarden.flows.warehouse import connect
+from pipewarden.policies.contract import load_contract, observed_type, schema_fingerprint
+from pipewarden.tools.io import exists, filesystem, is_url, landed_load_ids, landed_uri, parse_table, read_bytes
+from pipewarden.tools.mapping import conform_to_contract
 from pydantic import BaseModel, ConfigDict
 
-from flows.data import REFERENCE_TABLES, load_table
-from flows.warehouse import connect
 from pipewarden.errors import InputFileError, UnknownNameError, UserError
 from pipewarden.ids import utcnow
 from pipewarden.settings import get_settings
-from policies.contract import load_contract, observed_type, schema_fingerprint
-from tools.io import read_table
-from tools.mapping import conform_to_contract
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = [
+    "Landed", "default_load_id", "ingest", "ingest_reference_tables", "is_landed", "landed_path", "landed_uri",
+    "list_loads", "read_landed", "set_load_status",
+]
 
 META_PREFIX = "pipewarden."
+IN_MEMORY_DATAFRAME = "<in-memory DataFrame>"
+IN_MEMORY_TABLE = "<in-memory Arrow table>"
+TEMP_SUFFIX = ".tmp"
 META_LOADS_DDL = """
 CREATE TABLE IF NOT EXISTS meta_loads (
     dataset VARCHAR NOT NULL,
@@ -53,12 +73,20 @@ class Landed(BaseModel):
     dataset: str
     load_id: str
     source: str
-    path: str
+    """The file it came from (absolute path or URL), or a name for an in-memory batch."""
+    uri: str
+    """Where it landed: a local path when the storage is a local folder, else an fsspec URL (`s3://...`)."""
     arrived_at: datetime
     rows: int
     schema_fingerprint: str
     columns: dict[str, str]
     content_sha256: str = ""
+    """The sha256 of the file's bytes as read, or of the in-memory batch's Arrow IPC stream."""
+
+    @property
+    def path(self) -> str:
+        """Deprecated alias of `uri` (kept while callers move over); not a local path for an object store."""
+        return self.uri
 
     def parquet_metadata(self) -> dict[bytes, bytes]:
         """The load metadata as Parquet key-value pairs (`pipewarden.<field>`)."""
@@ -73,25 +101,38 @@ class Landed(BaseModel):
 
 # --------------------------------------------------------------------------- paths and ids
 def landed_path(dataset: str, load_id: str) -> Path:
-    """Where the batch `load_id` of `dataset` lands (or landed)."""
-    for part, what in ((dataset, "dataset"), (load_id, "load id")):
-        if not part or "/" in part or "\\" in part or part.startswith("."):
-            raise UserError(f"{what} {part!r} cannot name a file", hint="use letters, digits, '-' and '_'")
-    return get_settings().landing_dir / dataset / f"{load_id}.parquet"
+    """Where the batch `load_id` of `dataset` lands in a local landing folder. ConfigError when batches are
+    stored in an object store: use `landed_uri` there."""
+    get_settings().landing_dir  # noqa: B018 - raises ConfigError for an object store
+    return Path(landed_uri(dataset, load_id))
+
+
+def is_landed(dataset: str, load_id: str) -> bool:
+    """Whether the batch `load_id` of `dataset` is in the batch storage."""
+    return exists(landed_uri(dataset, load_id))
 
 
 def file_sha256(source: str | Path) -> str:
-    """The sha256 of a file's bytes, in hex."""
-    digest = hashlib.sha256()
-    with open(source, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The sha256 of a file's bytes (a local path or an fsspec URL), in hex."""
+    return hashlib.sha256(read_bytes(source)).hexdigest()
 
 
-def default_load_id(dataset: str, source: str | Path) -> str:
-    """`<dataset>-<first 12 hex of the sha256 of the file's bytes>`: the same file always gets the same id."""
-    return f"{dataset}-{file_sha256(source)[:12]}"
+def arrow_sha256(table: pa.Table) -> str:
+    """The sha256 of an Arrow table's IPC stream (schema metadata left out, chunks combined), in hex: the same
+    columns, types and values always give the same hash."""
+    import pyarrow as pa
+
+    table = table.replace_schema_metadata(None).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(memoryview(sink.getvalue())).hexdigest()
+
+
+def default_load_id(dataset: str, source: str | Path | pd.DataFrame | pa.Table) -> str:
+    """`<dataset>-<first 12 hex of the content hash>`: the same file (or the same in-memory data) always gets the
+    same id."""
+    return f"{dataset}-{_read_source(source, None).sha256[:12]}"
 
 
 def ensure_meta_loads(con: object) -> None:
@@ -111,50 +152,95 @@ def transaction(con: object) -> Iterator[object]:
     con.commit()  # type: ignore[attr-defined]
 
 
-# --------------------------------------------------------------------------- ingest
-def ingest(dataset: str, source: str | Path, *, load_id: str | None = None) -> Landed:
-    """Land one batch file (CSV or Parquet) of `dataset` and record the load in `meta_loads`.
+def _crash_point(name: str) -> None:
+    """A named point where a crash test can make the process die (tests replace this function); a no-op."""
 
-    Raises UnknownNameError for a dataset without a contract and InputFileError for a file that cannot be
-    read (missing, empty, truncated, not UTF-8), in both cases before anything is written. Ingesting a
-    file that already landed under the same load id returns the first landing unchanged.
+
+# --------------------------------------------------------------------------- reading the source
+@dataclass(frozen=True)
+class _Batch:
+    table: pa.Table
+    frame: pd.DataFrame
+    sha256: str
+    source: str
+
+
+def _read_source(source: object, source_name: str | None) -> _Batch:
+    """The batch as an Arrow table and a DataFrame, its content hash and the name to record as its source."""
+    import pyarrow as pa
+
+    if isinstance(source, str | Path):
+        data = read_bytes(source)  # read once: the hash and the rows come from the same bytes
+        frame = parse_table(data, source)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        name = str(source) if is_url(source) else str(Path(source).resolve())
+        return _Batch(table, frame, hashlib.sha256(data).hexdigest(), source_name or name)
+    if isinstance(source, pd.DataFrame):
+        frame, table, name = source, pa.Table.from_pandas(source, preserve_index=False), IN_MEMORY_DATAFRAME
+    elif isinstance(source, pa.Table):
+        frame, table, name = source.to_pandas(), source, IN_MEMORY_TABLE
+    else:
+        raise UserError(f"cannot ingest a {type(source).__name__}",
+                        hint="pass a CSV or Parquet file path, a pandas DataFrame or a pyarrow Table")
+    if table.num_columns == 0:
+        raise UserError(f"the {name} has no columns", hint="ingest a batch with the dataset's columns")
+    return _Batch(table, frame, arrow_sha256(table), source_name or name)
+
+
+# --------------------------------------------------------------------------- ingest
+def ingest(dataset: str, source: str | Path | pd.DataFrame | pa.Table, *, load_id: str | None = None, source_name: str | None = None) -> Landed:
+    """Land one batch of `dataset` and record the load in `meta_loads`.
+
+    `source` is a CSV or Parquet file (a path or an fsspec URL), a pandas DataFrame or a pyarrow Table.
+    `source_name` is recorded as the batch's source (default: the file's absolute path or URL, or
+    "<in-memory DataFrame>"). Raises UnknownNameError for a dataset without a contract and InputFileError for a
+    file that cannot be read (missing, empty, truncated, not UTF-8), in both cases before anything is written.
+    Ingesting data that already landed under the same load id returns the first landing unchanged.
     """
     load_contract(dataset)
-    src = Path(source)
-    df = read_table(src)
-    sha = file_sha256(src)
-    load_id = load_id or f"{dataset}-{sha[:12]}"
-    path = landed_path(dataset, load_id)
-    if path.exists():
+    if not is_url(get_settings().storage):
+        _sweep_stale_temps(dataset)
+    batch = _read_source(source, source_name)
+    load_id = load_id or f"{dataset}-{batch.sha256[:12]}"
+    uri = landed_uri(dataset, load_id)
+    if exists(uri):
         _, landed = read_landed(dataset, load_id, columns=[])
-        if landed.content_sha256 and landed.content_sha256 != sha:
+        if landed.content_sha256 and landed.content_sha256 != batch.sha256:
             raise UserError(
-                f"load {load_id!r} of {dataset} already landed from another file ({landed.source})",
-                hint="omit --load-id to get one derived from the file, or pick a new load id",
+                f"load {load_id!r} of {dataset} already landed from another source ({landed.source})",
+                hint="omit --load-id to get one derived from the data, or pick a new load id",
             )
         _record_load(landed, status="landed", replace=False)
         return landed
-    columns = {str(c): observed_type(df[c]) for c in df.columns}
+    columns = {str(c): observed_type(batch.frame[c]) for c in batch.frame.columns}
     landed = Landed(
-        dataset=dataset, load_id=load_id, source=str(src.resolve()), path=str(path), arrived_at=utcnow(),
-        rows=len(df), schema_fingerprint=schema_fingerprint(columns), columns=columns, content_sha256=sha,
+        dataset=dataset, load_id=load_id, source=batch.source, uri=uri, arrived_at=utcnow(),
+        rows=batch.table.num_rows, schema_fingerprint=schema_fingerprint(columns), columns=columns,
+        content_sha256=batch.sha256,
     )
-    _land(df, landed)
+    _land(batch.table, landed)
     return landed
 
 
-def _land(df: pd.DataFrame, landed: Landed) -> None:
+def _land(table: pa.Table, landed: Landed) -> None:
     """Write the Parquet file and the meta_loads row together: the row commits only if the file is in place."""
-    import pyarrow as pa
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **landed.parquet_metadata()})
+    if is_url(landed.uri):
+        _land_object(table, landed)
+    else:
+        _land_local(table, landed)
+
+
+def _land_local(table: pa.Table, landed: Landed) -> None:
+    """Temp file beside the target, then `os.replace` inside the meta_loads transaction."""
     import pyarrow.parquet as pq
 
-    path = Path(landed.path)
+    path = Path(landed.uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **landed.parquet_metadata()})
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
     try:
         pq.write_table(table, tmp)
+        _crash_point("ingest.temp_written")
         with connect() as con:
             ensure_meta_loads(con)
             try:
@@ -166,6 +252,64 @@ def _land(df: pd.DataFrame, landed: Landed) -> None:
                 raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _land_object(table: pa.Table, landed: Landed) -> None:
+    """One PUT of the whole object inside the meta_loads transaction (s3fs sends up to 100 MB as a single PUT
+    and larger batches as a multipart upload, which also appears only when complete)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
+    fs, path = filesystem(landed.uri)
+    with connect() as con:
+        ensure_meta_loads(con)
+        try:
+            with transaction(con):
+                _insert_load(con, landed, status="landed", replace=True)
+                fs.pipe_file(path, data)
+        except BaseException:
+            if fs.exists(path):
+                fs.rm_file(path)
+            raise
+
+
+def _sweep_stale_temps(dataset: str) -> list[Path]:
+    """Remove the temporary files a crashed landing of `dataset` left in the local landing folder: those older
+    than now whose writing process is gone. Returns what was removed."""
+    folder = Path(landed_uri(dataset, "x")).parent
+    if not folder.is_dir():
+        return []
+    started = time.time()
+    removed = []
+    for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
+        try:
+            if tmp.stat().st_mtime >= started or _writer_alive(tmp):
+                continue
+            tmp.unlink()
+        except FileNotFoundError:  # its writer finished (or another sweep took it) meanwhile
+            continue
+        removed.append(tmp)
+    return removed
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process named in a temp file's name (`.<load_id>.<pid>.<hex>.tmp`) still runs on this host."""
+    parts = tmp.name.removesuffix(TEMP_SUFFIX).rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False  # not written by this version: only its age counts
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _insert_load(con: object, landed: Landed, *, status: str, replace: bool) -> None:
@@ -199,34 +343,38 @@ def set_load_status(dataset: str, load_id: str, status: str, con: object | None 
 
 # --------------------------------------------------------------------------- reading back
 def read_landed(dataset: str, load_id: str, *, columns: list[str] | None = None) -> tuple[pd.DataFrame, Landed]:
-    """A landed batch and its load metadata, read back from the landing zone (for re-runs).
+    """A landed batch and its load metadata, read back from the batch storage (for re-runs).
 
     `columns=[]` reads only the metadata. An unknown load id fails with the load ids that did land.
     """
     import pyarrow.parquet as pq
 
-    path = landed_path(dataset, load_id)
-    if not path.exists():
-        known = sorted(p.stem for p in path.parent.glob("*.parquet")) if path.parent.exists() else []
-        raise UnknownNameError(f"load of {dataset}", load_id, known)
-    meta = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()
-            if k.startswith(META_PREFIX.encode())}
+    uri = landed_uri(dataset, load_id)
+    fs, path = filesystem(uri)
+    try:
+        fh = fs.open(path, "rb")
+    except FileNotFoundError:
+        raise UnknownNameError(f"load of {dataset}", load_id, landed_load_ids(dataset)) from None
+    with fh:
+        meta = {k.decode(): v.decode() for k, v in (pq.read_schema(fh).metadata or {}).items()
+                if k.startswith(META_PREFIX.encode())}
 
-    def get(key: str) -> str:
-        try:
-            return meta[f"{META_PREFIX}{key}"]
-        except KeyError:
-            raise InputFileError(path, f"has no {META_PREFIX}{key} load metadata",
-                                 hint="land batches with `ingest`, not by copying files") from None
-    landed = Landed(
-        dataset=get("dataset"), load_id=get("load_id"), source=get("source"), path=str(path),
-        arrived_at=datetime.fromisoformat(get("arrived_at")), rows=int(get("rows")),
-        schema_fingerprint=get("schema_fingerprint"), columns=json.loads(get("columns")),
-        content_sha256=meta.get(f"{META_PREFIX}content_sha256", ""),
-    )
-    if columns == []:
-        return pd.DataFrame(), landed
-    return pd.read_parquet(path, columns=columns), landed
+        def get(key: str) -> str:
+            try:
+                return meta[f"{META_PREFIX}{key}"]
+            except KeyError:
+                raise InputFileError(uri, f"has no {META_PREFIX}{key} load metadata",
+                                     hint="land batches with `ingest`, not by copying files") from None
+        landed = Landed(
+            dataset=get("dataset"), load_id=get("load_id"), source=get("source"), uri=uri,
+            arrived_at=datetime.fromisoformat(get("arrived_at")), rows=int(get("rows")),
+            schema_fingerprint=get("schema_fingerprint"), columns=json.loads(get("columns")),
+            content_sha256=meta.get(f"{META_PREFIX}content_sha256", ""),
+        )
+        if columns == []:
+            return pd.DataFrame(), landed
+        fh.seek(0)
+        return pd.read_parquet(fh, columns=columns), landed
 
 
 def list_loads(dataset: str | None = None) -> list[dict[str, object]]:
@@ -273,6 +421,6 @@ def ingest_reference_tables(names: tuple[str, ...] = REFERENCE_TABLES) -> dict[s
 
 
 def _reference_source(name: str) -> Path:
-    from flows.data import source_dir
+    from pipewarden.flows.data import source_dir
 
     return source_dir() / f"{name}.csv"

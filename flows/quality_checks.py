@@ -82,7 +82,7 @@ def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str
     for f in ev.findings:
         event = QualityAnomaly(
             id=anomaly_event_id(landed.dataset, landed.load_id, f.check, f.column), dataset=landed.dataset,
-            load_id=landed.load_id, run_id=run_id, check=f.check, batch_path=landed.path, column=f.column,
+            load_id=landed.load_id, run_id=run_id, check=f.check, batch_path=landed.uri, column=f.column,
             observed=f.observed, expected=f.expected, detail={**_jsonable(f.detail), "message": f.message, "halt": f.halt},
         )
         emit(event, store=store)

@@ -120,7 +120,7 @@ def validate(
         _write(contract, landed, df, None, None, status="halted_schema")
         event = SchemaDrift(
             id=_event_id("schema_drift", landed, contract, mapping_version, diff.model_dump(mode="json")),
-            dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.path,
+            dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.uri,
             contract_version=contract.version_tag, added=diff.added, dropped=diff.dropped, retyped=diff.retyped,
         )
         emit(event, store=store)
@@ -148,7 +148,7 @@ def validate(
         findings = [f.model_dump(mode="json") for f in report.failed]
         event = CheckFailed(
             id=_event_id("check_failed", landed, contract, mapping_version, findings),
-            dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.path,
+            dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.uri,
             failed=report.failed, failure_rate=report.failure_rate, threshold=contract.max_failure_rate,
             halted=True,
         )

@@ -512,18 +512,16 @@ def load_batch(dataset: str, load_id: str, *, path: str | None = None) -> tuple[
     from pipewarden.models import ColumnMapping
     from pipewarden.store import StateStore
     from tools.contracts import active_contract
-    from tools.io import read_table
+    from tools.io import landed_load_ids, landed_uri, read_table
     from tools.mapping import map_frame
 
     if not load_id or "/" in load_id or load_id.startswith("."):
         raise UserError(f"load id {load_id!r} cannot name a landed batch", hint="pass the load id an event carries")
-    p = path or str(get_settings().landing_dir / dataset / f"{load_id}.parquet")
+    p = path or landed_uri(dataset, load_id)
     try:
         df = read_table(p)
     except UserError:
-        folder = get_settings().landing_dir / dataset
-        known = sorted(x.stem for x in folder.glob("*.parquet")) if folder.exists() else []
-        raise UnknownNameError(f"load of {dataset}", load_id, known) from None
+        raise UnknownNameError(f"load of {dataset}", load_id, landed_load_ids(dataset)) from None
     version = StateStore().active_version(f"mapping:{dataset}")
     if version is None:
         return df, {}

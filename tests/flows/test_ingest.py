@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from flows.data import inject_drift, load_table, month_batch, source_dir, write_batch
-from flows.ingest import (
+from pipewarden.flows import ingest as ingest_module
+from pipewarden.flows.data import inject_drift, load_table, month_batch, source_dir, write_batch
+from pipewarden.flows.ingest import (
     default_load_id,
     ingest,
     ingest_reference_tables,
+    is_landed,
     landed_path,
+    landed_uri,
     list_loads,
     read_landed,
 )
-from flows.warehouse import connect
+from pipewarden.flows.warehouse import connect
+
 from pipewarden.errors import InputFileError, UnknownNameError, UserError
 from pipewarden.settings import get_settings
 
@@ -96,10 +106,12 @@ def test_ingest_lands_parquet_with_metadata_and_a_meta_loads_row(small: pd.DataF
     landed = ingest("flights", src)
 
     assert landed.load_id == default_load_id("flights", src) and landed.load_id.startswith("flights-")
-    assert Path(landed.path) == landed_path("flights", landed.load_id)
+    assert landed.uri == landed_uri("flights", landed.load_id) == str(landed_path("flights", landed.load_id))
+    assert Path(landed.uri).parent == get_settings().landing_dir / "flights"
     assert landed.rows == 500
     assert landed.columns["flight"] == "integer" and landed.columns["carrier"] == "string"
-    meta = pq.read_schema(landed.path).metadata
+    assert landed.content_sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+    meta = pq.read_schema(landed.uri).metadata
     assert meta[b"pipewarden.load_id"] == landed.load_id.encode()
     assert meta[b"pipewarden.source"] == str(src.resolve()).encode()
     assert meta[b"pipewarden.schema_fingerprint"] == landed.schema_fingerprint.encode()
@@ -126,8 +138,10 @@ def test_reingesting_the_same_file_lands_it_once(small: pd.DataFrame, tmp_path: 
 
 def test_an_explicit_load_id_cannot_be_reused_for_another_file(small: pd.DataFrame, tmp_path: Path) -> None:
     ingest("flights", write_batch(small, tmp_path / "a.csv"), load_id="jan-1")
-    with pytest.raises(UserError, match="already landed from another file"):
+    with pytest.raises(UserError, match="already landed from another source"):
         ingest("flights", write_batch(small.head(10), tmp_path / "b.csv"), load_id="jan-1")
+    with pytest.raises(UserError, match="already landed from another source"):
+        ingest("flights", small.head(10), load_id="jan-1")
 
 
 def _truncated_parquet(small: pd.DataFrame, tmp_path: Path) -> Path:
@@ -182,6 +196,89 @@ def test_read_landed_names_the_loads_that_exist(small: pd.DataFrame, tmp_path: P
     assert landed.load_id in str(err.value)
     with pytest.raises(UserError, match="cannot name a file"):
         landed_path("flights", "../escape")
+
+
+# --------------------------------------------------------------------------- in-memory batches
+def test_an_in_memory_dataframe_lands_under_a_load_id_derived_from_its_content(small: pd.DataFrame) -> None:
+    landed = ingest("flights", small)
+    assert landed.source == "<in-memory DataFrame>" and landed.rows == 500
+    assert landed.load_id == default_load_id("flights", small) == f"flights-{landed.content_sha256[:12]}"
+    assert landed.uri == landed_uri("flights", landed.load_id) and is_landed("flights", landed.load_id)
+    assert ingest("flights", small.copy()) == landed, "the same data lands once, under the same load id"
+    assert ingest("flights", pa.Table.from_pandas(small, preserve_index=False)) == landed, \
+        "an Arrow table of the same data is the same batch"
+    other = ingest("flights", small.head(499), source_name="kafka:flights@42")
+    assert other.load_id != landed.load_id and other.source == "kafka:flights@42"
+    assert [(r["load_id"], r["source"]) for r in _meta_rows()] == [
+        (landed.load_id, "<in-memory DataFrame>"), (other.load_id, "kafka:flights@42")]
+
+    df, again = read_landed("flights", landed.load_id)
+    assert again == landed
+    pd.testing.assert_frame_equal(df, small)
+
+
+def test_an_unusable_in_memory_source_raises_and_lands_nothing() -> None:
+    with pytest.raises(UserError, match="cannot ingest a dict"):
+        ingest("flights", {"flight": [1]})  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="no columns"):
+        ingest("flights", pd.DataFrame())
+    assert _landing_files() == [] and _meta_rows() == []
+
+
+def test_the_content_hash_belongs_to_the_rows_that_were_parsed(small: pd.DataFrame, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source file is replaced right after ingest read it. Hashing the file in a second read (the old design)
+    would pair the new file's hash with the old file's rows; the hash of the bytes read is that of the rows."""
+    src = write_batch(small, tmp_path / "batch.csv")
+    original = src.read_bytes()
+    replacement = small.head(10).to_csv(index=False).encode()
+    real_read_bytes, reads = ingest_module.read_bytes, []
+
+    def read_then_replace(location: str | Path) -> bytes:
+        data = real_read_bytes(location)
+        reads.append(str(location))
+        src.write_bytes(replacement)
+        return data
+
+    monkeypatch.setattr(ingest_module, "read_bytes", read_then_replace)
+    landed = ingest("flights", src)
+
+    assert reads == [str(src)], "the file is read once, for both the rows and the hash"
+
+    assert landed.content_sha256 == hashlib.sha256(original).hexdigest() != hashlib.sha256(replacement).hexdigest()
+    assert landed.load_id == f"flights-{hashlib.sha256(original).hexdigest()[:12]}"
+    df, _ = read_landed("flights", landed.load_id)
+    assert landed.rows == len(df) == 500
+    pd.testing.assert_frame_equal(df, pd.read_csv(io.BytesIO(original)))
+
+
+_CRASH_DURING_LANDING = """
+import os, sys
+from pipewarden.flows import ingest
+ingest._crash_point = lambda name: os._exit(17) if name == "ingest.temp_written" else None
+ingest.ingest("flights", sys.argv[1])
+"""
+
+
+def test_a_crashed_landing_leaves_a_temp_file_that_the_next_ingest_sweeps(small: pd.DataFrame,
+                                                                          tmp_path: Path) -> None:
+    src = write_batch(small, tmp_path / "batch.csv")
+    crashed = subprocess.run([sys.executable, "-c", _CRASH_DURING_LANDING, str(src)], capture_output=True,
+                             text=True, env=os.environ.copy(), timeout=120)
+    assert crashed.returncode == 17, crashed.stderr
+    leftovers = _landing_files()
+    assert len(leftovers) == 1 and leftovers[0].name.endswith(".tmp"), "the crash left its temporary file"
+    assert _meta_rows() == [] and not is_landed("flights", default_load_id("flights", src))
+
+    # a temporary file of a writer that is still running (this process) is not touched
+    live = leftovers[0].with_name(f".flights-live.{os.getpid()}.0123abcd.tmp")
+    live.write_bytes(b"being written")
+    an_hour_ago = time.time() - 3600
+    os.utime(live, (an_hour_ago, an_hour_ago))
+
+    landed = ingest("flights", src)
+    assert sorted(p.name for p in _landing_files()) == sorted([f"{landed.load_id}.parquet", live.name])
+    assert [r["load_id"] for r in _meta_rows()] == [landed.load_id]
 
 
 # --------------------------------------------------------------------------- reference tables
