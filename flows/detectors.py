@@ -269,4 +269,6 @@ def _warehouse_exists() -> bool:
 
 
 def _has_table(con: Any, name: str) -> bool:
-    return bool(con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
+    from pipewarden.tools.warehouse import duckdb_has_table
+
+    return duckdb_has_table(con, name)

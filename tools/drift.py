@@ -368,7 +368,9 @@ def warehouse(wait_s: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def has_table(con: Any, name: str) -> bool:
-    return bool(con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
+    from pipewarden.tools.warehouse import duckdb_has_table
+
+    return duckdb_has_table(con, name)
 
 
 def sql_ident(name: str) -> str:

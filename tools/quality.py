@@ -409,7 +409,9 @@ def _connect() -> Any:
 
 
 def _has_table(con: Any, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
+    from pipewarden.tools.warehouse import duckdb_has_table
+
+    return duckdb_has_table(con, name)
 
 
 def _q(name: str) -> str:
