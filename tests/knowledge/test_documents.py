@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from pipewarden.errors import ConfigError
 from pipewarden.models import ColumnMapping, Decision, Proposal, Verdict
 
-RUNBOOK = Path(__file__).resolve().parents[2] / "examples" / "flights" / "runbooks" / "schema-drift.md"
 
 
 def test_chunk_make_derives_a_stable_uuid5_id_and_the_sha256_of_its_text() -> None:
@@ -112,8 +111,8 @@ def test_text_chunks_without_roles_is_refused(tmp_path: Path) -> None:
         text_chunks(doc, "runbook")
 
 
-def test_schema_drift_runbook_is_indexable_and_covers_renames_and_retypes() -> None:
-    chunks = text_chunks(RUNBOOK, "runbook")
+def test_schema_drift_runbook_is_indexable_and_covers_renames_and_retypes(pw_project: Path) -> None:
+    chunks = text_chunks(pw_project / "runbooks" / "schema-drift.md", "runbook")  # sources are project-relative
     titles = " | ".join(c.title for c in chunks)
     assert "Renamed columns" in titles and "Retyped columns" in titles
     assert all(c.source == "runbooks/schema-drift.md" and c.dataset == "flights" for c in chunks)
