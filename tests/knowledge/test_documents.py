@@ -25,7 +25,6 @@ from pipewarden.errors import ConfigError
 from pipewarden.models import ColumnMapping, Decision, Proposal, Verdict
 
 
-
 def test_chunk_make_derives_a_stable_uuid5_id_and_the_sha256_of_its_text() -> None:
     a = Chunk.make(text="hello", source="docs/a.md", kind="runbook", key=0, allowed_roles=["owner"])
     b = Chunk.make(text="changed", source="docs/a.md", kind="runbook", key=0, allowed_roles=["owner"])
