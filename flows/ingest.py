@@ -132,6 +132,8 @@ def arrow_sha256(table: pa.Table) -> str:
 def default_load_id(dataset: str, source: str | Path | pd.DataFrame | pa.Table) -> str:
     """`<dataset>-<first 12 hex of the content hash>`: the same file (or the same in-memory data) always gets the
     same id."""
+    if isinstance(source, str | Path):
+        return f"{dataset}-{file_sha256(source)[:12]}"
     return f"{dataset}-{_read_source(source, None).sha256[:12]}"
 
 
@@ -279,7 +281,7 @@ def _land_object(table: pa.Table, landed: Landed) -> None:
 def _sweep_stale_temps(dataset: str) -> list[Path]:
     """Remove the temporary files a crashed landing of `dataset` left in the local landing folder: those older
     than now whose writing process is gone. Returns what was removed."""
-    folder = Path(landed_uri(dataset, "x")).parent
+    folder = get_settings().landing_dir / dataset
     if not folder.is_dir():
         return []
     started = time.time()

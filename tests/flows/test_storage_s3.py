@@ -18,6 +18,7 @@ from pipewarden.flows.data import source_dir, write_batch
 from pipewarden.flows.ingest import ingest, is_landed, landed_path, landed_uri, list_loads, read_landed
 from pipewarden.flows.validate import validate
 from pipewarden.tools.io import read_table
+from pipewarden.tools.quality import load_batch
 
 from pipewarden.errors import ConfigError, UnknownNameError
 from pipewarden.events import CheckFailed, parse_event
@@ -122,3 +123,5 @@ def test_validate_reads_the_batch_from_s3_and_its_events_carry_the_s3_uri(s3: s3
     assert isinstance(event, CheckFailed) and event.batch_path == landed.uri
     assert event.batch_path.startswith(f"{STORAGE}/flights/") and s3.exists(event.batch_path)
     pd.testing.assert_frame_equal(read_table(event.batch_path), bad)  # an agent reads the batch the event names
+    frame, _ = load_batch("flights", landed.load_id)  # the quality tools find it by load id
+    pd.testing.assert_frame_equal(frame, bad)
