@@ -20,6 +20,10 @@ A script, not a test: it prints figures (ratios, rates, medians) and never asser
     second and p50/p95/p99 latency of `POST /api/proposals/{id}/decision` with 50 concurrent httpx async clients
     against `pipewarden serve` on loopback (a child process), each approving its own pending proposals.
 
+(f) the guard on a user's flow (benchmarks/guard_bench.py, `--guard-only`): a 300,000-row export of the orders
+    example through a flow with `pipewarden.prefect.guard` against the same flow without it (target <= 1.10x), and
+    the time from a halted flow run to its proposal in the inbox.
+
 Run from the repo root:  .venv/bin/python benchmarks/bench.py [--repeats 5] [--months 2,4,5,...] [--json out.json]
 """
 
@@ -73,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--home", type=Path, default=None,
                    help="PIPEWARDEN_HOME for the run (default: a new temporary folder, removed at exit)")
     p.add_argument("--keep", action="store_true", help="keep the temporary home folder")
+    p.add_argument("--guard-only", action="store_true",
+                   help="run only (f): the guard's overhead on a user's flow (orders example, 300k rows) and the time "
+                        "from a halted flow run to its proposal")
     p.add_argument("--evals-only", action="store_true",
                    help="run only (e): the eval suite's per-agent latency (mock and offline) and its wall time")
     args = p.parse_args(argv)
@@ -819,6 +826,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print(msg, markup=False, highlight=False)
 
     say(f"pipewarden benchmark: home {home}")
+    if args.guard_only:
+        from guard_bench import bench_guard
+
+        guard = bench_guard(home, REPO, say, repeats=args.repeats)
+        sys.stdout.write(json.dumps({"environment": environment(), "guard": guard}, indent=2, default=str) + "\n")
+        if args.json_path:
+            args.json_path.write_text(json.dumps({"guard": guard}, indent=2, default=str) + "\n")
+        return 0
     if args.evals_only:
         evals = bench_evals(say)
         sys.stdout.write(json.dumps({"environment": environment(), "evals": evals}, indent=2, default=str) + "\n")
