@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from pipewarden.agents.lifecycle import AgentState, build_agent_graph, proposal_id_for, thread_id_for
+from pipewarden.policies.contract import Contract
+from pipewarden.tools.contracts import active_contract
 
-from agents.lifecycle import AgentState, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.events import SchemaDrift
 from pipewarden.models import (
     ChangeSet,
@@ -40,8 +42,6 @@ from pipewarden.models import (
     leaf_changes,
 )
 from pipewarden.store import StateStore
-from policies.contract import Contract
-from tools.contracts import active_contract
 
 log = logging.getLogger(__name__)
 AGENT = "schema-drift"
@@ -67,14 +67,21 @@ def _event(state: DriftState) -> SchemaDrift:
 
 
 def _batch(ev: SchemaDrift) -> pd.DataFrame:
-    from tools.io import read_table
+    from pipewarden.tools.io import read_table
 
     return read_table(ev.batch_path)
 
 
+def _fingerprint(ev: SchemaDrift) -> str | None:
+    """The schema fingerprint of the drifted batch as it landed: from the event, else the landed file's metadata."""
+    from pipewarden.tools.mapping import landed_fingerprint
+
+    return ev.schema_fingerprint or landed_fingerprint(ev.batch_path)
+
+
 def _citations(ev: SchemaDrift, contract: Contract) -> list[Citation]:
     """Knowledge chunks about this dataset's contract and the drift runbook, read as the agent's role."""
-    from knowledge.retrieval import cite
+    from pipewarden.knowledge.retrieval import cite
 
     names = ", ".join(c.name for c in ev.added + ev.dropped) + ", " + ", ".join(t.column for t in ev.retyped)
     return cite(f"{contract.dataset} contract columns {names}; renamed or retyped column runbook", role=READER_ROLE)
@@ -87,10 +94,10 @@ def gather(state: DriftState) -> DriftState:
 
 
 def diagnose(state: DriftState) -> DriftState:
-    from agents.planner import ContractColumn, DriftContext, IncomingColumn, Suggestion, format_citation
-    from knowledge.embedder import default_embedder
-    from policies.contract import observed_type, schema_diff
-    from tools.schema_match import match_columns, reference_for
+    from pipewarden.agents.planner import ContractColumn, DriftContext, IncomingColumn, Suggestion, format_citation
+    from pipewarden.knowledge.embedder import default_embedder
+    from pipewarden.policies.contract import observed_type, schema_diff
+    from pipewarden.tools.schema_match import match_columns, reference_for
 
     ev = _event(state)
     contract = active_contract(ev.dataset)
@@ -119,8 +126,9 @@ def diagnose(state: DriftState) -> DriftState:
 
 def _downstream(dataset: str, columns: list[str]) -> dict[str, list[str]]:
     """For each missing column, the SQL models that read it (lineage); empty when the models cannot be read."""
+    from pipewarden.tools.lineage import affected_models
+
     from pipewarden.errors import PipewardenError
-    from tools.lineage import affected_models
 
     out: dict[str, list[str]] = {}
     for column in columns:
@@ -148,19 +156,23 @@ class Drafted:
     loosens: bool = False
 
 
-def draft_change(answer: Any, dataset: str, contract: Contract, batch: pd.DataFrame) -> Drafted:
+def draft_change(answer: Any, dataset: str, contract: Contract, batch: pd.DataFrame, *,
+                 fingerprint: str | None = None) -> Drafted:
     """Build the change an answer stands for and prove it on the batch: the checks pass under the mapping (and
     the loosened contract when columns are dropped), transformed columns match the reference distribution, and
     every downstream SQL model that reads a dropped column is patched and proven in DuckDB (`tools.sql_patch`).
-    Writes nothing."""
+    The mapping is scoped to the batch's schema `fingerprint` (computed from `batch` when not given): it will
+    apply only to batches of that shape. Writes nothing."""
+    from pipewarden.tools.checks import dry_check
+    from pipewarden.tools.contracts import contract_change_for, contract_from_dict
+    from pipewarden.tools.mapping import apply_mapping, batch_fingerprint, conform_to_contract
+    from pipewarden.tools.sql_patch import draft_drop_patches, prove_drop
+
     from pipewarden.errors import PipewardenError
-    from tools.checks import dry_check
-    from tools.contracts import contract_change_for, contract_from_dict
-    from tools.mapping import apply_mapping, conform_to_contract
-    from tools.sql_patch import draft_drop_patches, prove_drop
 
     out = Drafted()
-    mapping = answer.to_mapping(dataset)
+    mapping = answer.to_mapping(dataset).model_copy(
+        update={"source_fingerprint": fingerprint or batch_fingerprint(batch)})
     drops = list(answer.drop_from_contract)
     target = contract
     changes: list[Any] = []
@@ -212,7 +224,7 @@ def draft_change(answer: Any, dataset: str, contract: Contract, batch: pd.DataFr
 
 def _distribution_notes(answer: Any, healed: pd.DataFrame, contract: Contract, metrics: dict[str, float]) -> list[str]:
     """For each unit transform: how the converted values compare with the reference's (accepted rows)."""
-    from tools.schema_match import profile_table, reference_for, value_similarity
+    from pipewarden.tools.schema_match import profile_table, reference_for, value_similarity
 
     scaled = [t.column for t in answer.transforms if t.kind == "unit_scale" and t.column in healed.columns]
     if not scaled:
@@ -243,10 +255,10 @@ def _title_parts(answer: Any, changes: list[Any] | None = None) -> str:
 
 
 def draft(state: DriftState) -> DriftState:
-    from agents.llm import OfflinePlanner, plan
-    from agents.planner import DriftContext, MappingAnswer, request_for, solve_mapping
-    from agents.planning import validate_mapping
-    from tools.registry import all_tools
+    from pipewarden.agents.llm import OfflinePlanner, plan
+    from pipewarden.agents.planner import DriftContext, MappingAnswer, request_for, solve_mapping
+    from pipewarden.agents.planning import validate_mapping
+    from pipewarden.tools.registry import all_tools
 
     ev = _event(state)
     ctx = DriftContext.model_validate(state["context"])
@@ -254,7 +266,8 @@ def draft(state: DriftState) -> DriftState:
     batch = _batch(ev)
 
     def validate(answer: MappingAnswer) -> list[str]:
-        return validate_mapping(answer, ctx) or draft_change(answer, ev.dataset, contract, batch).errors
+        return validate_mapping(answer, ctx) or draft_change(answer, ev.dataset, contract, batch,
+                                                             fingerprint=_fingerprint(ev)).errors
 
     tools = [t for name, t in all_tools().items() if name in TOOL_NAMES]
     outcome = plan(request_for(ctx), MappingAnswer, offline=OfflinePlanner(lambda _req: solve_mapping(ctx)),
@@ -268,8 +281,8 @@ def draft(state: DriftState) -> DriftState:
 
 
 def dry_run(state: DriftState) -> DriftState:
-    from agents.planner import MappingAnswer
-    from tools.checks import dry_check
+    from pipewarden.agents.planner import MappingAnswer
+    from pipewarden.tools.checks import dry_check
 
     ev = _event(state)
     contract = active_contract(ev.dataset)
@@ -279,7 +292,7 @@ def dry_run(state: DriftState) -> DriftState:
     drafted = None
     if state.get("answer") is not None:
         answer = MappingAnswer.model_validate(state["answer"])
-        drafted = draft_change(answer, ev.dataset, contract, batch)
+        drafted = draft_change(answer, ev.dataset, contract, batch, fingerprint=_fingerprint(ev))
     if drafted is None or drafted.errors or drafted.change is None:
         why = drafted.errors if drafted is not None else state.get("tried", [])[-3:]
         change: Any = NoChange(reason="no valid change was found; " + " | ".join(why))

@@ -42,6 +42,20 @@ def prefect_resource(event: Event) -> dict[str, str]:
     return resource
 
 
+def prefect_related() -> list[dict[str, str]]:
+    """The flow run and deployment the event was emitted in, as Prefect related resources (empty outside a run)."""
+    from prefect.runtime import deployment, flow_run
+
+    related: list[dict[str, str]] = []
+    if flow_run.id:
+        related.append({"prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+                        "prefect.resource.role": "flow-run", "prefect.resource.name": str(flow_run.name or "")})
+    if deployment.id:
+        related.append({"prefect.resource.id": f"prefect.deployment.{deployment.id}",
+                        "prefect.resource.role": "deployment", "prefect.resource.name": str(deployment.name or "")})
+    return related
+
+
 def mirror_to_prefect(event: Event) -> Any:
     """Send `event` to Prefect with `prefect.events.emit_event` under the outbox id.
 
@@ -58,6 +72,7 @@ def mirror_to_prefect(event: Event) -> Any:
             occurred=event.occurred,
             payload=event.model_dump(mode="json"),
             id=event.id,
+            related=prefect_related(),
         )
     except (EventTooLarge, ValueError, TypeError, OSError, RuntimeError) as exc:
         log.warning("event %s (%s) is in the outbox but was not mirrored to Prefect: %s", event.id, event.name, exc)

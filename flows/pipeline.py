@@ -1,8 +1,15 @@
-"""The pipeline as a Prefect flow: ingest -> validate -> quality -> transform -> features -> train -> score -> detect.
+"""The pipeline as a Prefect flow: ingest -> validate -> quality -> the project's next stages.
 
-`run_batch` is the kernel's PipelineRunner port: the apply-and-verify step re-runs a landed batch through it.
-Stages after validate run only for the flights dataset (the others are reference tables). A batch that
-fails its contract halts before transform; its event is already in the outbox.
+The next stages depend on the dataset. The flights example's model stages (transform -> features -> train ->
+score -> detect) run for the dataset the feature table is built from, when the project has the SQL models the
+features read (`has_model_stages`). Any other dataset goes on to the project's SQL models when a build function
+is installed (`pipewarden.flows.build.build_models`), else stops after the checks. A batch that fails its
+contract or a halting quality check halts there; its event is already in the outbox.
+
+`run_batch` is the kernel's PipelineRunner port: the apply-and-verify step re-runs a halted batch through it. A
+batch guarded inside a Prefect deployment's flow run (`pipewarden.prefect.guard`) is re-run through that
+deployment with the same parameters when the project's `[rerun] mode` allows (`rerun_route`); otherwise the
+landed batch is checked again under the new versions.
 """
 
 from __future__ import annotations
@@ -10,17 +17,29 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, task
 
-from pipewarden.errors import PipewardenError
+from pipewarden.errors import BatchHalted, ConfigError, PipewardenError
 from pipewarden.events import RunFailed
 from pipewarden.models import RunResult
 from pipewarden.settings import get_settings
 
 log = logging.getLogger(__name__)
-MODELLED = "flights"  # the dataset the SQL models, features and model are built on
+FEATURE_SOURCE = "flights"  # the dataset the example's feature table (flows/features.py) and delay model are built on
+RERUN_TIMEOUT_S = 3600.0  # how long a re-run through a deployment may take before it is judged failed
+
+
+def has_model_stages(dataset: str) -> bool:
+    """Whether the flights example's model stages (transform, features, train, score, detect) run after `dataset`'s
+    checks: it is the feature table's source and the project has every SQL model the features read."""
+    if dataset != FEATURE_SOURCE:
+        return False
+    from pipewarden.flows.features import REQUIRED_MODELS
+
+    models = get_settings().models_dir
+    return all((models / f"{name}.sql").exists() for name in REQUIRED_MODELS)
 
 
 def prepare_month(month: int, *, drift: bool = False) -> Path:
@@ -47,7 +66,7 @@ def ingest_task(dataset: str, source: str, load_id: str | None, rerun: bool) -> 
     """Land the batch (unless it is already landed under `load_id`) and read it back from the landing zone."""
     from pipewarden.flows.ingest import ingest, ingest_reference_tables, is_landed, read_landed
 
-    if dataset == MODELLED:
+    if has_model_stages(dataset):
         ingest_reference_tables()
     if load_id and (rerun or is_landed(dataset, load_id)):
         return read_landed(dataset, load_id)
@@ -83,6 +102,27 @@ def transform_task(load_id: str) -> Any:
     from pipewarden.flows.transform import transform
 
     return transform(load_id)
+
+
+def build_function() -> Any:
+    """`pipewarden.flows.build.build_models` when it is installed and the project has SQL models, else None."""
+    models = get_settings().models_dir
+    if not models.is_dir() or not any(models.glob("*.sql")):
+        return None
+    try:
+        from pipewarden.flows.build import build_models
+    except ImportError:
+        return None
+    return build_models
+
+
+@task(name="build", cache_policy=None, persist_result=False)
+def build_task() -> Any:
+    """Build the project's SQL models after a dataset's batch was accepted; a model that fails fails the stage."""
+    report = build_function()()
+    if hasattr(report, "raise_for_failure"):
+        report.raise_for_failure()
+    return report
 
 
 @task(name="features", cache_policy=None, persist_result=False)
@@ -130,7 +170,7 @@ def _timed(timings: dict[str, float], name: str, fn: Any, *args: Any) -> Any:
 
 
 @flow(name="pipewarden-pipeline", log_prints=False, persist_result=False)
-def pipeline_flow(dataset: str = MODELLED, source: str = "", load_id: str | None = None, rerun: bool = False,
+def pipeline_flow(dataset: str = FEATURE_SOURCE, source: str = "", load_id: str | None = None, rerun: bool = False,
                   supervision: bool = True) -> dict[str, Any]:
     """One batch through every stage. Returns a RunResult as a dict."""
     timings: dict[str, float] = {}
@@ -145,16 +185,24 @@ def pipeline_flow(dataset: str = MODELLED, source: str = "", load_id: str | None
             result.events += outcome.event_ids
             if outcome.halted:
                 result.status, result.halted_at, result.timings_ms = "halted", "validate", timings
+                result.reason, result.halt_event = outcome.reason, (outcome.event_ids or [None])[0]
                 return result.model_dump(mode="json")
             stage = "quality"
             quality = _timed(timings, "quality", quality_task, landed, df)
             result.events += quality.event_ids
             if quality.halted:
                 result.status, result.halted_at, result.timings_ms = "halted", "quality", timings
+                result.reason = quality.reason
+                result.halt_event = next((e for f, e in zip(quality.findings, quality.event_ids, strict=False)
+                                          if f.halt), None)
                 return result.model_dump(mode="json")
         else:
             _timed(timings, "load", load_unchecked_task, landed, df)
-        if dataset == MODELLED:
+        if not has_model_stages(dataset):
+            if build_function() is not None:
+                stage = "build"
+                _timed(timings, "build", build_task)
+        else:
             for stage, fn, args in (
                 ("transform", transform_task, (landed.load_id,)),
                 ("features", features_task, ()),
@@ -166,7 +214,7 @@ def pipeline_flow(dataset: str = MODELLED, source: str = "", load_id: str | None
                 stage = "detect"
                 result.events += _timed(timings, "detect", detect_task, landed.load_id)
     except PipewardenError as exc:
-        result.status, result.halted_at = "failed", stage
+        result.status, result.halted_at, result.reason = "failed", stage, exc.message
         if supervision:
             from pipewarden.flows.emit import emit
 
@@ -183,7 +231,13 @@ def run_batch(dataset: str, source: str, *, load_id: str | None = None, rerun: b
 
     A new batch is landed first, outside orchestration, so a bad file or an unknown dataset fails at once with
     a clear error (nothing half-written) instead of as a failed flow run; the flow then reads the landed batch.
+    A re-run (`rerun=True`) goes through the Prefect deployment the batch came from when `rerun_route` says so,
+    else re-checks the landed batch under the current versions.
     """
+    if rerun and load_id:
+        route, deployment, parameters = rerun_route(dataset, load_id)
+        if route == "deployment":
+            return rerun_through_deployment(dataset, load_id, deployment, parameters)  # type: ignore[arg-type]
     ingest_ms = 0.0
     if not rerun:
         from pipewarden.flows.ingest import ingest
@@ -196,3 +250,82 @@ def run_batch(dataset: str, source: str, *, load_id: str | None = None, rerun: b
     if ingest_ms:
         result.timings_ms = {"land": ingest_ms, **result.timings_ms}
     return result
+
+
+# --------------------------------------------------------------------------- re-runs after approval
+def rerun_route(dataset: str, load_id: str) -> tuple[Literal["deployment", "recheck"], str | None, dict[str, Any]]:
+    """How to re-run a halted load: ("deployment", name, parameters) or ("recheck", None, {}).
+
+    `[rerun] mode` in the project file: `auto` (default) re-runs through the deployment the load was guarded in
+    (recorded by `pipewarden.prefect.guard`), else re-checks the landed batch; `deployment` always goes through a
+    deployment (the recorded one, else `[rerun] deployment`), with a ConfigError when there is none; `recheck`
+    always re-checks.
+    """
+    from pipewarden.flows.guard import run_context
+
+    settings = get_settings()
+    config = settings.project_config.config.rerun if settings.has_project else None
+    mode = config.mode if config is not None else "auto"
+    if mode == "recheck":
+        return "recheck", None, {}
+    ctx = run_context(dataset, load_id) or {}
+    name = ctx.get("deployment_id") or (
+        f"{ctx['flow_name']}/{ctx['deployment_name']}" if ctx.get("flow_name") and ctx.get("deployment_name") else None)
+    if name:
+        return "deployment", str(name), dict(ctx.get("parameters") or {})
+    if mode == "deployment":
+        if config is not None and config.deployment:
+            return "deployment", config.deployment, {}
+        raise ConfigError(
+            f"[rerun] mode is 'deployment' but load {load_id} of {dataset} did not come from a deployment",
+            hint="set [rerun] deployment = 'flow-name/deployment-name' in pipewarden.toml, or mode = 'auto'",
+        )
+    return "recheck", None, {}
+
+
+def rerun_through_deployment(dataset: str, load_id: str, deployment: str, parameters: dict[str, Any], *,
+                             timeout: float = RERUN_TIMEOUT_S) -> RunResult:
+    """Re-run the team's flow through its deployment with the same parameters, and judge by the re-checked load:
+    completed when the flow run completed and the load is accepted again, halted when the load halted again,
+    failed otherwise (the flow run failed for another reason, or did not finish within `timeout`)."""
+    from pipewarden.flows.ingest import list_loads
+    from prefect.deployments import run_deployment
+
+    t0 = time.perf_counter()
+    flow_run = run_deployment(name=deployment, parameters=parameters, timeout=timeout)
+    state = getattr(flow_run, "state", None)
+    load = next((row for row in list_loads(dataset) if row["load_id"] == load_id), {})
+    status = str(load.get("status", ""))
+    result = RunResult(dataset=dataset, load_id=load_id, status="failed", rows_in=int(load.get("rows") or 0),
+                       rows_quarantined=_quarantined(dataset, load_id),
+                       timings_ms={"deployment": round((time.perf_counter() - t0) * 1000, 1)})
+    where = f"deployment {deployment} (flow run {getattr(flow_run, 'id', '?')})"
+    if state is not None and state.is_completed() and status.startswith("accepted"):
+        result.status = "completed"
+    elif status.startswith("halted"):
+        result.status, result.halted_at = "halted", "quality" if status == "halted_quality" else "validate"
+        result.reason = f"the load is {status} again after the re-run through {where}"
+    else:
+        result.halted_at = "rerun"
+        state_name = getattr(state, "name", None) or "no final state"
+        result.reason = f"the re-run through {where} ended {state_name}; the load is {status or 'unknown'}"
+    return result
+
+
+def _quarantined(dataset: str, load_id: str) -> int:
+    from pipewarden.flows.warehouse import connect
+
+    with connect() as con:
+        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'quarantine'").fetchone()[0]:
+            return 0
+        return int(con.execute("SELECT count(*) FROM quarantine WHERE dataset = ? AND load_id = ?",
+                               [dataset, load_id]).fetchone()[0])
+
+
+def halted_error(result: RunResult) -> BatchHalted:
+    """The `BatchHalted` error for a halted run: the dataset, the load, the event and the proposal once there is one,
+    with the command to look at it."""
+    from pipewarden.flows.guard import describe_halt
+
+    message, hint = describe_halt(result.dataset, result.load_id, result.halted_at, result.reason, result.halt_event)
+    return BatchHalted(message, hint=hint, result=result)

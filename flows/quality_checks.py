@@ -23,14 +23,14 @@ import uuid
 from typing import Any
 
 import pandas as pd
+from pipewarden.flows.emit import emit
+from pipewarden.flows.ingest import Landed, read_landed, set_load_status, transaction
+from pipewarden.flows.warehouse import connect
+from pipewarden.tools.quality import Finding
 from pydantic import BaseModel, Field
 
-from flows.emit import emit
-from flows.ingest import Landed, read_landed, set_load_status, transaction
-from flows.warehouse import connect
 from pipewarden.events import QualityAnomaly
 from pipewarden.store import StateStore
-from tools.quality import Finding
 
 QUALITY_NS = uuid.UUID("3f6c9b1e-2a47-4d8e-b5a0-7c1d2e3f4a5b")
 
@@ -55,12 +55,12 @@ def anomaly_event_id(dataset: str, load_id: str, check: str, column: str | None)
 
 def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str | None = None) -> QualityOutcome:
     """Judge an accepted batch against its history; emit one `QualityAnomaly` per finding; halt on halting ones."""
-    from flows.validate import active_mapping
-    from policies.quality import dataset_quality
-    from tools.contracts import active_contract
-    from tools.mapping import map_frame
-    from tools.quality import evaluate, load_history
-    from tools.quality_rules import active_rules
+    from pipewarden.flows.validate import active_mapping
+    from pipewarden.policies.quality import dataset_quality
+    from pipewarden.tools.contracts import active_contract
+    from pipewarden.tools.mapping import map_frame
+    from pipewarden.tools.quality import evaluate, load_history
+    from pipewarden.tools.quality_rules import active_rules
 
     t0 = time.perf_counter()
     if df is None:
@@ -68,7 +68,7 @@ def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str
     store = StateStore()
     contract = active_contract(landed.dataset, store)
     dq = dataset_quality(landed.dataset)
-    mapping, _ = active_mapping(landed.dataset, store)
+    mapping, _ = active_mapping(landed, df, contract, store)
     frame, cast_failures = df, {}
     if mapping is not None:
         mapped = map_frame(df, mapping, contract)

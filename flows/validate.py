@@ -2,8 +2,9 @@
 
 The steps, in order:
 
-1. load the dataset's ACTIVE contract (an approved `contract:<dataset>` version, else its YAML file) and its
-   ACTIVE column mapping version, if any, and apply the mapping;
+1. load the dataset's ACTIVE contract (an approved `contract:<dataset>` version, else its YAML file) and the
+   active column mapping that fits this batch, if any (one proven on the batch's schema fingerprint; a batch in
+   the contract's shape gets none: `tools.mapping.mapping_for_batch`), and apply it;
 2. compare the batch's columns with the contract; on drift, emit `SchemaDrift` and halt;
 3. take out the rows the active quality rules match (`tools.quality_rules`: an approved `dedupe:<dataset>`
    rule and a `quarantine:<dataset>` predicate; they are quarantined with the rule's reason and do not count as
@@ -28,20 +29,20 @@ import uuid
 from typing import Literal
 
 import pandas as pd
+from pipewarden.flows.emit import emit
+from pipewarden.flows.ingest import Landed, read_landed, set_load_status, transaction
+from pipewarden.flows.warehouse import connect
+from pipewarden.policies.contract import Contract, SchemaDiff, load_contract, schema_diff
+from pipewarden.tools.checks import CheckReport, Engine
+from pipewarden.tools.contracts import active_contract
+from pipewarden.tools.mapping import conform_to_contract, map_frame, mapping_for_batch
+from pipewarden.tools.quality_rules import active_rules, check_with_rules
 from pydantic import BaseModel, Field
 
-from flows.emit import emit
-from flows.ingest import Landed, read_landed, set_load_status, transaction
-from flows.warehouse import connect
 from pipewarden.events import CheckFailed, SchemaDrift
 from pipewarden.ids import utcnow
 from pipewarden.models import CheckResult, ColumnMapping
 from pipewarden.store import StateStore
-from policies.contract import Contract, SchemaDiff, load_contract, schema_diff
-from tools.checks import CheckReport, Engine
-from tools.contracts import active_contract
-from tools.mapping import conform_to_contract, map_frame
-from tools.quality_rules import active_rules, check_with_rules
 
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -81,12 +82,11 @@ def raw_table(dataset: str) -> str:
     return f"raw_{dataset}"
 
 
-def active_mapping(dataset: str, store: StateStore | None = None) -> tuple[ColumnMapping | None, int | None]:
-    """The dataset's active column mapping and its version number, or (None, None)."""
-    version = (store or StateStore()).active_version(f"mapping:{dataset}")
-    if version is None:
-        return None, None
-    return ColumnMapping.model_validate(version.content), version.number
+def active_mapping(landed: Landed, df: pd.DataFrame, contract: Contract,
+                   store: StateStore | None = None) -> tuple[ColumnMapping | None, int | None]:
+    """The active column mapping that fits this landed batch (proven on its schema fingerprint; none for a batch
+    in the contract's shape) and its version number, or (None, None). See `tools.mapping.mapping_for_batch`."""
+    return mapping_for_batch(landed.dataset, df, contract, fingerprint=landed.schema_fingerprint, store=store)
 
 
 def validate(
@@ -105,7 +105,7 @@ def validate(
     if df is None:
         df, _ = read_landed(landed.dataset, landed.load_id)
     store = StateStore()
-    mapping, mapping_version = active_mapping(landed.dataset, store)
+    mapping, mapping_version = active_mapping(landed, df, contract, store)
     if mapping is not None:
         mapped = map_frame(df, mapping, contract)
         frame, cast_failures = mapped.frame, mapped.cast_failures
@@ -122,6 +122,7 @@ def validate(
             id=_event_id("schema_drift", landed, contract, mapping_version, diff.model_dump(mode="json")),
             dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.uri,
             contract_version=contract.version_tag, added=diff.added, dropped=diff.dropped, retyped=diff.retyped,
+            schema_fingerprint=landed.schema_fingerprint,
         )
         emit(event, store=store)
         timings["total_ms"] = _ms(t0)

@@ -39,13 +39,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pipewarden.inbox import auth, render, service
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inbox import auth, render, service
 from pipewarden import __version__
 from pipewarden.errors import (
     InvalidTransition,
@@ -212,8 +212,9 @@ _APPROVERS_CACHE: dict[tuple[str, int, int], Any] = {}
 def approvers() -> Any:
     """The configured approvers, re-read only when the file changes (path, size and mtime): parsing the YAML on
     every decision cost about half of a decision's time."""
+    from pipewarden.policies.approvers import Approvers
+
     from pipewarden.settings import get_settings
-    from policies.approvers import Approvers
 
     path = get_settings().approvers_path
     try:
@@ -310,7 +311,8 @@ def change_from_form(current: Any, form: Any) -> Any:
                             hint="reload the page and edit again")
         casts = {str(c).strip(): str(t).strip() for c, t in zip(cols, types, strict=True)
                  if str(c).strip() and str(t).strip()}
-        return ColumnMapping(dataset=current.dataset, renames=renames, casts=casts)
+        return ColumnMapping(dataset=current.dataset, renames=renames, casts=casts,
+                             source_fingerprint=current.source_fingerprint)
     if isinstance(current, SqlModelPatch):
         sql = str(form.get("sql") or "")
         if not sql.strip():
@@ -324,7 +326,7 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
     """The inbox app. With `resume_in_background`, approving answers at once and the graph resumes after."""
     app = FastAPI(title="pipewarden inbox", version=__version__)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    from inbox.slack import mount_slack  # POST /slack/events (503 saying what to set while Slack is off)
+    from pipewarden.inbox.slack import mount_slack  # POST /slack/events (503 saying what to set while Slack is off)
 
     mount_slack(app)
     auth.install(app)
@@ -360,7 +362,7 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
 
     def permission(user: str, v: service.ProposalView, verdict: Verdict) -> str | None:
         """Why `user` may not give `verdict` now (shown beside the button), or None."""
-        from policies.approval import check_can_decide
+        from pipewarden.policies.approval import check_can_decide
 
         try:
             check_can_decide(user, v.proposal, verdict, approvers(), decisions=v.decisions)
@@ -513,8 +515,9 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
             return error_page(request, exc)
 
         def edit() -> str:
+            from pipewarden.policies.approval import check_can_decide
+
             from pipewarden.ports import dry_runner, notify
-            from policies.approval import check_can_decide
 
             store = StateStore()
             v = service.proposal_view(ref, store=store)

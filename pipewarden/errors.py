@@ -55,6 +55,18 @@ class ContractViolation(PipewardenError):
     exit_code = 3
 
 
+class BatchHalted(PipewardenError):
+    """A guarded batch halted (schema drift, too many failed checks, a halting quality finding). The message names
+    the dataset, the load, the event and the proposal once there is one; the hint names the command to look at it.
+    `result` is the `GuardResult` (rows in, quarantined, event ids). Fix it in the inbox; exit 3."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None, result: object = None) -> None:
+        super().__init__(message, hint=hint)
+        self.result = result
+
+
 class NotApproved(PipewardenError):
     """An effectful tool was called without an approved Decision (invariant 1). Stop; ask a human."""
 

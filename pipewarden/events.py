@@ -63,6 +63,9 @@ class SchemaDrift(_EventBase):
     kind: Literal["schema_drift"] = "schema_drift"
     batch_path: str
     contract_version: str
+    schema_fingerprint: str | None = Field(
+        default=None, description="The fingerprint of the batch's schema as it landed (what a fix is scoped to)."
+    )
     added: list[ColumnSpec] = Field(default_factory=list)
     dropped: list[ColumnSpec] = Field(default_factory=list)
     retyped: list[TypeChange] = Field(default_factory=list)

@@ -49,10 +49,21 @@ class ColumnMapping(BaseModel):
     renames: dict[str, str] = Field(default_factory=dict)
     casts: dict[str, str] = Field(default_factory=dict)
     transforms: list[ColumnTransform] = Field(default_factory=list)
+    source_fingerprint: str | None = Field(
+        default=None,
+        description="The schema fingerprint of the drifted batch the mapping was proven on; it applies only to "
+        "batches with this fingerprint. None: an unscoped mapping (older versions), applied to drifted batches.",
+    )
 
     @property
     def target(self) -> str:
-        return f"mapping:{self.dataset}"
+        return mapping_target(self.dataset, self.source_fingerprint)
+
+
+def mapping_target(dataset: str, fingerprint: str | None = None) -> str:
+    """The versioned target of a dataset's column mapping: `mapping:<dataset>@<fingerprint>` for a mapping scoped
+    to one incoming schema, `mapping:<dataset>` for an unscoped one."""
+    return f"mapping:{dataset}@{fingerprint}" if fingerprint else f"mapping:{dataset}"
 
 
 class SqlModelPatch(BaseModel):
@@ -126,7 +137,7 @@ class ContractChange(BaseModel):
 
     kind: Literal["contract_change"] = "contract_change"
     dataset: str
-    contract: dict[str, Any] = Field(description="The whole new contract, as `policies/contracts/<dataset>.yaml` holds it.")
+    contract: dict[str, Any] = Field(description="The whole new contract, as `contracts/<dataset>.yaml` holds it.")
     summary: str = ""
     loosens: bool = Field(default=False, description="True when the change accepts data the old contract rejected.")
 
@@ -364,6 +375,8 @@ class RunResult(BaseModel):
     load_id: str
     status: Literal["completed", "halted", "failed"]
     halted_at: str | None = None
+    reason: str = Field("", description="Why the run halted or failed, in words.")
+    halt_event: str | None = Field(None, description="The id of the event that halted the run.")
     rows_in: int = 0
     rows_quarantined: int = 0
     events: list[str] = Field(default_factory=list, description="Ids of the events the run emitted.")

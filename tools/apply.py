@@ -4,7 +4,7 @@ Invariant 1 is checked here, inside the tool: without a stored approving Decisio
 is written and `NotApproved` is raised. Applying is idempotent (applying twice is applying once) and every
 step is a compare-and-set on the proposal's status, audited in the same transaction.
 
-Every single change becomes a new active version of its target (`mapping:flights`, `sql:route_daily`,
+Every single change becomes a new active version of its target (`mapping:flights@<fingerprint>`, `sql:route_daily`,
 `contract:flights`, `model:delay_model@champion`...); the flows read the active versions. A change set applies
 its members in order and rolls them back in reverse. Kinds whose effect lives outside the state DB (an MLflow
 alias move, a re-ingest request) also run an `Effect`, registered by import path in `EFFECTS`; effects must be

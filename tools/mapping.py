@@ -5,6 +5,10 @@
 convert or cast becomes null; it is never dropped silently: `map_frame` also returns the original values that failed,
 and `tools.checks.run_checks` turns them into row reasons ("flight: cannot cast to integer (got 'AB12')"), so the
 row is quarantined with its reason. Nothing here mutates its input.
+
+`mapping_for_batch` picks the approved mapping that fits one batch: a mapping is scoped to the schema fingerprint
+of the drifted batch it was proven on (target `mapping:<dataset>@<fingerprint>`), so a batch already in the
+contract's shape passes untouched and two sources in different drifted shapes each keep their own fix.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+from pipewarden.policies.contract import Contract, observed_type, schema_diff, schema_fingerprint
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ConfigError
-from pipewarden.models import ColumnMapping, ColumnTransform
-from policies.contract import Contract
+from pipewarden.models import ColumnMapping, ColumnTransform, mapping_target
+from pipewarden.store import StateStore
 
 CAST_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
@@ -188,3 +193,45 @@ def conform_to_contract(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
         if name not in out:
             out[name] = df[name]
     return pd.DataFrame(out, index=df.index)
+
+
+def batch_fingerprint(df: pd.DataFrame) -> str:
+    """The schema fingerprint of a batch as it arrived (column names and observed types, in order), as ingest
+    records it on the load."""
+    return schema_fingerprint({str(c): observed_type(df[c]) for c in df.columns})
+
+
+def landed_fingerprint(path: str | None) -> str | None:
+    """The schema fingerprint ingest recorded on a landed Parquet batch (`pipewarden.schema_fingerprint`), or None
+    when the file has none or cannot be read (then callers compute it from the frame)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    if not path:
+        return None
+    try:
+        fs, local = fsspec.core.url_to_fs(str(path))
+        with fs.open(local, "rb") as fh:
+            meta = pq.read_schema(fh).metadata or {}
+    except (OSError, ValueError):
+        return None
+    raw = meta.get(b"pipewarden.schema_fingerprint")
+    return raw.decode() if raw else None
+
+
+def mapping_for_batch(dataset: str, df: pd.DataFrame, contract: Contract, *, fingerprint: str | None = None,
+                      store: StateStore | None = None) -> tuple[ColumnMapping | None, int | None]:
+    """The active column mapping that fits this batch, and its version number, or (None, None).
+
+    A batch already in the contract's shape gets no mapping. Otherwise the mapping proven on this batch's schema
+    fingerprint (`fingerprint`, else computed from `df`) applies; failing that, an unscoped `mapping:<dataset>`
+    (versions from before mappings were scoped) does.
+    """
+    if schema_diff(contract, df).clean:
+        return None, None
+    store = store or StateStore()
+    for target in (mapping_target(dataset, fingerprint or batch_fingerprint(df)), mapping_target(dataset)):
+        version = store.active_version(target)
+        if version is not None:
+            return ColumnMapping.model_validate(version.content), version.number
+    return None, None

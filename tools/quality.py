@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pipewarden.policies.contract import Contract
+from pipewarden.policies.quality import CheckName, DatasetQuality, dataset_quality
+from pipewarden.tools.drift import psi  # one PSI for quality, drift and the detectors
+from pipewarden.tools.quality_rules import ActiveRule, check_with_rules, rule_reasons
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import UnknownNameError, UserError
 from pipewarden.settings import get_settings
-from policies.contract import Contract
-from policies.quality import CheckName, DatasetQuality, dataset_quality
-from tools.drift import psi  # one PSI for quality, drift and the detectors
-from tools.quality_rules import ActiveRule, check_with_rules, rule_reasons
 
 
 # --------------------------------------------------------------------------- models
@@ -123,7 +123,7 @@ class Evaluation:
 # --------------------------------------------------------------------------- helpers
 def event_time(values: pd.Series) -> pd.Series:
     """A column as UTC timestamps (ISO strings parsed; unparseable values become NaT)."""
-    from tools.mapping import to_timestamp
+    from pipewarden.tools.mapping import to_timestamp
 
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         s = values
@@ -381,7 +381,7 @@ def evaluate(
 ) -> Evaluation:
     """Judge a (mapped) batch as the pipeline does: the rules, the contract's row checks (pandas engine, the same
     answers as GX), then the detectors on what would be accepted. A batch the contract halts gets no findings."""
-    from tools.mapping import conform_to_contract
+    from pipewarden.tools.mapping import conform_to_contract
 
     ruled = rule_reasons(frame, rules) if rules else pd.Series("", index=frame.index, dtype="str")
     keep = (ruled == "").to_numpy()
@@ -511,11 +511,9 @@ def load_record(dataset: str, load_id: str) -> LoadRecord | None:
 
 def load_batch(dataset: str, load_id: str, *, path: str | None = None) -> tuple[pd.DataFrame, Any]:
     """A landed batch with the dataset's active column mapping applied, and the mapping's cast failures."""
-    from pipewarden.models import ColumnMapping
-    from pipewarden.store import StateStore
-    from tools.contracts import active_contract
-    from tools.io import landed_load_ids, landed_uri, read_table
-    from tools.mapping import map_frame
+    from pipewarden.tools.contracts import active_contract
+    from pipewarden.tools.io import landed_load_ids, landed_uri, read_table
+    from pipewarden.tools.mapping import landed_fingerprint, map_frame, mapping_for_batch
 
     if not load_id or "/" in load_id or load_id.startswith("."):
         raise UserError(f"load id {load_id!r} cannot name a landed batch", hint="pass the load id an event carries")
@@ -524,10 +522,11 @@ def load_batch(dataset: str, load_id: str, *, path: str | None = None) -> tuple[
         df = read_table(p)
     except UserError:
         raise UnknownNameError(f"load of {dataset}", load_id, landed_load_ids(dataset)) from None
-    version = StateStore().active_version(f"mapping:{dataset}")
-    if version is None:
+    contract = active_contract(dataset)
+    mapping, _ = mapping_for_batch(dataset, df, contract, fingerprint=landed_fingerprint(p))
+    if mapping is None:
         return df, {}
-    mapped = map_frame(df, ColumnMapping.model_validate(version.content), active_contract(dataset))
+    mapped = map_frame(df, mapping, contract)
     return mapped.frame, mapped.cast_failures
 
 
@@ -621,8 +620,8 @@ def _tool_batch(dataset: str, load_id: str) -> pd.DataFrame:
 
 
 def _column_profile(a: ColumnProfileInput) -> ColumnProfileOutput:
-    from tools.contracts import active_contract
-    from tools.profile import profile_column
+    from pipewarden.tools.contracts import active_contract
+    from pipewarden.tools.profile import profile_column
 
     df = _tool_batch(a.dataset, a.load_id)
     if a.column not in df.columns:
@@ -644,7 +643,7 @@ def _column_profile(a: ColumnProfileInput) -> ColumnProfileOutput:
 
 
 def _count_rows(a: CountRowsInput) -> CountRowsOutput:
-    from tools.quality_rules import predicate_mask
+    from pipewarden.tools.quality_rules import predicate_mask
 
     df = _tool_batch(a.dataset, a.load_id)
     mask = predicate_mask(df, a.predicate)
@@ -659,7 +658,7 @@ def _load_info(a: LoadInfoInput) -> LoadInfoOutput:
 
 
 def _broken_references(a: BrokenReferencesInput) -> BrokenReferencesOutput:
-    from tools.contracts import active_contract
+    from pipewarden.tools.contracts import active_contract
 
     dq = dataset_quality(a.dataset)
     refs = {r.column: r for r in dq.checks.referential.references}
@@ -688,7 +687,7 @@ def _duplicates(a: DuplicatesInput) -> DuplicatesOutput:
 
 
 def _tools() -> list[Any]:
-    from tools.registry import Tool
+    from pipewarden.tools.registry import Tool
 
     return [
         Tool("quality_column_profile", "Profile one column of the failing batch against earlier accepted loads "
@@ -733,9 +732,9 @@ def accepted_rows(dataset: str, *, limit: int = 500_000) -> pd.DataFrame:
 def suggest_suite(dataset: str, source: str | None = None) -> tuple[Any, str]:
     """Profile `source` (a CSV or Parquet file) or the accepted rows of `dataset`, and propose its contract.
     Returns the `tools.profile.SuggestedContract` and the contract YAML text."""
-    from tools.contracts import active_contract
-    from tools.io import read_table
-    from tools.profile import contract_yaml, suggest_contract
+    from pipewarden.tools.contracts import active_contract
+    from pipewarden.tools.io import read_table
+    from pipewarden.tools.profile import contract_yaml, suggest_contract
 
     current = active_contract(dataset)  # an unknown dataset fails here, with the known names
     if source is not None:
