@@ -1,0 +1,1 @@
+"""The flights team's own Prefect flows."""
