@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipewarden.knowledge.index import IndexReport
 from pydantic import BaseModel
 
+from pipewarden.knowledge.index import IndexReport
 from pipewarden.settings import get_settings
 
 
@@ -27,14 +27,25 @@ def sync_knowledge(progress: Callable[[int, int], None] | None = None) -> Knowle
     """Index contracts, runbooks and column lineage of the SQL models. Unchanged chunks are skipped."""
     from pipewarden.knowledge.documents import lineage_chunks
     from pipewarden.knowledge.index import index_chunks, index_policies
-    from pipewarden.policies.contract import load_contract
     from pipewarden.tools.lineage import column_lineage
 
     settings = get_settings()
     report = index_policies(progress=progress)
     edges = [e.model_dump() for e in column_lineage(settings.models_dir)]
-    owner = load_contract("flights").owner
+    owner = _models_owner(edges)
     chunks = lineage_chunks(edges, owner=owner, allowed_roles=["owner", "steward", "engineer", "analyst"],
                             source=str(settings.models_dir))
     lineage_report = index_chunks(chunks, progress=progress)
     return KnowledgeSyncReport(policies=report, lineage=lineage_report)
+
+
+def _models_owner(edges: list[dict[str, object]]) -> str:
+    """Who owns the models' lineage: the owners of the datasets whose raw tables the models read (`raw_<dataset>`),
+    else of every dataset of the project."""
+    from pipewarden.policies.contract import list_contracts, load_contract
+
+    datasets = list_contracts()
+    read = {str(e.get("upstream_table", "")).removeprefix("raw_") for e in edges}
+    owners = sorted({load_contract(d).owner for d in datasets if d in read} or
+                    {load_contract(d).owner for d in datasets})
+    return ", ".join(owners) or "unknown"

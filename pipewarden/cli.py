@@ -465,6 +465,13 @@ def inbox_list(
     from pipewarden.inbox.render import proposal_json, proposals_table
     from pipewarden.store import StateStore
 
+    if status is not None:
+        from pipewarden.errors import UnknownNameError
+        from pipewarden.models import ProposalStatus
+
+        known = [s.value for s in ProposalStatus]
+        if status not in known:
+            raise UnknownNameError("proposal status", status, known)
     wanted = status or (None if all_ else ["pending", "needs_human"])
     proposals = [p for p in StateStore().list_proposals(wanted) if dataset is None or p.dataset == dataset]
     if as_json:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from pipewarden.errors import Expired, Forbidden
 from pipewarden.ids import UtcDatetime, utcnow
 from pipewarden.models import POLICY_ACTOR, Decision, Proposal, Risk, Verdict, is_system_actor, leaf_changes
-from policies.approvers import REPORTER_ROLE, Approvers
+from pipewarden.policies.approvers import REPORTER_ROLE, Approvers
 
 AUTO_QUARANTINE_MAX_FRACTION = 0.01  # quarantining under 1% of a batch is approved by policy
 

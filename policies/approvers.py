@@ -1,4 +1,4 @@
-"""Identity: the people who may decide proposals and their roles, from `policies/approvers.yaml`.
+"""Identity: the people who may decide proposals and their roles, from the project's `approvers.yaml`.
 
 The file (or `PIPEWARDEN_APPROVERS_FILE`) lists each approver once: a name, roles (`owner`, `steward`, `ml_owner`,
 `engineer`, `reporter`...), the datasets the roles apply to (shell patterns, `*` for all), and the Slack member id
@@ -98,7 +98,7 @@ class Approvers:
         path = Path(path) if path is not None else get_settings().approvers_path
         if not path.is_file():
             raise ConfigError(f"{path}: the approvers file does not exist",
-                              hint="create it (see policies/approvers.yaml) or set PIPEWARDEN_APPROVERS_FILE")
+                              hint="create it (see `pipewarden init`, which writes one) or set PIPEWARDEN_APPROVERS_FILE")
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -32,7 +32,7 @@ def copy_project(source: Path, dest: Path) -> Path:
     """A private copy of an example project (its files only), so a test that writes never touches the repository."""
     import shutil
 
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", ".pipewarden", "*.py"))
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", ".pipewarden"))
     return dest
 
 

@@ -22,7 +22,7 @@ from pipewarden.models import (
     Risk,
     Verdict,
 )
-from policies.approval import (
+from pipewarden.policies.approval import (
     RULES,
     admit,
     check_can_decide,
@@ -32,7 +32,7 @@ from policies.approval import (
     requirement,
     rule_for,
 )
-from policies.approvers import Approvers
+from pipewarden.policies.approvers import Approvers
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,11 @@ After a fix is approved, pipewarden re-runs this deployment with the same parame
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from prefect import flow
+from tools.exports import customers, drifted_export, export
 
 from pipewarden.prefect import build, guard
-from tools.exports import customers, drifted_export, export, write
-
-EXPORTS = Path(".pipewarden") / "exports"
 
 
 @flow(name="orders-pipeline", persist_result=False)
@@ -26,8 +23,7 @@ def orders_pipeline(day: int = 1, drifted: bool = False) -> dict[str, int]:
     """One hourly export of orders (day `day` of June), with the release that drifts its schema when `drifted`."""
     guard(customers(), dataset="customers")  # the reference table broken-reference checks use
     frame = drifted_export(day) if drifted else export(day)
-    path = write(frame, EXPORTS / f"orders-{day:02d}{'-drifted' if drifted else ''}.parquet")
-    accepted = guard(str(path), dataset="orders")
+    accepted = guard(frame, dataset="orders", source=f"order export, day {day}")
     build()
     return {"accepted": len(accepted)}
 

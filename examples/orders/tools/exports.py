@@ -1,7 +1,7 @@
 """Synthetic order exports for the example: deterministic, made here, nothing downloaded.
 
 `export(day)` is a clean hourly export in the contract's shape; `drifted_export(day)` is what the shop's new export
-service sends after a release: `amount` renamed to `order_total` and `created_at` as epoch milliseconds.
+service sends after a release: `amount` renamed to `total_amount` and `created_at` as epoch milliseconds.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def export(day: int, rows: int = 2000) -> pd.DataFrame:
 
 def drifted_export(day: int, rows: int = 2000) -> pd.DataFrame:
     """The same orders as the new export service sends them."""
-    df = export(day, rows).rename(columns={"amount": "order_total"})
-    df["created_at"] = (pd.to_datetime(df["created_at"], utc=True).astype("int64") // 1_000_000).astype("int64")
+    df = export(day, rows).rename(columns={"amount": "total_amount"})
+    epoch = pd.Timestamp("1970-01-01", tz="UTC")
+    df["created_at"] = ((pd.to_datetime(df["created_at"], utc=True) - epoch) // pd.Timedelta(milliseconds=1)).astype("int64")
     return df
 
 
