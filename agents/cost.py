@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.events import CostRegression
 from pipewarden.models import CheckResult, DryRun, NoChange, Proposal, ProposalStatus, Risk, SqlModelPatch
 from pipewarden.store import StateStore

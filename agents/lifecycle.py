@@ -19,11 +19,11 @@ from typing import Any, NamedTuple, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
-from pipewarden.tools.apply import apply_change, mark_verified, rollback_change
 
 from pipewarden.models import Proposal, ProposalStatus
 from pipewarden.ports import pipeline_runner, proposal_created
 from pipewarden.store import StateStore
+from pipewarden.tools.apply import apply_change, mark_verified, rollback_change
 
 log = logging.getLogger(__name__)
 PROPOSAL_NS = uuid.UUID("5b0c6a4e-8f7d-4f0e-9a38-6d1f0f6b2c11")

@@ -37,9 +37,9 @@ from pipewarden.errors import ConfigError, ModelRetry, PipewardenError
 
 if TYPE_CHECKING:
     import httpx
-    from pipewarden.tools.registry import Tool
 
     from pipewarden.settings import Settings
+    from pipewarden.tools.registry import Tool
 
 A = TypeVar("A", bound=BaseModel)
 OFFLINE = "offline"

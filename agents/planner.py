@@ -30,9 +30,8 @@ from pipewarden.models import ColumnMapping, ColumnTransform
 
 if TYPE_CHECKING:
     from pipewarden.agents.llm import PlanRequest
-    from pipewarden.policies.contract import Contract
-
     from pipewarden.events import SchemaDrift
+    from pipewarden.policies.contract import Contract
 
 AGENT = "schema-drift"
 CONTRACT_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")

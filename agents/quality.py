@@ -29,9 +29,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.models import Citation, ContractChange, DedupeRule, DryRun, NoChange, Proposal, ProposalStatus, Risk
 from pipewarden.store import StateStore
 
@@ -204,10 +204,9 @@ def _bounds_from(change: dict[str, Any]) -> list[BoundEdit]:
 
 def answer_to_change(answer: QualityAnswer, case: Any) -> Any:
     """The typed change an answer stands for (raises UserError when it cannot be one)."""
+    from pipewarden.errors import UserError
     from pipewarden.tools.contracts import contract_to_dict
     from pipewarden.tools.quality_fix import _quarantine, _reingest
-
-    from pipewarden.errors import UserError
 
     if answer.action == "quarantine":
         return _quarantine(case, answer.predicate, answer.reason or "quarantined by the quality agent")
@@ -239,10 +238,9 @@ def answer_to_change(answer: QualityAnswer, case: Any) -> Any:
 
 def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any]) -> list[str]:
     """Everything wrong with an answer (empty: acceptable). See the module docstring."""
+    from pipewarden.errors import PipewardenError
     from pipewarden.tools.quality_fix import REINGEST_CHECKS, dry_run
     from pipewarden.tools.sql_guard import check_predicate
-
-    from pipewarden.errors import PipewardenError
 
     errors: list[str] = []
     check = ctx.get("check")

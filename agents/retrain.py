@@ -32,10 +32,9 @@ import math
 from datetime import date
 from typing import Any
 
-from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
-from pipewarden.policies.retrain import RetrainPolicy, load_retrain_policy
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.errors import PipewardenError
 from pipewarden.events import ModelDrift
 from pipewarden.models import (
@@ -48,6 +47,7 @@ from pipewarden.models import (
     ProposalStatus,
     Risk,
 )
+from pipewarden.policies.retrain import RetrainPolicy, load_retrain_policy
 from pipewarden.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -455,6 +455,7 @@ def verify_promotion(proposal: Proposal, event: Any) -> Verification:
     """The alias points at the promoted version, and scoring through the alias works on the event's batch (or the
     challenger's holdout): every probability finite and in [0, 1]."""
     import numpy as np
+
     from pipewarden.tools.challenger import recent_window
     from pipewarden.tools.drift import DriftInputError, has_table, sql_ident, warehouse
     from pipewarden.tools.model_registry import RegistryError, alias_version, load_model

@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from pipewarden.agents.lifecycle import AgentState, build_agent_graph, proposal_id_for, thread_id_for
-from pipewarden.policies.contract import Contract
-from pipewarden.tools.contracts import active_contract
 
+from pipewarden.agents.lifecycle import AgentState, build_agent_graph, proposal_id_for, thread_id_for
 from pipewarden.events import SchemaDrift
 from pipewarden.models import (
     ChangeSet,
@@ -41,7 +39,9 @@ from pipewarden.models import (
     Risk,
     leaf_changes,
 )
+from pipewarden.policies.contract import Contract
 from pipewarden.store import StateStore
+from pipewarden.tools.contracts import active_contract
 
 log = logging.getLogger(__name__)
 AGENT = "schema-drift"
@@ -126,9 +126,8 @@ def diagnose(state: DriftState) -> DriftState:
 
 def _downstream(dataset: str, columns: list[str]) -> dict[str, list[str]]:
     """For each missing column, the SQL models that read it (lineage); empty when the models cannot be read."""
-    from pipewarden.tools.lineage import affected_models
-
     from pipewarden.errors import PipewardenError
+    from pipewarden.tools.lineage import affected_models
 
     out: dict[str, list[str]] = {}
     for column in columns:
@@ -163,12 +162,11 @@ def draft_change(answer: Any, dataset: str, contract: Contract, batch: pd.DataFr
     every downstream SQL model that reads a dropped column is patched and proven in DuckDB (`tools.sql_patch`).
     The mapping is scoped to the batch's schema `fingerprint` (computed from `batch` when not given): it will
     apply only to batches of that shape. Writes nothing."""
+    from pipewarden.errors import PipewardenError
     from pipewarden.tools.checks import dry_check
     from pipewarden.tools.contracts import contract_change_for, contract_from_dict
     from pipewarden.tools.mapping import apply_mapping, batch_fingerprint, conform_to_contract
     from pipewarden.tools.sql_patch import draft_drop_patches, prove_drop
-
-    from pipewarden.errors import PipewardenError
 
     out = Drafted()
     mapping = answer.to_mapping(dataset).model_copy(

@@ -14,11 +14,11 @@ import time
 from datetime import timedelta
 from uuid import UUID
 
+from pydantic import BaseModel, Field
+
 from pipewarden.agents.checkpoint import open_checkpointer
 from pipewarden.agents.lifecycle import thread_id_for
 from pipewarden.agents.router import route, route_for_agent
-from pydantic import BaseModel, Field
-
 from pipewarden.errors import InvalidTransition, PipewardenError
 from pipewarden.ids import utcnow
 from pipewarden.models import Proposal, ProposalStatus

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from pipewarden.agents.lifecycle import AgentState, build_agent_graph, proposal_id_for, thread_id_for
-
 from pipewarden.models import NoChange, Proposal, ProposalStatus, Risk
 from pipewarden.store import StateStore
 

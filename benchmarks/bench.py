@@ -340,7 +340,6 @@ def drain_events(worker: str) -> dict[str, int]:
 
 def drifted_batch(month: int, i: int) -> tuple[Path, dict[str, str], list[str]]:
     from pipewarden.flows.data import inject_drift, month_batch, write_batch
-
     from pipewarden.settings import get_settings
 
     renames, to_string = DRIFTS[i % len(DRIFTS)]
@@ -431,10 +430,9 @@ def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS) -> dict[str, A
         "PIPEWARDEN_DATABASE_URL": None}))
     server: Any = None
     try:
+        from pipewarden.events import ColumnSpec, SchemaDrift
         from pipewarden.inbox import service
         from pipewarden.inbox.web import create_app
-
-        from pipewarden.events import ColumnSpec, SchemaDrift
         from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal
         from pipewarden.store import StateStore
 

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipewarden.evals.report import SuiteReport, build_report, load_bar, write_reports
-from pipewarden.evals.runner import LLMConfig, LLMMode, ScenarioResult, run_suite
-from pipewarden.evals.scenarios import Scenario, load_catalogue, select
 from pydantic import BaseModel
 
 from pipewarden.errors import UserError
+from pipewarden.evals.report import SuiteReport, build_report, load_bar, write_reports
+from pipewarden.evals.runner import LLMConfig, LLMMode, ScenarioResult, run_suite
+from pipewarden.evals.scenarios import Scenario, load_catalogue, select
 from pipewarden.settings import get_settings
 
 

@@ -180,10 +180,9 @@ def cost_fault(df: pd.DataFrame, params: dict[str, Any], ctx: InjectContext) -> 
     non_sargable, select_star, lost_filter) becomes the active `sql:<model>` version, as a careless edit would; the
     batch is the month unchanged, so the next transform runs the regressed model and the cost detector sees it."""
     from pipewarden.flows.cost_faults import COST_FAULTS, INJECTOR, regressed_sql
-    from pipewarden.tools.lineage import load_models
-
     from pipewarden.ids import new_id
     from pipewarden.store import StateStore
+    from pipewarden.tools.lineage import load_models
 
     name = params["fault"]
     if name not in COST_FAULTS:

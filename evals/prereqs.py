@@ -66,7 +66,6 @@ def _dispose_engines() -> None:
 def _build(home: Path, say: Callable[[str], None]) -> None:
     from pipewarden.flows.knowledge_sync import sync_knowledge
     from pipewarden.flows.pipeline import prepare_month, run_batch
-
     from pipewarden.store import StateStore
 
     with pipewarden_home(home):

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipewarden.evals.runner import ScenarioResult, SuiteRun
 from pydantic import BaseModel, Field
 
 from pipewarden.errors import ConfigError
+from pipewarden.evals.runner import ScenarioResult, SuiteRun
 
 BAR_PATH = Path(__file__).resolve().parent / "bar.json"
 

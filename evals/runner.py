@@ -20,9 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, Field
+
 from pipewarden.evals.scenarios import Scenario
 from pipewarden.evals.scorers import Score, ScoreInput, score_all
-from pydantic import BaseModel, Field
 
 LLMMode = Literal["mock", "offline", "openai"]
 
@@ -159,7 +160,6 @@ def _run_in_home(scenario: Scenario, home: Path, result: ScenarioResult, recorde
     from pipewarden.evals.faults import InjectContext, inject
     from pipewarden.evals.prereqs import pipewarden_home
     from pipewarden.flows.data import month_batch, write_batch
-
     from pipewarden.store import StateStore
 
     ctx = InjectContext(home=home, scenario_id=scenario.id)

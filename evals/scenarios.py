@@ -30,10 +30,10 @@ import fnmatch
 from pathlib import Path
 from typing import Any, Literal
 
-from pipewarden.evals.mock_llm import Step
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipewarden.errors import ConfigError, UnknownNameError
+from pipewarden.evals.mock_llm import Step
 
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 AGENTS: tuple[str, ...] = ("schema-drift", "quality", "cost", "retrain")

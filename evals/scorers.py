@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipewarden.evals.scenarios import ChangeMatch, Scenario
 from pydantic import BaseModel, Field
+
+from pipewarden.evals.scenarios import ChangeMatch, Scenario
 
 AGENT_MODULES: dict[str, str] = {
     "schema-drift": "pipewarden.agents.schema_drift",
@@ -149,8 +150,9 @@ def _recheck_leaf(change: Any, inp: ScoreInput, agent: str) -> list[str]:
         left = batch.drop_duplicates(subset=list(change.keys))
         return [] if not left.duplicated(subset=list(change.keys)).any() else ["re-check: duplicates remain"]
     if kind == "contract_change":
-        from pipewarden.policies.contract import Contract
         from pydantic import ValidationError
+
+        from pipewarden.policies.contract import Contract
 
         try:
             new = Contract.model_validate(change.contract)

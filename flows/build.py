@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel, Field, computed_field
+
+from pipewarden.errors import UnknownNameError
 from pipewarden.flows.transform import (
     ModelRun,
     ModelRunError,
@@ -32,13 +35,10 @@ from pipewarden.flows.transform import (
     record_run,
     sql_hash,
 )
-from pipewarden.tools.lineage import ModelSqlError, SqlModel, load_models, model_dependencies, topological_order
-from pipewarden.tools.warehouse import Warehouse, WarehouseQueryError, connect, safe_url
-from pydantic import BaseModel, Field, computed_field
-
-from pipewarden.errors import UnknownNameError
 from pipewarden.ids import new_id, utcnow
 from pipewarden.settings import get_settings
+from pipewarden.tools.lineage import ModelSqlError, SqlModel, load_models, model_dependencies, topological_order
+from pipewarden.tools.warehouse import Warehouse, WarehouseQueryError, connect, safe_url
 
 if TYPE_CHECKING:
     from prefect import Task

@@ -134,10 +134,9 @@ def inject_cost_fault(fault: str, *, load_id: str = "cost-fault", baseline_runs:
     the events to the outbox."""
     from pipewarden.flows.detectors import detect_cost_regressions
     from pipewarden.flows.transform import active_sql_overrides, transform
-    from pipewarden.tools.lineage import load_models
-
     from pipewarden.ids import new_id
     from pipewarden.store import StateStore
+    from pipewarden.tools.lineage import load_models
 
     f = _fault(fault)
     base = load_models()[f.model].sql

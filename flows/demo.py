@@ -65,7 +65,6 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
     from pipewarden.flows.knowledge_sync import sync_knowledge
     from pipewarden.flows.pipeline import prepare_month, run_batch
     from pipewarden.inbox.service import approve
-
     from pipewarden.ports import supervisor
     from pipewarden.store import StateStore
 

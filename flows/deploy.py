@@ -42,7 +42,6 @@ _BAD_NAME_CHARS = "/%&<>"
 def supervise_flow() -> dict[str, Any]:
     """Claim pending events, run their agents, resume decided proposals."""
     from pipewarden.flows.knowledge_sync import sync_knowledge
-
     from pipewarden.ports import supervisor
 
     sync_knowledge()  # agents cite the index; unchanged chunks are skipped

@@ -17,12 +17,12 @@ import uuid
 from statistics import median
 from typing import Any, Literal
 
-from pipewarden.flows.warehouse import connect
-from pipewarden.tools.drift import psi  # one PSI for quality, drift and the detectors
 from pydantic import BaseModel, Field
 
 from pipewarden.events import CostRegression, ModelDrift
+from pipewarden.flows.warehouse import connect
 from pipewarden.settings import get_settings
+from pipewarden.tools.drift import psi  # one PSI for quality, drift and the detectors
 
 DATASET = "flights"
 RUNS_TABLE = "model_runs"

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import time
 
-from pipewarden.flows.warehouse import connect
 from pydantic import BaseModel
 
 from pipewarden.errors import PipewardenError
+from pipewarden.flows.warehouse import connect
 
 FEATURES_TABLE = "features_flights"
 LABEL = "delayed"

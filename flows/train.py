@@ -21,6 +21,9 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel, Field
+
+from pipewarden.errors import PipewardenError
 from pipewarden.flows.detectors import REFERENCE_TABLE, FeatureReference, reference_profile
 from pipewarden.flows.features import CATEGORICAL_FEATURES, FEATURES, FEATURES_TABLE, LABEL, NUMERIC_FEATURES
 from pipewarden.flows.warehouse import connect
@@ -33,9 +36,6 @@ from pipewarden.tools.model_registry import (
     quiet_mlflow,
 )
 from pipewarden.tools.model_registry import register_version as _register_version
-from pydantic import BaseModel, Field
-
-from pipewarden.errors import PipewardenError
 
 if TYPE_CHECKING:
     import pandas as pd

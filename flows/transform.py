@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
-from pipewarden.flows.warehouse import connect
-from pipewarden.tools.lineage import ModelSqlError, SqlModel, load_models, model_dependencies, topological_order
-from pipewarden.tools.warehouse import Warehouse, WarehouseQueryError
 from pydantic import BaseModel, Field
 
+from pipewarden.flows.warehouse import connect
 from pipewarden.ids import new_id, utcnow
+from pipewarden.tools.lineage import ModelSqlError, SqlModel, load_models, model_dependencies, topological_order
+from pipewarden.tools.warehouse import Warehouse, WarehouseQueryError
 
 if TYPE_CHECKING:
     from pipewarden.tools.cost import CostProfile

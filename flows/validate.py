@@ -29,20 +29,20 @@ import uuid
 from typing import Literal
 
 import pandas as pd
+from pydantic import BaseModel, Field
+
+from pipewarden.events import CheckFailed, SchemaDrift
 from pipewarden.flows.emit import emit
 from pipewarden.flows.ingest import Landed, read_landed, set_load_status, transaction
 from pipewarden.flows.warehouse import connect
+from pipewarden.ids import utcnow
+from pipewarden.models import CheckResult, ColumnMapping
 from pipewarden.policies.contract import Contract, SchemaDiff, load_contract, schema_diff
+from pipewarden.store import StateStore
 from pipewarden.tools.checks import CheckReport, Engine
 from pipewarden.tools.contracts import active_contract
 from pipewarden.tools.mapping import conform_to_contract, map_frame, mapping_for_batch
 from pipewarden.tools.quality_rules import active_rules, check_with_rules
-from pydantic import BaseModel, Field
-
-from pipewarden.events import CheckFailed, SchemaDrift
-from pipewarden.ids import utcnow
-from pipewarden.models import CheckResult, ColumnMapping
-from pipewarden.store import StateStore
 
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS quarantine (

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import duckdb
-from pipewarden.tools.warehouse import connect as connect_warehouse
 
 from pipewarden.settings import get_settings
+from pipewarden.tools.warehouse import connect as connect_warehouse
 
 
 @contextmanager

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pipewarden.inbox.service import DecisionOutcome
 from pydantic import BaseModel
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -26,6 +25,7 @@ from rich.text import Text
 
 from pipewarden.audit import AuditEntry, AuditReport
 from pipewarden.events import Event
+from pipewarden.inbox.service import DecisionOutcome
 from pipewarden.models import (
     Citation,
     ColumnMapping,
@@ -422,6 +422,7 @@ def mapping_view(change: ColumnMapping, store: Any, proposal_id: Any = None) -> 
 def contract_diff(change: Any) -> list[DiffLine]:
     """A contract change as the diff of the dataset's contract file (as YAML) against the proposed contract."""
     import yaml
+
     from pipewarden.policies.contract import contracts_dir
 
     path = contracts_dir() / f"{change.dataset}.yaml"

@@ -20,14 +20,14 @@ import os
 from typing import Any, Literal
 from uuid import UUID
 
-from pipewarden.policies.approval import Requirement, decision_gate, policy_may_approve, requirement, rule_for
-from pipewarden.policies.approvers import Approvers
 from pydantic import BaseModel, Field
 
 from pipewarden.audit import AuditEntry
 from pipewarden.errors import InvalidTransition, NotApproved, UserError
 from pipewarden.events import Event
 from pipewarden.models import OPEN_STATUSES, POLICY_ACTOR, Decision, Proposal, ProposalStatus, Verdict
+from pipewarden.policies.approval import Requirement, decision_gate, policy_may_approve, requirement, rule_for
+from pipewarden.policies.approvers import Approvers
 from pipewarden.ports import notify
 from pipewarden.ports import resumer as load_resumer
 from pipewarden.store import StateStore

@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pipewarden.inbox import slack_blocks as blocks
-from pipewarden.policies.approval import check_can_decide, fault_key, requirement
-from pipewarden.policies.approvers import Approver, Approvers
-from pipewarden.policies.defaults import policy_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipewarden.errors import ConfigError, InvalidTransition, PipewardenError, UserError
+from pipewarden.inbox import slack_blocks as blocks
 from pipewarden.models import OPEN_STATUSES, Proposal, Verdict
+from pipewarden.policies.approval import check_can_decide, fault_key, requirement
+from pipewarden.policies.approvers import Approver, Approvers
+from pipewarden.policies.defaults import policy_file
 from pipewarden.settings import Settings, get_settings
 from pipewarden.store import StateStore
 

@@ -39,7 +39,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from pipewarden.inbox import auth, render, service
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
@@ -54,6 +53,7 @@ from pipewarden.errors import (
     UnknownNameError,
     UserError,
 )
+from pipewarden.inbox import auth, render, service
 from pipewarden.models import OPEN_STATUSES, ColumnMapping, ProposalStatus, Risk, SqlModelPatch, Verdict
 from pipewarden.store import QUEUE_FACETS, StateStore
 
@@ -213,7 +213,6 @@ def approvers() -> Any:
     """The configured approvers, re-read only when the file changes (path, size and mtime): parsing the YAML on
     every decision cost about half of a decision's time."""
     from pipewarden.policies.approvers import Approvers
-
     from pipewarden.settings import get_settings
 
     path = get_settings().approvers_path
@@ -516,7 +515,6 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
 
         def edit() -> str:
             from pipewarden.policies.approval import check_can_decide
-
             from pipewarden.ports import dry_runner, notify
 
             store = StateStore()
@@ -644,9 +642,8 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
     async def api_report(request: Request) -> Response:
         """An event reported from outside a flow, by a reporter's token: 201 with its id; 200 with the first
         event's id when this reporter sent the same `Idempotency-Key` before (nothing more is stored)."""
-        from pipewarden.policies.approvers import check_can_report
-
         from pipewarden.errors import InvalidField
+        from pipewarden.policies.approvers import check_can_report
         from pipewarden.report import reported_event
 
         store = StateStore()

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pipewarden.policies.contract import Contract
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipewarden.errors import ConfigError, InputFileError
 from pipewarden.ids import utcnow
 from pipewarden.models import Decision, Proposal
+from pipewarden.policies.contract import Contract
 from pipewarden.settings import get_settings
 
 ChunkKind = Literal["contract", "lineage", "runbook", "decision"]

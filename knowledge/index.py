@@ -12,12 +12,12 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from pipewarden.knowledge.documents import Chunk, contract_chunks, source_for, text_chunks
-from pipewarden.knowledge.store import VectorStore, default_store
-from pipewarden.policies.contract import list_contracts, load_contract
 from pydantic import BaseModel
 
 from pipewarden.errors import UserError
+from pipewarden.knowledge.documents import Chunk, contract_chunks, source_for, text_chunks
+from pipewarden.knowledge.store import VectorStore, default_store
+from pipewarden.policies.contract import list_contracts, load_contract
 from pipewarden.ports import Embedder
 from pipewarden.settings import get_settings
 

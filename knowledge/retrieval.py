@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from pipewarden.knowledge.store import ChunkFilter, Hit, VectorStore, default_store
-
 from pipewarden.errors import PipewardenError, UserError
 from pipewarden.ids import utcnow
+from pipewarden.knowledge.store import ChunkFilter, Hit, VectorStore, default_store
 from pipewarden.models import Citation
 from pipewarden.ports import Embedder
 

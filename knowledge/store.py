@@ -21,10 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from pipewarden.knowledge.documents import KINDS, Chunk
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ConfigError, UnknownNameError, UserError
+from pipewarden.knowledge.documents import KINDS, Chunk
 from pipewarden.settings import get_settings
 
 COLLECTION = "knowledge"

@@ -52,6 +52,7 @@ class CostPolicy(BaseModel):
 def load_cost_policy(path: Path | str | None = None) -> CostPolicy:
     """Read `policies_dir/cost.yaml` (or `path`); a malformed file raises ConfigError naming it and the field."""
     import yaml
+
     from pipewarden.policies.defaults import policy_file
 
     p = Path(path) if path is not None else policy_file("cost.yaml")

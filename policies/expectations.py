@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pipewarden.policies.contract import Contract
 from pydantic import BaseModel, ConfigDict
+
+from pipewarden.policies.contract import Contract
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; great_expectations loads lazily
     from great_expectations import ExpectationSuite

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pipewarden.policies.defaults import policy_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipewarden.errors import ConfigError
+from pipewarden.policies.defaults import policy_file
 
 CheckName = Literal["freshness", "volume", "distribution", "duplicates", "referential", "null_spike", "range"]
 CHECK_NAMES: tuple[str, ...] = ("freshness", "volume", "distribution", "duplicates", "referential", "null_spike",

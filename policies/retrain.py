@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pipewarden.policies.defaults import policy_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipewarden.errors import ConfigError
+from pipewarden.policies.defaults import policy_file
 from pipewarden.settings import get_settings
 
 POLICY_FILE = "retrain.yaml"

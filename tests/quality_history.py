@@ -26,7 +26,6 @@ def build_history(folder: Path) -> dict[int, pd.DataFrame]:
     months 1 to 3 (3 is not landed: tests make their faulty batches from it)."""
     from pipewarden.flows.ingest import ingest, ingest_reference_tables
     from pipewarden.flows.validate import validate
-
     from pipewarden.settings import settings_env
 
     with settings_env({"PIPEWARDEN_HOME": str(folder), "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false"}):

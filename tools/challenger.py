@@ -26,13 +26,13 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipewarden.errors import ModelRetry, PipewardenError
 from pipewarden.policies.retrain import RetrainPolicy, gain, load_retrain_policy
 from pipewarden.tools.drift import DriftInputError, has_table, metric_value, sql_ident, warehouse
 from pipewarden.tools.model_registry import RegistryError
 from pipewarden.tools.registry import Tool
-from pydantic import BaseModel, ConfigDict, Field
-
-from pipewarden.errors import ModelRetry, PipewardenError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,6 +145,8 @@ def train_challenger(spec: ChallengerSpec) -> ChallengerRun:
     import mlflow.sklearn
     import sklearn
     from mlflow.models import infer_signature
+    from sklearn.base import clone
+
     from pipewarden.tools.model_registry import (
         CHALLENGER,
         EVENT_TAG,
@@ -157,7 +159,6 @@ def train_challenger(spec: ChallengerSpec) -> ChallengerRun:
         version_info,
     )
     from pipewarden.tools.model_registry import find_versions as _find
-    from sklearn.base import clone
 
     t0 = time.perf_counter()
     policy = load_retrain_policy()

@@ -27,16 +27,16 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pipewarden.policies.contract import Contract, SchemaDiff, load_contract, schema_diff
-from pipewarden.policies.expectations import CheckSpec, build_suite, check_specs
-from pipewarden.tools.io import read_table
-from pipewarden.tools.mapping import map_frame, to_timestamp
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import PipewardenError
 from pipewarden.events import FailedCheck
 from pipewarden.models import CheckResult, ColumnMapping
+from pipewarden.policies.contract import Contract, SchemaDiff, load_contract, schema_diff
+from pipewarden.policies.expectations import CheckSpec, build_suite, check_specs
 from pipewarden.settings import get_settings
+from pipewarden.tools.io import read_table
+from pipewarden.tools.mapping import map_frame, to_timestamp
 
 Engine = Literal["gx", "pandas"]
 DEFAULT_ENGINE: Engine = "gx"

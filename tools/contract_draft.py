@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pipewarden.tools.profile import ColumnStats, contract_yaml, profile_frame, suggest_contract
 from pydantic import BaseModel, Field
 
 from pipewarden.errors import UnknownNameError, UserError
 from pipewarden.project import DatasetConfig, check_dataset_name
 from pipewarden.settings import get_settings
+from pipewarden.tools.profile import ColumnStats, contract_yaml, profile_frame, suggest_contract
 
 WAREHOUSE_PREFIX = "warehouse:"
 DEFAULT_SAMPLE_ROWS = 100_000
@@ -227,6 +227,7 @@ def write_draft(draft: ContractDraft, *, force: bool = False) -> Path:
 
     A dataset already registered (replaced with `force`) keeps its other settings (source, reference, description)."""
     import yaml
+
     from pipewarden.policies.contract import Contract
 
     target = contract_target(draft.dataset, force=force)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipewarden.policies.contract import Contract, load_contract
 from pydantic import ValidationError
 
 from pipewarden.errors import ConfigError, UnknownNameError
 from pipewarden.models import ContractChange
+from pipewarden.policies.contract import Contract, load_contract
 from pipewarden.store import StateStore
 
 

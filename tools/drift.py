@@ -30,12 +30,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
-from pipewarden.policies.retrain import DecayPolicy, DriftPolicy, RetrainPolicy, gain, load_retrain_policy
-from pipewarden.tools.registry import Tool
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ModelRetry, PipewardenError, UserError
+from pipewarden.policies.retrain import DecayPolicy, DriftPolicy, RetrainPolicy, gain, load_retrain_policy
 from pipewarden.settings import get_settings
+from pipewarden.tools.registry import Tool
 
 if TYPE_CHECKING:
     import duckdb

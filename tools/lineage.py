@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import sqlglot
-from pipewarden.policies.contract import list_contracts, load_contract
 from pydantic import BaseModel, ConfigDict, Field
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
@@ -27,6 +26,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import traverse_scope
 
 from pipewarden.errors import PipewardenError, UnknownNameError
+from pipewarden.policies.contract import list_contracts, load_contract
 from pipewarden.settings import get_settings
 
 DIALECT = "duckdb"

@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from pipewarden.policies.contract import Contract, observed_type, schema_diff, schema_fingerprint
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ConfigError
 from pipewarden.models import ColumnMapping, ColumnTransform, mapping_target
+from pipewarden.policies.contract import Contract, observed_type, schema_diff, schema_fingerprint
 from pipewarden.store import StateStore
 
 CAST_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")

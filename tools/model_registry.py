@@ -29,11 +29,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipewarden.tools.registry import Tool
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ModelRetry, NotApproved, PipewardenError
 from pipewarden.settings import get_settings
+from pipewarden.tools.registry import Tool
 
 if TYPE_CHECKING:
     import pandas as pd

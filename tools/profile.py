@@ -2,7 +2,7 @@
 
 `profile_frame(df)` gives one `ColumnStats` per column: its contract type (ISO timestamp strings count as
 timestamps), nulls, distinct values, quantiles, the most common values and the longest string. `suggest_contract`
-turns a profile into a contract in the `policies/contracts/*.yaml` format: each column's type, `nullable: false`
+turns a profile into a contract in the `contracts/*.yaml` format: each column's type, `nullable: false`
 when no value is null, `min`/`max` from the 0.05% and 99.95% quantiles widened by a margin (whole numbers for
 integer columns; never below zero for a column that has no negative value), an `allowed` set for
 low-cardinality strings, a `max_length` for other strings, and which columns (and which policy key) are unique.
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from policies.contract import Contract, observed_type
+from pipewarden.policies.contract import Contract, observed_type
 
 QUANTILES: tuple[float, ...] = (0.0005, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.9995)
 LOW, HIGH = 0.0005, 0.9995
@@ -68,7 +68,7 @@ def _finite(x: Any) -> float | None:
 
 def profile_column(name: str, values: pd.Series, top: int = 10) -> ColumnStats:
     """The profile of one column (see `ColumnStats`)."""
-    from tools.mapping import to_timestamp
+    from pipewarden.tools.mapping import to_timestamp
 
     rows = len(values)
     nulls = int(values.isna().sum())
@@ -132,7 +132,7 @@ def suggest_contract(
     `max_allowed` distinct values (and far fewer than the rows) get an `allowed` set. `keys` (the quality policy's
     key) is reported as unique or not.
     """
-    from tools.checks import run_checks
+    from pipewarden.tools.checks import run_checks
 
     stats = profile_frame(df)
     columns: list[dict[str, Any]] = []
@@ -192,7 +192,7 @@ def suggest_contract(
 
 
 def contract_yaml(s: SuggestedContract, *, source: str = "") -> str:
-    """The suggestion as a contract file: the same layout as `policies/contracts/*.yaml`."""
+    """The suggestion as a contract file: the same layout as `contracts/*.yaml`."""
     import yaml
 
     def flow(value: Any) -> str:

@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pipewarden.policies.contract import Contract
-from pipewarden.policies.quality import CheckName, DatasetQuality, dataset_quality
-from pipewarden.tools.drift import psi  # one PSI for quality, drift and the detectors
-from pipewarden.tools.quality_rules import ActiveRule, check_with_rules, rule_reasons
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import UnknownNameError, UserError
+from pipewarden.policies.contract import Contract
+from pipewarden.policies.quality import CheckName, DatasetQuality, dataset_quality
 from pipewarden.settings import get_settings
+from pipewarden.tools.drift import psi  # one PSI for quality, drift and the detectors
+from pipewarden.tools.quality_rules import ActiveRule, check_with_rules, rule_reasons
 
 
 # --------------------------------------------------------------------------- models

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pipewarden.policies.contract import Contract
-from pipewarden.policies.quality import DatasetQuality
-from pipewarden.tools.quality import Evaluation, History, LoadRecord, evaluate
-from pipewarden.tools.quality_rules import ActiveRule, duplicate_mask, predicate_mask
 from pydantic import BaseModel
 
 from pipewarden.errors import UserError
 from pipewarden.models import CheckResult, ContractChange, DedupeRule, DryRun, Quarantine, Reingest
+from pipewarden.policies.contract import Contract
+from pipewarden.policies.quality import DatasetQuality
+from pipewarden.tools.quality import Evaluation, History, LoadRecord, evaluate
+from pipewarden.tools.quality_rules import ActiveRule, duplicate_mask, predicate_mask
 
 SAMPLE_ROWS = 5
 REINGEST_CHECKS = frozenset({"freshness", "volume"})
@@ -508,9 +508,8 @@ def root_cause(case: FaultCase) -> list[str]:
 
 
 def _downstream(dataset: str, column: str | None) -> list[str]:
-    from pipewarden.tools.lineage import affected_models, model_dependencies, topological_order
-
     from pipewarden.errors import PipewardenError
+    from pipewarden.tools.lineage import affected_models, model_dependencies, topological_order
 
     table = f"raw_{dataset}"
     try:

@@ -60,8 +60,9 @@ def active_rules(dataset: str, load_id: str | None = None, store: StateStore | N
 def predicate_sql(predicate: str, columns: Sequence[str]) -> str:
     """The predicate as the guard parsed it (DuckDB SQL), or a UserError listing what the guard refused."""
     import sqlglot
-    from pipewarden.tools.sql_guard import check_predicate
     from sqlglot import exp
+
+    from pipewarden.tools.sql_guard import check_predicate
 
     errors = check_predicate(predicate, set(map(str, columns)))
     if errors:

@@ -46,11 +46,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pipewarden.policies.contract import NUMERIC, ColumnType, Contract, compatible, observed_type
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import InputFileError, UserError
 from pipewarden.models import ColumnMapping, ColumnTransform
+from pipewarden.policies.contract import NUMERIC, ColumnType, Contract, compatible, observed_type
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -828,10 +828,9 @@ class BatchInput(BaseModel):
 
 
 def _event_batch(event_id: str) -> tuple[pd.DataFrame, str]:
-    from pipewarden.tools.io import read_table
-
     from pipewarden.errors import ModelRetry, PipewardenError
     from pipewarden.store import StateStore
+    from pipewarden.tools.io import read_table
 
     try:
         event = StateStore().get_event(event_id)

@@ -26,6 +26,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import sqlglot
+from pydantic import BaseModel, Field
+from sqlglot import exp
+from sqlglot.optimizer.scope import traverse_scope
+
+from pipewarden.errors import PipewardenError
+from pipewarden.models import SqlModelPatch
 from pipewarden.tools.lineage import (
     DIALECT,
     RAW_SCHEMAS,
@@ -36,12 +42,6 @@ from pipewarden.tools.lineage import (
     raw_schemas,
     topological_order,
 )
-from pydantic import BaseModel, Field
-from sqlglot import exp
-from sqlglot.optimizer.scope import traverse_scope
-
-from pipewarden.errors import PipewardenError
-from pipewarden.models import SqlModelPatch
 
 if TYPE_CHECKING:
     import duckdb

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import duckdb
     import pandas as pd
     import sqlalchemy as sa
+
     from pipewarden.tools.cost import CostProfile
 
 DUCKDB_PREFIX = "duckdb:///"

@@ -7,17 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from pipewarden.agents.supervisor import supervise_once
 from pipewarden.evals.mock_llm import MockLLMServer, answer, tool_call
+from pipewarden.events import CostRegression
 from pipewarden.flows.cost_faults import inject_cost_fault
 from pipewarden.inbox.service import approve
-from pipewarden.tools.cost import measure, open_warehouse
-from pipewarden.tools.lineage import load_models
-
-from pipewarden.events import CostRegression
 from pipewarden.models import ProposalStatus
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
+from pipewarden.tools.cost import measure, open_warehouse
+from pipewarden.tools.lineage import load_models
 from tests.flows.test_transform import seed_warehouse
 
 STG_ROWS, AIRPORTS = 50009, 1458

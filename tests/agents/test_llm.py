@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from pipewarden.agents.llm import OFFLINE, OfflinePlanner, OpenAIPlanner, PlanRequest, build_messages, plan
-from pipewarden.evals.mock_llm import answer, delay, http_error, mock_transport, refusal, text, tool_call
-from pipewarden.tools.registry import Tool
 from pydantic import BaseModel, ConfigDict
 
+from pipewarden.agents.llm import OFFLINE, OfflinePlanner, OpenAIPlanner, PlanRequest, build_messages, plan
+from pipewarden.evals.mock_llm import answer, delay, http_error, mock_transport, refusal, text, tool_call
 from pipewarden.settings import Settings
+from pipewarden.tools.registry import Tool
 
 
 class Pick(BaseModel):

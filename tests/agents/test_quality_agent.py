@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from pipewarden.agents.supervisor import supervise_once
 from pipewarden.evals.mock_llm import MockLLMServer, answer
 from pipewarden.flows import data as D
 from pipewarden.inbox.service import approve
-
 from pipewarden.models import ProposalStatus, Risk
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pipewarden.agents.supervisor import resume_proposal, supervise_once
-from pipewarden.policies.approval import decision_gate
-from pipewarden.tools.apply import apply_change
-from pipewarden.tools.model_registry import ALIAS_MOVE, CHALLENGER, EVENT_TAG, alias_version, champion, version_info
 
+from pipewarden.agents.supervisor import resume_proposal, supervise_once
 from pipewarden.errors import InvalidTransition, NotApproved
 from pipewarden.models import ProposalStatus, Verdict
+from pipewarden.policies.approval import decision_gate
 from pipewarden.store import StateStore
+from pipewarden.tools.apply import apply_change
+from pipewarden.tools.model_registry import ALIAS_MOVE, CHALLENGER, EVENT_TAG, alias_version, champion, version_info
 from tests.agents.retrain_world import world
 
 MODEL = "pipewarden-delay"
@@ -148,9 +148,8 @@ def test_a_challenger_that_fails_the_gates_needs_a_human_with_the_numbers(decaye
 
 
 def test_work_before_the_decision_is_idempotent_even_when_the_graph_starts_over(proposed: Path) -> None:
-    from pipewarden.tools.model_registry import find_versions
-
     from pipewarden.settings import get_settings
+    from pipewarden.tools.model_registry import find_versions
 
     p = _only_proposal()
     assert supervise_once().handled == []  # already claimed and proposed

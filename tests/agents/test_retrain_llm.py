@@ -8,14 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from pipewarden.agents.llm import PlanRequest
 from pipewarden.agents.retrain import RetrainAnswer, SliceRef, offline_solution, validate_answer
 from pipewarden.agents.supervisor import supervise_once
 from pipewarden.evals.mock_llm import MockLLMServer, answer, refusal, tool_call
-from pipewarden.tools.model_registry import version_info
-
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
+from pipewarden.tools.model_registry import version_info
 from tests.agents.retrain_world import load_id_for, world
 
 

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from pipewarden.agents.checkpoint import open_checkpointer
 from pipewarden.agents.router import route_for_agent
 from pipewarden.agents.supervisor import resume_proposal, supervise_once
-from pipewarden.evals.mock_llm import MockLLMServer, answer
-from pipewarden.inbox.service import approve, reject
-from pipewarden.tools.apply import apply_change
-
 from pipewarden.errors import InvalidTransition, NotApproved
+from pipewarden.evals.mock_llm import MockLLMServer, answer
 from pipewarden.events import RunFailed
+from pipewarden.inbox.service import approve, reject
 from pipewarden.models import ProposalStatus, Verdict
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
+from pipewarden.tools.apply import apply_change
 from tests.agents import fake_runner
 from tests.agents.conftest import drifted_event
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from pipewarden.agents.supervisor import supervise_once
 from pipewarden.flows.data import (
     inject_date_format,
@@ -19,7 +20,6 @@ from pipewarden.flows.data import (
     write_batch,
 )
 from pipewarden.inbox.service import approve
-
 from pipewarden.models import ProposalStatus
 from pipewarden.store import StateStore
 from tests.agents.conftest import SAMPLE_ROWS

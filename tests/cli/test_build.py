@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pipewarden.tools.warehouse import connect
 
 from pipewarden.settings import get_settings
+from pipewarden.tools.warehouse import connect
 from tests.cli.conftest import CliResult
 from tests.flows.test_build import EVENTS, MODELS, make_project
 

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+
 from pipewarden.knowledge.embedder import HashEmbedder
 from pipewarden.knowledge.store import QdrantStore
 from pipewarden.policies.contract import load_contract
-
 from pipewarden.project import load_project
 from tests.tools.test_contract_draft import STATUSES, orders_frame
 

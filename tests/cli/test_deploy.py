@@ -66,13 +66,13 @@ def test_deploy_refuses_a_negative_interval_and_a_bad_name(pw: Callable[..., Cli
 
 
 def test_the_supervise_deployment_carries_the_event_trigger_and_the_interval() -> None:
-    from pipewarden.flows.deploy import build_supervise_deployment
     from prefect.client.schemas.schedules import IntervalSchedule
     from prefect.deployments.runner import RunnerDeployment
     from prefect.events import DeploymentEventTrigger
     from prefect.events.schemas.events import ResourceSpecification
 
     from pipewarden.events import EVENT_NAMES
+    from pipewarden.flows.deploy import build_supervise_deployment
 
     deployment = build_supervise_deployment(name="watch", every=30)
 
@@ -111,12 +111,12 @@ def test_every_zero_leaves_the_trigger_alone() -> None:
 def test_the_trigger_matches_the_events_flows_emit_sends() -> None:
     """The server's own matcher (what its triggers service runs) on the event `mirror_to_prefect` sends: a fault
     event on a dataset fires it; another pipewarden event name, or a fault name on another resource, does not."""
-    from pipewarden.flows.deploy import build_supervise_deployment
-    from pipewarden.flows.emit import prefect_resource
     from prefect.server.events.schemas.automations import EventTrigger as ServerEventTrigger
     from prefect.server.events.schemas.events import ReceivedEvent
 
     from pipewarden.events import CheckFailed, FailedCheck
+    from pipewarden.flows.deploy import build_supervise_deployment
+    from pipewarden.flows.emit import prefect_resource
 
     [trigger] = build_supervise_deployment().triggers
     on_server = ServerEventTrigger.model_validate(

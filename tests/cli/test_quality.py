@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipewarden.policies.contract import load_contract
 
+from pipewarden.policies.contract import load_contract
 from pipewarden.settings import get_settings
 
 

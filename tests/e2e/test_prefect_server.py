@@ -129,8 +129,6 @@ def _deployment_runs(deployment_id: UUID) -> list:
 def test_the_supervise_deployment_registers_and_a_pipewarden_event_runs_it(
     prefect_server: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pipewarden.flows.deploy import build_supervise_deployment, describe
-    from pipewarden.flows.emit import emit
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.schedules import IntervalSchedule
@@ -141,6 +139,8 @@ def test_the_supervise_deployment_registers_and_a_pipewarden_event_runs_it(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from pipewarden.events import EVENT_NAMES, SchemaDrift
+    from pipewarden.flows.deploy import build_supervise_deployment, describe
+    from pipewarden.flows.emit import emit
     from pipewarden.settings import get_settings
 
     monkeypatch.setenv("PIPEWARDEN_EMIT_PREFECT_EVENTS", "true")

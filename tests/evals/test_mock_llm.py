@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
+
 from pipewarden.evals.mock_llm import (
     Delay,
     MockLLMServer,

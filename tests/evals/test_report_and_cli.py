@@ -11,6 +11,7 @@ from pathlib import Path
 
 import openai
 import pytest
+
 from pipewarden.evals.mock_llm import MockLLMServer, answer, http_error
 from pipewarden.evals.prereqs import READY, copy_home
 from pipewarden.evals.report import Bar, build_report, render_markdown, write_reports

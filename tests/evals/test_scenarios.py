@@ -6,10 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from pipewarden.evals.faults import FAULTS
-from pipewarden.evals.scenarios import AGENTS, load_catalogue, select
 
 from pipewarden.errors import ConfigError, UnknownNameError
+from pipewarden.evals.faults import FAULTS
+from pipewarden.evals.scenarios import AGENTS, load_catalogue, select
 
 
 def test_the_catalogue_holds_at_least_60_scenarios_across_the_four_agents() -> None:

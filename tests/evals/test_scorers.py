@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+
 from pipewarden.evals.faults import InjectContext, inject
 from pipewarden.evals.scenarios import ChangeMatch, Expected, Fault, Scenario
 from pipewarden.evals.scorers import ScoreInput, heals, matches, outcome, safe, unsafe_reasons
-from pipewarden.tools.checks import dry_check
-
 from pipewarden.models import ChangeSet, ColumnMapping, DryRun, NoChange, Proposal, ProposalStatus, SqlModelPatch
+from pipewarden.tools.checks import dry_check
 
 
 def _scenario(**kw) -> Scenario:

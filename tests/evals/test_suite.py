@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pipewarden.evals.report import load_bar
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -70,10 +70,9 @@ def renamed_shape(df: pd.DataFrame) -> pd.DataFrame:
 
 def approve(event_id: UUID | str, mapping: Any) -> Any:
     """Propose `mapping` for the event, approve it as a person and apply it (the real apply tool); the proposal."""
-    from pipewarden.tools.apply import apply_change
-
     from pipewarden.models import Proposal, Verdict
     from pipewarden.store import StateStore
+    from pipewarden.tools.apply import apply_change
 
     store = StateStore()
     p = store.create_proposal(Proposal(event_id=event_id, agent="schema-drift", dataset=mapping.dataset,

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipewarden.flows.build import build_models
-from pipewarden.flows.transform import ModelRunError
-from pipewarden.tools.lineage import ModelSqlError
-from pipewarden.tools.warehouse import WarehouseUnavailable, connect
 
 from pipewarden.errors import ConfigError, UnknownNameError
+from pipewarden.flows.build import build_models
+from pipewarden.flows.transform import ModelRunError
 from pipewarden.settings import get_settings
+from pipewarden.tools.lineage import ModelSqlError
+from pipewarden.tools.warehouse import WarehouseUnavailable, connect
 
 # File names chosen so alphabetical order is the wrong build order: a_top reads m_mid, which reads z_base.
 MODELS = {
@@ -182,8 +182,9 @@ def test_write_frame_replaces_the_rows_of_one_load(warehouse_url: str) -> None:
 
 
 def test_build_task_is_a_prefect_task_that_fails_on_a_failed_model(tiny: Path) -> None:
-    from pipewarden.flows.build import build_task
     from prefect import Task
+
+    from pipewarden.flows.build import build_task
 
     assert isinstance(build_task, Task)
     assert [m.model for m in build_task.fn().models] == ORDER

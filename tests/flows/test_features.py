@@ -6,10 +6,10 @@ from datetime import date
 
 import pandas as pd
 import pytest
+
 from pipewarden.flows.features import FEATURES, FEATURES_TABLE, LABEL, FeaturesNotReady, build_features
 from pipewarden.flows.transform import transform
 from pipewarden.flows.warehouse import connect
-
 from tests.flows.test_transform import seed_warehouse
 
 CUTOFF = date(2013, 2, 10)

@@ -119,9 +119,9 @@ def test_guard_batch_is_exported_lazily_from_the_kernel() -> None:
 
 # --------------------------------------------------------------------------- the Prefect task
 def test_in_a_flow_a_halt_fails_the_run_with_the_event_and_a_clean_batch_completes(prefect_harness: None) -> None:
-    from pipewarden.flows.guard import run_context
     from prefect import flow
 
+    from pipewarden.flows.guard import run_context
     from pipewarden.prefect import guard
 
     @flow(name="orders-pipeline")
@@ -145,8 +145,9 @@ def test_in_a_flow_a_halt_fails_the_run_with_the_event_and_a_clean_batch_complet
 
 
 def test_events_mirrored_inside_a_flow_run_name_it_as_a_related_resource(prefect_harness: None) -> None:
-    from pipewarden.flows.emit import prefect_related
     from prefect import flow
+
+    from pipewarden.flows.emit import prefect_related
 
     @flow(name="related-probe")
     def probe() -> list[dict[str, str]]:
@@ -280,9 +281,9 @@ def test_a_rerun_through_the_deployment_is_judged_by_the_rechecked_load(monkeypa
     """The deployment is faked (a worker would run the team's flow); what it does is what that flow does: guard the
     same batch again, now under the approved fix."""
     import prefect.deployments
+
     from pipewarden.flows.guard import recheck_batch
     from pipewarden.flows.pipeline import run_batch
-
     from pipewarden.models import ColumnMapping, ColumnTransform
     from tests.flows.orders_project import approve
 
@@ -311,7 +312,6 @@ def test_a_rerun_through_the_deployment_is_judged_by_the_rechecked_load(monkeypa
 
 def test_a_recheck_rerun_heals_the_landed_batch_once_the_fix_is_active(prefect_harness: None) -> None:
     from pipewarden.flows.pipeline import run_batch
-
     from pipewarden.models import ColumnMapping, ColumnTransform
     from tests.flows.orders_project import approve
 

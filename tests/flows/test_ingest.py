@@ -14,6 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from pipewarden.errors import InputFileError, UnknownNameError, UserError
 from pipewarden.flows import ingest as ingest_module
 from pipewarden.flows.data import inject_drift, load_table, month_batch, source_dir, write_batch
 from pipewarden.flows.ingest import (
@@ -27,8 +29,6 @@ from pipewarden.flows.ingest import (
     read_landed,
 )
 from pipewarden.flows.warehouse import connect
-
-from pipewarden.errors import InputFileError, UnknownNameError, UserError
 from pipewarden.settings import get_settings
 
 

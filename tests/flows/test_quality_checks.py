@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from pipewarden.events import QualityAnomaly
 from pipewarden.flows import data as D
 from pipewarden.flows.ingest import list_loads
 from pipewarden.flows.quality_checks import anomaly_event_id, check_quality
 from pipewarden.flows.validate import validate
 from pipewarden.flows.warehouse import connect
-
-from pipewarden.events import QualityAnomaly
 from pipewarden.models import DedupeRule, Quarantine
 from pipewarden.store import StateStore
 from tests.quality_history import build_history, land_and_check, use_history

@@ -14,16 +14,16 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from pipewarden.flows.data import source_dir, write_batch
-from pipewarden.flows.ingest import ingest, is_landed, landed_path, landed_uri, list_loads, read_landed
-from pipewarden.flows.validate import validate
-from pipewarden.tools.io import read_table
-from pipewarden.tools.quality import load_batch
 
 from pipewarden.errors import ConfigError, UnknownNameError
 from pipewarden.events import CheckFailed, parse_event
+from pipewarden.flows.data import source_dir, write_batch
+from pipewarden.flows.ingest import ingest, is_landed, landed_path, landed_uri, list_loads, read_landed
+from pipewarden.flows.validate import validate
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
+from pipewarden.tools.io import read_table
+from pipewarden.tools.quality import load_batch
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] (the dev extra) serves a local S3")
 s3fs = pytest.importorskip("s3fs", reason="s3fs (the dev or s3 extra) reads and writes s3:// URLs")

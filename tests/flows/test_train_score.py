@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+
+from pipewarden.events import CostRegression, ModelDrift
 from pipewarden.flows.detectors import (
     FEATURES_TABLE,
     REFERENCE_TABLE,
@@ -21,8 +23,6 @@ from pipewarden.flows.detectors import (
 from pipewarden.flows.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, build_features
 from pipewarden.flows.transform import RUNS_DDL, RUNS_TABLE, transform
 from pipewarden.flows.warehouse import connect
-
-from pipewarden.events import CostRegression, ModelDrift
 from tests.flows.test_transform import load_id_for, seed_warehouse
 
 
@@ -171,7 +171,6 @@ def test_drift_detector_fires_on_a_shifted_batch_not_on_the_reference(pw_home, m
     carrier and half its distances missing drifts on exactly those features; three features of fifteen are not the
     dataset drifting, so by default (and with no labelled feedback yet) there is no event."""
     from pipewarden.tools.model_registry import reference_sample
-
     from tests.agents.retrain_world import world
 
     world().use("base", pw_home, monkeypatch)  # a real champion (v1) with its logged reference sample

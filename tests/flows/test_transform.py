@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from pipewarden.flows.transform import RUNS_TABLE, ModelRunError, transform
 from pipewarden.flows.warehouse import connect
 from pipewarden.tools.lineage import ModelSqlError

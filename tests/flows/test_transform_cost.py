@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from pipewarden.errors import ConfigError, UserError
 from pipewarden.flows.cost_faults import COST_FAULTS, inject_cost_fault, regressed_sql
 from pipewarden.flows.detectors import detect_cost_regressions
 from pipewarden.flows.transform import RUNS_DDL, RUNS_TABLE, transform
 from pipewarden.flows.warehouse import connect
 from pipewarden.policies.cost import load_cost_policy
-
-from pipewarden.errors import ConfigError, UserError
 from tests.flows.test_transform import load_id_for, seed_warehouse
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from pipewarden.events import CheckFailed, RunFailed, SchemaDrift, parse_event
 from pipewarden.flows.data import inject_drift, source_dir, write_batch
 from pipewarden.flows.emit import emit, mirror_to_prefect
 from pipewarden.flows.ingest import Landed, ingest, list_loads
 from pipewarden.flows.validate import validate, write_unchecked
 from pipewarden.flows.warehouse import connect
-
-from pipewarden.events import CheckFailed, RunFailed, SchemaDrift, parse_event
 from pipewarden.models import ColumnMapping
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore

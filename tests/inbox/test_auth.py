@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from pipewarden.inbox import auth
-from pipewarden.inbox.web import create_app
 
 from pipewarden.errors import UserError
+from pipewarden.inbox import auth
+from pipewarden.inbox.web import create_app
 from pipewarden.models import ProposalStatus
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore

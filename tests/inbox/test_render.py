@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from pipewarden.inbox import render, service
 from rich.console import Console, RenderableType
 
 from pipewarden.audit import AuditReport
+from pipewarden.inbox import render, service
 from pipewarden.store import StateStore
 from tests.inbox.conftest import make_proposal
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from pipewarden.inbox import service
 
 from pipewarden.errors import Expired, Forbidden, InvalidTransition, NotApproved, UnknownNameError, UserError
 from pipewarden.ids import utcnow
+from pipewarden.inbox import service
 from pipewarden.models import ColumnMapping, Proposal, ProposalStatus, Quarantine, Risk, Verdict
 from pipewarden.ports import proposal_created
 from pipewarden.settings import get_settings

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from pipewarden.inbox import slack
-from pipewarden.inbox import slack_blocks as sb
-from pipewarden.inbox.web import create_app
 from typer.testing import CliRunner
 
 from pipewarden import ports
 from pipewarden.errors import ConfigError
+from pipewarden.inbox import slack
+from pipewarden.inbox import slack_blocks as sb
+from pipewarden.inbox.web import create_app
 from pipewarden.models import ColumnMapping, Proposal, ProposalStatus, Risk, Verdict
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore

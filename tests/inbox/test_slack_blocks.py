@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from pipewarden.inbox import slack_blocks as sb
 
 from pipewarden.errors import UserError
 from pipewarden.ids import new_id
+from pipewarden.inbox import slack_blocks as sb
 from pipewarden.models import (
     ChangeSet,
     CheckResult,

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+
+from pipewarden.ids import utcnow
 from pipewarden.inbox import service
 from pipewarden.inbox.render import age_words
 from pipewarden.inbox.web import create_app
-
-from pipewarden.ids import utcnow
 from pipewarden.models import ProposalStatus, Risk, Verdict
 from pipewarden.store import StateStore
 from tests.inbox.conftest import FAILING_RESUMER, GOOD_RESUMER, make_proposal

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from pipewarden.inbox import service
-from pipewarden.inbox.web import MAX_BODY_BYTES, create_app
 
 from pipewarden.ids import utcnow
+from pipewarden.inbox import service
+from pipewarden.inbox.web import MAX_BODY_BYTES, create_app
 from pipewarden.models import ProposalStatus, Verdict
 from pipewarden.store import StateStore
 from tests.inbox.conftest import make_proposal

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
-from pipewarden.inbox.web import create_app
 
 from pipewarden.events import ColumnSpec, CostRegression, SchemaDrift
+from pipewarden.inbox.web import create_app
 from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal, ProposalStatus, SqlModelPatch
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore

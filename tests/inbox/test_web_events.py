@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from pipewarden.inbox.web import create_app
-from pipewarden.policies.approval import Rule, check_can_decide
-from pipewarden.policies.approvers import Approvers
 
 from pipewarden import db
 from pipewarden.errors import Forbidden
+from pipewarden.inbox.web import create_app
 from pipewarden.models import Verdict
+from pipewarden.policies.approval import Rule, check_can_decide
+from pipewarden.policies.approvers import Approvers
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 from tests.inbox.conftest import make_proposal

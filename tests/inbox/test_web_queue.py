@@ -12,11 +12,11 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from pipewarden.inbox.web import PAGE_SIZE, create_app
 
 from pipewarden import db
 from pipewarden.events import ColumnSpec, SchemaDrift
 from pipewarden.ids import new_id, utcnow
+from pipewarden.inbox.web import PAGE_SIZE, create_app
 from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal
 from pipewarden.store import StateStore
 from tests.inbox.web_client import sign_in

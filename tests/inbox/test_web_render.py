@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from pipewarden.inbox import render
-from pipewarden.inbox.web import create_app
 from rich.console import Console
 
 from pipewarden.events import CostRegression
+from pipewarden.inbox import render
+from pipewarden.inbox.web import create_app
 from pipewarden.models import (
     ChangeSet,
     CheckResult,

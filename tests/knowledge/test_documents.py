@@ -9,6 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
+from pipewarden.errors import ConfigError
 from pipewarden.knowledge.documents import (
     Chunk,
     chunk_id,
@@ -18,11 +21,8 @@ from pipewarden.knowledge.documents import (
     source_for,
     text_chunks,
 )
-from pipewarden.policies.contract import load_contract
-from pydantic import ValidationError
-
-from pipewarden.errors import ConfigError
 from pipewarden.models import ColumnMapping, Decision, Proposal, Verdict
+from pipewarden.policies.contract import load_contract
 
 
 def test_chunk_make_derives_a_stable_uuid5_id_and_the_sha256_of_its_text() -> None:

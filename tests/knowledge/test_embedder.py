@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from pipewarden.knowledge.embedder import HashEmbedder
 
+from pipewarden.knowledge.embedder import HashEmbedder
 from pipewarden.ports import Embedder
 
 

@@ -8,14 +8,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
+from pipewarden.errors import UserError
+from pipewarden.ids import utcnow
 from pipewarden.knowledge.documents import Chunk, text_chunks
 from pipewarden.knowledge.embedder import HashEmbedder
 from pipewarden.knowledge.index import index_chunks, index_policies
 from pipewarden.knowledge.retrieval import DEFAULT_MAX_AGE, search, to_citation
 from pipewarden.knowledge.store import MemoryStore, QdrantStore, VectorStore
-
-from pipewarden.errors import UserError
-from pipewarden.ids import utcnow
 
 FLIGHTS = Path(__file__).resolve().parents[2] / "examples" / "flights"
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from pipewarden.knowledge.documents import Chunk
-from pipewarden.knowledge.store import ChunkFilter, MemoryStore, QdrantStore, VectorStore
 
 from pipewarden.errors import ConfigError, UnknownNameError, UserError
 from pipewarden.ids import utcnow
+from pipewarden.knowledge.documents import Chunk
+from pipewarden.knowledge.store import ChunkFilter, MemoryStore, QdrantStore, VectorStore
 
 DIM = 4
 E = [[1.0 if i == j else 0.0 for i in range(DIM)] for j in range(DIM)]  # unit basis vectors

@@ -11,11 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from pipewarden.inbox.service import decide
-from pipewarden.tools.apply import apply_change
-
 from pipewarden.errors import PipewardenError
+from pipewarden.inbox.service import decide
 from pipewarden.store import StateStore
+from pipewarden.tools.apply import apply_change
 
 
 def main() -> None:

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pipewarden.inbox.service import decide
-from pipewarden.tools.apply import apply_change
 
 from pipewarden.errors import InvalidTransition, PipewardenError
+from pipewarden.inbox.service import decide
 from pipewarden.models import ProposalStatus, Risk, Verdict
 from pipewarden.store import StateStore
+from pipewarden.tools.apply import apply_change
 from tests.cli.conftest import subprocess_env
 from tests.pipewarden.factories import pending_proposal
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pipewarden.policies.approvers import Approvers
 
 from pipewarden.errors import ConfigError
+from pipewarden.policies.approvers import Approvers
 from pipewarden.settings import get_settings
 
 

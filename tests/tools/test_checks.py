@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipewarden.policies.contract import list_contracts, load_contract
-from pipewarden.policies.expectations import build_suite, check_specs
-from pipewarden.tools.checks import check_file, check_schema, dry_check, run_checks
 
 from pipewarden.errors import InputFileError, UnknownNameError
 from pipewarden.models import ColumnMapping
+from pipewarden.policies.contract import list_contracts, load_contract
+from pipewarden.policies.expectations import build_suite, check_specs
+from pipewarden.tools.checks import check_file, check_schema, dry_check, run_checks
 
 
 @pytest.fixture(scope="module")

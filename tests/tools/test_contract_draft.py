@@ -8,7 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from pipewarden.errors import InputFileError, UnknownNameError, UserError
 from pipewarden.policies.contract import load_contract
+from pipewarden.project import load_project
+from pipewarden.settings import get_settings
 from pipewarden.tools.contract_draft import (
     contract_target,
     default_owner,
@@ -18,10 +22,6 @@ from pipewarden.tools.contract_draft import (
     read_warehouse_table,
     write_draft,
 )
-
-from pipewarden.errors import InputFileError, UnknownNameError, UserError
-from pipewarden.project import load_project
-from pipewarden.settings import get_settings
 
 ROWS = 200
 STATUSES = ["placed", "shipped", "delivered", "cancelled"]

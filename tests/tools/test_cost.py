@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import duckdb
 import pytest
+
 from pipewarden.tools.cost import (
     compare_cost,
     diagnose,

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
+
+from pipewarden.errors import ConfigError
 from pipewarden.policies.retrain import DecayPolicy, DriftPolicy, RetrainPolicy, gain, load_retrain_policy
 from pipewarden.tools.drift import (
     DriftInputError,
@@ -21,9 +24,6 @@ from pipewarden.tools.drift import (
     psi,
     slice_metrics,
 )
-from scipy import stats
-
-from pipewarden.errors import ConfigError
 
 
 def normal(mean: float, sd: float, n: int, seed: int) -> np.ndarray:

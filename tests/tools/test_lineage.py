@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pipewarden.errors import UnknownNameError
 from pipewarden.tools.lineage import (
     RAW_SCHEMAS,
     ModelSqlError,
@@ -32,8 +34,6 @@ from pipewarden.tools.lineage import (
     topological_order,
     upstream_of,
 )
-
-from pipewarden.errors import UnknownNameError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "lineage"

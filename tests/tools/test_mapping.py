@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from pipewarden.policies.contract import load_contract, schema_diff
-from pipewarden.tools.checks import dry_check
-from pipewarden.tools.mapping import apply_mapping, cast_column, conform_to_contract, map_frame
 
 from pipewarden.errors import ConfigError
 from pipewarden.models import ColumnMapping
+from pipewarden.policies.contract import load_contract, schema_diff
+from pipewarden.tools.checks import dry_check
+from pipewarden.tools.mapping import apply_mapping, cast_column, conform_to_contract, map_frame
 
 HEAL = ColumnMapping(dataset="flights", renames={"departureDelay": "dep_delay"}, casts={"flight": "integer"})
 

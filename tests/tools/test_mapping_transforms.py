@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from pipewarden.policies.contract import load_contract
-from pipewarden.tools.mapping import apply_transform, map_frame
 
 from pipewarden.errors import ConfigError
 from pipewarden.models import ColumnMapping, ColumnTransform
+from pipewarden.policies.contract import load_contract
+from pipewarden.tools.mapping import apply_transform, map_frame
 
 
 def test_unit_scale_multiplies_and_reports_values_that_are_not_numbers() -> None:

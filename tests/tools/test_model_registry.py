@@ -7,6 +7,11 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+
+from pipewarden.errors import ModelRetry, NotApproved
+from pipewarden.events import ModelDrift
+from pipewarden.models import ModelPromotion, Proposal, ProposalStatus, Risk, Verdict
+from pipewarden.store import StateStore
 from pipewarden.tools.apply import apply_change, rollback_change
 from pipewarden.tools.model_registry import (
     ALIAS_MOVE,
@@ -21,11 +26,6 @@ from pipewarden.tools.model_registry import (
     version_info,
 )
 from pipewarden.tools.registry import get_tool
-
-from pipewarden.errors import ModelRetry, NotApproved
-from pipewarden.events import ModelDrift
-from pipewarden.models import ModelPromotion, Proposal, ProposalStatus, Risk, Verdict
-from pipewarden.store import StateStore
 from tests.agents.retrain_world import world
 
 MODEL = "pipewarden-delay"

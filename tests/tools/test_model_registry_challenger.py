@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from pipewarden.policies.retrain import GatePolicy, RetrainPolicy
 from pipewarden.tools.challenger import (
     ChallengerError,
@@ -25,7 +26,6 @@ from pipewarden.tools.model_registry import (
     reference_sample,
     version_info,
 )
-
 from tests.agents.retrain_world import world
 
 MODEL = "pipewarden-delay"

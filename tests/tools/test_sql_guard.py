@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pipewarden.tools.sql_guard import SqlGuardError, check_predicate, check_select, require_select
 
 TABLES = {"stg_flights", "planes"}

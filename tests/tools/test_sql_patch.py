@@ -6,6 +6,7 @@ import difflib
 
 import pandas as pd
 import pytest
+
 from pipewarden.flows.data import month_batch
 from pipewarden.policies.contract import load_contract
 from pipewarden.tools.contracts import contract_from_dict, contract_without

@@ -9,8 +9,9 @@ import os
 from pathlib import Path
 
 import pytest
-from pipewarden.tools.registry import Tool, all_tools
 from pydantic import BaseModel
+
+from pipewarden.tools.registry import Tool, all_tools
 
 SNAPSHOTS = Path(__file__).parent / "schemas"
 TOOLS = all_tools()
