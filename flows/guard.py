@@ -132,16 +132,14 @@ def _check(landed: Any, df: pd.DataFrame, *, run_id: str | None) -> GuardResult:
 
 def _accepted_rows(dataset: str, load_id: str) -> pd.DataFrame:
     """The load's accepted rows as the warehouse holds them (typed to the contract), without `_load_id`."""
+    from pipewarden.flows.ingest import connect
     from pipewarden.flows.validate import raw_table
-    from pipewarden.flows.warehouse import connect
 
     table = raw_table(dataset)
-    with connect(read_only=False) as con:
-        present = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                              [table]).fetchall()[0][0]
-        if not present:
+    with connect() as wh:
+        if not wh.has_table(table):
             return pd.DataFrame()
-        df = con.execute(f'SELECT * FROM "{table}" WHERE _load_id = ?', [load_id]).df()
+        df = wh.read_frame(f"SELECT * FROM {wh.quote(table)} WHERE _load_id = ?", [load_id])
     return df.drop(columns=["_load_id"])
 
 

@@ -6,7 +6,8 @@ A batch lands at `<storage>/<dataset>/<load_id>.parquet`, where `storage` is `se
 temporary file beside its place and moved there with `os.replace`; an object store gets it in one PUT. Either
 way a reader sees the whole batch or none. A temporary file left by a crashed landing is swept by the next ingest
 of that dataset. Its load metadata is stored twice: as Parquet key-value metadata (`pipewarden.source`,
-`.load_id`, `.arrived_at`, `.schema_fingerprint`, ...) and as a row of the DuckDB table `meta_loads`.
+`.load_id`, `.arrived_at`, `.schema_fingerprint`, ...) and as a row of the warehouse table `meta_loads` (DuckDB
+or any SQLAlchemy warehouse, through `tools.warehouse`).
 
 A file is read once: its bytes are hashed and those same bytes parsed, so the content hash always belongs to the
 rows that landed. The default load id is derived from that hash (for a DataFrame or Arrow table, from the hash
@@ -33,12 +34,12 @@ from pydantic import BaseModel, ConfigDict
 
 from pipewarden.errors import InputFileError, UnknownNameError, UserError
 from pipewarden.flows.data import REFERENCE_TABLES, load_table
-from pipewarden.flows.warehouse import connect
 from pipewarden.ids import utcnow
 from pipewarden.policies.contract import load_contract, observed_type, schema_fingerprint
 from pipewarden.settings import get_settings
 from pipewarden.tools.io import exists, filesystem, is_url, landed_load_ids, landed_uri, parse_table, read_bytes
 from pipewarden.tools.mapping import conform_to_contract
+from pipewarden.tools.warehouse import Warehouse
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -137,21 +138,20 @@ def default_load_id(dataset: str, source: str | Path | pd.DataFrame | pa.Table) 
     return f"{dataset}-{_read_source(source, None).sha256[:12]}"
 
 
-def ensure_meta_loads(con: object) -> None:
-    """Create the `meta_loads` table if it is missing."""
-    con.execute(META_LOADS_DDL)  # type: ignore[attr-defined]
-
-
 @contextmanager
-def transaction(con: object) -> Iterator[object]:
-    """BEGIN on a DuckDB connection; COMMIT if the block ends normally, ROLLBACK (and re-raise) if it raises."""
-    con.begin()  # type: ignore[attr-defined]
-    try:
-        yield con
-    except BaseException:
-        con.rollback()  # type: ignore[attr-defined]
-        raise
-    con.commit()  # type: ignore[attr-defined]
+def connect(read_only: bool = False) -> Iterator[Warehouse]:
+    """The warehouse (`settings.warehouse`: DuckDB or any SQLAlchemy URL) for the block, closed after."""
+    from pipewarden.tools.warehouse import connect as connect_warehouse
+
+    settings = get_settings()
+    settings.ensure_home()
+    with connect_warehouse(settings.warehouse, read_only=read_only) as wh:
+        yield wh
+
+
+def ensure_meta_loads(wh: Warehouse) -> None:
+    """Create the `meta_loads` table if it is missing."""
+    wh.execute(META_LOADS_DDL)
 
 
 def _crash_point(name: str) -> None:
@@ -243,11 +243,11 @@ def _land_local(table: pa.Table, landed: Landed) -> None:
     try:
         pq.write_table(table, tmp)
         _crash_point("ingest.temp_written")
-        with connect() as con:
-            ensure_meta_loads(con)
+        with connect() as wh:
+            ensure_meta_loads(wh)
             try:
-                with transaction(con):
-                    _insert_load(con, landed, status="landed", replace=True)
+                with wh.transaction():
+                    _insert_load(wh, landed, status="landed", replace=True)
                     os.replace(tmp, path)
             except BaseException:
                 path.unlink(missing_ok=True)
@@ -266,11 +266,11 @@ def _land_object(table: pa.Table, landed: Landed) -> None:
     pq.write_table(table, sink)
     data = sink.getvalue().to_pybytes()
     fs, path = filesystem(landed.uri)
-    with connect() as con:
-        ensure_meta_loads(con)
+    with connect() as wh:
+        ensure_meta_loads(wh)
         try:
-            with transaction(con):
-                _insert_load(con, landed, status="landed", replace=True)
+            with wh.transaction():
+                _insert_load(wh, landed, status="landed", replace=True)
                 fs.pipe_file(path, data)
         except BaseException:
             if fs.exists(path):
@@ -314,29 +314,43 @@ def _writer_alive(tmp: Path) -> bool:
     return True
 
 
-def _insert_load(con: object, landed: Landed, *, status: str, replace: bool) -> None:
-    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-    con.execute(  # type: ignore[attr-defined]
-        f"{verb} INTO meta_loads (dataset, load_id, source, arrived_at, schema_fingerprint, rows, status) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [landed.dataset, landed.load_id, landed.source, landed.arrived_at, landed.schema_fingerprint,
-         landed.rows, status],
-    )
+def _insert_load(wh: Warehouse, landed: Landed, *, status: str, replace: bool) -> None:
+    """Write the load's `meta_loads` row: `replace` overwrites an existing row, else an existing row is kept."""
+    _upsert_load(wh, [landed.dataset, landed.load_id, landed.source, landed.arrived_at, landed.schema_fingerprint,
+                      landed.rows, status], replace=replace)
+
+
+def _upsert_load(wh: Warehouse, row: list[object], *, replace: bool) -> None:
+    """One `meta_loads` row (dataset, load_id, source, arrived_at, schema_fingerprint, rows, status). DuckDB: INSERT
+    OR REPLACE / OR IGNORE; elsewhere (portable SQL): a delete then an insert, or an insert only when the key is
+    new, in one transaction."""
+    insert = ("INTO meta_loads (dataset, load_id, source, arrived_at, schema_fingerprint, rows, status) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?)")
+    if wh.is_duckdb:
+        wh.execute(f"{'INSERT OR REPLACE' if replace else 'INSERT OR IGNORE'} {insert}", row)
+        return
+    key = row[:2]
+    with wh.transaction():
+        if replace:
+            wh.execute("DELETE FROM meta_loads WHERE dataset = ? AND load_id = ?", key)
+        elif wh.execute("SELECT 1 FROM meta_loads WHERE dataset = ? AND load_id = ?", key):
+            return
+        wh.execute(f"INSERT {insert}", row)
 
 
 def _record_load(landed: Landed, *, status: str, replace: bool) -> None:
-    with connect() as con:
-        ensure_meta_loads(con)
-        _insert_load(con, landed, status=status, replace=replace)
+    with connect() as wh:
+        ensure_meta_loads(wh)
+        _insert_load(wh, landed, status=status, replace=replace)
 
 
-def set_load_status(dataset: str, load_id: str, status: str, con: object | None = None) -> None:
-    """Set a load's status in `meta_loads`: landed, accepted, accepted_unchecked, halted_schema,
-    halted_checks or reference."""
+def set_load_status(dataset: str, load_id: str, status: str, con: Warehouse | None = None) -> None:
+    """Set a load's status in `meta_loads`: landed, accepted, accepted_unchecked, halted_schema, halted_checks,
+    halted_quality or reference. `con`: an open warehouse (its open transaction, if any), else one of its own."""
     sql = "UPDATE meta_loads SET status = ? WHERE dataset = ? AND load_id = ?"
     if con is not None:
         ensure_meta_loads(con)
-        con.execute(sql, [status, dataset, load_id])  # type: ignore[attr-defined]
+        con.execute(sql, [status, dataset, load_id])
         return
     with connect() as own:
         ensure_meta_loads(own)
@@ -381,12 +395,12 @@ def read_landed(dataset: str, load_id: str, *, columns: list[str] | None = None)
 
 def list_loads(dataset: str | None = None) -> list[dict[str, object]]:
     """The rows of `meta_loads` (all datasets, or one), oldest first."""
-    with connect() as con:
-        ensure_meta_loads(con)
-        q = "SELECT * FROM meta_loads" + (" WHERE dataset = ?" if dataset else "") + " ORDER BY arrived_at"
-        cur = con.execute(q, [dataset] if dataset else [])
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    names = ["dataset", "load_id", "source", "arrived_at", "schema_fingerprint", "rows", "status"]
+    with connect() as wh:
+        ensure_meta_loads(wh)
+        q = (f"SELECT {', '.join(names)} FROM meta_loads" + (" WHERE dataset = ?" if dataset else "")
+             + " ORDER BY arrived_at")
+        return [dict(zip(names, row, strict=True)) for row in wh.execute(q, [dataset] if dataset else [])]
 
 
 # --------------------------------------------------------------------------- reference tables
@@ -398,27 +412,20 @@ def ingest_reference_tables(names: tuple[str, ...] = REFERENCE_TABLES) -> dict[s
     table's row count in the warehouse.
     """
     counts: dict[str, int] = {}
-    with connect() as con:
-        ensure_meta_loads(con)
-        present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    with connect() as wh:
+        ensure_meta_loads(wh)
         for name in names:
             table = f"raw_{name}"
-            if table not in present:
+            if not wh.has_table(table):
                 contract = load_contract(name)
                 frame = conform_to_contract(load_table(name), contract)[contract.names]
                 frame["_load_id"] = "reference"
                 columns = {c: observed_type(frame[c]) for c in contract.names}
-                con.register("_reference_frame", frame)
-                try:
-                    with transaction(con):
-                        con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _reference_frame')
-                        con.execute(
-                            "INSERT OR REPLACE INTO meta_loads VALUES (?, 'reference', ?, ?, ?, ?, 'reference')",
-                            [name, str(_reference_source(name)), utcnow(), schema_fingerprint(columns), len(frame)],
-                        )
-                finally:
-                    con.unregister("_reference_frame")
-            counts[name] = int(con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])
+                with wh.transaction():
+                    wh.write_frame(table, frame)
+                    _upsert_load(wh, [name, "reference", str(_reference_source(name)), utcnow(),
+                                      schema_fingerprint(columns), len(frame), "reference"], replace=True)
+            counts[name] = int(wh.execute(f"SELECT count(*) FROM {wh.quote(table)}")[0][0])
     return counts
 
 

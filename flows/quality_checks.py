@@ -27,8 +27,7 @@ from pydantic import BaseModel, Field
 
 from pipewarden.events import QualityAnomaly
 from pipewarden.flows.emit import emit
-from pipewarden.flows.ingest import Landed, read_landed, set_load_status, transaction
-from pipewarden.flows.warehouse import connect
+from pipewarden.flows.ingest import Landed, connect, read_landed, set_load_status
 from pipewarden.store import StateStore
 from pipewarden.tools.quality import Finding
 
@@ -100,14 +99,13 @@ def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str
 def _withdraw(landed: Landed) -> int:
     """Take the load's accepted rows back out of `raw_<dataset>` and mark it `halted_quality`, in one transaction."""
     table = f"raw_{landed.dataset}"
-    with connect() as con:
-        has_raw = bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0])
-        with transaction(con):
-            n = 0
-            if has_raw:
-                n = int(con.execute(f'SELECT count(*) FROM "{table}" WHERE _load_id = ?', [landed.load_id]).fetchone()[0])
-                con.execute(f'DELETE FROM "{table}" WHERE _load_id = ?', [landed.load_id])
-            set_load_status(landed.dataset, landed.load_id, "halted_quality", con=con)
+    with connect() as wh, wh.transaction():
+        n = 0
+        if wh.has_table(table):
+            q = wh.quote(table)
+            n = int(wh.execute(f"SELECT count(*) FROM {q} WHERE _load_id = ?", [landed.load_id])[0][0])
+            wh.execute(f"DELETE FROM {q} WHERE _load_id = ?", [landed.load_id])
+        set_load_status(landed.dataset, landed.load_id, "halted_quality", con=wh)
     return n
 
 

@@ -9,9 +9,9 @@ The steps, in order:
 3. take out the rows the active quality rules match (`tools.quality_rules`: an approved `dedupe:<dataset>`
    rule and a `quarantine:<dataset>` predicate; they are quarantined with the rule's reason and do not count as
    failures), then run the row checks on the rest (`tools.checks.run_checks`, the contract's GX suite);
-4. in ONE warehouse transaction: replace this load's rows in `quarantine` (each with its reason and the row
-   as it arrived, as JSON) and in `raw_<dataset>` (accepted rows, tagged `_load_id`), and set the load's
-   status in `meta_loads`;
+4. in ONE warehouse transaction (DuckDB or any SQLAlchemy warehouse, through `tools.warehouse`): replace this
+   load's rows in `quarantine` (each with its reason and the row as it arrived, as JSON) and in `raw_<dataset>`
+   (accepted rows, tagged `_load_id`), and set the load's status in `meta_loads`;
 5. if more rows failed than the contract allows, emit `CheckFailed` and halt: the rejected rows are
    quarantined, and no row of the batch is accepted.
 
@@ -33,8 +33,7 @@ from pydantic import BaseModel, Field
 
 from pipewarden.events import CheckFailed, SchemaDrift
 from pipewarden.flows.emit import emit
-from pipewarden.flows.ingest import Landed, read_landed, set_load_status, transaction
-from pipewarden.flows.warehouse import connect
+from pipewarden.flows.ingest import Landed, connect, read_landed, set_load_status
 from pipewarden.ids import utcnow
 from pipewarden.models import CheckResult, ColumnMapping
 from pipewarden.policies.contract import Contract, SchemaDiff, load_contract, schema_diff
@@ -177,14 +176,9 @@ def write_unchecked(landed: Landed, df: pd.DataFrame | None = None) -> int:
     accepted = conform_to_contract(df, contract)[[c for c in contract.names if c in df.columns]]
     accepted["_load_id"] = landed.load_id
     table = raw_table(landed.dataset)
-    with connect() as con:
-        with transaction(con):
-            con.register("_pw_accepted", accepted)
-            con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM _pw_accepted LIMIT 0')
-            con.execute(f'DELETE FROM "{table}" WHERE _load_id = ?', [landed.load_id])
-            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _pw_accepted')
-            con.unregister("_pw_accepted")
-            set_load_status(landed.dataset, landed.load_id, "accepted_unchecked", con=con)
+    with connect() as wh, wh.transaction():
+        wh.write_frame(table, accepted, delete_where={"_load_id": landed.load_id})
+        set_load_status(landed.dataset, landed.load_id, "accepted_unchecked", con=wh)
     return len(accepted)
 
 
@@ -213,26 +207,17 @@ def _write(contract: Contract, landed: Landed, original: pd.DataFrame, frame: pd
         if status == "accepted":
             accepted = conform_to_contract(frame.loc[~rejected], contract)[contract.names]
             accepted["_load_id"] = landed.load_id
-    with connect() as con:
-        con.execute(QUARANTINE_DDL)
-        has_raw = bool(con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-        ).fetchall()[0][0])
-        with transaction(con):
-            con.execute("DELETE FROM quarantine WHERE dataset = ? AND load_id = ?", [landed.dataset, landed.load_id])
-            if has_raw:
-                con.execute(f'DELETE FROM "{table}" WHERE _load_id = ?', [landed.load_id])
+    with connect() as wh:
+        wh.execute(QUARANTINE_DDL)
+        with wh.transaction():
+            wh.execute("DELETE FROM quarantine WHERE dataset = ? AND load_id = ?", [landed.dataset, landed.load_id])
+            if wh.has_table(table):
+                wh.execute(f"DELETE FROM {wh.quote(table)} WHERE _load_id = ?", [landed.load_id])
             if quarantine is not None:
-                con.register("_pw_quarantine", quarantine)
-                con.execute("INSERT INTO quarantine BY NAME SELECT * FROM _pw_quarantine")
-                con.unregister("_pw_quarantine")
+                wh.write_frame("quarantine", quarantine)
             if accepted is not None:
-                con.register("_pw_accepted", accepted)
-                if not has_raw:
-                    con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _pw_accepted LIMIT 0')
-                con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _pw_accepted')
-                con.unregister("_pw_accepted")
-            set_load_status(landed.dataset, landed.load_id, status, con=con)
+                wh.write_frame(table, accepted)
+            set_load_status(landed.dataset, landed.load_id, status, con=wh)
     return (0 if accepted is None else len(accepted)), (0 if quarantine is None else len(quarantine))
 
 

@@ -2,8 +2,9 @@
 (PostgreSQL through psycopg, ...), opened by `settings.warehouse` for reading or writing.
 
 `connect(url=None, *, read_only=False)` yields a `Warehouse` with the few operations the stages need: `quote`,
-`has_table`, `write_frame`, `read_frame`, `execute`, `create_table_as` (materialise a SELECT and say what it
-cost), `transpile` (SQL from another dialect into the warehouse's). A locked DuckDB file or an unreachable server
+`has_table`, `columns`, `write_frame`, `read_frame`, `execute`, `transaction` (the block's statements commit
+together or not at all, on every engine), `create_table_as` (materialise a SELECT and say what it cost),
+`transpile` (SQL from another dialect into the warehouse's). A locked DuckDB file or an unreachable server
 raises `WarehouseUnavailable` (a ConfigError) naming the URL without its password and what to do.
 
 Nothing is held open between calls to `connect`: DuckDB lets one process write a file at a time, so a stage opens
@@ -96,6 +97,9 @@ class Warehouse:
         """The sqlglot dialect of the warehouse: duckdb, postgres, ..."""
         self._con = duckdb_con
         self._engine = engine
+        self._tx: sa.Connection | None = None
+        """The SQLAlchemy connection of the open `transaction()` block, if any."""
+        self._in_tx = False
 
     @classmethod
     def over_duckdb(cls, con: duckdb.DuckDBPyConnection, url: str = "duckdb:///:memory:") -> Warehouse:
@@ -134,21 +138,70 @@ class Warehouse:
 
         return ";\n".join(sqlglot.transpile(sql, read=read, write=self.dialect))
 
+    # ------------------------------------------------------------------ transactions
+    @contextmanager
+    def transaction(self) -> Iterator[Warehouse]:
+        """Run the block's statements (`execute`, `write_frame`, ...) in one transaction: COMMIT when the block ends
+        normally, ROLLBACK (and re-raise) when it raises. Inside an open block, joins it."""
+        if self._in_tx:
+            yield self
+            return
+        if self._con is not None:
+            self._con.begin()
+            self._in_tx = True
+            try:
+                yield self
+            except BaseException:
+                self._in_tx = False
+                self._con.rollback()
+                raise
+            self._in_tx = False
+            self._con.commit()
+            return
+        with self.engine.begin() as conn:
+            self._tx, self._in_tx = conn, True
+            try:
+                yield self
+            finally:
+                self._tx, self._in_tx = None, False
+
+    @contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """The open transaction's connection, else a new one in its own transaction (server warehouses)."""
+        if self._tx is not None:
+            yield self._tx
+            return
+        with self.engine.begin() as conn:
+            yield conn
+
     # ------------------------------------------------------------------ reading
     def has_table(self, name: str) -> bool:
         if self._con is not None:
             return duckdb_has_table(self._con, name)
         import sqlalchemy as sa
 
-        with self.engine.connect() as conn:
+        with self._begin() as conn:
             return sa.inspect(conn).has_table(name)
 
+    def columns(self, table: str) -> list[str]:
+        """The table's column names in order (empty when there is no such table)."""
+        if self._con is not None:
+            return [r[0] for r in self._con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]
+            ).fetchall()]
+        import sqlalchemy as sa
+
+        with self._begin() as conn:
+            inspector = sa.inspect(conn)
+            return [c["name"] for c in inspector.get_columns(table)] if inspector.has_table(table) else []
+
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run one statement (`?` placeholders for `params`) in its own transaction; the rows it returns, if any."""
+        """Run one statement (`?` placeholders for `params`) in its own transaction (or the open `transaction()`
+        block's); the rows it returns, if any."""
         if self._con is not None:
             cur = self._con.execute(sql, list(params) if params is not None else None)
             return [tuple(r) for r in cur.fetchall()] if cur.description else []
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             if params is None:
                 res = conn.exec_driver_sql(sql)
             else:
@@ -158,21 +211,27 @@ class Warehouse:
                 res = conn.execute(sa.text(text), binds)
             return [tuple(r) for r in res.fetchall()] if res.returns_rows else []
 
-    def read_frame(self, sql: str) -> pd.DataFrame:
-        """A query's rows as a DataFrame."""
+    def read_frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """A query's rows as a DataFrame (`?` placeholders for `params`)."""
         import pandas as pd
 
         if self._con is not None:
-            return self._con.execute(sql).df()
-        with self.engine.connect() as conn:
-            res = conn.exec_driver_sql(sql)
+            return self._con.execute(sql, list(params) if params is not None else None).df()
+        with self._begin() as conn:
+            if params is None:
+                res = conn.exec_driver_sql(sql)
+            else:
+                import sqlalchemy as sa
+
+                text, binds = _named_params(sql, params)
+                res = conn.execute(sa.text(text), binds)
             return pd.DataFrame(res.fetchall(), columns=list(res.keys()))
 
     # ------------------------------------------------------------------ writing
     def write_frame(self, table: str, df: pd.DataFrame, *, delete_where: Mapping[str, Any] | None = None,
                     replace: bool = False) -> int:
-        """Append `df`'s rows to `table` (made from the frame's columns when missing) in one transaction; return
-        the rows written.
+        """Append `df`'s rows to `table` (made from the frame's columns when missing) in one transaction (or the
+        open `transaction()` block's); return the rows written.
 
         `delete_where` ({column: value}, all equal) first deletes the matching rows, so re-writing one load id
         replaces its rows instead of duplicating them. `replace=True` replaces the whole table.
@@ -184,24 +243,19 @@ class Warehouse:
             con = self._con
             con.register(_FRAME, df)
             try:
-                con.execute("BEGIN TRANSACTION")
-                try:
+                with self.transaction():
                     if replace or not duckdb_has_table(con, table):
                         con.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT * FROM {_FRAME}")
                     else:
                         if where:
                             con.execute(f"DELETE FROM {q} WHERE {where}", values)
                         con.execute(f"INSERT INTO {q} BY NAME SELECT * FROM {_FRAME}")
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
             finally:
                 con.unregister(_FRAME)
             return len(df)
         import sqlalchemy as sa
 
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             exists = sa.inspect(conn).has_table(table)
             if exists and where and not replace:
                 text, binds = _named_params(f"DELETE FROM {q} WHERE {where}", values)
