@@ -9,7 +9,8 @@ another dataset does not have, a spike of nulls, and a share of out-of-range val
 (`tools.quality_rules`), the contract's row checks, and every detector, and returns an `Evaluation` (the check
 report, the rows the rules keep, the rows that would be accepted, the findings). The pipeline's quality stage
 (`flows/quality_checks.py`) and the quality agent's dry-run both call it, so a dry-run proves what the pipeline
-will do. `load_history` reads the history from the warehouse (read-only); the detectors themselves are pure.
+will do. `load_history` reads the history from the warehouse (read-only; DuckDB or any SQLAlchemy warehouse, in
+SQL both run); the detectors themselves are pure.
 
 The module also holds the read-only tools the quality agent (and a model, through the OpenAI planner) may call:
 `TOOLS` (see `tools.registry`).
@@ -22,7 +23,8 @@ Public names: `Finding`, `History`, `LoadRecord`, `ReferenceHistory`, `ColumnBin
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from statistics import median
@@ -399,23 +401,33 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------- the warehouse side (read-only)
-def _connect() -> Any:
-    import duckdb
+@contextmanager
+def _connect() -> Iterator[Any]:
+    """The warehouse, read-only, for the block; None when it is a DuckDB file that does not exist yet."""
+    from pipewarden.tools.warehouse import DUCKDB_PREFIX, connect
 
-    path = get_settings().warehouse_path
-    if not path.exists():
-        return None
-    return duckdb.connect(str(path), read_only=True)
-
-
-def _has_table(con: Any, name: str) -> bool:
-    from pipewarden.tools.warehouse import duckdb_has_table
-
-    return duckdb_has_table(con, name)
+    url = get_settings().warehouse
+    if url.startswith(DUCKDB_PREFIX) and not get_settings().warehouse_path.exists():
+        yield None
+        return
+    with connect(url, read_only=True) as wh:
+        yield wh
 
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _in_list(wh: Any, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+    """`column IN (...)` over `values` and its parameters: one list parameter on DuckDB, one `?` each elsewhere."""
+    if wh.is_duckdb:
+        return f"{column} IN (SELECT unnest(?::VARCHAR[]))", [list(values)]
+    return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
+
+
+def _sample(wh: Any, n: int) -> str:
+    """A clause that keeps about `n` random rows (DuckDB: reservoir sampling; elsewhere: random order, limit)."""
+    return f" USING SAMPLE {int(n)} ROWS" if wh.is_duckdb else f" ORDER BY random() LIMIT {int(n)}"
 
 
 def load_history(dataset: str, exclude_load_id: str | None, dq: DatasetQuality | None = None,
@@ -424,88 +436,83 @@ def load_history(dataset: str, exclude_load_id: str | None, dq: DatasetQuality |
     rows, event-time spans, null shares, the reference columns' values, and pooled decile bins of the distribution
     columns. An empty History when the warehouse or the tables are not there yet."""
     dq = dq or dataset_quality(dataset)
+    with _connect() as wh:
+        return History(dataset=dataset) if wh is None else _history(wh, dataset, exclude_load_id, dq, contract,
+                                                                    max_rows)
+
+
+def _history(wh: Any, dataset: str, exclude_load_id: str | None, dq: DatasetQuality, contract: Contract | None,
+             max_rows: int) -> History:
     h = History(dataset=dataset)
-    con = _connect()
-    if con is None:
+    if not wh.has_table("meta_loads"):
         return h
-    try:
-        if not _has_table(con, "meta_loads"):
-            return h
-        rows = con.execute(
-            "SELECT load_id, source, arrived_at, rows, status FROM meta_loads WHERE dataset = ? AND status = 'accepted' "
-            "AND load_id <> ? ORDER BY arrived_at", [dataset, exclude_load_id or ""]).fetchall()
-        loads = {r[0]: LoadRecord(load_id=r[0], source=r[1], arrived_at=_utc(r[2]), rows=int(r[3]), status=r[4])
-                 for r in rows}
-        raw = f"raw_{dataset}"
-        if not loads or not _has_table(con, raw):
-            h.loads = list(loads.values())
-            return h
-        present = {r[0] for r in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [raw]).fetchall()}
-        ids = list(loads)
-        where = "_load_id IN (SELECT unnest(?::VARCHAR[]))"
-        nulls = [c for c in (_null_columns(dq, contract) if contract else []) if c in present]
-        tcol = dq.time_column if dq.time_column in present else None
-        select = ["_load_id", "count(*)"]
-        select += [f"min({_q(tcol)})", f"max({_q(tcol)})"] if tcol else ["NULL", "NULL"]
-        select += [f"avg(CASE WHEN {_q(c)} IS NULL THEN 1.0 ELSE 0.0 END)" for c in nulls]
-        per_load = con.execute(f"SELECT {', '.join(select)} FROM {raw} WHERE {where} GROUP BY _load_id", [ids]).fetchall()
-        for r in per_load:
-            rec = loads[r[0]]
-            rec.min_time, rec.max_time = _utc(r[2]), _utc(r[3])
-            for c, v in zip(nulls, r[4:], strict=True):
-                h.null_shares.setdefault(c, []).append(float(v))
-        h.loads = sorted(loads.values(), key=lambda x: x.arrived_at or datetime.min.replace(tzinfo=UTC))
-        for ref in dq.checks.referential.references:
-            ref_table = f"raw_{ref.ref_dataset}"
-            if ref.column not in present or not _has_table(con, ref_table):
+    rows = wh.execute(
+        "SELECT load_id, source, arrived_at, rows, status FROM meta_loads WHERE dataset = ? AND status = 'accepted' "
+        "AND load_id <> ? ORDER BY arrived_at", [dataset, exclude_load_id or ""])
+    loads = {r[0]: LoadRecord(load_id=r[0], source=r[1], arrived_at=_utc(r[2]), rows=int(r[3]), status=r[4])
+             for r in rows}
+    raw = f"raw_{dataset}"
+    if not loads or not wh.has_table(raw):
+        h.loads = list(loads.values())
+        return h
+    present = set(wh.columns(raw))
+    ids = list(loads)
+    where, where_params = _in_list(wh, "_load_id", ids)
+    nulls = [c for c in (_null_columns(dq, contract) if contract else []) if c in present]
+    tcol = dq.time_column if dq.time_column in present else None
+    select = ["_load_id", "count(*)"]
+    select += [f"min({_q(tcol)})", f"max({_q(tcol)})"] if tcol else ["NULL", "NULL"]
+    select += [f"avg(CASE WHEN {_q(c)} IS NULL THEN 1.0 ELSE 0.0 END)" for c in nulls]
+    per_load = wh.execute(f"SELECT {', '.join(select)} FROM {raw} WHERE {where} GROUP BY _load_id", where_params)
+    for r in per_load:
+        rec = loads[r[0]]
+        rec.min_time, rec.max_time = _utc(r[2]), _utc(r[3])
+        for c, v in zip(nulls, r[4:], strict=True):
+            h.null_shares.setdefault(c, []).append(float(v))
+    h.loads = sorted(loads.values(), key=lambda x: x.arrived_at or datetime.min.replace(tzinfo=UTC))
+    for ref in dq.checks.referential.references:
+        ref_table = f"raw_{ref.ref_dataset}"
+        if ref.column not in present or not wh.has_table(ref_table):
+            continue
+        keys = [str(k[0]) for k in wh.execute(
+            f"SELECT DISTINCT CAST({_q(ref.ref_column)} AS VARCHAR) FROM {ref_table} "
+            f"WHERE {_q(ref.ref_column)} IS NOT NULL")]
+        f_where, f_params = _in_list(wh, "f._load_id", ids)
+        join = (f"FROM {raw} f LEFT JOIN (SELECT DISTINCT CAST({_q(ref.ref_column)} AS VARCHAR) AS k FROM {ref_table}) r "
+                f"ON CAST(f.{_q(ref.column)} AS VARCHAR) = r.k WHERE f.{_q(ref.column)} IS NOT NULL AND {f_where}")
+        shares = wh.execute(f"SELECT f._load_id, avg(CASE WHEN r.k IS NULL THEN 1.0 ELSE 0.0 END) {join} "
+                            "GROUP BY f._load_id", f_params)
+        known = wh.execute(f"SELECT DISTINCT CAST(f.{_q(ref.column)} AS VARCHAR) {join} AND r.k IS NULL", f_params)
+        source = wh.execute("SELECT source FROM meta_loads WHERE dataset = ? ORDER BY arrived_at DESC LIMIT 1",
+                            [ref.ref_dataset])
+        h.references.append(ReferenceHistory(
+            column=ref.column, reference=ref.reference, keys=keys, known_broken=[str(k[0]) for k in known],
+            shares=[float(s[1]) for s in shares], reference_source=source[0][0] if source else ""))
+    pol = dq.checks.distribution
+    dist = [c for c in pol.columns if c in present]
+    if dist:
+        total = sum(ld.rows for ld in h.loads)
+        sample = _sample(wh, max_rows) if total > max_rows else ""
+        cols = ", ".join(f"CAST({_q(c)} AS DOUBLE PRECISION) AS {_q(c)}" for c in dist)
+        arrays = wh.read_frame(f"SELECT {cols} FROM {raw} WHERE {where}{sample}", where_params)
+        for col in dist:
+            values = pd.to_numeric(arrays[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            values = values[~np.isnan(values)]
+            if len(values) == 0:
                 continue
-            keys = [str(k[0]) for k in con.execute(
-                f"SELECT DISTINCT CAST({_q(ref.ref_column)} AS VARCHAR) FROM {ref_table} "
-                f"WHERE {_q(ref.ref_column)} IS NOT NULL").fetchall()]
-            join = (f"FROM {raw} f LEFT JOIN (SELECT DISTINCT CAST({_q(ref.ref_column)} AS VARCHAR) AS k FROM {ref_table}) r "
-                    f"ON CAST(f.{_q(ref.column)} AS VARCHAR) = r.k WHERE f.{_q(ref.column)} IS NOT NULL AND "
-                    f"f._load_id IN (SELECT unnest(?::VARCHAR[]))")
-            shares = con.execute(f"SELECT f._load_id, avg(CASE WHEN r.k IS NULL THEN 1.0 ELSE 0.0 END) {join} "
-                                 "GROUP BY f._load_id", [ids]).fetchall()
-            known = con.execute(f"SELECT DISTINCT CAST(f.{_q(ref.column)} AS VARCHAR) {join} AND r.k IS NULL",
-                                [ids]).fetchall()
-            source = con.execute("SELECT source FROM meta_loads WHERE dataset = ? ORDER BY arrived_at DESC LIMIT 1",
-                                 [ref.ref_dataset]).fetchone()
-            h.references.append(ReferenceHistory(
-                column=ref.column, reference=ref.reference, keys=keys, known_broken=[str(k[0]) for k in known],
-                shares=[float(s[1]) for s in shares], reference_source=source[0] if source else ""))
-        pol = dq.checks.distribution
-        dist = [c for c in pol.columns if c in present]
-        if dist:
-            total = sum(ld.rows for ld in h.loads)
-            sample = f" USING SAMPLE {int(max_rows)} ROWS" if total > max_rows else ""
-            cols = ", ".join(f"CAST({_q(c)} AS DOUBLE) AS {_q(c)}" for c in dist)
-            arrays = con.execute(f"SELECT {cols} FROM {raw} WHERE {where}{sample}", [ids]).fetchnumpy()
-            for col in dist:
-                values = np.asarray(arrays[col], dtype="float64")
-                values = values[~np.isnan(values)]
-                if len(values) == 0:
-                    continue
-                edges = sorted({float(q) for q in np.quantile(values, np.linspace(0, 1, pol.bins + 1)[1:-1])})
-                h.bins.append(ColumnBins(column=col, edges=edges, shares=bin_shares(values, edges), rows=len(values)))
-    finally:
-        con.close()
+            edges = sorted({float(q) for q in np.quantile(values, np.linspace(0, 1, pol.bins + 1)[1:-1])})
+            h.bins.append(ColumnBins(column=col, edges=edges, shares=bin_shares(values, edges), rows=len(values)))
     return h
 
 
 def load_record(dataset: str, load_id: str) -> LoadRecord | None:
     """One load's row of `meta_loads` (any status), or None."""
-    con = _connect()
-    if con is None:
-        return None
-    try:
-        if not _has_table(con, "meta_loads"):
+    with _connect() as wh:
+        if wh is None or not wh.has_table("meta_loads"):
             return None
-        r = con.execute("SELECT load_id, source, arrived_at, rows, status FROM meta_loads WHERE dataset = ? AND "
-                        "load_id = ?", [dataset, load_id]).fetchone()
-    finally:
-        con.close()
+        found = wh.execute("SELECT load_id, source, arrived_at, rows, status FROM meta_loads WHERE dataset = ? AND "
+                           "load_id = ?", [dataset, load_id])
+    r = found[0] if found else None
     return LoadRecord(load_id=r[0], source=r[1], arrived_at=_utc(r[2]), rows=int(r[3]), status=r[4]) if r else None
 
 
@@ -712,18 +719,16 @@ TOOLS: list[Any] = _tools()
 # --------------------------------------------------------------------------- `pipewarden quality suggest`
 def accepted_rows(dataset: str, *, limit: int = 500_000) -> pd.DataFrame:
     """The accepted rows of `dataset` in the warehouse (`raw_<dataset>`, without `_load_id`), up to `limit`."""
-    con = _connect()
     table = f"raw_{dataset}"
-    if con is None:
-        raise UserError(f"there is no warehouse yet, so no accepted {dataset} rows to profile",
-                        hint="run the pipeline first (`pipewarden run --month 1`), or profile a file with --from FILE")
-    try:
-        if not _has_table(con, table):
+    with _connect() as wh:
+        if wh is None:
+            raise UserError(f"there is no warehouse yet, so no accepted {dataset} rows to profile",
+                            hint="run the pipeline first (`pipewarden run --month 1`), or profile a file with --from FILE")
+        if not wh.has_table(table):
             raise UserError(f"the warehouse has no accepted {dataset} rows ({table} does not exist)",
                             hint="run the pipeline on a batch of it first, or profile a file with --from FILE")
-        df = con.execute(f"SELECT * EXCLUDE (_load_id) FROM {table} LIMIT {int(limit)}").df()
-    finally:
-        con.close()
+        df = wh.read_frame(f"SELECT * FROM {_q(table)} LIMIT {int(limit)}")
+    df = df.drop(columns=["_load_id"], errors="ignore")
     if df.empty:
         raise UserError(f"{table} holds no rows to profile", hint="profile a file with --from FILE")
     return df
