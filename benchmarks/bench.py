@@ -599,7 +599,7 @@ def bench_decisions(url: str | None = None, say: Any = print, clients: int = DEC
                 change=ColumnMapping(dataset="flights", renames={f"c{i}": "dep_delay"}), thread_id=f"t{i}",
                 dry_run=DryRun(before=CheckResult(passed=False, rows=10), after=CheckResult(passed=True, rows=10))))
             ids.append(str(p.id))
-        token = store.issue_token("alice")  # the flights owner in policies/approvers.yaml
+        token = store.issue_token("alice")  # the flights owner in examples/flights/approvers.yaml
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

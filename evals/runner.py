@@ -112,7 +112,7 @@ def _llm(scenario: Scenario, cfg: LLMConfig) -> Iterator[tuple[dict[str, str], A
 
 
 def _substitute(value: Any) -> Any:
-    """`"@model_sql:NAME"` in a script becomes the text of `flows/models/NAME.sql` (the shipped, known-good SQL)."""
+    """`"@model_sql:NAME"` in a script becomes the text of `examples/flights/models/NAME.sql` (the shipped, known-good SQL)."""
     if isinstance(value, str) and value.startswith("@model_sql:"):
         from pipewarden.settings import get_settings
 

@@ -38,7 +38,7 @@ app.add_typer(inbox_app, name="inbox")
 app.add_typer(audit_app, name="audit")
 app.add_typer(schema_app, name="schema")
 app.add_typer(knowledge_app, name="knowledge")
-approvers_app = typer.Typer(help="Who may approve what (policies/approvers.yaml) and their personal tokens.",
+approvers_app = typer.Typer(help="Who may approve what (the project's approvers.yaml) and their personal tokens.",
                             no_args_is_help=True)
 db_app = typer.Typer(help="The state DB: schema migrations (Alembic).", no_args_is_help=True)
 app.add_typer(approvers_app, name="approvers")

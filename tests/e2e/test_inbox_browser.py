@@ -113,7 +113,7 @@ def test_sign_in_open_approve_and_see_it_applied(
 
     store = StateStore()
     p = pending_proposal(store)  # flights: map departureDelay -> dep_delay, cast flight to integer
-    token = store.issue_token("alice")  # the flights owner in policies/approvers.yaml
+    token = store.issue_token("alice")  # the flights owner in examples/flights/approvers.yaml
     assert store.active_version("mapping:flights") is None
 
     page = chromium.new_page(viewport={"width": 1280, "height": 900})

@@ -39,7 +39,7 @@ from tests.pipewarden.factories import drift_event, pending_proposal
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TOKEN = "xoxb-test-bot-token"
 PUBLIC = "https://inbox.example.test"
-ALICE = "U0FLIGHTS"  # owner of flights (policies/approvers.yaml)
+ALICE = "U0FLIGHTS"  # owner of flights (examples/flights/approvers.yaml)
 BOB = "U0STEWARD"  # steward of every dataset
 DAVE = "U0ENGINEER"  # engineer: no approval rights
 
