@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -114,6 +115,8 @@ datasets:
     keys: [order_id]
     checks:
       distribution: {columns: [amount], min_rows: 20}
+      referential:
+        references: [{column: customer, reference: customers.code, max_share: 1.0}]
 """
 
 
@@ -126,9 +129,12 @@ def test_the_quality_stage_reads_its_history_on_postgres_and_withdraws_a_short_b
     from pipewarden.policies.quality import dataset_quality
     from pipewarden.tools.contracts import active_contract
     from pipewarden.tools.quality import load_history
+    from pipewarden.tools.warehouse import connect
 
     (tmp_path / "shop" / "policies").mkdir()
     (tmp_path / "shop" / "policies" / "quality.yaml").write_text(QUALITY_POLICY, encoding="utf-8")
+    with connect() as wh:  # a customer register that lacks C003 and C005
+        wh.write_frame("raw_customers", pd.DataFrame({"code": ["C000", "C001", "C002", "C004", "C006"]}))
     frames = [orders(40, start=1), orders(40, start=101)]
     a, b = (guard_batch(f, "orders") for f in frames)
     history = load_history("orders", None, dataset_quality("orders"), active_contract("orders"))
@@ -139,6 +145,11 @@ def test_the_quality_stage_reads_its_history_on_postgres_and_withdraws_a_short_b
     pooled = np.concatenate([f["amount"].to_numpy() for f in frames])
     assert bins.column == "amount" and bins.rows == 80
     assert bins.edges == sorted({float(q) for q in np.quantile(pooled, np.linspace(0, 1, 11)[1:-1])})
+    (ref,) = history.references
+    assert sorted(ref.keys) == ["C000", "C001", "C002", "C004", "C006"] and sorted(ref.known_broken) == ["C003", "C005"]
+    assert sorted(ref.shares) == sorted(float(f["customer"].isin(["C003", "C005"]).mean()) for f in frames)
+    sampled = load_history("orders", None, dataset_quality("orders"), active_contract("orders"), max_rows=50)
+    assert sampled.bins[0].rows == 50
 
     with pytest.raises(BatchHalted) as info:  # a quarter of the usual volume: the volume check halts it
         guard_batch(orders(10, start=201), "orders")
