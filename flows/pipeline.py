@@ -313,13 +313,13 @@ def rerun_through_deployment(dataset: str, load_id: str, deployment: str, parame
 
 
 def _quarantined(dataset: str, load_id: str) -> int:
-    from pipewarden.flows.warehouse import connect
+    from pipewarden.flows.ingest import connect
 
-    with connect() as con:
-        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'quarantine'").fetchone()[0]:
+    with connect() as wh:
+        if not wh.has_table("quarantine"):
             return 0
-        return int(con.execute("SELECT count(*) FROM quarantine WHERE dataset = ? AND load_id = ?",
-                               [dataset, load_id]).fetchone()[0])
+        return int(wh.execute("SELECT count(*) FROM quarantine WHERE dataset = ? AND load_id = ?",
+                              [dataset, load_id])[0][0])
 
 
 def halted_error(result: RunResult) -> BatchHalted:

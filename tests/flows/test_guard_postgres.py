@@ -197,3 +197,16 @@ def test_pipewarden_build_builds_a_model_over_raw_orders_on_postgres(
     assert [(c, m, n) for c, m, n, _ in built] == list(expected[["customer", "month", "orders"]].itertuples(
         index=False, name=None))
     assert [round(float(r), 2) for *_, r in built] == [round(float(r), 2) for r in expected["revenue"]]
+
+
+def test_run_batch_guards_a_file_into_postgres(warehouse: sa.Engine, prefect_harness: None, tmp_path: Path) -> None:
+    from pipewarden.flows.pipeline import run_batch
+
+    src = tmp_path / "orders.parquet"
+    df = orders(30)
+    df.loc[[2], "amount"] = -1.0
+    df.to_parquet(src, index=False)
+    result = run_batch("orders", str(src))
+    assert (result.status, result.rows_in, result.rows_quarantined) == ("completed", 30, 1)
+    assert _rows(warehouse, "SELECT count(*) FROM raw_orders") == [(29,)]
+    assert _rows(warehouse, "SELECT row_number FROM quarantine") == [(2,)]
