@@ -783,29 +783,24 @@ def reference_for(contract: Contract, rows: int = 20_000) -> pd.DataFrame | dict
     """What a batch of `contract.dataset` is matched against: a sample of its accepted rows in the warehouse
     (`raw_<dataset>`, read-only), or the contract's names and types when there are none or the warehouse is busy."""
     from pipewarden.settings import get_settings
+    from pipewarden.tools.warehouse import DUCKDB_PREFIX, WarehouseUnavailable, connect
 
-    path = get_settings().warehouse_path
-    if not path.exists():
-        return profiles_from_contract(contract)
-    import duckdb
-
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error:  # another process is writing: the contract will do
+    url = get_settings().warehouse
+    if url.startswith(DUCKDB_PREFIX) and not get_settings().warehouse_path.exists():
         return profiles_from_contract(contract)
     try:
-        table = f"raw_{contract.dataset}"
-        have = [r[0] for r in con.execute(
-            "select column_name from information_schema.columns where table_name = ? order by ordinal_position",
-            [table]).fetchall()]
-        cols = [c for c in contract.names if c in have]
-        if cols:
-            quoted = ", ".join(f'"{c}"' for c in cols)
-            df = con.execute(f'select {quoted} from "{table}" using sample {int(rows)} rows').df()
-            if len(df):
-                return df
-    finally:
-        con.close()
+        with connect(url, read_only=True) as wh:
+            table = f"raw_{contract.dataset}"
+            have = set(wh.columns(table))
+            cols = [c for c in contract.names if c in have]
+            if cols:
+                quoted = ", ".join(wh.quote(c) for c in cols)
+                sample = f"USING SAMPLE {int(rows)} ROWS" if wh.is_duckdb else f"ORDER BY random() LIMIT {int(rows)}"
+                df = wh.read_frame(f"SELECT {quoted} FROM {wh.quote(table)} {sample}")
+                if len(df):
+                    return df
+    except WarehouseUnavailable:  # another process is writing the DuckDB file: the contract will do
+        return profiles_from_contract(contract)
     return profiles_from_contract(contract)
 
 

@@ -95,7 +95,10 @@ def test_bad_rows_are_quarantined_with_reasons_on_postgres_and_a_second_guard_du
 
 def test_a_drifted_batch_halts_with_its_event_and_leaves_no_rows_on_postgres(warehouse: sa.Engine) -> None:
     from pipewarden import guard_batch
+    from pipewarden.tools.contracts import active_contract
+    from pipewarden.tools.schema_match import reference_for
 
+    assert isinstance(reference_for(active_contract("orders")), dict)  # no accepted rows yet: the contract's profile
     with pytest.raises(BatchHalted) as info:
         guard_batch(epoch_shape(orders(30)), "orders")
     result = info.value.result
@@ -106,6 +109,11 @@ def test_a_drifted_batch_halts_with_its_event_and_leaves_no_rows_on_postgres(war
     assert _rows(warehouse, "SELECT status FROM meta_loads WHERE load_id = :l", l=result.load_id) == [
         ("halted_schema",)]
     assert not sa.inspect(warehouse).has_table("raw_orders")
+
+    guard_batch(orders(25, start=300), "orders")  # the schema-drift agent matches against accepted rows on PostgreSQL
+    reference = reference_for(active_contract("orders"))
+    assert list(reference.columns) == ["order_id", "customer", "amount", "ordered_at"]
+    assert sorted(reference["order_id"]) == list(range(300, 325))
 
 
 QUALITY_POLICY = """\
