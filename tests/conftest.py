@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,42 @@ def state_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, p
     monkeypatch.setenv("PIPEWARDEN_DATABASE_URL", url)
     get_settings.cache_clear()
     return url
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What a `pipewarden` invocation ended with."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_text(self) -> str:
+        """stderr with every run of whitespace (rich's line wrapping included) collapsed to one space."""
+        return " ".join(self.err.split())
+
+    @property
+    def out_text(self) -> str:
+        return " ".join(self.out.split())
+
+
+@pytest.fixture
+def pw(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run `pipewarden ARGS...` through the console-script entry point, in this process."""
+    from pipewarden.cli import main
+
+    def invoke(*args: str | Path) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["pipewarden", *map(str, args)])
+        capfd.readouterr()
+        code: object = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capfd.readouterr()
+        if code is None:
+            code = 0
+        return CliResult(code=code if isinstance(code, int) else 1, out=out, err=err)
+
+    return invoke

@@ -15,32 +15,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.conftest import CliResult  # noqa: F401  (re-exported: the cli tests import it from here)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_ROWS = 300
-
-
-@dataclass(frozen=True)
-class CliResult:
-    """What a `pipewarden` invocation ended with."""
-
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_text(self) -> str:
-        """stderr with every run of whitespace (rich's line wrapping included) collapsed to one space."""
-        return " ".join(self.err.split())
-
-    @property
-    def out_text(self) -> str:
-        return " ".join(self.out.split())
 
 
 def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
@@ -110,27 +93,6 @@ def in_batches(batches: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 # --------------------------------------------------------------------------- runners
-@pytest.fixture
-def pw(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
-    """Run `pipewarden ARGS...` through the console-script entry point, in this process."""
-    from pipewarden.cli import main
-
-    def invoke(*args: str | Path) -> CliResult:
-        monkeypatch.setattr(sys, "argv", ["pipewarden", *map(str, args)])
-        capfd.readouterr()
-        code: object = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capfd.readouterr()
-        if code is None:
-            code = 0
-        return CliResult(code=code if isinstance(code, int) else 1, out=out, err=err)
-
-    return invoke
-
-
 @pytest.fixture
 def pw_subprocess(pw_home: Path) -> Callable[..., CliResult]:
     """Run `python -m pipewarden ARGS...` in a child process (cwd: the current folder), bounded by a timeout."""

@@ -16,6 +16,7 @@ from pipewarden.errors import BatchHalted, ConfigError
 from pipewarden.models import Proposal
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
+from tests.conftest import CliResult
 from tests.flows.orders_project import ORDERS_TOML, epoch_shape, make_orders_project, orders
 
 
@@ -184,29 +185,14 @@ def test_run_batch_names_the_halting_event(prefect_harness: None, tmp_path: Path
     assert err.exit_code == 3 and f"event schema_drift {result.halt_event}" in err.message
 
 
-def _cli(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> Callable[..., tuple[Any, str, str]]:
-    import sys
-
-    from pipewarden.cli import main
-
-    def invoke(*args: str) -> tuple[Any, str, str]:
-        monkeypatch.setattr(sys, "argv", ["pipewarden", *args])
-        capfd.readouterr()
-        code: Any = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capfd.readouterr()
-        return code, out, " ".join(err.split())
-
-    return invoke
 
 
 def test_pipewarden_run_takes_any_dataset_and_exits_3_with_the_halt(
-    prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+    prefect_harness: None, tmp_path: Path, pw: Callable[..., CliResult],
 ) -> None:
-    run = _cli(monkeypatch, capfd)
+    def run(*args: str) -> tuple[int, str, str]:
+        res = pw(*args)
+        return res.code, res.out, res.err_text
     clean, drifted = tmp_path / "clean.parquet", tmp_path / "drifted.parquet"
     orders(30).to_parquet(clean, index=False)
     epoch_shape(orders(30, start=500)).to_parquet(drifted, index=False)

@@ -6,9 +6,8 @@ Each test gets its own database; the tests skip, saying why, when no PostgreSQL 
 from __future__ import annotations
 
 import json
-import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 from pipewarden.errors import BatchHalted
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
+from tests.conftest import CliResult
 from tests.flows.orders_project import ORDERS_TOML, epoch_shape, make_orders_project, orders
 
 pytestmark = pytest.mark.postgres
@@ -171,10 +171,9 @@ def test_the_quality_stage_reads_its_history_on_postgres_and_withdraws_a_short_b
 
 
 def test_pipewarden_build_builds_a_model_over_raw_orders_on_postgres(
-    warehouse: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+    warehouse: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pw: Callable[..., CliResult],
 ) -> None:
     from pipewarden import guard_batch
-    from pipewarden.cli import main
 
     root = tmp_path / "shop"
     (root / "pipewarden.toml").write_text(ORDERS_TOML + '\n[models]\npath = "models"\ndialect = "duckdb"\n')
@@ -187,16 +186,9 @@ def test_pipewarden_build_builds_a_model_over_raw_orders_on_postgres(
     df = orders(30)
     guard_batch(df, "orders")
 
-    monkeypatch.setattr(sys, "argv", ["pipewarden", "build", "--json"])
-    capfd.readouterr()
-    code: Any = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capfd.readouterr()
-    assert code in (0, None), err
-    report = json.loads(out)
+    res = pw("build", "--json")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
     assert report["dialect"] == "postgres" and [m["status"] for m in report["models"]] == ["ok"]
     built = _rows(warehouse, "SELECT customer, month, orders, revenue FROM customer_months ORDER BY customer, month")
     expected = (df.assign(month=df["ordered_at"].dt.strftime("%Y-%m"))
