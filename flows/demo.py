@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,8 +107,9 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         for p in pending:
             say(f"proposal {p.short_id} waits: {p.title}")
             say(f"  approve at {summary.inbox_url}proposals/{p.id}")
-            env = ("" if home == default_home else f"PIPEWARDEN_HOME={home} ") + f"PIPEWARDEN_USER={DEMO_APPROVER} "
-            say(f"  or from another terminal in this folder: {env}.venv/bin/pipewarden inbox approve {p.short_id}")
+            # every path absolute: the line works from any folder (no project lookup, no ./.pipewarden made)
+            env = f"PIPEWARDEN_PROJECT={get_settings().project_root} PIPEWARDEN_HOME={home} PIPEWARDEN_USER={DEMO_APPROVER} "
+            say(f"  or from another terminal: {env}{Path(sys.argv[0]).resolve()} inbox approve {p.short_id}")
         say(f"serving the web inbox at {summary.inbox_url}; Ctrl-C to stop")
         try:
             serve_web(host="127.0.0.1", port=port)
