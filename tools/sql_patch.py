@@ -34,7 +34,6 @@ from pipewarden.errors import PipewardenError
 from pipewarden.models import SqlModelPatch
 from pipewarden.tools.lineage import (
     DIALECT,
-    RAW_SCHEMAS,
     SqlModel,
     column_references,
     load_models,
@@ -109,7 +108,10 @@ def patch_dropped_columns(model: SqlModel, table: str, columns: Mapping[str, str
                 )
             if "start" not in col.this.meta:
                 raise PatchRefused(f"cannot locate {col.sql()} in {model.path}", hint="patch the model by hand")
-            edits.append((*_span(col), f"CAST(NULL AS {sql_type(ctype)})"))
+            null = f"CAST(NULL AS {sql_type(ctype)})"
+            if isinstance(col.parent, exp.Select):  # a bare projection: keep the output column's name
+                null += f" AS {exp.to_identifier(column).sql(dialect=DIALECT)}"
+            edits.append((*_span(col), null))
     if not edits:
         raise PatchRefused(f"SQL model {model.name!r} reads none of {table}.{', '.join(columns)}",
                            hint="only models that read the column need a patch")
@@ -200,27 +202,24 @@ class PatchProof(BaseModel):
 
 
 def _reference_tables(con: duckdb.DuckDBPyConnection, skip: set[str]) -> dict[str, pd.DataFrame | None]:
-    """Reference tables from the warehouse (read-only), or None for each when it cannot be read."""
-    import duckdb
-
+    """The project's other raw tables (every `raw_<dataset>` its contracts name), read from the warehouse (any
+    engine, read-only), or None for each when it cannot be read (the proof then builds on empty tables)."""
+    from pipewarden.errors import ConfigError
     from pipewarden.settings import get_settings
+    from pipewarden.tools.warehouse import connect
 
-    names = [t for t in RAW_SCHEMAS if t not in skip]
+    names = [t for t in raw_schemas() if t not in skip]
     out: dict[str, pd.DataFrame | None] = dict.fromkeys(names)
-    path = get_settings().warehouse_path
-    if not path.exists():
-        return out
+    url = get_settings().warehouse
+    if url.startswith("duckdb:///") and not get_settings().warehouse_path.exists():
+        return out  # no warehouse yet: opening it would create an empty file
     try:
-        wh = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error:
-        return out
-    try:
-        have = {r[0] for r in wh.execute("select table_name from information_schema.tables").fetchall()}
-        for t in names:
-            if t in have:
-                out[t] = wh.execute(f'select * from "{t}"').df()
-    finally:
-        wh.close()
+        with connect(url, read_only=True) as wh:
+            for t in names:
+                if wh.has_table(t):
+                    out[t] = wh.read_frame(f"SELECT * FROM {wh.quote(t)}")
+    except ConfigError:
+        return dict.fromkeys(names)
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -91,3 +92,31 @@ def test_the_column_lineage_tool_names_readers_and_downstream_columns() -> None:
     assert out.models_reading[0] == "stg_flights"
     assert {(c.model, c.column) for c in out.downstream} >= {("stg_flights", "dep_delay"),
                                                             ("route_daily", "avg_dep_delay")}
+
+
+def test_a_projects_own_models_are_proven_with_its_other_raw_tables_and_keep_their_column_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The orders example: order_facts selects o.amount (a bare projection) and joins raw_customers. Dropping amount
+    must keep the output column's name (daily_revenue sums it) and prove against the project's raw_customers."""
+    import sys
+
+    from pipewarden import guard_batch
+    from pipewarden.settings import get_settings
+    from tests.conftest import REPO_ROOT, copy_project
+
+    project = copy_project(REPO_ROOT / "examples" / "orders", tmp_path / "shop")
+    monkeypatch.setenv("PIPEWARDEN_PROJECT", str(project))
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.delitem(sys.modules, "tools", raising=False)
+    get_settings.cache_clear()
+    from tools.exports import customers, export  # the example's own package
+
+    guard_batch(customers(), "customers")
+    batch = export(2, rows=300).drop(columns=["amount"])
+    [patch] = draft_drop_patches("raw_orders", {"amount": "float"})
+    assert patch.model == "order_facts" and "CAST(NULL AS DOUBLE) AS amount" in patch.sql
+    null_run, probe_run = prove_drop("raw_orders", {"amount": "float"}, batch.assign(_load_id="l2"), [patch])
+    assert null_run.ok and probe_run.ok, (null_run.notes(), probe_run.notes())
+    assert null_run.reference_tables == "warehouse"
+    assert {m.model for m in null_run.models} == {"order_facts", "daily_revenue"}
