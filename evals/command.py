@@ -13,10 +13,11 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from pipewarden.errors import UserError
+from pipewarden.evals.prereqs import FLIGHTS_PROJECT
 from pipewarden.evals.report import SuiteReport, build_report, load_bar, write_reports
 from pipewarden.evals.runner import LLMConfig, LLMMode, ScenarioResult, run_suite
 from pipewarden.evals.scenarios import Scenario, load_catalogue, select
-from pipewarden.settings import get_settings
+from pipewarden.settings import get_settings, settings_env
 
 
 class EvalOptions(BaseModel):
@@ -59,6 +60,17 @@ def run_eval(opts: EvalOptions, *, on_start: Callable[[int], None] = lambda _n: 
     if opts.llm != "openai" and (opts.base_url or opts.model):
         raise UserError(f"--base-url and --model apply to --llm openai, not --llm {opts.llm}",
                         hint="drop them, or pass --llm openai")
+    if not FLIGHTS_PROJECT.is_dir():
+        raise UserError("the built-in eval scenarios inject faults into the flights example project, which is not here "
+                        f"({FLIGHTS_PROJECT})", hint="run `pipewarden eval` from a checkout of the repository")
+    # the scenarios run on the example project; reports and caches stay in the caller's home
+    with settings_env({"PIPEWARDEN_PROJECT": str(FLIGHTS_PROJECT), "PIPEWARDEN_HOME": str(get_settings().home)}):
+        return _run_eval(opts, on_start=on_start, progress=progress, say=say)
+
+
+def _run_eval(opts: EvalOptions, *, on_start: Callable[[int], None],
+              progress: Callable[[ScenarioResult], None] | None,
+              say: Callable[[str], None]) -> tuple[SuiteReport, Path]:
     bar = load_bar()
     scenarios = chosen(opts)
     on_start(len(scenarios))
