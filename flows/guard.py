@@ -195,7 +195,7 @@ def describe_halt(dataset: str, load_id: str, stage: str | None, reason: str, ev
             parts.append(f"proposal {proposal.short_id} ({proposal.status.value}): {proposal.title}")
             hint = f"look at it with `pipewarden inbox show {proposal.short_id}`"
         else:
-            parts.append("no proposal yet (the supervisor drafts one: `pipewarden supervise`)")
+            parts.append("no proposal yet (the supervisor drafts one: `pipewarden supervise --once`)")
     return "; ".join(parts), hint
 
 
