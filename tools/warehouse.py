@@ -202,13 +202,7 @@ class Warehouse:
             cur = self._con.execute(sql, list(params) if params is not None else None)
             return [tuple(r) for r in cur.fetchall()] if cur.description else []
         with self._begin() as conn:
-            if params is None:
-                res = conn.exec_driver_sql(sql)
-            else:
-                import sqlalchemy as sa
-
-                text, binds = _named_params(sql, params)
-                res = conn.execute(sa.text(text), binds)
+            res = _run(conn, sql, params)
             return [tuple(r) for r in res.fetchall()] if res.returns_rows else []
 
     def read_frame(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
@@ -218,13 +212,7 @@ class Warehouse:
         if self._con is not None:
             return self._con.execute(sql, list(params) if params is not None else None).df()
         with self._begin() as conn:
-            if params is None:
-                res = conn.exec_driver_sql(sql)
-            else:
-                import sqlalchemy as sa
-
-                text, binds = _named_params(sql, params)
-                res = conn.execute(sa.text(text), binds)
+            res = _run(conn, sql, params)
             return pd.DataFrame(res.fetchall(), columns=list(res.keys()))
 
     # ------------------------------------------------------------------ writing
@@ -321,6 +309,16 @@ class Warehouse:
             self._con.close()
         if self._engine is not None:
             self._engine.dispose()
+
+
+def _run(conn: sa.Connection, sql: str, params: Sequence[Any] | None) -> sa.CursorResult[Any]:
+    """One statement on a SQLAlchemy connection, with `?` placeholders bound to `params`."""
+    if params is None:
+        return conn.exec_driver_sql(sql)
+    import sqlalchemy as sa
+
+    text, binds = _named_params(sql, params)
+    return conn.execute(sa.text(text), binds)
 
 
 def _named_params(sql: str, params: Sequence[Any]) -> tuple[str, dict[str, Any]]:
