@@ -273,18 +273,21 @@ def _ratio(after: float, before: float) -> float:
 
 
 def compare_cost(before: Measurement, after: Measurement, *, min_saving: float = 0.2,
-                 max_time_growth: float = 0.25, min_time_saving_ms: float = 5.0) -> CostVerdict:
-    """Whether `after` is at least `min_saving` cheaper than `before`: by rows or bytes scanned (exact counts) when
-    its median time is not more than `max_time_growth` worse, or by median time when it scans no more and saves at
-    least `min_time_saving_ms` (a millisecond-scale difference is timer noise, not a saving)."""
+                 max_time_growth: float = 0.25, min_time_saving_ms: float = 5.0,
+                 min_time_growth_ms: float = 50.0) -> CostVerdict:
+    """Whether `after` is at least `min_saving` cheaper than `before`: by rows or bytes scanned (exact counts) unless
+    its median time is more than `max_time_growth` AND `min_time_growth_ms` worse (a slowdown of a few milliseconds
+    on a busy machine is timer noise, not a cost: the same floor as the cost policy's elapsed_ms), or by median time
+    when it scans no more and saves at least `min_time_saving_ms` (a millisecond-scale difference is noise too)."""
     limit = 1.0 - min_saving
     t = _ratio(after.median_ms, before.median_ms)
     r = _ratio(after.rows_scanned, before.rows_scanned)
     b = _ratio(after.bytes_scanned, before.bytes_scanned)
-    if r <= limit and t <= 1.0 + max_time_growth:
+    slower = t > 1.0 + max_time_growth and after.median_ms - before.median_ms >= min_time_growth_ms
+    if r <= limit and not slower:
         return CostVerdict(cheaper=True, basis="rows_scanned", ratio=r,
                            reason=f"scans {before.rows_scanned} -> {after.rows_scanned} rows ({(1 - r):.0%} fewer)")
-    if b <= limit and r <= 1.0 and t <= 1.0 + max_time_growth:
+    if b <= limit and r <= 1.0 and not slower:
         return CostVerdict(cheaper=True, basis="bytes_scanned", ratio=b,
                            reason=f"scans {before.bytes_scanned} -> {after.bytes_scanned} bytes ({(1 - b):.0%} fewer)")
     if t <= limit and r <= 1.0 and b <= 1.05 and before.median_ms - after.median_ms >= min_time_saving_ms:
