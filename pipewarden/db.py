@@ -34,13 +34,19 @@ events = sa.Table(
     sa.Column("dataset", sa.String(128), nullable=False),
     sa.Column("load_id", sa.String(64)),
     sa.Column("payload", sa.JSON, nullable=False),
-    # pending -> claimed -> proposed | done | failed
+    # pending -> claimed -> proposed | done | dead (out of attempts); a failed attempt goes back to pending
     sa.Column("status", sa.String(16), nullable=False, default="pending", index=True),
     sa.Column("claimed_by", sa.String(128)),
     sa.Column("claimed_at", sa.DateTime(timezone=True)),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # The claim's lease (owner: claimed_by), renewed by the worker's heartbeat; expired: the worker crashed.
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
+    # A failed attempt waits until then (exponential backoff) before it is claimed again.
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    # How the last attempt ended badly: `failed` (the agent's code raised) or `crashed` (the worker died).
+    sa.Column("failure", sa.String(16)),
 )
 
 proposals = sa.Table(
@@ -58,6 +64,14 @@ proposals = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     # When the approval rule's TTL runs out (NULL: never); `inbox expire` closes open proposals past it.
     sa.Column("expires_at", sa.DateTime(timezone=True), index=True),
+    # Who resumes its graph now, and until when (renewed by a heartbeat); one owner at a time.
+    sa.Column("lease_owner", sa.String(128)),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
+    # Set when a stored decision (or an expiry) asks a worker to resume the graph; cleared when it has.
+    sa.Column("resume_requested_at", sa.DateTime(timezone=True), index=True),
+    # Failed resumes so far, and when the next may start (exponential backoff).
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
 )
 
 decisions = sa.Table(
