@@ -184,10 +184,12 @@ def check_file(path: str | Path, dataset: str, mapping: ColumnMapping | None = N
     """Check a CSV or Parquet file against the contract of `dataset` (for `pipewarden check FILE --dataset`).
 
     An unknown dataset raises UnknownNameError; a missing, empty, truncated or non-UTF-8 file raises
-    InputFileError naming the file. Schema drift is reported in `result.schema_errors`, not raised.
+    InputFileError naming the file, and a batch `tools.io` refuses (too large, a column named twice, nested
+    columns the contract does not flatten, no rows) BatchRefused. Schema drift is reported in
+    `result.schema_errors`, not raised.
     """
     contract = load_contract(dataset)
-    df = read_table(path)
+    df = read_table(path, flatten=contract.flatten)
     return check_frame(df, contract, mapping, engine=engine)
 
 
