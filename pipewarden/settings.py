@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, SecretStr
+from pydantic import ByteSize, Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipewarden.errors import ConfigError
@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         default="gx", description="Runs the contract checks: the great-expectations suite, or the same rules in pandas."
     )
     emit_prefect_events: bool = Field(default=True, description="Mirror outbox events as Prefect events.")
+    max_batch_bytes: ByteSize = Field(
+        default=ByteSize(512 * 1024**2), ge=0,
+        description="The largest batch file that is read (`check`, `run`, the guard): 512 MiB by default, a number "
+        "of bytes or a size such as '2GiB'; 0 means no limit. A bigger file is refused before it is read.",
+    )
     pipeline_runner: str = Field(
         default="pipewarden.flows.pipeline:run_batch", description="Import path of the PipelineRunner port."
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from pipewarden.events import ColumnSpec, TypeChange
 from pipewarden.project import DATASET_NAME, check_dataset_name
 from pipewarden.settings import get_settings
 
+FLATTEN_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ColumnType = Literal["integer", "float", "string", "timestamp", "boolean"]
 NUMERIC: frozenset[str] = frozenset({"integer", "float"})
 
@@ -52,6 +54,11 @@ class Contract(BaseModel):
         default_factory=list,
         description="Keys: each a column or a set of columns whose values no two rows share (nulls are not compared).",
     )
+    flatten: dict[str, str] = Field(
+        default_factory=dict,
+        description="Struct (nested) columns read as one column per field: `{address: address_}` reads address.city "
+        "as address_city (a struct inside joins with `_`). A nested column not listed here is refused.",
+    )
     path: str = ""
 
     @model_validator(mode="after")
@@ -61,6 +68,14 @@ class Contract(BaseModel):
             missing = [k for k in key if k not in names]
             if not key or missing:
                 raise ValueError(f"unique key {key} names no column or columns not in the contract: {missing}")
+        return self
+
+    @model_validator(mode="after")
+    def _flatten_prefixes_are_names(self) -> Contract:
+        for column, prefix in self.flatten.items():
+            if not column or not FLATTEN_PREFIX.match(prefix):
+                raise ValueError(f"flatten {column!r}: {prefix!r} is not a column name prefix "
+                                 "(letters, digits and '_', e.g. 'address_')")
         return self
 
     @property
