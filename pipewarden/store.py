@@ -14,11 +14,12 @@ policy is satisfied. Audit appends are serialized on PostgreSQL by an advisory l
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -31,6 +32,7 @@ from pipewarden.audit import GENESIS, AuditEntry, AuditReport, entry_hash, verif
 from pipewarden.errors import Expired, Forbidden, InvalidField, InvalidTransition, UnknownNameError, UserError
 from pipewarden.events import Event, parse_event
 from pipewarden.ids import UtcDatetime, new_id, utcnow
+from pipewarden.leases import LEASE_POLICY, LeaseHeld, LeasePolicy, owner_is_gone
 from pipewarden.models import (
     OPEN_STATUSES,
     POLICY_ACTOR,
@@ -47,6 +49,8 @@ from pipewarden.settings import Settings, get_settings
 from pipewarden.tokens import hash_token, new_token, same_hash
 
 T = TypeVar("T")
+MIN_PREFIX = 4  # the shortest proposal id prefix accepted
+_ID_CHARS = re.compile(r"[0-9a-f][0-9a-f-]*")  # what a proposal id (a UUID) or a prefix of one is made of
 AUDIT_LOCK = 7_420_114  # pg_advisory_xact_lock key serializing appends to the audit chain
 # The approval policy `decide` runs inside its transaction: raise to refuse, return True when the proposal is
 # decided with this decision (a rejection, or enough approvals), False when it still waits for more approvals.
@@ -62,6 +66,17 @@ class SlackMessage(BaseModel):
     thread_ts: str | None = None
     fault_key: str
     updated_at: UtcDatetime
+
+
+EventFailure = Literal["failed", "crashed"]  # the agent's code raised | the worker died (its lease expired)
+
+
+class Claim(BaseModel):
+    """An event a worker claimed: the event, which attempt this is, and the owner of the crashed claim it replaced."""
+
+    event: Event
+    attempts: int
+    crashed_owner: str | None = None
 
 
 class ApiToken(BaseModel):
@@ -162,53 +177,121 @@ class StateStore:
                     raise
         raise AssertionError("unreachable")
 
-    def claim_events(self, worker: str, limit: int = 10, stale_after_s: float = 600.0) -> list[Event]:
-        """Claim pending events (and claims older than `stale_after_s`, left by a crashed worker).
+    def claim(self, worker: str, limit: int = 10, *, lease: LeasePolicy = LEASE_POLICY,
+              now: datetime | None = None) -> list[Claim]:
+        """Claim events for `worker` under a lease of `lease.ttl_s`: pending ones whose backoff has passed, and
+        claimed ones whose lease expired or whose owner process is gone (a crashed worker: taken over at once,
+        recorded as `crashed` and audited as `event_crashed`).
 
-        A claim is a compare-and-set on the status, so two supervisors never claim the same event.
+        Each claim is a compare-and-set on the row's status and attempt count, so of two supervisors exactly one
+        gets an event. Every claim counts as an attempt.
         """
-        claimed: list[Event] = []
+        now = now or utcnow()
+        c = db.events.c
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(db.events.c.id, db.events.c.status, db.events.c.claimed_at)
-                .where(db.events.c.status.in_(["pending", "claimed"]))
-                .order_by(db.events.c.created_at)
+                sa.select(c.id, c.status, c.claimed_by, c.claimed_at, c.lease_expires_at, c.next_attempt_at,
+                          c.attempts)
+                .where(c.status.in_(["pending", "claimed"])).order_by(c.created_at)
             ).all()
-        now = utcnow()
+        claimed: list[Claim] = []
         for row in rows:
             if len(claimed) >= limit:
                 break
-            if row.status == "claimed":
-                at = row.claimed_at.replace(tzinfo=now.tzinfo) if row.claimed_at else None
-                if at and (now - at).total_seconds() < stale_after_s:
-                    continue
+            if row.status == "pending":
+                if row.next_attempt_at is not None and _aware(row.next_attempt_at) > now:
+                    continue  # backing off after a failure
+                crashed_owner = None
+            else:
+                expires = row.lease_expires_at or (row.claimed_at + timedelta(seconds=lease.ttl_s)
+                                                   if row.claimed_at else None)
+                if expires is not None and _aware(expires) > now and not owner_is_gone(row.claimed_by):
+                    continue  # its owner is alive and renewing
+                crashed_owner = row.claimed_by or "an unknown worker"
 
-            def tx(conn: Connection, row: Any = row) -> Event | None:
-                res = conn.execute(
-                    db.events.update()
-                    .where(db.events.c.id == row.id, db.events.c.status == row.status)
-                    .where(db.events.c.claimed_at == row.claimed_at if row.claimed_at else sa.true())
-                    .values(status="claimed", claimed_by=worker, claimed_at=now, attempts=db.events.c.attempts + 1)
-                )
+            def tx(conn: Connection, row: Any = row, crashed_owner: str | None = crashed_owner) -> Claim | None:
+                values: dict[str, Any] = {"status": "claimed", "claimed_by": worker, "claimed_at": now,
+                                          "lease_expires_at": now + timedelta(seconds=lease.ttl_s),
+                                          "attempts": row.attempts + 1}
+                if crashed_owner is not None:
+                    values.update(failure="crashed", error=f"the worker {crashed_owner} died while it handled the "
+                                  "event (its lease expired without the work finishing)")
+                res = conn.execute(db.events.update()
+                                   .where(c.id == row.id, c.status == row.status, c.attempts == row.attempts)
+                                   .values(**values))
                 if res.rowcount != 1:
-                    return None
-                payload = conn.execute(sa.select(db.events.c.payload).where(db.events.c.id == row.id)).scalar_one()
-                return parse_event(payload)
+                    return None  # another worker claimed it first
+                payload = conn.execute(sa.select(c.payload).where(c.id == row.id)).scalar_one()
+                if crashed_owner is not None:
+                    self._audit(conn, None, "event_crashed", worker,
+                                {"event_id": row.id, "owner": crashed_owner, "attempts": row.attempts})
+                return Claim(event=parse_event(payload), attempts=row.attempts + 1, crashed_owner=crashed_owner)
 
-            ev = self._write(tx)
-            if ev is not None:
-                claimed.append(ev)
+            got = self._write(tx)
+            if got is not None:
+                claimed.append(got)
         return claimed
 
+    def claim_events(self, worker: str, limit: int = 10, *, lease: LeasePolicy = LEASE_POLICY,
+                     now: datetime | None = None) -> list[Event]:
+        """`claim`, returning only the events."""
+        return [c.event for c in self.claim(worker, limit, lease=lease, now=now)]
+
+    def renew_event_lease(self, event_id: UUID | str, worker: str, *, lease: LeasePolicy = LEASE_POLICY) -> bool:
+        """The heartbeat of a claim: extend its lease. False when `worker` no longer holds it (taken over)."""
+        c = db.events.c
+        until = utcnow() + timedelta(seconds=lease.ttl_s)
+        return self._write(lambda conn: conn.execute(
+            db.events.update().where(c.id == str(event_id), c.status == "claimed", c.claimed_by == worker)
+            .values(lease_expires_at=until)).rowcount == 1)
+
     def finish_event(self, event_id: UUID | str, status: str, error: str | None = None) -> None:
-        """Move a claimed event to `proposed`, `done` or `failed`."""
-        if status not in {"proposed", "done", "failed", "pending"}:
-            raise ValueError(f"bad event status {status!r}")
+        """Move a claimed event to `proposed`, `done` or back to `pending`; its lease ends."""
+        if status not in {"proposed", "done", "pending", "ignored"}:
+            raise ValueError(f"bad event status {status!r}: use proposed, done or pending (failures: fail_event)")
         self._write(
             lambda conn: conn.execute(
-                db.events.update().where(db.events.c.id == str(event_id)).values(status=status, error=error)
+                db.events.update().where(db.events.c.id == str(event_id))
+                .values(status=status, error=error, lease_expires_at=None, next_attempt_at=None)
             )
         )
+
+    def fail_event(self, event_id: UUID | str, worker: str, error: str, *, failure: EventFailure = "failed",
+                   retry_at: datetime | None = None) -> str:
+        """An attempt at an event ended badly (`failed`: the agent raised; `crashed`: its worker died). With
+        `retry_at` the event goes back to pending until then (backoff); without, it is dead-lettered (`dead`), for
+        a person. Audited (`event_failed` or `event_dead`). Returns the event's new status.
+
+        Refused (nothing written, returns the current status) when `worker` no longer holds the claim."""
+        status = "pending" if retry_at is not None else "dead"
+
+        def tx(conn: Connection) -> str:
+            c = db.events.c
+            res = conn.execute(db.events.update()
+                               .where(c.id == str(event_id), c.status == "claimed", c.claimed_by == worker)
+                               .values(status=status, error=error[:4000], failure=failure, lease_expires_at=None,
+                                       next_attempt_at=retry_at))
+            if res.rowcount != 1:
+                return str(conn.execute(sa.select(c.status).where(c.id == str(event_id))).scalar_one())
+            attempts = conn.execute(sa.select(c.attempts).where(c.id == str(event_id))).scalar_one()
+            detail: dict[str, Any] = {"event_id": str(event_id), "failure": failure, "attempts": attempts,
+                                      "error": error[:2000]}
+            if retry_at is not None:
+                detail["retry_at"] = retry_at.isoformat()
+            self._audit(conn, None, "event_failed" if retry_at is not None else "event_dead", worker, detail)
+            return status
+
+        return self._write(tx)
+
+    def event_row(self, event_id: UUID | str) -> dict[str, Any]:
+        """The outbox row of an event (status, attempts, failure, error, lease...), without its payload."""
+        c = db.events.c
+        with self._read() as conn:
+            row = conn.execute(sa.select(*[col for col in db.events.c if col.name != "payload"])
+                               .where(c.id == str(event_id))).first()
+        if row is None:
+            raise UnknownNameError("event", str(event_id), [])
+        return dict(row._mapping)
 
     def get_event(self, event_id: UUID | str) -> Event:
         with self._read() as conn:
@@ -227,8 +310,12 @@ class StateStore:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     # ------------------------------------------------------------------ proposals
-    def create_proposal(self, proposal: Proposal, actor: str = "agent") -> Proposal:
-        """Store a new proposal; idempotent per event: a second call returns the proposal already stored."""
+    def create_proposal(self, proposal: Proposal, actor: str = "agent", *, lease_owner: str | None = None,
+                        lease: LeasePolicy = LEASE_POLICY) -> Proposal:
+        """Store a new proposal; idempotent per event: a second call returns the proposal already stored.
+
+        `lease_owner`: the worker running the graph that drafts it, stored as the new row's lease holder, so no
+        other worker resumes the graph while its author is still running it."""
 
         def tx(conn: Connection) -> Proposal:
             existing = conn.execute(
@@ -242,7 +329,8 @@ class StateStore:
                     id=str(proposal.id), event_id=str(proposal.event_id), agent=proposal.agent,
                     dataset=proposal.dataset, status=proposal.status.value, risk=proposal.risk.value,
                     payload=proposal.model_dump(mode="json"), created_at=now, updated_at=now,
-                    expires_at=proposal.expires_at,
+                    expires_at=proposal.expires_at, lease_owner=lease_owner,
+                    lease_expires_at=now + timedelta(seconds=lease.ttl_s) if lease_owner else None,
                 )
             )
             detail = {"status": proposal.status.value, "change": proposal.change.kind, "agent": proposal.agent}
@@ -264,23 +352,32 @@ class StateStore:
         return p
 
     def resolve_id(self, ref: str | UUID) -> str:
-        """Accept a full id or a unique prefix of at least 4 characters (as printed by `inbox list`)."""
+        """Accept a full id or a unique prefix of at least 4 hex characters (as printed by `inbox list`).
+
+        Anything else (`____`, `%`, a title) is refused by name: a prefix is matched literally, never as a pattern.
+        """
         ref = str(ref)
+        wanted = ref.strip().lower()
+        if len(wanted) < MIN_PREFIX or not _ID_CHARS.fullmatch(wanted):
+            raise UserError(
+                f"{ref!r} is not a proposal id: give the id, or the first {MIN_PREFIX} or more of its hex characters",
+                hint="`pipewarden inbox list` prints each proposal's id (e.g. 3f2a1b4c)",
+            )
         with self._read() as conn:
-            if len(ref) == 36:
-                hit = conn.execute(sa.select(db.proposals.c.id).where(db.proposals.c.id == ref)).scalar_one_or_none()
+            if len(wanted) == 36:
+                hit = conn.execute(sa.select(db.proposals.c.id).where(db.proposals.c.id == wanted)).scalar_one_or_none()
                 if hit:
                     return hit
-            elif len(ref) >= 4:
+            else:
                 hits = conn.execute(
-                    sa.select(db.proposals.c.id).where(db.proposals.c.id.like(f"{ref}%"))
+                    sa.select(db.proposals.c.id).where(db.proposals.c.id.startswith(wanted, autoescape=True)).limit(10)
                 ).scalars().all()
                 if len(hits) == 1:
                     return hits[0]
                 if len(hits) > 1:
                     raise UserError(f"proposal id {ref!r} is ambiguous ({len(hits)} match)",
                                     hint="give more characters of the id")
-            known = conn.execute(sa.select(db.proposals.c.id)).scalars().all()
+            known = conn.execute(sa.select(db.proposals.c.id).limit(50)).scalars().all()
         raise UnknownNameError("proposal", ref, [k[:8] for k in known])
 
     def get_proposal(self, ref: str | UUID) -> Proposal:
@@ -408,6 +505,9 @@ class StateStore:
                 detail["approved_by"] = [*approvers, name]
             dst = ProposalStatus.approved if verdict == Verdict.approve else ProposalStatus.rejected
             self._transition(conn, pid, dst, name, reason, detail)
+            if via != "policy":  # a policy approves inside the running graph, which goes on by itself
+                conn.execute(db.proposals.update().where(db.proposals.c.id == pid)
+                             .values(resume_requested_at=now, attempts=0, next_attempt_at=None))
             return decision
 
         return self._write(tx)
@@ -430,9 +530,12 @@ class StateStore:
                 current = self._load(conn, pid)
                 if status not in OPEN_STATUSES or current.expires_at is None or current.expires_at > now:
                     return None  # decided meanwhile
-                return self._transition(conn, pid, ProposalStatus.expired, actor,
-                                        f"no decision before {current.expires_at:%Y-%m-%d %H:%M} UTC",
-                                        {"expires_at": current.expires_at.isoformat()})
+                expired = self._transition(conn, pid, ProposalStatus.expired, actor,
+                                           f"no decision before {current.expires_at:%Y-%m-%d %H:%M} UTC",
+                                           {"expires_at": current.expires_at.isoformat()})
+                conn.execute(db.proposals.update().where(db.proposals.c.id == pid)
+                             .values(resume_requested_at=now))  # its graph still waits: a worker ends it
+                return expired
 
             p = self._write(tx)
             if p is not None:
@@ -450,6 +553,106 @@ class StateStore:
         if decisions and decisions[-1].verdict == Verdict.approve:
             return decisions[-1]
         return None
+
+    # ------------------------------------------------------------------ resuming: requests and leases
+    def request_resume(self, ref: str | UUID, actor: str = "inbox") -> None:
+        """Ask a worker to resume the proposal's graph (a stored decision does this itself): the durable hand-off.
+        Resets the failed-resume count, so a person's retry starts afresh."""
+        pid = self.resolve_id(ref)
+        self._write(lambda conn: conn.execute(
+            db.proposals.update().where(db.proposals.c.id == pid)
+            .values(resume_requested_at=utcnow(), attempts=0, next_attempt_at=None)))
+
+    def resume_requested(self, now: datetime | None = None) -> list[str]:
+        """Ids of proposals whose graph a worker should resume now: requested, past their backoff, and not leased
+        by a live owner (no lease, an expired one, or an owner process that is gone). Oldest request first."""
+        now = now or utcnow()
+        c = db.proposals.c
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(c.id, c.lease_owner, c.lease_expires_at, c.next_attempt_at)
+                .where(c.resume_requested_at.is_not(None)).order_by(c.resume_requested_at)
+            ).all()
+        return [r.id for r in rows
+                if (r.next_attempt_at is None or _aware(r.next_attempt_at) <= now)
+                and (r.lease_owner is None or r.lease_expires_at is None or _aware(r.lease_expires_at) <= now
+                     or owner_is_gone(r.lease_owner))]
+
+    def take_proposal_lease(self, ref: str | UUID, owner: str, *, lease: LeasePolicy = LEASE_POLICY,
+                            now: datetime | None = None) -> str | None:
+        """Become the one owner of the proposal's graph for `lease.ttl_s` (renew with `renew_proposal_lease`).
+
+        One conditional UPDATE: it succeeds when the lease is free, expired, already `owner`'s, or held by a process
+        on this machine that is gone. Taking over a dead owner's lease is audited (`lease_taken_over`, reason
+        crashed). Returns the previous (crashed) owner, if any; raises LeaseHeld when a live worker holds it.
+        """
+        pid = self.resolve_id(ref)
+        now = now or utcnow()
+        c = db.proposals.c
+
+        def tx(conn: Connection) -> str | None:
+            q = sa.select(c.lease_owner, c.lease_expires_at).where(c.id == pid)
+            row = conn.execute(q.with_for_update() if db.is_postgres(conn) else q).one()
+            free = sa.or_(c.lease_owner.is_(None), c.lease_expires_at.is_(None), c.lease_expires_at <= now,
+                          c.lease_owner == owner)
+            gone = row.lease_owner is not None and row.lease_owner != owner and owner_is_gone(row.lease_owner)
+            if gone:
+                free = sa.or_(free, c.lease_owner == row.lease_owner)
+            res = conn.execute(db.proposals.update().where(c.id == pid, free)
+                               .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease.ttl_s)))
+            if res.rowcount != 1:
+                raise LeaseHeld(f"proposal {pid[:8]}", row.lease_owner, row.lease_expires_at)
+            previous = row.lease_owner if row.lease_owner not in (None, owner) else None
+            if previous is not None:
+                self._audit(conn, pid, "lease_taken_over", owner, {
+                    "from": previous, "reason": "crashed",
+                    "why": "its process is gone" if gone else "its lease expired without the work finishing"})
+            return previous
+
+        return self._write(tx)
+
+    def renew_proposal_lease(self, ref: str | UUID, owner: str, *, lease: LeasePolicy = LEASE_POLICY) -> bool:
+        """The heartbeat of a resume: extend the lease. False when `owner` no longer holds it."""
+        pid = str(ref)
+        until = utcnow() + timedelta(seconds=lease.ttl_s)
+        return self._write(lambda conn: conn.execute(
+            db.proposals.update().where(db.proposals.c.id == pid, db.proposals.c.lease_owner == owner)
+            .values(lease_expires_at=until)).rowcount == 1)
+
+    def release_proposal_lease(self, ref: str | UUID, owner: str, *, finished: bool, error: str | None = None,
+                               retry_at: datetime | None = None) -> None:
+        """End `owner`'s lease. `finished`: the graph ended or waits for a person again, so the resume request is
+        done. Otherwise the resume failed with `error`: it is retried after `retry_at`, or, without one, given up
+        (the request is dropped; a person resumes it from the inbox). Failures are audited (`resume_failed`)."""
+        pid = str(ref)
+        c = db.proposals.c
+
+        def tx(conn: Connection) -> None:
+            values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+            if finished:
+                values.update(resume_requested_at=None, attempts=0, next_attempt_at=None)
+            else:
+                values.update(attempts=c.attempts + 1, next_attempt_at=retry_at)
+                if retry_at is None:
+                    values["resume_requested_at"] = None
+            res = conn.execute(db.proposals.update().where(c.id == pid, c.lease_owner == owner).values(**values))
+            if res.rowcount == 1 and not finished:
+                attempts = conn.execute(sa.select(c.attempts).where(c.id == pid)).scalar_one()
+                detail: dict[str, Any] = {"error": (error or "unknown error")[:2000], "attempts": attempts,
+                                          "failure": "failed"}
+                detail["retry_at" if retry_at else "gave_up"] = retry_at.isoformat() if retry_at else True
+                self._audit(conn, pid, "resume_failed", owner, detail)
+
+        self._write(tx)
+
+    def proposal_lease(self, ref: str | UUID) -> dict[str, Any]:
+        """The proposal's lease and resume bookkeeping: owner, expiry, requested at, attempts, next attempt."""
+        pid = self.resolve_id(ref)
+        c = db.proposals.c
+        with self._read() as conn:
+            row = conn.execute(sa.select(c.lease_owner, c.lease_expires_at, c.resume_requested_at, c.attempts,
+                                         c.next_attempt_at).where(c.id == pid)).one()
+        return dict(row._mapping)
 
     # ------------------------------------------------------------------ versions
     def active_version(self, target: str) -> Version | None:
@@ -757,6 +960,11 @@ def _decisions(conn: Connection, pid: str) -> list[Decision]:
 
 def _status_before(conn: Connection, pid: str) -> str:
     return conn.execute(sa.select(db.proposals.c.status).where(db.proposals.c.id == pid)).scalar_one()
+
+
+def _aware(at: datetime) -> datetime:
+    """A datetime read back from the state DB, as UTC-aware (SQLite hands back naive UTC)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=utcnow().tzinfo)
 
 
 def _is_race(exc: Exception) -> bool:

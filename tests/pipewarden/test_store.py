@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +16,7 @@ import sqlalchemy as sa
 from pipewarden import db
 from pipewarden.errors import Expired, InvalidTransition, NotApproved, UnknownNameError, UserError
 from pipewarden.ids import utcnow
+from pipewarden.leases import LEASE_POLICY, LeaseHeld
 from pipewarden.models import ProposalStatus, Verdict
 from pipewarden.store import StateStore
 from pipewarden.tokens import hash_token
@@ -48,13 +52,110 @@ def test_concurrent_claims_hand_each_event_to_one_worker(state_url: str) -> None
     assert len(ids) == 10 and len(set(ids)) == 10
 
 
-def test_stale_claims_are_reclaimed(state_url: str) -> None:
+def _gone_local_owner() -> str:
+    """A lease owner naming a process on this machine that has exited (as a killed worker leaves behind)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return f"{socket.gethostname()}:{child.pid}"
+
+
+def test_a_live_claim_is_kept_and_an_expired_one_is_taken_over_as_crashed(state_url: str) -> None:
     store = StateStore()
     ev = drift_event()
     store.append_event(ev)
-    store.claim_events("crashed-worker")
-    assert store.claim_events("w2") == []
-    assert [e.id for e in store.claim_events("w2", stale_after_s=0)] == [ev.id]
+    [first] = store.claim("other-host:1")  # a worker elsewhere: only its lease's expiry frees the event
+    assert first.attempts == 1 and first.crashed_owner is None
+    assert store.claim("w2") == []
+    later = utcnow() + timedelta(seconds=LEASE_POLICY.ttl_s + 1)
+    [taken] = store.claim("w2", now=later)
+    assert taken.event.id == ev.id and taken.attempts == 2 and taken.crashed_owner == "other-host:1"
+    row = store.event_row(ev.id)
+    assert row["claimed_by"] == "w2" and row["failure"] == "crashed" and "other-host:1 died" in row["error"]
+    crashed = [e for e in store.audit_entries() if e.action == "event_crashed"]
+    assert [(e.actor, e.detail["owner"]) for e in crashed] == [("w2", "other-host:1")]
+    assert store.verify_audit().ok
+
+
+def test_the_heartbeat_keeps_a_claim(state_url: str) -> None:
+    store = StateStore()
+    ev = drift_event()
+    store.append_event(ev)
+    long_ago = utcnow() - timedelta(seconds=10 * LEASE_POLICY.ttl_s)
+    store.claim("other-host:1", now=long_ago)  # its lease ran out long ago...
+    assert store.renew_event_lease(ev.id, "other-host:1")  # ...but its heartbeat renews it
+    assert store.claim("w2") == []
+    assert not store.renew_event_lease(ev.id, "w2")  # only the owner renews
+
+
+def test_a_claim_whose_owner_process_is_gone_is_taken_over_at_once(state_url: str) -> None:
+    store = StateStore()
+    ev = drift_event()
+    store.append_event(ev)
+    gone = _gone_local_owner()
+    store.claim(gone)
+    [taken] = store.claim("w2")  # no waiting for the lease to expire
+    assert taken.crashed_owner == gone
+
+
+def test_a_failed_event_backs_off_then_is_dead_lettered(state_url: str) -> None:
+    store = StateStore()
+    ev = drift_event()
+    store.append_event(ev)
+    store.claim("w1")
+    retry_at = utcnow() + timedelta(seconds=30)
+    assert store.fail_event(ev.id, "w1", "KeyError: 'dep_delay'", retry_at=retry_at) == "pending"
+    assert store.claim("w1") == []  # backing off
+    [again] = store.claim("w1", now=retry_at + timedelta(seconds=1))
+    assert again.attempts == 2
+    assert store.fail_event(ev.id, "someone-else", "x") == "claimed"  # not the owner: refused
+    assert store.fail_event(ev.id, "w1", "KeyError: 'dep_delay'") == "dead"
+    row = store.event_row(ev.id)
+    assert (row["status"], row["failure"], row["error"]) == ("dead", "failed", "KeyError: 'dep_delay'")
+    assert store.claim("w1", now=utcnow() + timedelta(days=1)) == []
+    assert [e.action for e in store.audit_entries()] == ["event_failed", "event_dead"]
+
+
+def test_one_proposal_lease_at_a_time_and_a_gone_owner_is_taken_over(state_url: str) -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    store.decide(p.id, Verdict.approve, "alice")
+    assert store.resume_requested() == [str(p.id)]  # the stored decision asks a worker to resume it
+    assert store.take_proposal_lease(p.id, "other-host:1") is None
+    assert store.resume_requested() == []  # leased
+    with pytest.raises(LeaseHeld, match="other-host:1"):
+        store.take_proposal_lease(p.id, "w2")
+    assert store.take_proposal_lease(p.id, "other-host:1") is None  # the owner again: re-entrant
+    later = utcnow() + timedelta(seconds=LEASE_POLICY.ttl_s + 1)
+    assert store.resume_requested(now=later) == [str(p.id)]
+    assert store.take_proposal_lease(p.id, "w2", now=later) == "other-host:1"
+    gone = _gone_local_owner()
+    store.release_proposal_lease(p.id, "w2", finished=False, error="boom", retry_at=utcnow())
+    store.take_proposal_lease(p.id, gone)
+    assert store.take_proposal_lease(p.id, "w3") == gone
+    store.release_proposal_lease(p.id, "w3", finished=True)
+    assert store.resume_requested(now=later) == []
+    assert store.proposal_lease(p.id)["lease_owner"] is None
+    actions = [(e.action, e.detail.get("from")) for e in store.audit_entries(str(p.id))]
+    assert actions == [("proposed", None), ("approved", None), ("lease_taken_over", "other-host:1"),
+                       ("resume_failed", None), ("lease_taken_over", gone)]
+    assert store.verify_audit().ok
+
+
+def test_a_failed_resume_backs_off_and_is_given_up_without_a_retry_time(state_url: str) -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    store.decide(p.id, Verdict.approve, "alice")
+    store.take_proposal_lease(p.id, "w1")
+    retry_at = utcnow() + timedelta(seconds=30)
+    store.release_proposal_lease(p.id, "w1", finished=False, error="RuntimeError: x", retry_at=retry_at)
+    assert store.resume_requested() == []
+    assert store.resume_requested(now=retry_at) == [str(p.id)]
+    store.take_proposal_lease(p.id, "w1")
+    store.release_proposal_lease(p.id, "w1", finished=False, error="RuntimeError: x")
+    assert store.resume_requested(now=utcnow() + timedelta(days=1)) == []  # given up: a person resumes it
+    assert store.proposal_lease(p.id)["attempts"] == 2
+    store.request_resume(p.id)
+    assert store.resume_requested() == [str(p.id)] and store.proposal_lease(p.id)["attempts"] == 0
 
 
 def test_create_proposal_is_idempotent_per_event(state_url: str) -> None:
@@ -128,6 +229,22 @@ def test_unknown_and_ambiguous_ids_say_so(state_url: str) -> None:
     store = StateStore()
     with pytest.raises(UnknownNameError):
         store.get_proposal("ffffffff")
+
+
+@pytest.mark.parametrize("ref", ["____", "%", "%%%%", "a_b_", "abc", "3f2a%", "flights: map", ""])
+def test_an_id_prefix_is_hex_never_a_pattern(ref: str, state_url: str) -> None:
+    store = StateStore()
+    pending_proposal(store)
+    with pytest.raises(UserError, match="is not a proposal id") as err:
+        store.get_proposal(ref)
+    assert repr(ref) in err.value.message and "inbox list" in (err.value.hint or "")
+
+
+def test_an_id_prefix_resolves_case_insensitively(state_url: str) -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    assert store.get_proposal(p.short_id.upper()).id == p.id
+    assert store.get_proposal(str(p.id)[:13]).id == p.id  # a prefix across the first hyphen
 
 
 def test_versions_activate_once_per_proposal_and_roll_back(state_url: str) -> None:
