@@ -34,7 +34,7 @@ from pipewarden.store import StateStore
 
 log = logging.getLogger(__name__)
 
-Via = Literal["cli", "web", "slack"]
+Via = Literal["cli", "web", "slack", "mcp"]
 ResumeState = Literal["not_requested", "scheduled", "resumed", "failed"]
 
 # The statuses in which an approved proposal still waits for its graph to finish applying it.

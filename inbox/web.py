@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -778,14 +779,18 @@ def ensure_port_free(host: str, port: int) -> None:
                             hint=f"another program uses port {port}; pass --port N") from exc
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, *, resume_in_background: bool = True) -> None:
-    """Serve the inbox with uvicorn until interrupted; prints the URL and how to sign in first."""
+def serve(host: str = "127.0.0.1", port: int = 8765, *, resume_in_background: bool = True,
+          extend: Callable[[FastAPI], None] | None = None) -> None:
+    """Serve the inbox with uvicorn until interrupted; prints the URL and how to sign in first. `extend` adds to
+    the app before it serves (the CLI mounts the MCP server at /mcp with it)."""
     import uvicorn
 
     from pipewarden.settings import get_settings
 
     ensure_port_free(host, port)
     app = create_app(resume_in_background=resume_in_background)
+    if extend is not None:
+        extend(app)
     print(f"pipewarden inbox: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
     header = get_settings().trusted_user_header
     if header:

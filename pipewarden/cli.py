@@ -327,7 +327,7 @@ def serve(
         "--foreground-resume", help="Apply an approved change before answering (default: in the background).",
     )] = False,
 ) -> None:
-    """Serve the web inbox, its JSON API and the Slack endpoint until Ctrl-C.
+    """Serve the web inbox, its JSON API, the Slack endpoint and the MCP server (/mcp) until Ctrl-C.
 
     People sign in with a personal token (`pipewarden approvers token NAME`); the API takes the same token as
     `Authorization: Bearer <token>`.
@@ -342,7 +342,38 @@ def serve(
         get_settings.cache_clear()
     from pipewarden.inbox.web import serve as serve_web
 
-    serve_web(host=host, port=port, resume_in_background=not foreground_resume)
+    def with_mcp(web_app: Any) -> None:
+        from pipewarden.mcp_server import mount
+
+        mount(web_app, host=host)
+        print(f"  MCP for IDE agents: http://{host}:{port}/mcp (Authorization: Bearer <token>)", flush=True)
+
+    serve_web(host=host, port=port, resume_in_background=not foreground_resume, extend=with_mcp)
+
+
+@app.command()
+def mcp(
+    http: Annotated[int | None, typer.Option("--http", metavar="PORT", help="Serve streamable HTTP at "
+                                             "http://HOST:PORT/mcp (bearer tokens) instead of stdio.")] = None,
+    host: Annotated[str, typer.Option(help="With --http: the interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the inbox and the read-only tools to IDE agents over MCP (stdio by default).
+
+    Over stdio the caller is the owner of the personal token in PIPEWARDEN_TOKEN; over HTTP each request sends
+    `Authorization: Bearer <token>` (`pipewarden approvers token NAME` prints one). `pipewarden serve` also
+    serves it at /mcp beside the web inbox.
+    """
+    _quiet_libraries()
+    from pipewarden import mcp_server
+
+    if http is None:
+        mcp_server.run_stdio()
+        return
+    from pipewarden.inbox.web import ensure_port_free
+
+    ensure_port_free(host, http)
+    err_console.print(f"pipewarden MCP: http://{host}:{http}/mcp  (bearer tokens; Ctrl-C to stop)")
+    mcp_server.run_http(host, http)
 
 
 @app.command()

@@ -341,7 +341,7 @@ class Decision(BaseModel):
     verdict: Verdict
     actor: str
     reason: str = ""
-    via: Literal["cli", "web", "slack", "policy"] = "cli"
+    via: Literal["cli", "web", "slack", "mcp", "policy"] = "cli"
     decided_at: UtcDatetime = Field(default_factory=utcnow)
     round: int = Field(default=0, description="The proposal's round (re-opening) this decision belongs to.")
 

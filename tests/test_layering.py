@@ -26,6 +26,8 @@ COMPOSITION_ROOTS = {
     "pipewarden/cli.py", "flows/demo.py",
     # the public API's composition roots: `pipewarden.guard_batch` and the Prefect task `pipewarden.prefect.guard`
     "pipewarden/guard.py", "pipewarden/prefect.py",
+    # the MCP server: the inbox and the read-only tools (checks, schema match, lineage, knowledge) for IDE agents
+    "pipewarden/mcp_server.py",
 }
 
 
