@@ -4,8 +4,10 @@ load, and record the load.
 A batch lands at `<storage>/<dataset>/<load_id>.parquet`, where `storage` is `settings.storage`: a local folder
 (default `PIPEWARDEN_HOME/landing`) or any fsspec URL (`s3://bucket/prefix`). In a local folder it is written to a
 temporary file beside its place and moved there with `os.replace`; an object store gets it in one PUT. Either
-way a reader sees the whole batch or none. A temporary file left by a crashed landing is swept by the next ingest
-of that dataset. Its load metadata is stored twice: as Parquet key-value metadata (`pipewarden.source`,
+way a reader sees the whole batch or none. A temporary file left by a crashed landing is swept (and logged) by the
+next ingest of that dataset once it is older than `STALE_TEMP_AFTER_S` (15 minutes: a file being written now is
+younger, whichever machine or container writes it) and no process of this host named in it still runs. Its load
+metadata is stored twice: as Parquet key-value metadata (`pipewarden.source`,
 `.load_id`, `.arrived_at`, `.schema_fingerprint`, ...) and as a row of the warehouse table `meta_loads` (DuckDB
 or any SQLAlchemy warehouse, through `tools.warehouse`).
 
@@ -13,12 +15,19 @@ A file is read once: its bytes are hashed and those same bytes parsed, so the co
 rows that landed. The default load id is derived from that hash (for a DataFrame or Arrow table, from the hash
 of its Arrow IPC stream), so ingesting the same data twice lands it once. A file that cannot be read raises
 before anything is written.
+
+A batch that is read but refused (`tools.io.BatchRefused`: over the size limit, a column named twice, nested
+columns the contract does not `flatten`, no rows) is never landed either, and it is reported: a `RunFailed`
+event (stage `ingest`, the source and the problem in `error`) goes to the outbox before the error is raised, so
+the supervisor hears of it (the triage agent puts it in the inbox as needs-a-human). The event's id derives from
+the dataset, the source, its content hash and the problem, so the same refused batch is reported once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 import uuid
@@ -33,11 +42,24 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from pipewarden.errors import InputFileError, UnknownNameError, UserError
+from pipewarden.events import RunFailed
 from pipewarden.flows.data import REFERENCE_TABLES, load_table
 from pipewarden.ids import utcnow
 from pipewarden.policies.contract import load_contract, observed_type, schema_fingerprint
 from pipewarden.settings import get_settings
-from pipewarden.tools.io import exists, filesystem, is_url, landed_load_ids, landed_uri, parse_table, read_bytes
+from pipewarden.tools.io import (
+    BatchRefused,
+    check_has_rows,
+    check_unique_columns,
+    exists,
+    filesystem,
+    flatten_nested,
+    is_url,
+    landed_load_ids,
+    landed_uri,
+    parse_table,
+    read_bytes,
+)
 from pipewarden.tools.mapping import conform_to_contract
 from pipewarden.tools.warehouse import Warehouse
 
@@ -49,10 +71,14 @@ __all__ = [
     "list_loads", "read_landed", "set_load_status",
 ]
 
+log = logging.getLogger(__name__)
 META_PREFIX = "pipewarden."
 IN_MEMORY_DATAFRAME = "<in-memory DataFrame>"
 IN_MEMORY_TABLE = "<in-memory Arrow table>"
 TEMP_SUFFIX = ".tmp"
+STALE_TEMP_AFTER_S = 15 * 60.0
+"""A temporary landing file this much older than now is a crashed landing's leftover (a live writer touches it)."""
+REFUSED_NAMESPACE = uuid.UUID("0c6f7a52-2b8e-4d5f-9a41-3e7d1b9c8f20")
 META_LOADS_DDL = """
 CREATE TABLE IF NOT EXISTS meta_loads (
     dataset VARCHAR NOT NULL,
@@ -135,7 +161,7 @@ def default_load_id(dataset: str, source: str | Path | pd.DataFrame | pa.Table) 
     same id."""
     if isinstance(source, str | Path):
         return f"{dataset}-{file_sha256(source)[:12]}"
-    return f"{dataset}-{_read_source(source, None).sha256[:12]}"
+    return f"{dataset}-{_read_source(dataset, source, None).sha256[:12]}"
 
 
 @contextmanager
@@ -167,26 +193,67 @@ class _Batch:
     source: str
 
 
-def _read_source(source: object, source_name: str | None) -> _Batch:
-    """The batch as an Arrow table and a DataFrame, its content hash and the name to record as its source."""
+def _read_source(dataset: str, source: object, source_name: str | None,
+                 flatten: dict[str, str] | None = None) -> _Batch:
+    """The batch as an Arrow table and a DataFrame, its content hash and the name to record as its source.
+
+    `flatten` is the contract's rule for nested columns. A batch refused by `tools.io` (`BatchRefused`) is
+    reported as a `RunFailed` event before the error is raised again (see `_report_refused`).
+    """
     import pyarrow as pa
 
     if isinstance(source, str | Path):
-        data = read_bytes(source)  # read once: the hash and the rows come from the same bytes
-        frame = parse_table(data, source)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
         name = str(source) if is_url(source) else str(Path(source).resolve())
-        return _Batch(table, frame, hashlib.sha256(data).hexdigest(), source_name or name)
+        try:
+            data = read_bytes(source)  # read once: the hash and the rows come from the same bytes
+        except BatchRefused as exc:
+            raise _report_refused(dataset, source_name or name, exc, "") from exc
+        sha256 = hashlib.sha256(data).hexdigest()
+        _crash_point("ingest.read")
+        try:
+            frame = parse_table(data, source, flatten=flatten)
+        except BatchRefused as exc:
+            raise _report_refused(dataset, source_name or name, exc, sha256) from exc
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        return _Batch(table, frame, sha256, source_name or name)
     if isinstance(source, pd.DataFrame):
-        frame, table, name = source, pa.Table.from_pandas(source, preserve_index=False), IN_MEMORY_DATAFRAME
+        name = IN_MEMORY_DATAFRAME
     elif isinstance(source, pa.Table):
-        frame, table, name = source.to_pandas(), source, IN_MEMORY_TABLE
+        name = IN_MEMORY_TABLE
     else:
         raise UserError(f"cannot ingest a {type(source).__name__}",
                         hint="pass a CSV or Parquet file path, a pandas DataFrame or a pyarrow Table")
-    if table.num_columns == 0:
+    label = source_name or name
+    if len(source.columns) == 0:
         raise UserError(f"the {name} has no columns", hint="ingest a batch with the dataset's columns")
-    return _Batch(table, frame, arrow_sha256(table), source_name or name)
+    try:
+        check_unique_columns(source.column_names if isinstance(source, pa.Table) else source.columns, label)
+        if isinstance(source, pd.DataFrame):
+            frame, table = source, pa.Table.from_pandas(source, preserve_index=False)
+        else:
+            frame, table = None, source
+        flat = flatten_nested(table, flatten, label)
+        if flat is not table or frame is None:
+            table, frame = flat, flat.to_pandas()
+        check_has_rows(table.num_rows, label, header=False)
+    except BatchRefused as exc:
+        raise _report_refused(dataset, label, exc, "") from exc
+    return _Batch(table, frame, arrow_sha256(table), label)
+
+
+def _report_refused(dataset: str, source: str, exc: BatchRefused, sha256: str) -> BatchRefused:
+    """Put a `RunFailed` event (stage `ingest`) for a refused batch in the outbox; the error to raise names it."""
+    from pipewarden.flows.emit import emit
+
+    key = f"batch_refused|{dataset}|{source}|{sha256}|{exc.reason}|{exc.problem}"
+    event = RunFailed(id=uuid.uuid5(REFUSED_NAMESPACE, key), dataset=dataset, stage="ingest",
+                      error=f"{exc.path}: {exc.problem} (hint: {exc.hint})")
+    emit(event)
+    return BatchRefused(
+        exc.path, exc.reason,
+        f"{exc.problem}; nothing was landed; event {event.kind} {event.id} is in the outbox",
+        hint=exc.hint or "", columns=exc.columns,
+    )
 
 
 # --------------------------------------------------------------------------- ingest
@@ -196,13 +263,17 @@ def ingest(dataset: str, source: str | Path | pd.DataFrame | pa.Table, *, load_i
     `source` is a CSV or Parquet file (a path or an fsspec URL), a pandas DataFrame or a pyarrow Table.
     `source_name` is recorded as the batch's source (default: the file's absolute path or URL, or
     "<in-memory DataFrame>"). Raises UnknownNameError for a dataset without a contract and InputFileError for a
-    file that cannot be read (missing, empty, truncated, not UTF-8), in both cases before anything is written.
-    Ingesting data that already landed under the same load id returns the first landing unchanged.
+    file that cannot be read (missing, empty, truncated, not UTF-8), in both cases before anything is written;
+    BatchRefused (after its event is in the outbox) for a batch over the size limit, with a column named twice,
+    nested columns the contract does not flatten, or no rows. Ingesting data that already landed under the same load id returns the first landing unchanged.
     """
+    from pipewarden.tools.contracts import active_contract
+
     load_contract(dataset)
+    flatten = dict(active_contract(dataset).flatten)
     if not is_url(get_settings().storage):
         _sweep_stale_temps(dataset)
-    batch = _read_source(source, source_name)
+    batch = _read_source(dataset, source, source_name, flatten)
     load_id = load_id or f"{dataset}-{batch.sha256[:12]}"
     uri = landed_uri(dataset, load_id)
     if exists(uri):
@@ -278,21 +349,27 @@ def _land_object(table: pa.Table, landed: Landed) -> None:
             raise
 
 
-def _sweep_stale_temps(dataset: str) -> list[Path]:
-    """Remove the temporary files a crashed landing of `dataset` left in the local landing folder: those older
-    than now whose writing process is gone. Returns what was removed."""
+def _sweep_stale_temps(dataset: str, *, older_than_s: float = STALE_TEMP_AFTER_S,
+                       now: float | None = None) -> list[Path]:
+    """Remove the temporary files a crashed landing of `dataset` left in the local landing folder: those last
+    written more than `older_than_s` seconds before `now` whose writer (a process of this host named in the
+    file's name) is gone. A younger file may be another machine's or container's landing in progress: kept.
+    Each removal is logged. Returns what was removed."""
     folder = get_settings().landing_dir / dataset
     if not folder.is_dir():
         return []
-    started = time.time()
+    cutoff = (time.time() if now is None else now) - older_than_s
     removed = []
     for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
         try:
-            if tmp.stat().st_mtime >= started or _writer_alive(tmp):
+            written = tmp.stat().st_mtime
+            if written > cutoff or _writer_alive(tmp):
                 continue
             tmp.unlink()
         except FileNotFoundError:  # its writer finished (or another sweep took it) meanwhile
             continue
+        log.warning("removed %s: a temporary file of a landing of %s that did not finish (last written %.0f s ago)",
+                    tmp, dataset, cutoff + older_than_s - written)
         removed.append(tmp)
     return removed
 

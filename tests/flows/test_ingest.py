@@ -260,8 +260,8 @@ ingest.ingest("flights", sys.argv[1])
 """
 
 
-def test_a_crashed_landing_leaves_a_temp_file_that_the_next_ingest_sweeps(small: pd.DataFrame,
-                                                                          tmp_path: Path) -> None:
+def test_a_crashed_landing_leaves_a_temp_file_that_the_next_ingest_sweeps(
+        small: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     src = write_batch(small, tmp_path / "batch.csv")
     crashed = subprocess.run([sys.executable, "-c", _CRASH_DURING_LANDING, str(src)], capture_output=True,
                              text=True, env=os.environ.copy(), timeout=120)
@@ -269,16 +269,24 @@ def test_a_crashed_landing_leaves_a_temp_file_that_the_next_ingest_sweeps(small:
     leftovers = _landing_files()
     assert len(leftovers) == 1 and leftovers[0].name.endswith(".tmp"), "the crash left its temporary file"
     assert _meta_rows() == [] and not is_landed("flights", default_load_id("flights", src))
-
-    # a temporary file of a writer that is still running (this process) is not touched
-    live = leftovers[0].with_name(f".flights-live.{os.getpid()}.0123abcd.tmp")
-    live.write_bytes(b"being written")
+    crashed_tmp = leftovers[0]
     an_hour_ago = time.time() - 3600
-    os.utime(live, (an_hour_ago, an_hour_ago))
+    os.utime(crashed_tmp, (an_hour_ago, an_hour_ago))
 
-    landed = ingest("flights", src)
-    assert sorted(p.name for p in _landing_files()) == sorted([f"{landed.load_id}.parquet", live.name])
+    # a temporary file of a writer that is still running (this process) is not touched, however old
+    live = crashed_tmp.with_name(f".flights-live.{os.getpid()}.0123abcd.tmp")
+    live.write_bytes(b"being written")
+    os.utime(live, (an_hour_ago, an_hour_ago))
+    # nor is a fresh one whose writer this host cannot see (another machine or container writing right now)
+    elsewhere = crashed_tmp.with_name(".flights-elsewhere.4194303.0123abcd.tmp")
+    elsewhere.write_bytes(b"being written on another host")
+
+    with caplog.at_level("WARNING", logger="pipewarden.flows.ingest"):
+        landed = ingest("flights", src)
+    assert sorted(p.name for p in _landing_files()) == sorted(
+        [f"{landed.load_id}.parquet", live.name, elsewhere.name])
     assert [r["load_id"] for r in _meta_rows()] == [landed.load_id]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [f"removed {crashed_tmp}"], "the sweep is logged"
 
 
 # --------------------------------------------------------------------------- reference tables
