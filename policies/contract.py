@@ -21,7 +21,7 @@ from pipewarden.events import ColumnSpec, TypeChange
 from pipewarden.project import DATASET_NAME, check_dataset_name
 from pipewarden.settings import get_settings
 
-FLATTEN_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+FLATTEN_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)?$")
 ColumnType = Literal["integer", "float", "string", "timestamp", "boolean"]
 NUMERIC: frozenset[str] = frozenset({"integer", "float"})
 
@@ -57,7 +57,8 @@ class Contract(BaseModel):
     flatten: dict[str, str] = Field(
         default_factory=dict,
         description="Struct (nested) columns read as one column per field: `{address: address_}` reads address.city "
-        "as address_city (a struct inside joins with `_`). A nested column not listed here is refused.",
+        "as address_city (a struct inside joins with `_`; an empty prefix keeps the field's own name). A nested "
+        "column not listed here is refused.",
     )
     path: str = ""
 
@@ -75,7 +76,7 @@ class Contract(BaseModel):
         for column, prefix in self.flatten.items():
             if not column or not FLATTEN_PREFIX.match(prefix):
                 raise ValueError(f"flatten {column!r}: {prefix!r} is not a column name prefix "
-                                 "(letters, digits and '_', e.g. 'address_')")
+                                 "(letters, digits and '_', e.g. 'address_', or '' for the fields' own names)")
         return self
 
     @property
