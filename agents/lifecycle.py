@@ -12,18 +12,21 @@ is idempotent in the apply tool. On resume, LangGraph re-runs the interrupted no
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypedDict
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
+from pipewarden import faults
 from pipewarden.models import Proposal, ProposalStatus
 from pipewarden.ports import pipeline_runner, proposal_created
 from pipewarden.store import StateStore
-from pipewarden.tools.apply import apply_change, mark_verified, rollback_change
+from pipewarden.tools.apply import APPLIER, apply_change, mark_verified, rollback_change
 
 log = logging.getLogger(__name__)
 PROPOSAL_NS = uuid.UUID("5b0c6a4e-8f7d-4f0e-9a38-6d1f0f6b2c11")
@@ -46,10 +49,17 @@ def thread_id_for(event_id: str) -> str:
     return f"event-{event_id}"
 
 
-def submit(state: AgentState) -> AgentState:
+def worker_of(config: RunnableConfig | None) -> str | None:
+    """The worker running this graph (`configurable.worker`, set by the supervisor), if any."""
+    return ((config or {}).get("configurable") or {}).get("worker")
+
+
+def submit(state: AgentState, config: RunnableConfig) -> AgentState:
     proposal = Proposal.model_validate(state["proposal"])
-    stored = StateStore().create_proposal(proposal, actor=f"agent:{proposal.agent}")
+    # Stored under the running worker's lease: nobody else resumes this graph while its author still runs it.
+    stored = StateStore().create_proposal(proposal, actor=f"agent:{proposal.agent}", lease_owner=worker_of(config))
     proposal_created(stored.id)  # policy may auto-approve; the notifier posts it (guarded: never raises)
+    faults.point("proposal_stored")
     return {"proposal_id": str(stored.id)}
 
 
@@ -72,7 +82,8 @@ def after_decision(state: AgentState) -> str:
 
 
 def apply(state: AgentState) -> AgentState:
-    result = apply_change(state["proposal_id"])
+    result = apply_change(state["proposal_id"])  # idempotent: a re-run after a crash finds it applied
+    faults.point("applied")
     return {"outcome": result.proposal.status.value}
 
 
@@ -94,6 +105,7 @@ def rerun_batch(proposal: Proposal, event: Any) -> Verification:
     if source is None:
         return Verification(True, {"rerun": "not needed"})
     result = pipeline_runner()(proposal.dataset, source, load_id=event.load_id, rerun=True)
+    faults.point("rerunning")
     detail = {"rerun_status": result.status, "load_id": result.load_id, "rows_in": result.rows_in,
               "rows_quarantined": result.rows_quarantined, "halted_at": result.halted_at}
     if result.status == "completed":
@@ -112,7 +124,14 @@ def make_verify(verifier: Verifier) -> Callable[[AgentState], AgentState]:
         p = store.get_proposal(state["proposal_id"])
         if p.status == ProposalStatus.verified:
             return {"outcome": "verified"}
+        if p.status == ProposalStatus.rolled_back:  # a crash between the rollback and the re-opening: finish it
+            store.transition(p.id, ProposalStatus.pending, APPLIER, f"re-opened: {p.status_reason}",
+                             expect=ProposalStatus.rolled_back)
+            return {"outcome": "rolled_back"}
+        if p.status == ProposalStatus.pending:  # rolled back and re-opened before a crash: wait for a person
+            return {"outcome": "rolled_back"}
         found = verifier(p, store.get_event(p.event_id))
+        faults.point("verifying")
         if found.passed:
             mark_verified(p.id, found.detail, store=store)
             return {"outcome": "verified", "verify_detail": found.detail}
@@ -142,6 +161,15 @@ def add_lifecycle(builder: Any, last_agent_node: str, verifier: Verifier | None 
     builder.add_conditional_edges("verify", after_verify, ["await_decision", END])
 
 
+def _crash_point_before(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def step(state: Any) -> Any:
+        faults.point("agent_running")
+        return fn(state)
+
+    return step
+
+
 def build_agent_graph(
     state: type, steps: tuple[tuple[str, Any], ...], checkpointer: Any = None, *, verifier: Verifier | None = None
 ) -> Any:
@@ -149,8 +177,9 @@ def build_agent_graph(
     one). Compiled with the checkpointer."""
     builder = StateGraph(state)
     previous = START
-    for name, fn in steps:
-        builder.add_node(name, fn)
+    for i, (name, fn) in enumerate(steps):
+        # The "agent running" crash point sits between the agent's first and second steps (after a checkpoint).
+        builder.add_node(name, _crash_point_before(fn) if i == min(1, len(steps) - 1) else fn)
         builder.add_edge(previous, name)
         previous = name
     add_lifecycle(builder, previous, verifier)

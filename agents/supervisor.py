@@ -1,31 +1,48 @@
-"""The supervisor: claim pending events, run each through its agent's graph up to the human decision, and
-resume graphs whose proposals have been decided.
+"""The supervisor (the worker): claim pending events, run each through its agent's graph up to the human decision,
+and resume the graphs whose proposals a stored decision asks to resume.
 
-One LangGraph thread per event (`event-<id>`), checkpointed, so a graph waiting for a person survives
-restarts and is resumed from any process (the CLI, the web inbox, `supervise`).
+One LangGraph thread per event (`event-<id>`), checkpointed, so a graph waiting for a person survives restarts and
+is resumed from any process. Every piece of work has one owner at a time, by a lease with a heartbeat
+(`pipewarden.leases`): a claimed event (the claim's lease) and a proposal's graph (the proposal's lease, taken by
+whoever advances the thread past `submit`: the worker that drafts it, `resume_proposal` after a decision). A worker
+that dies stops renewing; the next `supervise` takes its work over at once when the process is gone (same machine)
+or once the lease expired, and continues the thread from its last checkpoint. Every node of the graph is
+idempotent, so nothing is applied twice.
+
+A supervise loop survives any one event's failure. An attempt that raises is `failed` (the agent's code raised); a
+claim taken over from a dead worker is `crashed`. Either is retried with exponential backoff (`RetryPolicy`) and,
+out of attempts, dead-lettered: the event ends `dead` and a needs-a-human proposal carrying the error shows in the
+inbox.
+
+Public names: `supervise_once`, `resume_proposal` (the Resumer port), `handle_event`, `SuperviseReport`,
+`Handled`, `Resumed`, `worker_name`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from datetime import timedelta
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from pipewarden import faults
 from pipewarden.agents.checkpoint import open_checkpointer
-from pipewarden.agents.lifecycle import thread_id_for
+from pipewarden.agents.lifecycle import proposal_id_for, thread_id_for
 from pipewarden.agents.router import route, route_for_agent
 from pipewarden.errors import InvalidTransition, PipewardenError
 from pipewarden.ids import utcnow
-from pipewarden.models import Proposal, ProposalStatus
-from pipewarden.store import StateStore
+from pipewarden.leases import LEASE_POLICY, RETRY_POLICY, Heartbeat, LeaseHeld, LeasePolicy, RetryPolicy, worker_name
+from pipewarden.models import OPEN_STATUSES, NoChange, Proposal, ProposalStatus
+from pipewarden.ports import proposal_created
+from pipewarden.store import Claim, StateStore
 
 log = logging.getLogger(__name__)
-STALE_APPLYING = timedelta(minutes=10)
+
+__all__ = ["Handled", "Resumed", "SuperviseReport", "handle_event", "resume_proposal", "supervise_once",
+           "worker_name"]
 
 
 class Handled(BaseModel):
@@ -36,81 +53,192 @@ class Handled(BaseModel):
     status: str
     seconds: float
     error: str | None = None
+    failure: Literal["failed", "crashed"] | None = Field(
+        default=None, description="failed: the agent's code raised; crashed: the worker before this one died.")
+
+
+class Resumed(BaseModel):
+    proposal_id: str
+    status: str
+    error: str | None = None
 
 
 class SuperviseReport(BaseModel):
     handled: list[Handled] = Field(default_factory=list)
-    resumed: list[dict] = Field(default_factory=list)
+    resumed: list[Resumed] = Field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"{h.kind} event {h.event_id[:8]} -> {h.agent}: proposal {(h.proposal_id or '-')[:8]} {h.status}"
                f" ({h.seconds:.1f}s)" + (f" error: {h.error}" if h.error else "") for h in self.handled]
-        out += [f"resumed proposal {r['proposal_id'][:8]}: {r['status']}" for r in self.resumed]
+        out += [f"resumed proposal {r.proposal_id[:8]}: {r.status}" + (f" error: {r.error}" if r.error else "")
+                for r in self.resumed]
         return out or ["nothing to do"]
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def _continue(graph: object, config: dict, start: object) -> None:
+    """Run a thread on from where it is: start it, or continue a run that died between two checkpoints."""
+    snapshot = graph.get_state(config)  # type: ignore[attr-defined]
+    if not snapshot.next and not snapshot.values:  # a new thread: start it
+        graph.invoke(start, config)  # type: ignore[attr-defined]
+    elif snapshot.next and not snapshot.interrupts:  # a crashed run: continue from its last checkpoint
+        graph.invoke(None, config)  # type: ignore[attr-defined]
 
 
-def handle_event(event_id: str, agent: str, build) -> Handled:  # type: ignore[no-untyped-def]
-    """Run one event's graph until it waits for a decision. Safe to call again for the same event."""
+def handle_event(event_id: str, agent: str, build, *, worker: str | None = None,  # type: ignore[no-untyped-def]
+                 lease: LeasePolicy = LEASE_POLICY) -> Handled:
+    """Run one event's graph until it waits for a decision (or ends). Safe to call again for the same event.
+
+    The caller holds the event's claim; its lease and, once the proposal exists, the proposal's are renewed by a
+    heartbeat while the graph runs. If the proposal exists already (a crashed run is being continued), its lease is
+    taken first: LeaseHeld when a live worker is resuming it (then there is nothing to do here).
+    """
     store = StateStore()
+    owner = worker or worker_name()
     started = time.perf_counter()
-    config = {"configurable": {"thread_id": thread_id_for(event_id)}}
-    with open_checkpointer() as saver:
-        graph = build(saver)
-        snapshot = graph.get_state(config)
-        if not snapshot.next and not snapshot.values:  # a new thread: start it
-            graph.invoke({"event_id": event_id}, config)
-        elif snapshot.next and not snapshot.interrupts:  # a crashed run: continue from its last checkpoint
-            graph.invoke(None, config)
+    pid = proposal_id_for(event_id)
+    if store.proposal_for_event(event_id) is not None:
+        store.take_proposal_lease(pid, owner, lease=lease)
+
+    def beat() -> bool:
+        ok = store.renew_event_lease(event_id, owner, lease=lease)
+        if store.proposal_for_event(event_id) is not None:
+            store.renew_proposal_lease(pid, owner, lease=lease)
+        return ok
+
+    config = {"configurable": {"thread_id": thread_id_for(event_id), "worker": owner}}
+    try:
+        with Heartbeat(beat, lease, what=f"event {event_id[:8]}"), open_checkpointer() as saver:
+            _continue(build(saver), config, {"event_id": event_id})
+    finally:
+        if store.proposal_for_event(event_id) is not None:
+            store.release_proposal_lease(pid, owner, finished=None)
     proposal = store.proposal_for_event(event_id)
     return Handled(event_id=event_id, kind=store.get_event(event_id).kind, agent=agent,
                    proposal_id=str(proposal.id) if proposal else None,
                    status=proposal.status.value if proposal else "no proposal", seconds=time.perf_counter() - started)
 
 
-def supervise_once(worker: str | None = None, limit: int = 20) -> SuperviseReport:
+def _describe(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, PipewardenError) else f"{type(exc).__name__}: {exc}"
+
+
+def _dead_letter(store: StateStore, claim: Claim, agent: str, error: str) -> Proposal:
+    """Out of attempts: a needs-a-human proposal for the event, carrying the error, in every inbox."""
+    ev = claim.event
+    how = "its worker died" if claim.crashed_owner else "the agent failed"
+    proposal = Proposal(
+        id=proposal_id_for(str(ev.id)), event_id=ev.id, agent=agent, dataset=ev.dataset,
+        title=f"{ev.dataset}: the {agent} agent could not handle this {ev.kind} event ({claim.attempts} attempts)",
+        diagnosis=f"{how} on every attempt; the last error: {error}",
+        change=NoChange(reason=f"dead letter after {claim.attempts} attempts: {error}"),
+        status=ProposalStatus.needs_human, status_reason=error[:500], thread_id=thread_id_for(str(ev.id)),
+        tried=[f"attempt {claim.attempts}: {error}"],
+    )
+    stored = store.create_proposal(proposal, actor="supervisor")
+    if stored.id == proposal.id:
+        proposal_created(stored.id)
+    return stored
+
+
+def _event_failed(store: StateStore, claim: Claim, agent: str, owner: str, exc: BaseException | None,
+                  retry: RetryPolicy, started: float) -> Handled:
+    """Record a failed (or crashed) attempt: back off and retry, or dead-letter it."""
+    ev = claim.event
+    failure: Literal["failed", "crashed"] = "failed" if exc is not None else "crashed"
+    error = _describe(exc) if exc is not None else store.event_row(ev.id)["error"] or "the worker died"
+    handled = Handled(event_id=str(ev.id), kind=ev.kind, agent=agent, status="failed", failure=failure,
+                      seconds=time.perf_counter() - started, error=error)
+    if retry.exhausted(claim.attempts):
+        if store.fail_event(ev.id, owner, error, failure=failure) == "dead":
+            p = _dead_letter(store, claim, agent, error)
+            handled.status, handled.proposal_id = "dead", str(p.id)
+        return handled
+    retry_at = utcnow() + timedelta(seconds=retry.delay_s(claim.attempts))
+    store.fail_event(ev.id, owner, error, failure=failure, retry_at=retry_at)
+    handled.status = f"failed (attempt {claim.attempts} of {retry.max_attempts}; retried after {retry_at:%H:%M:%S})"
+    return handled
+
+
+def supervise_once(worker: str | None = None, limit: int = 20, *, retry: RetryPolicy = RETRY_POLICY,
+                   lease: LeasePolicy = LEASE_POLICY) -> SuperviseReport:
+    """One pass of the worker: claim and handle events, then resume the proposals whose decisions wait for it.
+
+    Never raises for one event's or one proposal's failure: each is recorded (retried with backoff, dead-lettered
+    when out of attempts) and the pass goes on.
+    """
     store = StateStore()
+    owner = worker or worker_name()
     report = SuperviseReport()
-    for event in store.claim_events(worker or worker_name(), limit=limit):
-        r = route(event)
+    for claim in store.claim(owner, limit=limit, lease=lease):
+        started = time.perf_counter()
+        r = route(claim.event)
+        faults.point("claimed")
+        if claim.crashed_owner is not None and retry.exhausted(claim.attempts - 1):
+            # The workers before this one died on it every time: do not let it take this one down too.
+            report.handled.append(_event_failed(store, claim, r.agent, owner, None, retry, started))
+            continue
         try:
-            handled = handle_event(str(event.id), r.agent, r.build)
-            store.finish_event(event.id, "proposed")
-        except PipewardenError as exc:
-            log.error("agent %s failed on event %s: %s", r.agent, event.id, exc)
-            store.finish_event(event.id, "failed", error=str(exc))
-            handled = Handled(event_id=str(event.id), kind=event.kind, agent=r.agent, status="failed",
-                              seconds=0.0, error=str(exc))
+            handled = handle_event(str(claim.event.id), r.agent, r.build, worker=owner, lease=lease)
+        except LeaseHeld as exc:  # a live worker resumes its proposal: the event's part is done
+            log.info("event %s: %s", claim.event.id, exc.message)
+            store.finish_event(claim.event.id, "proposed")
+            continue
+        except Exception as exc:  # any failure of one event's agent must not end the loop
+            log.exception("agent %s failed on event %s", r.agent, claim.event.id)
+            report.handled.append(_event_failed(store, claim, r.agent, owner, exc, retry, started))
+            continue
+        store.finish_event(claim.event.id, "proposed" if handled.proposal_id else "done")
+        if claim.crashed_owner is not None:
+            handled.failure = "crashed"
         report.handled.append(handled)
-    for p in store.list_proposals([ProposalStatus.approved.value, ProposalStatus.applying.value]):
-        if p.status == ProposalStatus.applying and utcnow() - p.updated_at.replace(tzinfo=utcnow().tzinfo) < STALE_APPLYING:
-            continue  # someone is applying it right now
+    for pid in store.resume_requested():
         try:
-            ended = resume_proposal(p.id)
-            report.resumed.append({"proposal_id": str(p.id), "status": ended.status.value})
-        except PipewardenError as exc:
-            report.resumed.append({"proposal_id": str(p.id), "status": f"failed: {exc.message}"})
+            ended = resume_proposal(pid, worker=owner, lease=lease, retry=retry)
+        except LeaseHeld:
+            continue  # another worker took it between the query and the lease
+        except Exception as exc:  # recorded by resume_proposal (backoff or given up); the pass goes on
+            report.resumed.append(Resumed(proposal_id=pid, status="failed", error=_describe(exc)))
+            continue
+        report.resumed.append(Resumed(proposal_id=pid, status=ended.status.value))
     return report
 
 
-def resume_proposal(proposal_id: UUID | str) -> Proposal:
-    """The kernel's Resumer port: continue the graph waiting on a decided proposal; return it as it ends."""
+def resume_proposal(proposal_id: UUID | str, *, worker: str | None = None, lease: LeasePolicy = LEASE_POLICY,
+                    retry: RetryPolicy = RETRY_POLICY) -> Proposal:
+    """The kernel's Resumer port: continue the graph of a decided proposal under its lease; return it as it ends.
+
+    Raises LeaseHeld when a live worker is resuming it already (nothing is done twice). Where the thread stopped
+    decides what runs: waiting at the decision, it is resumed with the stored decision; stopped between two
+    checkpoints (a crash while applying, re-running or verifying), it continues from the last one, and the
+    re-run node starts again from its beginning (each node is idempotent). A failure releases the lease with a
+    retry time (backoff), or gives the resume up when out of attempts, and is raised to the caller.
+    """
     from langgraph.types import Command
 
     store = StateStore()
+    owner = worker or worker_name()
     p = store.get_proposal(proposal_id)
-    r = route_for_agent(p.agent)
-    config = {"configurable": {"thread_id": p.thread_id}}
-    with open_checkpointer() as saver:
-        graph = r.build(saver)
-        snapshot = graph.get_state(config)
-        if not snapshot.next:
-            return p  # the thread has ended (verified, rejected...)
-        try:
-            graph.invoke(Command(resume={"proposal_id": str(p.id), "status": p.status.value}), config)
-        except InvalidTransition as exc:  # another process applied it first
-            log.info("resume of %s lost a race: %s", p.short_id, exc)
-    return store.get_proposal(proposal_id)
+    taken_at = utcnow()
+    store.take_proposal_lease(p.id, owner, lease=lease, now=taken_at)
+    try:
+        with Heartbeat(lambda: store.renew_proposal_lease(p.id, owner, lease=lease), lease,
+                       what=f"proposal {p.short_id}"), open_checkpointer() as saver:
+            graph = route_for_agent(p.agent).build(saver)
+            config = {"configurable": {"thread_id": p.thread_id, "worker": owner}}
+            snapshot = graph.get_state(config)
+            p = store.get_proposal(p.id)
+            try:
+                if snapshot.next and snapshot.interrupts:
+                    if p.status not in OPEN_STATUSES:  # waiting for a decision that is now stored
+                        graph.invoke(Command(resume={"proposal_id": str(p.id), "status": p.status.value}), config)
+                elif snapshot.next:  # died between two checkpoints: continue from the last one
+                    graph.invoke(None, config)
+            except InvalidTransition as exc:  # a writer outside any lease moved it first (e.g. an old worker)
+                log.info("resume of %s lost a race: %s", p.short_id, exc)
+    except Exception as exc:
+        attempts = store.proposal_lease(p.id)["attempts"] + 1
+        retry_at = None if retry.exhausted(attempts) else utcnow() + timedelta(seconds=retry.delay_s(attempts))
+        store.release_proposal_lease(p.id, owner, finished=False, error=_describe(exc), retry_at=retry_at)
+        raise
+    store.release_proposal_lease(p.id, owner, finished=True, requested_before=taken_at)
+    return store.get_proposal(p.id)

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pipewarden import db
-from pipewarden.audit import GENESIS, AuditEntry, AuditReport, entry_hash, verify_chain
+from pipewarden.audit import GENESIS, AuditEntry, AuditReport, advance_anchor, audit_key, entry_hash, verify_log
 from pipewarden.errors import Expired, Forbidden, InvalidField, InvalidTransition, UnknownNameError, UserError
 from pipewarden.events import Event, parse_event
 from pipewarden.ids import UtcDatetime, new_id, utcnow
@@ -99,6 +99,8 @@ class StateStore:
                 settings.ensure_home()
         self.url = url
         self.engine: Engine = db.make_engine(url)
+        self.home = settings.home
+        """Where the audit key and this home's audit witness live (pipewarden/audit.py)."""
 
     # ------------------------------------------------------------------ plumbing
     def _write(self, fn: Callable[[Connection], T], attempts: int = 8) -> T:
@@ -127,11 +129,12 @@ class StateStore:
         prev = tip or GENESIS
         at = utcnow().replace(tzinfo=None)
         h = entry_hash(prev, at, proposal_id, action, actor, detail)
-        conn.execute(
+        res = conn.execute(
             db.audit_log.insert().values(
                 at=at, proposal_id=proposal_id, action=action, actor=actor, detail=detail, prev_hash=prev, hash=h
             )
         )
+        advance_anchor(conn, prev_hash=prev, seq=int(res.inserted_primary_key[0]), hash_=h, key=audit_key(self.home))
 
     # ------------------------------------------------------------------ outbox
     def append_event(self, event: Event) -> bool:
@@ -619,24 +622,32 @@ class StateStore:
             db.proposals.update().where(db.proposals.c.id == pid, db.proposals.c.lease_owner == owner)
             .values(lease_expires_at=until)).rowcount == 1)
 
-    def release_proposal_lease(self, ref: str | UUID, owner: str, *, finished: bool, error: str | None = None,
+    def release_proposal_lease(self, ref: str | UUID, owner: str, *, finished: bool | None,
+                               requested_before: datetime | None = None, error: str | None = None,
                                retry_at: datetime | None = None) -> None:
-        """End `owner`'s lease. `finished`: the graph ended or waits for a person again, so the resume request is
-        done. Otherwise the resume failed with `error`: it is retried after `retry_at`, or, without one, given up
-        (the request is dropped; a person resumes it from the inbox). Failures are audited (`resume_failed`)."""
+        """End `owner`'s lease.
+
+        `finished=True`: the graph ended or waits for a person again, so the resume request is done (only a request
+        made before `requested_before`, when given: a decision stored meanwhile keeps its own). `finished=None`:
+        only the lease ends (the author of a proposal finishing its run). `finished=False`: the resume failed with
+        `error`; it is retried after `retry_at`, or, without one, given up (the request is dropped; a person resumes
+        it from the inbox). Failures are audited (`resume_failed`). Nothing happens unless `owner` holds the lease.
+        """
         pid = str(ref)
         c = db.proposals.c
 
         def tx(conn: Connection) -> None:
             values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
             if finished:
-                values.update(resume_requested_at=None, attempts=0, next_attempt_at=None)
-            else:
+                done = sa.null() if requested_before is None else sa.case(
+                    (c.resume_requested_at > requested_before, c.resume_requested_at), else_=sa.null())
+                values.update(resume_requested_at=done, attempts=0, next_attempt_at=None)
+            elif finished is False:
                 values.update(attempts=c.attempts + 1, next_attempt_at=retry_at)
                 if retry_at is None:
                     values["resume_requested_at"] = None
             res = conn.execute(db.proposals.update().where(c.id == pid, c.lease_owner == owner).values(**values))
-            if res.rowcount == 1 and not finished:
+            if res.rowcount == 1 and finished is False:
                 attempts = conn.execute(sa.select(c.attempts).where(c.id == pid)).scalar_one()
                 detail: dict[str, Any] = {"error": (error or "unknown error")[:2000], "attempts": attempts,
                                           "failure": "failed"}
@@ -729,7 +740,9 @@ class StateStore:
             return [AuditEntry.model_validate(dict(r._mapping)) for r in conn.execute(q)]
 
     def verify_audit(self) -> AuditReport:
-        return verify_chain(self.audit_entries())
+        """The chain, its signed anchor, the proposals and decisions against it, and this home's witness."""
+        with self._read() as conn:
+            return verify_log(conn, key=audit_key(self.home), home=self.home)
 
     def record(self, action: str, actor: str, detail: dict[str, Any], proposal_id: str | None = None) -> None:
         """Append a free-standing audit entry (an event claimed, a re-run started...)."""
