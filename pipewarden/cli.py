@@ -150,8 +150,12 @@ def run(
         if dataset not in (None, "flights"):
             raise typer.BadParameter("--month runs the bundled flights example; use --file for other datasets")
         dataset = "flights"
-    source = str(file) if file else str(prepare_month(month, drift=drift))  # type: ignore[arg-type]
-    result = run_batch(dataset, source)  # type: ignore[arg-type]
+    from pipewarden.progress import progress
+
+    with progress(f"run: preparing the {dataset} batch", enabled=not as_json) as bar:
+        source = str(file) if file else str(prepare_month(month, drift=drift))  # type: ignore[arg-type]
+        bar.say(f"run: landing and checking the {dataset} batch, then the next stages")
+        result = run_batch(dataset, source)  # type: ignore[arg-type]
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:
@@ -182,14 +186,17 @@ def build(
 
     only = [n.strip() for item in select or [] for n in item.split(",") if n.strip()] or None
 
-    def show(m: BuiltModel) -> None:
-        from rich.markup import escape
+    from pipewarden.progress import NullReporter, progress
 
-        style = {"ok": "green", "failed": "red", "skipped": "yellow"}[m.status]
-        took = f" {m.rows_out} rows in {m.elapsed_ms:.0f} ms" if m.status == "ok" else ""
-        err_console.print(f"[{style}]{m.status:>7}[/] {escape(m.model)}{took}")
+    with progress("build: ordering the models by lineage", enabled=not as_json) as bar:
 
-    report = build_models(only=only, progress=show if sys.stderr.isatty() else None)
+        def show(m: BuiltModel) -> None:
+            took = f" {m.rows_out} rows in {m.elapsed_ms:.0f} ms" if m.status == "ok" else ""
+            bar.note(f"{m.status:>7} {m.model}{took}")
+            bar.advance()
+            bar.say(f"build: {m.model} {m.status}")
+
+        report = build_models(only=only, progress=None if isinstance(bar, NullReporter) else show)
     if as_json:
         _print_json(report.model_dump(mode="json"))
     else:
@@ -294,17 +301,21 @@ def supervise(
 
     from pipewarden.agents.supervisor import supervise_once
     from pipewarden.flows.knowledge_sync import sync_knowledge
+    from pipewarden.progress import progress
 
     # Agents cite the knowledge index: bring it up to date first (unchanged chunks are skipped).
-    indexed = sync_knowledge()
+    with progress("supervise: bringing the knowledge index up to date", enabled=not as_json):
+        indexed = sync_knowledge()
     if not as_json:
         console.print(f"[dim]knowledge index: {indexed}[/]")
     from pipewarden.inbox.service import expire_stale
 
     while True:
-        for p in expire_stale():
+        with progress("supervise: handling pending events and decided proposals", enabled=not as_json):
+            expired = expire_stale()
+            report = supervise_once()
+        for p in expired:
             console.print(f"proposal {p.short_id} expired: {p.status_reason}")
-        report = supervise_once()
         if as_json:
             _print_json(report.model_dump(mode="json"))
         else:
@@ -461,7 +472,7 @@ def eval_(
                        pattern=pattern, out=out, workers=workers, keep=keep,
                        command="pipewarden " + " ".join(sys.argv[1:]))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=err_console, transient=True, disable=as_json) as bar:
         task = bar.add_task("evals: preparing", total=None)
 
         def started(n: int) -> None:
@@ -503,6 +514,13 @@ def inbox_list(
         known = [s.value for s in ProposalStatus]
         if status not in known:
             raise UnknownNameError("proposal status", status, known)
+    if dataset is not None:
+        from pipewarden.errors import UnknownNameError
+        from pipewarden.policies.contract import list_contracts
+
+        datasets = list_contracts()
+        if dataset not in datasets:
+            raise UnknownNameError("dataset", dataset, datasets)
     wanted = status or (None if all_ else ["pending", "needs_human"])
     proposals = [p for p in StateStore().list_proposals(wanted) if dataset is None or p.dataset == dataset]
     if as_json:
@@ -541,7 +559,7 @@ def inbox_approve(proposal_id: Annotated[str, typer.Argument(help="Id or a uniqu
     _quiet_libraries()
     from pipewarden.inbox.service import approve, default_actor
 
-    outcome = approve(proposal_id, actor or default_actor(), via="cli", reason=reason)
+    outcome = approve(proposal_id, _known_actor(actor) or default_actor(), via="cli", reason=reason)
     _print_outcome(outcome, as_json)
 
 
@@ -552,8 +570,21 @@ def inbox_reject(proposal_id: Annotated[str, typer.Argument(help="Id or a unique
     """Reject a proposal with a reason."""
     from pipewarden.inbox.service import default_actor, reject
 
-    outcome = reject(proposal_id, actor or default_actor(), reason, via="cli")
+    outcome = reject(proposal_id, _known_actor(actor) or default_actor(), reason, via="cli")
     _print_outcome(outcome, as_json)
+
+
+def _known_actor(actor: str | None) -> str | None:
+    """`--as NAME` must be a configured approver: a typo is an error naming the people, with a did-you-mean."""
+    if actor is None:
+        return None
+    from pipewarden.errors import UnknownNameError
+    from pipewarden.policies.approvers import Approvers
+
+    approvers = Approvers.load()
+    if approvers.get(actor.strip()) is None:
+        raise UnknownNameError(f"approver (in {approvers.path})", actor, [a.name for a in approvers.all()])
+    return actor
 
 
 def _print_outcome(outcome: Any, as_json: bool) -> None:
@@ -792,7 +823,9 @@ def knowledge_index(as_json: JsonOpt = False) -> None:
 @knowledge_app.command("search")
 def knowledge_search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
-    role: Annotated[str, typer.Option("--as", help="The reader's role; chunks it may not read are never returned.")],
+    reader_name: Annotated[str, typer.Option("--as", metavar="PERSON|ROLE", help="Who reads: a person in "
+                                             "approvers.yaml (their roles, on their datasets) or a role (e.g. "
+                                             "analyst); chunks they may not read are never returned.")],
     limit: Annotated[int, typer.Option(help="How many hits.")] = 5,
     max_age_days: Annotated[float | None, typer.Option(help="Skip chunks older than this.")] = None,
     as_json: JsonOpt = False,
@@ -801,14 +834,17 @@ def knowledge_search(
     _quiet_libraries()
     from datetime import timedelta
 
-    from pipewarden.knowledge.retrieval import search, to_citation
+    from pipewarden.knowledge.reader import resolve_reader, search_as
 
-    hits = search(query, role=role, limit=limit,
-                  max_age=timedelta(days=max_age_days) if max_age_days is not None else None)
-    cites = [to_citation(h) for h in hits]
+    reader = resolve_reader(reader_name)
+    cites = search_as(query, reader, limit=limit,
+                      max_age=timedelta(days=max_age_days) if max_age_days is not None else None)
     if as_json:
         _print_json([c.model_dump(mode="json") for c in cites])
         return
+    if not cites:
+        err_console.print(f"no matches readable by {reader.name} (roles: {', '.join(reader.roles)}); "
+                          "`pipewarden knowledge index` builds the index", markup=False, highlight=False)
     for c in cites:
         console.print(f"[bold]{c.score:.2f}[/] {c.kind} {c.source} (owner {c.owner}, updated {c.updated_at})")
         console.print(f"    {c.excerpt[:160]}")

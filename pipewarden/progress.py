@@ -46,6 +46,9 @@ class Reporter(Protocol):
                description: str | None = None) -> None:
         """Set how much is done, the total (a spinner becomes a bar once a total is known), and/or the text."""
 
+    def note(self, line: str) -> None:
+        """Print a line that stays (above the bar), e.g. one finished step. Plain text, never markup."""
+
 
 class NullReporter:
     """A reporter that shows nothing: used when stderr is not a terminal, or with `--json`."""
@@ -58,6 +61,9 @@ class NullReporter:
 
     def update(self, *, completed: float | None = None, total: float | None = None,
                description: str | None = None) -> None:
+        return None
+
+    def note(self, line: str) -> None:
         return None
 
 
@@ -83,6 +89,9 @@ class RichReporter:
         if description is not None:
             kwargs["description"] = _plain(description)
         self._bar.update(self._task, **kwargs)  # type: ignore[arg-type]
+
+    def note(self, line: str) -> None:
+        self._bar.console.print(line, markup=False, highlight=False)
 
 
 def _plain(text: str) -> str:

@@ -21,19 +21,21 @@ def test_draws_on_a_terminal_and_reports_each_update() -> None:
         bar.advance(2)
         bar.update(completed=3, description="chunk 3 of 4")
         bar.say("almost [done]")
+        bar.note("built [stg_flights]")
         task = bar._bar.tasks[0]
         assert (task.completed, task.total) == (3, 4)
         bar._bar.refresh()
     drawn = buf.getvalue()
     assert "almost [done]" in drawn  # data in descriptions is not read as Rich markup
     assert "3/4" in drawn
+    assert "built [stg_flights]" in drawn  # a note stays, printed as plain text
 
 
 def test_json_or_a_non_terminal_draws_nothing() -> None:
     console, buf = _terminal()
     with progress("work", console=console, enabled=False) as bar:  # --json
         assert isinstance(bar, NullReporter)
-        bar.advance(); bar.say("x"); bar.update(completed=1, total=2)  # noqa: E702
+        bar.advance(); bar.say("x"); bar.update(completed=1, total=2); bar.note("y")  # noqa: E702
     assert buf.getvalue() == ""
     plain = Console(file=io.StringIO(), force_terminal=False)
     with progress("work", console=plain) as bar:
