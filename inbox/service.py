@@ -2,10 +2,16 @@
 
 `decide` checks the decision against the approval rules (`policies.approval`: identity, role on the dataset,
 separation of duties, expiry, the two-person rule) inside the store's transaction, stores it atomically with its
-audit entry, and moves the proposal to approved only when the rule is satisfied. Only then is the agent's graph
-resumed, through the kernel's `Resumer` port, so the inbox never imports `agents/`. If resuming fails, the
-decision stays stored, the failure is written to the audit log, and `resume_decided` (or the supervisor) can
-resume it later. After every decision and status change the `Notifier` port is called (Slack), guarded.
+audit entry, and moves the proposal to approved only when the rule is satisfied. The stored decision is itself the
+durable request to resume the agent's graph (the store marks it in the same transaction), so a crash after the
+answer loses nothing: the supervisor's worker (`pipewarden supervise`) picks it up under a lease.
+
+Two ways on from there. `hand_off` (the web inbox and Slack: answer at once) stores, audits, notifies and
+returns; the worker applies, re-runs and verifies. `decide(..., resume=True)` (the CLI's `inbox approve`) also
+resumes the graph in this process through the kernel's `Resumer` port (so the inbox never imports `agents/`),
+under the same lease the worker would take: if a worker holds it already, nothing runs twice and the outcome says
+`in_progress`. If resuming fails, the decision stays stored, the failure is audited, and the worker retries it
+with backoff. After every decision and status change the `Notifier` port is called (Slack), guarded.
 
 `on_proposal_created` (the kernel's ProposalHook port, run by an agent right after it stores a proposal) lets
 policy approve the low-risk kinds its rules allow, as actor "policy" via "policy", audited; `expire_stale` moves
@@ -22,9 +28,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from pipewarden import faults
 from pipewarden.audit import AuditEntry
 from pipewarden.errors import InvalidTransition, NotApproved, UserError
 from pipewarden.events import Event
+from pipewarden.leases import LeaseHeld
 from pipewarden.models import OPEN_STATUSES, POLICY_ACTOR, Decision, Proposal, ProposalStatus, Verdict
 from pipewarden.policies.approval import Requirement, decision_gate, policy_may_approve, requirement, rule_for
 from pipewarden.policies.approvers import Approvers
@@ -35,10 +43,12 @@ from pipewarden.store import StateStore
 log = logging.getLogger(__name__)
 
 Via = Literal["cli", "web", "slack", "mcp"]
-ResumeState = Literal["not_requested", "scheduled", "resumed", "failed"]
+ResumeState = Literal["not_requested", "handed_off", "scheduled", "in_progress", "resumed", "failed"]
 
-# The statuses in which an approved proposal still waits for its graph to finish applying it.
-RESUMABLE_STATUSES = frozenset({ProposalStatus.approved, ProposalStatus.applying, ProposalStatus.applied})
+# The statuses in which an approved proposal still waits for its graph to finish applying it (rolled back: a crash
+# between the rollback and the re-opening).
+RESUMABLE_STATUSES = frozenset({ProposalStatus.approved, ProposalStatus.applying, ProposalStatus.applied,
+                                ProposalStatus.rolled_back})
 # The statuses in which the page shows "applying..." and refreshes itself.
 IN_FLIGHT_STATUSES = frozenset({ProposalStatus.approved, ProposalStatus.applying, ProposalStatus.applied})
 RESUME_FAILED_ACTION = "resume_failed"
@@ -53,11 +63,13 @@ class DecisionOutcome(BaseModel):
     proposal: Proposal = Field(description="The proposal as it ended: approved, rejected, verified, rolled_back...")
     resume: ResumeState = Field(
         default="not_requested",
-        description="not_requested (reject, or resume=False), scheduled (in the background), resumed or failed.",
+        description="not_requested (still open, or resume=False), handed_off (stored; the worker resumes it), "
+        "in_progress (a worker holds the lease and is resuming it), resumed (here, to its end) or failed.",
     )
     resume_error: str | None = Field(
         default=None, description="Why resuming failed; the decision stays stored and can be resumed again."
     )
+    worker: str | None = Field(default=None, description="The worker resuming it, when resume is in_progress.")
     requirement: Requirement | None = Field(
         default=None, description="What the proposal still needs after this decision (e.g. a second approver)."
     )
@@ -174,11 +186,36 @@ def decide(
     if proposal.status in OPEN_STATUSES:  # an approval recorded; the rule wants more people
         notify("proposal_updated", pid)
         return DecisionOutcome(decision=decision, proposal=proposal, requirement=need)
+    faults.point("decision_stored")
     notify("proposal_decided", pid)
     if not resume:
         return DecisionOutcome(decision=decision, proposal=proposal, requirement=need)
     # Resuming a rejected proposal only lets its graph end (no change is applied), so no thread stays waiting.
     return _resume(store, decision).model_copy(update={"requirement": need})
+
+
+def hand_off(
+    ref: str | UUID,
+    verdict: Verdict | str,
+    actor: str | None = None,
+    reason: str = "",
+    via: Via = "web",
+    *,
+    store: StateStore | None = None,
+    approvers: Approvers | None = None,
+) -> DecisionOutcome:
+    """Decide a proposal and hand the rest to the supervisor's worker: what the web inbox and Slack call.
+
+    Stores the decision with its audit entry and its resume request in one transaction, notifies, and returns
+    without running anything: `resume` is `handed_off` when the decision completed the approval (or rejected it),
+    `not_requested` while the rule still wants more approvals. A worker (`pipewarden supervise`, or the one
+    `pipewarden serve` starts) applies it, re-runs the batch and verifies it, under a lease; pages follow it through
+    `StateStore.proposal_lease`. Raises as `decide` does.
+    """
+    outcome = decide(ref, verdict, actor, reason, via, resume=False, store=store, approvers=approvers)
+    if outcome.proposal.status in OPEN_STATUSES:
+        return outcome
+    return outcome.model_copy(update={"resume": "handed_off"})
 
 
 def approve(
@@ -229,18 +266,25 @@ def resume_decided(ref: str | UUID, *, store: StateStore | None = None) -> Decis
             "finished applying can be resumed",
             hint="run `pipewarden inbox show ID` to see its history",
         )
+    store.request_resume(proposal.id, actor=INBOX_ACTOR)  # durable first: the worker retries it if this fails
     return _resume(store, decision)
 
 
 def _resume(store: StateStore, decision: Decision) -> DecisionOutcome:
-    """Call the Resumer port for a stored decision; a failure is audited and returned, never raised."""
+    """Call the Resumer port for a stored decision; a failure is audited and returned, never raised. A live worker
+    holding the proposal's lease is not a failure: it is resuming it (`in_progress`)."""
     pid = str(decision.proposal_id)
     try:
         load_resumer()(pid)
+    except LeaseHeld as exc:  # the worker is on it: nothing runs twice
+        return DecisionOutcome(decision=decision, proposal=store.get_proposal(pid), resume="in_progress",
+                               worker=exc.owner)
     except Exception as exc:  # any failure of the graph must leave the stored decision usable
         error = f"{type(exc).__name__}: {exc}"
         log.exception("resuming proposal %s failed; the decision stays stored", pid[:8])
-        store.record(RESUME_FAILED_ACTION, INBOX_ACTOR, {"error": error[:2000]}, proposal_id=pid)
+        audit = store.audit_entries(pid)
+        if not audit or audit[-1].action != RESUME_FAILED_ACTION:  # the resumer records its own failures
+            store.record(RESUME_FAILED_ACTION, INBOX_ACTOR, {"error": error[:2000]}, proposal_id=pid)
         return DecisionOutcome(
             decision=decision, proposal=store.get_proposal(pid), resume="failed", resume_error=error
         )
@@ -297,6 +341,8 @@ def expire_stale(*, store: StateStore | None = None, resume: bool = True) -> lis
         if resume:
             try:
                 load_resumer()(str(p.id))
+            except LeaseHeld:
+                pass  # a worker is ending its graph right now
             except Exception as exc:  # the proposal is expired whatever its graph does
                 log.warning("ending the graph of expired proposal %s failed: %s", p.short_id, exc)
                 store.record(RESUME_FAILED_ACTION, INBOX_ACTOR, {"error": f"{type(exc).__name__}: {exc}"[:2000]},

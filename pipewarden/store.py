@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pipewarden import db
+from pipewarden import db, faults
 from pipewarden.audit import GENESIS, AuditEntry, AuditReport, advance_anchor, audit_key, entry_hash, verify_log
 from pipewarden.errors import Expired, Forbidden, InvalidField, InvalidTransition, UnknownNameError, UserError
 from pipewarden.events import Event, parse_event
@@ -559,12 +559,16 @@ class StateStore:
 
     # ------------------------------------------------------------------ resuming: requests and leases
     def request_resume(self, ref: str | UUID, actor: str = "inbox") -> None:
-        """Ask a worker to resume the proposal's graph (a stored decision does this itself): the durable hand-off.
-        Resets the failed-resume count, so a person's retry starts afresh."""
+        """Ask a worker to resume the proposal's graph again (a stored decision asks by itself), audited as
+        `resume_requested` by `actor`. Resets the failed-resume count, so a person's retry starts afresh."""
         pid = self.resolve_id(ref)
-        self._write(lambda conn: conn.execute(
-            db.proposals.update().where(db.proposals.c.id == pid)
-            .values(resume_requested_at=utcnow(), attempts=0, next_attempt_at=None)))
+
+        def tx(conn: Connection) -> None:
+            conn.execute(db.proposals.update().where(db.proposals.c.id == pid)
+                         .values(resume_requested_at=utcnow(), attempts=0, next_attempt_at=None))
+            self._audit(conn, pid, "resume_requested", actor, {})
+
+        self._write(tx)
 
     def resume_requested(self, now: datetime | None = None) -> list[str]:
         """Ids of proposals whose graph a worker should resume now: requested, past their backoff, and not leased
@@ -682,6 +686,7 @@ class StateStore:
 
     def activate_new_version(self, target: str, content: dict[str, Any], proposal_id: UUID | str, actor: str) -> Version:
         """Create and activate a version for `proposal_id`; applying the same proposal twice is applying once."""
+        faults.point("applying")  # the proposal is `applying`; none of its versions is active yet
 
         def tx(conn: Connection) -> Version:
             _lock_target(conn, target)  # concurrent applies of one target serialize (PostgreSQL; SQLite: IMMEDIATE)

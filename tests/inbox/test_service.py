@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
+from pipewarden import faults
 from pipewarden.errors import Expired, Forbidden, InvalidTransition, NotApproved, UnknownNameError, UserError
 from pipewarden.ids import utcnow
 from pipewarden.inbox import service
@@ -285,3 +287,56 @@ def test_an_edit_whose_dry_run_fails_cannot_be_approved_from_any_front_end(store
     assert store.get_proposal(p.id).status == ProposalStatus.pending and resumer == []
     rejected = service.decide(p.id, Verdict.reject, "alice", reason="the edit was wrong", resume=False)
     assert rejected.proposal.status == ProposalStatus.rejected
+
+
+# --------------------------------------------------------------------------- the hand-off to the worker
+def test_hand_off_stores_the_decision_as_a_durable_request_and_runs_nothing(
+    store: StateStore, resumer: list[str], notified: list[tuple[str, str]]
+) -> None:
+    p = make_proposal(store)
+    outcome = service.hand_off(p.short_id, "approve", "alice", via="web")
+    assert outcome.resume == "handed_off" and outcome.proposal.status == ProposalStatus.approved
+    assert resumer == []  # nothing ran in the caller's process
+    assert store.resume_requested() == [str(p.id)]  # the worker finds it in the state DB
+    assert notified == [("proposal_decided", str(p.id))]
+    assert [e.action for e in store.audit_entries(str(p.id))] == ["proposed", "approved"]
+
+
+def test_hand_off_of_a_first_of_two_approvals_requests_nothing(store: StateStore, resumer: list[str]) -> None:
+    p = _store_proposal(store, ColumnMapping(dataset="flights", renames={"a": "b"}), risk=Risk.high)
+    outcome = service.hand_off(p.id, "approve", "alice", via="slack")
+    assert outcome.resume == "not_requested" and outcome.proposal.status == ProposalStatus.pending
+    assert store.resume_requested() == []
+
+
+def test_approving_while_a_worker_holds_the_lease_runs_nothing_twice(
+    store: StateStore, use_resumer: Callable[[str], None]
+) -> None:
+    use_resumer("pipewarden.agents.supervisor:resume_proposal")  # the real Resumer: it takes the lease first
+    p = make_proposal(store)
+    store.take_proposal_lease(p.id, "worker-host:4242")  # e.g. a `supervise` that drafted it is still running
+    outcome = service.approve(p.id, "alice")
+    assert outcome.resume == "in_progress" and outcome.worker == "worker-host:4242" and outcome.ok
+    assert outcome.proposal.status == ProposalStatus.approved
+    assert store.resume_requested() == []  # leased: the worker that holds it finishes it
+    assert [e.action for e in store.audit_entries(str(p.id))] == ["proposed", "approved"]
+
+
+def test_the_decision_stored_crash_point_fires_after_the_decision_and_before_any_resume(
+    store: StateStore, resumer: list[str]
+) -> None:
+    class Crash(BaseException):
+        pass
+
+    def crash(step: str) -> None:
+        raise Crash(step)
+
+    p = make_proposal(store)
+    faults.arm("decision_stored", crash)
+    try:
+        with pytest.raises(Crash):
+            service.approve(p.id, "alice")
+    finally:
+        faults.disarm()
+    assert store.get_proposal(p.id).status == ProposalStatus.approved and resumer == []
+    assert store.resume_requested() == [str(p.id)]  # the next worker resumes it
