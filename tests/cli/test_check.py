@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.cli.conftest import CliResult, landed_files, warehouse_rows
@@ -117,3 +118,52 @@ def test_check_every_row_invalid_exits_3_and_names_the_rule(pw: Callable[..., Cl
     # check is read-only: nothing is landed or quarantined
     assert landed_files(pw_home, "flights") == []
     assert warehouse_rows(pw_home, "SELECT * FROM quarantine") == []
+
+
+# --------------------------------------------------------------------------- batches refused by name (issue 11)
+def _refused_batches(batches: Path, folder: Path) -> None:
+    """nested.parquet (a struct and a list column), dup.csv (carrier twice), header.csv (a header, no rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    jan = pd.read_csv(batches / "jan.csv")
+    table = pa.Table.from_pandas(jan.head(20), preserve_index=False)
+    table = table.append_column("address", pa.array([{"city": "NYC", "zip": "10001"}] * 20))
+    pq.write_table(table.append_column("tags", pa.array([["a"]] * 20)), folder / "nested.parquet")
+    lines = jan.head(20).to_csv(index=False).splitlines()
+    (folder / "dup.csv").write_text("\n".join([lines[0] + ",carrier", *(x + ",XX" for x in lines[1:])]) + "\n")
+    (folder / "header.csv").write_text(lines[0] + "\n")
+
+
+REFUSED = [
+    pytest.param("nested.parquet", ["nested.parquet: has nested columns the contract does not flatten",
+                                    "address (struct<", "tags (list<", "flatten: {address: address_}"], id="nested"),
+    pytest.param("dup.csv", ["dup.csv: names a column more than once: 'carrier' (2 times)"], id="duplicate-column"),
+    pytest.param("header.csv", ["header.csv: has a header and no rows", "re-export it"], id="no-rows"),
+]
+
+
+@pytest.mark.parametrize(("name", "needles"), REFUSED)
+def test_check_refuses_a_batch_it_cannot_take_as_it_is(
+    pw: Callable[..., CliResult], in_batches: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    pw_home: Path, name: str, needles: list[str],
+) -> None:
+    _refused_batches(in_batches, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    res = pw("check", name, "--dataset", "flights")
+    assert_clean_error(res, *needles)
+    assert res.out == ""
+    assert landed_files(pw_home, "flights") == []
+
+
+def test_check_refuses_a_file_over_the_size_limit_saying_how_to_raise_it(
+    pw: Callable[..., CliResult], in_batches: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipewarden.settings import get_settings
+
+    size = (in_batches / "jan.csv").stat().st_size
+    monkeypatch.setenv("PIPEWARDEN_MAX_BATCH_BYTES", "10KiB")
+    get_settings.cache_clear()
+    res = pw("check", "jan.csv", "--dataset", "flights")
+    assert_clean_error(res, "jan.csv: is", f"({size} bytes), over the 10.0KiB batch size limit",
+                       f"PIPEWARDEN_MAX_BATCH_BYTES={size}")
