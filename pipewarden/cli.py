@@ -597,9 +597,16 @@ def _print_outcome(outcome: Any, as_json: bool) -> None:
     if need is not None and not need.satisfied and outcome.decision.verdict == "approve":
         console.print(f"approval by {outcome.decision.actor} recorded; it {need.missing}"
                       + (f" (e.g. {', '.join(need.eligible_people[:3])})" if need.eligible_people else ""))
+    if outcome.resume == "in_progress":
+        console.print(f"the decision is stored; the worker {outcome.worker} is applying it now (one owner at a time). "
+                      f"Follow it with `pipewarden inbox show {p.short_id}`")
+    elif outcome.resume == "handed_off":
+        console.print("the decision is stored; the next `pipewarden supervise` applies it, re-runs the batch and "
+                      "verifies it (run `pipewarden supervise --once` if none is running)")
     if outcome.resume_error:
         err_console.print(f"[yellow]the decision is stored, but resuming the agent failed: {outcome.resume_error}[/]")
-        err_console.print("[dim]hint:[/] `pipewarden supervise --once` retries it")
+        err_console.print("[dim]hint:[/] `pipewarden supervise` retries it with backoff; "
+                          f"`pipewarden inbox show {p.short_id}` shows the error")
         raise typer.Exit(1)
 
 
