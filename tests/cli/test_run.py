@@ -98,3 +98,32 @@ def test_run_every_row_invalid_text_output_names_dataset_and_problem(
     assert "halted flights load flights-" in res.out_text
     assert "40 rows in, 40 quarantined; halted at validate" in res.out_text
     assert "Traceback" not in res.err
+
+
+def test_run_refuses_a_nested_batch_lands_nothing_and_reports_it(
+    pw: Callable[..., CliResult], in_batches: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pw_home: Path,
+) -> None:
+    """Issue 11: a nested Parquet file used to crash `run` with a traceback, leave its load `landed` and report
+    nothing. It is refused by name before anything lands, and its RunFailed event is in the outbox."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipewarden.store import StateStore
+
+    jan = pa.Table.from_pandas(pd.read_csv(in_batches / "jan.csv").head(20), preserve_index=False)
+    pq.write_table(jan.append_column("address", pa.array([{"city": "NYC"}] * 20)), tmp_path / "nested.parquet")
+    monkeypatch.chdir(tmp_path)
+
+    res = pw("run", "--file", "nested.parquet", "--dataset", "flights")
+    assert res.code == 2, (res.code, res.out, res.err)
+    message = last_error(res)
+    assert "nested.parquet: has nested columns the contract does not flatten: address (struct<city: string>)" in message
+    assert "hint: flatten a struct column in the contract" in message
+    assert "Traceback" not in res.err
+    assert landed_files(pw_home, "flights") == []
+    assert warehouse_rows(pw_home, "SELECT status FROM meta_loads WHERE dataset = 'flights'") == []
+    store = StateStore()
+    events = [store.get_event(row["id"]) for row in store.list_events()]
+    assert [(e.kind, e.stage) for e in events] == [("run_failed", "ingest")]  # type: ignore[union-attr]
+    assert str(events[0].id) in message and "nested.parquet" in events[0].error  # type: ignore[union-attr]
