@@ -758,6 +758,37 @@ def quality_suggest(
         err_console.print(f"written to {written}")
 
 
+# ----------------------------------------------------------------------------------------------- slack
+slack_app = typer.Typer(help="Slack set-up: the app manifest to create pipewarden's Slack app from.",
+                        no_args_is_help=True)
+app.add_typer(slack_app, name="slack")
+
+
+@slack_app.command("manifest")
+def slack_manifest(
+    url: Annotated[str | None, typer.Option(help="The web inbox's public address (Slack posts button clicks to "
+                                            "URL/slack/events). Default: PIPEWARDEN_PUBLIC_URL.")] = None,
+    name: Annotated[str, typer.Option(help="The app's name in Slack.")] = "pipewarden",
+    bot_name: Annotated[str, typer.Option(help="The bot user's display name.")] = "pipewarden",
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a Slack app manifest (YAML; JSON with --json): the bot scopes the code uses, interactivity at
+    URL/slack/events, and a bot user. Paste it at api.slack.com/apps -> Create New App -> From a manifest."""
+    from pipewarden.inbox.slack_manifest import slack_manifest as make_manifest
+    from pipewarden.inbox.slack_manifest import to_dict, to_yaml
+    from pipewarden.settings import get_settings
+
+    manifest = make_manifest(url or get_settings().public_url, name=name, bot_name=bot_name)
+    if as_json:
+        _print_json(to_dict(manifest))
+    else:
+        sys.stdout.write(to_yaml(manifest))
+    request_url = manifest.settings["interactivity"]["request_url"]
+    if not request_url.startswith("https://"):
+        err_console.print(f"note: Slack accepts only https request URLs; {request_url} is not. Serve the inbox "
+                          "behind https and pass --url https://...", markup=False, highlight=False)
+
+
 # ----------------------------------------------------------------------------------------------- contract
 contract_app = typer.Typer(help="Data contracts: draft a new dataset's contract from a sample.", no_args_is_help=True)
 app.add_typer(contract_app, name="contract")
