@@ -270,3 +270,24 @@ def test_a_file_replaced_between_hash_and_parse_lands_with_the_identity_of_its_r
     assert second.load_id != first.load_id and second.content_sha256 == hashlib.sha256(replacement).hexdigest()
     assert len(df2) == 10 and set(df2["carrier"]) == {"ZZ"}
     assert [r["load_id"] for r in list_loads("flights")] == [first.load_id, second.load_id]
+
+
+# --------------------------------------------------------------------------- through the guard
+def test_the_guard_accepts_a_flattened_batch_and_refuses_an_unflattened_one_with_its_event(
+        flights: pd.DataFrame, pw_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipewarden.flows.guard import guard_batch
+
+    monkeypatch.setenv("PIPEWARDEN_CHECK_ENGINE", "pandas")
+    get_settings.cache_clear()
+    nested = _nested_route(flights).drop_columns(["time_hour"]).append_column(
+        "time_hour", pa.array(pd.to_datetime(flights["time_hour"], utc=True)))
+    with pytest.raises(BatchRefused) as err:
+        guard_batch(nested, "flights", source="kafka:flights@9")
+    event = _assert_refused_and_reported(err, "nested_columns", "kafka:flights@9", "route (struct<")
+
+    _with_flatten(pw_project, '{route: ""}')
+    result = guard_batch(nested, "flights", source="kafka:flights@9")
+    assert result.status == "accepted" and result.rows_accepted == ROWS - 1, result.reason  # the null route's row
+    assert result.rows_quarantined == 1
+    assert [(r["load_id"], r["status"]) for r in list_loads("flights")] == [(result.load_id, "accepted")]
+    assert [e.id for e in _events() if e.kind == "run_failed"] == [event.id], "the accepted batch failed nothing"
