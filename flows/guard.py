@@ -3,7 +3,9 @@
 `guard_batch(data, dataset)` is the public entry point (re-exported as `pipewarden.guard_batch`, wrapped as a
 Prefect task in `pipewarden.prefect.guard`). The steps, each an existing stage:
 
-1. land the batch (`flows.ingest.ingest`): a file path, a pandas DataFrame or a pyarrow Table;
+1. land the batch (`flows.ingest.ingest`): a file path, a pandas DataFrame or a pyarrow Table; a batch that cannot
+   be taken as it is (over the size limit, a column named twice, nested columns the contract does not flatten, no
+   rows) is refused with `tools.io.BatchRefused` (exit 2) naming its `RunFailed` event, and nothing lands;
 2. validate it against the active contract (`flows.validate.validate`), under the approved column mapping proven
    on this batch's schema fingerprint, if any (`tools.mapping.mapping_for_batch`); rejected rows are quarantined
    with their reasons;
@@ -149,7 +151,8 @@ def guard_batch(data: Any, dataset: str, *, load_id: str | None = None, source: 
 
     `source` says where the batch came from (recorded on the load); `run` is the Prefect run context
     (`pipewarden.prefect.guard` passes it). Raises `BatchHalted` (carrying the result) when the batch halts,
-    UnknownNameError for a dataset without a contract, InputFileError for a file that cannot be read.
+    UnknownNameError for a dataset without a contract, InputFileError for a file that cannot be read, and
+    BatchRefused (an InputFileError) for a batch ingest refuses, once its RunFailed event is in the outbox.
     """
     landed = land_batch(dataset, data, load_id=load_id, source=source)
     if run:
