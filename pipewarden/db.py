@@ -120,6 +120,23 @@ audit_log = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False, unique=True),
 )
 
+audit_anchor = sa.Table(
+    "audit_anchor",
+    metadata,
+    # The audit chain's head, kept apart from the chain and signed with a key in the home (never in this DB):
+    # moved in the same transaction as every append; `audit verify` checks the chain still ends where it says.
+    # `alarm` is set (and kept) by an append that found the chain's tip elsewhere. See pipewarden/audit.py.
+    sa.Column("chain", sa.String(16), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("entries", sa.Integer, nullable=False),
+    sa.Column("since_seq", sa.Integer, nullable=False),
+    sa.Column("alarm", sa.Text),
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 api_tokens = sa.Table(
     "api_tokens",
