@@ -161,7 +161,14 @@ def default_load_id(dataset: str, source: str | Path | pd.DataFrame | pa.Table) 
     same id."""
     if isinstance(source, str | Path):
         return f"{dataset}-{file_sha256(source)[:12]}"
-    return f"{dataset}-{_read_source(dataset, source, None).sha256[:12]}"
+    return f"{dataset}-{_read_source(dataset, source, None, _flatten_rule(dataset), report=False).sha256[:12]}"
+
+
+def _flatten_rule(dataset: str) -> dict[str, str]:
+    """The active contract's rule for nested columns (struct column -> prefix)."""
+    from pipewarden.tools.contracts import active_contract
+
+    return dict(active_contract(dataset).flatten)
 
 
 @contextmanager
@@ -194,26 +201,32 @@ class _Batch:
 
 
 def _read_source(dataset: str, source: object, source_name: str | None,
-                 flatten: dict[str, str] | None = None) -> _Batch:
+                 flatten: dict[str, str] | None = None, *, report: bool = True) -> _Batch:
     """The batch as an Arrow table and a DataFrame, its content hash and the name to record as its source.
 
     `flatten` is the contract's rule for nested columns. A batch refused by `tools.io` (`BatchRefused`) is
-    reported as a `RunFailed` event before the error is raised again (see `_report_refused`).
+    reported as a `RunFailed` event before the error is raised again (see `_report_refused`), unless `report`
+    is false (a load id asked for is not a batch landed).
     """
     import pyarrow as pa
+
+    def refused(label: str, exc: BatchRefused, sha256: str) -> BatchRefused:
+        if report:
+            return _report_refused(dataset, label, exc, sha256)
+        return BatchRefused(exc.path, exc.reason, exc.problem, hint=exc.hint or "", columns=exc.columns)
 
     if isinstance(source, str | Path):
         name = str(source) if is_url(source) else str(Path(source).resolve())
         try:
             data = read_bytes(source)  # read once: the hash and the rows come from the same bytes
         except BatchRefused as exc:
-            raise _report_refused(dataset, source_name or name, exc, "") from exc
+            raise refused(source_name or name, exc, "") from exc
         sha256 = hashlib.sha256(data).hexdigest()
         _crash_point("ingest.read")
         try:
             frame = parse_table(data, source, flatten=flatten)
         except BatchRefused as exc:
-            raise _report_refused(dataset, source_name or name, exc, sha256) from exc
+            raise refused(source_name or name, exc, sha256) from exc
         table = pa.Table.from_pandas(frame, preserve_index=False)
         return _Batch(table, frame, sha256, source_name or name)
     if isinstance(source, pd.DataFrame):
@@ -237,7 +250,7 @@ def _read_source(dataset: str, source: object, source_name: str | None,
             table, frame = flat, flat.to_pandas()
         check_has_rows(table.num_rows, label, header=False)
     except BatchRefused as exc:
-        raise _report_refused(dataset, label, exc, "") from exc
+        raise refused(label, exc, "") from exc
     return _Batch(table, frame, arrow_sha256(table), label)
 
 
@@ -267,10 +280,8 @@ def ingest(dataset: str, source: str | Path | pd.DataFrame | pa.Table, *, load_i
     BatchRefused (after its event is in the outbox) for a batch over the size limit, with a column named twice,
     nested columns the contract does not flatten, or no rows. Ingesting data that already landed under the same load id returns the first landing unchanged.
     """
-    from pipewarden.tools.contracts import active_contract
-
     load_contract(dataset)
-    flatten = dict(active_contract(dataset).flatten)
+    flatten = _flatten_rule(dataset)
     if not is_url(get_settings().storage):
         _sweep_stale_temps(dataset)
     batch = _read_source(dataset, source, source_name, flatten)

@@ -21,7 +21,7 @@ from pipewarden.errors import ConfigError
 from pipewarden.events import RunFailed
 from pipewarden.flows import ingest as ingest_module
 from pipewarden.flows.data import source_dir
-from pipewarden.flows.ingest import ingest, is_landed, list_loads, read_landed
+from pipewarden.flows.ingest import default_load_id, ingest, is_landed, list_loads, read_landed
 from pipewarden.policies.contract import load_contract
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
@@ -147,6 +147,7 @@ def test_an_in_memory_frame_with_dict_values_is_flattened_by_the_same_rule(fligh
     _with_flatten(pw_project, "{route: route_}")
     frame = flights.drop(columns=["dest"]).assign(route=[{"dest": d} for d in flights["dest"]])
     landed = ingest("flights", frame)
+    assert landed.load_id == default_load_id("flights", frame)
     df, _ = read_landed("flights", landed.load_id)
     assert "route" not in df.columns and df["route_dest"].tolist() == flights["dest"].tolist()
 
@@ -207,6 +208,9 @@ def test_a_batch_with_columns_and_no_rows_is_refused_and_reported(flights: pd.Da
 
 
 def test_an_in_memory_batch_with_no_rows_is_refused(flights: pd.DataFrame) -> None:
+    with pytest.raises(BatchRefused, match="no rows"):
+        default_load_id("flights", flights.head(0))
+    assert _events() == [], "asking for a load id reports nothing"
     with pytest.raises(BatchRefused) as err:
         ingest("flights", flights.head(0), source_name="kafka:flights@8")
     _assert_refused_and_reported(err, "no_rows", "kafka:flights@8", "has columns and no rows")
