@@ -1,10 +1,11 @@
 """Cost of SQL models in DuckDB: profile a build, diagnose why it costs what it does, draft rule-based rewrites and
 prove a rewrite returns the same rows and is cheaper.
 
-- Profiling reads DuckDB's own profiler (`enable_profiling = 'no_output'`, the JSON tree): time, rows scanned, bytes
-  scanned (the bytes the table scans produced, which grows with the columns read), rows processed by every operator,
-  and per table scan its rows, bytes, columns and pushed-down filters. `profile_from_json` is what the transform
-  stage records in `model_runs`; `measure` times a SELECT the way transform builds it (`CREATE TABLE AS`).
+- Profiling reads DuckDB's own profiler (the JSON tree): time, rows scanned, bytes scanned (the bytes the table
+  scans produced, which grows with the columns read), rows processed by every operator, and per table scan its rows,
+  bytes, columns and pushed-down filters. `profile_from_json` is what the transform stage records in `model_runs`
+  (`enable_profiling = 'no_output'`); `measure` times a SELECT the way transform builds it (`CREATE TABLE AS`),
+  under `EXPLAIN (ANALYZE, FORMAT JSON)`, which needs no setting changed (the locked connection allows none).
 - Diagnosis (`diagnose`) reads the SQL (sqlglot AST) and the plan: a lost filter (a predicate of the known-good
   version missing, or a table scan that lost its filters), a cartesian join (CROSS JOIN, a join without condition or
   without an equality, a nested-loop join in the plan), `SELECT *` over a wide table, a function on a filtered or
@@ -13,7 +14,9 @@ prove a rewrite returns the same rows and is cheaper.
   on the current data: multiset equality (EXCEPT ALL both ways on the rounded rows, plus row counts) and cost (median
   of timed builds, rows and bytes scanned). Nothing here writes a table outside the connection's temp schema.
 
-Every SQL text a model wrote must pass `tools.sql_guard.check_select` before `prove` sees it (the agent does it).
+Every SQL text a model wrote must pass `tools.sql_guard.check_select` before `prove` sees it (the agent does it),
+and runs on the locked connection `open_warehouse()` returns (`tools.warehouse.locked_duckdb`: no files, no
+settings).
 
 Public names: `ScanStat`, `JoinStat`, `CostProfile`, `Measurement`, `Finding`, `Candidate`, `Proof`,
 `profile_from_json`, `measure`, `diagnose`, `rule_rewrites`, `prove`, `compare_cost`, `same_rows`, `tables_read`,
@@ -177,30 +180,38 @@ def _select(sql: str) -> str:
     return sql.strip().rstrip(";").strip()
 
 
-def enable_profiling(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("SET profiling_coverage = 'ALL'")
-    con.execute("SET enable_profiling = 'no_output'")
+def _explain_profile(rows: list[Any]) -> CostProfile | None:
+    """The profile in `EXPLAIN (ANALYZE, FORMAT JSON)`'s result (the same JSON tree as the profiler's)."""
+    try:
+        return profile_from_json(json.loads(rows[0][1]))
+    except (IndexError, TypeError, ValueError):
+        return None
 
 
 def measure(con: duckdb.DuckDBPyConnection, sql: str, *, runs: int = 1, into: str | None = None) -> Measurement:
     """Build `sql` as a temp table (`into`, default a fresh name) `runs` times, the way transform builds a model;
-    return the median time and the last build's profile. The temp table is left for `same_rows` to compare."""
+    return the median time and the last build's profile. The temp table is left for `same_rows` to compare.
+
+    Each build runs under `EXPLAIN (ANALYZE, FORMAT JSON)`, which executes it and returns the profiler's tree
+    without changing a setting, so it works on the locked connection (`open_warehouse`) whose settings are frozen."""
     import duckdb
 
     table = into or f"__pw_cost_{uuid.uuid4().hex[:8]}"
-    enable_profiling(con)
     times: list[float] = []
-    row: Any = None
+    plan: list[Any] = []
     for _ in range(max(1, runs)):
         t0 = time.perf_counter()
         try:
-            row = con.execute(f'CREATE OR REPLACE TEMP TABLE "{table}" AS\n{_select(sql)}\n').fetchone()
+            plan = con.execute(
+                f'EXPLAIN (ANALYZE, FORMAT JSON) CREATE OR REPLACE TEMP TABLE "{table}" AS\n{_select(sql)}\n'
+            ).fetchall()
         except duckdb.Error as exc:
             raise UserError(f"the SQL failed in DuckDB: {exc}", hint="fix the SQL; nothing was changed") from exc
         times.append(round((time.perf_counter() - t0) * 1000, 3))
-    profile = last_profile(con) or CostProfile()
+    profile = _explain_profile(plan) or CostProfile()
+    rows_out = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
     return Measurement(elapsed_ms=times, median_ms=round(statistics.median(times), 3),
-                       rows_out=int(row[0]) if row else 0, profile=profile)
+                       rows_out=int(rows_out[0]) if rows_out else 0, profile=profile)
 
 
 # --------------------------------------------------------------------------- equality of results
@@ -671,15 +682,20 @@ def rule_rewrites(sql: str) -> list[Candidate]:
 
 # --------------------------------------------------------------------------- run history
 def open_warehouse(read_only: bool = True) -> Any:
-    """A connection to the warehouse file (read-only by default); a clear error when there is none yet."""
+    """A connection to the warehouse file; a clear error when there is none yet. Read-only (the default) is the
+    locked connection of `tools.warehouse.locked_duckdb`: no files, no settings, so the candidate
+    SQL a model wrote cannot reach outside the warehouse whatever it says."""
     import duckdb
 
     from pipewarden.settings import get_settings
+    from pipewarden.tools.warehouse import locked_duckdb
 
     path = get_settings().warehouse_path
     if not path.exists():
         raise UserError(f"{path}: no warehouse yet", hint="run the pipeline on a batch first (pipewarden run --month 1)")
-    return duckdb.connect(str(path), read_only=read_only)
+    if read_only:
+        return locked_duckdb(path)
+    return duckdb.connect(str(path))
 
 
 class ModelBuild(BaseModel):
@@ -747,11 +763,15 @@ class ProfileOutput(BaseModel):
 
 
 def _profile_tool(args: ProfileInput) -> ProfileOutput:
-    from pipewarden.tools.sql_guard import require_select
+    from pipewarden.settings import get_settings
+    from pipewarden.tools.sql_guard import model_names, require_select
+    from pipewarden.tools.warehouse import Warehouse
 
-    require_select(args.sql)
+    require_select(args.sql)  # refuse what no table list makes safe before opening anything
     con = open_warehouse(read_only=True)
     try:
+        tables = set(Warehouse.over_duckdb(con).tables()) | model_names(get_settings().models_dir)
+        require_select(args.sql, allowed_tables=tables)
         m = measure(con, args.sql, runs=1)
         findings = diagnose(args.sql, m.profile, table_widths=table_widths(con))
     finally:

@@ -7,7 +7,8 @@ a person approved taking them out. The same functions run in the pipeline (`flow
 quality agent's dry-run, so what the dry-run proves is what validate will do.
 
 A quarantine's predicate runs in an in-memory DuckDB over the batch, and only after `tools.sql_guard.
-check_predicate` accepted it; what runs is the guard's own rendering of the parsed expression. A quarantine with a
+check_predicate` accepted it; what runs is the guard's own rendering of the parsed expression, on a connection
+with file access off and its settings locked. A quarantine with a
 `load_id` applies to that load only; a dedupe rule applies to every load of its dataset.
 
 Public names: `Rule`, `ActiveRule`, `active_rules`, `predicate_mask`, `duplicate_mask`, `rule_reasons`,
@@ -80,7 +81,8 @@ def predicate_mask(frame: pd.DataFrame, predicate: str) -> np.ndarray:
     sql = predicate_sql(predicate, frame.columns)
     work = frame.reset_index(drop=True)
     work[ROW] = np.arange(len(work), dtype=np.int64)
-    con = duckdb.connect()
+    # the frame is registered, never read from a file: no file access, settings locked (defence in depth)
+    con = duckdb.connect(config={"enable_external_access": False, "lock_configuration": True})
     try:
         con.register("batch", work)
         hits = con.execute(f"SELECT {ROW} FROM batch WHERE COALESCE(({sql}), FALSE)").fetchnumpy()[ROW]

@@ -6,11 +6,12 @@
   column per target, every cast a contract type, every incoming column in the batch), then applied to the
   failing batch (the event's `batch_path`) and the contract's checks run before and after, with a sample of
   the healed rows, as the schema-drift agent does;
-- a `SqlModelPatch` must pass the agents' SQL guardrails (`tools.sql_guard.check_select`: one read-only query,
-  no DDL or DML, no file readers); the model's current SQL (its active version, else its file in
-  `settings.models_dir`) and the edited SQL then both run read-only on the warehouse: before = the current SQL,
-  after = the edited one, each with its row count, its error if it fails, and the output columns the edit would
-  drop.
+- a `SqlModelPatch` must pass the agents' SQL guardrails (`tools.sql_guard.check_select` over the project's
+  tables: the warehouse's own and the models folder's names; one read-only query, no DDL or DML, no table
+  functions, no catalogs, no file or settings functions); the model's current SQL (its active version, else its
+  file in `settings.models_dir`) and the edited SQL then both run on `tools.warehouse.connect_locked` (read-only,
+  no files, no settings, DuckDB or PostgreSQL): before = the current SQL, after = the edited one, each with its
+  row count, its error if it fails, and the output columns the edit would drop.
 
 Other change kinds cannot be edited; they raise a `UserError` that says to reject with a reason instead.
 
@@ -108,60 +109,66 @@ def current_model_sql(model: str, store: StateStore | None = None) -> tuple[str 
     return None, "none"
 
 
-def _guard(sql: str, field: str) -> None:
-    """The same guardrails as an agent's SQL (`tools.sql_guard`): one read-only query, no file readers."""
+def _guard(sql: str, field: str, allowed_tables: set[str] | None) -> None:
+    """The same guardrails as an agent's SQL (`tools.sql_guard`): one read-only query over the project's tables
+    and models, no table functions, no catalogs, no file or settings functions (None: all but the names, before
+    the warehouse is opened)."""
     from pipewarden.tools.sql_guard import check_select
 
-    errors = check_select(sql)
+    errors = check_select(sql, allowed_tables=allowed_tables)
     if errors:
         raise UserError(f"{field} is refused: " + "; ".join(errors),
-                        hint="write one read-only SELECT (or WITH ... SELECT) over the warehouse's tables")
+                        hint="write one read-only SELECT (or WITH ... SELECT) over the project's tables and models")
 
 
-def _run_query(con: Any, sql: str) -> tuple[CheckResult, list[str], list[dict[str, Any]]]:
-    import duckdb
-
-    body = sql.strip().rstrip(";")
+def _run_query(wh: Any, sql: str) -> tuple[CheckResult, list[str], list[dict[str, Any]]]:
+    body = wh.transpile(sql.strip().rstrip(";"))
     try:
-        cursor = con.execute(f"SELECT * FROM ({body}) AS _q LIMIT {SAMPLE_ROWS}")
-        columns = [d[0] for d in cursor.description]
-        sample_df = cursor.df()
-        rows = int(con.execute(f"SELECT count(*) FROM ({body}) AS _q").fetchone()[0])
-    except duckdb.Error as exc:
-        message = str(exc).splitlines()[0][:500]
+        sample_df = wh.read_frame(f"SELECT * FROM ({body}) AS _q LIMIT {SAMPLE_ROWS}")
+        columns = [str(c) for c in sample_df.columns]
+        rows = int(wh.execute(f"SELECT count(*) FROM ({body}) AS _q")[0][0])
+    except Exception as exc:  # noqa: BLE001  # the database's refusal or error is the dry-run's result
+        if not _is_db_error(exc):
+            raise
+        message = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:500]
         return CheckResult(passed=False, rows=0, failed_checks=[f"the query fails: {message}"]), [], []
     sample = sample_df.astype(object).where(sample_df.notna(), None).to_dict(orient="records")
     return CheckResult(passed=True, rows=rows), columns, sample
 
 
-def _redry_sql(change: SqlModelPatch, store: StateStore) -> DryRun:
+def _is_db_error(exc: BaseException) -> bool:
     import duckdb
 
-    _guard(change.sql, f"the SQL of model {change.model!r}")
+    if isinstance(exc, duckdb.Error):
+        return True
+    try:
+        import sqlalchemy as sa
+    except ImportError:  # pragma: no cover - sqlalchemy ships with pipewarden
+        return False
+    return isinstance(exc, sa.exc.DBAPIError)
+
+
+def _redry_sql(change: SqlModelPatch, store: StateStore) -> DryRun:
+    from pipewarden.tools.sql_guard import model_names, project_tables
+    from pipewarden.tools.warehouse import connect_locked
+
+    settings = get_settings()
+    field = f"the SQL of model {change.model!r}"
+    _guard(change.sql, field, None)  # refuse what no table list can make safe before touching the warehouse
     old_sql, origin = current_model_sql(change.model, store)
-    warehouse = get_settings().warehouse_path
-    if not warehouse.exists():
-        raise UserError(f"there is no warehouse at {warehouse} to dry-run model {change.model!r} on",
-                        hint="run the pipeline once (pipewarden run ...) so the model's inputs exist")
-    try:
-        con = duckdb.connect(str(warehouse), read_only=True)
-    except duckdb.Error as exc:
-        raise UserError(f"the warehouse {warehouse} cannot be opened to dry-run the SQL: {exc}",
-                        hint="a pipeline run may hold it; try again when it has finished") from exc
-    try:
+    with connect_locked(settings.warehouse) as wh:  # WarehouseUnavailable (a UserError) names the URL and what to do
+        _guard(change.sql, field, project_tables(wh, model_names(settings.models_dir)))
         if old_sql is None:
             before = CheckResult(passed=False, rows=0, schema_errors=[f"model {change.model!r} has no SQL yet"])
             old_columns: list[str] = []
         else:
-            before, old_columns, _ = _run_query(con, old_sql)
-        after, new_columns, sample = _run_query(con, change.sql)
-    finally:
-        con.close()
+            before, old_columns, _ = _run_query(wh, old_sql)
+        after, new_columns, sample = _run_query(wh, change.sql)
     dropped = [c for c in old_columns if c not in new_columns] if after.passed else []
     if dropped:
         after = after.model_copy(update={
             "passed": False, "schema_errors": [f"the edit drops output column {c!r}" for c in dropped]})
-    notes = [f"before: the model's current SQL ({origin}); after: the edited SQL; both run read-only on the "
-             "warehouse"]
+    notes = [f"before: the model's current SQL ({origin}); after: the edited SQL; both run on a locked read-only "
+             "connection to the warehouse (no files, no settings)"]
     return DryRun(before=before, after=after, sample=sample, notes=notes,
                   metrics={"rows_before": float(before.rows), "rows_after": float(after.rows)})

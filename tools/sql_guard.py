@@ -1,43 +1,100 @@
-"""SQL guardrails: every piece of SQL a model writes passes here before anything runs it.
+"""SQL guardrails: every piece of SQL a model writes or a person edits passes here before anything runs it.
 
-`check_select` accepts exactly one read-only query (SELECT, or WITH ... SELECT, set operations of those) over the
-allowed tables; `check_predicate` accepts one boolean expression over known columns. Both parse with sqlglot (DuckDB
-dialect) and return a list of readable errors: empty means safe. They never execute anything.
+`check_select` accepts exactly one read-only query (SELECT, or WITH ... SELECT, set operations of those) and
+`check_predicate` one boolean expression over known columns. Both parse with sqlglot (DuckDB dialect), walk the
+AST and return a list of readable errors: empty means safe. They never execute anything. What runs such SQL runs
+it on `tools.warehouse.connect_locked` as well (no files, no settings), so a hole here is not a hole there.
 
-Refused: several statements; DDL and DML anywhere in the tree (DROP, DELETE, UPDATE, INSERT, MERGE, CREATE, ALTER,
-TRUNCATE, ATTACH, DETACH, COPY, PRAGMA, SET, INSTALL, LOAD, EXPORT, CALL); table functions and file readers
-(read_csv, read_parquet, glob, ...); functions that reach outside the query (getenv, current_setting...); tables or
-columns not in the allowed sets.
+It is an allow-list, not a list of bad names:
 
-Public names: `check_select`, `check_predicate`, `SqlGuardError` (raised by `require_select`), `require_select`.
+- **tables**: every table a query reads must be one of `allowed_tables` (the project's own: the warehouse's
+  tables and the SQL models' names, `project_tables`) or a CTE visible where it is read (a CTE body does not
+  see itself or later CTEs, so a CTE cannot launder a catalog's name). Unqualified, or qualified by the default
+  schema only (`main`, `public`); never a catalog or another schema (information_schema, pg_catalog, an
+  ATTACHed database), never a string literal or a quoted path (`FROM '/etc/x.json'` parses as a quoted name and
+  is refused as not a project table), never a table function (`read_csv(...)`, `range(...)`, `UNNEST`,
+  `duckdb_settings()`, ...). `allowed_tables=None` skips only the name check (static scoring that runs nothing).
+- **functions**: sqlglot's typed functions (the standard and portable ones it knows: arithmetic, strings,
+  dates, aggregates, windows) except the few that read the session or the server (`CURRENT_USER`, `VERSION`,
+  `CURRENT_DATABASE`, `READ_CSV`, ...), plus `EXTRA_FUNCTIONS`, DuckDB computations sqlglot leaves untyped.
+  Anything else (`current_setting`, `getvariable`, `pg_read_file`, `query_to_xml`, `json_serialize_plan`,
+  `set_config`, a schema-qualified function) is refused by name.
+- **statements**: one, and a query; no DDL, DML, SET, PRAGMA, ATTACH, COPY, SELECT INTO anywhere in the tree.
+
+Hand-written on sqlglot's AST rather than with a library: no SQL firewall library speaks DuckDB and PostgreSQL
+through one parser; sqlglot's scope module resolves names but does not answer "which real relations does this
+read", which is the question here.
+
+Public names: `check_select`, `check_predicate`, `require_select`, `project_tables`, `SqlGuardError`,
+`EXTRA_FUNCTIONS`, `DEFAULT_SCHEMAS`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlglot
 from sqlglot import exp
 
 from pipewarden.errors import ModelRetry
 
+if TYPE_CHECKING:
+    from pipewarden.tools.warehouse import Warehouse
+
 DIALECT = "duckdb"
+DEFAULT_SCHEMAS = frozenset({"main", "public"})
+"""The only schema qualifiers a table may carry: the warehouse's default schema (DuckDB `main`, PostgreSQL
+`public`)."""
 
 _FORBIDDEN_NODES: tuple[type[exp.Expression], ...] = tuple(
     t for t in (
         getattr(exp, name, None)
         for name in ("Drop", "Delete", "Update", "Insert", "Merge", "Create", "Alter", "TruncateTable", "Attach",
                      "Detach", "Copy", "Pragma", "Set", "Install", "Load", "Export", "Command", "Use", "Transaction",
-                     "Commit", "Rollback", "Into")
+                     "Commit", "Rollback", "Into", "Describe", "Show", "Summarize")
     ) if t is not None
 )
-_FORBIDDEN_FUNCTIONS = frozenset({
-    "read_csv", "read_csv_auto", "read_parquet", "read_json", "read_json_auto", "read_text", "read_blob", "glob",
-    "parquet_scan", "csv_scan", "sniff_csv", "getenv", "current_setting", "duckdb_settings", "duckdb_secrets",
-    "query", "query_table", "sqlite_scan", "postgres_scan", "iceberg_scan", "delta_scan", "http_get",
+_OUTSIDE_TYPED = frozenset({
+    # typed sqlglot functions that read the session, the server or files rather than the query's rows
+    "READ_CSV", "READ_PARQUET", "TO_FILE", "SECRET", "CURRENT_USER", "SESSION_USER", "CURRENT_ROLE",
+    "CURRENT_ROLE_TYPE", "CURRENT_AVAILABLE_ROLES", "CURRENT_SECONDARY_ROLES", "CURRENT_USER_ID",
+    "CURRENT_DATABASE", "CURRENT_CATALOG", "CURRENT_SCHEMA", "CURRENT_SCHEMAS", "CURRENT_VERSION",
+    "CURRENT_SESSION", "CURRENT_STATEMENT", "CURRENT_TRANSACTION", "CURRENT_CLIENT", "CURRENT_IP_ADDRESS",
+    "CURRENT_ACCOUNT", "CURRENT_ACCOUNT_NAME", "CURRENT_ORGANIZATION_NAME", "CURRENT_ORGANIZATION_USER",
+    "CURRENT_REGION", "CURRENT_WAREHOUSE", "VERSION",
+})
+EXTRA_FUNCTIONS = frozenset({
+    # DuckDB computations on values that sqlglot parses as anonymous functions; none reads outside the row
+    "add", "subtract", "multiply", "divide", "fdiv", "fmod", "gcd", "lcm", "even", "gamma", "lgamma", "isfinite",
+    "nextafter", "signbit", "round_even", "bit_count", "bin", "unbin",
+    "date_part", "datepart", "date_sub", "datesub", "now", "isoyear", "weekday", "yearweek", "century", "decade",
+    "millennium", "era", "microsecond", "millisecond", "nanosecond", "epoch_us", "epoch_ns", "days_in_month",
+    "make_timestamp_ms", "try_strptime", "timezone", "to_seconds", "to_minutes", "to_hours", "to_weeks",
+    "to_months", "to_years", "to_milliseconds", "to_microseconds",
+    "hash", "printf", "octet_length", "strlen", "ord", "prefix", "suffix", "strip_accents", "base64",
+    "left_grapheme", "right_grapheme", "jaccard", "jaro_similarity", "hamming", "damerau_levenshtein",
+    "mismatches", "regexp_split_to_array", "md5_number",
+    "mean", "fsum", "sumkahan", "kahan_sum", "favg", "mad", "geomean", "geometric_mean", "kurtosis_pop",
+    "entropy", "histogram", "product", "arbitrary", "sem", "wavg", "weighted_avg", "reservoir_quantile",
+    "list_sum", "list_avg", "list_count", "list_extract", "list_element", "list_aggregate", "array_extract",
+    "element_at", "cardinality", "to_json", "json_value", "json_exists", "json_array_length", "json_valid",
 })
 
 
 class SqlGuardError(ModelRetry):
     """SQL that the guardrails refused; the message lists every reason."""
+
+
+def project_tables(wh: Warehouse, model_names: Iterable[str]) -> set[str]:
+    """What a guarded query may read: the warehouse's own tables and views (default schema) and the SQL models."""
+    return set(wh.tables()) | set(model_names)
+
+
+def model_names(models_dir: Path) -> set[str]:
+    """The SQL models' names in `models_dir` (each `NAME.sql`), without parsing them."""
+    return {p.stem for p in models_dir.glob("*.sql")} if models_dir.is_dir() else set()
 
 
 def _parse(sql: str) -> tuple[list[exp.Expression | None], list[str]]:
@@ -49,10 +106,22 @@ def _parse(sql: str) -> tuple[list[exp.Expression | None], list[str]]:
         return [], [f"the SQL does not parse{where}: {first.get('description', str(exc))}"]
 
 
-def _function_name(node: exp.Expression) -> str:
+def _function_name(node: exp.Func) -> str:
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
-    return str(node.sql_name()).lower() if hasattr(node, "sql_name") else type(node).__name__.lower()
+    return str(node.sql_name()).lower()
+
+
+def _function_errors(node: exp.Func) -> list[str]:
+    name = _function_name(node)
+    if isinstance(node, exp.Anonymous):
+        if name in EXTRA_FUNCTIONS:
+            return []
+        return [f"function {name}() is not allowed: only standard SQL functions and DuckDB computations on values "
+                "are (no settings, session, catalog, file or server functions)"]
+    if name.upper() in _OUTSIDE_TYPED:
+        return [f"function {name}() is not allowed: it reads the session, the server or files, not the query's rows"]
+    return []
 
 
 def _unsafe_nodes(tree: exp.Expression) -> list[str]:
@@ -61,16 +130,80 @@ def _unsafe_nodes(tree: exp.Expression) -> list[str]:
         if isinstance(node, _FORBIDDEN_NODES):
             errors.append(f"{type(node).__name__.upper()} is not allowed: only read-only queries are")
         elif isinstance(node, exp.Func):
-            name = _function_name(node)
-            if name in _FORBIDDEN_FUNCTIONS:
-                errors.append(f"function {name}() is not allowed: it reads outside the query's tables")
+            errors += _function_errors(node)
+        elif isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
+            errors.append(f"schema-qualified function {node.sql(dialect=DIALECT)} is not allowed: call functions "
+                          "by their bare name")
     return list(dict.fromkeys(errors))
 
 
-def check_select(sql: str, *, allowed_tables: set[str] | None = None) -> list[str]:
-    """Errors for `sql` as a model-written query (empty: safe to run read-only).
+def _visible_ctes(table: exp.Table) -> set[str]:
+    """The CTE names a table reference can resolve to, as SQL scopes them: the main query of a WITH sees all its
+    CTEs; the body of CTE i sees CTEs 0..i-1 (and itself only under RECURSIVE)."""
+    names: set[str] = set()
+    child: exp.Expression = table
+    node = table.parent
+    came_through: exp.With | None = None
+    while node is not None:
+        if isinstance(node, exp.With):
+            idx = next((i for i, c in enumerate(node.expressions) if c is child), len(node.expressions))
+            upto = idx + 1 if node.args.get("recursive") else idx
+            names |= {c.alias_or_name.lower() for c in node.expressions[:upto]}
+            came_through = node
+        else:
+            with_ = node.args.get("with_")
+            if isinstance(with_, exp.With) and with_ is not came_through:
+                names |= {c.alias_or_name.lower() for c in with_.expressions}
+            came_through = None if not isinstance(node, exp.CTE) else came_through
+        child, node = node, node.parent
+    return names
 
-    `allowed_tables`: the table names the query may read (CTE names are always allowed); None allows any.
+
+def _source_errors(tree: exp.Expression) -> list[str]:
+    """Table functions, VALUES-free sources other than tables and subqueries, in FROM and JOIN."""
+    errors: list[str] = []
+    for clause in tree.find_all(exp.From, exp.Join):
+        src = clause.this
+        if isinstance(src, exp.Table):
+            if not isinstance(src.this, exp.Identifier):
+                name = _function_name(src.this) if isinstance(src.this, exp.Func) else src.this.sql(dialect=DIALECT)
+                errors.append(f"table function {name}() is not allowed: read the project's tables by name")
+        elif isinstance(src, exp.Lateral) and isinstance(src.this, exp.Subquery):
+            continue
+        elif not isinstance(src, (exp.Subquery, exp.Values)):
+            kind = _function_name(src) if isinstance(src, exp.Func) else type(src).__name__.lower()
+            errors.append(f"table function {kind}() is not allowed in FROM: read the project's tables by name")
+    return errors
+
+
+def _table_errors(tree: exp.Expression, allowed_tables: Collection[str] | None) -> list[str]:
+    errors: list[str] = []
+    allowed = {t.lower() for t in allowed_tables} if allowed_tables is not None else None
+    listed = ", ".join(sorted(allowed_tables)) if allowed_tables else "none"
+    for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            continue  # a table function: reported by _source_errors
+        name = table.name
+        if table.args.get("catalog") is not None or (
+                table.args.get("db") is not None and table.db.lower() not in DEFAULT_SCHEMAS):
+            errors.append(f"table {table.sql(dialect=DIALECT)} is not allowed: only the project's own tables, "
+                          f"unqualified or in the default schema (allowed: {listed})")
+            continue
+        if allowed is None or name.lower() in allowed:
+            continue
+        if not table.args.get("db") and name.lower() in _visible_ctes(table):
+            continue
+        what = "a file path or string literal is not a table" if any(ch in name for ch in "/\\:.") else (
+            "it is not one of the project's tables or models")
+        errors.append(f"table {name!r} is not allowed: {what} (allowed: {listed})")
+    return errors
+
+
+def check_select(sql: str, *, allowed_tables: Collection[str] | None = None) -> list[str]:
+    """Errors for `sql` as a model-written or edited query (empty: safe to run on a locked connection).
+
+    `allowed_tables`: the tables the query may read (`project_tables`); CTEs visible where they are read are
+    always allowed. None skips the name check only (never for SQL that runs).
     """
     if not sql or not sql.strip():
         return ["the SQL is empty"]
@@ -82,26 +215,19 @@ def check_select(sql: str, *, allowed_tables: set[str] | None = None) -> list[st
         return [f"expected exactly one statement, got {len(statements)}"]
     tree = statements[0]
     errors = _unsafe_nodes(tree)
-    if not isinstance(tree, exp.Query):
+    if not isinstance(tree, (exp.Select, exp.SetOperation)):
         errors.insert(0, f"expected a SELECT query, got {type(tree).__name__.upper()}")
-    if allowed_tables is not None:
-        ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
-        allowed = {t.lower() for t in allowed_tables} | ctes
-        for table in tree.find_all(exp.Table):
-            if isinstance(table.this, exp.Func):  # FROM some_function(...)
-                continue  # already reported by _unsafe_nodes when forbidden
-            name = table.name.lower()
-            if name and name not in allowed:
-                errors.append(f"table {table.name!r} is not one the query may read (allowed: "
-                              f"{', '.join(sorted(allowed_tables)) or 'none'})")
+    errors += _source_errors(tree)
+    errors += _table_errors(tree, allowed_tables)
     return list(dict.fromkeys(errors))
 
 
-def require_select(sql: str, *, allowed_tables: set[str] | None = None) -> str:
+def require_select(sql: str, *, allowed_tables: Collection[str] | None = None) -> str:
     """`sql` unchanged when `check_select` finds nothing, else `SqlGuardError` with every reason."""
     errors = check_select(sql, allowed_tables=allowed_tables)
     if errors:
-        raise SqlGuardError("unsafe SQL: " + "; ".join(errors), hint="write one read-only SELECT over the allowed tables")
+        raise SqlGuardError("unsafe SQL: " + "; ".join(errors),
+                            hint="write one read-only SELECT over the project's tables and models")
     return sql
 
 

@@ -10,8 +10,17 @@ raises `WarehouseUnavailable` (a ConfigError) naming the URL without its passwor
 Nothing is held open between calls to `connect`: DuckDB lets one process write a file at a time, so a stage opens
 it, works and closes it.
 
-Public names: `Warehouse`, `WarehouseUnavailable`, `WarehouseQueryError`, `TableBuild`, `connect`, `safe_url`,
-`duckdb_has_table`, `postgres_profile`.
+`connect_locked(url=None, *, timeout_s=LOCKED_TIMEOUT_S)` is for SQL a model wrote or a person edited (dry-runs,
+rewrite proofs): a connection that cannot reach files or settings whatever the SQL says. DuckDB: the file opened
+read-only with `enable_external_access=false` and `lock_configuration=true` in the connect-time config (no file,
+URL, ATTACH, COPY, INSTALL; no SET can undo it); `locked_duckdb(path)` is the same as a raw DuckDB connection.
+PostgreSQL: every transaction READ ONLY (`default_transaction_read_only`, and SQLAlchemy's `postgresql_readonly`)
+with a `statement_timeout`; what PostgreSQL still lets a role read (catalogs, `pg_read_file` for a superuser) is
+refused by `tools.sql_guard` before the SQL gets here, so give the warehouse URL a role without superuser rights.
+Other engines are refused: there is no locked mode to rely on.
+
+Public names: `Warehouse`, `WarehouseUnavailable`, `WarehouseQueryError`, `TableBuild`, `connect`,
+`connect_locked`, `locked_duckdb`, `LOCKED_TIMEOUT_S`, `safe_url`, `duckdb_has_table`, `postgres_profile`.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ if TYPE_CHECKING:
 
 DUCKDB_PREFIX = "duckdb:///"
 PG_BLOCK_BYTES = 8192
+LOCKED_TIMEOUT_S = 60.0
+"""A locked connection's per-statement time limit on PostgreSQL (DuckDB has no statement timeout)."""
 """PostgreSQL's page size: EXPLAIN's buffer counts are in pages."""
 _FRAME = "_pw_frame"
 
@@ -182,6 +193,20 @@ class Warehouse:
 
         with self._begin() as conn:
             return sa.inspect(conn).has_table(name)
+
+    def tables(self) -> list[str]:
+        """The tables and views of the default schema (DuckDB `main`, the server's default), temporary ones left
+        out: what the project's own SQL may read."""
+        if self._con is not None:
+            return [r[0] for r in self._con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main' UNION "
+                "SELECT view_name FROM duckdb_views() WHERE NOT temporary AND NOT internal AND schema_name = 'main' "
+                "ORDER BY 1").fetchall()]
+        import sqlalchemy as sa
+
+        with self._begin() as conn:
+            inspector = sa.inspect(conn)
+            return sorted({*inspector.get_table_names(), *inspector.get_view_names()})
 
     def columns(self, table: str) -> list[str]:
         """The table's column names in order (empty when there is no such table)."""
@@ -364,14 +389,60 @@ def _open_duckdb(url: str, read_only: bool) -> Warehouse:
     return Warehouse(url, read_only=read_only, duckdb_con=con)
 
 
-def _open_sqlalchemy(url: str, read_only: bool) -> Warehouse:
+def locked_duckdb(path: str | Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB file opened read-only that cannot reach files or settings: `enable_external_access=false` (no file,
+    URL, ATTACH, COPY or INSTALL) and `lock_configuration=true`, both in the connect-time config, so no SET, RESET
+    or PRAGMA in the SQL it runs can undo either. DuckDB refuses to open a file already open in this process with
+    another configuration, so the lock cannot be shared with an unlocked connection either. A missing or locked
+    file raises WarehouseUnavailable. (`tools.cost.measure` profiles through EXPLAIN ANALYZE: no setting needed.)"""
+    import duckdb
+
+    target = str(path)
+    if target != ":memory:" and not Path(target).exists():
+        raise WarehouseUnavailable(f"no warehouse yet at {target}",
+                                   hint="run the pipeline on a batch (pipewarden run) or `pipewarden build` first")
+    try:
+        return duckdb.connect(target, read_only=target != ":memory:",
+                              config={"enable_external_access": False, "lock_configuration": True})
+    except duckdb.Error as exc:
+        raise WarehouseUnavailable(
+            f"the warehouse {target} cannot be opened read-only and locked: {exc}",
+            hint="a pipeline run or another command may hold it open; try again when it has finished") from exc
+
+
+@contextmanager
+def connect_locked(url: str | None = None, *, timeout_s: float = LOCKED_TIMEOUT_S) -> Iterator[Warehouse]:
+    """Open the warehouse (default: `settings.warehouse`) for SQL a model wrote or a person edited: read-only, no
+    files, no settings (see the module docstring); DuckDB or PostgreSQL only."""
+    url = url or get_settings().warehouse
+    if url.startswith(DUCKDB_PREFIX):
+        wh = Warehouse(url, read_only=True, duckdb_con=locked_duckdb(url.removeprefix(DUCKDB_PREFIX)))
+    else:
+        from sqlalchemy.engine import make_url
+
+        if make_url(url).get_backend_name() != "postgresql":
+            raise WarehouseUnavailable(
+                f"the warehouse {safe_url(url)} has no locked read-only mode pipewarden knows, so edited or "
+                "model-written SQL cannot run on it", hint="dry-runs run on a DuckDB or PostgreSQL warehouse")
+        wh = _open_sqlalchemy(url, True, statement_timeout_s=timeout_s)
+    try:
+        yield wh
+    finally:
+        wh.close()
+
+
+def _open_sqlalchemy(url: str, read_only: bool, *, statement_timeout_s: float | None = None) -> Warehouse:
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
     if u.drivername == "postgresql":  # the bare name means psycopg2; this project ships psycopg (3)
         u = u.set(drivername="postgresql+psycopg")
-    connect_args = {"connect_timeout": 5} if u.get_backend_name() == "postgresql" else {}
+    connect_args: dict[str, Any] = {"connect_timeout": 5} if u.get_backend_name() == "postgresql" else {}
+    if statement_timeout_s is not None and u.get_backend_name() == "postgresql":
+        # server-side defaults for every session of this engine: read-only transactions, a time limit
+        connect_args["options"] = (f"-c default_transaction_read_only=on "
+                                   f"-c statement_timeout={int(statement_timeout_s * 1000)}")
     where = safe_url(url)
     try:
         engine = sa.create_engine(u, connect_args=connect_args, pool_pre_ping=True)
