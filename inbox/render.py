@@ -260,13 +260,21 @@ def proposal_detail(
 
 
 def audit_report(report: AuditReport) -> RenderableType:
-    """The result of `pipewarden audit verify`: a green line, or the first broken entry and what is wrong."""
+    """The result of `pipewarden audit verify`: a green line (and any notes), or every problem found."""
     if report.ok:
-        return Text(f"audit log verified: {report.entries} entries, the hash chain is intact", style="green")
+        line = Text(f"audit log verified: {report.entries} entries, the hash chain is intact", style="green")
+        if report.anchored_seq is not None:
+            line.append(f"; its signed anchor (entry {report.anchored_seq}) and every proposal's trail agree",
+                        style="green")
+        for note in report.notes:
+            line.append(f"\nnote: {note}", style="dim")
+        return line
     body = Text()
-    body.append(f"the audit log's hash chain is broken at entry {report.first_broken_seq}\n", style="bold red")
-    body.append(report.problem or "unknown problem")
-    body.append(f"\n({report.entries} entries checked)", style="dim")
+    where = f": broken at entry {report.first_broken_seq}" if report.first_broken_seq is not None else ""
+    body.append(f"the audit log does not verify{where}\n", style="bold red")
+    for problem in report.problems or [report.problem or "unknown problem"]:
+        body.append(f"- {problem}\n")
+    body.append(f"({report.entries} entries checked)", style="dim")
     return Panel(body, title="audit verify", title_align="left", border_style="red")
 
 

@@ -688,7 +688,18 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 # ----------------------------------------------------------------------------------------------- audit
 @audit_app.command("verify")
 def audit_verify(as_json: JsonOpt = False) -> None:
-    """Check the audit log's hash chain; report the first broken entry. Exits 5 if broken."""
+    """Check the audit log and report every problem. Exits 5 if it does not verify.
+
+    What it checks:
+    - the hash chain: an entry edited, removed or reordered in the middle;
+    - the signed anchor: the newest entries removed, the anchor edited or replaced;
+    - every proposal against its audit trail: a status reset, a decision deleted or added behind the store;
+    - this home's witness of its last verify: the log rolled back to an older copy.
+
+    The anchor's key is PIPEWARDEN_HOME/audit_key, never in the state DB: copy it to every home that writes to the same state DB.
+
+    It cannot catch someone who can write the state DB and also read the key, nor a rollback to a copy newer than this home's last verify (pipewarden/README.md, "What audit verify guarantees").
+    """
     from pipewarden.inbox.render import audit_report
     from pipewarden.store import StateStore
 

@@ -103,7 +103,8 @@ def test_json_helpers(store: StateStore) -> None:
     assert detail["audit"][0]["action"] == "proposed"
 
     report = render.audit_report_json(store.verify_audit())
-    assert report == {"ok": True, "entries": 1, "first_broken_seq": None, "problem": None}
+    assert report == {"ok": True, "entries": 1, "first_broken_seq": None, "problem": None, "problems": [],
+                      "anchored_seq": 1, "notes": []}
 
     outcome = render.outcome_json(service.reject(p.id, "alice", "no", resume=False))
     json.dumps(outcome)

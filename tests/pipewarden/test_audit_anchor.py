@@ -204,3 +204,22 @@ def test_reconcile_on_plain_rows() -> None:
     assert reconcile(entries, {"a" * 36: "approved", "b" * 36: "pending"}, {"a" * 36: [("d1", "alice")]}) == []
     problems = reconcile(entries, {"a" * 36: "approved"}, {"a" * 36: [("d1", "alice")]})
     assert problems == ["proposal bbbbbbbb has audit entries (the last: entry 3) but no row: it was deleted"]
+
+
+def test_audit_verify_prints_every_problem_and_exits_5(state_url: str, pw) -> None:  # type: ignore[no-untyped-def]
+    store = StateStore()
+    first, _ = history(store)
+    assert pw("audit", "verify").code == 0
+    last = seqs(store)[-1]
+    with behind_the_store(store) as conn:
+        conn.execute(sa.delete(db.audit_log).where(db.audit_log.c.seq == last))
+        conn.execute(sa.delete(db.decisions).where(db.decisions.c.proposal_id == first))
+    res = pw("audit", "verify")
+    assert res.code == 5
+    assert f"the audit log does not verify: broken at entry {last}" in res.out_text
+    assert "- the newest 1 entry is missing" in res.out_text
+    assert f"- proposal {first[:8]}'s decision by alice" in res.out_text
+    assert "has no 'proposed' audit entry" in res.out_text  # the second proposal's only entry was the last
+    assert f"- this home verified the log up to entry {last}" in res.out_text  # the witness of the first verify
+    report = json.loads(pw("audit", "verify", "--json").out)
+    assert report["ok"] is False and len(report["problems"]) == 4 and report["anchored_seq"] == last
