@@ -17,7 +17,7 @@ of its Arrow IPC stream), so ingesting the same data twice lands it once. A file
 before anything is written.
 
 A batch that is read but refused (`tools.io.BatchRefused`: over the size limit, a column named twice, nested
-columns the contract does not `flatten`, no rows) is never landed either, and it is reported: a `RunFailed`
+columns the contract does not `flatten`, no rows, an in-memory column of mixed types) is never landed either, and it is reported: a `RunFailed`
 event (stage `ingest`, the source and the problem in `error`) goes to the outbox before the error is raised, so
 the supervisor hears of it (the triage agent puts it in the inbox as needs-a-human). The event's id derives from
 the dataset, the source, its content hash and the problem, so the same refused batch is reported once.
@@ -49,6 +49,7 @@ from pipewarden.policies.contract import load_contract, observed_type, schema_fi
 from pipewarden.settings import get_settings
 from pipewarden.tools.io import (
     BatchRefused,
+    arrow_table,
     check_has_rows,
     check_unique_columns,
     exists,
@@ -242,7 +243,7 @@ def _read_source(dataset: str, source: object, source_name: str | None,
     try:
         check_unique_columns(source.column_names if isinstance(source, pa.Table) else source.columns, label)
         if isinstance(source, pd.DataFrame):
-            frame, table = source, pa.Table.from_pandas(source, preserve_index=False)
+            frame, table = source, arrow_table(source, label)
         else:
             frame, table = None, source
         flat = flatten_nested(table, flatten, label)

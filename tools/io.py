@@ -15,7 +15,9 @@ names the file, the reason and what to do:
 - `nested_columns`: a struct, list or map column; a struct column the contract lists under `flatten`
   (`flatten: {address: address_}`) becomes one column per field (`address_city`, nested structs joined by `_`),
   anything else nested is refused (`flatten_nested`);
-- `no_rows`: a header and no rows (an empty export is not "nothing happened").
+- `no_rows`: a header and no rows (an empty export is not "nothing happened");
+- `mixed_types`: an in-memory batch with a column whose values have no one type (`1` and `"a"`), which cannot be
+  stored (`arrow_table`).
 
 The nested-column flattening is a few lines over Arrow's own `ChunkedArray.flatten` (which keeps a null struct's
 fields null); no library does it under a contract's rule.
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 SUPPORTED = (".csv", ".parquet", ".pq")
 LANDED_SUFFIX = ".parquet"
-Refusal = Literal["too_large", "duplicate_columns", "nested_columns", "no_rows"]
+Refusal = Literal["too_large", "duplicate_columns", "nested_columns", "no_rows", "mixed_types"]
 
 
 class BatchRefused(InputFileError):
@@ -248,6 +250,25 @@ def flatten_nested(table: pa.Table, flatten: Mapping[str, str] | None, location:
         )
     check_unique_columns(names, location)  # a flattened field may take a name the batch already has
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def arrow_table(frame: pd.DataFrame, location: str | Path) -> pa.Table:
+    """A DataFrame as an Arrow table (no index), or `BatchRefused` (`mixed_types`) naming the column whose values
+    have no one type."""
+    import re
+
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        text = "; ".join(str(a) for a in exc.args)
+        named = re.search(r"Conversion failed for column (.+?) with type", text)
+        raise BatchRefused(
+            location, "mixed_types", f"has a column whose values are not of one type: {text}",
+            columns=[named.group(1)] if named else [],
+            hint="give each column values of one type before guarding it (e.g. `df[col].astype(str)` for text)",
+        ) from exc
 
 
 def parse_table(data: bytes, location: str | Path, *, flatten: Mapping[str, str] | None = None) -> pd.DataFrame:

@@ -295,3 +295,11 @@ def test_the_guard_accepts_a_flattened_batch_and_refuses_an_unflattened_one_with
     assert result.rows_quarantined == 1
     assert [(r["load_id"], r["status"]) for r in list_loads("flights")] == [(result.load_id, "accepted")]
     assert [e.id for e in _events() if e.kind == "run_failed"] == [event.id], "the accepted batch failed nothing"
+
+
+def test_an_in_memory_column_of_mixed_types_is_refused_by_name(flights: pd.DataFrame) -> None:
+    frame = flights.assign(gate=["A1", 7] * (ROWS // 2))
+    with pytest.raises(BatchRefused) as err:
+        ingest("flights", frame)
+    _assert_refused_and_reported(err, "mixed_types", "<in-memory DataFrame>", "column gate")
+    assert err.value.columns == ["gate"]
