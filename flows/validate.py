@@ -15,6 +15,10 @@ The steps, in order:
 5. if more rows failed than the contract allows, emit `CheckFailed` and halt: the rejected rows are
    quarantined, and no row of the batch is accepted.
 
+A landed file of at least `settings.pushdown_min_bytes` is validated where it lies (`validate_pushdown`): the
+contract's row rules run in DuckDB over the Parquet file (`tools.pushdown`), only the rejected rows come back to
+Python (a chunk at a time, for their reasons and row JSON), and the same rows, reasons, statuses and events result.
+
 Validating the same load again replaces what the last validation wrote, so re-runs never duplicate rows.
 Events get ids derived from what they report (dataset, load, contract and mapping versions, the findings),
 so a retried validation that finds the same fault emits the same event once.
@@ -26,7 +30,8 @@ import hashlib
 import json
 import time
 import uuid
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, Field
@@ -35,10 +40,10 @@ from pipewarden.events import CheckFailed, SchemaDrift
 from pipewarden.flows.emit import emit
 from pipewarden.flows.ingest import Landed, connect, read_landed, set_load_status
 from pipewarden.ids import utcnow
-from pipewarden.models import CheckResult, ColumnMapping
+from pipewarden.models import CheckResult, ColumnMapping, Quarantine
 from pipewarden.policies.contract import Contract, SchemaDiff, load_contract, schema_diff
 from pipewarden.store import StateStore
-from pipewarden.tools.checks import CheckReport, Engine
+from pipewarden.tools.checks import CheckReport, Engine, rows_as_json
 from pipewarden.tools.contracts import active_contract
 from pipewarden.tools.mapping import conform_to_contract, map_frame, mapping_for_batch
 from pipewarden.tools.quality_rules import active_rules, check_with_rules
@@ -74,6 +79,8 @@ class ValidationOutcome(BaseModel):
     contract_version: str = ""
     timings_ms: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list, description="Findings that are not failures (extra columns).")
+    engine: str = Field("memory", description="Where the rows were checked: 'memory' (pandas/GX) or 'duckdb' "
+                        "(pushed down over the file, `validate_pushdown`).")
 
 
 def raw_table(dataset: str) -> str:
@@ -89,21 +96,28 @@ def active_mapping(landed: Landed, df: pd.DataFrame, contract: Contract,
 
 
 def validate(
-    landed: Landed, df: pd.DataFrame | None = None, *, run_id: str | None = None, engine: Engine | None = None
+    landed: Landed, df: pd.DataFrame | None = None, *, run_id: str | None = None, engine: Engine | None = None,
+    pushdown: bool | None = None, say: Callable[[str], None] | None = None,
 ) -> ValidationOutcome:
     """Validate a landed batch against its contract (see the module docstring for the steps).
 
-    `df` is the batch as landed; when omitted it is read back from the landing zone. `run_id` (the Prefect
-    flow run) is copied into the events; `engine` picks the row-check engine (default: GX, see tools.checks).
-    Raises only for broken inputs (unknown dataset, unreadable landing);
+    `df` is the batch as landed; when omitted it is read back from the landing zone, or, for a landed file of at
+    least `settings.pushdown_min_bytes`, checked where it lies (`pushdown`; see `validate_pushdown`). `pushdown`
+    True forces that path (when it applies), False never takes it. `run_id` (the Prefect flow run) is copied
+    into the events; `engine` picks the in-memory row-check engine (default: GX, see tools.checks); `say` gets
+    progress lines. Raises only for broken inputs (unknown dataset, unreadable landing);
     a batch that breaks its contract is an outcome with `halted=True`, not an error.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     contract = active_contract(landed.dataset)
+    store = StateStore()
+    if pushdown is True or (pushdown is None and df is None):
+        pushed = validate_pushdown(landed, contract, store, run_id=run_id, force=pushdown is True, say=say)
+        if pushed is not None:
+            return pushed
     if df is None:
         df, _ = read_landed(landed.dataset, landed.load_id)
-    store = StateStore()
     mapping, mapping_version = active_mapping(landed, df, contract, store)
     if mapping is not None:
         mapped = map_frame(df, mapping, contract)
@@ -117,19 +131,8 @@ def validate(
 
     if not diff.clean:
         _write(contract, landed, df, None, None, status="halted_schema")
-        event = SchemaDrift(
-            id=_event_id("schema_drift", landed, contract, mapping_version, diff.model_dump(mode="json")),
-            dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.uri,
-            contract_version=contract.version_tag, added=diff.added, dropped=diff.dropped, retyped=diff.retyped,
-            schema_fingerprint=landed.schema_fingerprint,
-        )
-        emit(event, store=store)
-        timings["total_ms"] = _ms(t0)
-        return ValidationOutcome(
-            **base, halted=True, reason="schema drift: " + "; ".join(diff.describe()),
-            check_result=CheckResult(passed=False, rows=len(frame), schema_errors=diff.describe()),
-            event_ids=[str(event.id)], timings_ms=timings,
-        )
+        return _drift_outcome(landed, contract, diff, base, rows=len(frame), run_id=run_id, store=store,
+                              timings=timings, t0=t0)
 
     t1 = time.perf_counter()
     report = check_with_rules(frame, contract, active_rules(landed.dataset, landed.load_id, store),
@@ -140,26 +143,149 @@ def validate(
     accepted, quarantined = _write(contract, landed, df, frame, report,
                                    status="halted_checks" if halted else "accepted")
     timings["write_ms"] = _ms(t2)
-    event_ids: list[str] = []
-    reason = ""
-    if halted:
-        reason = (f"{report.failure_rate:.1%} of {len(frame)} rows failed the contract checks, over the "
-                  f"{contract.max_failure_rate:.1%} {contract.version_tag} allows")
-        findings = [f.model_dump(mode="json") for f in report.failed]
-        event = CheckFailed(
-            id=_event_id("check_failed", landed, contract, mapping_version, findings),
-            dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.uri,
-            failed=report.failed, failure_rate=report.failure_rate, threshold=contract.max_failure_rate,
-            halted=True,
-        )
-        emit(event, store=store)
-        event_ids.append(str(event.id))
+    event_ids, reason = _halt_on_checks(landed, contract, mapping_version, report, rows=len(frame), run_id=run_id,
+                                        store=store) if halted else ([], "")
     timings["total_ms"] = _ms(t0)
     return ValidationOutcome(
         **base, halted=halted, reason=reason, check_result=report.result, failure_rate=report.failure_rate,
         rows_accepted=accepted, rows_quarantined=quarantined, event_ids=event_ids, timings_ms=timings,
         notes=diff.notes(),
     )
+
+
+def _drift_outcome(landed: Landed, contract: Contract, diff: SchemaDiff, base: dict[str, Any], *, rows: int,
+                   run_id: str | None, store: StateStore, timings: dict[str, float], t0: float) -> ValidationOutcome:
+    """Emit `SchemaDrift` for a drifted batch (its rows are already taken out) and say so."""
+    event = SchemaDrift(
+        id=_event_id("schema_drift", landed, contract, base["mapping_version"], diff.model_dump(mode="json")),
+        dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.uri,
+        contract_version=contract.version_tag, added=diff.added, dropped=diff.dropped, retyped=diff.retyped,
+        schema_fingerprint=landed.schema_fingerprint,
+    )
+    emit(event, store=store)
+    timings["total_ms"] = _ms(t0)
+    return ValidationOutcome(
+        **base, halted=True, reason="schema drift: " + "; ".join(diff.describe()),
+        check_result=CheckResult(passed=False, rows=rows, schema_errors=diff.describe()),
+        event_ids=[str(event.id)], timings_ms=timings,
+    )
+
+
+def _halt_on_checks(landed: Landed, contract: Contract, mapping_version: int | None, report: Any, *, rows: int,
+                    run_id: str | None, store: StateStore) -> tuple[list[str], str]:
+    """Emit `CheckFailed` for a batch over its failure threshold; the event ids and the reason in words."""
+    reason = (f"{report.failure_rate:.1%} of {rows} rows failed the contract checks, over the "
+              f"{contract.max_failure_rate:.1%} {contract.version_tag} allows")
+    findings = [f.model_dump(mode="json") for f in report.failed]
+    event = CheckFailed(
+        id=_event_id("check_failed", landed, contract, mapping_version, findings),
+        dataset=landed.dataset, load_id=landed.load_id, run_id=run_id, batch_path=landed.uri,
+        failed=report.failed, failure_rate=report.failure_rate, threshold=contract.max_failure_rate,
+        halted=True,
+    )
+    emit(event, store=store)
+    return [str(event.id)], reason
+
+
+# --------------------------------------------------------------------------- the pushdown path
+def validate_pushdown(landed: Landed, contract: Contract, store: StateStore, *, run_id: str | None = None,
+                      force: bool = False, say: Callable[[str], None] | None = None) -> ValidationOutcome | None:
+    """`validate` for a batch checked where it lies: the contract's row rules run in DuckDB over the landed
+    Parquet file (`tools.pushdown`), rejected rows go to `quarantine` a chunk at a time and accepted rows to
+    `raw_<dataset>` by `INSERT ... SELECT` (DuckDB warehouse) or in Arrow chunks (any other), in one warehouse
+    transaction; nothing but the rejected rows is read into pandas. Same outcome, events and rows as the
+    in-memory path (`tests/tools/test_pushdown.py`).
+
+    Returns None, and the caller takes the in-memory path, when this one does not apply: the file is under
+    `settings.pushdown_min_bytes` (unless `force`), lies in an object store, or the batch needs what only the
+    in-memory path does (an active column mapping, an active dedupe rule).
+    """
+    from pipewarden.tools.io import check_batch_size, is_url
+    from pipewarden.tools.pushdown import open_batch, run_pushdown, use_pushdown
+    from pipewarden.tools.quality_rules import predicate_sql
+
+    if is_url(landed.uri):
+        return None
+    size = check_batch_size(landed.uri, limit=0)  # the in-memory limit does not apply: this path is bounded
+    if not force and not use_pushdown(size):
+        return None
+    rules = active_rules(landed.dataset, landed.load_id, store)
+    if any(not isinstance(r.rule, Quarantine) for r in rules):
+        return None
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    table = raw_table(landed.dataset)
+    with connect() as wh:
+        wh.execute(QUARANTINE_DDL)
+        with open_batch(landed.uri, con=wh.duckdb if wh.is_duckdb else None) as batch:
+            probe = batch.probe()
+            mapping, mapping_version = active_mapping(landed, probe, contract, store)
+            if mapping is not None:
+                return None
+            diff = schema_diff(contract, probe)
+            timings["schema_ms"] = _ms(t0)
+            base = dict(dataset=landed.dataset, load_id=landed.load_id, mapping_version=mapping_version,
+                        contract_version=contract.version_tag, schema_diff=diff)
+            excluded = None
+            if rules:
+                rule = rules[0]
+                excluded = (predicate_sql(rule.rule.predicate, batch.columns),  # type: ignore[union-attr]
+                            f"{rule.label}: {rule.rule.reason} ({rule.rule.predicate})")  # type: ignore[union-attr]
+            now = pd.Timestamp(utcnow())
+
+            def sink(chunk: pd.DataFrame) -> None:
+                chunk.insert(0, "load_id", landed.load_id)
+                chunk.insert(0, "dataset", landed.dataset)
+                chunk["quarantined_at"] = now
+                wh.write_frame("quarantine", chunk)
+
+            with wh.transaction():
+                wh.execute("DELETE FROM quarantine WHERE dataset = ? AND load_id = ?", [landed.dataset, landed.load_id])
+                if wh.has_table(table):
+                    wh.execute(f"DELETE FROM {wh.quote(table)} WHERE _load_id = ?", [landed.load_id])
+                if not diff.clean:
+                    set_load_status(landed.dataset, landed.load_id, "halted_schema", con=wh)
+                else:
+                    t1 = time.perf_counter()
+                    report = run_pushdown(batch, contract, excluded=excluded, on_quarantine=sink, on_ruled=sink,
+                                          say=say)
+                    timings["checks_ms"] = _ms(t1)
+                    halted = report.over_threshold
+                    accepted = 0 if halted else _write_accepted(wh, batch, contract, landed)
+                    set_load_status(landed.dataset, landed.load_id, "halted_checks" if halted else "accepted",
+                                    con=wh)
+    if not diff.clean:
+        return _drift_outcome(landed, contract, diff, base, rows=batch.rows, run_id=run_id, store=store,
+                              timings=timings, t0=t0)
+    event_ids, reason = _halt_on_checks(landed, contract, mapping_version, report, rows=batch.rows, run_id=run_id,
+                                        store=store) if halted else ([], "")
+    timings["total_ms"] = _ms(t0)
+    return ValidationOutcome(
+        **base, halted=halted, reason=reason, check_result=report.result, failure_rate=report.failure_rate,
+        rows_accepted=accepted, rows_quarantined=report.rows_quarantined + report.rows_ruled_out,
+        event_ids=event_ids, timings_ms=timings, notes=diff.notes(), engine="duckdb",
+    )
+
+
+def _write_accepted(wh: Any, batch: Any, contract: Contract, landed: Landed) -> int:
+    """The accepted rows into `raw_<dataset>`, typed as `conform_to_contract` types them, tagged `_load_id`."""
+    from pipewarden.tools.pushdown import accepted_chunks, accepted_select
+
+    table = raw_table(landed.dataset)
+    if wh.is_duckdb:
+        select = accepted_select(batch, contract)
+        tagged = f"SELECT *, CAST(? AS VARCHAR) AS _load_id FROM ({select})"
+        if not wh.has_table(table):
+            wh.execute(f"CREATE TABLE {wh.quote(table)} AS {tagged}", [landed.load_id])
+        else:
+            wh.execute(f"INSERT INTO {wh.quote(table)} BY NAME {tagged}", [landed.load_id])
+        return int(wh.execute(f"SELECT count(*) FROM {wh.quote(table)} WHERE _load_id = ?", [landed.load_id])[0][0])
+    written = 0
+    for chunk in accepted_chunks(batch, contract):
+        frame = conform_to_contract(chunk.to_pandas(), contract)[contract.names]
+        frame["_load_id"] = landed.load_id
+        written += wh.write_frame(table, frame)
+    return written
 
 
 def write_unchecked(landed: Landed, df: pd.DataFrame | None = None) -> int:
@@ -201,7 +327,7 @@ def _write(contract: Contract, landed: Landed, original: pd.DataFrame, frame: pd
                 "load_id": landed.load_id,
                 "row_number": positions.astype("int64"),
                 "reason": report.row_reasons.to_numpy()[positions].astype(object),
-                "row_json": _rows_as_json(original.iloc[positions]),
+                "row_json": rows_as_json(original.iloc[positions]),
                 "quarantined_at": pd.Timestamp(utcnow()),
             })
         if status == "accepted":
@@ -219,14 +345,6 @@ def _write(contract: Contract, landed: Landed, original: pd.DataFrame, frame: pd
                 wh.write_frame(table, accepted)
             set_load_status(landed.dataset, landed.load_id, status, con=wh)
     return (0 if accepted is None else len(accepted)), (0 if quarantine is None else len(quarantine))
-
-
-def _rows_as_json(rows: pd.DataFrame) -> list[str]:
-    """Each row as one JSON object (nulls as null, timestamps ISO 8601), as it arrived."""
-    if rows.empty:
-        return []
-    text = rows.to_json(orient="records", lines=True, date_format="iso", force_ascii=False)
-    return [line for line in text.split("\n") if line]
 
 
 def _event_id(kind: str, landed: Landed, contract: Contract, mapping_version: int | None, findings: object) -> uuid.UUID:

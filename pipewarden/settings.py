@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         description="The largest batch file that is read (`check`, `run`, the guard): 512 MiB by default, a number "
         "of bytes or a size such as '2GiB'; 0 means no limit. A bigger file is refused before it is read.",
     )
+    pushdown_min_bytes: ByteSize = Field(
+        default=ByteSize(64 * 1024**2), ge=0,
+        description="Batch files at least this big are checked in DuckDB over the file, in bounded memory "
+        "(`tools.pushdown`), instead of in pandas: 64 MiB by default; 0 means never. The pushdown path does not "
+        "apply max_batch_bytes.",
+    )
     pipeline_runner: str = Field(
         default="pipewarden.flows.pipeline:run_batch", description="Import path of the PipelineRunner port."
     )

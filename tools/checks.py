@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ from pipewarden.policies.expectations import CheckSpec, build_suite, check_specs
 from pipewarden.settings import get_settings
 from pipewarden.tools.io import read_table
 from pipewarden.tools.mapping import map_frame, to_timestamp
+
+if TYPE_CHECKING:
+    from pipewarden.tools.pushdown import PushdownReport
 
 Engine = Literal["gx", "pandas"]
 DEFAULT_ENGINE: Engine = "gx"
@@ -136,10 +139,7 @@ def run_checks(
             pos = np.setdiff1d(pos, explained[spec.column], assume_unique=True)
             if not len(pos):
                 continue
-        shown = (work[list(spec.columns)].iloc[pos].astype("str").agg(", ".join, axis=1) if len(spec.columns) > 1
-                 else work[spec.column].iloc[pos])
-        row_text: Any = spec.label if spec.kind == "not_null" else _with_values(spec.label, shown)
-        _add(reasons, pos, row_text)
+        _add(reasons, pos, _rule_text(work, spec.kind, spec.label, spec.columns or (spec.column,), pos))
         failed.append(FailedCheck(check=spec.kind, column=spec.column, failed_rows=len(pos), detail=spec.label))
 
     row_reasons = pd.Series(reasons, index=df.index, name="reason", dtype="str")
@@ -180,20 +180,68 @@ def dry_check(df: pd.DataFrame, contract: Contract, mapping: ColumnMapping | Non
 
 
 def check_file(path: str | Path, dataset: str, mapping: ColumnMapping | None = None,
-               *, engine: Engine | None = None) -> CheckReport:
+               *, engine: Engine | None = None, pushdown: bool | None = None,
+               say: Callable[[str], None] | None = None) -> CheckReport | PushdownReport:
     """Check a CSV or Parquet file against the contract of `dataset` (for `pipewarden check FILE --dataset`).
+
+    A local file of at least `settings.pushdown_min_bytes` (or any, with `pushdown=True`; never with False) is
+    checked in DuckDB over the file, in bounded memory (`tools.pushdown`: a `PushdownReport` with the same
+    `result`, `failure_rate` and `failed`), unless a `mapping` is given or the contract flattens nested columns:
+    those need the in-memory reader. `say` gets progress lines.
 
     An unknown dataset raises UnknownNameError; a missing, empty, truncated or non-UTF-8 file raises
     InputFileError naming the file, and a batch `tools.io` refuses (too large, a column named twice, nested
     columns the contract does not flatten, no rows) BatchRefused. Schema drift is reported in
     `result.schema_errors`, not raised.
     """
+    from pipewarden.tools.io import check_batch_size, is_url
+    from pipewarden.tools.pushdown import check_file_pushdown, use_pushdown
+
     contract = load_contract(dataset)
+    if pushdown is not False and mapping is None and not contract.flatten and not is_url(path) \
+            and Path(path).is_file() and (pushdown or use_pushdown(check_batch_size(path, limit=0))):
+        return check_file_pushdown(path, contract, say=say)
     df = read_table(path, flatten=contract.flatten)
     return check_frame(df, contract, mapping, engine=engine)
 
 
 # --------------------------------------------------------------------------- row reasons
+def render_reasons(frame: pd.DataFrame, hits: Iterable[tuple[str, str, tuple[str, ...], np.ndarray]],
+                   contract: Contract) -> np.ndarray:
+    """Each row's reason, from (kind, label, columns shown, mask of the rows it rejects) per rule in reason order:
+    the labels of the rules a row breaks joined by '; ', each with the row's values but for `not_null`. As in
+    `run_checks`, a `timestamp` rule shows the text as it arrived and every other rule the parsed timestamp. The
+    pushed-down path (`tools.pushdown`) renders its rejected rows with this, so both paths word reasons alike."""
+    reasons = np.full(len(frame), "", dtype=object)
+    original = frame.reset_index(drop=True)
+    work = original.copy()
+    for col in work.columns:
+        if col in contract.names and contract.column(col).type == "timestamp" \
+                and not pd.api.types.is_datetime64_any_dtype(work[col].dtype):
+            work[col] = to_timestamp(work[col])
+    for kind, label, columns, mask in hits:
+        pos = np.flatnonzero(mask)
+        if len(pos):
+            _add(reasons, pos, _rule_text(original if kind == "timestamp" else work, kind, label, columns or (), pos))
+    return reasons
+
+
+def _rule_text(work: pd.DataFrame, kind: str, label: str, columns: tuple[str, ...], pos: np.ndarray) -> Any:
+    if kind == "not_null" or not columns:
+        return label
+    shown = (work[list(columns)].iloc[pos].astype("str").agg(", ".join, axis=1) if len(columns) > 1
+             else work[columns[0]].iloc[pos])
+    return _with_values(label, shown)
+
+
+def rows_as_json(rows: pd.DataFrame) -> list[str]:
+    """Each row as one JSON object (nulls as null, timestamps ISO 8601), as it arrived: a quarantine's `row_json`."""
+    if rows.empty:
+        return []
+    text = rows.to_json(orient="records", lines=True, date_format="iso", force_ascii=False)
+    return [line for line in text.split("\n") if line]
+
+
 def _with_values(label: str, values: pd.Series) -> np.ndarray:
     shown = values.astype("object").map(_short_repr).to_numpy(dtype=object)
     return label + " (got " + shown + ")"
