@@ -146,6 +146,10 @@ def run(
         raise typer.BadParameter("give exactly one of --month or --file")
     if file is not None and not dataset:
         raise typer.BadParameter("--file needs --dataset NAME (the dataset the batch belongs to)")
+    if file is not None:
+        from pipewarden.policies.contract import known_dataset
+
+        known_dataset(dataset)  # type: ignore[arg-type]  # a name of the project's, never a path
     if month is not None:
         if dataset not in (None, "flights"):
             raise typer.BadParameter("--month runs the bundled flights example; use --file for other datasets")
@@ -217,14 +221,16 @@ def build(
 @app.command()
 def check(
     file: Annotated[Path, typer.Argument(help="A CSV or Parquet file.")],
-    dataset: Annotated[str, typer.Option(help="The contract to check against (contracts/NAME.yaml).")],
+    dataset: Annotated[str, typer.Option(help="The dataset whose contract to check against (one of the project's "
+                                               "datasets, by name).")],
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a file against a data contract without landing it. Exits 3 when the file fails its contract."""
     _quiet_libraries()
+    from pipewarden.policies.contract import known_dataset
     from pipewarden.tools.checks import check_file
 
-    report = check_file(file, dataset)
+    report = check_file(file, known_dataset(dataset))
     res = report.result
     if as_json:
         _print_json({"file": str(file), "dataset": dataset, **res.model_dump(mode="json"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +37,26 @@ def check_dataset_name(name: str) -> str:
             f"dataset name {name!r} is not an identifier",
             hint="use letters, digits and '_' (starting with a letter), at most 63 characters; not a path",
         )
+    return name
+
+
+def require_dataset(name: str, known: Sequence[str]) -> str:
+    """The one check a dataset name from outside (a CLI option, a request) passes before it becomes a path or a
+    table name: an identifier, and one of `known` (the project's datasets). The error names the value and lists
+    the datasets, with a did-you-mean (for a path, on its last part: `contracts/flights.yaml` -> 'flights')."""
+    if not DATASET_NAME.match(name or ""):
+        from difflib import get_close_matches
+
+        stem = Path(str(name).replace("\\", "/")).stem if name else ""
+        close = get_close_matches(stem, list(known), n=3) if stem else []
+        listed = ", ".join(sorted(known)) or "none"
+        raise UserError(
+            f"dataset {name!r} is not a dataset name (the project's datasets: {listed})",
+            hint=(f"did you mean {', '.join(repr(c) for c in close)}? " if close else "")
+            + "pass a dataset by its name (letters, digits and '_'), never a path",
+        )
+    if name not in known:
+        raise UnknownNameError("dataset", name, list(known))
     return name
 
 
@@ -140,9 +161,13 @@ class Project(BaseModel):
             names |= {p.stem for p in self.contracts_dir.glob("*.yaml") if DATASET_NAME.match(p.stem)}
         return sorted(names)
 
+    def require_dataset(self, name: str) -> str:
+        """`name` when it is one of the project's datasets (`require_dataset`), else the error listing them."""
+        return require_dataset(name, self.dataset_names())
+
     def contract_path(self, dataset: str) -> Path:
         """The contract file of `dataset`; an unknown dataset fails with the known ones and a did-you-mean."""
-        check_dataset_name(dataset)
+        self.require_dataset(dataset)
         ds = self.config.datasets.get(dataset)
         path = self.path(ds.contract) if ds else self.contracts_dir / f"{dataset}.yaml"
         if not path.exists():

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipewarden.errors import ConfigError, UnknownNameError
 from pipewarden.events import ColumnSpec, TypeChange
-from pipewarden.project import DATASET_NAME, check_dataset_name
+from pipewarden.project import DATASET_NAME, require_dataset
 from pipewarden.settings import get_settings
 
 FLATTEN_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)?$")
@@ -116,14 +116,21 @@ def list_contracts(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml") if DATASET_NAME.match(p.stem))
 
 
+def known_dataset(dataset: str, directory: Path | None = None) -> str:
+    """`dataset` when it is one of the project's datasets (`list_contracts`), else an error naming the value and
+    listing them (`pipewarden.project.require_dataset`): the one check every dataset name from outside passes
+    before it becomes a contract path, a landing folder or a table name."""
+    return require_dataset(dataset, list_contracts(directory))
+
+
 def contract_path(dataset: str, directory: Path | None = None) -> Path:
-    """The contract file of `dataset`. The name must be an identifier (never a path); an unknown dataset fails with
-    the known names and a did-you-mean."""
-    check_dataset_name(dataset)
+    """The contract file of `dataset`. The name must be one of the project's datasets (`known_dataset`: an
+    identifier, never a path); an unknown dataset fails with the known names and a did-you-mean."""
     settings = get_settings()
     if directory is None and settings.has_project:
         return settings.project_config.contract_path(dataset)
     d = directory or contracts_dir()
+    known_dataset(dataset, d)
     path = d / f"{dataset}.yaml"
     if not path.exists():
         raise UnknownNameError("dataset", dataset, list_contracts(d))
