@@ -45,4 +45,5 @@ def test_audit_verify_json_reports_a_sound_chain() -> None:
     store.decide(p.id, Verdict.approve, "alice")
     res = runner.invoke(app, ["audit", "verify", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output) == {"ok": True, "entries": 2, "first_broken_seq": None, "problem": None}
+    assert json.loads(res.output) == {"ok": True, "entries": 2, "first_broken_seq": None, "problem": None,
+                                      "problems": [], "anchored_seq": 2, "notes": []}
