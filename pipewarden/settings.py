@@ -55,10 +55,11 @@ class Settings(BaseSettings):
         default="gx", description="Runs the contract checks: the great-expectations suite, or the same rules in pandas."
     )
     emit_prefect_events: bool = Field(default=True, description="Mirror outbox events as Prefect events.")
-    max_batch_bytes: ByteSize = Field(
-        default=ByteSize(512 * 1024**2), ge=0,
-        description="The largest batch file that is read (`check`, `run`, the guard): 512 MiB by default, a number "
-        "of bytes or a size such as '2GiB'; 0 means no limit. A bigger file is refused before it is read.",
+    max_batch_bytes: ByteSize | None = Field(
+        default=None, ge=0,
+        description="The largest batch file that is read (`check`, `run`, the guard): a number of bytes or a size "
+        "such as '2GiB'; 0 means no limit. Default: the project's `[limits] max_batch_bytes`, else 512 MiB. A bigger "
+        "file is refused before it is read.",
     )
     pushdown_min_bytes: ByteSize = Field(
         default=ByteSize(64 * 1024**2), ge=0,
@@ -122,6 +123,8 @@ class Settings(BaseSettings):
         self.home = (self.home or (p.home if p else base / ".pipewarden")).expanduser().resolve()
         self.policies_dir = (self.policies_dir or (p.policies_dir if p else base / "policies")).expanduser().resolve()
         self.models_dir = (self.models_dir or (p.models_dir if p else base / "models")).expanduser().resolve()
+        if self.max_batch_bytes is None:
+            self.max_batch_bytes = _project_size(p, "limits", "max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)
 
     @property
     def has_project(self) -> bool:
@@ -224,6 +227,26 @@ class Settings(BaseSettings):
     def ensure_home(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         return self.home
+
+
+DEFAULT_MAX_BATCH_BYTES = ByteSize(512 * 1024**2)
+
+
+def _project_size(project: Project | None, section: str, key: str, default: ByteSize) -> ByteSize:
+    """A size from the project file (`[section] key`: bytes or '2GiB'), validated here, else `default`."""
+    from pydantic import TypeAdapter, ValidationError
+
+    value = getattr(getattr(project.config, section), key) if project is not None else None
+    if value is None:
+        return default
+    try:
+        size = TypeAdapter(ByteSize).validate_python(value)
+    except ValidationError:
+        size = ByteSize(-1)
+    if size < 0:
+        raise ConfigError(f"{project.file}: [{section}] {key} = {value!r} is not a size",  # type: ignore[union-attr]
+                          hint="give a number of bytes or a size such as '512MiB' or '2GiB' (0: no limit)")
+    return size
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,8 @@ an fsspec URL; both read the same way.
 A readable file can still be a batch nothing should take as it is; `BatchRefused` (an `InputFileError`, exit 2)
 names the file, the reason and what to do:
 
-- `too_large`: bigger than `settings.max_batch_bytes` (`PIPEWARDEN_MAX_BATCH_BYTES`, 512 MiB by default),
+- `too_large`: bigger than `settings.max_batch_bytes` (`PIPEWARDEN_MAX_BATCH_BYTES`, else the project file's
+  `[limits] max_batch_bytes`, else 512 MiB),
   checked from the file's size before a byte is read (`check_batch_size`; a streamed or pushed-down reader may
   call it with its own limit, or skip it);
 - `duplicate_columns`: a column name twice in the header (pandas would rename the second to `name.1`);
@@ -116,7 +117,7 @@ def exists(location: str | Path) -> bool:
 # --------------------------------------------------------------------------- reading
 def max_batch_bytes() -> int:
     """The largest batch file that is read, in bytes (`settings.max_batch_bytes`); 0 means no limit."""
-    return int(get_settings().max_batch_bytes)
+    return int(get_settings().max_batch_bytes or 0)  # resolved at settings load: never None there
 
 
 def check_batch_size(location: str | Path, limit: int | None = None, *, size: int | None = None) -> int:
@@ -138,9 +139,9 @@ def check_batch_size(location: str | Path, limit: int | None = None, *, size: in
             location, "too_large",
             f"is {ByteSize(size).human_readable()} ({size} bytes), over the {ByteSize(limit).human_readable()} "
             "batch size limit",
-            hint=f"split it into smaller batches, or raise the limit (PIPEWARDEN_MAX_BATCH_BYTES={size}, or a "
-                 "size such as 2GiB; 0 for none) on a machine with memory to spare: reading a CSV takes several "
-                 "times its size in memory",
+            hint=f"split it into smaller batches, or raise the limit (`[limits] max_batch_bytes = \"2GiB\"` in "
+                 f"pipewarden.toml, or PIPEWARDEN_MAX_BATCH_BYTES={size}; 0 for none) on a machine with memory to "
+                 "spare: reading a CSV takes several times its size in memory",
         )
     return size
 

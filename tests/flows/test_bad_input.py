@@ -244,6 +244,26 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_read(flights: pd.Dat
     assert is_landed("flights", ingest("flights", src).load_id)
 
 
+def test_the_size_limit_can_be_set_in_the_project_file(pw_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PIPEWARDEN_MAX_BATCH_BYTES", raising=False)
+    get_settings.cache_clear()
+    assert get_settings().max_batch_bytes == 512 * 1024**2, "the default"
+    project_file = pw_project / "pipewarden.toml"
+    written = project_file.read_text(encoding="utf-8")
+    project_file.write_text(written + '\n[limits]\nmax_batch_bytes = "2GiB"\n', encoding="utf-8")
+    get_settings.cache_clear()
+    assert get_settings().max_batch_bytes == 2 * 1024**3
+    monkeypatch.setenv("PIPEWARDEN_MAX_BATCH_BYTES", "0")
+    get_settings.cache_clear()
+    assert get_settings().max_batch_bytes == 0, "the environment wins over the project file"
+
+    monkeypatch.delenv("PIPEWARDEN_MAX_BATCH_BYTES")
+    project_file.write_text(written + '\n[limits]\nmax_batch_bytes = "a lot"\n', encoding="utf-8")
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match=r"pipewarden.toml: \[limits\] max_batch_bytes = 'a lot' is not a size"):
+        get_settings()
+
+
 # --------------------------------------------------------------------------- a file replaced while it is read
 def test_a_file_replaced_between_hash_and_parse_lands_with_the_identity_of_its_rows(
         flights: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
