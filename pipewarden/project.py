@@ -89,6 +89,13 @@ class StorageConfig(_Section):
     uri: str | None = Field(None, description="Where batches land: a folder or any fsspec URL. Default: home/landing.")
 
 
+class LimitsConfig(_Section):
+    max_batch_bytes: int | str | None = Field(
+        None, description="The largest batch file that is read: bytes or a size such as '2GiB' (0: no limit). "
+        "Default 512 MiB; PIPEWARDEN_MAX_BATCH_BYTES wins over it.",
+    )
+
+
 class RerunConfig(_Section):
     mode: Literal["auto", "deployment", "recheck"] = Field(
         "auto",
@@ -111,6 +118,7 @@ class ProjectFile(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     rerun: RerunConfig = Field(default_factory=RerunConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
     ml_models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="ML models the retrain agent watches (read by the retrain agent)."
