@@ -20,6 +20,8 @@ A script, not a test: it prints figures (ratios, rates, medians) and never asser
     second and p50/p95/p99 latency of `POST /api/proposals/{id}/decision` with 50 concurrent httpx async clients
     against `pipewarden serve` on loopback (a child process), each approving its own pending proposals.
 
+(g) big batches (benchmarks/big_batch_bench.py, `--big-batch-only`): 1M and 10M rows, 20 columns, checked and
+    quarantined on the GX path and the pushdown path, against a bare DuckDB scan evaluating the same predicates.
 (f) the guard on a user's flow (benchmarks/guard_bench.py, `--guard-only`): a 300,000-row export of the orders
     example through a flow with `pipewarden.prefect.guard` against the same flow without it (target <= 1.10x), and
     the time from a halted flow run to its proposal in the inbox.
@@ -80,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--guard-only", action="store_true",
                    help="run only (f): the guard's overhead on a user's flow (orders example, 300k rows) and the time "
                         "from a halted flow run to its proposal")
+    p.add_argument("--big-batch-only", action="store_true",
+                   help="run only (g): a 20-column batch of 1M and 10M rows, GX path against the pushdown path and a "
+                        "bare DuckDB scan (rows/s, peak RSS); --big-rows sets the sizes")
+    p.add_argument("--big-rows", default="1000000,10000000", help="comma-separated batch sizes for (g)")
     p.add_argument("--evals-only", action="store_true",
                    help="run only (e): the eval suite's per-agent latency (mock and offline) and its wall time")
     args = p.parse_args(argv)
@@ -831,6 +837,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps({"environment": environment(), "guard": guard}, indent=2, default=str) + "\n")
         if args.json_path:
             args.json_path.write_text(json.dumps({"guard": guard}, indent=2, default=str) + "\n")
+        return 0
+    if args.big_batch_only:
+        from big_batch_bench import bench_big_batches
+
+        big = bench_big_batches(say, sizes=tuple(int(x) for x in args.big_rows.split(",") if x.strip()))
+        sys.stdout.write(json.dumps({"environment": environment(), "big_batch": big}, indent=2, default=str) + "\n")
+        if args.json_path:
+            args.json_path.write_text(json.dumps({"big_batch": big}, indent=2, default=str) + "\n")
         return 0
     if args.evals_only:
         evals = bench_evals(say)

@@ -201,8 +201,9 @@ class PushdownBatch:
             ) + " FROM src").fetchall()[0]
             fraction = dict(zip(floats, row, strict=True))
         for c in self.types:
-            head = self.con.sql(f"SELECT {_q(c)} FROM src WHERE {_q(c)} IS NOT NULL ORDER BY {ROW} LIMIT {int(n)}"
-                                    ).to_arrow_table().to_pandas()[c]
+            # file order without a sort (insertion order is preserved), so the scan stops at the n-th value
+            head = self.con.sql(f"SELECT {_q(c)} FROM src WHERE {_q(c)} IS NOT NULL LIMIT {int(n)}"
+                                ).to_arrow_table().to_pandas()[c]
             if fraction.get(c) is not None:
                 head = pd.concat([head, pd.Series([fraction[c]], dtype=head.dtype)], ignore_index=True)
             if head.empty:
@@ -446,10 +447,14 @@ def accepted_chunks(batch: PushdownBatch, contract: Contract, chunk_rows: int = 
 def accepted_select(batch: PushdownBatch, contract: Contract) -> str:
     """A SELECT over the accepted rows with each contract column cast to its warehouse type (as
     `tools.mapping.conform_to_contract` casts them), for an `INSERT ... SELECT` in the same DuckDB."""
-    sql_type = {"integer": "BIGINT", "float": "DOUBLE", "string": "VARCHAR", "timestamp": "TIMESTAMPTZ",
+    sql_type = {"integer": "BIGINT", "float": "DOUBLE", "string": "VARCHAR", "timestamp": "TIMESTAMP WITH TIME ZONE",
                 "boolean": "BOOLEAN"}
-    return "SELECT " + ", ".join(f"TRY_CAST({_q(c.name)} AS {sql_type[c.type]}) AS {_q(c.name)}"
-                                 for c in contract.columns) + " FROM __pw_accepted"
+
+    def cast(name: str, to: str) -> str:
+        same = _base(batch.types.get(name, "")) == to.upper()  # already the warehouse type: no cast to run
+        return _q(name) if same else f"TRY_CAST({_q(name)} AS {to}) AS {_q(name)}"
+
+    return "SELECT " + ", ".join(cast(c.name, sql_type[c.type]) for c in contract.columns) + " FROM __pw_accepted"
 
 
 def check_file_pushdown(path: str | Path, contract: Contract, *, say: Progress | None = None) -> PushdownReport:
