@@ -4,7 +4,12 @@ Owns:
 - the session secret: `settings.session_secret`, or else one generated once and kept in
   `PIPEWARDEN_HOME/session_secret` (mode 0600), so sessions survive a restart of `pipewarden serve`;
 - sign-in with a personal token (`pipewarden approvers token NAME` prints one; the state DB keeps only its
-  hash) into a signed session cookie (Starlette's `SessionMiddleware`, signed with itsdangerous);
+  hash) into a server-side session (`pipewarden.sessions`): the signed cookie (Starlette's `SessionMiddleware`,
+  itsdangerous) carries only a random session key and the CSRF token; who is signed in is read from the state DB
+  on every request, so signing out or revoking the token ends the session at once, in every server process;
+- throttling and auditing failed sign-ins (the login form and bearer tokens): counted per client address and per
+  account, refused with HTTP 429 and `Retry-After` past the limit (`SignInThrottled`), each failure audited as
+  `sign_in_failed` and each block as `sign_in_throttled`;
 - the trusted proxy header (`settings.trusted_user_header`, e.g. `X-Forwarded-User`), believed only when it is set;
 - a CSRF token per session, carried by every form and checked on every form POST;
 - bearer tokens (`Authorization: Bearer <token>`) for `/api/*`.
@@ -14,7 +19,8 @@ approval policy. This module only says who is asking.
 
 Public names: `install(app)`, `session_secret()`, `page_user(request)`, `sign_in(request, token, store)`,
 `sign_out(request)`, `csrf_token(request)`, `check_csrf(request, submitted)`, `bearer_actor(request, store)`,
-`safe_next(url)`, `SignInRequired`, `CsrfRejected`, `CSRF_FIELD`, `SESSION_COOKIE`.
+`client_address(request)`, `safe_next(url)`, `SignInRequired`, `SignInThrottled`, `CsrfRejected`, `CSRF_FIELD`,
+`SESSION_COOKIE`, `SIGN_IN_FAILED`, `SIGN_IN_THROTTLED`.
 """
 
 from __future__ import annotations
@@ -31,20 +37,34 @@ from pipewarden.settings import Settings, get_settings
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
+    from pipewarden.sessions import SessionStore
     from pipewarden.store import StateStore
 
 SESSION_COOKIE = "pw_session"
 SESSION_MAX_AGE_S = 12 * 3600
 SECRET_FILE = "session_secret"
 CSRF_FIELD = "csrf_token"
-USER_KEY = "user"
+SESSION_KEY = "sid"  # the random key of the server-side session (the state DB keeps its sha256)
 CSRF_KEY = "csrf"
-VIA_KEY = "via"
 TOKEN_HINT = "ask for a personal token (`pipewarden approvers token NAME` prints one) and sign in with it"
+SIGN_IN_FAILED = "sign_in_failed"  # audit action of a refused token (login form or bearer)
+SIGN_IN_THROTTLED = "sign_in_throttled"  # audit action when failures start being refused (429)
+ANONYMOUS = "anonymous"  # the audit actor of a failed sign-in whose token names nobody
 
 
 class SignInRequired(UserError):
     """No identity, or one that is not believed (unknown or revoked token). HTTP 401. Nothing was changed."""
+
+
+class SignInThrottled(UserError):
+    """Too many failed sign-ins from this address (or for this account): HTTP 429 with Retry-After. The token was
+    not even looked at. Nothing was changed."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"too many failed sign-ins from here; try again in {retry_after_s} s",
+                         hint="check that you paste the whole token; an admin can issue a new one with "
+                              "`pipewarden approvers token NAME`")
 
 
 class CsrfRejected(Forbidden):
@@ -95,43 +115,104 @@ def install(app: FastAPI, settings: Settings | None = None) -> None:
 
 
 # --------------------------------------------------------------------------- who is asking
+def _sessions(store: StateStore | None = None) -> SessionStore:
+    from pipewarden.sessions import SessionStore
+    from pipewarden.store import StateStore
+
+    return SessionStore((store or StateStore()).engine)
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the server sees it (uvicorn applies X-Forwarded-For only from trusted proxies)."""
+    return request.client.host if request.client else "unknown"
+
+
 def page_user(request: Request) -> str | None:
-    """The signed-in approver for a page: the trusted proxy header when configured and present, else the session."""
+    """The signed-in approver for a page: the trusted proxy header when configured and present, else the live
+    server-side session named by the cookie (read once per request)."""
     header = get_settings().trusted_user_header
     if header:
         value = request.headers.get(header, "").strip()
         if value:
             return value
-    user = request.session.get(USER_KEY)
-    return str(user) if user else None
+    cached = getattr(request.state, "pw_user", False)
+    if cached is not False:
+        return cached  # type: ignore[no-any-return]
+    key = request.session.get(SESSION_KEY)
+    user = _sessions().approver_for(str(key)) if key else None
+    if key and user is None:  # ended, expired or revoked: forget it, so the browser is asked to sign in again
+        request.session.pop(SESSION_KEY, None)
+    request.state.pw_user = user
+    return user
+
+
+def _throttle_keys(request: Request, account: str | None = None) -> list[str]:
+    return [f"address:{client_address(request)}"] + ([f"account:{account}"] if account else [])
+
+
+def _check_throttle(request: Request, sessions: SessionStore) -> None:
+    wait = sessions.retry_after(_throttle_keys(request))
+    if wait is not None:
+        raise SignInThrottled(wait)
+
+
+def _failed(request: Request, token: str, store: StateStore, sessions: SessionStore, via: str) -> None:
+    """Audit a refused token and count it against the client's address (and the account, for a revoked token of
+    a known approver); the failure that starts a block is audited too."""
+    owner = sessions.revoked_owner(token) if token else None
+    address = client_address(request)
+    reason = "no token" if not token else ("revoked token" if owner else "unknown token")
+    store.record(SIGN_IN_FAILED, owner or ANONYMOUS, {"address": address, "via": via, "reason": reason})
+    blocked = sessions.record_failure(_throttle_keys(request, owner))
+    if blocked:
+        store.record(SIGN_IN_THROTTLED, owner or ANONYMOUS,
+                     {"address": address, "via": via, "blocked": blocked})
 
 
 def sign_in(request: Request, token: str, store: StateStore) -> str:
-    """Exchange a personal token for a fresh session (a new CSRF token too: no session fixation)."""
+    """Exchange a personal token for a fresh server-side session (a new CSRF token too: no session fixation).
+
+    SignInThrottled (429) while this address or account is blocked; SignInRequired (401, audited, counted) for
+    an unknown or revoked token."""
+    sessions = _sessions(store)
+    _check_throttle(request, sessions)
     token = token.strip()
-    name = store.approver_for_token(token) if token else None
-    if not name:
+    started = sessions.start(token, SESSION_MAX_AGE_S) if token else None
+    if started is None:
+        _failed(request, token, store, sessions, "web")
         raise SignInRequired("that token is unknown or has been revoked; you are not signed in", hint=TOKEN_HINT)
+    old = request.session.get(SESSION_KEY)
+    if old:
+        sessions.end(str(old))
     request.session.clear()
-    request.session[USER_KEY] = name
-    request.session[VIA_KEY] = "token"
+    request.session[SESSION_KEY] = started.key
     request.session[CSRF_KEY] = secrets.token_urlsafe(32)
-    return name
+    request.state.pw_user = started.approver
+    return started.approver
 
 
 def sign_out(request: Request) -> None:
+    """End the server-side session (the old cookie is refused from now on) and clear the cookie."""
+    key = request.session.get(SESSION_KEY)
+    if key:
+        _sessions().end(str(key))
     request.session.clear()
+    request.state.pw_user = None
 
 
 def bearer_actor(request: Request, store: StateStore) -> str:
-    """The approver a `/api/*` request speaks for, from `Authorization: Bearer <token>`; SignInRequired if none."""
+    """The approver a `/api/*` request speaks for, from `Authorization: Bearer <token>`; SignInRequired if none,
+    SignInThrottled while the client's address is blocked after failed tokens."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise SignInRequired("the API needs a personal token: no `Authorization: Bearer <token>` header",
                              hint=f"send `Authorization: Bearer <token>`; {TOKEN_HINT}")
+    sessions = _sessions(store)
+    _check_throttle(request, sessions)
     name = store.approver_for_token(token)
     if not name:
+        _failed(request, token, store, sessions, "api")
         raise SignInRequired("the bearer token is unknown or has been revoked", hint=TOKEN_HINT)
     return name
 

@@ -1,6 +1,6 @@
 """The state DB schema (SQLAlchemy Core): outbox, proposals, decisions, versions, the audit log, personal API
-tokens, Slack messages and the idempotency keys of reported events; and the engine that brings a database to the
-schema with Alembic.
+tokens, Slack messages, the idempotency keys of reported events, web sessions and failed sign-ins; and the engine
+that brings a database to the schema with Alembic.
 
 `metadata` is the single source of truth for the tables; the Alembic migrations in `pipewarden/migrations/`
 produce exactly it (a test compares them). `make_engine(url)` runs `upgrade head` once per URL per process,
@@ -176,6 +176,30 @@ idempotency_keys = sa.Table(
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("event_id", sa.String(36), sa.ForeignKey("events.id"), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    # A signed-in browser: the cookie carries a random key, this row its sha256. Believed only while not ended,
+    # not expired, and its token not revoked (checked on every request: sign-out and revocation act at once).
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("approver", sa.String(128), nullable=False, index=True),
+    sa.Column("token_id", sa.String(36), sa.ForeignKey("api_tokens.id"), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+)
+
+sign_in_failures = sa.Table(
+    "sign_in_failures",
+    metadata,
+    # Failed sign-ins per client address or account (`address:...`, `account:...`) in the current window, and
+    # until when further attempts are refused (429 with Retry-After).
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("window_started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("blocked_until", sa.DateTime(timezone=True)),
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
