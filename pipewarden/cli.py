@@ -553,30 +553,46 @@ def inbox_show(proposal_id: Annotated[str, typer.Argument(help="Id or a unique p
         console.print(proposal_detail(p, decisions, audit))
 
 
-ActorOpt = Annotated[str | None, typer.Option("--as", help="Who decides (default: $PIPEWARDEN_USER or your login).")]
+ActorOpt = Annotated[str | None, typer.Option(
+    "--as", help="Which of the identities you prove to decide as (default: $PIPEWARDEN_USER, else the proven one). "
+                 "It never names someone you have not proven.")]
+TokenFileOpt = Annotated[Path | None, typer.Option(
+    "--token-file", help="A private file (chmod 600) holding your personal token; else $PIPEWARDEN_TOKEN, else "
+                         "your login's `os_user` entry in approvers.yaml.")]
+
+
+def _proven_actor(actor: str | None, token_file: Path | None) -> str:
+    """The approver this command line proves (a personal token or the mapped OS login); `--as` only selects."""
+    from pipewarden.inbox.identity import cli_identity
+    from pipewarden.policies.approvers import Approvers
+    from pipewarden.store import StateStore
+
+    return cli_identity(StateStore(), Approvers.load(), claimed=actor, token_file=token_file).name
 
 
 @inbox_app.command("approve")
 def inbox_approve(proposal_id: Annotated[str, typer.Argument(help="Id or a unique prefix.")],
                   actor: ActorOpt = None,
+                  token_file: TokenFileOpt = None,
                   reason: Annotated[str, typer.Option(help="Why (optional for approvals).")] = "",
                   as_json: JsonOpt = False) -> None:
-    """Approve a proposal: the decision is stored, then the change is applied, re-run and verified."""
+    """Approve a proposal as the person you prove: the decision is stored, then the change is applied, re-run and
+    verified."""
     _quiet_libraries()
-    from pipewarden.inbox.service import approve, default_actor
+    from pipewarden.inbox.service import approve
 
-    outcome = approve(proposal_id, _known_actor(actor) or default_actor(), via="cli", reason=reason)
+    outcome = approve(proposal_id, _proven_actor(_known_actor(actor), token_file), via="cli", reason=reason)
     _print_outcome(outcome, as_json)
 
 
 @inbox_app.command("reject")
 def inbox_reject(proposal_id: Annotated[str, typer.Argument(help="Id or a unique prefix.")],
                  reason: Annotated[str, typer.Option(help="Why the proposal is refused (required).")],
-                 actor: ActorOpt = None, as_json: JsonOpt = False) -> None:
-    """Reject a proposal with a reason."""
-    from pipewarden.inbox.service import default_actor, reject
+                 actor: ActorOpt = None, token_file: TokenFileOpt = None, as_json: JsonOpt = False) -> None:
+    """Reject a proposal with a reason, as the person you prove."""
+    from pipewarden.inbox.service import reject
 
-    outcome = reject(proposal_id, _known_actor(actor) or default_actor(), reason, via="cli")
+    outcome = reject(proposal_id, _proven_actor(_known_actor(actor), token_file), reason, via="cli")
     _print_outcome(outcome, as_json)
 
 

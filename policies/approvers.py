@@ -1,16 +1,24 @@
 """Identity: the people who may decide proposals and their roles, from the project's `approvers.yaml`.
 
 The file (or `PIPEWARDEN_APPROVERS_FILE`) lists each approver once: a name, roles (`owner`, `steward`, `ml_owner`,
-`engineer`, `reporter`...), the datasets the roles apply to (shell patterns, `*` for all), and the Slack member id
-that maps to the person. Which roles a proposal needs is decided by the rules in `policies.approval`.
+`engineer`, `reporter`...), the datasets the roles apply to (shell patterns, `*` for all), the Slack member id
+that maps to the person, and the operating-system login that proves them on the command line (`os_user`). Which
+roles a proposal needs is decided by the rules in `policies.approval`.
+
+Reading: a person may read (in the web inbox and its API) the proposals of the datasets on which they hold any role
+but `reporter` (`may_read`); others get the same 404 as for an id that does not exist.
+
+Proving who decides from the command line: a personal token (`PIPEWARDEN_TOKEN`, `--token-file`) or the login the
+process runs as (its real uid, never `$USER`), mapped here by `os_user`. One login maps to at most one approver, so
+one operating-system user can never be two people under the two-person rule.
 
 `reporter` is the role of anything that is not a Prefect flow but reports faults (a cron job, dbt, another
 scheduler): with its personal token it may `POST /api/events` on the datasets it covers. It never decides a
 proposal: no approval rule may name it, and `policies.approval.check_can_decide` refuses an identity whose only
 role it is.
 
-Public names: `Approver` (`may_report`), `Approvers` (`load`, `get`, `by_slack`, `all`, `path`), `check_can_report`,
-`REPORTER_ROLE`, `hash_token`.
+Public names: `Approver` (`may_report`, `may_read`), `Approvers` (`load`, `get`, `by_slack`, `by_os_user`, `all`,
+`path`), `check_can_report`, `REPORTER_ROLE`, `hash_token`.
 """
 
 from __future__ import annotations
@@ -36,11 +44,14 @@ class Approver(BaseModel):
     """One person who may decide proposals, as configured."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(min_length=1, description="The identity they decide as (CLI --as, web sign-in).")
+    name: str = Field(min_length=1, description="The identity they decide as (web sign-in, Slack, the CLI).")
     roles: list[str] = Field(min_length=1, description='e.g. ["owner"], ["steward"], ["engineer"].')
     datasets: list[str] = Field(default_factory=lambda: ["*"], description="Datasets the roles apply to (patterns).")
     slack_user_id: str | None = Field(default=None, description="The Slack member id that maps to this person.")
     slack_channel: str | None = Field(default=None, description="Channel for proposals on datasets they own.")
+    os_user: str | None = Field(default=None, min_length=1,
+                                description="The operating-system login that proves this person on the command line "
+                                            "(`pipewarden inbox approve` run by that login decides as them).")
     display_name: str = ""
 
     @field_validator("name")
@@ -58,6 +69,10 @@ class Approver(BaseModel):
     def roles_for(self, dataset: str) -> list[str]:
         """The roles this person holds on `dataset` (none when the dataset is not theirs)."""
         return list(self.roles) if self.covers(dataset) else []
+
+    def may_read(self, dataset: str) -> bool:
+        """Whether this person may read proposals on `dataset`: any role there but `reporter`."""
+        return bool(set(self.roles_for(dataset)) - {REPORTER_ROLE})
 
     def may_report(self, dataset: str) -> bool:
         """Whether this identity may report events on `dataset` (the reporter role, on that dataset)."""
@@ -80,6 +95,7 @@ class Approvers:
         self.path = path
         self._by_name: dict[str, Approver] = {}
         self._by_slack: dict[str, Approver] = {}
+        self._by_os_user: dict[str, Approver] = {}
         where = str(path) if path else "approvers"
         for a in approvers:
             if a.name in self._by_name:
@@ -91,6 +107,13 @@ class Approvers:
                     raise ConfigError(f"{where}: slack_user_id {a.slack_user_id!r} is given to both {other!r} and "
                                       f"{a.name!r}", hint="a Slack member maps to one approver")
                 self._by_slack[a.slack_user_id] = a
+            if a.os_user:
+                if a.os_user in self._by_os_user:
+                    other = self._by_os_user[a.os_user].name
+                    raise ConfigError(f"{where}: os_user {a.os_user!r} is given to both {other!r} and {a.name!r}",
+                                      hint="one login proves one person: otherwise one user could approve as two "
+                                           "people; give each person their own login or a personal token")
+                self._by_os_user[a.os_user] = a
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> Approvers:
@@ -130,6 +153,10 @@ class Approvers:
 
     def by_slack(self, user_id: str) -> Approver | None:
         return self._by_slack.get(user_id)
+
+    def by_os_user(self, login: str) -> Approver | None:
+        """The approver whose `os_user` is this operating-system login, if any."""
+        return self._by_os_user.get(login)
 
     def all(self) -> list[Approver]:
         return list(self._by_name.values())

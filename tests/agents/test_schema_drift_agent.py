@@ -126,7 +126,8 @@ def test_a_graph_waiting_in_one_process_is_resumed_from_another(february: pd.Dat
     drifted_event(february, tmp_path)
     supervise_once()
     p = _only_proposal()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FAKE_RUNNER_STATUS": "completed"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FAKE_RUNNER_STATUS": "completed",
+           "PIPEWARDEN_TOKEN": StateStore().issue_token("carol")}  # the CLI decides as the person it proves
     res = subprocess.run([sys.executable, "-m", "pipewarden", "inbox", "approve", p.short_id, "--as", "carol"],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
     assert res.returncode == 0, res.stderr

@@ -129,7 +129,9 @@ def _heal_through_the_deployment(served: Served, dataset: str, *, approver: str,
     [proposal] = [p for p in _proposals(env, project, dataset) if p["agent"] == "schema-drift"]
     assert proposal["status"] == "pending"
 
-    res = _cli(env | {"PIPEWARDEN_USER": approver}, project, "inbox", "approve", str(proposal["id"]))
+    token = _cli(env, project, "approvers", "token", approver)  # the CLI decides as the person it proves
+    assert token.returncode == 0, token.stderr
+    res = _cli(env | {"PIPEWARDEN_TOKEN": token.stdout.strip()}, project, "inbox", "approve", str(proposal["id"]))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "verified" in res.stdout, res.stdout + res.stderr
 
