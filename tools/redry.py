@@ -157,7 +157,7 @@ def _redry_sql(change: SqlModelPatch, store: StateStore) -> DryRun:
     _guard(change.sql, field, None)  # refuse what no table list can make safe before touching the warehouse
     old_sql, origin = current_model_sql(change.model, store)
     with connect_locked(settings.warehouse) as wh:  # WarehouseUnavailable (a UserError) names the URL and what to do
-        _guard(change.sql, field, project_tables(wh, model_names(settings.models_dir)))
+        _guard(change.sql, field, project_tables(wh, model_names(settings.models_dir), state_url=settings.state_url))
         if old_sql is None:
             before = CheckResult(passed=False, rows=0, schema_errors=[f"model {change.model!r} has no SQL yet"])
             old_columns: list[str] = []

@@ -87,9 +87,30 @@ class SqlGuardError(ModelRetry):
     """SQL that the guardrails refused; the message lists every reason."""
 
 
-def project_tables(wh: Warehouse, model_names: Iterable[str]) -> set[str]:
-    """What a guarded query may read: the warehouse's own tables and views (default schema) and the SQL models."""
-    return set(wh.tables()) | set(model_names)
+def project_tables(wh: Warehouse, model_names: Iterable[str], *, state_url: str | None = None) -> set[str]:
+    """What a guarded query may read: the warehouse's own tables and views (default schema) and the SQL models.
+
+    `state_url`: pipewarden's state DB; when it is the warehouse's own database (one PostgreSQL database for both),
+    its tables (proposals, decisions, token hashes, the audit log) are not the project's data and are left out."""
+    tables = set(wh.tables()) | set(model_names)
+    if state_url is not None and _same_database(wh.url, state_url):
+        from pipewarden import db
+
+        tables -= {*db.metadata.tables, "alembic_version"}
+    return tables
+
+
+def _same_database(a: str, b: str) -> bool:
+    if a.startswith("duckdb:") or b.startswith("duckdb:"):
+        return a == b
+    from sqlalchemy.engine import make_url
+
+    try:
+        ua, ub = make_url(a), make_url(b)
+    except Exception:  # noqa: BLE001  # cannot tell: treat as the same, which only ever allows less
+        return True
+    return (ua.get_backend_name(), ua.host, ua.port, ua.database) == (ub.get_backend_name(), ub.host, ub.port,
+                                                                          ub.database)
 
 
 def model_names(models_dir: Path) -> set[str]:
