@@ -46,15 +46,14 @@ from sqlalchemy.engine import Connection
 
 from pipewarden import db
 from pipewarden.ids import UtcDatetime, utcnow
+from pipewarden.models import ProposalStatus
 
 GENESIS = "0" * 64
 CHAIN = "main"
 KEY_FILE = "audit_key"
 WITNESS_FILE = "audit_witness.json"
-_STATUS_ACTIONS = frozenset({"pending", "needs_human", "approved", "rejected", "applying", "applied", "verified",
-                             "rolled_back", "expired"})
-"""Audit actions that move a proposal to that status (`StateStore._transition` audits `dst.value`). Kept here
-rather than imported from models.ProposalStatus so a status someone adds is checked only once it is listed."""
+_STATUS_ACTIONS = frozenset(s.value for s in ProposalStatus)
+"""Audit actions that move a proposal to that status (`StateStore._transition` audits `dst.value`)."""
 
 
 def entry_hash(prev_hash: str, at: datetime, proposal_id: str | None, action: str, actor: str, detail: Any) -> str:
@@ -134,12 +133,18 @@ def audit_key(home: Path) -> bytes:
         return _read_key(path)
     except FileNotFoundError:
         home.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            return _read_key(path)
+        # written whole to a private temp file, then linked into place: another process sees no key or all of it,
+        # and if two make one at once the first link wins and both use it
+        tmp = home / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
         return _read_key(path)
 
 

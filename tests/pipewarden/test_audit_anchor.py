@@ -223,3 +223,12 @@ def test_audit_verify_prints_every_problem_and_exits_5(state_url: str, pw) -> No
     assert f"- this home verified the log up to entry {last}" in res.out_text  # the witness of the first verify
     report = json.loads(pw("audit", "verify", "--json").out)
     assert report["ok"] is False and len(report["problems"]) == 4 and report["anchored_seq"] == last
+
+
+def test_processes_making_the_key_at_once_agree_on_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    home = tmp_path / "fresh-home"
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: audit_key(home), range(32)))
+    assert len(keys) == 1 and [p.name for p in home.iterdir()] == [KEY_FILE]
