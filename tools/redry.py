@@ -7,11 +7,12 @@
   failing batch (the event's `batch_path`) and the contract's checks run before and after, with a sample of
   the healed rows, as the schema-drift agent does;
 - a `SqlModelPatch` must pass the agents' SQL guardrails (`tools.sql_guard.check_select` over the project's
-  tables: the warehouse's own, never the state DB's, and the models folder's names; one read-only query, no DDL or DML, no table
-  functions, no catalogs, no file or settings functions); the model's current SQL (its active version, else its
-  file in `settings.models_dir`) and the edited SQL then both run on `tools.warehouse.connect_locked` (read-only,
-  no files, no settings, DuckDB or PostgreSQL): before = the current SQL, after = the edited one, each with its
-  row count, its error if it fails, and the output columns the edit would drop.
+  tables: the warehouse's own, never the state DB's, and the models folder's names; one read-only query, no DDL
+  or DML, no table functions, no catalogs, no file or settings functions); the model's current SQL (its active
+  version, else its file in `settings.models_dir`) and the edited SQL then both run on
+  `tools.warehouse.connect_locked` (read-only, no files, no settings, DuckDB or PostgreSQL): before = the current
+  SQL, after = the edited one, each with its row count, its error if it fails, and the output columns the edit
+  would drop.
 
 Other change kinds cannot be edited; they raise a `UserError` that says to reject with a reason instead.
 
