@@ -225,12 +225,17 @@ def check(
                                                "datasets, by name).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate a file against a data contract without landing it. Exits 3 when the file fails its contract."""
+    """Validate a file against a data contract without landing it. Exits 3 when the file fails its contract.
+
+    A file of at least PIPEWARDEN_PUSHDOWN_MIN_BYTES (64 MiB) is checked in DuckDB over the file, in bounded memory.
+    """
     _quiet_libraries()
     from pipewarden.policies.contract import known_dataset
+    from pipewarden.progress import progress
     from pipewarden.tools.checks import check_file
 
-    report = check_file(file, known_dataset(dataset))
+    with progress(f"checking {file.name} against the {dataset} contract", enabled=not as_json) as bar:
+        report = check_file(file, known_dataset(dataset), say=bar.say)
     res = report.result
     if as_json:
         _print_json({"file": str(file), "dataset": dataset, **res.model_dump(mode="json"),

@@ -7,6 +7,7 @@ it both ways.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -193,3 +194,22 @@ def test_pushdown_refuses_what_the_in_memory_reader_refuses(january: pd.DataFram
     empty = _write(january.head(0), tmp_path / "empty.parquet")
     with pytest.raises(BatchRefused, match="no rows"):
         check_file(empty, "flights", pushdown=True)
+
+
+def test_the_pushdown_path_reports_progress_lines(january: pd.DataFrame, tmp_path: Path) -> None:
+    lines: list[str] = []
+    check_file(_write(_faulty(january), tmp_path / "batch.parquet"), "flights", pushdown=True, say=lines.append)
+    assert lines == ["checking 400 rows in DuckDB"]  # `pipewarden check` shows them in its spinner on a terminal
+
+
+def test_pipewarden_check_answers_the_same_json_on_either_path(pw, january: pd.DataFrame, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(_faulty(january), tmp_path / "batch.csv")
+    answers = []
+    for threshold in ("1", "0"):  # every file pushed down, then none
+        monkeypatch.setenv("PIPEWARDEN_PUSHDOWN_MIN_BYTES", threshold)
+        get_settings.cache_clear()
+        res = pw("check", path, "--dataset", "flights", "--json")
+        assert res.code == 0 and res.err == ""  # 4.5% rejected passes (max 10%); --json draws no progress
+        answers.append(json.loads(res.out))
+    assert answers[0] == answers[1] and answers[0]["failed_rows"] > 0
