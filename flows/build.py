@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, computed_field
 
 from pipewarden.errors import UnknownNameError
+from pipewarden.flows.lineage_events import build_lineage
 from pipewarden.flows.transform import (
     ModelRun,
     ModelRunError,
@@ -159,6 +160,7 @@ def build_models(
     run_id = str(new_id())
     results: list[BuiltModel] = []
     t_all = time.perf_counter()
+    lineage = build_lineage(models, dialect, warehouse or settings.warehouse)  # OpenLineage, off unless configured
     with connect(warehouse) as wh:
         if wh.is_duckdb:
             wh.execute("SET TimeZone = 'UTC'")
@@ -171,13 +173,16 @@ def build_models(
                 result = BuiltModel(model=name, path=models[name].path, status="skipped", upstream=upstream,
                                     error=f"not built: it reads {', '.join(blocked)}, which did not build")
             else:
+                lineage.model_started(name)
                 result = _build_one(wh, models[name], dialect, upstream, run_id, load_id,
                                     "version" if name in active else "file")
+            lineage.model_finished(result)
             if result.status != "ok":
                 not_built.add(name)
             results.append(result)
             if progress is not None:
                 progress(result)
+    lineage.finished()
     return BuildReport(run_id=run_id, warehouse=safe_url(wh.url), dialect=wh.dialect, models_dialect=dialect,
                        models_dir=str(folder), models=results,
                        elapsed_ms=round((time.perf_counter() - t_all) * 1000, 3))

@@ -31,6 +31,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import BatchHalted, UserError
+from pipewarden.flows.lineage_events import guard_lineage
 from pipewarden.models import CheckResult
 from pipewarden.store import StateStore
 
@@ -158,7 +159,8 @@ def guard_batch(data: Any, dataset: str, *, load_id: str | None = None, source: 
     if run:
         record_run_context(landed, run)
     df = _read(landed)
-    result = _check(landed, df, run_id=(run or {}).get("flow_run_id"))
+    with guard_lineage(landed) as lineage:  # OpenLineage START, then COMPLETE or FAIL (off unless configured)
+        result = lineage.finished(_check(landed, df, run_id=(run or {}).get("flow_run_id")))
     if result.halted:
         message, hint = halt_message(result, store)
         raise BatchHalted(message, hint=hint, result=result)
@@ -172,7 +174,8 @@ def recheck_batch(dataset: str, load_id: str) -> GuardResult:
 
     df, landed = read_landed(dataset, load_id)
     ctx = run_context(dataset, load_id) or {}
-    return _check(landed, df, run_id=ctx.get("flow_run_id"))
+    with guard_lineage(landed) as lineage:
+        return lineage.finished(_check(landed, df, run_id=ctx.get("flow_run_id")))
 
 
 def _read(landed: Any) -> pd.DataFrame:

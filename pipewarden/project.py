@@ -107,6 +107,19 @@ class RerunConfig(_Section):
     )
 
 
+class OpenLineageConfig(_Section):
+    """`[openlineage]`: where the guard and `build` send OpenLineage run events. Off unless a transport is named;
+    `PIPEWARDEN_OPENLINEAGE_*` variables override each field (and carry the API key, never written here)."""
+
+    transport: Literal["off", "http", "file", "console"] = Field(
+        "off", description="off; http (POST to url + endpoint); file (JSON lines appended to path); console (log).")
+    url: str | None = Field(None, description="http: the receiver's base URL, e.g. http://localhost:5000.")
+    endpoint: str = Field("api/v1/lineage", description="http: the path events are POSTed to.")
+    path: str | None = Field(None, description="file: the JSON-lines file, relative to the project file.")
+    namespace: str | None = Field(None, description="The jobs' namespace. Default: the project's name.")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="http: seconds to wait for the receiver.")
+
+
 class ProjectFile(_Section):
     """The project file's contents, validated where they enter."""
 
@@ -123,6 +136,8 @@ class ProjectFile(_Section):
     ml_models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="ML models the retrain agent watches (read by the retrain agent)."
     )
+    openlineage: OpenLineageConfig = Field(default_factory=OpenLineageConfig,
+                                           description="OpenLineage run events from the guard and build (off).")
 
 
 class Project(BaseModel):
