@@ -150,7 +150,7 @@ def _unsafe_nodes(tree: exp.Expression) -> list[str]:
     for node in tree.walk():
         if isinstance(node, _FORBIDDEN_NODES):
             errors.append(f"{type(node).__name__.upper()} is not allowed: only read-only queries are")
-        elif isinstance(node, exp.Func):
+        elif isinstance(node, exp.Func) and not isinstance(node.parent, exp.Table):  # FROM f(): _source_errors
             errors += _function_errors(node)
         elif isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):
             errors.append(f"schema-qualified function {node.sql(dialect=DIALECT)} is not allowed: call functions "
@@ -180,20 +180,21 @@ def _visible_ctes(table: exp.Table) -> set[str]:
     return names
 
 
-def _source_errors(tree: exp.Expression) -> list[str]:
-    """Table functions, VALUES-free sources other than tables and subqueries, in FROM and JOIN."""
+def _source_errors(tree: exp.Expression, allowed_tables: Collection[str] | None) -> list[str]:
+    """What FROM and JOIN read, when it is not a named table, a subquery or VALUES: a table function."""
     errors: list[str] = []
+    allowed = f" (allowed: {', '.join(sorted(allowed_tables)) or 'none'})" if allowed_tables is not None else ""
     for clause in tree.find_all(exp.From, exp.Join):
         src = clause.this
-        if isinstance(src, exp.Table):
-            if not isinstance(src.this, exp.Identifier):
-                name = _function_name(src.this) if isinstance(src.this, exp.Func) else src.this.sql(dialect=DIALECT)
-                errors.append(f"table function {name}() is not allowed: read the project's tables by name")
-        elif isinstance(src, exp.Lateral) and isinstance(src.this, exp.Subquery):
+        if isinstance(src, exp.Lateral) and not isinstance(src.this, exp.Subquery):
+            src = src.this  # LATERAL f(...): the function is what reads
+        if isinstance(src, exp.Table) and not isinstance(src.this, exp.Identifier):
+            src = src.this
+        elif isinstance(src, (exp.Table, exp.Subquery, exp.Values, exp.Lateral)):
             continue
-        elif not isinstance(src, (exp.Subquery, exp.Values)):
-            kind = _function_name(src) if isinstance(src, exp.Func) else type(src).__name__.lower()
-            errors.append(f"table function {kind}() is not allowed in FROM: read the project's tables by name")
+        name = _function_name(src) if isinstance(src, exp.Func) else src.sql(dialect=DIALECT)[:60]
+        errors.append(f"table function {name}() is not allowed: no table functions; read the project's tables by "
+                      f"name{allowed}")
     return errors
 
 
@@ -238,7 +239,7 @@ def check_select(sql: str, *, allowed_tables: Collection[str] | None = None) -> 
     errors = _unsafe_nodes(tree)
     if not isinstance(tree, (exp.Select, exp.SetOperation)):
         errors.insert(0, f"expected a SELECT query, got {type(tree).__name__.upper()}")
-    errors += _source_errors(tree)
+    errors += _source_errors(tree, allowed_tables)
     errors += _table_errors(tree, allowed_tables)
     return list(dict.fromkeys(errors))
 
