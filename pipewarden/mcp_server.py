@@ -5,9 +5,10 @@ Built on the official `mcp` SDK (`mcp.server.mcpserver.MCPServer`, 2.x). Two tra
 - **stdio** (`pipewarden mcp`): the IDE starts the command; the caller is the owner of the personal token in
   `PIPEWARDEN_TOKEN` (`pipewarden approvers token NAME` prints one).
 - **streamable HTTP** (`pipewarden mcp --http PORT`, or `/mcp` beside the web inbox under `pipewarden serve`): every
-  request carries `Authorization: Bearer <token>`; the SDK's bearer middleware asks `TokenAuth` (our token check) and
-  answers 401 without a believed token. A session is bound to the token's owner (the SDK refuses a session id sent
-  by anyone else).
+  request carries `Authorization: Bearer <token>`. `BearerGate` checks it as the inbox's `/api/*` does (401 and an
+  audited `sign_in_failed` without a believed token; 429 while an address keeps failing), then the SDK's bearer
+  middleware asks `TokenAuth` and binds the session to the token's owner (a session id sent by anyone else is
+  refused).
 
 Either way the token is checked again on every tool call against the state DB and the approvers file, so a revoked
 token or a person removed from `approvers.yaml` loses access at once. Who the caller is never comes from a tool
@@ -35,7 +36,7 @@ Errors are tool errors (`isError: true`) whose text starts with a category (`una
 `not found`, `conflict`, `invalid`) and carries the message and the hint the CLI would print.
 
 Public names: `build_server(*, token=None, store=None, embedder=None, vectors=None)`, `http_app(server, *, host=...)`, `mount(app, *, host)`,
-`run_stdio()`, `run_http(host, port)`, `TokenAuth`, `Caller`, `TOOL_NAMES`, `TOKEN_ENV`.
+`run_stdio()`, `run_http(host, port)`, `TokenAuth`, `BearerGate`, `Caller`, `TOOL_NAMES`, `TOKEN_ENV`.
 """
 
 from __future__ import annotations
@@ -350,16 +351,57 @@ def run_stdio() -> None:
     build_server(token=token).run("stdio")
 
 
-def http_app(server: MCPServer, *, host: str = "127.0.0.1") -> Starlette:
-    """The streamable-HTTP app (route `/mcp`), bearer tokens required. Its lifespan runs the session manager.
-    DNS-rebinding protection (Host and Origin allow-lists) is on when bound to a loopback address."""
-    return server.streamable_http_app(host=host)
+class BearerGate:
+    """ASGI middleware in front of `/mcp`: the inbox's own bearer check (`inbox.auth.bearer_actor`), so a missing,
+    unknown or revoked token is answered 401 and audited (`sign_in_failed`), and an address that keeps failing is
+    throttled (429 with Retry-After), exactly as on `/api/*`. Requests that pass go on to the SDK's bearer
+    middleware, which binds the session to the token's owner."""
+
+    def __init__(self, app: Any, store: Callable[[], StateStore]) -> None:
+        self.app, self._store = app, store
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        import anyio.to_thread
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+
+        from pipewarden.inbox import auth
+
+        request = Request(scope)
+        try:
+            await anyio.to_thread.run_sync(auth.bearer_actor, request, self._store())
+        except (auth.SignInRequired, auth.SignInThrottled) as exc:
+            throttled = isinstance(exc, auth.SignInThrottled)
+            headers = ({"Retry-After": str(exc.retry_after_s)} if isinstance(exc, auth.SignInThrottled)
+                       else {"WWW-Authenticate": 'Bearer realm="pipewarden"'})
+            response = JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=429 if throttled else 401,
+                                    headers=headers)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def http_app(server: MCPServer, *, host: str = "127.0.0.1", store: Callable[[], StateStore] | None = None) -> Any:
+    """The streamable-HTTP app (route `/mcp`), bearer tokens required (`BearerGate`, then the SDK's check). Its
+    lifespan runs the session manager. DNS-rebinding protection (Host and Origin allow-lists) is on when bound to a
+    loopback address."""
+    def default_store() -> StateStore:
+        from pipewarden.store import StateStore
+
+        return StateStore()
+
+    app = server.streamable_http_app(host=host)
+    app.add_middleware(BearerGate, store=store or default_store)  # outermost: it runs before the SDK's
+    return app
 
 
 def mount(app: Any, *, host: str = "127.0.0.1") -> None:
     """Serve `/mcp` beside the web inbox (a FastAPI app): the MCP app is mounted last, so it sees only the paths
     the inbox does not answer, and its session manager starts and stops with the inbox's lifespan."""
-    mcp_app = http_app(build_server(), host=host)
+    mcp_app: Starlette = http_app(build_server(), host=host)
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

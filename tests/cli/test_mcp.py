@@ -276,6 +276,9 @@ def test_http_needs_a_bearer_token_and_decides_as_its_owner(store: StateStore) -
             r = httpx.post(f"{url}/mcp", headers={**headers, "Accept": "application/json, text/event-stream"},
                            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
             assert r.status_code == 401, r.text
+            assert r.json()["hint"] and r.headers["www-authenticate"].startswith("Bearer")
+        refused = [a.detail["reason"] for a in store.audit_entries() if a.action == "sign_in_failed"]
+        assert refused == ["unknown token"]  # audited as the inbox's API audits a wrong token
         err, text = http_call(url, dave, "inbox_decide", {"proposal": p.short_id, "verdict": "approve"})
         assert err and "forbidden" in text
         err, outcome = http_call(url, alice, "inbox_decide", {"proposal": p.short_id, "verdict": "approve"})
@@ -292,7 +295,7 @@ def test_serve_mounts_mcp_beside_the_web_inbox(store: StateStore) -> None:
     from pipewarden.mcp_server import mount
 
     make_proposal(store)
-    app = create_app(resume_in_background=False)
+    app = create_app()
     mount(app)
     with served(app) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200  # the inbox still answers its own paths
