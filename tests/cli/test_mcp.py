@@ -208,26 +208,48 @@ def _stdio(home: Path, token: str | None) -> StdioServerParameters:
 
 
 def test_stdio_decides_as_the_owner_of_PIPEWARDEN_TOKEN(store: StateStore, pw_home: Path) -> None:
+    """One child process (the start-up is the cost): a refusal, then a decision, as the token's owner."""
     p = make_proposal(store)
     alice = store.issue_token("alice")
 
-    async def session(token: str | None, tool: str, args: dict[str, Any]) -> tuple[bool, str]:
-        async with Client(_stdio(pw_home, token), read_timeout_seconds=60) as client:
-            r = await client.call_tool(tool, args)
-            return r.is_error, r.content[0].text
-
     async def go() -> list[tuple[bool, str]]:
-        return [
-            await session(None, "inbox_list", {}),
-            await session(alice, "inbox_decide", {"proposal": str(p.id), "verdict": "reject", "reason": "wrong"}),
-        ]
+        async with Client(_stdio(pw_home, alice), read_timeout_seconds=60) as client:
+            calls = [("inbox_decide", {"proposal": "feedbeef", "verdict": "approve"}),
+                     ("whoami", {}),
+                     ("inbox_decide", {"proposal": str(p.id), "verdict": "reject", "reason": "wrong"})]
+            results = [await client.call_tool(tool, args) for tool, args in calls]
+            return [(r.is_error, r.content[0].text) for r in results]
 
-    (no_token_err, no_token), (alice_err, alice_text) = anyio.run(go)
-    assert no_token_err and "unauthenticated" in no_token and "PIPEWARDEN_TOKEN" in no_token
+    (unknown_err, unknown), (_, whoami), (alice_err, alice_text) = anyio.run(go)
+    assert unknown_err and "not found: unknown proposal 'feedbeef'" in unknown
+    assert json.loads(whoami)["name"] == "alice"
     assert not alice_err and json.loads(alice_text)["decision"]["actor"] == "alice"
     assert store.get_proposal(p.id).status == ProposalStatus.rejected
     [d] = store.decisions_for(p.id)
     assert (d.actor, d.via, d.reason) == ("alice", "mcp", "wrong")
+
+
+def test_stdio_reads_the_token_from_PIPEWARDEN_TOKEN(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `pipewarden mcp` does on stdio, without the process: the server it runs carries the variable's token
+    (an absent one is refused on every call, tested in process above)."""
+    import pipewarden.mcp_server as mod
+
+    seen: list[str | None] = []
+
+    class Stub:
+        def run(self, transport: str) -> None:
+            assert transport == "stdio"
+
+    def fake_build(*, token: str | None = None, **_: Any) -> Stub:
+        seen.append(token)
+        return Stub()
+
+    monkeypatch.setattr(mod, "build_server", fake_build)
+    monkeypatch.setenv("PIPEWARDEN_TOKEN", "  pw_abc  ")
+    mod.run_stdio()
+    monkeypatch.delenv("PIPEWARDEN_TOKEN")
+    mod.run_stdio()
+    assert seen == ["pw_abc", None]
 
 
 # --------------------------------------------------------------------------- over streamable HTTP
