@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
-from pipewarden.errors import PipewardenError
+from pipewarden.errors import PipewardenError, UnknownNameError
 from pipewarden.events import ModelDrift
 from pipewarden.models import (
     CheckResult,
@@ -59,10 +59,10 @@ MAX_HIGHLIGHTS = 5
 
 # --------------------------------------------------------------------------- the planner's answer
 class SliceRef(BaseModel):
-    """A slice of the flights: a slicing column (e.g. carrier) and one of its values (e.g. EV)."""
+    """A slice of the model's rows: one of its slice columns and one of that column's values."""
 
     model_config = ConfigDict(extra="forbid")
-    column: str = Field(description="A slicing column named in the data (e.g. carrier, origin).")
+    column: str = Field(description="A slicing column named in the data's feedback slices.")
     value: str = Field(description="One of that column's values listed in the data's feedback slices.")
 
 
@@ -112,7 +112,8 @@ def _citations(ev: ModelDrift, features: list[str]) -> list[Citation]:
     """Knowledge chunks about the model's data, read as the agent's role."""
     from pipewarden.knowledge.retrieval import cite
 
-    return cite(f"{ev.dataset} delay model drift and decay; retrain, challenger, promotion; features "
+    name = _model_of(ev)[0]
+    return cite(f"{ev.dataset} {name} model drift and decay; retrain, challenger, promotion; features "
                 + ", ".join(features[:6]), role=READER_ROLE)
 
 
@@ -131,10 +132,8 @@ def gather(state: RetrainState) -> RetrainState:
     problems: list[str] = []
     health = None
     try:
-        health = model_health(ModelHealthInput(
-            load_id=ev.load_id or "", model_name=name, version=version,
-            features_table=str(ev.detail.get("features_table", "features_flights"))), policy)
-    except (DriftInputError, RegistryError) as exc:
+        health = model_health(ModelHealthInput(load_id=ev.load_id or "", model_name=name, version=version), policy)
+    except (DriftInputError, RegistryError, UnknownNameError) as exc:
         problems.append(f"cannot judge load {ev.load_id}: {exc.message}")
     current = None
     try:
@@ -289,13 +288,13 @@ def draft(state: RetrainState) -> RetrainState:
         return {"challenger": None}
     ev = _event(state)
     champ = state["champion"] or {}
-    spec = ChallengerSpec(  # holdout share, sample sizes: the retrain policy's
+    spec = ChallengerSpec(  # holdout share, sample sizes: the retrain policy's; tables: the model's declaration
         model_name=champ["model_name"], base_version=champ["version"], window_days=answer.window_days,
-        features_table=str(ev.detail.get("features_table", "features_flights")), event_id=str(ev.id),
+        event_id=str(ev.id),
     )
     try:
         run = train_challenger(spec)
-    except (ChallengerError, RegistryError) as exc:
+    except (ChallengerError, RegistryError, UnknownNameError) as exc:
         return {"challenger": None, "problems": [*state.get("problems", []), f"training a challenger failed: "
                                                  f"{exc.message}"]}
     return {"challenger": run.model_dump(mode="json")}
@@ -308,13 +307,12 @@ def dry_run(state: RetrainState) -> RetrainState:
 
     if not state.get("challenger"):
         return {"comparison": None}
-    ev = _event(state)
     run, champ = state["challenger"], state["champion"] or {}
     try:
         cmp = compare_models(CompareInput(
-            model_name=run["model_name"], champion_version=champ["version"], challenger_version=run["version"],
-            features_table=str(ev.detail.get("features_table", "features_flights"))), _policy())
-    except (ChallengerError, DriftInputError, RegistryError) as exc:
+            model_name=run["model_name"], champion_version=champ["version"], challenger_version=run["version"]),
+            _policy())
+    except (ChallengerError, DriftInputError, RegistryError, UnknownNameError) as exc:
         return {"comparison": None, "problems": [*state.get("problems", []), f"comparing failed: {exc.message}"]}
     return {"comparison": cmp.model_dump(mode="json")}
 
@@ -339,7 +337,7 @@ def _evidence(cmp: Any, health: Any) -> DryRun:
             metrics[f"slice:{s.name}:champion_{metric}"] = s.champion  # type: ignore[assignment]
             metrics[f"slice:{s.name}:challenger_{metric}"] = s.challenger  # type: ignore[assignment]
     clean = {k: round(float(v), 6) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-    notes = [f"holdout {cmp.holdout_start}..{cmp.holdout_end}: {cmp.rows} flights, {cmp.positives} delayed"]
+    notes = [f"holdout {cmp.holdout_start}..{cmp.holdout_end}: {cmp.rows} rows, {cmp.positives} positive"]
     if cmp.champion_score is not None and cmp.challenger_score is not None:
         notes.append(f"overall {metric}: champion v{cmp.champion_version} {cmp.champion_score:.4f}, challenger "
                      f"v{cmp.challenger_version} {cmp.challenger_score:.4f} ({cmp.delta:+.4f}; margin "
@@ -411,7 +409,7 @@ def pick(state: RetrainState) -> RetrainState:
                                      to_version=cmp.challenger_version, run_id=run["run_id"])
         status = ProposalStatus.pending
         title = (f"{name}: promote v{cmp.challenger_version} over v{cmp.champion_version} "
-                 f"({cmp.metric} {cmp.champion_score:.3f} -> {cmp.challenger_score:.3f} on recent flights)")
+                 f"({cmp.metric} {cmp.champion_score:.3f} -> {cmp.challenger_score:.3f} on recent data)")
         diagnosis.append("The champion fails its gate: " + "; ".join(cmp.champion_failures) + ". The challenger "
                          "passes every gate: margin and slices.")
     else:
@@ -457,8 +455,8 @@ def verify_promotion(proposal: Proposal, event: Any) -> Verification:
     import numpy as np
 
     from pipewarden.tools.challenger import recent_window
-    from pipewarden.tools.drift import DriftInputError, has_table, sql_ident, warehouse
-    from pipewarden.tools.model_registry import RegistryError, alias_version, load_model
+    from pipewarden.tools.drift import has_table, sql_ident, warehouse
+    from pipewarden.tools.model_registry import alias_version, declared_model, load_model
 
     change = proposal.change
     if change.kind != "model_promotion":
@@ -471,21 +469,21 @@ def verify_promotion(proposal: Proposal, event: Any) -> Verification:
                                            f"not {change.to_version}")
     assert current is not None
     features = current.features
-    table = str(getattr(event, "detail", {}).get("features_table", "features_flights"))
     try:
+        _, decl = declared_model(registered=change.model_name)
+        table = decl.features
         with warehouse() as con:
             frame = None
             if has_table(con, table) and getattr(event, "load_id", None):
                 cols = ", ".join(sql_ident(c) for c in features)
-                frame = con.execute(f"SELECT {cols} FROM {sql_ident(table)} WHERE load_id = ?",
+                frame = con.execute(f"SELECT {cols} FROM {sql_ident(table)} WHERE {sql_ident(decl.load_column)} = ?",
                                     [event.load_id]).df()
         if frame is None or frame.empty:
             end = current.params.get("window_end")
-            frame, _, _ = recent_window(table, current.params.get("label", "delayed"), features, 7,
-                                        end=date.fromisoformat(end) if end else None)
+            frame, _, _ = recent_window(decl, features, 7, end=date.fromisoformat(end) if end else None)
         model = load_model(change.model_name, alias=change.alias)
         proba = np.asarray(model.predict_proba(frame[features])[:, 1], dtype="float64")
-    except (DriftInputError, RegistryError, PipewardenError, KeyError, ValueError) as exc:
+    except (PipewardenError, KeyError, ValueError) as exc:
         return Verification(False, detail, f"scoring with {change.model_name}@{change.alias} failed: {exc}")
     detail |= {"scored_rows": len(proba), "mean_proba": round(float(proba.mean()), 6) if len(proba) else None}
     if not len(proba):

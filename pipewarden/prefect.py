@@ -1,11 +1,19 @@
-"""`guard` and `build`: the public API as Prefect tasks, for a team's own flow.
+"""`guard`, `build` and the ML stages (`train`, `score`, `check_model`): the public API as Prefect tasks, for a
+team's own flow.
 
-    from pipewarden.prefect import guard
+    from pipewarden.prefect import build, check_model, guard, score, train
 
     @flow
     def orders_pipeline(path: str) -> None:
         accepted = guard(path, dataset="orders")   # a DataFrame of the rows that passed
-        ...
+        build()                                    # the project's SQL models (the features table among them)
+        train("churn")                             # the champion of [ml_models.churn], if there is none yet
+        load_id = accepted.attrs["load_id"]
+        score("churn", load_id=load_id)            # predictions, and the load's labels as feedback
+        check_model("churn", load_id=load_id)      # drift and decay: model-drift events for the retrain agent
+
+The accepted rows carry their load id in `DataFrame.attrs["load_id"]`. A model-drift event does not fail the flow
+run (the batch is fine; the model is what changed): it goes to the outbox, where the retrain agent takes it.
 
 Inside a flow run the task records the run on the load (flow run id, flow name, parameters, deployment id and
 name), so a re-run after approval goes through the same deployment with the same parameters. A halted batch raises
@@ -52,7 +60,10 @@ def guard(data: Any, dataset: str, *, load_id: str | None = None, source: str | 
 
     Raises `BatchHalted` when the batch halts, which fails the task and the flow run.
     """
-    return guard_batch(data, dataset, load_id=load_id, source=source, run=current_run()).accepted
+    result = guard_batch(data, dataset, load_id=load_id, source=source, run=current_run())
+    accepted = result.accepted
+    accepted.attrs["load_id"] = result.load_id
+    return accepted
 
 
 @task(name="pipewarden-build", cache_policy=None, persist_result=False, retries=0)
@@ -64,3 +75,37 @@ def build(select: list[str] | None = None) -> dict[str, Any]:
     from pipewarden.flows.build import build_models_or_raise
 
     return build_models_or_raise(only=select).model_dump(mode="json")
+
+
+@task(name="pipewarden-train", cache_policy=None, persist_result=False, retries=0)
+def train(ml_model: str | None = None, *, retrain: bool = False) -> dict[str, Any] | None:
+    """Train the declared ML model's champion (`[ml_models.NAME]`; default: the only one) when none holds the alias
+    yet; with `retrain=True`, train a new champion regardless. Returns the training result as a dict, or None when
+    the champion was already there."""
+    from pipewarden.flows.ml import ensure_champion
+    from pipewarden.flows.train import train as train_model
+
+    if retrain:
+        return train_model(ml_model).model_dump(mode="json")
+    return ensure_champion(ml_model)
+
+
+@task(name="pipewarden-score", cache_policy=None, persist_result=False, retries=0)
+def score(ml_model: str | None = None, *, load_id: str | None = None) -> dict[str, Any]:
+    """Score one load (default: the latest accepted load of the model's dataset) with the declared model's champion,
+    and record the load's labels as feedback. Returns {"load_id", "scored", "feedback"}."""
+    from pipewarden.flows.ml import latest_load, score_load
+
+    load_id = load_id or latest_load(ml_model)
+    scored, feedback = score_load(load_id, ml_model)
+    return {"load_id": load_id, "scored": scored, "feedback": feedback}
+
+
+@task(name="pipewarden-check-model", cache_policy=None, persist_result=False, retries=0)
+def check_model(ml_model: str | None = None, *, load_id: str | None = None) -> list[str]:
+    """Judge the declared model's drift and decay on a scored load (default: the latest accepted one); send the
+    model-drift events to the outbox (the retrain agent answers them). Returns the event ids."""
+    from pipewarden.flows.ml import check_model as check
+    from pipewarden.flows.ml import latest_load
+
+    return check(load_id or latest_load(ml_model), ml_model)

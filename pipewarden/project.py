@@ -10,8 +10,15 @@ so nothing points into site-packages and a project can be moved or cloned.
 `tomllib` reads TOML; edits (`contract init` registering a dataset) go through `tomlkit`, which keeps the user's
 comments and layout, rather than re-serialising the whole file.
 
-Public names: `Project`, `ProjectFile`, `DatasetConfig`, `PROJECT_FILES`, `find_project`, `load_project`,
-`DATASET_NAME`.
+ML models are declared too (`[ml_models.NAME]`, `MLModelConfig`): the MLflow registered model, the SQL model that
+holds its features (one row per example, with its id, time, load and label), the feature and slice columns, the
+predictions table and the training entry point (a `module:function` in the project's folder, or an MLflow project
+URI). The pipeline scores each accepted load of the model's dataset, and the retrain agent reads the declaration.
+
+`[demo]` (`DemoConfig`) says what `pipewarden demo` runs: the team's flow on a clean batch, then on a drifted one.
+
+Public names: `Project`, `ProjectFile`, `DatasetConfig`, `MLModelConfig`, `DemoConfig`, `PROJECT_FILES`, `find_project`,
+`load_project`, `DATASET_NAME`.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipewarden.errors import ConfigError, UnknownNameError, UserError
 
@@ -72,6 +79,106 @@ class DatasetConfig(_Section):
         False, description="A reference table (loaded whole, checked, used by broken-reference checks)."
     )
     description: str = ""
+
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+TRAINER = re.compile(r"^(?P<module>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*):(?P<fn>[A-Za-z_][A-Za-z0-9_]*)$")
+MLFLOW_PROJECT_PREFIX = "mlflow-project:"
+
+
+def _identifier(value: str, what: str) -> str:
+    if not IDENTIFIER.match(value or ""):
+        raise ValueError(f"{what} {value!r} is not a plain table or column name (letters, digits and '_')")
+    return value
+
+
+class MLModelConfig(_Section):
+    """One ML model the pipeline scores and the retrain agent watches: `[ml_models.NAME]` in the project file.
+
+    The features live in a SQL model of the project (or any warehouse table): one row per example with the id,
+    time, load and label columns and every feature column. The label is binary (true/false or 1/0).
+    """
+
+    registered_model: str = Field(description="The MLflow registered model's name (aliases champion, challenger).")
+    dataset: str = Field(description="The dataset whose accepted loads the model scores (its features' source).")
+    features: str = Field(description="The SQL model (or warehouse table) holding one row per example.")
+    feature_columns: list[str] = Field(min_length=1, description="The model's input columns, in that table.")
+    label: str = Field(description="The binary label column (true/false or 1/0).")
+    id_column: str = Field(description="The column that identifies an example (unique per load).")
+    time_column: str = Field(description="A date or timestamp column: splits by time, recent windows.")
+    load_column: str = Field("load_id", description="The column holding the load id an example came with.")
+    slices: list[str] = Field(default_factory=list, description="Columns cut into slices the gates judge.")
+    predictions: str = Field("predictions", description="Warehouse table the scores are written to.")
+    trainer: str = Field(
+        description="The training entry point: `module:function` importable from the project folder, or "
+        "`mlflow-project:URI` (an MLflow project whose run logs a scikit-learn model under `model`)."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Hyperparameters passed to the trainer.")
+    min_rows: int = Field(1000, ge=10, description="Fewer labelled rows: the champion is not trained (skipped).")
+    holdout_share: float = Field(0.2, gt=0, lt=1, description="The latest share of rows the champion is judged on.")
+    owner: str | None = Field(None, description="Who owns the model (shown on proposals).")
+    description: str = ""
+
+    @field_validator("features", "label", "id_column", "time_column", "load_column", "predictions")
+    @classmethod
+    def _names(cls, value: str, info: Any) -> str:
+        return _identifier(value, info.field_name)
+
+    @field_validator("feature_columns", "slices")
+    @classmethod
+    def _columns(cls, value: list[str], info: Any) -> list[str]:
+        for v in value:
+            _identifier(v, f"{info.field_name} entry")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{info.field_name} lists a column twice")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        if not DATASET_NAME.match(value or ""):
+            raise ValueError(f"dataset {value!r} is not a dataset name (letters, digits and '_')")
+        return value
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, value: str) -> str:
+        if value.startswith(MLFLOW_PROJECT_PREFIX):
+            if not value[len(MLFLOW_PROJECT_PREFIX):].strip():
+                raise ValueError("trainer 'mlflow-project:' names no project URI")
+            return value
+        if not TRAINER.match(value):
+            raise ValueError(f"trainer {value!r} is neither 'package.module:function' nor 'mlflow-project:URI'")
+        return value
+
+    @model_validator(mode="after")
+    def _roles_apart(self) -> MLModelConfig:
+        special = {"label": self.label, "id_column": self.id_column, "load_column": self.load_column}
+        for field, column in special.items():
+            if column in self.feature_columns:
+                raise ValueError(f"feature_columns includes {column!r}, the {field}; a model must not read it")
+        return self
+
+    @property
+    def trainer_kind(self) -> Literal["callable", "mlflow_project"]:
+        return "mlflow_project" if self.trainer.startswith(MLFLOW_PROJECT_PREFIX) else "callable"
+
+
+class DemoConfig(_Section):
+    """`pipewarden demo` on this project: the team's own flow run on a clean batch, then on a drifted one."""
+
+    flow: str = Field(description="The team's Prefect flow, `module:function` importable from the project folder.")
+    dataset: str = Field(description="The dataset whose batch the drifted run halts on.")
+    clean: dict[str, Any] = Field(default_factory=dict, description="The flow's parameters for the clean batch.")
+    drifted: dict[str, Any] = Field(default_factory=dict, description="The flow's parameters for the drifted batch.")
+    approver: str | None = Field(None, description="Who signs in to the demo's inbox (an approver of the dataset).")
+
+    @field_validator("flow")
+    @classmethod
+    def _flow(cls, value: str) -> str:
+        if not TRAINER.match(value):
+            raise ValueError(f"flow {value!r} is not 'package.module:function'")
+        return value
 
 
 class WarehouseConfig(_Section):
@@ -133,9 +240,10 @@ class ProjectFile(_Section):
     rerun: RerunConfig = Field(default_factory=RerunConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
-    ml_models: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="ML models the retrain agent watches (read by the retrain agent)."
+    ml_models: dict[str, MLModelConfig] = Field(
+        default_factory=dict, description="ML models the pipeline scores and the retrain agent watches."
     )
+    demo: DemoConfig | None = Field(None, description="What `pipewarden demo` runs on this project.")
     openlineage: OpenLineageConfig = Field(default_factory=OpenLineageConfig,
                                            description="OpenLineage run events from the guard and build (off).")
 
@@ -176,6 +284,67 @@ class Project(BaseModel):
     @property
     def datasets(self) -> dict[str, DatasetConfig]:
         return dict(self.config.datasets)
+
+    @property
+    def ml_models(self) -> dict[str, MLModelConfig]:
+        return dict(self.config.ml_models)
+
+    def ml_model(self, name: str) -> MLModelConfig:
+        """The declared ML model `name` (the key of `[ml_models.NAME]`); unknown names fail with a did-you-mean."""
+        found = self.config.ml_models.get(name)
+        if found is None:
+            raise UnknownNameError("ML model", name, sorted(self.config.ml_models))
+        return found
+
+    def ml_model_named(self, registered_model: str) -> tuple[str, MLModelConfig]:
+        """The declaration (key and config) whose MLflow registered model is `registered_model`."""
+        for key, model in self.config.ml_models.items():
+            if model.registered_model == registered_model:
+                return key, model
+        raise UnknownNameError("registered ML model", registered_model,
+                               sorted(m.registered_model for m in self.config.ml_models.values()))
+
+    def load_callable(self, spec: str, *, what: str) -> Any:
+        """The function `module:function` names, imported from the project's folder (on `sys.path` for that import
+        only). A package of that name imported earlier from another pipewarden project's folder is replaced by this
+        project's own; one installed elsewhere is a ConfigError naming both places, never a silent use of other code.
+        `what` names the setting in the errors (e.g. `ml_models.delay.trainer`)."""
+        import importlib
+        import sys
+
+        module_name, _, fn_name = spec.partition(":")
+        root = str(self.root.resolve())
+        top = module_name.split(".")[0]
+        loaded = sys.modules.get(top)
+        if loaded is not None and _from_another_project(loaded, self.root.resolve()):
+            for name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+                del sys.modules[name]  # another project's copy of this package: import this project's own
+        added = root not in sys.path
+        if added:
+            sys.path.insert(0, root)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"{self.file}: {what} {spec!r}: cannot import {module_name!r} from {root}: {exc}",
+                              hint="the module must be importable from the project's folder (a package there, "
+                                   "with __init__.py)") from exc
+        finally:
+            if added:
+                sys.path.remove(root)
+        where = _module_path(sys.modules.get(top, module)) or Path(root)
+        if self.root.resolve() not in where.parents:
+            raise ConfigError(f"{self.file}: {what} {spec!r}: the module {module_name!r} was imported from {where}, "
+                              f"not from the project folder {root}",
+                              hint="rename the project's package so it does not clash with an installed one")
+        fn = getattr(module, fn_name, None)
+        if not callable(fn):
+            raise ConfigError(f"{self.file}: {what} {spec!r}: {module_name} has no function {fn_name!r}",
+                              hint="point it at a function of that module")
+        return fn
+
+    def ml_models_fed_by(self, dataset: str) -> dict[str, MLModelConfig]:
+        """The declared ML models that score `dataset`'s loads, in declaration order."""
+        return {k: m for k, m in self.config.ml_models.items() if m.dataset == dataset}
 
     def dataset_names(self) -> list[str]:
         """Registered datasets, plus contracts dropped into `contracts/` that are not registered (yet)."""
@@ -227,6 +396,20 @@ class Project(BaseModel):
             text = yaml.safe_dump(raw, sort_keys=False)
         _parse(self.file, text)  # never write a file we could not read back
         _atomic_write(self.file, text)
+
+
+def _module_path(module: Any) -> Path | None:
+    file = getattr(module, "__file__", None)
+    return Path(file).resolve() if file else None
+
+
+def _from_another_project(module: Any, root: Path) -> bool:
+    """Whether `module` was imported from the folder of another pipewarden project (not from `root`, not from an
+    installed package): then it is that project's code, and this project's own must be imported instead."""
+    where = _module_path(module)
+    if where is None or root in where.parents:
+        return False
+    return any((folder / name).is_file() for folder in where.parents for name in PROJECT_FILES)
 
 
 def find_project(start: Path | None = None) -> Path | None:

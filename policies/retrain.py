@@ -5,8 +5,11 @@ folder, or `PIPEWARDEN_RETRAIN_POLICY_FILE`).
 Metrics are named in one vocabulary (`auc`, `accuracy`, `brier`); `better(a, b)` and `gain(new, old)` know which
 way each one points, so a gate reads the same for every metric.
 
+One policy serves every ML model the project declares (`[ml_models.NAME]`); the slices the gates judge are the
+model's declared `slices` unless the policy names its own (`gate_slices`).
+
 Public names: `RetrainPolicy`, `DriftPolicy`, `DecayPolicy`, `WindowPolicy`, `GatePolicy`, `Metric`,
-`load_retrain_policy`, `gain`, `POLICY_FILE`.
+`load_retrain_policy`, `gain`, `gate_slices`, `POLICY_FILE`.
 """
 
 from __future__ import annotations
@@ -77,20 +80,29 @@ class GatePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     metric: Metric = "auc"
     min_improvement: float = Field(default=0.01, ge=0, description="Must beat the champion overall by this.")
-    slices: list[str] = Field(default_factory=lambda: ["carrier", "origin"], description="Columns cut into slices.")
+    slices: list[str] | None = Field(default=None, description="Columns cut into slices; default: the model's "
+                                     "declared slices.")
     max_slice_regression: float = Field(default=0.03, ge=0, description="No gated slice may lose more than this.")
     min_slice_rows: int = Field(default=200, ge=1, description="Smaller slices are reported, not gated.")
 
 
 class RetrainPolicy(BaseModel):
-    """The whole retrain policy of one registered model."""
+    """The whole retrain policy of the project's ML models."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    model_name: str = "pipewarden-delay"
+    model_name: str | None = Field(default=None, description="Informational: the model the file was written for.")
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     decay: DecayPolicy = Field(default_factory=DecayPolicy)
     retrain: WindowPolicy = Field(default_factory=WindowPolicy)
     gates: GatePolicy = Field(default_factory=GatePolicy)
+
+
+def gate_slices(policy: RetrainPolicy, model: object) -> list[str]:
+    """The slice columns the gates judge for `model` (an MLModelConfig): the policy's own list when it names one,
+    else the model's declared `slices`."""
+    if policy.gates.slices is not None:
+        return list(policy.gates.slices)
+    return list(getattr(model, "slices", None) or [])
 
 
 def load_retrain_policy(path: Path | str | None = None) -> RetrainPolicy:

@@ -3,13 +3,13 @@ recent holdout under the retrain gates.
 
 Training takes the champion's own recipe (its scikit-learn pipeline, cloned unfitted with the same
 hyperparameters, and the features and label its run logged) and fits it on the latest `window_days` of the
-features table, holding out the last `holdout_share` of those days, cut at a day boundary. The run logs its
+features table (the model's declaration names it, and its time column), holding out the last `holdout_share` of those days, cut at a day boundary. The run logs its
 params (the champion's, plus the window), its holdout metrics, the model (skops, no pickle) and a reference
 sample of its training rows (the drift reference if it is promoted); the model is registered as a new version
 tagged with the event it was trained for and given the alias `challenger`. Training for an event that already has
 a challenger returns that one (work before the human decision must be idempotent).
 
-Comparing scores both versions on the same holdout rows, overall and per slice (carrier, origin...), and applies
+Comparing scores both versions on the same holdout rows, overall and per slice (the declared slice columns), and applies
 the gates of `policies/retrain.yaml`: the challenger must beat the champion by `min_improvement`, and no slice with
 at least `min_slice_rows` rows (and both classes) may lose more than `max_slice_regression`. The champion fails its
 own gate when it has decayed on the holdout against its training metric, or when the challenger beats it.
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ModelRetry, PipewardenError
-from pipewarden.policies.retrain import RetrainPolicy, gain, load_retrain_policy
+from pipewarden.policies.retrain import RetrainPolicy, gain, gate_slices, load_retrain_policy
 from pipewarden.tools.drift import DriftInputError, has_table, metric_value, sql_ident, warehouse
 from pipewarden.tools.model_registry import RegistryError
 from pipewarden.tools.registry import Tool
@@ -52,24 +52,26 @@ def _date(value: Any) -> date:
     return pd.Timestamp(value).date()
 
 
-def recent_window(features_table: str, label: str, columns: list[str], window_days: int,
+def recent_window(model: Any, columns: list[str], window_days: int,
                   end: date | None = None) -> tuple[pd.DataFrame, date, date]:
-    """The rows of the last `window_days` days of `features_table` up to `end` (default: its latest day), in time
-    order, with `flight_date`, the label and `columns`; and the window's first and last day."""
-    cols = ", ".join(sql_ident(c) for c in dict.fromkeys(["flight_date", label, *columns]))
+    """The labelled rows of the last `window_days` days of the declared `model`'s features table up to `end`
+    (default: its latest day), in time order, with `__day` (the row's date), the label and `columns`; and the
+    window's first and last day."""
+    table, label, day = model.features, model.label, f"CAST({sql_ident(model.time_column)} AS DATE)"
+    cols = ", ".join(sql_ident(c) for c in dict.fromkeys([label, *columns]))
     with warehouse() as con:
-        if not has_table(con, features_table):
-            raise ChallengerError(f"cannot train a challenger: the warehouse has no table {features_table}",
-                                  hint="run the pipeline (transform and features) first")
-        last = end or con.execute(f"SELECT MAX(flight_date) FROM {sql_ident(features_table)}").fetchone()[0]
+        if not has_table(con, table):
+            raise ChallengerError(f"cannot train a challenger: the warehouse has no table {table}",
+                                  hint="run the pipeline (build and score) first")
+        last = end or con.execute(f"SELECT MAX({day}) FROM {sql_ident(table)}").fetchone()[0]
         if last is None:
-            raise ChallengerError(f"cannot train a challenger: {features_table} is empty", hint="load a batch first")
+            raise ChallengerError(f"cannot train a challenger: {table} is empty", hint="load a batch first")
         last = _date(last)
         first = last - timedelta(days=window_days - 1)
-        order = "flight_date, flight_id" if _has_column(con, features_table, "flight_id") else "flight_date"
         frame = con.execute(
-            f"SELECT {cols} FROM {sql_ident(features_table)} WHERE flight_date BETWEEN ? AND ? "
-            f"AND {sql_ident(label)} IS NOT NULL ORDER BY {order}", [first, last]).df()
+            f"SELECT {cols}, {day} AS __day FROM {sql_ident(table)} WHERE {day} BETWEEN ? AND ? "
+            f"AND {sql_ident(label)} IS NOT NULL ORDER BY {sql_ident(model.time_column)}, "
+            f"{sql_ident(model.id_column)}", [first, last]).df()
     return frame, first, last
 
 
@@ -82,7 +84,7 @@ def _time_split(frame: pd.DataFrame, holdout_share: float) -> tuple[pd.DataFrame
     """Train on the days before the day where the last `holdout_share` of rows begin; hold out the rest."""
     import pandas as pd
 
-    dates = pd.to_datetime(frame["flight_date"])
+    dates = pd.to_datetime(frame["__day"])
     cut = dates.iloc[min(int(len(frame) * (1 - holdout_share)), len(frame) - 1)]
     train, holdout = frame[dates < cut], frame[dates >= cut]
     return train, holdout, cut.date()
@@ -93,13 +95,12 @@ class ChallengerSpec(BaseModel):
     """What to train: the champion's recipe on the latest `window_days` of the features table."""
 
     model_config = ConfigDict(extra="forbid")
-    model_name: str = "pipewarden-delay"
+    model_name: str | None = Field(default=None, description="The registered model (declared in the project "
+                                   "file); default: the only declared one.")
     base_version: str = Field(description="The champion version whose recipe (pipeline and params) is reused.")
     window_days: int = Field(ge=1, description="Recent days to train and hold out on.")
     holdout_share: float | None = Field(default=None, gt=0, lt=1, description="Default: the retrain policy's.")
     max_train_rows: int | None = Field(default=None, ge=100, description="Default: the retrain policy's.")
-    features_table: str = "features_flights"
-    label: str = "delayed"
     event_id: str | None = Field(default=None, description="The event it is trained for; makes training idempotent.")
     reference_sample_rows: int | None = Field(default=None, ge=100, description="Default: the retrain policy's.")
     seed: int = 0
@@ -151,16 +152,20 @@ def train_challenger(spec: ChallengerSpec) -> ChallengerRun:
         CHALLENGER,
         EVENT_TAG,
         REFERENCE_SAMPLE_ARTIFACT,
-        SKOPS_TRUSTED_TYPES,
+        declared_model,
         load_model,
         mlflow_client,
         quiet_mlflow,
         register_version,
+        registered_name,
+        trusted_types,
         version_info,
     )
     from pipewarden.tools.model_registry import find_versions as _find
 
     t0 = time.perf_counter()
+    spec = spec.model_copy(update={"model_name": registered_name(spec.model_name)})
+    assert spec.model_name is not None
     policy = load_retrain_policy()
     holdout_share = spec.holdout_share or policy.retrain.holdout_share
     max_rows = spec.max_train_rows or policy.retrain.max_train_rows
@@ -169,16 +174,17 @@ def train_challenger(spec: ChallengerSpec) -> ChallengerRun:
         for found in reversed(_find(spec.model_name, EVENT_TAG, spec.event_id)):
             if found.params.get("window_days") == str(spec.window_days):
                 return _from_version(found, reused=True)
+    _, decl = declared_model(registered=spec.model_name)
     base = version_info(spec.model_name, spec.base_version)
     features = base.features
-    label = base.params.get("label", spec.label)
+    label = decl.label
     if not features:
         raise ChallengerError(f"{spec.model_name} version {spec.base_version} logged no 'features' param; its recipe "
                               "is unknown", hint="retrain the champion with flows.train.train")
-    frame, first, last = recent_window(spec.features_table, label, features, spec.window_days)
+    frame, first, last = recent_window(decl, features, spec.window_days)
     if len(frame) < 200:
         raise ChallengerError(f"only {len(frame)} labelled rows in the last {spec.window_days} days of "
-                              f"{spec.features_table}", hint="choose a longer window or load more batches")
+                              f"{decl.features}", hint="choose a longer window or load more batches")
     frame[label] = frame[label].astype(int)
     train_df, holdout, cut = _time_split(frame, holdout_share)
     if train_df.empty or holdout.empty:
@@ -225,7 +231,7 @@ def train_challenger(spec: ChallengerSpec) -> ChallengerRun:
             info = mlflow.sklearn.log_model(
                 estimator, name="model", signature=infer_signature(X_train.head(50), proba[:50]),
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"],
-                serialization_format="skops", skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+                serialization_format="skops", skops_trusted_types=trusted_types(estimator),
             )
         version = register_version(client, spec.model_name, info.model_uri, run.info.run_id, info.model_id, tags=tags)
         client.set_registered_model_alias(spec.model_name, CHALLENGER, version)
@@ -242,12 +248,12 @@ class CompareInput(BaseModel):
     """Which two versions to compare, and on which days (default: the challenger's holdout)."""
 
     model_config = ConfigDict(extra="forbid")
-    model_name: str = "pipewarden-delay"
+    model_name: str | None = Field(default=None, description="The registered model named in the data; default: "
+                                   "the project's only declared ML model.")
     champion_version: str = Field(description="The version the champion alias points at.")
     challenger_version: str = Field(description="The candidate version.")
     holdout_start: str | None = Field(default=None, description="First day (YYYY-MM-DD); default: its split_date.")
     holdout_end: str | None = Field(default=None, description="Last day; default: the challenger's window end.")
-    features_table: str = "features_flights"
 
 
 class SliceComparison(BaseModel):
@@ -314,10 +320,13 @@ class Comparison(BaseModel):
 
 def compare_models(inp: CompareInput, policy: RetrainPolicy | None = None) -> Comparison:
     """Score the holdout rows with both versions; the overall and per-slice metric, and the gates' verdicts."""
-    from pipewarden.tools.model_registry import load_model, version_info
+    from pipewarden.tools.model_registry import declared_model, load_model, registered_name, version_info
 
+    inp = inp.model_copy(update={"model_name": registered_name(inp.model_name)})
     policy = policy or load_retrain_policy()
     gates, metric = policy.gates, policy.gates.metric
+    _, decl = declared_model(registered=inp.model_name)
+    table = decl.features
     champ, chall = (version_info(inp.model_name, inp.champion_version),
                     version_info(inp.model_name, inp.challenger_version))
     start = inp.holdout_start or chall.params.get("split_date")
@@ -326,22 +335,23 @@ def compare_models(inp: CompareInput, policy: RetrainPolicy | None = None) -> Co
         raise ChallengerError(f"version {inp.challenger_version} logged no holdout days (split_date, window_end)",
                               hint="pass holdout_start and holdout_end")
     features = chall.features or champ.features
-    label = chall.params.get("label", "delayed")
-    slice_cols = list(gates.slices)
+    label = decl.label
+    slice_cols = gate_slices(policy, decl)
     cols = list(dict.fromkeys([*features, *slice_cols]))
     with warehouse() as con:
-        if not has_table(con, inp.features_table):
-            raise ChallengerError(f"no table {inp.features_table} in the warehouse", hint="run the pipeline first")
-        missing = [c for c in cols if not _has_column(con, inp.features_table, c)]
+        if not has_table(con, table):
+            raise ChallengerError(f"no table {table} in the warehouse", hint="run the pipeline first")
+        missing = [c for c in cols if not _has_column(con, table, c)]
         if missing:
-            raise ChallengerError(f"{inp.features_table} has no column {', '.join(missing)}",
-                                  hint="slice by columns of the features table (policies/retrain.yaml gates.slices)")
+            raise ChallengerError(f"{table} has no column {', '.join(missing)}",
+                                  hint="slice by columns of the features table (the model's declared slices, or "
+                                       "gates.slices in policies/retrain.yaml)")
         sel = ", ".join(sql_ident(c) for c in dict.fromkeys([label, *cols]))
         holdout = con.execute(
-            f"SELECT {sel} FROM {sql_ident(inp.features_table)} WHERE flight_date BETWEEN ? AND ? "
+            f"SELECT {sel} FROM {sql_ident(table)} WHERE CAST({sql_ident(decl.time_column)} AS DATE) BETWEEN ? AND ? "
             f"AND {sql_ident(label)} IS NOT NULL", [_date(start), _date(end)]).df()
     if holdout.empty:
-        raise ChallengerError(f"no labelled rows in {inp.features_table} from {start} to {end}",
+        raise ChallengerError(f"no labelled rows in {table} from {start} to {end}",
                               hint="compare on days that are loaded")
     y = holdout[label].astype(int)
     p_champ = load_model(inp.model_name, inp.champion_version).predict_proba(holdout[champ.features or features])[:, 1]
@@ -427,6 +437,6 @@ def _compare_tool(inp: CompareInput) -> Comparison:
 
 TOOLS: list[Tool] = [
     Tool(name="compare_models", description="Champion vs challenger on the same recent holdout: the overall metric, "
-         "each slice (carrier, origin), and which retrain gates each one fails.", input=CompareInput,
+         "each slice (the model's slice columns), and which retrain gates each one fails.", input=CompareInput,
          output=Comparison, fn=_compare_tool),
 ]

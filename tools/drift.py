@@ -11,11 +11,12 @@ feature, with the usual defaults (all numbers from `policies/retrain.yaml`):
   reaches `psi`; a category drifted when its PSI (reference categories, others, null) reaches `psi`.
 
 The dataset has drifted when at least `dataset_share` of its features have. Performance decay compares the metric
-on labelled feedback (the actual delays of scored flights) with the model's own training metric: decayed when it is
+on labelled feedback (the actual outcomes of scored rows) with the model's own training metric: decayed when it is
 worse by `max_drop` or more, on at least `min_rows` labelled rows with both classes present.
 
-`model_health` reads the warehouse (scores, feedback, features) and the registry and returns both reports; the
-pipeline's detector and the retrain agent call the same function, so what the agent sees is what fired.
+`model_health` reads the warehouse (predictions, feedback, features) and the registry and returns both reports; the
+pipeline's detector and the retrain agent call the same function, so what the agent sees is what fired. Which tables
+and columns belong to a model comes from its declaration in the project file (`[ml_models.NAME]`).
 
 Public names: `FeatureDrift`, `DriftReport`, `DecayReport`, `SliceMetric`, `ModelHealthInput`, `ModelHealth`,
 `feature_drift`, `drift_report`, `performance_decay`, `metric_value`, `slice_metrics`, `psi`, `numeric_psi`,
@@ -33,7 +34,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ModelRetry, PipewardenError, UserError
-from pipewarden.policies.retrain import DecayPolicy, DriftPolicy, RetrainPolicy, gain, load_retrain_policy
+from pipewarden.policies.retrain import (
+    DecayPolicy,
+    DriftPolicy,
+    RetrainPolicy,
+    gain,
+    gate_slices,
+    load_retrain_policy,
+)
 from pipewarden.settings import get_settings
 from pipewarden.tools.registry import Tool
 
@@ -42,6 +50,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _EPS = 1e-4
+FEEDBACK_TABLE = "feedback"  # labelled outcomes of scored rows (flows.score.record_feedback writes it)
 NULL_BIN = "__null__"
 OTHER_BIN = "__other__"
 
@@ -302,7 +311,7 @@ def performance_decay(y_true: Any, proba: Any, reference_metric: float | None, *
 
 
 class SliceMetric(BaseModel):
-    """A metric on one slice of rows (e.g. carrier = EV)."""
+    """A metric on one slice of rows (a slice column's value, e.g. region = north)."""
 
     column: str
     value: str
@@ -382,16 +391,13 @@ def sql_ident(name: str) -> str:
 
 # --------------------------------------------------------------------------- the tool
 class ModelHealthInput(BaseModel):
-    """Which scored batch to judge, and where its rows are."""
+    """Which scored batch of which registered model to judge (its tables come from the model's declaration)."""
 
     model_config = ConfigDict(extra="forbid")
     load_id: str = Field(description="The batch (load id) whose scores and feedback to judge.")
-    model_name: str = Field(default="pipewarden-delay", description="The registered model.")
+    model_name: str | None = Field(default=None, description="The registered model named in the data; default: "
+                                   "the project's only declared ML model.")
     version: str | None = Field(default=None, description="Default: the version that scored the load.")
-    features_table: str = Field(default="features_flights", description="Warehouse table of features and labels.")
-    scores_table: str = Field(default="scores", description="Warehouse table of the model's scores.")
-    feedback_table: str = Field(default="feedback", description="Warehouse table of labelled outcomes.")
-    label: str = Field(default="delayed", description="The label column of the features and feedback tables.")
 
 
 class ModelHealth(BaseModel):
@@ -420,16 +426,19 @@ class ModelHealth(BaseModel):
 def model_health(inp: ModelHealthInput, policy: RetrainPolicy | None = None) -> ModelHealth:
     """Judge one scored load: its features against the scoring version's reference sample, its labelled feedback
     against that version's training metric. Raises DriftInputError when the load was never scored."""
-    from pipewarden.tools.model_registry import reference_sample, version_info
+    from pipewarden.tools.model_registry import declared_model, reference_sample, registered_name, version_info
 
     policy = policy or load_retrain_policy()
-    ft, st, fb, label = (sql_ident(inp.features_table), sql_ident(inp.scores_table), sql_ident(inp.feedback_table),
-                         sql_ident(inp.label))
+    inp = inp.model_copy(update={"model_name": registered_name(inp.model_name)})
+    _, decl = declared_model(registered=inp.model_name)
+    ft, st, fb = sql_ident(decl.features), sql_ident(decl.predictions), sql_ident(FEEDBACK_TABLE)
+    ident, load_col = sql_ident(decl.id_column), sql_ident(decl.load_column)
+    slice_cols = gate_slices(policy, decl)
     with warehouse() as con:
-        if not has_table(con, inp.scores_table):
-            raise DriftInputError(f"load {inp.load_id!r} was never scored: no table {inp.scores_table}",
+        if not has_table(con, decl.predictions):
+            raise DriftInputError(f"load {inp.load_id!r} was never scored: no table {decl.predictions}",
                                   hint="run the score stage first")
-        where = "load_id = ?" + (" AND model_name = ? AND model_version = ?" if inp.version else " AND model_name = ?")
+        where = "load_id = ? AND model_name = ?" + (" AND model_version = ?" if inp.version else "")
         args: list[Any] = [inp.load_id, inp.model_name, *([inp.version] if inp.version else [])]
         used = con.execute(f"SELECT model_version, COUNT(*) FROM {st} WHERE {where} GROUP BY 1 ORDER BY 2 DESC LIMIT 1",
                            args).fetchone()
@@ -443,19 +452,18 @@ def model_health(inp: ModelHealthInput, policy: RetrainPolicy | None = None) -> 
         if not features:
             raise DriftInputError(f"{inp.model_name} version {version} logged no 'features' param",
                                   hint="train it with flows.train.train or tools.challenger.train_challenger")
-        cols = ", ".join(f"f.{sql_ident(c)}" for c in features)
-        current = con.execute(
-            f"SELECT {cols}, s.proba_delayed AS __proba FROM {ft} AS f JOIN {st} AS s "
-            f"ON s.flight_id = f.flight_id AND s.load_id = ? AND s.model_version = ? WHERE f.load_id = ?",
-            [inp.load_id, version, inp.load_id]).df()
+        cols = ", ".join(f"f.{sql_ident(c)}" for c in dict.fromkeys([*features, *slice_cols]))
+        joined = (f"FROM {st} AS s JOIN {ft} AS f ON CAST(f.{ident} AS VARCHAR) = s.example_id "
+                  f"AND f.{load_col} = s.load_id")
+        scope = "WHERE s.load_id = ? AND s.model_name = ? AND s.model_version = ?"
+        current = con.execute(f"SELECT {cols}, s.proba AS __proba {joined} {scope}",
+                              [inp.load_id, inp.model_name, version]).df()
         labelled = None
-        if has_table(con, inp.feedback_table):
+        if has_table(con, FEEDBACK_TABLE):
             labelled = con.execute(
-                f"SELECT {cols}, s.proba_delayed AS __proba, b.{label} AS __label FROM {st} AS s "
-                f"JOIN {fb} AS b ON b.flight_id = s.flight_id AND b.load_id = s.load_id "
-                f"JOIN {ft} AS f ON f.flight_id = s.flight_id AND f.load_id = s.load_id "
-                f"WHERE s.load_id = ? AND s.model_version = ? AND b.{label} IS NOT NULL",
-                [inp.load_id, version]).df()
+                f"SELECT {cols}, s.proba AS __proba, b.label AS __label {joined} JOIN {fb} AS b "
+                "ON b.example_id = s.example_id AND b.load_id = s.load_id AND b.model_name = s.model_name "
+                f"{scope} AND b.label IS NOT NULL", [inp.load_id, inp.model_name, version]).df()
     notes: list[str] = []
     reference = reference_sample(inp.model_name, version)
     categorical = categorical_columns(reference, features) if reference is not None else []
@@ -474,9 +482,8 @@ def model_health(inp: ModelHealthInput, policy: RetrainPolicy | None = None) -> 
         slices: list[SliceMetric] = []
     else:
         decay = performance_decay(labelled["__label"], labelled["__proba"], reference_metric, policy=policy.decay)
-        slice_cols = [c for c in policy.gates.slices if c in labelled.columns]
-        slices = slice_metrics(labelled, slice_cols, label="__label", proba="__proba", metric=metric,
-                               min_rows=policy.gates.min_slice_rows)
+        slices = slice_metrics(labelled, [c for c in slice_cols if c in labelled.columns], label="__label",
+                               proba="__proba", metric=metric, min_rows=policy.gates.min_slice_rows)
     return ModelHealth(model_name=inp.model_name, version=version, load_id=inp.load_id, rows=len(current),
                        features=features, categorical=categorical, drift=drift, decay=decay,
                        feedback_slices=slices, notes=notes)

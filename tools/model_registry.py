@@ -11,10 +11,13 @@ version, or rolling back when it already points at the old one, changes nothing.
 someone moved in the meantime: applying then moves nothing (and reports the conflict, so verification fails),
 rolling back leaves it and says so.
 
-Public names: `quiet_mlflow`, `mlflow_client`, `experiment_id`, `register_version`, `RegisteredVersion`,
+Which model a name means comes from the project file (`[ml_models.NAME]`, `declared_model`): its registered name,
+features table, label, id, time and load columns, slices and predictions table.
+
+Public names: `declared_model`, `registered_name`, `quiet_mlflow`, `mlflow_client`, `experiment_id`, `register_version`, `RegisteredVersion`,
 `version_info`, `alias_version`, `champion`, `challenger`, `find_versions`, `load_model`, `reference_sample`,
 `AliasMove`, `ALIAS_MOVE`, `RegistryError`, `ModelRef`, `TOOLS`, `CHAMPION`, `CHALLENGER`,
-`SKOPS_TRUSTED_TYPES`, `REFERENCE_SAMPLE_ARTIFACT`, `EVENT_TAG`.
+`trusted_types`, `REFERENCE_SAMPLE_ARTIFACT`, `EVENT_TAG`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from pipewarden.models import ModelPromotion, Proposal
+    from pipewarden.project import MLModelConfig
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -46,17 +50,48 @@ REFERENCE_SAMPLE_ARTIFACT = "reference_sample.parquet"
 EVENT_TAG = "pipewarden.event_id"
 """Tag on a challenger's run and version: the event it was trained for (a re-run of the agent finds it again)."""
 
-SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.utils.validation.check_array",
-    "functools.partial",
-)
-"""Types beyond skops' defaults that our own Pipeline holds. Models are saved with skops (no pickle: loading runs no
-code), and these are the types we built ourselves and allow back in."""
+
+
+def trusted_types(model: Any) -> list[str]:
+    """The types beyond skops' defaults that `model` holds, to be allowed back in when it is loaded.
+
+    Models are saved with skops (no pickle: loading runs no code). The model was just built by the project's own
+    training entry point, so the types it holds are the project's choice; they are recorded with the model, and
+    loading still refuses any other type.
+    """
+    import skops.io as sio
+
+    return list(sio.get_untrusted_types(data=sio.dumps(model)))
 
 
 class RegistryError(PipewardenError):
     """The registry does not hold what was asked for (an unknown model, version or alias)."""
+
+
+# --------------------------------------------------------------------------- the declaration
+def declared_model(name: str | None = None, *, registered: str | None = None) -> tuple[str, MLModelConfig]:
+    """The project's declared ML model (its key and config): by key (`[ml_models.NAME]`), by MLflow registered name,
+    or, with neither, the only one declared. Unknown names fail with the declared ones and a did-you-mean."""
+    from pipewarden.errors import ConfigError
+
+    project = get_settings().project_config
+    if name is not None:
+        return name, project.ml_model(name)
+    if registered is not None:
+        return project.ml_model_named(registered)
+    models = project.ml_models
+    if len(models) != 1:
+        raise ConfigError(
+            f"{project.file}: {len(models)} ML models are declared ({', '.join(models) or 'none'}); name one",
+            hint="pass the model's name (the NAME of [ml_models.NAME])" if models
+            else "declare one under [ml_models.NAME] in the project file (see docs/supervise-your-own-pipeline.md)",
+        )
+    return next(iter(models.items()))
+
+
+def registered_name(model_name: str | None) -> str:
+    """`model_name`, or the registered name of the project's only declared ML model when it is None."""
+    return model_name if model_name else declared_model()[1].registered_model
 
 
 # --------------------------------------------------------------------------- MLflow plumbing
@@ -102,13 +137,13 @@ def experiment_id(client: Any, name: str) -> str:
 
 
 def register_version(client: Any, model_name: str, model_uri: str, run_id: str, model_id: str | None,
-                     *, tags: dict[str, str] | None = None) -> str:
+                     *, tags: dict[str, str] | None = None, description: str = "") -> str:
     """Register a logged model as a new version of `model_name` (created if new); returns the version."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
     try:
-        client.create_registered_model(model_name, description="Predicts whether a flight arrives >15 min late.")
+        client.create_registered_model(model_name, description=description)
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
@@ -121,7 +156,8 @@ class ModelRef(BaseModel):
     """A registered model and one of its aliases."""
 
     model_config = ConfigDict(extra="forbid")
-    model_name: str = Field(default="pipewarden-delay", description="The registered model's name.")
+    model_name: str | None = Field(default=None, description="The registered model's name (named in the data); "
+                                   "default: the project's only declared ML model.")
     alias: str = Field(default=CHAMPION, description="The alias to resolve: champion or challenger.")
 
 
@@ -187,12 +223,12 @@ def alias_version(model_name: str, alias: str) -> RegisteredVersion | None:
         return _info(client, mv)
 
 
-def champion(model_name: str = "pipewarden-delay") -> RegisteredVersion | None:
+def champion(model_name: str) -> RegisteredVersion | None:
     """The version the pipeline scores with (alias `champion`), or None."""
     return alias_version(model_name, CHAMPION)
 
 
-def challenger(model_name: str = "pipewarden-delay") -> RegisteredVersion | None:
+def challenger(model_name: str) -> RegisteredVersion | None:
     """The latest candidate (alias `challenger`), or None."""
     return alias_version(model_name, CHALLENGER)
 
@@ -321,9 +357,10 @@ ALIAS_MOVE = AliasMove()
 
 # --------------------------------------------------------------------------- tools a model may call
 def _champion_info(ref: ModelRef) -> RegisteredVersion:
-    found = alias_version(ref.model_name, ref.alias)
+    name = registered_name(ref.model_name)
+    found = alias_version(name, ref.alias)
     if found is None:  # the model asked for something that is not there: tell it, do not crash the agent
-        raise ModelRetry(f"no version of {ref.model_name!r} has the alias {ref.alias!r}",
+        raise ModelRetry(f"no version of {name!r} has the alias {ref.alias!r}",
                          hint="use alias 'champion' or 'challenger' of the model named in the data")
     return found
 

@@ -1,7 +1,8 @@
 """A small real world for the retrain tests, built once per session and copied into each test's PIPEWARDEN_HOME.
 
-- `base`: a half sample of January 2013 landed in the warehouse, transformed, featurized, and a champion
-  (`pipewarden-delay` v1, 40 boosting rounds) trained and registered in MLflow on SQLite.
+- `base`: a half sample of January 2013 landed in the warehouse, the SQL models built (the features among them), and
+  the champion of the declared model `delay` (`pipewarden-delay` v1, 40 boosting rounds) trained by the example's
+  own trainer (`ml.delay:train`) and registered in MLflow on SQLite.
 - `decayed`: `base` plus February (clean) and March with `inject_label_decay` (the day's delay pattern flips):
   March scored by the champion, its arrivals recorded as labelled feedback, the model-drift detector run and its
   event in the outbox.
@@ -68,11 +69,10 @@ def land(flights: pd.DataFrame) -> None:
 
 
 def build(load_id: str | None = None) -> None:
-    from pipewarden.flows.features import build_features
+    """The project's SQL models, features_flights (the delay model's features) among them."""
     from pipewarden.flows.transform import transform
 
     transform(load_id)
-    build_features()
 
 
 def score_and_detect(load_id: str) -> list:

@@ -1,4 +1,5 @@
-"""Features are point in time: nothing a flight's features use is later than the flight's own day."""
+"""The flights example's features model (examples/flights/models/features_flights.sql, the delay model's features)
+is point in time: nothing a flight's features use is later than the flight's own day."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from pipewarden.flows.features import FEATURES, FEATURES_TABLE, LABEL, FeaturesNotReady, build_features
-from pipewarden.flows.transform import transform
+from pipewarden.flows.transform import ModelRunError, transform
 from pipewarden.flows.warehouse import connect
+from pipewarden.project import load_project
+from tests.conftest import FLIGHTS_PROJECT
 from tests.flows.test_transform import seed_warehouse
+
+DELAY = load_project(FLIGHTS_PROJECT).ml_model("delay")
+FEATURES, FEATURES_TABLE, LABEL = DELAY.feature_columns, DELAY.features, DELAY.label
 
 CUTOFF = date(2013, 2, 10)
 
@@ -24,21 +29,19 @@ def _features(until: date | None = None) -> pd.DataFrame:
 
 def _rebuild() -> None:
     transform()
-    build_features()
 
 
 def test_one_row_per_flight_with_label_and_history() -> None:
     flights = seed_warehouse()
-    transform()
-    result = build_features()
+    result = transform()
     expected = int(flights["arr_delay"].notna().sum())
-    assert result.rows == expected and result.loads == 2
-    assert (result.first_date, result.last_date) == ("2013-01-01", "2013-02-28")
+    assert result.rows[FEATURES_TABLE] == expected
     df = _features()
+    assert df["load_id"].nunique() == 2
+    assert (str(df["flight_date"].min().date()), str(df["flight_date"].max().date())) == ("2013-01-01", "2013-02-28")
     assert df["flight_id"].is_unique
     assert set(FEATURES) <= set(df.columns)
     assert (df[LABEL] == (df["arr_delay"] > 15)).all()
-    assert result.base_rate == pytest.approx(df[LABEL].mean())
     # the first day has no history; later days do
     first = df[df["flight_date"] == pd.Timestamp("2013-01-01")]
     assert (first["route_flights_28d"] == 0).all() and first["route_avg_arr_delay_28d"].isna().all()
@@ -49,7 +52,6 @@ def test_one_row_per_flight_with_label_and_history() -> None:
 def test_route_history_is_the_28_days_before_the_flight_day() -> None:
     flights = seed_warehouse()
     transform()
-    build_features()
     df = _features()
     row = df[(df.origin == "JFK") & (df.dest == "LAX") & (df.flight_date == pd.Timestamp("2013-02-14"))].iloc[0]
     f = flights[flights.arr_delay.notna() & (flights.origin == "JFK") & (flights.dest == "LAX")].copy()
@@ -107,7 +109,12 @@ def test_a_flights_own_day_is_not_in_its_history() -> None:
     assert (after.loc[next_day, "carrier_avg_arr_delay_28d"] > before.loc[next_day, "carrier_avg_arr_delay_28d"]).all()
 
 
-def test_features_need_the_models_first() -> None:
+def test_features_are_built_after_the_models_they_read() -> None:
     seed_warehouse()
-    with pytest.raises(FeaturesNotReady, match="(?s)stg_flights.*transform"):
-        build_features()
+    built = [r.model for r in transform().runs]
+    assert built.index(FEATURES_TABLE) > max(built.index(m) for m in ("route_daily", "carrier_daily", "flights_weather"))
+
+
+def test_features_need_the_raw_tables_first() -> None:
+    with pytest.raises(ModelRunError, match="raw table is missing|raw_flights"):
+        transform()

@@ -163,14 +163,14 @@ def test_events_mirrored_inside_a_flow_run_name_it_as_a_related_resource(prefect
 
 # --------------------------------------------------------------------------- run_batch and `pipewarden run`
 def test_run_batch_guards_any_dataset_without_the_flights_stages(prefect_harness: None, tmp_path: Path) -> None:
-    from pipewarden.flows.pipeline import has_model_stages, run_batch
+    from pipewarden.flows.pipeline import ml_models_for, run_batch
 
     src = tmp_path / "orders.parquet"
     orders(30).to_parquet(src, index=False)
     result = run_batch("orders", str(src))
     assert result.status == "completed" and result.rows_in == 30 and result.rows_quarantined == 0
-    assert not {"transform", "features", "train", "score", "detect"} & set(result.timings_ms)
-    assert not has_model_stages("orders")
+    assert not [stage for stage in result.timings_ms if stage.startswith("ml:")]
+    assert ml_models_for("orders") == [] and ml_models_for("flights") == ["delay"]  # [ml_models.delay] scores flights
 
 
 def test_run_batch_names_the_halting_event(prefect_harness: None, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Training registers the champion in MLflow, scoring writes per-load scores, and the two detectors fire on
-real regressions and drift but not on flat history or on the reference itself."""
+"""Training the declared delay model (`[ml_models.delay]` of the flights example) registers the champion in MLflow,
+scoring writes per-load scores, and the two detectors fire on real regressions and drift but not on flat history or
+on the reference itself."""
 
 from __future__ import annotations
 
@@ -11,23 +12,28 @@ import pytest
 
 from pipewarden.events import CostRegression, ModelDrift
 from pipewarden.flows.detectors import (
-    FEATURES_TABLE,
     REFERENCE_TABLE,
-    SCORES_TABLE,
     batch_psi,
     detect_cost_regressions,
     detect_model_drift,
     psi,
     reference_profile,
 )
-from pipewarden.flows.features import CATEGORICAL_FEATURES, FEATURES, NUMERIC_FEATURES, build_features
 from pipewarden.flows.transform import RUNS_DDL, RUNS_TABLE, transform
 from pipewarden.flows.warehouse import connect
+from pipewarden.project import load_project
+from tests.conftest import FLIGHTS_PROJECT
 from tests.flows.test_transform import load_id_for, seed_warehouse
+
+DELAY = load_project(FLIGHTS_PROJECT).ml_model("delay")  # the declaration these tests train and score
+MODEL_NAME, FEATURES_TABLE, SCORES_TABLE = DELAY.registered_model, DELAY.features, DELAY.predictions
+FEATURES = tuple(DELAY.feature_columns)
+CATEGORICAL_FEATURES = ("carrier", "origin")
+NUMERIC_FEATURES = tuple(f for f in FEATURES if f not in CATEGORICAL_FEATURES)
 
 
 def _champion_version() -> str:
-    from pipewarden.flows.train import CHAMPION, MODEL_NAME, mlflow_client
+    from pipewarden.tools.model_registry import CHAMPION, mlflow_client
 
     return str(mlflow_client().get_model_version_by_alias(MODEL_NAME, CHAMPION).version)
 
@@ -35,16 +41,15 @@ def _champion_version() -> str:
 @pytest.mark.slow
 def test_train_registers_champion_a_second_train_moves_it_and_score_uses_it(pw_home) -> None:
     from pipewarden.flows.score import score
-    from pipewarden.flows.train import MODEL_NAME, has_champion, train
+    from pipewarden.flows.train import has_champion, train
 
     seed_warehouse()
-    transform(load_id_for(2))
-    build_features()
-    assert not has_champion()
+    transform(load_id_for(2))  # the project's SQL models, features_flights among them
+    assert not has_champion(MODEL_NAME)
 
     first = train()
     assert first.status == "trained" and first.version == "1" and first.alias == "champion"
-    assert has_champion() and _champion_version() == "1"
+    assert has_champion(MODEL_NAME) and _champion_version() == "1"
     assert first.split_date is not None and first.split_date.startswith("2013-02")  # the holdout is the latest days
     assert first.rows_train > 3 * first.rows_holdout > 0
     assert {"auc", "accuracy", "base_rate_holdout", "rows_train"} <= set(first.metrics)
@@ -55,6 +60,7 @@ def test_train_registers_champion_a_second_train_moves_it_and_score_uses_it(pw_h
     run = mlflow.get_run(first.run_id)
     assert run.data.metrics["auc"] == pytest.approx(first.metrics["auc"])
     assert run.data.params["split_date"] == first.split_date
+    assert run.data.params["trainer"] == "ml.delay:train" and run.data.params["ml_model"] == "delay"
     assert run.info.artifact_uri.startswith((pw_home / "mlartifacts").resolve().as_uri())
     with connect(read_only=True) as con:
         ref = con.execute(f"SELECT feature FROM {REFERENCE_TABLE} WHERE model_version = '1'").fetchall()
@@ -74,7 +80,7 @@ def test_train_registers_champion_a_second_train_moves_it_and_score_uses_it(pw_h
     other = score(load_id_for(1))
     with connect(read_only=True) as con:
         per_load = dict(con.execute(f"SELECT load_id, COUNT(*) FROM {SCORES_TABLE} GROUP BY 1").fetchall())
-        probs = con.execute(f"SELECT MIN(proba_delayed), MAX(proba_delayed) FROM {SCORES_TABLE}").fetchone()
+        probs = con.execute(f"SELECT MIN(proba), MAX(proba) FROM {SCORES_TABLE}").fetchone()
     assert per_load == {load_id_for(2): again.rows, load_id_for(1): other.rows}  # re-scoring replaced, not added
     assert again.mean_proba == pytest.approx(scored.mean_proba)
     assert 0.0 <= probs[0] < probs[1] <= 1.0
@@ -96,8 +102,9 @@ def test_train_skips_below_min_rows_and_score_skips_without_champion() -> None:
 
     seed_warehouse(months=(1,))
     transform()
-    result = build_features()
-    skipped = train(min_rows=result.rows + 1)
+    with connect(read_only=True) as con:
+        rows = con.execute(f"SELECT COUNT(*) FROM {FEATURES_TABLE} WHERE delayed IS NOT NULL").fetchone()[0]
+    skipped = train(min_rows=rows + 1)
     assert skipped.status == "skipped" and "fewer than" in skipped.reason
     assert score(load_id_for(1)).status == "skipped"
 
@@ -153,38 +160,27 @@ def _synthetic_features(n: int, seed: int) -> pd.DataFrame:
     return df
 
 
-def _write_batch(frame: pd.DataFrame, load_id: str, version: str = "1") -> None:
-    batch = frame.assign(flight_id=[f"{load_id}-{i}" for i in range(len(frame))], load_id=load_id)
-    scores = batch[["flight_id", "load_id"]].assign(model_name="pipewarden-delay", model_version=version,
-                                                     proba_delayed=0.2)
-    with connect() as con:
-        for table, df in ((FEATURES_TABLE, batch), (SCORES_TABLE, scores)):
-            con.register("df", df)
-            exists = con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0]
-            con.execute(f"INSERT INTO {table} SELECT * FROM df" if exists else f"CREATE TABLE {table} AS SELECT * FROM df")
-            con.unregister("df")
-
-
 def test_drift_detector_fires_on_a_shifted_batch_not_on_the_reference(pw_home, monkeypatch) -> None:
     """The detector judges a scored batch against the reference sample logged with the scoring version, by the
     rules of policies/retrain.yaml (tools.drift): the reference itself does not drift; a warmer batch with one
     carrier and half its distances missing drifts on exactly those features; three features of fifteen are not the
     dataset drifting, so by default (and with no labelled feedback yet) there is no event."""
+    from pipewarden.flows.score import predictions_ddl
     from pipewarden.tools.model_registry import reference_sample
     from tests.agents.retrain_world import world
 
     world().use("base", pw_home, monkeypatch)  # a real champion (v1) with its logged reference sample
-    reference = reference_sample("pipewarden-delay", "1")
+    reference = reference_sample(MODEL_NAME, "1")
 
     def write(frame: pd.DataFrame, load_id: str) -> None:
         batch = frame.assign(flight_id=[f"{load_id}-{i}" for i in range(len(frame))], load_id=load_id)
-        scores = batch[["flight_id", "load_id"]].assign(model_name="pipewarden-delay", model_version="1",
-                                                         proba_delayed=0.2)
+        scores = batch[["flight_id", "load_id"]].rename(columns={"flight_id": "example_id"}).assign(
+            model_name=MODEL_NAME, model_version="1", proba=0.2)
         with connect() as con:
             con.register("df", batch)
             con.execute(f"INSERT INTO {FEATURES_TABLE} BY NAME SELECT * FROM df")
             con.register("sc", scores)
-            con.execute(f"CREATE TABLE IF NOT EXISTS {SCORES_TABLE} AS SELECT * FROM sc LIMIT 0")
+            con.execute(predictions_ddl(SCORES_TABLE))
             con.execute(f"INSERT INTO {SCORES_TABLE} BY NAME SELECT * FROM sc")
 
     write(reference, "same")
@@ -197,7 +193,8 @@ def test_drift_detector_fires_on_a_shifted_batch_not_on_the_reference(pw_home, m
     write(shifted, "shifted")
     events = detect_model_drift("shifted", per_feature=True)
     assert {e.metric.split(":")[1] for e in events} == {"temp", "carrier", "distance"}
-    assert all(e.value >= e.threshold and e.model == "pipewarden-delay@v1" for e in events)
+    assert all(e.value >= e.threshold and e.model == f"{MODEL_NAME}@v1" for e in events)
+    assert all(e.dataset == "flights" and e.detail["ml_model"] == "delay" for e in events)
     assert all(e.drifted_features == events[0].drifted_features for e in events)
     assert detect_model_drift("shifted") == []
 

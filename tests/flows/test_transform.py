@@ -17,7 +17,7 @@ from pipewarden.flows.transform import RUNS_TABLE, ModelRunError, transform
 from pipewarden.flows.warehouse import connect
 from pipewarden.tools.lineage import ModelSqlError
 
-MODELS = ["stg_flights", "carrier_daily", "flights_weather", "route_daily"]
+MODELS = ["stg_flights", "carrier_daily", "flights_weather", "route_daily", "features_flights"]
 
 
 def _data_dir() -> Path:
@@ -162,18 +162,20 @@ def test_a_model_that_is_not_one_select_is_refused(tmp_path: Path) -> None:
 
 def test_active_sql_version_replaces_the_file() -> None:
     from pipewarden.ids import new_id
+    from pipewarden.settings import get_settings
     from pipewarden.store import StateStore
 
     seed_warehouse()
-    patched = "SELECT s.origin, s.dest, s.flight_date, COUNT(*) AS flights FROM stg_flights AS s GROUP BY ALL"
+    original = (get_settings().models_dir / "route_daily.sql").read_text()
+    patched = f"SELECT o.*, 1 AS patched FROM (\n{original}\n) AS o"  # keeps what downstream models read
     StateStore().activate_new_version("sql:route_daily", {"sql": patched}, new_id(), "tester")
     transform()
     with connect(read_only=True) as con:
         cols = [r[0] for r in con.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = 'route_daily'").fetchall()]
-    assert cols == ["origin", "dest", "flight_date", "flights"]
+    assert cols[-1] == "patched" and "delayed_share" in cols
     transform(use_active_versions=False)
     with connect(read_only=True) as con:
         cols = [r[0] for r in con.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = 'route_daily'").fetchall()]
-    assert "delayed_share" in cols
+    assert "delayed_share" in cols and "patched" not in cols

@@ -177,8 +177,15 @@ def test_the_shipped_policy_loads_with_the_issues_defaults() -> None:
     policy = load_retrain_policy()
     assert policy.drift.ks_p_value == 0.05 and policy.drift.small_reference_rows == 1000
     assert policy.drift.wasserstein_std == 0.1 and policy.drift.psi == 0.1 and policy.drift.dataset_share == 0.5
-    assert policy.gates.slices == ["carrier", "origin"] and policy.gates.min_improvement > 0
+    assert policy.gates.slices is None and policy.gates.min_improvement > 0  # the slices: the model's declaration
     assert policy == RetrainPolicy.model_validate(policy.model_dump())
+    from pipewarden.policies.retrain import gate_slices
+    from pipewarden.settings import get_settings
+
+    delay = get_settings().project_config.ml_model("delay")
+    assert gate_slices(policy, delay) == ["carrier", "origin"] == delay.slices
+    own = policy.model_copy(update={"gates": policy.gates.model_copy(update={"slices": ["dest"]})})
+    assert gate_slices(own, delay) == ["dest"]  # a policy that names its own slices wins
 
 
 def test_a_bad_policy_file_names_the_file_and_the_field(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ def test_the_detector_emits_one_decay_event_with_both_reports(decayed: Path) -> 
     assert isinstance(event, ModelDrift) and str(event.id) == stored["id"]  # stable id: a re-run finds the same
     assert event.metric == "auc_drop" and event.value >= 0.05 and event.threshold == 0.05
     assert event.model == "pipewarden-delay@v1" and event.load_id == MARCH
+    assert event.dataset == "flights" and event.detail["ml_model"] == "delay"  # from [ml_models.delay]
     assert event.detail["decay"]["decayed"] is True and event.detail["drift"]["dataset_drift"] is True
     assert event.drifted_features and set(event.drifted_features) <= set(event.detail["drift"]["features"])
     per_feature = detect_model_drift(MARCH, per_feature=True)
@@ -71,23 +72,24 @@ def test_a_loose_policy_fires_nothing_and_an_unscored_load_gives_nothing(decayed
 def test_feedback_is_stored_once_per_scored_flight_and_late_outcomes_replace_earlier_ones(decayed: Path) -> None:
     with connect(read_only=True) as con:
         scored = con.execute("SELECT COUNT(*) FROM scores WHERE load_id = ?", [MARCH]).fetchone()[0]
-        stored = con.execute(f"SELECT COUNT(*), COUNT(DISTINCT flight_id) FROM {FEEDBACK_TABLE} WHERE load_id = ?",
+        stored = con.execute(f"SELECT COUNT(*), COUNT(DISTINCT example_id) FROM {FEEDBACK_TABLE} WHERE load_id = ?",
                              [MARCH]).fetchone()
-        flight = con.execute(f"SELECT flight_id, arr_delay FROM {FEEDBACK_TABLE} LIMIT 1").fetchone()
+        flight, label = con.execute(f"SELECT example_id, label FROM {FEEDBACK_TABLE} LIMIT 1").fetchone()
     assert stored == (scored, scored)
     again = record_feedback(MARCH)
     assert again.rows == scored and again.not_scored == 0
-    late = pd.DataFrame({"flight_id": [flight[0], flight[0], "no-such-flight"], "arr_delay": [99.0, 99.0, 5.0]})
-    result = record_feedback(MARCH, late)
+    # the declared id and label columns: flight_id and delayed
+    late = pd.DataFrame({"flight_id": [flight, flight, "no-such-flight"], "delayed": [not label, not label, True]})
+    result = record_feedback(MARCH, outcomes=late)
     assert (result.rows, result.not_scored) == (1, 1)  # an outcome for an unscored flight is counted, not stored
     with connect(read_only=True) as con:
-        rows = con.execute(f"SELECT arr_delay, delayed FROM {FEEDBACK_TABLE} WHERE flight_id = ?", [flight[0]]).fetchall()
+        rows = con.execute(f"SELECT label FROM {FEEDBACK_TABLE} WHERE example_id = ?", [flight]).fetchall()
         total = con.execute(f"SELECT COUNT(*) FROM {FEEDBACK_TABLE} WHERE load_id = ?", [MARCH]).fetchone()[0]
-    assert rows == [(99.0, True)] and total == scored
+    assert rows == [(not label,)] and total == scored
     from pipewarden.flows.score import ScoringError
 
     with pytest.raises(ScoringError, match="lacks column"):
-        record_feedback(MARCH, pd.DataFrame({"flight_id": ["x"]}))
+        record_feedback(MARCH, outcomes=pd.DataFrame({"flight_id": ["x"]}))
 
 
 def test_the_injectors_change_only_what_they_say() -> None:
