@@ -127,9 +127,19 @@ def progress(description: str, *, total: float | None = None, enabled: bool = Tr
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    class CountedOnly(BarColumn):
+        """A bar, and "3/10", only once a total is known: a spinner alone says "working" better than "0/?"."""
+
+        def render(self, task):  # type: ignore[no-untyped-def]
+            return super().render(task) if task.total is not None else Text("")
+
+    class CountOnly(MofNCompleteColumn):
+        def render(self, task):  # type: ignore[no-untyped-def]
+            return super().render(task) if task.total is not None else Text("")
 
     console = console or Console(stderr=True)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), CountedOnly(), CountOnly(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         yield RichReporter(bar, bar.add_task(_plain(description), total=total))

@@ -31,6 +31,13 @@ def test_draws_on_a_terminal_and_reports_each_update() -> None:
     assert "built [stg_flights]" in drawn  # a note stays, printed as plain text
 
 
+def test_a_spinner_without_a_total_shows_no_count() -> None:
+    console, buf = _terminal()
+    with progress("indexing", console=console) as bar:
+        bar._bar.refresh()  # type: ignore[attr-defined]
+    assert "indexing" in buf.getvalue() and "/?" not in buf.getvalue()
+
+
 def test_json_or_a_non_terminal_draws_nothing() -> None:
     console, buf = _terminal()
     with progress("work", console=console, enabled=False) as bar:  # --json
