@@ -20,10 +20,11 @@ Public names: `supervise_once`, `resume_proposal` (the Resumer port), `handle_ev
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -36,7 +37,7 @@ from pipewarden.errors import InvalidTransition, PipewardenError
 from pipewarden.ids import utcnow
 from pipewarden.leases import LEASE_POLICY, RETRY_POLICY, Heartbeat, LeaseHeld, LeasePolicy, RetryPolicy, worker_name
 from pipewarden.models import OPEN_STATUSES, NoChange, Proposal, ProposalStatus
-from pipewarden.ports import proposal_created
+from pipewarden.ports import Step, proposal_created
 from pipewarden.store import Claim, StateStore
 
 log = logging.getLogger(__name__)
@@ -159,13 +160,19 @@ def _event_failed(store: StateStore, claim: Claim, agent: str, owner: str, exc: 
     return handled
 
 
+def _inline(name: str, work: Any) -> Any:
+    return work()
+
+
 def supervise_once(worker: str | None = None, limit: int = 20, *, retry: RetryPolicy = RETRY_POLICY,
-                   lease: LeasePolicy = LEASE_POLICY) -> SuperviseReport:
+                   lease: LeasePolicy = LEASE_POLICY, step: Step | None = None) -> SuperviseReport:
     """One pass of the worker: claim and handle events, then resume the proposals whose decisions wait for it.
 
     Never raises for one event's or one proposal's failure: each is recorded (retried with backoff, dead-lettered
-    when out of attempts) and the pass goes on.
+    when out of attempts) and the pass goes on. `step(name, work)` runs each event's agent and each resume (the
+    supervise flow, `flows/supervise.py`, makes each a Prefect task); by default they run inline.
     """
+    run = step or _inline
     store = StateStore()
     owner = worker or worker_name()
     report = SuperviseReport()
@@ -178,7 +185,8 @@ def supervise_once(worker: str | None = None, limit: int = 20, *, retry: RetryPo
             report.handled.append(_event_failed(store, claim, r.agent, owner, None, retry, started))
             continue
         try:
-            handled = handle_event(str(claim.event.id), r.agent, r.build, worker=owner, lease=lease)
+            handled = run(f"{claim.event.kind} {str(claim.event.id)[:8]} -> {r.agent}", functools.partial(
+                handle_event, str(claim.event.id), r.agent, r.build, worker=owner, lease=lease))
         except LeaseHeld as exc:  # a live worker resumes its proposal: the event's part is done
             log.info("event %s: %s", claim.event.id, exc.message)
             store.finish_event(claim.event.id, "proposed")
@@ -193,7 +201,8 @@ def supervise_once(worker: str | None = None, limit: int = 20, *, retry: RetryPo
         report.handled.append(handled)
     for pid in store.resume_requested():
         try:
-            ended = resume_proposal(pid, worker=owner, lease=lease, retry=retry)
+            ended = run(f"resume proposal {pid[:8]}",
+                        functools.partial(resume_proposal, pid, worker=owner, lease=lease, retry=retry))
         except LeaseHeld:
             continue  # another worker took it between the query and the lease
         except Exception as exc:  # recorded by resume_proposal (backoff or given up); the pass goes on

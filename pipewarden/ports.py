@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from typing import Any, Literal, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -44,9 +45,18 @@ def _load(path: str, what: str) -> Any:
 
 
 @runtime_checkable
+class Step(Protocol):
+    def __call__(self, name: str, work: Callable[[], Any]) -> Any:
+        """Run one piece of a supervise pass (an event's agent, a proposal's resume) named `name`: return what
+        `work()` returns and raise what it raises (the supervise flow runs each as a Prefect task)."""
+        ...
+
+
+@runtime_checkable
 class Supervisor(Protocol):
-    def __call__(self) -> BaseModel:
-        """Claim pending events, run their agents up to a decision, resume decided proposals; return a report."""
+    def __call__(self, *, step: Step | None = None) -> BaseModel:
+        """Claim pending events, run their agents up to a decision, resume decided proposals; return a report.
+        `step` wraps each event's agent and each resume (default: run inline)."""
         ...
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -741,6 +741,14 @@ class StateStore:
         q = sa.select(db.audit_log).order_by(db.audit_log.c.seq)
         if proposal_id:
             q = q.where(db.audit_log.c.proposal_id == proposal_id)
+        with self._read() as conn:
+            return [AuditEntry.model_validate(dict(r._mapping)) for r in conn.execute(q)]
+
+    def audit_after(self, seq: int, actions: Collection[str], limit: int = 500) -> list[AuditEntry]:
+        """Audit entries after `seq` whose action is one of `actions`, oldest first, at most `limit` (a reader that
+        follows the log, such as the Prefect lifecycle mirror in `flows/prefect_story.py`, keeps its own cursor)."""
+        q = (sa.select(db.audit_log).where(db.audit_log.c.seq > seq, db.audit_log.c.action.in_(list(actions)))
+             .order_by(db.audit_log.c.seq).limit(limit))
         with self._read() as conn:
             return [AuditEntry.model_validate(dict(r._mapping)) for r in conn.execute(q)]
 
