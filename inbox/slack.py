@@ -14,7 +14,8 @@ Two halves:
   was already seen is refused as a replay (401; the state DB remembers signatures for twice the window, so
   every server process refuses it). Every interaction is acknowledged at once and the work runs after the acknowledgement in
   bolt's lazy listeners: an Approve click maps the Slack user to an approver (`Approvers.by_slack`) and decides
-  through `inbox.service.decide`, which stores the decision, resumes the graph and notifies; a click from someone
+  through `inbox.service.decide`, which stores the decision with its durable request for the supervisor's worker
+  to apply it (nothing is applied in the server's process) and notifies; a click from someone
   without the role gets an ephemeral refusal and changes nothing. A Reject click opens a modal for the reason;
   its submission rejects.
 
@@ -272,7 +273,9 @@ def _decide(client: WebClient, click: Click, person: Approver, approvers: Approv
 
     verb = verdict.value
     try:
-        service.decide(click.proposal_id, verdict, person.name, reason, via="slack", approvers=approvers)
+        # Stored with its durable resume request; the supervisor's worker applies it (never this process).
+        service.decide(click.proposal_id, verdict, person.name, reason, via="slack", approvers=approvers,
+                       resume=False)
     except InvalidTransition as exc:  # decided elsewhere first, or expired: say so, and show it in the message
         _tell(client, click.user_id, click.channel, _refusal(verb, exc), click.proposal_id)
         _refresh_quietly(click.proposal_id)
@@ -290,7 +293,7 @@ def _guarded(what: str, fn: Any, *args: Any) -> None:
 
 
 def on_approve(body: dict[str, Any], client: WebClient) -> None:
-    """Lazy listener of an Approve click: map the user, decide, resume (all in `service.decide`)."""
+    """Lazy listener of an Approve click: map the user, then decide (`service.decide`; the worker applies it)."""
 
     def work() -> None:
         click = _click(body)

@@ -32,10 +32,10 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
-from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -69,17 +69,18 @@ MAX_BODY_BYTES = 64 * 1024
 SAMPLE_ROWS = 10
 REFRESH_SECONDS = 2
 EDITED_ACTION = service.EDITED_ACTION
+RESUME_REQUESTED_ACTION = "resume_requested"  # audit action: a person asked the worker to apply again
 OPEN_FILTER = "open"  # the queue's default status filter: pending and needs_human
 ALL_FILTER = "all"
 
 # Fixed flash messages, chosen by a code in the redirect's query string (never free text from the URL).
 FLASHES: dict[str, tuple[str, str]] = {
-    "approved": ("ok", "Approved. The agent is applying the change..."),
+    "approved": ("ok", "Approved. The worker applies the change, re-runs the batch and verifies it; this page "
+                       "follows its progress."),
     "applied": ("ok", "Approved, and the agent has finished applying the change."),
-    "resume_failed": ("error", "Approved, but applying failed; the decision is stored and applying can be retried."),
     "approval_recorded": ("ok", "Your approval is recorded. The rule wants more approvals before it is applied."),
     "rejected": ("ok", "Rejected. The reason is kept for the next agent."),
-    "resuming": ("ok", "Applying again..."),
+    "resuming": ("ok", "Asked the worker to apply it again..."),
     "edited": ("ok", "Edited. The new dry-run passes on the failing batch; the proposal can be approved."),
     "edited_fails": ("error", "Edited, but the new dry-run does not pass on the failing batch: it cannot be "
                               "approved until an edit passes."),
@@ -165,10 +166,12 @@ def invalid_field(exc: Any) -> JSONResponse:
 
 
 def status_code_for(exc: PipewardenError) -> int:
-    """The HTTP status for an error raised on purpose: 401, 404, 403 (Forbidden, NotApproved), 409
-    (InvalidTransition, Expired), 400 (other UserError), else 500."""
+    """The HTTP status for an error raised on purpose: 401, 429 (too many failed sign-ins), 404, 403 (Forbidden,
+    NotApproved), 409 (InvalidTransition, Expired), 400 (other UserError), else 500."""
     if isinstance(exc, auth.SignInRequired):
         return 401
+    if isinstance(exc, auth.SignInThrottled):
+        return 429
     if isinstance(exc, UnknownNameError):
         return 404
     if isinstance(exc, NotApproved):  # Forbidden and CsrfRejected are NotApproved
@@ -226,14 +229,6 @@ def approvers() -> Any:
         _APPROVERS_CACHE.clear()
         _APPROVERS_CACHE[key] = Approvers.load(path)
     return _APPROVERS_CACHE[key]
-
-
-def _resume_in_background(proposal_id: str) -> None:
-    """Run after the response is sent. Resume failures are audited by the service; here only races remain."""
-    try:
-        service.resume_decided(proposal_id)
-    except PipewardenError as exc:  # e.g. the supervisor resumed and finished it first
-        log.warning("background resume of proposal %s skipped: %s", proposal_id[:8], exc)
 
 
 # --------------------------------------------------------------------------- filters
@@ -322,8 +317,183 @@ def change_from_form(current: Any, form: Any) -> Any:
                     hint="reject it with a reason; the agent's next proposal will see why")
 
 
-def create_app(*, resume_in_background: bool = True) -> FastAPI:
-    """The inbox app. With `resume_in_background`, approving answers at once and the graph resumes after."""
+# --------------------------------------------------------------------------- security headers
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                           "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+)
+
+
+class SecurityHeaders:
+    """ASGI middleware: every response (pages, API, static files, Slack, errors) carries the CSP (no inline script
+    or style: the pages have none; no framing), X-Frame-Options, Referrer-Policy and X-Content-Type-Options.
+    Outermost, so answers made by other middleware (413, 429) carry them too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *((k, v) for k, v in SECURITY_HEADERS if k not in names)]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+# --------------------------------------------------------------------------- progress after a decision
+ProgressStage = Literal["open", "waiting_for_worker", "retry_scheduled", "needs_retry", "applying", "re_running",
+                        "verified", "rolled_back", "rejected", "expired"]
+IN_FLIGHT_STAGES = frozenset({"waiting_for_worker", "retry_scheduled", "applying", "re_running"})
+
+
+class Progress(BaseModel):
+    """Where a proposal is on its way from the decision to verified, as the pages and the API show it. The web
+    server never applies anything itself: the supervisor's worker does, under a lease, and this reads its trace
+    (the status, the resume request, the lease, failed attempts)."""
+
+    stage: ProgressStage
+    text: str = Field(description="One line for a person.")
+    worker: str | None = Field(default=None, description="The worker holding the lease, while one does.")
+    attempts: int = Field(default=0, description="Failed attempts to apply so far.")
+    next_attempt_at: datetime | None = None
+    error: str | None = Field(default=None, description="Why the last attempt failed.")
+
+    @property
+    def in_flight(self) -> bool:
+        return self.stage in IN_FLIGHT_STAGES
+
+
+def progress(p: Any, lease: dict[str, Any] | None, error: str | None = None, now: datetime | None = None) -> Progress:
+    """The progress of proposal `p` given its lease row (`StateStore.proposal_lease`) and the last failure."""
+    now = now or datetime.now(UTC)
+    status = p.status
+    terminal = {
+        ProposalStatus.verified: ("verified", "verified: the re-run passes"),
+        ProposalStatus.rolled_back: ("rolled_back", "rolled back" + (f": {p.status_reason}" if p.status_reason else "")),
+        ProposalStatus.rejected: ("rejected", "rejected"),
+        ProposalStatus.expired: ("expired", "expired without a decision"),
+    }
+    if status in OPEN_STATUSES:
+        return Progress(stage="open", text="waiting for a decision")
+    if status in terminal:
+        stage, text = terminal[status]
+        return Progress(stage=stage, text=text)  # type: ignore[arg-type]
+    lease = lease or {}
+
+    def aware(at: Any) -> datetime | None:
+        return None if at is None else (at if at.tzinfo else at.replace(tzinfo=UTC))
+
+    owner, until = lease.get("lease_owner"), aware(lease.get("lease_expires_at"))
+    attempts = int(lease.get("attempts") or 0)
+    next_at, requested = aware(lease.get("next_attempt_at")), lease.get("resume_requested_at")
+    base = {"attempts": attempts, "error": error if attempts else None}
+    if owner and until is not None and until > now:
+        if status == ProposalStatus.applied:
+            return Progress(stage="re_running", text=f"applied; re-running the batch and verifying ({owner})",
+                            worker=owner, **base)
+        return Progress(stage="applying", text=f"applying the change ({owner})", worker=owner, **base)
+    if requested is not None and attempts and next_at is not None and next_at > now:
+        return Progress(stage="retry_scheduled", next_attempt_at=next_at, **base,
+                        text=f"attempt {attempts} failed; the worker tries again at {next_at:%H:%M:%S} UTC")
+    if requested is not None:
+        what = "re-run and verify it" if status == ProposalStatus.applied else "apply it"
+        return Progress(stage="waiting_for_worker", text=f"{status.value}; waiting for the worker to {what}", **base)
+    return Progress(stage="needs_retry", attempts=attempts, error=error,
+                    text=f"{status.value}, but the worker gave up" + (f" after {attempts} attempts" if attempts else "")
+                    + "; a person can ask it to try again")
+
+
+# --------------------------------------------------------------------------- who may read and resume
+def readable_datasets(user: str, datasets: Callable[[], list[str]]) -> list[str] | None:
+    """The datasets among `datasets()` (called only when needed) whose proposals `user` may read; None when they
+    may read every dataset."""
+    person = approvers().get(user)
+    if person is None:
+        return []
+    if "*" in person.datasets and person.may_read("*"):
+        return None
+    return [d for d in datasets() if person.may_read(d)]
+
+
+class NotReadable(UnknownNameError):
+    """404: no proposal with this id that the person may read. The same answer whether the id does not exist or
+    is on a dataset they hold no role on, and it lists no other ids."""
+
+    def __init__(self, ref: str) -> None:
+        UserError.__init__(self, f"no proposal {ref!r} that you may read",
+                           hint="the queue (/ or GET /api/proposals) lists the proposals you may read: those on "
+                                "datasets where approvers.yaml gives you a role")
+        self.what, self.name, self.known = "proposal", ref, []
+
+
+def check_can_read(user: str, p: Any, ref: str | None = None) -> None:
+    """NotReadable (404) unless `user` holds a role (any but reporter) on the proposal's dataset."""
+    person = approvers().get(user)
+    if person is None or not person.may_read(p.dataset):
+        raise NotReadable(ref or p.short_id)
+
+
+def readable_view(ref: str, user: str, store: StateStore) -> service.ProposalView:
+    """The proposal's view when `user` may read it; NotReadable (404) when it does not exist or is not theirs."""
+    try:
+        v = service.proposal_view(ref, store=store)
+    except UnknownNameError:
+        raise NotReadable(ref) from None
+    check_can_read(user, v.proposal, ref)
+    return v
+
+
+def queue_page(store: StateStore, user: str, filters: dict[str, list[str]], limit: int, offset: int
+               ) -> tuple[int, list[Any], dict[str, dict[str, int]]]:
+    """(total, rows, facet counts) of the queue as `user` may see it: only proposals on datasets they hold a role
+    on, counted the same way (a dataset they cannot read is not even named in the counts)."""
+    readable = readable_datasets(user, lambda: list(store.count_proposals_by("dataset", {})))
+    scoped = dict(filters)
+    if readable is not None:
+        wanted = filters.get("dataset") or readable
+        scoped["dataset"] = [d for d in wanted if d in readable]
+        if not scoped["dataset"]:
+            return 0, [], {facet: {} for facet in QUEUE_FACETS}
+    counts = facet_counts(store, scoped)
+    if readable is not None:  # the dataset facet is counted without its own filter: keep the readable ones
+        counts["dataset"] = {d: n for d, n in counts["dataset"].items() if d in readable}
+    return store.count_proposals(scoped), store.find_proposals(scoped, limit=limit, offset=offset), counts
+
+
+def retry_after(exc: PipewardenError) -> dict[str, str] | None:
+    """The Retry-After header of a 429 (throttled sign-ins)."""
+    return {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, auth.SignInThrottled) else None
+
+
+def check_can_resume(user: str, p: Any) -> None:
+    """Forbidden unless `user` holds, on the proposal's dataset, a role its approval rule accepts: only someone
+    who could have approved it may ask the worker to apply it again."""
+    from pipewarden.errors import Forbidden
+    from pipewarden.policies.approval import rule_for
+    from pipewarden.policies.approvers import REPORTER_ROLE
+
+    person = approvers().get(user)
+    rule = rule_for(p)
+    held = set(person.roles_for(p.dataset)) - {REPORTER_ROLE} if person else set()
+    if not held & set(rule.roles):
+        has = f"{', '.join(person.roles)} on {', '.join(person.datasets)}" if person else "no entry in approvers.yaml"
+        raise Forbidden(f"{user} cannot retry applying proposal {p.short_id}: that needs {' or '.join(rule.roles)} "
+                        f"of {p.dataset}; {user} has {has}", hint="ask one of the people who may approve it")
+
+
+def create_app() -> FastAPI:
+    """The inbox app. Deciding stores the decision and answers at once; the supervisor's worker applies it."""
     app = FastAPI(title="pipewarden inbox", version=__version__)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     from pipewarden.inbox.slack import mount_slack  # POST /slack/events (503 saying what to set while Slack is off)
@@ -331,6 +501,7 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
     mount_slack(app)
     auth.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders)  # outermost: every answer carries the headers
     templates = _templates()
 
     @app.exception_handler(BodyTooLarge)
@@ -338,14 +509,17 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
         return too_large_response(request.url.path)
 
     # ------------------------------------------------------------------ page helpers
-    def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200,
+             headers: dict[str, str] | None = None) -> HTMLResponse:
         base = {"flash": None, "error": None, "user": auth.page_user(request), "csrf": auth.csrf_token(request),
                 "csrf_field": auth.CSRF_FIELD}
-        return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+        return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code,
+                                          headers=headers)
 
     def error_page(request: Request, exc: PipewardenError, code: int | None = None) -> HTMLResponse:
         code = code or status_code_for(exc)
-        return page(request, "error.html", {"error": _error(exc), "status_code": code}, code)
+        return page(request, "error.html", {"error": _error(exc), "status_code": code}, code,
+                    headers=retry_after(exc))
 
     def to_login(request: Request) -> RedirectResponse:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -370,24 +544,31 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
             return exc.message + (f" ({exc.hint})" if exc.hint else "")
         return None
 
+    def resume_permission(user: str, p: Any) -> str | None:
+        try:
+            check_can_resume(user, p)
+        except PipewardenError as exc:
+            return exc.message + (f" ({exc.hint})" if exc.hint else "")
+        return None
+
     def detail_page(
         request: Request, ref: str, *, flash: dict[str, str] | None = None, error: PipewardenError | None = None,
         status_code: int = 200, flash_code: str | None = None,
     ) -> HTMLResponse:
         store = StateStore()
+        user = auth.page_user(request) or ""
         try:
-            v = service.proposal_view(ref, store=store)
+            v = readable_view(ref, user, store)
         except PipewardenError as exc:
             return error_page(request, exc)
         p = v.proposal
-        user = auth.page_user(request) or ""
         sample = p.dry_run.sample if p.dry_run else []
-        in_flight = p.status in service.IN_FLIGHT_STATUSES
-        resume_error = v.resume_error
+        prog = progress(p, store.proposal_lease(p.id) if p.status in service.IN_FLIGHT_STATUSES else None,
+                        v.resume_error)
         pending = p.status == ProposalStatus.pending
         edit_block = service.edit_refusal(p, v.audit)
         if flash_code in ("approved", "resuming") and p.status in (ProposalStatus.applied, ProposalStatus.verified):
-            flash = _flash("applied")  # the page refreshed itself until the agent finished
+            flash = _flash("applied")  # the page refreshed itself until the worker finished
         changes = [_change_view(c, store, p.id) for c in _leaves(p.change)]
         context = {
             "p": p, "event": v.event, "decisions": v.decisions, "audit": v.audit, "need": v.requirement,
@@ -396,8 +577,9 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
             "reject_block": permission(user, v, Verdict.reject) if p.status in OPEN_STATUSES else None,
             "editable": pending and p.change.kind in ("column_mapping", "sql_model_patch"),
             "changes": changes, "edited": service.edited_entry(v.audit),
-            "refresh": REFRESH_SECONDS if in_flight and not resume_error else None,
-            "resume_error": resume_error,
+            "progress": prog, "refresh": REFRESH_SECONDS if prog.in_flight else None,
+            "retryable": prog.stage in ("needs_retry", "retry_scheduled"),
+            "resume_block": resume_permission(user, p) if prog.stage in ("needs_retry", "retry_scheduled") else None,
             "sample_rows": sample[:SAMPLE_ROWS], "sample_cols": render.sample_columns(sample[:SAMPLE_ROWS]),
             "flash": flash, "error": _error(error) if error else None,
             "now": datetime.now(UTC),
@@ -407,18 +589,17 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
     def after_decision(pid: str, flash: str) -> RedirectResponse:
         return RedirectResponse(f"/proposals/{pid}?flash={quote(flash)}", status_code=303)
 
-    def decide_now(ref: str, verdict: Verdict, user: str, reason: str, background: BackgroundTasks
-                   ) -> service.DecisionOutcome:
-        """Decide as `user` (the edit gate first); resume the graph in the background when the proposal is decided."""
+    def decide_now(ref: str, verdict: Verdict, user: str, reason: str) -> service.DecisionOutcome:
+        """Decide as `user`, after checking they may read the proposal. The store keeps the decision and, in the
+        same transaction, the durable request for the worker to resume the graph: nothing else runs here."""
         store = StateStore()
-        outcome = service.decide(ref, verdict, user, reason, via="web", resume=not resume_in_background, store=store,
-                                 approvers=approvers())
-        if resume_in_background and outcome.proposal.status == ProposalStatus.approved:
-            background.add_task(_resume_in_background, str(outcome.proposal.id))
-            outcome = outcome.model_copy(update={"resume": "scheduled"})
-        elif resume_in_background and outcome.proposal.status == ProposalStatus.rejected:
-            background.add_task(_end_rejected, str(outcome.proposal.id))
-        return outcome
+        try:
+            pid = store.resolve_id(ref)
+        except UnknownNameError:
+            raise NotReadable(ref) from None
+        check_can_read(user, store.get_proposal(pid))
+        return service.decide(pid, verdict, user, reason, via="web", resume=False, store=store,
+                              approvers=approvers())
 
     # ------------------------------------------------------------------ sign-in
     @app.get("/login", response_class=HTMLResponse, name="login")
@@ -433,8 +614,9 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
             auth.check_csrf(request, form.get(auth.CSRF_FIELD))
             await run_in_threadpool(auth.sign_in, request, str(form.get("token") or ""), StateStore())
         except PipewardenError as exc:
-            return page(request, "login.html", {"next": nxt, "token": "", "error": _error(exc)},
-                        status_code_for(exc))
+            return await run_in_threadpool(page, request, "login.html",
+                                           {"next": nxt, "token": "", "error": _error(exc)},
+                                           status_code_for(exc), retry_after(exc))
         return RedirectResponse(nxt, status_code=303)
 
     @app.post("/logout", name="logout")
@@ -443,14 +625,15 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
         try:
             auth.check_csrf(request, form.get(auth.CSRF_FIELD))
         except PipewardenError as exc:
-            return error_page(request, exc)
-        auth.sign_out(request)
+            return await run_in_threadpool(error_page, request, exc)
+        await run_in_threadpool(auth.sign_out, request)
         return RedirectResponse("/login", status_code=303)
 
     # ------------------------------------------------------------------ pages
     @app.get("/", response_class=HTMLResponse, name="index")
     def index(request: Request) -> Response:
-        if not auth.page_user(request):
+        user = auth.page_user(request)
+        if not user:
             return to_login(request)
         store = StateStore()
         params = request.query_params
@@ -459,9 +642,7 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
             page_no = _int_param(params, "page", 1, 1)
         except UserError as exc:
             return error_page(request, exc, 422)
-        total = store.count_proposals(filters)
-        rows = store.find_proposals(filters, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
-        counts = facet_counts(store, filters)
+        total, rows, counts = queue_page(store, user, filters, PAGE_SIZE, (page_no - 1) * PAGE_SIZE)
         return page(request, "index.html", {
             "rows": rows, "total": total, "page_no": page_no, "page_size": PAGE_SIZE,
             "facets": _facet_links(params, filters, counts),
@@ -479,22 +660,22 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
         return detail_page(request, ref, flash=_flash(flash), flash_code=flash)
 
     @app.post("/proposals/{ref}/approve", name="approve_form")
-    async def approve_form(request: Request, ref: str, background: BackgroundTasks) -> Response:
-        return await _decision_form(request, ref, Verdict.approve, background)
+    async def approve_form(request: Request, ref: str) -> Response:
+        return await _decision_form(request, ref, Verdict.approve)
 
     @app.post("/proposals/{ref}/reject", name="reject_form")
-    async def reject_form(request: Request, ref: str, background: BackgroundTasks) -> Response:
-        return await _decision_form(request, ref, Verdict.reject, background)
+    async def reject_form(request: Request, ref: str) -> Response:
+        return await _decision_form(request, ref, Verdict.reject)
 
-    async def _decision_form(request: Request, ref: str, verdict: Verdict, background: BackgroundTasks) -> Response:
+    async def _decision_form(request: Request, ref: str, verdict: Verdict) -> Response:
         form = await request.form()
         try:
-            user = form_user(request, form)
+            user = await run_in_threadpool(form_user, request, form)
         except PipewardenError as exc:
-            return error_page(request, exc)
+            return await run_in_threadpool(error_page, request, exc)
         reason = str(form.get("reason") or "")
         try:
-            outcome = await run_in_threadpool(decide_now, ref, verdict, user, reason, background)
+            outcome = await run_in_threadpool(decide_now, ref, verdict, user, reason)
         except PipewardenError as exc:
             return await run_in_threadpool(detail_page, request, ref, error=exc, status_code=status_code_for(exc))
         pid = str(outcome.proposal.id)
@@ -502,24 +683,22 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
             return after_decision(pid, "rejected")
         if outcome.proposal.status in OPEN_STATUSES:
             return after_decision(pid, "approval_recorded")
-        if resume_in_background:
-            return after_decision(pid, "approved")
-        return after_decision(pid, "resume_failed" if outcome.resume == "failed" else "applied")
+        return after_decision(pid, "approved")
 
     @app.post("/proposals/{ref}/edit", name="edit_form")
     async def edit_form(request: Request, ref: str) -> Response:
         form = await request.form()
         try:
-            user = form_user(request, form)
+            user = await run_in_threadpool(form_user, request, form)
         except PipewardenError as exc:
-            return error_page(request, exc)
+            return await run_in_threadpool(error_page, request, exc)
 
         def edit() -> str:
             from pipewarden.policies.approval import check_can_decide
             from pipewarden.ports import dry_runner, notify
 
             store = StateStore()
-            v = service.proposal_view(ref, store=store)
+            v = readable_view(ref, user, store)
             p = v.proposal
             if p.status != ProposalStatus.pending:
                 raise InvalidTransition(f"proposal {p.short_id} is {p.status.value}; only a pending proposal can be "
@@ -548,48 +727,54 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
         return RedirectResponse(f"/proposals/{ref}?flash={flash}", status_code=303)
 
     @app.post("/proposals/{ref}/resume", name="resume_form")
-    async def resume_form(request: Request, ref: str, background: BackgroundTasks) -> Response:
+    async def resume_form(request: Request, ref: str) -> Response:
+        """Ask the worker to apply an approved proposal again (after it gave up, or to skip its backoff). Only
+        someone with a role the proposal's rule accepts may; nothing is applied in this process."""
         form = await request.form()
         try:
-            form_user(request, form)
+            user = await run_in_threadpool(form_user, request, form)
         except PipewardenError as exc:
-            return error_page(request, exc)
+            return await run_in_threadpool(error_page, request, exc)
 
-        def resume() -> tuple[str, str]:
-            if resume_in_background:
-                pid = str(service.proposal_view(ref).proposal.id)
-                background.add_task(_resume_in_background, pid)
-                return pid, "resuming"
-            outcome = service.resume_decided(ref)
-            return str(outcome.proposal.id), "resume_failed" if outcome.resume == "failed" else "applied"
+        def resume() -> str:
+            store = StateStore()
+            p = readable_view(ref, user, store).proposal
+            check_can_resume(user, p)
+            if p.status not in service.IN_FLIGHT_STATUSES:
+                raise InvalidTransition(f"proposal {p.short_id} is {p.status.value}; only an approved proposal that "
+                                        "has not finished applying can be applied again", hint="see its history below")
+            store.request_resume(p.id, actor=user)
+            store.record(RESUME_REQUESTED_ACTION, user, {"via": "web"}, proposal_id=str(p.id))
+            return str(p.id)
 
         try:
-            pid, flash = await run_in_threadpool(resume)
+            pid = await run_in_threadpool(resume)
         except PipewardenError as exc:
             return await run_in_threadpool(detail_page, request, ref, error=exc, status_code=status_code_for(exc))
-        return RedirectResponse(f"/proposals/{pid}?flash={flash}", status_code=303)
+        return RedirectResponse(f"/proposals/{pid}?flash=resuming", status_code=303)
 
     # ------------------------------------------------------------------ JSON API
     def api_error(exc: PipewardenError, code: int | None = None) -> JSONResponse:
         code = code or status_code_for(exc)
-        return JSONResponse({"error": exc.message, "hint": exc.hint or DEFAULT_HINTS.get(code, "")}, status_code=code)
+        return JSONResponse({"error": exc.message, "hint": exc.hint or DEFAULT_HINTS.get(code, "")}, status_code=code,
+                            headers=retry_after(exc))
 
     @app.get("/api/proposals")
     def api_list(request: Request) -> Response:
         store = StateStore()
         try:
-            auth.bearer_actor(request, store)
+            actor = auth.bearer_actor(request, store)
             params = request.query_params
             filters = parse_filters(params, default_open=False)
             limit = _int_param(params, "limit", PAGE_SIZE, 1, API_MAX_LIMIT)
             offset = _int_param(params, "offset", 0, 0)
         except PipewardenError as exc:
             return api_error(exc, 422 if type(exc) is UserError else None)
-        rows = store.find_proposals(filters, limit=limit, offset=offset)
+        total, rows, counts = queue_page(store, actor, filters, limit, offset)
         return JSONResponse({
-            "count": store.count_proposals(filters), "limit": limit, "offset": offset,
+            "count": total, "limit": limit, "offset": offset,
             "filters": {k: v for k, v in filters.items() if v},
-            "facets": facet_counts(store, filters),
+            "facets": counts,
             "proposals": [render.proposal_json(p) for p in rows],
         })
 
@@ -597,47 +782,62 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
     def api_get(request: Request, ref: str) -> Response:
         store = StateStore()
         try:
-            auth.bearer_actor(request, store)
-            v = service.proposal_view(ref, store=store)
+            actor = auth.bearer_actor(request, store)
+            v = readable_view(ref, actor, store)
         except PipewardenError as exc:
             return api_error(exc)
         body = render.proposal_detail_json(v.proposal, v.decisions, v.audit, event=v.event)
         body["requirement"] = v.requirement.model_dump(mode="json") if v.requirement else None
         body["approvable"] = service.edit_refusal(v.proposal, v.audit) is None
+        in_flight = v.proposal.status in service.IN_FLIGHT_STATUSES
+        body["progress"] = progress(v.proposal, store.proposal_lease(v.proposal.id) if in_flight else None,
+                                    v.resume_error).model_dump(mode="json")
         return JSONResponse(body)
 
     @app.post("/api/proposals/{ref}/decision")
-    async def api_decide(request: Request, ref: str, background: BackgroundTasks) -> Response:
-        store = StateStore()
-        try:
-            actor = await run_in_threadpool(auth.bearer_actor, request, store)
-        except PipewardenError as exc:
-            return api_error(exc)
+    async def api_decide(request: Request, ref: str) -> Response:
         raw = await request.body()  # BodyLimit stops it past 64 KiB (413)
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return JSONResponse({"error": f"the body is not valid JSON: {exc}",
-                                 "hint": 'send {"verdict": "approve"} or {"verdict": "reject", "reason": "why"}'},
-                                status_code=422)
-        try:
-            body = DecisionBody.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "body"
-            hint = ("the deciding person is the token's approver; drop `actor`" if "actor" in first["loc"]
-                    else 'send {"verdict": "approve"|"reject", "reason": "..."}')
-            return JSONResponse({"error": f"{where}: {first['msg']}", "hint": hint}, status_code=422)
-        if body.verdict == Verdict.reject and not body.reason.strip():
-            return JSONResponse({"error": "a rejection needs a reason", "hint": 'add "reason": "why"'},
-                                status_code=422)
-        try:
-            outcome = await run_in_threadpool(decide_now, ref, body.verdict, actor, body.reason, background)
-        except PipewardenError as exc:
-            return api_error(exc)
-        out = render.outcome_json(outcome)
-        out["requirement"] = outcome.requirement.model_dump(mode="json") if outcome.requirement else None
-        return JSONResponse(out)
+            data, bad_json = None, exc
+        else:
+            bad_json = None
+
+        def decide() -> Response:
+            """Everything that touches the state DB, in one worker thread: who asks, then the decision."""
+            store = StateStore()
+            try:
+                actor = auth.bearer_actor(request, store)
+            except PipewardenError as exc:
+                return api_error(exc)
+            if bad_json is not None:
+                return JSONResponse({"error": f"the body is not valid JSON: {bad_json}",
+                                     "hint": 'send {"verdict": "approve"} or {"verdict": "reject", "reason": "why"}'},
+                                    status_code=422)
+            try:
+                body = DecisionBody.model_validate(data)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(x) for x in first["loc"]) or "body"
+                hint = ("the deciding person is the token's approver; drop `actor`" if "actor" in first["loc"]
+                        else 'send {"verdict": "approve"|"reject", "reason": "..."}')
+                return JSONResponse({"error": f"{where}: {first['msg']}", "hint": hint}, status_code=422)
+            if body.verdict == Verdict.reject and not body.reason.strip():
+                return JSONResponse({"error": "a rejection needs a reason", "hint": 'add "reason": "why"'},
+                                    status_code=422)
+            try:
+                outcome = decide_now(ref, body.verdict, actor, body.reason)
+            except PipewardenError as exc:
+                return api_error(exc)
+            out = render.outcome_json(outcome)
+            out["requirement"] = outcome.requirement.model_dump(mode="json") if outcome.requirement else None
+            # Just committed with its resume request: the worker has not had it yet (GET shows it move on).
+            out["progress"] = progress(outcome.proposal, {"resume_requested_at": outcome.decision.decided_at},
+                                       ).model_dump(mode="json")
+            return JSONResponse(out)
+
+        return await run_in_threadpool(decide)
 
     @app.post("/api/events", status_code=201)
     async def api_report(request: Request) -> Response:
@@ -688,20 +888,6 @@ def create_app(*, resume_in_background: bool = True) -> FastAPI:
         return JSONResponse({"status": "ok", "version": __version__})
 
     return app
-
-
-def _end_rejected(proposal_id: str) -> None:
-    """After a rejection, in the background: let the agent's graph end (nothing is applied). A failure is
-    audited like a failed resume; the rejection itself is stored already."""
-    from pipewarden.ports import resumer
-
-    try:
-        resumer()(proposal_id)
-    except Exception as exc:  # the graph is the supervisor's to end later; the decision stands
-        error = f"{type(exc).__name__}: {exc}"
-        log.warning("ending the graph of rejected proposal %s failed: %s", proposal_id[:8], error)
-        StateStore().record(service.RESUME_FAILED_ACTION, service.INBOX_ACTOR, {"error": error[:2000]},
-                            proposal_id=proposal_id)
 
 
 # --------------------------------------------------------------------------- page views
@@ -779,16 +965,19 @@ def ensure_port_free(host: str, port: int) -> None:
                             hint=f"another program uses port {port}; pass --port N") from exc
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, *, resume_in_background: bool = True,
+def serve(host: str = "127.0.0.1", port: int = 8765, *, worker: bool = True,
           extend: Callable[[FastAPI], None] | None = None) -> None:
     """Serve the inbox with uvicorn until interrupted; prints the URL and how to sign in first. `extend` adds to
-    the app before it serves (the CLI mounts the MCP server at /mcp with it)."""
+    the app before it serves (the CLI mounts the MCP server at /mcp with it). With `worker` (the default), a
+    supervisor worker runs beside it in a child process (`inbox.worker`) and stops with it: the web server only
+    stores decisions, the worker applies them."""
     import uvicorn
 
+    from pipewarden.inbox.worker import SupervisorWorker
     from pipewarden.settings import get_settings
 
     ensure_port_free(host, port)
-    app = create_app(resume_in_background=resume_in_background)
+    app = create_app()
     if extend is not None:
         extend(app)
     print(f"pipewarden inbox: http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
@@ -798,4 +987,14 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, resume_in_background: bo
               flush=True)
     else:
         print("  sign in with a personal token: pipewarden approvers token NAME", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    supervisor = SupervisorWorker().start() if worker else None
+    if supervisor is not None:
+        print(f"  supervisor worker (pid {supervisor.pid}) applies approved decisions; --no-worker if you run "
+              "`pipewarden supervise` yourself", flush=True)
+    else:
+        print("  no worker: approved decisions wait for a `pipewarden supervise` you run", flush=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        if supervisor is not None:
+            supervisor.stop()

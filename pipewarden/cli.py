@@ -345,11 +345,13 @@ def serve(
         help="Believe this header (e.g. X-Forwarded-User) as the signed-in approver; only behind an authentication "
              "proxy that sets it on every request. Default: PIPEWARDEN_TRUSTED_USER_HEADER, else tokens only.",
     )] = None,
-    foreground_resume: Annotated[bool, typer.Option(
-        "--foreground-resume", help="Apply an approved change before answering (default: in the background).",
-    )] = False,
+    worker: Annotated[bool, typer.Option(
+        "--worker/--no-worker", help="Run a supervisor worker beside the server (a child process, stopped with it) "
+                                     "that applies approved decisions. --no-worker: you run `pipewarden supervise`.",
+    )] = True,
 ) -> None:
-    """Serve the web inbox, its JSON API, the Slack endpoint and the MCP server (/mcp) until Ctrl-C.
+    """Serve the web inbox, its JSON API, the Slack endpoint and the MCP server (/mcp) until Ctrl-C, with a
+    supervisor worker beside them that applies what people approve (the server itself only stores decisions).
 
     People sign in with a personal token (`pipewarden approvers token NAME`); the API takes the same token as
     `Authorization: Bearer <token>`.
@@ -370,7 +372,7 @@ def serve(
         mount(web_app, host=host)
         print(f"  MCP for IDE agents: http://{host}:{port}/mcp (Authorization: Bearer <token>)", flush=True)
 
-    serve_web(host=host, port=port, resume_in_background=not foreground_resume, extend=with_mcp)
+    serve_web(host=host, port=port, worker=worker, extend=with_mcp)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pipewarden.errors import UserError
+from pipewarden.errors import PipewardenError, UserError
 from pipewarden.inbox import auth
 from pipewarden.inbox.web import create_app
 from pipewarden.models import ProposalStatus
@@ -71,8 +71,155 @@ def test_a_forged_session_cookie_is_not_believed(store: StateStore) -> None:
     for how, cookie in forged.items():
         client = TestClient(create_app(), cookies={auth.SESSION_COOKIE: cookie})
         assert client.get("/", follow_redirects=False).status_code == 303, how
-    good = TimestampSigner(auth.session_secret()).sign(payload).decode()  # the real key does sign people in
-    assert TestClient(create_app(), cookies={auth.SESSION_COOKIE: good}).get("/").status_code == 200
+    # Even a cookie signed with the server's own key names nobody: who is signed in is the server-side session.
+    signed = TimestampSigner(auth.session_secret()).sign(payload).decode()
+    assert TestClient(create_app(), cookies={auth.SESSION_COOKIE: signed}).get("/", follow_redirects=False
+                                                                                ).status_code == 303
+    bogus = TimestampSigner(auth.session_secret()).sign(base64.b64encode(json.dumps({"sid": "guessed"}).encode()))
+    assert TestClient(create_app(), cookies={auth.SESSION_COOKIE: bogus.decode()}).get(
+        "/", follow_redirects=False).status_code == 303
+
+
+# --------------------------------------------------------------------------- server-side sessions
+def test_revoking_the_token_ends_the_session_on_the_next_request(client: TestClient, store: StateStore) -> None:
+    p = make_proposal(store)
+    sign_in(client, "alice", store)
+    csrf = page_csrf(client, f"/proposals/{p.id}")
+    old_cookie = dict(client.cookies)
+    assert store.revoke_tokens("alice") == 1  # what `pipewarden approvers token alice --revoke` does
+    assert client.get("/", follow_redirects=False).status_code == 303
+    replay = TestClient(create_app(), cookies=old_cookie)  # the old cookie, kept by an attacker
+    assert replay.get(f"/proposals/{p.id}", follow_redirects=False).status_code == 303
+    before = snapshot(store)
+    resp = replay.post(f"/proposals/{p.id}/approve", data={"csrf_token": csrf})
+    assert resp.status_code == 401 and snapshot(store) == before
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(client: TestClient, store: StateStore) -> None:
+    p = make_proposal(store)
+    sign_in(client, "alice", store)
+    csrf = page_csrf(client, "/")
+    old_cookie = dict(client.cookies)
+    assert client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+    replay = TestClient(create_app(), cookies=old_cookie)  # the cookie as it was before signing out
+    assert replay.get("/", follow_redirects=False).status_code == 303
+    before = snapshot(store)
+    assert replay.post(f"/proposals/{p.id}/approve", data={"csrf_token": csrf}).status_code == 401
+    assert snapshot(store) == before
+    # the token itself still works: signing out ended this session only
+    fresh = TestClient(create_app())
+    sign_in(fresh, "alice", store)
+    assert fresh.get("/").status_code == 200
+
+
+def test_the_cookie_carries_a_session_key_not_a_name(client: TestClient, store: StateStore) -> None:
+    import base64
+    import json
+
+    sign_in(client, "alice", store)
+    payload = client.cookies[auth.SESSION_COOKIE].split(".")[0]
+    data = json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))
+    assert set(data) == {auth.SESSION_KEY, auth.CSRF_KEY} and "alice" not in json.dumps(data)
+
+
+# --------------------------------------------------------------------------- failed sign-ins
+def test_failed_sign_ins_are_audited_and_throttled_per_address(client: TestClient, store: StateStore) -> None:
+    from pipewarden.sessions import THROTTLE
+
+    csrf = csrf_of(client.get("/login").text)
+    codes = [client.post("/login", data={"token": f"pw_guess-{i}", "csrf_token": csrf}).status_code
+             for i in range(THROTTLE.max_failures + 3)]
+    assert codes == [401] * THROTTLE.max_failures + [429] * 3
+    refused = client.post("/login", data={"token": store.issue_token("alice"), "csrf_token": csrf})
+    assert refused.status_code == 429  # even a good token waits: the block comes before the token is looked at
+    assert int(refused.headers["retry-after"]) >= 1 and "too many failed sign-ins" in refused.text
+    audit = [(e.action, e.actor, e.detail.get("reason")) for e in store.audit_entries()
+             if e.action.startswith("sign_in")]
+    assert audit == [("sign_in_failed", "anonymous", "unknown token")] * THROTTLE.max_failures + [
+        ("sign_in_throttled", "anonymous", None)]  # refused attempts are not audited one by one
+    assert all(e.detail["address"] == "testclient" for e in store.audit_entries() if e.action.startswith("sign_in"))
+    # another address is not blocked
+    other = TestClient(create_app(), client=("10.0.0.9", 50000))
+    other_csrf = csrf_of(other.get("/login").text)
+    assert other.post("/login", data={"token": store.issue_token("carol"), "csrf_token": other_csrf},
+                      follow_redirects=False).status_code == 303
+
+
+def test_a_revoked_tokens_failures_count_against_its_account(store: StateStore) -> None:
+    from pipewarden.sessions import THROTTLE
+
+    revoked = store.issue_token("carol")
+    store.revoke_tokens("carol")
+    for i in range(THROTTLE.max_failures):  # each from another address
+        c = TestClient(create_app(), client=(f"10.0.1.{i}", 40000))
+        assert c.post("/login", data={"token": revoked, "csrf_token": csrf_of(c.get("/login").text)}
+                      ).status_code == 401
+    failed = [e for e in store.audit_entries() if e.action == auth.SIGN_IN_FAILED]
+    assert {(e.actor, e.detail["reason"]) for e in failed} == {("carol", "revoked token")}
+    blocked = [e for e in store.audit_entries() if e.action == auth.SIGN_IN_THROTTLED]
+    assert len(blocked) == 1 and list(blocked[0].detail["blocked"]) == ["account:carol"]
+
+
+def test_bad_bearer_tokens_are_audited_and_throttled_too(client: TestClient, store: StateStore) -> None:
+    from pipewarden.sessions import THROTTLE
+
+    codes = [client.get("/api/proposals", headers={"Authorization": f"Bearer pw_guess-{i}"}).status_code
+             for i in range(THROTTLE.max_failures + 1)]
+    assert codes == [401] * THROTTLE.max_failures + [429]
+    resp = client.get("/api/proposals", headers={"Authorization": f"Bearer {store.issue_token('alice')}"})
+    assert resp.status_code == 429 and int(resp.headers["retry-after"]) >= 1
+    assert resp.json()["error"].startswith("too many failed sign-ins")
+    assert [e.detail["via"] for e in store.audit_entries() if e.action == auth.SIGN_IN_FAILED] == \
+        ["api"] * THROTTLE.max_failures
+
+
+def test_the_block_grows_exponentially_and_the_window_forgets() -> None:
+    from datetime import timedelta
+
+    from pipewarden.ids import utcnow
+    from pipewarden.sessions import SessionStore, ThrottlePolicy
+
+    policy = ThrottlePolicy(max_failures=3, window_s=600, base_delay_s=2, max_delay_s=30)
+    assert [policy.delay_s(n) for n in range(1, 9)] == [0, 0, 2, 4, 8, 16, 30, 30]
+    sessions = SessionStore(StateStore().engine)
+    t0 = utcnow()
+    got = [sessions.record_failure(["address:x"], policy, now=t0 + timedelta(seconds=i)) for i in range(4)]
+    assert got == [{}, {}, {"address:x": 2}, {"address:x": 4}]
+    assert sessions.retry_after(["address:x"], now=t0 + timedelta(seconds=4)) == 3
+    assert sessions.retry_after(["address:x"], now=t0 + timedelta(seconds=8)) is None
+    later = t0 + timedelta(seconds=601)  # a new window: counting starts again
+    assert sessions.record_failure(["address:x"], policy, now=later) == {}
+
+
+# --------------------------------------------------------------------------- security headers
+def test_every_answer_carries_csp_and_anti_framing_headers(client: TestClient, store: StateStore) -> None:
+    p = make_proposal(store)
+    answers = [client.get("/login"), client.get("/static/inbox.css"), client.get("/healthz"),
+               client.get("/api/proposals"), client.post("/slack/events", content=b"x"),
+               client.post("/api/events", content=b"x" * (70 * 1024))]
+    sign_in(client, "alice", store)
+    answers += [client.get("/"), client.get(f"/proposals/{p.id}"), client.get("/proposals/ffffffff")]
+    for resp in answers:
+        h = resp.headers
+        assert "frame-ancestors 'none'" in h["content-security-policy"], resp.request.url
+        assert "default-src 'self'" in h["content-security-policy"]
+        assert "'unsafe-inline'" not in h["content-security-policy"]
+        assert (h["x-frame-options"], h["referrer-policy"], h["x-content-type-options"]) == \
+            ("DENY", "no-referrer", "nosniff")
+    assert {r.status_code for r in answers} == {200, 401, 404, 413, 503}
+
+
+def test_the_pages_have_no_inline_script_or_style(client: TestClient, store: StateStore) -> None:
+    """The CSP forbids inline script and style: the pages must not need them."""
+    import re
+
+    p = make_proposal(store)
+    pages = [client.get("/login").text]
+    sign_in(client, "alice", store)
+    pages += [client.get("/").text, client.get(f"/proposals/{p.id}").text]
+    for html in pages:
+        assert "<script" not in html and "<style" not in html
+        assert not re.search(r"\s(style|on[a-z]+)=", html)
 
 
 def test_the_next_page_after_sign_in_stays_on_this_site(client: TestClient, store: StateStore) -> None:
@@ -170,14 +317,21 @@ def test_the_configured_proxy_header_names_the_approver(monkeypatch: pytest.Monk
 def test_system_agent_and_unknown_identities_never_decide(
     monkeypatch: pytest.MonkeyPatch, store: StateStore, resumer: list[str], who: str, words: str
 ) -> None:
+    from pipewarden.inbox import service
+    from pipewarden.models import Verdict
+
     set_env(monkeypatch, PIPEWARDEN_TRUSTED_USER_HEADER="X-Forwarded-User")
     client = TestClient(create_app(), headers={"X-Forwarded-User": who})
     p = make_proposal(store)
-    csrf = page_csrf(client, f"/proposals/{p.id}")
+    assert client.get(f"/proposals/{p.id}").status_code == 404  # no role on flights: not even readable
+    csrf = page_csrf(client, "/")
     before = snapshot(store)
     resp = client.post(f"/proposals/{p.id}/approve", data={"csrf_token": csrf})
-    assert resp.status_code == 403 and words in resp.text
+    assert resp.status_code == 404 and "that you may read" in resp.text
     assert snapshot(store) == before and resumer == []
+    with pytest.raises(PipewardenError, match=words):  # and the decision service refuses them by itself
+        service.decide(p.id, Verdict.approve, who, resume=False)
+    assert snapshot(store) == before
 
 
 # --------------------------------------------------------------------------- the session secret

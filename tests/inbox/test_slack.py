@@ -34,6 +34,7 @@ from tests.fakes.slack_api import (
     view_submission_payload,
 )
 from tests.inbox.conftest import make_proposal
+from tests.inbox.web_client import work_once
 from tests.pipewarden.factories import drift_event, pending_proposal
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -179,11 +180,15 @@ def test_an_owner_approves_with_a_click(state_url: str, client: TestClient, slac
     p = created(store)
     resp = click(client, slack_on, p, ALICE, "approve")
     assert resp.status_code == 200 and resp.text == ""  # the ack: an empty 200
-    msg = wait_for_status(slack_on, p, "applied and verified")
+    msg = wait_for_status(slack_on, p, "approved")
     (decision,) = store.decisions_for(p.id)
     assert (decision.actor, decision.verdict, decision.via) == ("alice", Verdict.approve, "slack")
+    assert store.get_proposal(p.id).status == ProposalStatus.approved
+    assert resumer == [] and store.resume_requested() == [str(p.id)]  # handed to the worker, not applied here
+    assert "decide" not in blocks_of(msg)  # decided: the buttons are gone at once
+    assert work_once(store) == [str(p.id)]  # the supervisor's worker applies it and tells Slack
+    msg = wait_for_status(slack_on, p, "applied and verified")
     assert store.get_proposal(p.id).status == ProposalStatus.verified
-    assert resumer == [str(p.id)]
     blocks = blocks_of(msg)
     assert "decide" not in blocks  # the buttons are gone
     assert "Approved by *alice* via slack" in blocks["decisions"]["text"]["text"]
@@ -218,35 +223,48 @@ def test_a_slack_user_who_is_no_approver_is_told_how_to_become_one(client: TestC
     assert snapshot(store) == before
 
 
-def test_the_ack_is_sent_before_the_decision_is_applied(client: TestClient, slack_on: FakeSlack, store: StateStore,
-                                                        use_resumer: Any) -> None:
+def test_the_ack_is_sent_before_the_decision_and_nothing_is_applied_in_the_server(
+        client: TestClient, slack_on: FakeSlack, store: StateStore, use_resumer: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     p = created(store)
-    use_resumer("tests.inbox.test_slack:blocking_resume")
+    use_resumer("tests.inbox.test_slack:blocking_resume")  # would show up in `order` if the server resumed
+    monkeypatch.setenv("PIPEWARDEN_NOTIFIER", "tests.inbox.test_slack:blocking_notify")
+    get_settings.cache_clear()
     BLOCKING.update(order=[], release=threading.Event())
     resp = click(client, slack_on, p, ALICE, "approve")
     BLOCKING["order"].append("http response")
     BLOCKING["release"].set()
     assert resp.status_code == 200
-    wait_for_status(slack_on, p, "applied and verified")
-    # The resume waited for the test, which released it only once the response was in: had the ack waited
-    # for the work, the resume would have timed out first and "resume timed out" would come before the response.
+    deadline = time.monotonic() + 10
+    while "notified (decision stored)" not in BLOCKING["order"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # The work after the ack (decide, then notify) waited for the test, which released it only once the response
+    # was in: had the ack waited for the work, "notify timed out" would come before the response.
     order = BLOCKING["order"]
-    assert "resume started (decision stored)" in order and "resume timed out" not in order
-    assert order.index("http response") < order.index("resume finished")
+    assert "notify timed out" not in order and order.index("http response") < order.index("notified (decision stored)")
+    assert not any(o.startswith("resume") for o in order)  # the server never resumes: the worker does
+    assert store.get_proposal(p.id).status == ProposalStatus.approved
+    assert store.resume_requested() == [str(p.id)]
 
 
 BLOCKING: dict[str, Any] = {"order": [], "release": threading.Event()}
 
 
 def blocking_resume(proposal_id: str) -> Proposal:
-    """A Resumer that waits for the test to release it (at most 10 s), then applies like the fake resumer."""
-    from tests.inbox import fake_resumer
+    """A Resumer that records being called: the server must never call it."""
+    BLOCKING["order"].append("resume started")
+    return StateStore().get_proposal(proposal_id)
 
-    stored = StateStore().approved_decision(proposal_id) is not None
-    BLOCKING["order"].append("resume started (decision stored)" if stored else "resume started (NO decision)")
+
+def blocking_notify(kind: str, proposal_id: str) -> None:
+    """A Notifier that waits for the test to release it (at most 10 s) and records whether the decision was
+    stored before it ran."""
+    if kind != "proposal_decided":
+        return
     released = BLOCKING["release"].wait(timeout=10)
-    BLOCKING["order"].append("resume finished" if released else "resume timed out")
-    return fake_resumer.resume(proposal_id)
+    stored = StateStore().approved_decision(proposal_id) is not None
+    BLOCKING["order"].append(("notified (decision stored)" if stored else "notified (NO decision)")
+                             if released else "notify timed out")
 
 
 def test_two_person_rule_keeps_the_buttons_and_says_who_is_missing(client: TestClient, slack_on: FakeSlack,
@@ -317,7 +335,9 @@ def test_a_decision_in_the_cli_updates_the_slack_message(slack_on: FakeSlack, st
     from pipewarden.cli import app
 
     p = created(store)
-    result = CliRunner().invoke(app, ["inbox", "approve", p.short_id, "--as", "carol"])
+    token = store.issue_token("carol")
+    result = CliRunner().invoke(app, ["inbox", "approve", p.short_id, "--as", "carol"],
+                                env={"PIPEWARDEN_TOKEN": token})
     assert result.exit_code == 0, result.output
     msg = message_of(slack_on, p)  # the CLI notifies synchronously: no waiting
     blocks = blocks_of(msg)

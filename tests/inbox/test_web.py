@@ -1,5 +1,6 @@
 """The web inbox's pages through FastAPI's TestClient: signed in with real personal tokens, deciding through the
-real decision service and approval rules, with the fake resumer playing the agent graph.
+real decision service and approval rules. The server never applies anything itself: a decision is stored with its
+durable resume request, and `work_once` plays the supervisor's worker (lease, fake resumer, release).
 
 Every refusal asserts that the queue, the decisions, the versions and the audit log are as they were."""
 
@@ -16,8 +17,9 @@ from pipewarden.inbox.render import age_words
 from pipewarden.inbox.web import create_app
 from pipewarden.models import ProposalStatus, Risk, Verdict
 from pipewarden.store import StateStore
-from tests.inbox.conftest import FAILING_RESUMER, GOOD_RESUMER, make_proposal
-from tests.inbox.web_client import csrf_of, page_csrf, sign_in, snapshot
+from tests.inbox import fake_resumer
+from tests.inbox.conftest import make_proposal
+from tests.inbox.web_client import csrf_of, page_csrf, sign_in, snapshot, work_once
 from tests.pipewarden.factories import pending_proposal
 
 EVIL = "<script>alert(1)</script>"
@@ -33,13 +35,6 @@ def alice(client: TestClient, store: StateStore) -> TestClient:
     """The client signed in as alice, an owner of flights."""
     sign_in(client, "alice", store)
     return client
-
-
-@pytest.fixture
-def sync_client(store: StateStore) -> TestClient:
-    c = TestClient(create_app(resume_in_background=False))
-    sign_in(c, "alice", store)
-    return c
 
 
 def approve(client: TestClient, pid: object, **data: str):
@@ -112,7 +107,11 @@ def test_detail_page_escapes_data_and_llm_text(alice: TestClient, store: StateSt
 
 
 # --------------------------------------------------------------------------- deciding
-def test_approve_as_the_signed_in_person_resumes_and_verifies(
+def progress_of(html: str) -> str:
+    return html.split('id="progress" data-stage="', 1)[1].split('"', 1)[0] if 'id="progress"' in html else "none"
+
+
+def test_approving_stores_the_decision_and_the_hand_off_and_applies_nothing_here(
     alice: TestClient, store: StateStore, resumer: list[str]
 ) -> None:
     p = make_proposal(store)
@@ -124,46 +123,69 @@ def test_approve_as_the_signed_in_person_resumes_and_verifies(
     assert [(d.verdict, d.actor, d.via, d.reason) for d in decisions] == [
         (Verdict.approve, "alice", "web", "matches the runbook")
     ]
-    assert resumer == [str(p.id)]  # the background task ran after the response
-    assert store.get_proposal(p.id).status == ProposalStatus.verified
+    assert resumer == []  # nothing ran in the server: no resume, no background task
+    assert store.get_proposal(p.id).status == ProposalStatus.approved
+    assert store.resume_requested() == [str(p.id)]  # the durable hand-off, stored with the decision
 
     page = alice.get(resp.headers["location"]).text
-    assert 'id="status">verified<' in page
+    assert 'id="status">approved<' in page and progress_of(page) == "waiting_for_worker"
+    assert "waiting for the worker to apply it" in page and 'http-equiv="refresh" content="2"' in page
+
+    assert work_once(store) == [str(p.id)]  # the worker picks it up
+    page = alice.get(resp.headers["location"]).text
+    assert 'id="status">verified<' in page and progress_of(page) == "verified"
     assert "Approved, and the agent has finished applying the change." in page  # it had, by the time of the GET
     assert 'http-equiv="refresh"' not in page
     assert 'id="decide"' not in page
     assert "<td>approve</td><td>alice</td><td>web</td>" in page  # history
 
 
-def test_approve_in_the_foreground(sync_client: TestClient, store: StateStore, resumer: list[str]) -> None:
-    p = make_proposal(store)
-    page = sync_client.post(f"/proposals/{p.id}/approve", data={"csrf_token": page_csrf(sync_client, f"/proposals/{p.id}")})
-    assert page.status_code == 200
-    assert "Approved, and the agent has finished applying the change." in page.text
-    assert resumer == [str(p.id)]
-    assert store.get_proposal(p.id).status == ProposalStatus.verified
-
-
-def test_page_shows_applying_and_refreshes_while_approved(alice: TestClient, store: StateStore) -> None:
+def test_the_page_follows_the_worker_applying_and_re_running(alice: TestClient, store: StateStore) -> None:
     p = make_proposal(store)
     service.decide(p.id, Verdict.approve, "alice", resume=False)
+    store.take_proposal_lease(p.id, "host-a:42")
     html = alice.get(f"/proposals/{p.id}").text
+    assert progress_of(html) == "applying" and "applying the change (host-a:42)" in html
     assert 'http-equiv="refresh" content="2"' in html
-    assert "applying&hellip;" in html
+    store.transition(p.id, ProposalStatus.applying, "supervisor", "applying")
+    store.transition(p.id, ProposalStatus.applied, "supervisor", "applied")
+    html = alice.get(f"/proposals/{p.id}").text
+    assert progress_of(html) == "re_running" and "re-running the batch and verifying (host-a:42)" in html
 
 
-def test_failed_resume_is_shown_and_can_be_retried(alice: TestClient, store: StateStore, use_resumer) -> None:
+def test_a_failed_apply_is_shown_and_a_person_may_ask_again(
+    alice: TestClient, store: StateStore, resumer: list[str]
+) -> None:
     p = make_proposal(store)
-    use_resumer(FAILING_RESUMER)
-    page = alice.post(f"/proposals/{p.id}/approve", data={"csrf_token": page_csrf(alice, f"/proposals/{p.id}")}).text
-    assert store.get_proposal(p.id).status == ProposalStatus.approved
-    assert store.approved_decision(p.id) is not None
+    approve(alice, p.id)
+    assert work_once(store, fake_resumer.fail) == []  # the worker fails and gives up
+    page = alice.get(f"/proposals/{p.id}").text
+    assert store.get_proposal(p.id).status == ProposalStatus.approved and store.approved_decision(p.id)
+    assert progress_of(page) == "needs_retry"
     assert "Applying the approved change failed" in page and "checkpoint database is locked" in page
     assert 'http-equiv="refresh"' not in page  # no endless refresh on a failure
+    assert store.resume_requested() == []
 
-    use_resumer(GOOD_RESUMER)
-    alice.post(f"/proposals/{p.id}/resume", data={"csrf_token": csrf_of(page)})
+    resp = alice.post(f"/proposals/{p.id}/resume", data={"csrf_token": csrf_of(page)}, follow_redirects=False)
+    assert resp.status_code == 303 and resp.headers["location"].endswith("flash=resuming")
+    assert store.get_proposal(p.id).status == ProposalStatus.approved  # still nothing applied in the server
+    assert store.resume_requested() == [str(p.id)]
+    assert [(e.action, e.actor) for e in store.audit_entries(str(p.id))][-1] == ("resume_requested", "alice")
+    assert work_once(store) == [str(p.id)]
     assert store.get_proposal(p.id).status == ProposalStatus.verified
+
+
+def test_an_engineer_cannot_ask_the_worker_to_apply_again(client: TestClient, store: StateStore) -> None:
+    p = make_proposal(store)
+    service.decide(p.id, Verdict.approve, "alice", resume=False)
+    work_once(store, fake_resumer.fail)
+    sign_in(client, "dave", store)  # an engineer of every dataset: reads it, holds no approving role
+    page = client.get(f"/proposals/{p.id}").text
+    assert 'id="retry" disabled' in page and "dave cannot retry applying" in page
+    before = snapshot(store)
+    resp = client.post(f"/proposals/{p.id}/resume", data={"csrf_token": csrf_of(page)})
+    assert resp.status_code == 403 and "needs owner or steward of flights" in resp.text
+    assert snapshot(store) == before and store.resume_requested() == []
 
 
 def test_reject_needs_a_reason_then_is_stored(alice: TestClient, store: StateStore, resumer: list[str]) -> None:
@@ -178,7 +200,9 @@ def test_reject_needs_a_reason_then_is_stored(alice: TestClient, store: StateSto
     assert resp.status_code == 303 and resp.headers["location"].endswith("flash=rejected")
     assert store.get_proposal(p.id).status == ProposalStatus.rejected
     assert [(d.actor, d.reason) for d in store.decisions_for(p.id)] == [("alice", "units are hours")]
-    assert resumer == [str(p.id)]  # the graph is resumed only so it ends; the status stays rejected
+    assert resumer == []  # nothing runs in the server; the worker lets the graph end
+    assert store.resume_requested() == [str(p.id)]
+    work_once(store)
     assert store.get_proposal(p.id).status == ProposalStatus.rejected
     assert "Rejected." in alice.get(resp.headers["location"]).text
 
@@ -186,6 +210,7 @@ def test_reject_needs_a_reason_then_is_stored(alice: TestClient, store: StateSto
 def test_second_decision_is_409_and_nothing_changes(alice: TestClient, store: StateStore) -> None:
     p = make_proposal(store)
     assert approve(alice, p.id).status_code == 303
+    work_once(store)
     csrf = page_csrf(alice, f"/proposals/{p.id}")  # the page has no forms now; the session's token still works
     before = snapshot(store)
     for path, data in (("approve", {}), ("reject", {"reason": "late"})):
@@ -233,6 +258,8 @@ def test_two_person_rule_needs_a_steward_after_an_owner(
     sign_in(bob, "bob", store)
     resp = approve(bob, high.id)
     assert resp.headers["location"].endswith("flash=approved")
+    assert store.get_proposal(high.id).status == ProposalStatus.approved and resumer == []
+    assert work_once(store) == [str(high.id)]
     assert store.get_proposal(high.id).status == ProposalStatus.verified
     assert [d.actor for d in store.decisions_for(high.id)] == ["alice", "bob"]
 
@@ -256,7 +283,7 @@ def test_needs_human_proposal_offers_only_reject(alice: TestClient, store: State
 def test_unknown_id_is_404(alice: TestClient, store: StateStore) -> None:
     make_proposal(store)
     resp = alice.get("/proposals/ffffffff")
-    assert resp.status_code == 404 and "unknown proposal" in resp.text
+    assert resp.status_code == 404 and "no proposal &#39;ffffffff&#39; that you may read" in resp.text
     csrf = page_csrf(alice, "/")
     assert alice.post("/proposals/ffffffff/approve", data={"csrf_token": csrf}).status_code == 404
 
@@ -280,7 +307,9 @@ def test_a_changed_approvers_file_is_read_again(monkeypatch: pytest.MonkeyPatch,
     p = make_proposal(store)
     client = TestClient(create_app())
     sign_in(client, "zed", store)
-    assert approve(client, p.id).status_code == 403  # zed is nobody yet
+    csrf = page_csrf(client, "/")
+    refused = client.post(f"/proposals/{p.id}/approve", data={"csrf_token": csrf})
+    assert refused.status_code == 404  # zed is nobody yet: may not even read it
     path.write_text(original + "  - {name: zed, roles: [owner], datasets: [flights]}\n")
     resp = approve(client, p.id)
     assert resp.status_code == 303 and store.decisions_for(p.id)[0].actor == "zed"

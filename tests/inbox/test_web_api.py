@@ -16,7 +16,7 @@ from pipewarden.inbox.web import MAX_BODY_BYTES, create_app
 from pipewarden.models import ProposalStatus, Verdict
 from pipewarden.store import StateStore
 from tests.inbox.conftest import make_proposal
-from tests.inbox.web_client import bearer, snapshot
+from tests.inbox.web_client import bearer, snapshot, work_once
 from tests.pipewarden.factories import pending_proposal
 
 
@@ -48,13 +48,18 @@ def test_api_needs_a_valid_bearer_token(client: TestClient, store: StateStore) -
     revoked = store.issue_token("carol")
     store.revoke_tokens("carol")
     before = snapshot(store)
-    for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Basic YWxpY2U6eA=="},
-                    bearer("pw_not-a-real-token"), bearer(revoked)):
+    for n, headers in enumerate(({}, {"Authorization": "Bearer"}, {"Authorization": "Basic YWxpY2U6eA=="},
+                                 bearer("pw_not-a-real-token"), bearer(revoked))):
+        client = TestClient(create_app(), client=(f"10.0.2.{n}", 40000))  # one address each: under the throttle
         assert_error(client.get("/api/proposals", headers=headers), 401)
         assert_error(client.get(f"/api/proposals/{p.id}", headers=headers), 401)
         resp = client.post(f"/api/proposals/{p.id}/decision", headers=headers, json={"verdict": "approve"})
         assert_error(resp, 401)
-    assert snapshot(store) == before
+    after = snapshot(store)
+    assert {k: v for k, v in after.items() if k != "audit"} == {k: v for k, v in before.items() if k != "audit"}
+    added = after["audit"][len(before["audit"]):]  # only the refused tokens, audited (3 requests x 2 tokens)
+    assert after["audit"][:len(before["audit"])] == before["audit"]
+    assert [row[3] for row in added] == ["sign_in_failed"] * 6
 
 
 def test_session_cookie_does_not_open_the_api(client: TestClient, store: StateStore) -> None:
@@ -109,7 +114,8 @@ def test_api_get_has_the_proposal_its_event_and_who_must_approve(
     assert body["requirement"]["missing"] == "needs 1 more approval from: owner or steward"
     assert body["approvable"] is True
     assert body["decisions"] == [] and [e["action"] for e in body["audit"]] == ["proposed"]
-    assert_error(client.get("/api/proposals/ffffffff", headers=bearer(alice_token)), 404, "unknown proposal")
+    assert_error(client.get("/api/proposals/ffffffff", headers=bearer(alice_token)), 404,
+                 "no proposal 'ffffffff' that you may read")
 
 
 # --------------------------------------------------------------------------- deciding
@@ -120,21 +126,19 @@ def test_api_decision_is_the_token_owners(client: TestClient, store: StateStore,
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert (body["decision"]["verdict"], body["decision"]["actor"], body["decision"]["via"]) == ("approve", "alice", "web")
-    assert body["resume"] == "scheduled" and body["requirement"]["satisfied"] is True
-    assert resumer == [str(p.id)]
+    assert body["requirement"]["satisfied"] is True and body["proposal"]["status"] == "approved"
+    assert body["progress"]["stage"] == "waiting_for_worker"
+    assert resumer == []  # nothing is applied in the server: the decision is handed to the worker
+    assert store.resume_requested() == [str(p.id)]
+    work_once(store)
     assert store.get_proposal(p.id).status == ProposalStatus.verified
+    shown = client.get(f"/api/proposals/{p.id}", headers=bearer(alice_token)).json()
+    assert shown["progress"]["stage"] == "verified" and shown["proposal"]["status"] == "verified"
 
     q = make_proposal(store)
     ok = decide(client, q.id, alice_token, {"verdict": "reject", "reason": "no"})
     assert ok.status_code == 200 and ok.json()["proposal"]["status"] == "rejected"
     assert store.decisions_for(q.id)[0].actor == "alice"
-
-
-def test_api_decision_in_the_foreground(store: StateStore, alice_token: str) -> None:
-    p = make_proposal(store)
-    sync = TestClient(create_app(resume_in_background=False))
-    body = decide(sync, p.id, alice_token, {"verdict": "approve"}).json()
-    assert body["resume"] == "resumed" and body["proposal"]["status"] == "verified"
 
 
 @pytest.mark.parametrize(("body", "words"), [
@@ -202,11 +206,12 @@ def test_api_refusals_403_404_409(client: TestClient, store: StateStore, alice_t
     dave = store.issue_token("dave")  # an engineer
     before = snapshot(store)
     assert_error(decide(client, p.id, dave, {"verdict": "approve"}), 403, "needs owner or steward of flights")
-    assert_error(decide(client, "ffffffff", alice_token, {"verdict": "approve"}), 404, "unknown proposal")
+    assert_error(decide(client, "ffffffff", alice_token, {"verdict": "approve"}), 404, "that you may read")
     assert_error(decide(client, late.id, alice_token, {"verdict": "approve"}), 409, "expired")
     assert snapshot(store) == before
 
     assert decide(client, p.id, alice_token, {"verdict": "approve"}).status_code == 200
+    work_once(store)
     before = snapshot(store)
     bob = store.issue_token("bob")
     before = snapshot(store)  # after the token's own audit entry

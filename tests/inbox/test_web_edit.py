@@ -120,7 +120,7 @@ def test_an_edit_that_breaks_the_mapping_is_stored_but_cannot_be_approved_until_
     page = client.get(f"/proposals/{p.id}").text
     assert 'id="approve-form"' in page
     resp = client.post(f"/proposals/{p.id}/approve", data={"csrf_token": csrf_of(page)}, follow_redirects=False)
-    assert resp.status_code == 303 and store.get_proposal(p.id).status == ProposalStatus.verified
+    assert resp.status_code == 303 and store.get_proposal(p.id).status == ProposalStatus.approved
     assert [a.action for a in store.audit_entries(str(p.id))].count("edited") == 2
 
 

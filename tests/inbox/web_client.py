@@ -53,3 +53,32 @@ def snapshot(store: StateStore) -> dict[str, Any]:
             "versions": rows(db.versions, db.versions.c.id),
             "audit": rows(db.audit_log, db.audit_log.c.seq),
         }
+
+
+def work_once(store: StateStore, resume: Any = None, *, owner: str = "test-worker", give_up: bool = True) -> list[str]:
+    """One pass of a stand-in for the supervisor's worker over the durable hand-off: every proposal whose resume is
+    requested are leased, resumed by `resume` (default: the fake resumer: approved -> ... -> verified) and
+    released, as `agents.supervisor` does, then the Notifier port is told (`proposal_updated`, so Slack shows the
+    outcome). A failure releases the lease as failed (given up when `give_up`, else retried in a minute). Returns
+    the ids it resumed."""
+    from datetime import timedelta
+
+    from pipewarden.ids import utcnow
+    from pipewarden.ports import notify
+    from tests.inbox import fake_resumer
+
+    resume = resume or fake_resumer.resume
+    done = []
+    for pid in store.resume_requested():
+        taken = utcnow()
+        store.take_proposal_lease(pid, owner, now=taken)
+        try:
+            resume(pid)
+        except Exception as exc:  # the worker records it and goes on
+            store.release_proposal_lease(pid, owner, finished=False, error=f"{type(exc).__name__}: {exc}",
+                                         retry_at=None if give_up else utcnow() + timedelta(minutes=1))
+            continue
+        store.release_proposal_lease(pid, owner, finished=True, requested_before=taken)
+        notify("proposal_updated", pid)
+        done.append(pid)
+    return done
