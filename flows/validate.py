@@ -218,7 +218,7 @@ def validate_pushdown(landed: Landed, contract: Contract, store: StateStore, *, 
     with connect() as wh:
         wh.execute(QUARANTINE_DDL)
         with open_batch(landed.uri, con=wh.duckdb if wh.is_duckdb else None) as batch:
-            probe = batch.probe()
+            probe = batch.probe(contract)
             mapping, mapping_version = active_mapping(landed, probe, contract, store)
             if mapping is not None:
                 return None

@@ -186,14 +186,18 @@ class PushdownBatch:
     def columns(self) -> list[str]:
         return list(self.types)
 
-    def probe(self, n: int = 200) -> pd.DataFrame:
+    def probe(self, contract: Contract | None = None, n: int = 200) -> pd.DataFrame:
         """A small frame that `policies.contract.schema_diff` judges as it would judge the whole batch: the first
         `n` non-null values of each column in file order (its samples and ISO-date probe), one value that is not a
-        whole number for a float column with one (the integer-with-nulls test), nothing for an all-null column."""
+        whole number for a float column with one (the integer-with-nulls test), nothing for an all-null column.
+
+        Given the `contract`, a float column the contract says is a float skips the whole-number scan: integer or
+        float, it meets its contract type either way, so only its first values are read."""
         import pandas as pd
 
         series: dict[str, pd.Series] = {}
-        floats = [c for c, t in self.types.items() if _base(t) in FLOAT_TYPES]
+        known = {c.name: c.type for c in contract.columns} if contract is not None else {}
+        floats = [c for c, t in self.types.items() if _base(t) in FLOAT_TYPES and known.get(c) != "float"]
         fraction: dict[str, Any] = {}
         if floats:
             row = self.con.execute("SELECT " + ", ".join(
@@ -213,7 +217,7 @@ class PushdownBatch:
         return pd.DataFrame({c: s.reindex(range(width)) for c, s in series.items()})
 
     def schema_diff(self, contract: Contract) -> SchemaDiff:
-        return schema_diff(contract, self.probe())
+        return schema_diff(contract, self.probe(contract))
 
 
 @contextmanager

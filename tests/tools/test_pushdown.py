@@ -127,6 +127,17 @@ def test_a_drifted_file_reports_the_same_schema_errors_as_the_in_memory_check(ja
     assert not pushed.result.passed and pushed.result.schema_errors
 
 
+def test_a_fraction_deep_in_an_integer_column_is_drift_on_both_paths(january: pd.DataFrame, tmp_path: Path) -> None:
+    """An integer column read as floats (it has nulls) is an integer column only while every value is whole: the
+    probe looks past its first values for a fraction, as the in-memory path looks at every value."""
+    df = january.assign(distance=january["distance"].astype("float64"), dep_delay=january["dep_delay"].round())
+    df.loc[350, "distance"] = 1400.5  # past the probe's first 200 values
+    path = _write(df, tmp_path / "fraction.parquet")
+    pushed, _ = _pushdown(path, _contract())
+    assert pushed.result.schema_errors == ["column 'distance' is float, the contract says integer"]
+    assert pushed.result == run_checks(pd.read_parquet(path), _contract(), engine="gx").result
+
+
 # --------------------------------------------------------------------------- validate, both paths
 def _snapshot(load_id: str) -> tuple[list[tuple], list[tuple]]:
     with connect(read_only=True) as con:
