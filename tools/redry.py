@@ -123,6 +123,8 @@ def _guard(sql: str, field: str, allowed_tables: set[str] | None) -> None:
 
 
 def _run_query(wh: Any, sql: str) -> tuple[CheckResult, list[str], list[dict[str, Any]]]:
+    from pipewarden.tools.warehouse import LOCKED_TIMEOUT_S
+
     body = wh.transpile(sql.strip().rstrip(";"))
     try:
         sample_df = wh.read_frame(f"SELECT * FROM ({body}) AS _q LIMIT {SAMPLE_ROWS}")
@@ -132,6 +134,8 @@ def _run_query(wh: Any, sql: str) -> tuple[CheckResult, list[str], list[dict[str
         if not _is_db_error(exc):
             raise
         message = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:500]
+        if "interrupt" in message.lower() or "statement timeout" in message.lower():
+            message = f"it ran longer than {LOCKED_TIMEOUT_S:g} s and was stopped ({message})"
         return CheckResult(passed=False, rows=0, failed_checks=[f"the query fails: {message}"]), [], []
     sample = sample_df.astype(object).where(sample_df.notna(), None).to_dict(orient="records")
     return CheckResult(passed=True, rows=rows), columns, sample

@@ -15,7 +15,7 @@ rewrite proofs): a connection that cannot reach files or settings whatever the S
 read-only with `enable_external_access=false` and `lock_configuration=true` in the connect-time config (no file,
 URL, ATTACH, COPY, INSTALL; no SET can undo it); `locked_duckdb(path)` is the same as a raw DuckDB connection.
 PostgreSQL: every transaction READ ONLY (`default_transaction_read_only`, and SQLAlchemy's `postgresql_readonly`)
-with a `statement_timeout`; what PostgreSQL still lets a role read (catalogs, `pg_read_file` for a superuser) is
+with a `statement_timeout` (DuckDB: the block's statements are interrupted once it has run `timeout_s`); what PostgreSQL still lets a role read (catalogs, `pg_read_file` for a superuser) is
 refused by `tools.sql_guard` before the SQL gets here, so give the warehouse URL a role without superuser rights.
 Other engines are refused: there is no locked mode to rely on.
 
@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 DUCKDB_PREFIX = "duckdb:///"
 PG_BLOCK_BYTES = 8192
 LOCKED_TIMEOUT_S = 60.0
-"""A locked connection's per-statement time limit on PostgreSQL (DuckDB has no statement timeout)."""
+"""A locked connection's time limit: per statement on PostgreSQL (`statement_timeout`); for the whole block on
+DuckDB, which has no statement timeout (statements still running after it are interrupted)."""
 """PostgreSQL's page size: EXPLAIN's buffer counts are in pages."""
 _FRAME = "_pw_frame"
 
@@ -411,20 +412,48 @@ def locked_duckdb(path: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 @contextmanager
+def _duckdb_deadline(con: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
+    """DuckDB has no statement timeout: once the block has run `seconds`, interrupt whatever it runs (checked every
+    50 ms until the block ends), so a runaway query fails with DuckDB's INTERRUPT error instead of running on."""
+    import threading
+
+    done = threading.Event()
+
+    def watch() -> None:
+        if done.wait(seconds):
+            return
+        while not done.wait(0.05):
+            con.interrupt()
+
+    watcher = threading.Thread(target=watch, name="pw-duckdb-deadline", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
+@contextmanager
 def connect_locked(url: str | None = None, *, timeout_s: float = LOCKED_TIMEOUT_S) -> Iterator[Warehouse]:
     """Open the warehouse (default: `settings.warehouse`) for SQL a model wrote or a person edited: read-only, no
     files, no settings (see the module docstring); DuckDB or PostgreSQL only."""
     url = url or get_settings().warehouse
     if url.startswith(DUCKDB_PREFIX):
         wh = Warehouse(url, read_only=True, duckdb_con=locked_duckdb(url.removeprefix(DUCKDB_PREFIX)))
-    else:
-        from sqlalchemy.engine import make_url
+        try:
+            with _duckdb_deadline(wh.duckdb, timeout_s):
+                yield wh
+        finally:
+            wh.close()  # after the watcher has stopped: it never interrupts a closed connection
+        return
+    from sqlalchemy.engine import make_url
 
-        if make_url(url).get_backend_name() != "postgresql":
-            raise WarehouseUnavailable(
-                f"the warehouse {safe_url(url)} has no locked read-only mode pipewarden knows, so edited or "
-                "model-written SQL cannot run on it", hint="dry-runs run on a DuckDB or PostgreSQL warehouse")
-        wh = _open_sqlalchemy(url, True, statement_timeout_s=timeout_s)
+    if make_url(url).get_backend_name() != "postgresql":
+        raise WarehouseUnavailable(
+            f"the warehouse {safe_url(url)} has no locked read-only mode pipewarden knows, so edited or "
+            "model-written SQL cannot run on it", hint="dry-runs run on a DuckDB or PostgreSQL warehouse")
+    wh = _open_sqlalchemy(url, True, statement_timeout_s=timeout_s)
     try:
         yield wh
     finally:

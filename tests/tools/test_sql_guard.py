@@ -221,3 +221,13 @@ def test_a_quarantine_predicate_runs_where_files_are_out_of_reach(secret_file, m
     with pytest.raises(UserError, match="disabled by configuration") as err:
         rules.predicate_mask(pd.DataFrame({"a": [1, 2]}), "a > 1")
     assert "hunter2" not in str(err.value)
+
+
+def test_the_locked_duckdb_connection_stops_a_runaway_query(duckdb_warehouse):  # type: ignore[no-untyped-def]
+    import duckdb
+
+    from pipewarden.tools.warehouse import connect_locked
+
+    with connect_locked(f"duckdb:///{duckdb_warehouse}", timeout_s=0.2) as wh:
+        with pytest.raises(duckdb.InterruptException):
+            wh.execute("SELECT count(*) FROM range(1000000000) a, range(1000000) b")
