@@ -399,8 +399,9 @@ def http_app(server: MCPServer, *, host: str = "127.0.0.1", store: Callable[[], 
 
 
 def mount(app: Any, *, host: str = "127.0.0.1") -> None:
-    """Serve `/mcp` beside the web inbox (a FastAPI app): the MCP app is mounted last, so it sees only the paths
-    the inbox does not answer, and its session manager starts and stops with the inbox's lifespan."""
+    """Serve `/mcp` beside the web inbox (a FastAPI app): one route, `/mcp`, handed to the MCP app as it is (every
+    other path stays the inbox's, its 404 page included); the MCP session manager starts and stops with the
+    inbox's lifespan."""
     mcp_app: Starlette = http_app(build_server(), host=host)
     inner = app.router.lifespan_context
 
@@ -410,7 +411,9 @@ def mount(app: Any, *, host: str = "127.0.0.1") -> None:
             yield state
 
     app.router.lifespan_context = lifespan
-    app.mount("/", mcp_app)
+    from starlette.routing import Route
+
+    app.router.routes.append(Route("/mcp", endpoint=mcp_app))  # an ASGI app endpoint: the path is passed on as is
 
 
 def run_http(host: str, port: int) -> None:

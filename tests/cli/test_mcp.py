@@ -321,6 +321,8 @@ def test_serve_mounts_mcp_beside_the_web_inbox(store: StateStore) -> None:
     mount(app)
     with served(app) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200  # the inbox still answers its own paths
+        missing = httpx.get(f"{url}/no-such-page")
+        assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}  # the inbox's own 404
         err, listed = http_call(url, store.issue_token("bob"), "inbox_list", {})
         assert not err and listed["count"] == 1
         assert httpx.post(f"{url}/mcp", json={}).status_code == 401
