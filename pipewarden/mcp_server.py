@@ -59,6 +59,7 @@ from pipewarden.errors import (
     UnknownNameError,
     UserError,
 )
+from pipewarden.inbox.identity import TOKEN_ENV as IDENTITY_TOKEN_ENV
 
 if TYPE_CHECKING:
     from mcp.server.auth.provider import AccessToken
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from pipewarden.ports import Embedder
     from pipewarden.store import StateStore
 
-TOKEN_ENV = "PIPEWARDEN_TOKEN"
+TOKEN_ENV = IDENTITY_TOKEN_ENV  # the same variable the CLI's decisions read (`inbox.identity`)
 TOKEN_HINT = "ask for a personal token (`pipewarden approvers token NAME` prints one)"
 TOOL_NAMES = ("whoami", "inbox_list", "inbox_show", "inbox_decide", "check", "schema_match", "knowledge_search",
               "column_lineage", "audit_verify")
