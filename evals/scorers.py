@@ -108,7 +108,7 @@ def _batch_columns(batch: Any) -> set[str]:
 def _duck(batch: Any) -> Any:
     import duckdb
 
-    con = duckdb.connect()
+    con = duckdb.connect(config={"enable_external_access": False, "lock_configuration": True})  # the batch only
     con.register("batch", batch)
     return con
 
@@ -171,7 +171,11 @@ def _recheck_leaf(change: Any, inp: ScoreInput, agent: str) -> list[str]:
 
 
 def _recheck_sql(change: Any, inp: ScoreInput, *, same_rows: bool) -> list[str]:
-    from pipewarden.tools.sql_guard import check_select
+    """The agent's SQL through the guard (the scenario warehouse's tables, the project's models), then run on the
+    locked connection (no files, no settings) as every model-written query is."""
+    from pipewarden.settings import get_settings
+    from pipewarden.tools.sql_guard import check_select, model_names, project_tables
+    from pipewarden.tools.warehouse import Warehouse, locked_duckdb
 
     errors = check_select(change.sql)
     if errors:
@@ -181,8 +185,12 @@ def _recheck_sql(change: Any, inp: ScoreInput, *, same_rows: bool) -> list[str]:
         return ["re-check: no warehouse to run the SQL on"]
     import duckdb
 
-    con = duckdb.connect(str(wh), read_only=True)
+    con = locked_duckdb(wh)
     try:
+        errors = check_select(change.sql, allowed_tables=project_tables(Warehouse.over_duckdb(con),
+                                                                        model_names(get_settings().models_dir)))
+        if errors:
+            return [f"SQL of {change.model}: " + "; ".join(errors)]
         try:
             con.execute(f"create temp view __new as {change.sql}")
         except duckdb.Error as exc:
