@@ -328,11 +328,15 @@ def build_server(*, token: str | None = None, store: Callable[[], StateStore] | 
 
         caller(ctx)
         down = downstream_of(table, column)  # an unknown table fails here, naming the known ones
-        columns = {**{t: list(cols) for t, cols in raw_schemas().items()}, **model_columns()}
-        if column not in columns.get(table, [column]):  # a misspelt column would silently have no lineage
-            raise UnknownNameError(f"column of {table}", column, columns[table])
+        reading = affected_models(table, column)
+        if not down and not reading:  # unread, or misspelt: a misspelt column must not look like an unread one
+            columns = {t: list(cols) for t, cols in raw_schemas().items()}
+            if table not in columns:
+                columns.update(model_columns())
+            if column not in columns.get(table, [column]):
+                raise UnknownNameError(f"column of {table}", column, columns[table])
         return ColumnLineageResult(
-            table=table, column=column, models_reading=affected_models(table, column),
+            table=table, column=column, models_reading=reading,
             downstream=[ModelColumn(model=m, column=c) for m, c in down],
         ).model_dump(mode="json")
 
