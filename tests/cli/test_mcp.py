@@ -165,9 +165,15 @@ def test_schema_match_lineage_and_audit(store: StateStore, pw_project: Path) -> 
     assert not err, report
     assert {m["column"]: m["match"] for m in report["matches"]} == {"departure_delay": "dep_delay",
                                                                      "carrier": "carrier"}
+    for sql in (pw_project / "models").glob("*.sql"):  # two small models instead of the example's five: faster
+        sql.unlink()
+    (pw_project / "models" / "stg_flights.sql").write_text("SELECT carrier, dep_delay FROM raw_flights\n")
+    (pw_project / "models" / "carrier_daily.sql").write_text(
+        "SELECT carrier, AVG(dep_delay) AS avg_dep_delay FROM stg_flights GROUP BY carrier\n")
     err, lineage = call(server, "column_lineage", {"table": "raw_flights", "column": "dep_delay"})
-    assert not err and "stg_flights" in lineage["models_reading"]
-    assert {"model": "carrier_daily", "column": "avg_dep_delay"} in lineage["downstream"]
+    assert not err and lineage["models_reading"] == ["stg_flights", "carrier_daily"]
+    assert lineage["downstream"] == [{"model": "carrier_daily", "column": "avg_dep_delay"},
+                                     {"model": "stg_flights", "column": "dep_delay"}]
     err, text = call(server, "column_lineage", {"table": "raw_flights", "column": "dep_dealy"})
     assert err and "unknown column of raw_flights 'dep_dealy'" in text and "did you mean 'dep_delay'" in text
     make_proposal(store)
