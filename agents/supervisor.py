@@ -27,6 +27,7 @@ from datetime import timedelta
 from typing import Any, Literal
 from uuid import UUID
 
+from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from pipewarden import faults
@@ -41,6 +42,9 @@ from pipewarden.ports import Step, proposal_created
 from pipewarden.store import Claim, StateStore
 
 log = logging.getLogger(__name__)
+# A decided proposal whose change is on its way (rolled back: a crash between the rollback and the re-opening).
+UNFINISHED = frozenset({ProposalStatus.approved, ProposalStatus.applying, ProposalStatus.applied,
+                        ProposalStatus.rolled_back})
 
 __all__ = ["Handled", "Resumed", "SuperviseReport", "handle_event", "resume_proposal", "supervise_once",
            "worker_name"]
@@ -76,13 +80,25 @@ class SuperviseReport(BaseModel):
         return out or ["nothing to do"]
 
 
-def _continue(graph: object, config: dict, start: object) -> None:
-    """Run a thread on from where it is: start it, or continue a run that died between two checkpoints."""
-    snapshot = graph.get_state(config)  # type: ignore[attr-defined]
-    if not snapshot.next and not snapshot.values:  # a new thread: start it
-        graph.invoke(start, config)  # type: ignore[attr-defined]
-    elif snapshot.next and not snapshot.interrupts:  # a crashed run: continue from its last checkpoint
-        graph.invoke(None, config)  # type: ignore[attr-defined]
+def _advance(graph: Any, config: dict, *, start: dict | None = None, decided: dict | None = None,
+             unfinished: bool = True) -> None:
+    """Run a thread on from where it stands, whatever stopped it.
+
+    A thread with no checkpoint starts with `start` (if given). A thread waiting in `interrupt()` is resumed with
+    `decided` (the stored decision), if given. Any other thread stopped between two checkpoints (a process died
+    there) continues from its last one, when `unfinished` says it may: LangGraph re-runs the node that was running
+    (every node is idempotent), and a thread that has ended does nothing. Checkpoints are written synchronously,
+    before the next step starts, so a crash loses at most the step it happened in.
+    """
+    snapshot = graph.get_state(config)
+    if snapshot.created_at is None:
+        if start is not None:
+            graph.invoke(start, config, durability="sync")
+    elif snapshot.interrupts:
+        if decided is not None:
+            graph.invoke(Command(resume=decided), config, durability="sync")
+    elif unfinished:
+        graph.invoke(None, config, durability="sync")
 
 
 def handle_event(event_id: str, agent: str, build, *, worker: str | None = None,  # type: ignore[no-untyped-def]
@@ -109,7 +125,7 @@ def handle_event(event_id: str, agent: str, build, *, worker: str | None = None,
     config = {"configurable": {"thread_id": thread_id_for(event_id), "worker": owner}}
     try:
         with Heartbeat(beat, lease, what=f"event {event_id[:8]}"), open_checkpointer() as saver:
-            _continue(build(saver), config, {"event_id": event_id})
+            _advance(build(saver), config, start={"event_id": event_id})
     finally:
         if store.proposal_for_event(event_id) is not None:
             store.release_proposal_lease(pid, owner, finished=None)
@@ -222,8 +238,6 @@ def resume_proposal(proposal_id: UUID | str, *, worker: str | None = None, lease
     re-run node starts again from its beginning (each node is idempotent). A failure releases the lease with a
     retry time (backoff), or gives the resume up when out of attempts, and is raised to the caller.
     """
-    from langgraph.types import Command
-
     store = StateStore()
     owner = worker or worker_name()
     p = store.get_proposal(proposal_id)
@@ -234,14 +248,10 @@ def resume_proposal(proposal_id: UUID | str, *, worker: str | None = None, lease
                        what=f"proposal {p.short_id}"), open_checkpointer() as saver:
             graph = route_for_agent(p.agent).build(saver)
             config = {"configurable": {"thread_id": p.thread_id, "worker": owner}}
-            snapshot = graph.get_state(config)
             p = store.get_proposal(p.id)
-            try:
-                if snapshot.next and snapshot.interrupts:
-                    if p.status not in OPEN_STATUSES:  # waiting for a decision that is now stored
-                        graph.invoke(Command(resume={"proposal_id": str(p.id), "status": p.status.value}), config)
-                elif snapshot.next:  # died between two checkpoints: continue from the last one
-                    graph.invoke(None, config)
+            decided = None if p.status in OPEN_STATUSES else {"proposal_id": str(p.id), "status": p.status.value}
+            try:  # a thread that died between checkpoints goes on only while its change is on its way
+                _advance(graph, config, decided=decided, unfinished=p.status in UNFINISHED)
             except InvalidTransition as exc:  # a writer outside any lease moved it first (e.g. an old worker)
                 log.info("resume of %s lost a race: %s", p.short_id, exc)
     except Exception as exc:
