@@ -139,13 +139,19 @@ def _describe(exc: BaseException) -> str:
     return exc.message if isinstance(exc, PipewardenError) else f"{type(exc).__name__}: {exc}"
 
 
+def _short(text: str, limit: int = 120) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _dead_letter(store: StateStore, claim: Claim, agent: str, error: str) -> Proposal:
     """Out of attempts: a needs-a-human proposal for the event, carrying the error, in every inbox."""
     ev = claim.event
     how = "its worker died" if claim.crashed_owner else "the agent failed"
     proposal = Proposal(
         id=proposal_id_for(str(ev.id)), event_id=ev.id, agent=agent, dataset=ev.dataset,
-        title=f"{ev.dataset}: the {agent} agent could not handle this {ev.kind} event ({claim.attempts} attempts)",
+        title=f"{ev.dataset}: the {agent} agent gave up on a {ev.kind} event after {claim.attempts} attempts: "
+              f"{_short(error)}",
         diagnosis=f"{how} on every attempt; the last error: {error}",
         change=NoChange(reason=f"dead letter after {claim.attempts} attempts: {error}"),
         status=ProposalStatus.needs_human, status_reason=error[:500], thread_id=thread_id_for(str(ev.id)),

@@ -1,6 +1,7 @@
 """Concurrency, on SQLite and PostgreSQL, with threads and with processes: of several people approving at once
-exactly one decision is stored when one suffices (both when the rule wants two), and concurrent applies of one
-approved proposal make exactly one version."""
+exactly one decision is stored when one suffices (both when the rule wants two), concurrent applies of one
+approved proposal make exactly one version, and of several workers taking one proposal's lease at once exactly
+one gets it (a web approval's worker and a running `supervise --interval` never both resume it)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from pipewarden.errors import InvalidTransition, PipewardenError
 from pipewarden.inbox.service import decide
+from pipewarden.leases import LeaseHeld
 from pipewarden.models import ProposalStatus, Risk, Verdict
 from pipewarden.store import StateStore
 from pipewarden.tools.apply import apply_change
@@ -115,3 +117,26 @@ def test_processes_applying_at_once_make_one_version(state_url: str, tmp_path: P
     assert store.get_proposal(p.id).status == ProposalStatus.applied
     assert [e.action for e in store.audit_entries(str(p.id))].count("version_activated") == 1
     assert store.verify_audit().ok
+
+
+def test_threads_taking_one_lease_at_once_leave_one_owner(state_url: str) -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    decide(p.id, Verdict.approve, "alice", resume=False)
+    owners = [f"other-host:{i}" for i in range(4)]
+    results = _race([lambda who=who: StateStore().take_proposal_lease(p.id, who) for who in owners])
+    winners = [who for who, r in zip(owners, results, strict=True) if not isinstance(r, PipewardenError)]
+    assert len(winners) == 1 and all(isinstance(r, LeaseHeld) for r in results if isinstance(r, PipewardenError))
+    assert store.proposal_lease(p.id)["lease_owner"] == winners[0]
+
+
+@pytest.mark.slow
+def test_processes_taking_one_lease_at_once_leave_one_owner(state_url: str, tmp_path: Path, pw_home: Path) -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    decide(p.id, Verdict.approve, "alice", resume=False)
+    results = _race_processes([["lease", str(p.id), "other-host:1"], ["lease", str(p.id), "other-host:2"]],
+                              tmp_path, pw_home, state_url)
+    assert sorted(r["ok"] for r in results) == [False, True]
+    assert [r["error"] for r in results if not r["ok"]] == ["LeaseHeld"]
+    assert store.proposal_lease(p.id)["lease_owner"] in ("other-host:1", "other-host:2")

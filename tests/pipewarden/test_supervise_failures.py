@@ -1,0 +1,144 @@
+"""The worker's failure handling, on SQLite and PostgreSQL: one event's failure (any exception) never ends a pass;
+a failed event is retried with backoff and, out of attempts, dead-lettered as a needs-a-human proposal that the
+inbox lists with its error; a claim whose worker died is `crashed`, not `failed`.
+
+The agents here are stand-ins (a graph that raises, or one that stores a proposal), routed in place of the real
+ones: what is under test is the supervisor around them.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pipewarden.agents import supervisor
+from pipewarden.agents.lifecycle import proposal_id_for, thread_id_for
+from pipewarden.agents.router import Route
+from pipewarden.leases import RetryPolicy
+from pipewarden.models import ColumnMapping, Proposal, ProposalStatus
+from pipewarden.store import StateStore
+from tests.conftest import CliResult
+from tests.pipewarden.factories import drift_event
+
+NOW = RetryPolicy(max_attempts=2, backoff_s=0.0)  # retried at once, dead-lettered at the second failure
+
+
+class _Snapshot:
+    created_at = None  # a thread with no checkpoint yet
+    interrupts = ()
+
+
+class RaisingGraph:
+    """An agent whose code raises (not a PipewardenError: any exception)."""
+
+    def get_state(self, config: dict) -> Any:
+        return _Snapshot()
+
+    def invoke(self, start: Any, config: dict, **kwargs: Any) -> None:
+        raise KeyError("dep_delay")
+
+
+class ProposingGraph(RaisingGraph):
+    """An agent that drafts a proposal for its event and waits for a person."""
+
+    def invoke(self, start: Any, config: dict, **kwargs: Any) -> None:
+        event_id = start["event_id"]
+        StateStore().create_proposal(Proposal(
+            id=proposal_id_for(event_id), event_id=event_id, agent="schema-drift", dataset="flights", title="map it",
+            diagnosis="renamed", change=ColumnMapping(dataset="flights", renames={"a": "b"}),
+            thread_id=thread_id_for(event_id)))
+
+
+@pytest.fixture
+def agents(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, Any]], None]:
+    """Route each event (by id) to a stand-in graph."""
+
+    def use(graphs: dict[str, Any]) -> None:
+        monkeypatch.setattr(supervisor, "route", lambda ev: Route(ev.kind, "schema-drift",
+                                                                  lambda saver: graphs[str(ev.id)]))
+
+    return use
+
+
+def test_one_failing_event_never_ends_the_pass(state_url: str, agents: Callable) -> None:
+    store = StateStore()
+    bad, good = drift_event(), drift_event()
+    store.append_event(bad)
+    store.append_event(good)
+    agents({str(bad.id): RaisingGraph(), str(good.id): ProposingGraph()})
+    report = supervisor.supervise_once(worker="w1")
+    by_event = {h.event_id: h for h in report.handled}
+    assert by_event[str(good.id)].status == "pending"  # handled after the failure, in the same pass
+    failed = by_event[str(bad.id)]
+    assert failed.failure == "failed" and failed.error == "KeyError: 'dep_delay'"
+    assert failed.status.startswith("failed (attempt 1 of 3; retried after")
+    row = store.event_row(bad.id)
+    assert (row["status"], row["failure"], row["attempts"]) == ("pending", "failed", 1)
+    assert row["next_attempt_at"] is not None
+    assert supervisor.supervise_once(worker="w1").handled == []  # backing off: not claimed again yet
+
+
+def test_an_event_failing_again_and_again_is_dead_lettered_for_a_person(
+    state_url: str, agents: Callable, pw: Callable[..., CliResult]
+) -> None:
+    store = StateStore()
+    ev = drift_event()
+    store.append_event(ev)
+    agents({str(ev.id): RaisingGraph()})
+    first = supervisor.supervise_once(worker="w1", retry=NOW)
+    assert first.handled[0].status.startswith("failed (attempt 1 of 2")
+    second = supervisor.supervise_once(worker="w1", retry=NOW)
+    [dead] = second.handled
+    assert dead.status == "dead" and dead.failure == "failed" and dead.proposal_id == str(proposal_id_for(str(ev.id)))
+    assert store.event_row(ev.id)["status"] == "dead"
+    assert supervisor.supervise_once(worker="w1", retry=NOW).handled == []  # never claimed again
+    p = store.get_proposal(dead.proposal_id)
+    assert p.status == ProposalStatus.needs_human and "KeyError: 'dep_delay'" in p.title
+    assert "2 attempts" in p.title and p.change.kind == "no_change"
+    listed = pw("inbox", "list", "--json")
+    assert listed.code == 0, listed.err
+    [row] = json.loads(listed.out)
+    assert row["status"] == "needs_human" and "KeyError: 'dep_delay'" in row["title"]
+    actions = [e.action for e in store.audit_entries()]
+    assert actions.count("event_failed") == 1 and actions.count("event_dead") == 1
+    assert store.verify_audit().ok
+
+
+def _gone_owner() -> str:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return f"{socket.gethostname()}:{child.pid}"
+
+
+def test_a_claim_whose_worker_died_is_crashed_not_failed(state_url: str, agents: Callable) -> None:
+    store = StateStore()
+    ev = drift_event()
+    store.append_event(ev)
+    store.claim(_gone_owner())  # a supervisor that was killed while it ran the agent
+    agents({str(ev.id): ProposingGraph()})
+    [handled] = supervisor.supervise_once(worker="w2").handled
+    assert handled.failure == "crashed" and handled.status == "pending" and handled.error is None
+    assert store.event_row(ev.id)["status"] == "proposed"
+    assert "event_crashed" in [e.action for e in store.audit_entries()]
+
+
+def test_an_event_whose_workers_keep_dying_is_dead_lettered_without_running_it_again(
+    state_url: str, agents: Callable
+) -> None:
+    store = StateStore()
+    ev = drift_event()
+    store.append_event(ev)
+    for _ in range(NOW.max_attempts):  # every worker that took it died with it
+        store.claim(_gone_owner())
+    agents({str(ev.id): RaisingGraph()})  # it would raise if it ran: it must not run
+    [dead] = supervisor.supervise_once(worker="w3", retry=NOW).handled
+    assert dead.status == "dead" and dead.failure == "crashed" and "died" in (dead.error or "")
+    row = store.event_row(ev.id)
+    assert (row["status"], row["failure"]) == ("dead", "crashed")
+    assert store.get_proposal(dead.proposal_id).status == ProposalStatus.needs_human  # type: ignore[arg-type]
