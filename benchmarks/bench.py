@@ -173,13 +173,14 @@ def warm_up(say: Any) -> dict[str, Any]:
     """A clean month (trains the champion), then month 3 landed and run once in each variant."""
     from pipewarden.flows.pipeline import prepare_month, run_batch
     from pipewarden.flows.train import has_champion
+    from pipewarden.tools.model_registry import declared_model
 
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
     first = run_batch("flights", str(prepare_month(WARMUP_MONTH)))
     out["first_run_s"] = round(time.perf_counter() - t0, 2)
     out["first_run_status"] = first.status
-    out["champion"] = has_champion()
+    out["champion"] = has_champion(declared_model("delay")[1].registered_model)  # the example's [ml_models.delay]
     say(f"  warm-up month {WARMUP_MONTH}: {first.status} in {out['first_run_s']} s "
         f"(Prefect server start, imports, training); champion model: {out['champion']}")
     src = prepare_month(OVERHEAD_MONTH)
