@@ -195,25 +195,25 @@ def approve_as_needed(proposal_id: Any) -> tuple[Any, list[str]]:
 
 def _serve_with_supervisor(summary: DemoSummary, store: Any, port: int, home: Path, approver: str | None,
                            say: Callable[[str], None]) -> None:
-    """Serve the web inbox until Ctrl-C with a supervisor process beside it, printing what it handles."""
+    """Serve the web inbox until Ctrl-C with a supervisor process beside it, printing what it handles and, for each
+    proposal that waits, the commands that approve it."""
     from pipewarden.inbox.web import serve as serve_web
 
     summary.inbox_url = f"http://127.0.0.1:{port}/"
     pending = store.list_proposals(["pending"])
+    tokens = Tokens(store)
     person = approver or _first_approver(pending)
     if person:
         # The inbox needs a signed-in approver: a personal token (stored hashed; shown once here).
-        token = store.issue_token(person)
-        say(f"sign in as {person}: {summary.inbox_url}login?token={token}")
-    project = get_settings().project_root
+        say(f"sign in as {person}: {summary.inbox_url}login?token={tokens.of(person)}")
     for p in pending:
-        say(f"proposal {p.short_id} waits: {p.title}")
-        say(f"  approve at {summary.inbox_url}proposals/{p.id}")
-        say(f"  or from any folder: {approve_command(p.short_id, project, home, person)}")
-    worker = _start_supervisor(say)
+        for line in waiting_lines(p, summary.inbox_url, home, tokens):
+            say(line)
+    worker = _start_supervisor(say, lambda pid: waiting_lines(store.get_proposal(pid), summary.inbox_url or "",
+                                                               home, tokens))
     say(f"serving the web inbox at {summary.inbox_url} with a supervisor beside it; Ctrl-C to stop")
     try:
-        serve_web(host="127.0.0.1", port=port)
+        serve_web(host="127.0.0.1", port=port, worker=False)  # the supervisor above is the worker, printed here
     except KeyboardInterrupt:
         pass
     finally:
@@ -224,12 +224,45 @@ def _serve_with_supervisor(summary: DemoSummary, store: Any, port: int, home: Pa
             worker.kill()
 
 
-def approve_command(short_id: str, project: Path, home: Path, person: str | None) -> str:
+class Tokens:
+    """One personal token per demo approver, issued on first use (stored hashed; shown in the terminal once)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.issued: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def of(self, person: str) -> str:
+        with self.lock:
+            if person not in self.issued:
+                self.issued[person] = self.store.issue_token(person)
+            return self.issued[person]
+
+
+def waiting_lines(proposal: Any, inbox_url: str, home: Path, tokens: Tokens) -> list[str]:
+    """What to print for a proposal that waits: its title, its page, and a command per person who may approve it
+    (as many as the rule needs, e.g. the ML owner and the dataset's owner for a model promotion)."""
+    from pipewarden.inbox.service import proposal_view
+
+    req = proposal_view(proposal.id).requirement
+    lines = [f"proposal {proposal.short_id} waits: {proposal.title}",
+             f"  approve at {inbox_url}proposals/{proposal.id}"]
+    if req is None or not req.eligible_people:
+        return lines
+    if req.approvals_required > 1:
+        lines.append(f"  the rule {req.rule!r} needs {req.approvals_required} people: {req.says or req.missing}")
+    project = get_settings().project_root
+    for person in req.eligible_people[: max(req.approvals_required, 1) + 1]:
+        lines.append(f"  or, as {person}, from any folder: "
+                     f"{approve_command(proposal.short_id, project, home, tokens.of(person))}")
+    return lines
+
+
+def approve_command(short_id: str, project: Path, home: Path, token: str) -> str:
     """The command that approves a proposal from any folder: every path absolute (no project lookup, no
-    ./.pipewarden made); the approver proves who they are the way the CLI asks (their login or their token)."""
-    who = f"PIPEWARDEN_USER={person} " if person else ""
-    return (f"PIPEWARDEN_PROJECT={project} PIPEWARDEN_HOME={home} {who}{Path(sys.executable).parent / 'pipewarden'} "
-            f"inbox approve {short_id}")
+    ./.pipewarden made), and the approver's personal token, which proves who decides."""
+    return (f"PIPEWARDEN_PROJECT={project} PIPEWARDEN_HOME={home} PIPEWARDEN_TOKEN={token} "
+            f"{Path(sys.executable).parent / 'pipewarden'} inbox approve {short_id}")
 
 
 def _first_approver(pending: list[Any]) -> str | None:
@@ -242,16 +275,19 @@ def _first_approver(pending: list[Any]) -> str | None:
     return None
 
 
-def _start_supervisor(say: Callable[[str], None]) -> subprocess.Popen[str]:
+def _start_supervisor(say: Callable[[str], None],
+                      on_pending: Callable[[str], list[str]]) -> subprocess.Popen[str]:
     """`pipewarden supervise --json` in its own process (the warehouse and the stores are shared through their
-    files, as between any two pipewarden processes); a thread prints every report that did something."""
+    files, as between any two pipewarden processes); a thread prints every report that did something, and the
+    approve commands of each new proposal that waits."""
     proc = subprocess.Popen([sys.executable, "-m", "pipewarden", "supervise", "--json", "--interval", "2"],
                             env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    threading.Thread(target=_relay, args=(proc, say), daemon=True).start()
+    threading.Thread(target=_relay, args=(proc, say, on_pending), daemon=True).start()
     return proc
 
 
-def _relay(proc: subprocess.Popen[str], say: Callable[[str], None]) -> None:
+def _relay(proc: subprocess.Popen[str], say: Callable[[str], None],
+           on_pending: Callable[[str], list[str]]) -> None:
     from pipewarden.agents.supervisor import SuperviseReport
 
     decoder, buffer = json.JSONDecoder(), ""
@@ -271,6 +307,13 @@ def _relay(proc: subprocess.Popen[str], say: Callable[[str], None]) -> None:
             if report.handled or report.resumed:
                 for text in report.lines():
                     say(f"[supervisor] {text}")
+            for h in report.handled:
+                if h.status == "pending" and h.proposal_id:
+                    try:
+                        for text in on_pending(h.proposal_id):
+                            say(text)
+                    except Exception as exc:  # printing help must never stop the relay; say why instead
+                        say(f"[supervisor] proposal {h.proposal_id[:8]} waits (cannot show its approvers: {exc})")
 
 
 def _reset_demo_home(home: Path) -> None:

@@ -264,7 +264,8 @@ def test_the_model_may_call_the_lineage_tool_and_its_result_comes_back_as_data()
     first, second = scripted.chat_requests
     assert {t["function"]["name"] for t in first.body["tools"]} == {"column_lineage"}
     (result,) = second.contents("tool")
-    assert json.loads(result)["models_reading"] == ["stg_flights", "carrier_daily", "flights_weather", "route_daily"]
+    assert json.loads(result)["models_reading"] == ["stg_flights", "carrier_daily", "flights_weather", "route_daily",
+                                                    "features_flights"]
 
 
 def test_an_unknown_tool_is_retried_then_the_offline_answer_wins() -> None:

@@ -170,7 +170,7 @@ def test_run_batch_guards_any_dataset_without_the_flights_stages(prefect_harness
     result = run_batch("orders", str(src))
     assert result.status == "completed" and result.rows_in == 30 and result.rows_quarantined == 0
     assert not [stage for stage in result.timings_ms if stage.startswith("ml:")]
-    assert ml_models_for("orders") == [] and ml_models_for("flights") == ["delay"]  # [ml_models.delay] scores flights
+    assert ml_models_for("orders") == []  # no ML model is declared for orders
 
 
 def test_run_batch_names_the_halting_event(prefect_harness: None, tmp_path: Path) -> None:
@@ -276,7 +276,7 @@ def test_a_rerun_through_the_deployment_is_judged_by_the_rechecked_load(monkeypa
     load_id = _halted_load(DEPLOYED)
     calls: list[dict[str, Any]] = []
 
-    def fake_run_deployment(*, name: str, parameters: dict[str, Any], timeout: float) -> Any:
+    def fake_run_deployment(*, name: str, parameters: dict[str, Any], timeout: float, tags: list[str]) -> Any:
         calls.append({"name": name, "parameters": parameters})
         checked = recheck_batch("orders", load_id)
         state = SimpleNamespace(is_completed=lambda: not checked.halted, name="Completed" if not checked.halted

@@ -115,11 +115,11 @@ def test_filter_and_join_columns_count_as_references() -> None:
     # raw_airports.faa is only a join key: no output column comes from it, but renaming it breaks route_daily
     assert downstream_of("raw_airports", "faa", FLOWS_MODELS) == []
     assert ("raw_airports", "faa") in column_references(FLOWS_MODELS)["route_daily"]
-    assert affected_models("raw_airports", "faa", FLOWS_MODELS) == ["route_daily"]
+    assert affected_models("raw_airports", "faa", FLOWS_MODELS) == ["route_daily", "features_flights"]
     # time_hour is read by stg_flights, so every model built on it is affected, in build order
     assert affected_models("raw_flights", "time_hour", FLOWS_MODELS) == [
-        "stg_flights", "carrier_daily", "flights_weather", "route_daily"]
-    assert affected_models("raw_weather", "visib", FLOWS_MODELS) == ["flights_weather"]
+        "stg_flights", "carrier_daily", "flights_weather", "route_daily", "features_flights"]
+    assert affected_models("raw_weather", "visib", FLOWS_MODELS) == ["flights_weather", "features_flights"]
 
 
 def test_topological_order_and_cycles() -> None:
@@ -143,6 +143,7 @@ def test_bad_model_files_are_refused(tmp_path: Path) -> None:
 def test_overrides_replace_a_model_and_change_its_lineage() -> None:
     patched = "SELECT s.origin, s.flight_date, COUNT(*) AS flights FROM stg_flights AS s GROUP BY ALL"
     models = load_models(FLOWS_MODELS, overrides={"route_daily": patched})
+    del models["features_flights"]  # it reads route_daily columns this patch drops (dest, the delay totals)
     assert models["route_daily"] == SqlModel(name="route_daily", path=str(FLOWS_MODELS / "route_daily.sql"), sql=patched)
     edges = column_lineage(models=models)
     assert {(e.column, e.upstream_column) for e in edges if e.model == "route_daily"} == {
