@@ -8,7 +8,8 @@ most `contract.max_failure_rate` of its rows were rejected.
 Rows are judged by the contract's great-expectations suite (`policies.expectations.build_suite`) on GX's
 pandas datasource, in one ephemeral context per process. GX's cost is mostly per expectation, not per row, so
 the suite first runs with result_format BOOLEAN_ONLY, and only the expectations that failed run again with
-COMPLETE to get their unexpected rows. `engine="pandas"` evaluates the same `CheckSpec`s with vectorized
+COMPLETE (on the same GX batch) to get their unexpected rows; an expectation the column's dtype answers already
+(`not null` on a NumPy integer or boolean column, which cannot hold a null) is not sent (`gx_specs`). `engine="pandas"` evaluates the same `CheckSpec`s with vectorized
 pandas (same results; on a month of flights about 17 ms against GX's 140 ms); the tests hold the two
 engines to the same answers.
 
@@ -323,23 +324,32 @@ def _suite(contract: Contract, specs: tuple[CheckSpec, ...]) -> Any:
     return _SUITES[key]
 
 
+def gx_specs(work: pd.DataFrame, specs: tuple[CheckSpec, ...]) -> tuple[CheckSpec, ...]:
+    """The specs GX has to judge on `work`: all but those the columns' dtypes answer already, `not_null` on a NumPy
+    integer or boolean column (no value of those dtypes can be null; a nullable `Int64` or `boolean` column is
+    still judged). GX's cost is per expectation, so each one left out is time saved and no check loosened."""
+    def answered(spec: CheckSpec) -> bool:
+        dtype = work[spec.column].dtype
+        return spec.kind == "not_null" and isinstance(dtype, np.dtype) and dtype.kind in "iub"
+
+    return tuple(s for s in specs if not answered(s))
+
+
 def _evaluate_gx(work: pd.DataFrame, contract: Contract, specs: tuple[CheckSpec, ...]) -> dict[str, np.ndarray]:
-    """Each spec's failing row positions, from GX: BOOLEAN_ONLY for all, then COMPLETE for the failed ones."""
+    """Each spec's failing row positions, from GX: BOOLEAN_ONLY for all (but those `gx_specs` leaves out), then
+    COMPLETE for the failed ones, on the same GX batch."""
+    specs = gx_specs(work, specs)
     if not specs:
         return {}
     by_label = {s.label: s for s in specs}
     with _GX_LOCK:
-        batch_definition = _gx_batch_definition()
-        first = batch_definition.get_batch(batch_parameters={"dataframe": work}).validate(
-            _suite(contract, specs), result_format="BOOLEAN_ONLY"
-        )
+        batch = _gx_batch_definition().get_batch(batch_parameters={"dataframe": work})
+        first = batch.validate(_suite(contract, specs), result_format="BOOLEAN_ONLY")
         _raise_on_exceptions(first, contract)
         failing = tuple(by_label[r.expectation_config.meta["label"]] for r in first.results if not r.success)
         if not failing:
             return {}
-        second = batch_definition.get_batch(batch_parameters={"dataframe": work}).validate(
-            _suite(contract, failing), result_format=_COMPLETE
-        )
+        second = batch.validate(_suite(contract, failing), result_format=_COMPLETE)
         _raise_on_exceptions(second, contract)
     out: dict[str, np.ndarray] = {}
     for r in second.results:
