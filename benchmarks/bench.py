@@ -16,9 +16,9 @@ A script, not a test: it prints figures (ratios, rates, medians) and never asser
     renames, `flows.data.inject_drift`) runs through the pipeline, which halts and emits SchemaDrift; then
     `supervise_once(limit=1)` is timed from the claim to the stored proposal. The first event (cold: LangGraph,
     sentence-transformers and the MiniLM model load in this process) is reported apart from the warm ones.
-(c) web API decisions (`bench_decisions(url)`, run on SQLite and on a fresh PostgreSQL database): decisions per
-    second and p50/p95/p99 latency of `POST /api/proposals/{id}/decision` with 50 concurrent httpx async clients
-    against `pipewarden serve` on loopback (a child process), each approving its own pending proposals.
+(c) web API decisions and Slack acks (benchmarks/decisions_bench.py, also run alone): decisions per second and
+    p50/p95/p99 latency of `POST /api/proposals/{id}/decision` with 50 concurrent httpx async clients against
+    `pipewarden serve` on loopback (a child process), on SQLite and PostgreSQL; Slack click-to-ack p50/p95/p99.
 
 (g) big batches (benchmarks/big_batch_bench.py, `--big-batch-only`): 1M and 10M rows, 20 columns, checked and
     quarantined on the GX path and the pushdown path, against a bare DuckDB scan evaluating the same predicates.
@@ -44,10 +44,12 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from decisions_bench import DECISION_CLIENTS, bench_decisions_both, bench_slack_ack
 
 REPO = Path(__file__).resolve().parent.parent
 OVERHEAD_TARGET = 1.25
@@ -403,281 +405,8 @@ def bench_latency(months: list[int], say: Any) -> dict[str, Any]:
     return out
 
 
-# --------------------------------------------------------------------------- Slack: time to acknowledge
-SLACK_CLICKS = 300  # measured Approve clicks (plus SLACK_WARMUP first), each on its own proposal
-SLACK_WARMUP = 20
-SLACK_CONCURRENCY = (1, 8)  # clients sending at once
-
-
-def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS) -> dict[str, Any]:
-    """p50/p95/p99 time from sending a signed Slack interaction (an owner's Approve click) to its HTTP answer.
-
-    Real parts: uvicorn on 127.0.0.1 serving `inbox.web.create_app()` (slack-bolt at `POST /slack/events`:
-    signature and timestamp check, the replay check's write to the state DB, the ack), the state DB on SQLite
-    in a home of its own, the real `slack_sdk` client talking to the fake Slack Web API (`tests/fakes`). The
-    work after the ack (deciding, the fake Resumer applying, `chat.update`) runs in the background while the
-    next clicks arrive, as it would in production. Sequential clicks, then `SLACK_CONCURRENCY[1]` at once.
-    """
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    import httpx
-    import uvicorn
-
-    from pipewarden.settings import settings_env
-    from tests.fakes.slack_api import FakeSlack, block_actions_payload, form_body, signed_headers
-
-    secret, token = "bench-signing-secret", "xoxb-bench"
-    fake = FakeSlack(token=token).start()
-    home = Path(os.environ.get("PIPEWARDEN_HOME") or tempfile.mkdtemp(prefix="pw-slack-bench-")) / "slack-bench"
-    env_scope = ExitStack()
-    env_scope.enter_context(settings_env({
-        "PIPEWARDEN_HOME": str(home), "PIPEWARDEN_SLACK_BOT_TOKEN": token, "PIPEWARDEN_SLACK_SIGNING_SECRET": secret,
-        "PIPEWARDEN_SLACK_API_URL": fake.url, "PIPEWARDEN_RESUMER": "tests.inbox.fake_resumer:resume",
-        "PIPEWARDEN_DATABASE_URL": None}))
-    server: Any = None
-    try:
-        from pipewarden.events import ColumnSpec, SchemaDrift
-        from pipewarden.inbox import service
-        from pipewarden.inbox.web import create_app
-        from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal
-        from pipewarden.store import StateStore
-
-        store = StateStore()
-        total = SLACK_WARMUP + clicks * len(SLACK_CONCURRENCY)
-        say(f"  {total} proposals posted to the fake Slack ...")
-        posted: list[tuple[str, str, str]] = []
-        for i in range(total):
-            ev = SchemaDrift(dataset="flights", load_id=f"bench-{i}", batch_path=f"/bench/{i}.parquet",
-                             contract_version="flights@v1", added=[ColumnSpec(name=f"c{i}", type="integer")],
-                             dropped=[ColumnSpec(name="dep_delay", type="integer")])
-            store.append_event(ev)
-            p = store.create_proposal(Proposal(
-                event_id=ev.id, agent="schema_drift", dataset="flights", title=f"bench proposal {i}", diagnosis="d",
-                change=ColumnMapping(dataset=f"bench{i}", renames={f"c{i}": "dep_delay"}), thread_id=f"t{i}",
-                dry_run=DryRun(before=CheckResult(passed=False, rows=10), after=CheckResult(passed=True, rows=10))))
-            service.on_proposal_created(p.id)
-            msg = store.slack_message_for(p.id)
-            assert msg is not None, "the proposal was not posted"
-            posted.append((str(p.id), msg.channel, msg.ts))
-
-        config = uvicorn.Config(create_app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}/slack/events"
-
-        def click(http: httpx.Client, target: tuple[str, str, str]) -> float:
-            pid, channel, ts = target
-            body = form_body(block_actions_payload(user_id="U0FLIGHTS", action_id="approve", value=pid,
-                                                   channel=channel, message_ts=ts))
-            t0 = time.perf_counter()
-            r = http.post(url, content=body, headers=signed_headers(secret, body))
-            elapsed = time.perf_counter() - t0
-            if r.status_code != 200:
-                raise RuntimeError(f"Slack interaction answered {r.status_code}: {r.text[:200]}")
-            return elapsed
-
-        out: dict[str, Any] = {"clicks_per_run": clicks}
-        with httpx.Client(timeout=30) as http:
-            for target in posted[:SLACK_WARMUP]:
-                click(http, target)
-        rest = posted[SLACK_WARMUP:]
-        for n, conc in enumerate(SLACK_CONCURRENCY):
-            batch = rest[n * clicks:(n + 1) * clicks]
-            say(f"  {clicks} signed Approve clicks, {conc} at a time ...")
-            t0 = time.perf_counter()
-            with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=conc)) as http, \
-                    ThreadPoolExecutor(conc) as pool:
-                times = list(pool.map(lambda t, h=http: click(h, t), batch))
-            wall = time.perf_counter() - t0
-            ms = [t * 1000 for t in times]
-            out[f"concurrency_{conc}"] = {
-                "p50_ms": round(percentile(ms, 50), 2), "p95_ms": round(percentile(ms, 95), 2),
-                "p99_ms": round(percentile(ms, 99), 2), "max_ms": round(max(ms), 2),
-                "over_3s": sum(t > 3.0 for t in times), "clicks_per_s": round(len(times) / wall, 1),
-            }
-        say("  waiting for the work after the acks (decide, apply, chat.update) ...")
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # each click ends with two updates: decided, then verified
-            statuses = Counter(p.status.value for p in store.list_proposals(limit=total + 10))
-            if set(statuses) <= {"verified"} and len(fake.calls_to("chat.update")) >= 2 * total:
-                break
-            time.sleep(0.5)
-        out["statuses_after"] = dict(statuses)
-        out["chat_updates"] = len(fake.calls_to("chat.update"))
-        return out
-    finally:
-        if server is not None:
-            server.should_exit = True
-        fake.stop()
-        env_scope.close()
-
-
-# --------------------------------------------------------------------------- web API: decisions under load
-DECISION_CLIENTS = 50  # concurrent HTTP clients, each with its own connection
-DECISIONS_PER_CLIENT = 20
-DECISION_WARMUP = 20
-BENCH_POSTGRES_URL = os.environ.get("PIPEWARDEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def noop_resumer(proposal_id: Any) -> Any:
-    """The Resumer port of the decisions benchmark's server: the graph's resume (applying) is not measured."""
-    from pipewarden.store import StateStore
-
-    return StateStore().get_proposal(proposal_id)
-
-
-@contextmanager
-def postgres_database() -> Iterator[str | None]:
-    """A fresh database on the local PostgreSQL for one benchmark (dropped after), or None when unreachable."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    try:
-        admin = sa.create_engine(BENCH_POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        with admin.connect() as conn:
-            name = f"pw_bench_{uuid.uuid4().hex[:10]}"
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except Exception:  # no server: the Postgres figures are reported as missing, with why
-        yield None
-        return
-    try:
-        yield BENCH_POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        from pipewarden.db import make_engine
-
-        make_engine.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def bench_decisions(url: str | None = None, say: Any = print, clients: int = DECISION_CLIENTS,
-                    per_client: int = DECISIONS_PER_CLIENT) -> dict[str, Any]:
-    """Decisions per second and latency of `POST /api/proposals/{id}/decision` with `clients` concurrent clients.
-
-    Real parts: `pipewarden serve` (uvicorn) in a child process on 127.0.0.1, the state DB at `url` (None: SQLite
-    in a fresh home), bearer-token auth, the approval policy and the decision service's transaction (decision,
-    status change, hash-chained audit entry). Each client (its own `httpx.AsyncClient`) approves its own
-    `per_client` pending proposals one after another; all clients run at once. The graph's resume after an
-    approval is a no-op (`noop_resumer`), so the figure is the decision path alone. Latency is measured at the
-    client, from sending to the full answer.
-    """
-    import asyncio
-    import socket
-
-    import httpx
-
-    home = Path(tempfile.mkdtemp(prefix="pw-decisions-bench-"))
-    env = {**os.environ, "PIPEWARDEN_HOME": str(home), "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false",
-           "PIPEWARDEN_RESUMER": "bench:noop_resumer",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    for key in ("PIPEWARDEN_SLACK_BOT_TOKEN", "PIPEWARDEN_SLACK_SIGNING_SECRET"):
-        env.pop(key, None)
-    if url:
-        env["PIPEWARDEN_DATABASE_URL"] = url
-    else:
-        env.pop("PIPEWARDEN_DATABASE_URL", None)
-    from pipewarden.settings import settings_env
-
-    env_scope = ExitStack()
-    env_scope.enter_context(settings_env({"PIPEWARDEN_HOME": str(home), "PIPEWARDEN_DATABASE_URL": url or None}))
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        from pipewarden.events import ColumnSpec, SchemaDrift
-        from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal
-        from pipewarden.store import StateStore
-
-        store = StateStore()
-        total = DECISION_WARMUP + clients * per_client
-        say(f"  {total} pending proposals on {store.engine.dialect.name} ...")
-        ids: list[str] = []
-        for i in range(total):
-            ev = SchemaDrift(dataset="flights", load_id=f"bench-{i}", batch_path=f"/bench/{i}.parquet",
-                             contract_version="flights@v1", added=[ColumnSpec(name=f"c{i}", type="integer")])
-            store.append_event(ev)
-            p = store.create_proposal(Proposal(
-                event_id=ev.id, agent="schema_drift", dataset="flights", title=f"bench proposal {i}", diagnosis="d",
-                change=ColumnMapping(dataset="flights", renames={f"c{i}": "dep_delay"}), thread_id=f"t{i}",
-                dry_run=DryRun(before=CheckResult(passed=False, rows=10), after=CheckResult(passed=True, rows=10))))
-            ids.append(str(p.id))
-        token = store.issue_token("alice")  # the flights owner in examples/flights/approvers.yaml
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-m", "pipewarden", "serve", "--port", str(port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=home)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"pipewarden serve did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-            time.sleep(0.1)
-        headers = {"Authorization": f"Bearer {token}"}
-
-        async def run() -> tuple[list[float], list[int], float]:
-            latencies: list[float] = []
-            codes: list[int] = []
-
-            async def client(mine: list[str]) -> None:
-                async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
-                    for pid in mine:
-                        t0 = time.perf_counter()
-                        resp = await http.post(f"/api/proposals/{pid}/decision", json={"verdict": "approve"})
-                        latencies.append(time.perf_counter() - t0)
-                        codes.append(resp.status_code)
-
-            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:  # warm-up, in turn
-                for pid in ids[:DECISION_WARMUP]:
-                    (await http.post(f"/api/proposals/{pid}/decision", json={"verdict": "approve"})).raise_for_status()
-            work = ids[DECISION_WARMUP:]
-            t0 = time.perf_counter()
-            await asyncio.gather(*(client(work[c::clients]) for c in range(clients)))
-            return latencies, codes, time.perf_counter() - t0
-
-        latencies, codes, wall = asyncio.run(run())
-        ms = [x * 1000 for x in latencies]
-        decided = sum(1 for pid in ids if store.approved_decision(pid) is not None)
-        out = {
-            "db": store.engine.dialect.name, "clients": clients, "decisions": len(latencies),
-            "decisions_per_s": round(len(latencies) / wall, 1), "wall_s": round(wall, 2),
-            "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
-            "p99_ms": round(percentile(ms, 99), 1), "max_ms": round(max(ms), 1),
-            "status_codes": dict(Counter(codes)), "approved_in_db": decided, "audit_ok": store.verify_audit().ok,
-        }
-        say(f"  {out['db']}: {out['decisions_per_s']} decisions/s, p50 {out['p50_ms']} ms, p95 {out['p95_ms']} ms "
-            f"({out['status_codes']}, {decided} of {total} approved, audit verifies: {out['audit_ok']})")
-        return out
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stderr:
-                proc.stderr.close()
-        env_scope.close()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def bench_decisions_both(say: Any = print) -> dict[str, Any]:
-    """`bench_decisions` on SQLite, then on a fresh PostgreSQL database (skipped, with why, when unreachable)."""
-    out: dict[str, Any] = {"sqlite": bench_decisions(None, say)}
-    with postgres_database() as pg_url:
-        out["postgresql"] = bench_decisions(pg_url, say) if pg_url else {"skipped": f"no PostgreSQL at {BENCH_POSTGRES_URL}"}
-    return out
+# --------------------------------------------------------------------------- Slack acks and web decisions
+# Measured by benchmarks/decisions_bench.py (`bench_slack_ack`, `bench_decisions_both`; it also runs alone).
 
 
 # --------------------------------------------------------------------------- output

@@ -594,11 +594,11 @@ def create_app() -> FastAPI:
         same transaction, the durable request for the worker to resume the graph: nothing else runs here."""
         store = StateStore()
         try:
-            pid = store.resolve_id(ref)
+            p = store.get_proposal(ref)
         except UnknownNameError:
             raise NotReadable(ref) from None
-        check_can_read(user, store.get_proposal(pid))
-        return service.decide(pid, verdict, user, reason, via="web", resume=False, store=store,
+        check_can_read(user, p, ref)
+        return service.decide(str(p.id), verdict, user, reason, via="web", resume=False, store=store,
                               approvers=approvers())
 
     # ------------------------------------------------------------------ sign-in

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,6 +36,9 @@ from pipewarden.ids import utcnow
 from pipewarden.tokens import hash_token
 
 EXPIRED_KEPT_S = 24 * 3600  # ended or expired session rows are deleted this long after they stopped counting
+BLOCK_CACHE_S = 1.0  # how long this process trusts what it read of a key's block (see `retry_after`)
+# Per engine: key -> (when it was read, monotonic; blocked until). The only state kept outside the state DB.
+_BLOCKS: weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, datetime | None]]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,14 +151,24 @@ class SessionStore:
 
     # ------------------------------------------------------------------ throttling
     def retry_after(self, keys: list[str], now: datetime | None = None) -> int | None:
-        """Whole seconds until the most blocked of `keys` may try again; None when none is blocked."""
+        """Whole seconds until the most blocked of `keys` may try again; None when none is blocked.
+
+        Asked before every token check, so each key's block is kept in this process for `BLOCK_CACHE_S`: a block
+        this process sets applies at once, one set by another server process within that time."""
         now = now or utcnow()
         keys = [k for k in keys if k]
         if not keys:
             return None
-        f = db.sign_in_failures.c
-        with self.engine.connect().execution_options(pw_read=True) as conn:
-            until = [_aware(u) for u in conn.execute(sa.select(f.blocked_until).where(f.key.in_(keys))).scalars()]
+        cache = _BLOCKS.setdefault(self.engine, {})
+        clock = time.monotonic()
+        missing = [k for k in keys if k not in cache or clock - cache[k][0] > BLOCK_CACHE_S]
+        if missing:
+            f = db.sign_in_failures.c
+            with self.engine.connect().execution_options(pw_read=True) as conn:
+                found = dict(conn.execute(sa.select(f.key, f.blocked_until).where(f.key.in_(missing))).all())
+            for k in missing:
+                cache[k] = (clock, _aware(found.get(k)))
+        until = [cache[k][1] for k in keys]
         waits = [(u - now).total_seconds() for u in until if u is not None and u > now]
         return max(1, math.ceil(max(waits))) if waits else None
 
@@ -163,6 +178,7 @@ class SessionStore:
         length in whole seconds (empty while every key is under the limit)."""
         now = now or utcnow()
         blocked: dict[str, int] = {}
+        cache = _BLOCKS.setdefault(self.engine, {})
         for key in dict.fromkeys(k for k in keys if k):
             for attempt in range(3):  # two first failures of a key at once: one insert wins, the other updates
                 try:
@@ -172,6 +188,7 @@ class SessionStore:
                 except IntegrityError:
                     if attempt == 2:
                         raise
+            cache[key] = (time.monotonic(), now + timedelta(seconds=delay) if delay else None)
             if delay:
                 blocked[key] = max(1, math.ceil(delay))
         return blocked
