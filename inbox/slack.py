@@ -157,7 +157,7 @@ def post_proposal(proposal_id: str, *, store: StateStore | None = None, client: 
     if store.slack_message_for(pid) is not None:
         return
     key = fault_key(p)
-    approvers = Approvers.load()
+    approvers = Approvers.current()
     thread = store.slack_thread_for(key)
     msg = _message(store, p, key=key, repeat=thread is not None, approvers=approvers)
     client = client or web_client()
@@ -244,7 +244,7 @@ def _refusal(verb: str, exc: PipewardenError) -> str:
 def _approver(client: WebClient, click: Click, verb: str) -> tuple[Approver, Approvers] | None:
     """The approver this Slack user is, with the loaded approvers; None after telling them why not."""
     try:
-        approvers = Approvers.load()
+        approvers = Approvers.current()
     except ConfigError as exc:  # a broken approvers file: nobody can decide until it is fixed
         _tell(client, click.user_id, click.channel, _refusal(verb, exc), click.proposal_id)
         return None

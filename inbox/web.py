@@ -210,25 +210,11 @@ def _error(exc: PipewardenError) -> dict[str, str | None]:
     return {"message": exc.message, "hint": exc.hint}
 
 
-_APPROVERS_CACHE: dict[tuple[str, int, int], Any] = {}
-
-
 def approvers() -> Any:
-    """The configured approvers, re-read only when the file changes (path, size and mtime): parsing the YAML on
-    every decision cost about half of a decision's time."""
+    """The configured approvers, re-read only when the file changes (`Approvers.current`)."""
     from pipewarden.policies.approvers import Approvers
-    from pipewarden.settings import get_settings
 
-    path = get_settings().approvers_path
-    try:
-        st = path.stat()
-    except OSError:
-        return Approvers.load(path)  # raises the ConfigError naming the missing file
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _APPROVERS_CACHE:
-        _APPROVERS_CACHE.clear()
-        _APPROVERS_CACHE[key] = Approvers.load(path)
-    return _APPROVERS_CACHE[key]
+    return Approvers.current()
 
 
 # --------------------------------------------------------------------------- filters

@@ -17,8 +17,8 @@ scheduler): with its personal token it may `POST /api/events` on the datasets it
 proposal: no approval rule may name it, and `policies.approval.check_can_decide` refuses an identity whose only
 role it is.
 
-Public names: `Approver` (`may_report`, `may_read`), `Approvers` (`load`, `get`, `by_slack`, `by_os_user`, `all`,
-`path`), `check_can_report`, `REPORTER_ROLE`, `hash_token`.
+Public names: `Approver` (`may_report`, `may_read`), `Approvers` (`load`, `current`, `get`, `by_slack`, `by_os_user`,
+`all`, `path`), `check_can_report`, `REPORTER_ROLE`, `hash_token`.
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ class Approver(BaseModel):
     @property
     def label(self) -> str:
         return self.display_name or self.name
+
+
+_CURRENT: dict[tuple[str, int, int], Approvers] = {}  # Approvers.current's one entry: the file as last read
 
 
 class _File(BaseModel):
@@ -147,6 +150,22 @@ class Approvers:
                               hint="each approver needs `name` and `roles`; allowed fields: "
                               + ", ".join(Approver.model_fields)) from exc
         return cls(parsed.approvers, path)
+
+    @classmethod
+    def current(cls, path: Path | str | None = None) -> Approvers:
+        """`load`, re-read only when the file changes (its path, size and mtime): a server asks on every request,
+        and parsing the YAML each time cost about half of a decision. A missing or broken file still raises."""
+        path = Path(path) if path is not None else get_settings().approvers_path
+        try:
+            st = path.stat()
+        except OSError:
+            return cls.load(path)  # the ConfigError naming the missing file
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in _CURRENT:
+            loaded = cls.load(path)
+            _CURRENT.clear()
+            _CURRENT[key] = loaded
+        return _CURRENT[key]
 
     def get(self, name: str) -> Approver | None:
         return self._by_name.get(name.strip())
