@@ -1,6 +1,7 @@
 """The supervise deployment: `pipewarden-supervise`, run by Prefect when pipewarden reports a fault.
 
-`build_supervise_deployment()` makes a Prefect 3 RunnerDeployment of `supervise_flow` with a deployment trigger
+`build_supervise_deployment()` makes a Prefect 3 RunnerDeployment of `supervise_flow` (`flows/supervise.py`: a task
+run per event's agent and per resumed proposal) with a deployment trigger
 on pipewarden's fault events (the dotted names in `pipewarden.events.EVENT_NAMES`, as `flows/emit.py` mirrors
 them, on the resources `pipewarden.dataset.*`), plus an optional interval as a safety net for events that were
 written to the outbox but never reached Prefect. At most one supervise run works at a time; a burst of events
@@ -19,33 +20,22 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import UserError
 from pipewarden.events import EVENT_NAMES
+from pipewarden.flows.supervise import FLOW_NAME, supervise_flow
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
     from prefect.events import DeploymentEventTrigger
 
-FLOW_NAME = "pipewarden-supervise"
 DEFAULT_NAME = "on-events"
 DEFAULT_EVERY_S = 300
 FAULT_EVENTS: frozenset[str] = frozenset(EVENT_NAMES.values())
 """The Prefect event names the trigger expects: every pipewarden fault event, and nothing else."""
 RESOURCE_MATCH = "pipewarden.dataset.*"
 _BAD_NAME_CHARS = "/%&<>"
-
-
-@flow(name=FLOW_NAME, persist_result=False)
-def supervise_flow() -> dict[str, Any]:
-    """Claim pending events, run their agents, resume decided proposals."""
-    from pipewarden.flows.knowledge_sync import sync_knowledge
-    from pipewarden.ports import supervisor
-
-    sync_knowledge()  # agents cite the index; unchanged chunks are skipped
-    return supervisor()().model_dump(mode="json")
 
 
 class TriggerPlan(BaseModel):

@@ -136,6 +136,9 @@ def pipeline_flow(dataset: str, source: str = "", load_id: str | None = None, re
     """One batch through every stage. Returns a RunResult as a dict."""
     timings: dict[str, float] = {}
     df, landed = _timed(timings, "ingest", ingest_task, dataset, source, load_id, rerun)
+    from pipewarden.flows.prefect_story import tell_pipeline_run
+
+    tell_pipeline_run(dataset, landed.load_id, rerun=rerun)  # the run's name; a re-run's link to what it repairs
     result = RunResult(dataset=dataset, load_id=landed.load_id, status="completed", rows_in=len(df))
     stage = "validate"
     try:
@@ -246,9 +249,13 @@ def rerun_through_deployment(dataset: str, load_id: str, deployment: str, parame
     from prefect.deployments import run_deployment
 
     from pipewarden.flows.ingest import list_loads
+    from pipewarden.flows.prefect_story import link_repair_run, repair_for, repair_tags
 
     t0 = time.perf_counter()
-    flow_run = run_deployment(name=deployment, parameters=parameters, timeout=timeout)
+    repair = repair_for(dataset, load_id)  # the proposal it verifies: tagged, and linked once the run exists
+    flow_run = run_deployment(name=deployment, parameters=parameters, timeout=timeout, tags=repair_tags(repair))
+    if repair is not None and getattr(flow_run, "id", None):
+        link_repair_run(flow_run.id, repair)
     state = getattr(flow_run, "state", None)
     load = next((row for row in list_loads(dataset) if row["load_id"] == load_id), {})
     status = str(load.get("status", ""))

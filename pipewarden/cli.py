@@ -304,14 +304,23 @@ def emit(
 def supervise(
     once: Annotated[bool, typer.Option("--once", help="Handle what is pending now, then exit.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between polls when not --once.")] = 5.0,
+    as_flow: Annotated[bool | None, typer.Option(
+        "--flow/--no-flow", help="Run each pass as the Prefect flow pipewarden-supervise (a task run per event and "
+                                 "per resumed proposal). Default: a flow when PREFECT_API_URL is set; without it a "
+                                 "flow would first start Prefect's ephemeral server (tens of seconds).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Claim pending events, route each to its agent, and resume graphs whose proposals were decided."""
+    """Claim pending events, route each to its agent, and resume graphs whose proposals were decided.
+
+    With a Prefect API configured each pass is a flow run of pipewarden-supervise, and the proposals' lifecycle
+    (proposed, approved, rejected, applied, verified, rolled back) is mirrored to Prefect events.
+    """
     _quiet_libraries()
     import time
 
-    from pipewarden.agents.supervisor import supervise_once
     from pipewarden.flows.knowledge_sync import sync_knowledge
+    from pipewarden.flows.prefect_story import prefect_configured
+    from pipewarden.flows.supervise import supervise_flow, supervise_pass
     from pipewarden.progress import progress
 
     # Agents cite the knowledge index: bring it up to date first (unchanged chunks are skipped).
@@ -319,12 +328,16 @@ def supervise(
         indexed = sync_knowledge()
     if not as_json:
         console.print(f"[dim]knowledge index: {indexed}[/]")
+    from pipewarden.agents.supervisor import SuperviseReport
     from pipewarden.inbox.service import expire_stale
 
     while True:
         with progress("supervise: handling pending events and decided proposals", enabled=not as_json):
             expired = expire_stale()
-            report = supervise_once()
+            if as_flow if as_flow is not None else prefect_configured():
+                report = SuperviseReport.model_validate(supervise_flow(sync_index=False))
+            else:
+                report = supervise_pass()
         for p in expired:
             console.print(f"proposal {p.short_id} expired: {p.status_reason}")
         if as_json:

@@ -17,7 +17,10 @@ run (the batch is fine; the model is what changed): it goes to the outbox, where
 
 Inside a flow run the task records the run on the load (flow run id, flow name, parameters, deployment id and
 name), so a re-run after approval goes through the same deployment with the same parameters. A halted batch raises
-`BatchHalted`: the task and the flow run end Failed (never Completed), with a message naming the event.
+`BatchHalted`: the task and the flow run end Failed (never Completed), with a message naming the event. The guard
+also renames the flow run after the dataset and load (`orders: load 3f2a9c1b0d4e`; `guard(..., name_run=False)`
+keeps the flow's own name) and attaches a markdown artifact: the rows, and for a halt the event and its proposal,
+or the command to see it until there is one (`pipewarden.flows.prefect_story`).
 
 A composition root (see tests/test_layering.py): it wires the Prefect runtime into `pipewarden.flows.guard`.
 """
@@ -30,6 +33,7 @@ from typing import Any
 import pandas as pd
 from prefect import task
 
+from pipewarden.errors import BatchHalted
 from pipewarden.flows.guard import guard_batch
 
 
@@ -55,15 +59,35 @@ def current_run() -> dict[str, Any] | None:
 
 
 @task(name="pipewarden-guard", cache_policy=None, persist_result=False, retries=0)
-def guard(data: Any, dataset: str, *, load_id: str | None = None, source: str | None = None) -> pd.DataFrame:
+def guard(data: Any, dataset: str, *, load_id: str | None = None, source: str | None = None,
+          name_run: bool = True) -> pd.DataFrame:
     """Guard one batch (a file path, a pandas DataFrame or a pyarrow Table) of `dataset`; return the accepted rows.
 
-    Raises `BatchHalted` when the batch halts, which fails the task and the flow run.
+    Raises `BatchHalted` when the batch halts, which fails the task and the flow run. Inside a flow run the run is
+    renamed after the dataset and load (`orders: load 3f2a9c1b0d4e`; `name_run=False` keeps your name) and gets a
+    markdown artifact: the rows, and for a halt the event and its proposal or the command to see it.
     """
-    result = guard_batch(data, dataset, load_id=load_id, source=source, run=current_run())
+    run = current_run()
+    try:
+        result = guard_batch(data, dataset, load_id=load_id, source=source, run=run)
+    except BatchHalted as halt:
+        if run is not None and halt.result is not None:
+            _tell_prefect(halt.result, name_run, message=halt.message, hint=halt.hint or "")
+        raise
+    if run is not None:
+        _tell_prefect(result, name_run)
     accepted = result.accepted
     accepted.attrs["load_id"] = result.load_id
     return accepted
+
+
+def _tell_prefect(result: Any, name_run: bool, *, message: str = "", hint: str = "") -> None:
+    """Name the flow run after the load and attach the guard's artifact (best effort: never changes the verdict)."""
+    from pipewarden.flows.prefect_story import guard_artifact, name_current_run
+
+    if name_run:
+        name_current_run(result.dataset, result.load_id)
+    guard_artifact(result, message=message, hint=hint)
 
 
 @task(name="pipewarden-build", cache_policy=None, persist_result=False, retries=0)

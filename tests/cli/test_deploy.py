@@ -79,7 +79,7 @@ def test_the_supervise_deployment_carries_the_event_trigger_and_the_interval() -
     assert isinstance(deployment, RunnerDeployment)
     assert (deployment.flow_name, deployment.name) == ("pipewarden-supervise", "watch")
     # A module entrypoint: a served run imports the flow wherever pipewarden is installed, whatever the cwd.
-    assert deployment.entrypoint == "pipewarden.flows.deploy.supervise_flow"
+    assert deployment.entrypoint == "pipewarden.flows.supervise.supervise_flow"
     assert "pipewarden" in deployment.tags
     assert deployment.concurrency_limit == 1
 

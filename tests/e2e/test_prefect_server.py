@@ -155,7 +155,7 @@ def test_the_supervise_deployment_registers_and_a_pipewarden_event_runs_it(
         with get_client(sync_client=True) as client:
             stored = client.read_deployment(deployment_id)
             [automation] = client.read_resource_related_automations(f"prefect.deployment.{deployment_id}")
-        assert (stored.name, stored.entrypoint) == ("e2e", "pipewarden.flows.deploy.supervise_flow")
+        assert (stored.name, stored.entrypoint) == ("e2e", "pipewarden.flows.supervise.supervise_flow")
         [schedule] = stored.schedules
         assert isinstance(schedule.schedule, IntervalSchedule)
         assert schedule.schedule.interval == timedelta(seconds=300)
