@@ -2,7 +2,8 @@
 
 `check_quality(landed, df)` runs `tools.quality.evaluate` on the batch exactly as validate saw it (the active
 column mapping, the active quality rules, the contract's row checks) and every detector of `policies/quality.yaml`
-on what was accepted: freshness (gaps and late tails in event time, from `meta_loads` and the accepted rows),
+on what was accepted, against the history of earlier accepted loads read from the profile validate stored for each
+(`tools.load_profile.quality_history`; from their rows when a load has none), not re-scanned on every batch: freshness (gaps and late tails in event time, from `meta_loads` and the accepted rows),
 volume (rows landed against earlier loads), null spikes, out-of-range shares, duplicate keys, broken references
 (e.g. flights.tailnum -> planes.tailnum) and distribution shifts (PSI). Each finding becomes a `QualityAnomaly`
 event in the outbox (through `flows.emit`), with a stable id: the same finding on the same load is one event,
@@ -57,8 +58,9 @@ def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str
     from pipewarden.flows.validate import active_mapping
     from pipewarden.policies.quality import dataset_quality
     from pipewarden.tools.contracts import active_contract
+    from pipewarden.tools.load_profile import quality_history
     from pipewarden.tools.mapping import map_frame
-    from pipewarden.tools.quality import evaluate, load_history
+    from pipewarden.tools.quality import evaluate
     from pipewarden.tools.quality_rules import active_rules
 
     t0 = time.perf_counter()
@@ -72,7 +74,7 @@ def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str
     if mapping is not None:
         mapped = map_frame(df, mapping, contract)
         frame, cast_failures = mapped.frame, mapped.cast_failures
-    history = load_history(landed.dataset, landed.load_id, dq, contract)
+    history = quality_history(landed.dataset, landed.load_id, dq, contract)  # stored load profiles, else the rows
     t1 = time.perf_counter()
     ev = evaluate(frame, contract, active_rules(landed.dataset, landed.load_id, store), history, dq,
                   cast_failures=cast_failures, rows_landed=len(df))

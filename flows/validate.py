@@ -45,6 +45,7 @@ from pipewarden.policies.contract import Contract, SchemaDiff, load_contract, sc
 from pipewarden.store import StateStore
 from pipewarden.tools.checks import CheckReport, Engine, rows_as_json
 from pipewarden.tools.contracts import active_contract
+from pipewarden.tools.load_profile import write_profile
 from pipewarden.tools.mapping import conform_to_contract, map_frame, mapping_for_batch
 from pipewarden.tools.quality_rules import active_rules, check_with_rules
 
@@ -252,6 +253,8 @@ def validate_pushdown(landed: Landed, contract: Contract, store: StateStore, *, 
                     timings["checks_ms"] = _ms(t1)
                     halted = report.over_threshold
                     accepted = 0 if halted else _write_accepted(wh, batch, contract, landed)
+                    if not halted:
+                        write_profile(wh, landed.dataset, landed.load_id)
                     set_load_status(landed.dataset, landed.load_id, "halted_checks" if halted else "accepted",
                                     con=wh)
     if not diff.clean:
@@ -343,6 +346,7 @@ def _write(contract: Contract, landed: Landed, original: pd.DataFrame, frame: pd
                 wh.write_frame("quarantine", quarantine)
             if accepted is not None:
                 wh.write_frame(table, accepted)
+                write_profile(wh, landed.dataset, landed.load_id)  # what the quality history reads of this load
             set_load_status(landed.dataset, landed.load_id, status, con=wh)
     return (0 if accepted is None else len(accepted)), (0 if quarantine is None else len(quarantine))
 
