@@ -2,8 +2,8 @@
 
 What runs is the project's `[demo]` section (`pipewarden.project.DemoConfig`): the team's own Prefect flow
 (`module:function` from the project folder), called in this process with the clean parameters, then with the
-drifted ones, whose flow run fails on the halted batch. The flights example's is its monthly flow: a clean
-January, a February with schema drift.
+drifted ones, whose flow run fails on the halted batch (e.g. the flights example's monthly flow: a clean January,
+then a February with schema drift).
 
 With `approve_all`, every proposal is approved by as many eligible approvers as its rule needs (the two-person rule
 for a model promotion included), round after round, with a supervisor pass between rounds, until nothing is pending
@@ -33,7 +33,7 @@ from pipewarden.errors import ConfigError
 from pipewarden.settings import get_settings
 
 DEMO_MARKER = ".pipewarden-demo"
-MAX_ROUNDS = 6  # approve-all: supervise -> approve rounds; the flights story needs three
+MAX_ROUNDS = 6  # approve-all: supervise -> approve rounds (e.g. the flights story needs three)
 
 
 class DemoSummary(BaseModel):

@@ -137,7 +137,7 @@ class World:
             shutil.copytree(self.home("base"), home)
 
             def make() -> None:
-                from pipewarden.flows.data import inject_label_decay
+                from tests.model_faults import inject_label_decay
 
                 land(pd.concat([month(1), month(2), month(3, inject_label_decay)], ignore_index=True))
                 build(load_id_for(3))

@@ -11,13 +11,14 @@ import pytest
 
 from pipewarden.errors import UserError
 from pipewarden.events import ModelDrift
-from pipewarden.flows.data import inject_feature_shift, inject_label_decay, inject_label_noise, month_batch
+from pipewarden.flows.data import month_batch
 from pipewarden.flows.detectors import detect_model_drift
 from pipewarden.flows.score import FEEDBACK_TABLE, record_feedback
 from pipewarden.flows.warehouse import connect
 from pipewarden.store import StateStore
 from pipewarden.tools.drift import DriftInputError, ModelHealthInput, model_health
 from tests.agents.retrain_world import load_id_for, world
+from tests.model_faults import inject_feature_shift, inject_label_decay, inject_label_noise
 
 MARCH = load_id_for(3)
 
