@@ -811,6 +811,40 @@ def quality_suggest(
         err_console.print(f"written to {written}")
 
 
+@quality_app.command("scan")
+def quality_scan(
+    file: Annotated[Path, typer.Argument(help="The table to scan (CSV or Parquet).")],
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Also hold it to this dataset's contract "
+                                                "(types, allowed values, bounds, unique keys).")] = None,
+    limit: Annotated[int, typer.Option(help="Flagged cells shown in the table (--json lists them all).")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find suspicious cells: missing values in disguise, format breaks, typos, outliers, values breaking a
+    dependency between columns, duplicates. Rows are 0-based positions in the file."""
+    from pipewarden.progress import progress
+    from pipewarden.tools.quality_scan import scan_file
+
+    with progress(f"scanning {file}", enabled=not as_json) as bar:
+        report = scan_file(file, dataset=dataset, reporter=bar)
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    counts = ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts.items())) or "nothing"
+    console.print(f"{escape(str(file))}: {report.rows} rows, {len(report.columns)} columns; "
+                  f"{len(report.flags)} flagged cells ({counts})")
+    if report.flags:
+        table = Table("row", "column", "kind", "value", "reason")
+        for f in report.flags[:limit]:
+            table.add_row(str(f.row), escape(f.column or "(row)"), f.kind, escape(repr(f.value) if f.value is not None
+                          else ""), escape(f.reason))
+        console.print(table)
+        if len(report.flags) > limit:
+            console.print(f"[dim]... {len(report.flags) - limit} more (--limit N, or --json for all)[/]")
+
+
 # ----------------------------------------------------------------------------------------------- slack
 slack_app = typer.Typer(help="Slack set-up: the app manifest to create pipewarden's Slack app from.",
                         no_args_is_help=True)
