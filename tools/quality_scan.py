@@ -437,7 +437,8 @@ class TypeAndPattern:
                 if col.contract is not None and col.contract.type == "integer":
                     bad |= present & np.isfinite(col.numbers) & (col.numbers != np.round(col.numbers))
                 if bad.any():
-                    yield Hits(col.name, np.flatnonzero(bad), f"not a number like the column's values{declared}")
+                    what = "digits like the column's codes" if col.kind == "code" else "a number like the column's values"
+                    yield Hits(col.name, np.flatnonzero(bad), f"not {what}{declared}")
                     present &= ~bad
             if col.kind == "date" and col.dates is not None:
                 bad = present & ~np.isfinite(col.dates)
