@@ -61,10 +61,10 @@ STATUS_ICON = {
 STATUS_WORDS = {
     ProposalStatus.pending: "waiting for a decision",
     ProposalStatus.needs_human: "needs a human: no valid change",
-    ProposalStatus.approved: "approved; applying",
+    ProposalStatus.approved: "approved; waiting for the worker to apply it",
     ProposalStatus.rejected: "rejected",
     ProposalStatus.applying: "applying",
-    ProposalStatus.applied: "applied; verifying",
+    ProposalStatus.applied: "applied; re-running and verifying",
     ProposalStatus.verified: "applied and verified",
     ProposalStatus.rolled_back: "rolled back",
     ProposalStatus.expired: "expired undecided",
