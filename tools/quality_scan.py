@@ -473,8 +473,9 @@ class TypeAndPattern:
         stripped = uniq.str.strip()
         for label, pattern in KNOWN_PATTERNS:
             match = stripped.str.match(pattern).to_numpy(dtype=bool)
-            if weights[match].sum() >= PATTERN_COVER * total and not match.all():
-                yield flag(~match, f"not {label}, as {weights[match].sum() / total:.0%} of the column is")
+            if weights[match].sum() >= PATTERN_COVER * total:
+                if not match.all():
+                    yield flag(~match, f"not {label}, as {weights[match].sum() / total:.0%} of the column is")
                 return
         spaced = weights[stripped.str.contains(" ", regex=False).to_numpy(dtype=bool)].sum() / total
         if col.kind == "text" and spaced > 0.2:
@@ -486,6 +487,11 @@ class TypeAndPattern:
             if major.sum() < PATTERN_COVER:
                 continue
             rare = share[share <= PATTERN_RARE].index
+            if level == 1:
+                # numbers of varying width inside a value ("anna7@", "anna42@"): a width is no pattern to hold to
+                widths = pd.Series(major.index).str.replace(r"9+", "9", regex=True).value_counts()
+                varying = set(widths[widths >= 2].index)
+                rare = [r for r in rare if re.sub(r"9+", "9", r) not in varying]
             if len(rare) == 0:
                 return
             shown = ", ".join(f"{s!r}" for s in major.sort_values(ascending=False).index[:3])
@@ -653,14 +659,16 @@ class Dependencies:
     def detect(self, table: ScanTable) -> Iterable[Hits]:
         n = table.rows
         cats: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+        common: dict[str, int] = {}
         for col in table.columns.values():
             if col.kind == "date" or (col.kind == "numeric" and col.numbers is not None
                                        and not np.all(np.nan_to_num(col.numbers) == np.round(np.nan_to_num(col.numbers)))):
                 continue
             codes = np.where(col.present, col.codes, -1)
-            live = int((np.bincount(col.codes[col.present], minlength=len(col.uniques)) > 0).sum())
-            if 2 <= live <= 0.5 * n:
+            counts = np.bincount(col.codes[col.present], minlength=len(col.uniques))
+            if 2 <= int((counts > 0).sum()) <= 0.5 * n:
                 cats[col.name] = (codes, col.uniques, len(col.uniques))
+                common[col.name] = int((counts >= 3).sum())  # values seen 3+ times: rare errors do not count
         names = sorted(cats, key=lambda c: -cats[c][2])[:MAX_FD_COLUMNS]
         position = {name: i for i, name in enumerate(table.columns)}
         found: list[tuple[str, str, np.ndarray, list[str]]] = []
@@ -668,7 +676,7 @@ class Dependencies:
             for b in names:
                 if a == b:
                     continue
-                ka, kb = cats[a][2], cats[b][2]
+                ka, kb = common[a], common[b]
                 if ka < kb or (ka == kb and position[a] > position[b]):
                     continue  # A determines B only with at least as many values; a 1-1 pair is checked once
                 hit = self._violations(cats[a], cats[b], n)
@@ -765,12 +773,13 @@ def scan_frame(frame: pd.DataFrame, contract: Contract | None = None, *, source:
                reporter: Reporter | None = None, detectors: Sequence[Detector] = DETECTORS) -> ScanReport:
     """Every detector over the table, in precedence order; one flag per cell (rows are 0-based positions)."""
     bar = reporter or NullReporter()
-    bar.update(completed=0, total=len(detectors) + 1, description=f"scan {source}: reading the columns".strip())
+    label = f"scan {source}" if source else "scan"
+    bar.update(completed=0, total=len(detectors) + 1, description=f"{label}: reading the columns")
     table = prepare(frame, contract)
     bar.advance()
     flags: list[CellFlag] = []
     for det in detectors:
-        bar.say(f"scan {source}: {det.kind}".strip())
+        bar.say(f"{label}: {det.kind}")
         for hits in det.detect(table):
             kind: ErrorKind = "range" if isinstance(hits, RangeHits) else det.kind
             rows = np.asarray(hits.rows, dtype=np.int64)
