@@ -6,8 +6,12 @@ roll back and re-open when verification fails.
                                         |----------------- rollback <---failed-------|
 
 Each node is safe to run twice: `submit` is idempotent per event (a proposal's id is derived from its
-event's id), `await_decision` reads the stored decision rather than trusting the resume value, and `apply`
-is idempotent in the apply tool. On resume, LangGraph re-runs the interrupted node from its start.
+event's id), `await_decision` reads the stored decision rather than trusting the resume value, `apply`
+is idempotent in the apply tool, a re-run replaces its load's rows, and `verify` finishes a rollback a crash
+interrupted. On resume, LangGraph re-runs the interrupted node from its start; after a crash, the node that was
+running. `submit` stores the proposal under the running worker's lease (`configurable.worker`), so no other
+worker resumes the thread while its author still runs it. Crash points (`pipewarden.faults`): `agent_running`
+(between the agent's first and second steps), `proposal_stored`, `applied`, `rerunning`, `verifying`.
 """
 
 from __future__ import annotations
