@@ -286,3 +286,63 @@ def test_a_rerun_through_the_deployment_is_tagged_and_linked_to_the_run_it_repai
                       "tags": ["pipewarden-rerun", f"pipewarden-repairs:{p.short_id}:{RUN['flow_run_id']}"]}]
     (link,) = [a for a in _artifacts(new_run) if a.key == f"pipewarden-repair-{p.short_id}"]
     assert RUN["flow_run_id"] in link.data and f"/proposals/{p.id}" in link.data
+
+
+# --------------------------------------------------------------------------- the whole story
+@pytest.mark.slow
+def test_the_whole_story_shows_in_prefect(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A halted run, the real schema-drift agent in a supervise flow run, an approval, the resume's re-check: every
+    step is where an on-call engineer looks in Prefect."""
+    import prefect.events
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
+
+    from pipewarden.flows.supervise import supervise_flow
+    from pipewarden.prefect import guard
+    from pipewarden.settings import get_settings
+
+    send = Recorder()
+    monkeypatch.setattr(prefect.events, "emit_event", send)
+    monkeypatch.setenv("PIPEWARDEN_EMIT_PREFECT_EVENTS", "true")
+    get_settings.cache_clear()
+
+    @flow(name="orders-pipeline")
+    def orders_pipeline() -> int:
+        return len(guard(epoch_shape(orders(30)), dataset="orders"))
+
+    halted = orders_pipeline(return_state=True)
+    assert halted.is_failed()
+    halted_run = halted.state_details.flow_run_id
+
+    def task_runs(state: Any) -> dict[str, str]:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        return {r.name: r.state.type.value for r in runs}
+
+    first = supervise_flow(sync_index=False, return_state=True)
+    assert first.is_completed()
+    event_id = _drift_event()
+    p = StateStore().proposal_for_event(event_id)
+    assert p is not None and p.status == ProposalStatus.pending
+    assert task_runs(first) == {f"schema_drift {event_id[:8]} -> {p.agent}": "COMPLETED"}
+    assert [a for a in _artifacts(halted_run) if a.key == f"pipewarden-proposal-{p.short_id}"]
+    assert "pipewarden.proposal.proposed" in send.names
+
+    StateStore().decide(p.id, Verdict.approve, "olivia")
+    second = supervise_flow(sync_index=False, return_state=True)
+    assert second.is_completed() and StateStore().get_proposal(p.id).status == ProposalStatus.verified
+    resumed = task_runs(second)  # the re-check's subflow run shows beside it (as Prefect's own task run)
+    assert {k: v for k, v in resumed.items() if not k.startswith("pipewarden-pipeline")} == {
+        f"resume proposal {p.short_id}": "COMPLETED"}
+    lifecycle = [n for n in send.names if n.startswith("pipewarden.proposal.")]
+    assert lifecycle == ["pipewarden.proposal.proposed", "pipewarden.proposal.approved",
+                         "pipewarden.proposal.applied", "pipewarden.proposal.verified"]
+    assert all(any(r["prefect.resource.id"] == f"prefect.flow-run.{halted_run}" for r in e["related"])
+               for e in send.sent if e["event"] in lifecycle)
+    with get_client(sync_client=True) as client:
+        (recheck,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[f"pipewarden-repairs:{p.short_id}:{halted_run}"])))
+    assert recheck.name.startswith(f"re-check for proposal {p.short_id}: orders: load ")
+    assert recheck.state.type.value == "COMPLETED"
