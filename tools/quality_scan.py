@@ -482,11 +482,12 @@ class TypeAndPattern:
             return  # free text (names, addresses): no single pattern to hold it to
         for level in (1, 2):
             sigs = signature(stripped, level).to_numpy(dtype=object)
-            share = pd.Series(weights).groupby(sigs).sum() / total
-            major = share[share >= PATTERN_MAJOR]
+            count = pd.Series(weights).groupby(sigs).sum()
+            share = count / total
+            major = share[(share >= PATTERN_MAJOR) & (count >= 3)]
             if major.sum() < PATTERN_COVER:
                 continue
-            rare = share[share <= PATTERN_RARE].index
+            rare = share[count <= max(1.0, PATTERN_RARE * total)].index
             if level == 1:
                 # numbers of varying width inside a value ("anna7@", "anna42@"): a width is no pattern to hold to
                 widths = pd.Series(major.index).str.replace(r"9+", "9", regex=True).value_counts()
@@ -549,16 +550,16 @@ def _near_allowed(col: ScanColumn, present: np.ndarray, allowed: list[str]) -> n
 
 def _closest(value: str, candidates: Iterable[str]) -> str | None:
     """The candidate `value` is most plausibly a typo of: equal up to case and spaces, or within a small edit
-    distance (1 for up to 5 characters, 2 for longer ones), and never for values of a single character."""
+    distance (none under 4 characters, 1 up to 5, 2 for longer ones)."""
     key = " ".join(value.split()).casefold()
-    if len(key) < 2:
-        return None
-    limit = 1 if len(key) <= 5 else 2
+    limit = 0 if len(key) < 4 else 1 if len(key) <= 5 else 2  # short codes one letter apart are other codes
     best, best_d = None, limit + 1
     for cand in candidates:
         ck = " ".join(cand.split()).casefold()
-        if ck == key:
+        if ck == key and key:
             return cand
+        if limit == 0:
+            continue
         if any(ch.isdigit() for ch in key) and any(ch.isdigit() for ch in ck) and key.isdigit() == ck.isdigit():
             continue  # codes differing in a digit are other codes, not typos
         d = edit_distance(key, ck, limit)
