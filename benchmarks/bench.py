@@ -22,6 +22,9 @@ A script, not a test: it prints figures (ratios, rates, medians) and never asser
 
 (g) big batches (benchmarks/big_batch_bench.py, `--big-batch-only`): 1M and 10M rows, 20 columns, checked and
     quarantined on the GX path and the pushdown path, against a bare DuckDB scan evaluating the same predicates.
+(h) cell-level error detection (benchmarks/quality_scan_eval.py, `--quality-scan-only`): errors of each type injected
+    into seeded tables (people, orders with and without a contract, sensors, scikit-learn's wine), precision, recall
+    and F1 per type, false positives on the clean tables, and the scan rate on 100,000 rows.
 (f) the guard on a user's flow (benchmarks/guard_bench.py, `--guard-only`): a 300,000-row export of the orders
     example through a flow with `pipewarden.prefect.guard` against the same flow without it (target <= 1.10x), and
     the time from a halted flow run to its proposal in the inbox.
@@ -88,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run only (g): a 20-column batch of 1M and 10M rows, GX path against the pushdown path and a "
                         "bare DuckDB scan (rows/s, peak RSS); --big-rows sets the sizes")
     p.add_argument("--big-rows", default="1000000,10000000", help="comma-separated batch sizes for (g)")
+    p.add_argument("--quality-scan-only", action="store_true",
+                   help="run only (h): `quality scan`'s precision, recall and F1 per injected error type "
+                        "(benchmarks/quality_scan_eval.py) and its rate on 100,000 rows")
     p.add_argument("--evals-only", action="store_true",
                    help="run only (e): the eval suite's per-agent latency (mock and offline) and its wall time")
     args = p.parse_args(argv)
@@ -575,6 +581,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps({"environment": environment(), "big_batch": big}, indent=2, default=str) + "\n")
         if args.json_path:
             args.json_path.write_text(json.dumps({"big_batch": big}, indent=2, default=str) + "\n")
+        return 0
+    if args.quality_scan_only:
+        from quality_scan_eval import render, run
+
+        scan = run(rows=2000, seeds=3, say=say)
+        sys.stdout.write(render(scan) + "\n")
+        if args.json_path:
+            args.json_path.write_text(json.dumps({"quality_scan": scan}, indent=2, default=str) + "\n")
         return 0
     if args.evals_only:
         evals = bench_evals(say)
