@@ -595,13 +595,20 @@ def inbox_approve(proposal_id: Annotated[str, typer.Argument(help="Id or a uniqu
                   actor: ActorOpt = None,
                   token_file: TokenFileOpt = None,
                   reason: Annotated[str, typer.Option(help="Why (optional for approvals).")] = "",
+                  wait: Annotated[bool, typer.Option(
+                      "--wait/--no-wait", help="Apply, re-run and verify it here and show how it ended (default), "
+                      "or only store the decision for the supervisor's worker (`pipewarden supervise`).")] = True,
                   as_json: JsonOpt = False) -> None:
     """Approve a proposal as the person you prove: the decision is stored, then the change is applied, re-run and
-    verified."""
+    verified (here, under the same lease a worker would take; with --no-wait, by the worker)."""
     _quiet_libraries()
-    from pipewarden.inbox.service import approve
+    from pipewarden.inbox.service import approve, hand_off
 
-    outcome = approve(proposal_id, _proven_actor(_known_actor(actor), token_file), via="cli", reason=reason)
+    who = _proven_actor(_known_actor(actor), token_file)
+    if wait:
+        outcome = approve(proposal_id, who, via="cli", reason=reason)
+    else:
+        outcome = hand_off(proposal_id, "approve", who, reason, via="cli")
     _print_outcome(outcome, as_json)
 
 

@@ -1,6 +1,7 @@
 """The worker's failure handling, on SQLite and PostgreSQL: one event's failure (any exception) never ends a pass;
 a failed event is retried with backoff and, out of attempts, dead-lettered as a needs-a-human proposal that the
-inbox lists with its error; a claim whose worker died is `crashed`, not `failed`.
+inbox lists with its error; a claim whose worker died is `crashed`, not `failed`. And `inbox approve`: handed to
+the worker with --no-wait, and never run twice beside a worker that holds the lease.
 
 The agents here are stand-ins (a graph that raises, or one that stores a proposal), routed in place of the real
 ones: what is under test is the supervisor around them.
@@ -24,7 +25,7 @@ from pipewarden.leases import RetryPolicy
 from pipewarden.models import ColumnMapping, Proposal, ProposalStatus
 from pipewarden.store import StateStore
 from tests.conftest import CliResult
-from tests.pipewarden.factories import drift_event
+from tests.pipewarden.factories import drift_event, pending_proposal
 
 NOW = RetryPolicy(max_attempts=2, backoff_s=0.0)  # retried at once, dead-lettered at the second failure
 
@@ -142,3 +143,30 @@ def test_an_event_whose_workers_keep_dying_is_dead_lettered_without_running_it_a
     row = store.event_row(ev.id)
     assert (row["status"], row["failure"]) == ("dead", "crashed")
     assert store.get_proposal(dead.proposal_id).status == ProposalStatus.needs_human  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- `inbox approve` and the worker
+def test_inbox_approve_no_wait_hands_off_and_says_what_happens_next(
+    state_url: str, pw: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    monkeypatch.setenv("PIPEWARDEN_TOKEN", store.issue_token("alice"))
+    res = pw("inbox", "approve", p.short_id, "--no-wait")
+    assert res.code == 0, res.err
+    assert "the next `pipewarden supervise` applies it" in res.out_text
+    assert store.get_proposal(p.id).status == ProposalStatus.approved
+    assert store.resume_requested() == [str(p.id)]
+
+
+def test_inbox_approve_while_a_worker_holds_the_lease_says_so(
+    state_url: str, pw: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StateStore()
+    p = pending_proposal(store)
+    store.take_proposal_lease(p.id, "worker-host:4242")
+    monkeypatch.setenv("PIPEWARDEN_TOKEN", store.issue_token("alice"))
+    res = pw("inbox", "approve", p.short_id)
+    assert res.code == 0, res.err
+    assert "the worker worker-host:4242 is applying it now" in res.out_text
+    assert [e.action for e in store.audit_entries(str(p.id))] == ["proposed", "approved"]
