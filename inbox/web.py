@@ -1,7 +1,7 @@
 """The web inbox: server-rendered pages (FastAPI + Jinja2) and a JSON API over the decision service.
 
 Pages (sign-in required; every form carries the session's CSRF token and every form POST checks it):
-`GET /login`, `POST /login` (a personal token -> a signed session cookie), `POST /logout`; `GET /` (the queue:
+`GET /login`, `POST /login` (a personal token -> a server-side session), `POST /logout`; `GET /` (the queue:
 filters `agent`, `dataset`, `risk`, `status` as query parameters with counts per facet, 50 per page, newest
 first); `GET /proposals/{id}` (diagnosis, the change as a diff, dry-run evidence, citations with provenance
 and age, risk, who must approve, decisions, audit trail); `POST /proposals/{id}/approve|reject|edit|resume`.
@@ -10,9 +10,15 @@ API (`Authorization: Bearer <personal token>`): `GET /api/proposals` (filters, `
 `GET /api/proposals/{id}`, `POST /api/proposals/{id}/decision` with `{"verdict", "reason"}`, and `POST /api/events`
 (a `reporter` reports an event from outside a flow: 201 with its id; with an `Idempotency-Key` seen before, 200 with
 the first event's id; a bad body is 422 with `loc` and `problem`). Errors are
-`{"error", "hint"}` with 401 (no or bad token), 403 (not allowed), 404 (unknown id), 409 (already decided,
-expired, an edit that does not pass its dry-run), 413 (body over 64 KiB, refused before parsing) and 422
-(malformed JSON or fields). `GET /healthz` is open.
+`{"error", "hint"}` with 401 (no or bad token), 403 (not allowed), 404 (unknown id, or one the person may not
+read), 409 (already decided, expired, an edit that does not pass its dry-run), 413 (body over 64 KiB, refused
+before parsing), 422 (malformed JSON or fields) and 429 (too many failed sign-ins, with Retry-After). `GET /healthz`
+is open. Every answer carries the CSP and anti-framing headers (`SecurityHeaders`).
+
+Deciding stores the decision (with its durable request for a worker to resume the graph, in the same transaction)
+and answers at once: nothing is applied, re-run or verified in this process, not even in a background task. The
+supervisor's worker (`inbox.worker`, started beside the server by `serve`) does that; the pages and the API show
+its progress (`progress`). A person reads only the proposals of datasets they hold a role on.
 
 The deciding person is always the signed-in approver (session, trusted proxy header, or bearer token); there
 is no free-text actor. Whether they may decide is `inbox.service.decide`'s call (the approval policy). Editing
@@ -22,7 +28,8 @@ edited proposal can be approved only when its new dry-run passes (for a mapping:
 Every template is autoescaped: titles, diagnoses, column names and samples come from data and LLMs.
 
 Public names: `create_app`, `serve`, `ensure_port_free`, `status_code_for`, `invalid_field`, `approvers`,
-`parse_filters`, `MAX_BODY_BYTES`, `PAGE_SIZE`.
+`parse_filters`, `progress`, `Progress`, `queue_page`, `readable_view`, `check_can_read`, `check_can_resume`,
+`NotReadable`, `SecurityHeaders`, `MAX_BODY_BYTES`, `PAGE_SIZE`.
 """
 
 from __future__ import annotations
