@@ -112,10 +112,13 @@ def run_context(dataset: str, load_id: str) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- checking
-def _check(landed: Any, df: pd.DataFrame, *, run_id: str | None) -> GuardResult:
+def _check(landed: Any, df: pd.DataFrame, *, run_id: str | None, say: Any = None) -> GuardResult:
+    """Validate, the quality stage, the accepted rows; `say` (a progress reporter's) hears which step runs."""
     from pipewarden.flows.quality_checks import check_quality
     from pipewarden.flows.validate import validate
 
+    say = say or (lambda _: None)
+    say(f"validating {landed.dataset} load {landed.load_id} ({len(df):,} rows)")
     outcome = validate(landed, df, run_id=run_id)
     result = GuardResult(dataset=landed.dataset, load_id=landed.load_id, status="accepted", rows_in=len(df),
                          rows_quarantined=outcome.rows_quarantined, event_ids=list(outcome.event_ids),
@@ -123,12 +126,14 @@ def _check(landed: Any, df: pd.DataFrame, *, run_id: str | None) -> GuardResult:
     if outcome.halted:
         return result.model_copy(update={"status": "halted", "halted_at": "validate", "reason": outcome.reason,
                                          "halt_event_id": outcome.event_ids[0] if outcome.event_ids else None})
+    say(f"quality checks on {landed.dataset} load {landed.load_id}")
     quality = check_quality(landed, df, run_id=run_id)
     result.event_ids += quality.event_ids
     if quality.halted:
         halting = [eid for f, eid in zip(quality.findings, quality.event_ids, strict=False) if f.halt]
         return result.model_copy(update={"status": "halted", "halted_at": "quality", "reason": quality.reason,
                                          "halt_event_id": halting[0] if halting else None})
+    say(f"reading the accepted rows of {landed.dataset} load {landed.load_id}")
     accepted = _accepted_rows(landed.dataset, landed.load_id)
     return result.model_copy(update={"accepted": accepted, "rows_accepted": len(accepted)})
 
@@ -155,12 +160,18 @@ def guard_batch(data: Any, dataset: str, *, load_id: str | None = None, source: 
     UnknownNameError for a dataset without a contract, InputFileError for a file that cannot be read, and
     BatchRefused (an InputFileError) for a batch ingest refuses, once its RunFailed event is in the outbox.
     """
-    landed = land_batch(dataset, data, load_id=load_id, source=source)
-    if run:
-        record_run_context(landed, run)
-    df = _read(landed)
-    with guard_lineage(landed) as lineage:  # OpenLineage START, then COMPLETE or FAIL (off unless configured)
-        result = lineage.finished(_check(landed, df, run_id=(run or {}).get("flow_run_id")))
+    from pipewarden.progress import progress
+
+    # a transient spinner on stderr naming the step, only when stderr is a terminal (the guard in a flow run
+    # launched from one); nothing in a worker, a test or a pipe
+    with progress(f"guarding a batch of {dataset}") as bar:
+        bar.say(f"landing a batch of {dataset}")
+        landed = land_batch(dataset, data, load_id=load_id, source=source)
+        if run:
+            record_run_context(landed, run)
+        df = _read(landed)
+        with guard_lineage(landed) as lineage:  # OpenLineage START, then COMPLETE or FAIL (off unless configured)
+            result = lineage.finished(_check(landed, df, run_id=(run or {}).get("flow_run_id"), say=bar.say))
     if result.halted:
         message, hint = halt_message(result, store)
         raise BatchHalted(message, hint=hint, result=result)
