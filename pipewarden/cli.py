@@ -306,8 +306,9 @@ def supervise(
     interval: Annotated[float, typer.Option(help="Seconds between polls when not --once.")] = 5.0,
     as_flow: Annotated[bool | None, typer.Option(
         "--flow/--no-flow", help="Run each pass as the Prefect flow pipewarden-supervise (a task run per event and "
-                                 "per resumed proposal). Default: a flow when PREFECT_API_URL is set; without it a "
-                                 "flow would first start Prefect's ephemeral server (tens of seconds).")] = None,
+                                 "per resumed proposal). Default: a flow when PREFECT_API_URL is set and there is work; "
+                                 "without it a flow would first start Prefect's ephemeral server (tens of "
+                                 "seconds).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Claim pending events, route each to its agent, and resume graphs whose proposals were decided.
@@ -320,7 +321,7 @@ def supervise(
 
     from pipewarden.flows.knowledge_sync import sync_knowledge
     from pipewarden.flows.prefect_story import prefect_configured
-    from pipewarden.flows.supervise import supervise_flow, supervise_pass
+    from pipewarden.flows.supervise import has_work, supervise_flow, supervise_pass
     from pipewarden.progress import progress
 
     # Agents cite the knowledge index: bring it up to date first (unchanged chunks are skipped).
@@ -334,7 +335,7 @@ def supervise(
     while True:
         with progress("supervise: handling pending events and decided proposals", enabled=not as_json):
             expired = expire_stale()
-            if as_flow if as_flow is not None else prefect_configured():
+            if as_flow if as_flow is not None else prefect_configured() and has_work():
                 report = SuperviseReport.model_validate(supervise_flow(sync_index=False))
             else:
                 report = supervise_pass()

@@ -233,6 +233,24 @@ def test_supervise_runs_as_a_flow_with_a_task_run_per_agent_run(prefect_harness:
                        "resume proposal cccccccc": "COMPLETED"}
 
 
+def test_an_idle_supervise_loop_has_no_work_to_make_a_flow_run_of() -> None:
+    from pipewarden.flows.supervise import has_work
+
+    assert not has_work()
+    event_id = _guarded_halt({})
+    assert has_work()  # the drift event waits in the outbox
+    store = StateStore()
+    (claim,) = store.claim("w1")
+    assert has_work()  # claimed: a dead worker's claim is taken over by the next pass
+    store.finish_event(claim.event.id, "proposed")
+    assert not has_work()
+    p = store.create_proposal(Proposal(event_id=event_id, agent="schema-drift", dataset="orders", title="fix",
+                                       diagnosis="drift", change=_mapping(event_id), thread_id=f"event-{event_id}"))
+    assert not has_work()  # pending: waits for a person, not for the worker
+    store.decide(p.id, Verdict.approve, "alice")
+    assert has_work()  # the decision asks for a resume
+
+
 # --------------------------------------------------------------------------- re-runs
 def test_a_recheck_rerun_is_a_flow_run_named_after_its_proposal_and_linked_to_the_run_it_repairs(
         prefect_harness: None) -> None:
