@@ -204,10 +204,16 @@ class PushdownBatch:
                 f"arg_min({_q(c)}, {ROW}) FILTER (WHERE {_q(c)} <> floor({_q(c)}))" for c in floats
             ) + " FROM src").fetchall()[0]
             fraction = dict(zip(floats, row, strict=True))
+        # the first rows in one read (file order: insertion order is preserved); a column with fewer than n
+        # values there is read on its own, stopping at its n-th value
+        first = self.con.sql(f"SELECT * EXCLUDE ({ROW}) FROM src LIMIT {int(n) * 5}").to_arrow_table().to_pandas()
         for c in self.types:
-            # file order without a sort (insertion order is preserved), so the scan stops at the n-th value
-            head = self.con.sql(f"SELECT {_q(c)} FROM src WHERE {_q(c)} IS NOT NULL LIMIT {int(n)}"
-                                ).to_arrow_table().to_pandas()[c]
+            head = first[c].dropna()
+            if len(head) >= n:
+                head = head.iloc[:n]
+            else:
+                head = self.con.sql(f"SELECT {_q(c)} FROM src WHERE {_q(c)} IS NOT NULL LIMIT {int(n)}"
+                                    ).to_arrow_table().to_pandas()[c]
             if fraction.get(c) is not None:
                 head = pd.concat([head, pd.Series([fraction[c]], dtype=head.dtype)], ignore_index=True)
             if head.empty:
