@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_non_interactive_demo_finds_the_drift_and_heals_it(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "PIPEWARDEN_HOME": str(home), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PIPEWARDEN_EMIT_PREFECT_EVENTS": "true"}
+           "PIPEWARDEN_EMIT_PREFECT_EVENTS": "true",
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}  # a busy CI machine starts it slowly
     res = subprocess.run([sys.executable, "-m", "pipewarden", "demo", "--approve-all", "--no-serve", "--json"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
