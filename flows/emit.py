@@ -2,7 +2,9 @@
 
 The outbox write is the event (invariant 5: durable before acted on). The Prefect mirror, on by default and
 off with `PIPEWARDEN_EMIT_PREFECT_EVENTS=false`, lets Prefect automations and the UI see the same event under
-the same id; a failure to mirror is logged and never loses the event.
+the same id; a failure to mirror is logged and never loses the event. What happens to the event afterwards (the
+proposal drafted for it, approved, applied, verified, rolled back) reaches Prefect as `pipewarden.proposal.*`
+events on the same dataset resource, mirrored from the audit log by `flows.prefect_story.LifecycleMirror`.
 """
 
 from __future__ import annotations
