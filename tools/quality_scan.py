@@ -3,8 +3,10 @@
 `scan_frame(frame, contract=None)` returns a `ScanReport`: one `CellFlag` per suspicious cell, `{row, column,
 kind, reason, value}`, where `row` is the 0-based position in the file (never the DataFrame's index, which a
 Parquet file may carry) and `column` is None for a whole-row finding (an exact duplicate row). Each detector
-below is one error type behind the small `Detector` protocol; `DETECTORS` is their order of precedence: a cell
-flagged by an earlier detector is not flagged again by a later one, so each cell carries its best explanation.
+below is one error type behind the small `Detector` protocol; `DETECTORS` is their order of precedence (missing,
+typo, format, domain/range, outlier, dependency, duplicate): a cell flagged by an earlier detector is not flagged
+again by a later one, so each cell carries its best explanation ("aBrolo" is a typo of "Barolo" before it is a
+break of the column's `Aa` pattern).
 
 - `missing`: missing values in disguise ("N/A", "-", "?", "null", "none", empty strings, real nulls) and clear
   numeric or date sentinels (9999-style values far above every other value, -1 in a column otherwise >= 0,
@@ -16,8 +18,9 @@ flagged by an earlier detector is not flagged again by a later one, so each cell
 - `domain` / `range` (contract only): a value outside the contract's `allowed` set (and not a near miss of one,
   see `typo`), longer than `max_length`, or outside `min`/`max`.
 - `typo`: in a low-cardinality column (its frequent values cover most rows), a rare value within a small edit
-  distance (or equal up to case and spaces) of a value at least ten times more frequent; with a contract, the
-  `allowed` values are the reference.
+  distance (or equal up to case and spaces) of a value at least ten times more frequent. A value with digits is
+  never a typo (a code's changes are format questions); one under four characters only by case and spacing
+  ("UA" and "US" are two carriers). With a contract, the `allowed` values are the reference.
 - `outlier`: numeric and date values far from the column's centre by a robust z-score (median and MAD, IQR when
   the MAD is zero), on a log scale when the column is positive and right-skewed.
 - `dependency`: approximate functional dependencies A -> B discovered between categorical columns (B is what A
@@ -552,6 +555,8 @@ def _closest(value: str, candidates: Iterable[str]) -> str | None:
     """The candidate `value` is most plausibly a typo of: equal up to case and spaces, or within a small edit
     distance (none under 4 characters, 1 up to 5, 2 for longer ones)."""
     key = " ".join(value.split()).casefold()
+    if any(ch.isdigit() for ch in key):
+        return None  # codes and numbers: a changed digit or letter case is a format question, not a typo
     limit = 0 if len(key) < 4 else 1 if len(key) <= 5 else 2  # short codes one letter apart are other codes
     best, best_d = None, limit + 1
     for cand in candidates:
@@ -560,8 +565,6 @@ def _closest(value: str, candidates: Iterable[str]) -> str | None:
             return cand
         if limit == 0:
             continue
-        if any(ch.isdigit() for ch in key) and any(ch.isdigit() for ch in ck) and key.isdigit() == ck.isdigit():
-            continue  # codes differing in a digit are other codes, not typos
         d = edit_distance(key, ck, limit)
         if d < best_d:
             best, best_d = cand, d
@@ -765,7 +768,7 @@ class Duplicates:
                 yield Hits(k, free, [f"duplicate key ({label}): the same as row {int(kfirst[r])}" for r in free])
 
 
-DETECTORS: tuple[Detector, ...] = (MissingValues(), TypeAndPattern(), ContractRules(), Typos(), Outliers(),
+DETECTORS: tuple[Detector, ...] = (MissingValues(), Typos(), TypeAndPattern(), ContractRules(), Outliers(),
                                    Dependencies(), Duplicates())
 
 
