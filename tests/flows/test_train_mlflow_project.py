@@ -73,6 +73,7 @@ def sensors_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.mark.slow  # the MLflow project runs in a child Python process (imports mlflow, scikit-learn, duckdb)
 def test_an_mlflow_project_trains_the_champion(sensors_project: Path) -> None:
     from pipewarden.flows.train import train
     from pipewarden.flows.warehouse import connect
