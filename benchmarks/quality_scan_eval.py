@@ -354,7 +354,8 @@ def run(rows: int, seeds: int, say: Any) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> str:
     lines = []
-    for label, types in result["totals"].items():
+    totals = result["totals"]
+    for label, types in sorted(totals.items(), key=lambda kv: kv[0] == "ALL"):  # every table, then all together
         lines.append(f"\n{label}")
         lines.append(f"  {'error type':<11} {'injected':>8} {'flagged':>8} {'precision':>9} {'recall':>7} {'F1':>6} "
                      f"{'any-kind recall':>15}")
