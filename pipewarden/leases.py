@@ -7,8 +7,8 @@ dies stops renewing, and the next worker takes the lease over once it has expire
 process on this machine that no longer exists (`owner_is_gone`), which is what a crashed `supervise` or a killed
 `inbox approve` on a laptop leaves behind.
 
-Owners are named `host:pid` (`worker_name()`); other names (an eval's `eval:scenario`) are valid owners whose
-leases are only ever taken over by expiry.
+Owners are named `host:pid@pid-namespace` (`worker_name()`); other names (an eval's `eval:scenario`) are valid
+owners whose leases are only ever taken over by expiry.
 
 Public names: `LeasePolicy`, `RetryPolicy`, `LeaseHeld`, `Heartbeat`, `worker_name`, `owner_is_gone`, `LEASE_POLICY`,
 `RETRY_POLICY`.
@@ -57,21 +57,34 @@ class LeaseHeld(InvalidTransition):
         )
 
 
-def worker_name() -> str:
-    """This process as a lease owner: `host:pid`."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def _pid_namespace() -> str:
+    """This process's PID namespace (Linux), so that containers sharing a host name never judge each other's
+    processes by their pids; empty where there is none to read."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def worker_name(pid: int | None = None) -> str:
+    """A process of this machine as a lease owner: `host:pid@pid-namespace` (this process by default)."""
+    ns = _pid_namespace()
+    return f"{socket.gethostname()}:{pid if pid is not None else os.getpid()}" + (f"@{ns}" if ns else "")
 
 
 def owner_is_gone(owner: str | None) -> bool:
-    """True when `owner` names a process on this machine (`host:pid`) that no longer exists: its lease is void.
+    """True when `owner` names a process on this machine, in this PID namespace (`worker_name()`'s form), that no
+    longer exists: its lease is void.
 
-    Owners on other machines, and names that are not `host:pid`, are never judged gone: only their lease's expiry
-    frees their work.
+    Owners on other machines or in other PID namespaces (another container), and names of another form, are never
+    judged gone: only their lease's expiry frees their work. A pid reused by a new process reads as alive, which
+    also only means waiting for the expiry.
     """
     if not owner:
         return True
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    where, _, ns = owner.partition("@")
+    host, _, pid = where.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or ns != _pid_namespace():
         return False
     if int(pid) == os.getpid():
         return False

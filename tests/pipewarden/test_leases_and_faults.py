@@ -29,10 +29,12 @@ def test_only_a_gone_process_on_this_machine_loses_its_lease_at_once() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     host = socket.gethostname()
-    assert owner_is_gone(f"{host}:{child.pid}")
+    gone = worker_name(child.pid)
+    assert gone.startswith(f"{host}:{child.pid}") and owner_is_gone(gone)
     assert not owner_is_gone(worker_name())  # this process
-    assert not owner_is_gone(f"{host}:1")  # alive (init), whoever owns it
-    assert not owner_is_gone(f"another-host:{child.pid}")  # elsewhere: only expiry frees it
+    assert not owner_is_gone(worker_name(1))  # alive (init), whoever owns it
+    assert not owner_is_gone(gone.replace(host, "another-host"))  # elsewhere: only expiry frees it
+    assert not owner_is_gone(f"{host}:{child.pid}@1")  # another PID namespace (a container): only expiry
     assert not owner_is_gone("eval:scenario-1")  # not host:pid
     assert owner_is_gone(None)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from pipewarden import db
 from pipewarden.errors import Expired, InvalidTransition, NotApproved, UnknownNameError, UserError
 from pipewarden.ids import utcnow
-from pipewarden.leases import LEASE_POLICY, LeaseHeld
+from pipewarden.leases import LEASE_POLICY, LeaseHeld, worker_name
 from pipewarden.models import ProposalStatus, Verdict
 from pipewarden.store import StateStore
 from pipewarden.tokens import hash_token
@@ -56,7 +55,7 @@ def _gone_local_owner() -> str:
     """A lease owner naming a process on this machine that has exited (as a killed worker leaves behind)."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    return f"{socket.gethostname()}:{child.pid}"
+    return worker_name(child.pid)
 
 
 def test_a_live_claim_is_kept_and_an_expired_one_is_taken_over_as_crashed(state_url: str) -> None:

@@ -10,7 +10,6 @@ ones: what is under test is the supervisor around them.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import pytest
 from pipewarden.agents import supervisor
 from pipewarden.agents.lifecycle import proposal_id_for, thread_id_for
 from pipewarden.agents.router import Route
-from pipewarden.leases import RetryPolicy
+from pipewarden.leases import RetryPolicy, worker_name
 from pipewarden.models import ColumnMapping, Proposal, ProposalStatus
 from pipewarden.store import StateStore
 from tests.conftest import CliResult
@@ -114,7 +113,7 @@ def test_an_event_failing_again_and_again_is_dead_lettered_for_a_person(
 def _gone_owner() -> str:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    return f"{socket.gethostname()}:{child.pid}"
+    return worker_name(child.pid)
 
 
 def test_a_claim_whose_worker_died_is_crashed_not_failed(state_url: str, agents: Callable) -> None:
