@@ -8,9 +8,10 @@ typo, format, domain/range, outlier, dependency, duplicate): a cell flagged by a
 again by a later one, so each cell carries its best explanation ("aBrolo" is a typo of "Barolo" before it is a
 break of the column's `Aa` pattern).
 
-- `missing`: missing values in disguise ("N/A", "-", "?", "null", "none", empty strings, real nulls) and clear
-  numeric or date sentinels (9999-style values far above every other value, -1 in a column otherwise >= 0,
-  1900-01-01 / 9999-12-31). With a contract, real nulls are flagged only in columns declared `nullable: false`.
+- `missing`: missing values in disguise ("N/A", "-", "?", "null", "none", ...) and clear numeric or date
+  sentinels (9999-style values far above every other value, -1 in a column otherwise >= 0, 1900-01-01 /
+  9999-12-31). Empty cells (an empty CSV field, a Parquet null) are flagged in columns that are otherwise filled
+  (at most `EMPTY_RARE` of them empty); with a contract, in columns declared `nullable: false`.
 - `format`: a value that does not parse as its column's type (declared by the contract, else inferred when at
   least 95% of the values parse), or breaks the column's dominant pattern: a well-known one (e-mail, URL, UUID)
   or a character-class signature (digits counted, letter runs collapsed: "02134" is `99999`, "AB-12" is `A-99`)
@@ -79,6 +80,7 @@ TYPE_SHARE = 0.95  # share of values that must parse for a column to be typed (n
 PATTERN_COVER = 0.95  # share of values the dominant signatures must cover
 PATTERN_MAJOR = 0.05  # a signature this frequent is one of the dominant ones
 PATTERN_RARE = 0.01  # a signature at most this frequent breaks the pattern
+EMPTY_RARE = 0.05  # without a contract, empty cells are flagged in columns with at most this share of them
 ROBUST_Z = 6.0  # an outlier's robust z-score
 FD_HOLDS = 0.95  # share of rows in which an approximate dependency A -> B must hold
 MAX_FD_COLUMNS = 40
@@ -262,8 +264,8 @@ def _column(name: str, series: pd.Series, contract: ColumnContract | None) -> Sc
         kind = "boolean"
     if kind in (None, "numeric"):
         sample = uniques[live][:200]
-        numbers_u = _parse_numbers(uniques) if kind == "numeric" or np.isfinite(_parse_numbers(sample)).mean() >= 0.5 \
-            else np.full(len(uniques), np.nan)
+        numeric_like = len(sample) > 0 and np.isfinite(_parse_numbers(sample)).mean() >= 0.5
+        numbers_u = _parse_numbers(uniques) if kind == "numeric" or numeric_like else np.full(len(uniques), np.nan)
         if kind == "numeric" or weights[live & np.isfinite(numbers_u)].sum() >= TYPE_SHARE * n_present:
             col.numbers, kind = numbers_u[codes], "numeric"
             if contract is None and _is_code(uniques[live & np.isfinite(numbers_u)]):
@@ -294,7 +296,8 @@ def _is_code(values: np.ndarray) -> bool:
         return False
     lengths = s.str.len()
     width = int(lengths.mode().iloc[0])
-    return (width >= 4 and (lengths == width).mean() >= 0.98) or bool(s.str.startswith("0").mean() >= 0.02)
+    leading_zero = (s.str.len() > 1) & s.str.startswith("0")
+    return (width >= 4 and (lengths == width).mean() >= 0.98) or bool(leading_zero.mean() >= 0.02)
 
 
 def _looks_like_dates(values: np.ndarray) -> bool:
@@ -379,7 +382,8 @@ class MissingValues:
                 token_u &= ~_isin(norm, [a.strip().lower() for a in col.contract.allowed])
             empty = col.null | col.cells(norm == "")
             token = col.cells(token_u) & ~empty
-            flag_empty = col.contract is None or not col.contract.nullable
+            # without a contract an empty cell is an error where the column is nearly always filled
+            flag_empty = (empty.mean() <= EMPTY_RARE) if col.contract is None else not col.contract.nullable
             col.missing = token | empty
             empty_reason = "missing value (empty)" if col.contract is None else \
                 "missing value in a column the contract declares not nullable"
@@ -621,7 +625,7 @@ class Outliers:
             if col.kind == "numeric" and col.numbers is not None:
                 x, unit = col.numbers, ""
             elif col.kind == "date" and col.dates is not None:
-                x, unit = col.dates, " (as a date)"
+                x, unit = col.dates, " (dates)"
             else:
                 continue
             ok = col.present & np.isfinite(x)
