@@ -164,6 +164,15 @@ def diagnose(state: CostState) -> CostState:
     return {"findings": [f.model_dump() for f in findings], "current": m.model_dump()}
 
 
+def _with_earlier(now: Any, earlier: Any) -> Any:
+    """`now`'s measurement with `earlier`'s timed builds of the same SQL on the same data counted in (diagnose's
+    build is the first of the timed runs, so a slow regressed model is not built once more just to be timed)."""
+    import statistics
+
+    times = [*earlier.elapsed_ms, *now.elapsed_ms]
+    return now.model_copy(update={"elapsed_ms": times, "median_ms": round(statistics.median(times), 3)})
+
+
 def _source_rank(source: str) -> int:
     head = source.split(":")[0]
     return SOURCE_ORDER.index(head) if head in SOURCE_ORDER else len(SOURCE_ORDER)
@@ -217,7 +226,8 @@ def draft(state: CostState) -> CostState:
     try:
         first = Measurement.model_validate(state["current"])
         runs = policy.prove.timed_runs if first.median_ms < SLOW_BUILD_MS else min(policy.prove.timed_runs, 2)
-        before = measure(con, current, runs=runs, into="__pw_cost_current")
+        before = _with_earlier(measure(con, current, runs=max(1, runs - len(first.elapsed_ms)), into="__pw_cost_current"),
+                               first)
 
         def check(source: str, sql: str, reason: str) -> list[str]:
             if sql in results:

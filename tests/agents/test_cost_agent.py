@@ -36,9 +36,29 @@ def _injected(fault: str):
     return injected, injected.events[0]
 
 
-def test_repeated_scan_becomes_a_proven_patch_that_verifies_after_approval() -> None:
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Timed builds per SQL text through `tools.cost.measure` (what the agent builds, and how often)."""
+    from pipewarden.tools import cost
+
+    builds: dict[str, int] = {}
+    real = cost.measure
+
+    def counting(con, sql, *, runs=1, into=None):  # type: ignore[no-untyped-def]
+        builds[sql] = builds.get(sql, 0) + max(1, runs)
+        return real(con, sql, runs=runs, into=into)
+
+    monkeypatch.setattr(cost, "measure", counting)
+    return builds
+
+
+def test_repeated_scan_becomes_a_proven_patch_that_verifies_after_approval(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipewarden.policies.cost import load_cost_policy
+
     injected, event = _injected("repeated_scan")
+    builds = _count_builds(monkeypatch)
     report = supervise_once()
+    # the regressed SQL is built timed_runs times in all: diagnose's profiled build is the first timed run
+    assert builds[injected.sql] == load_cost_policy().prove.timed_runs
     assert [(h.agent, h.status) for h in report.handled] == [("cost", "pending")]
     p = _proposal_for(event.id)
     assert p.change.kind == "sql_model_patch" and p.change.model == "route_daily"
