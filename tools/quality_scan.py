@@ -23,7 +23,8 @@ break of the column's `Aa` pattern).
   never a typo (a code's changes are format questions); one under four characters only by case and spacing
   ("UA" and "US" are two carriers). With a contract, the `allowed` values are the reference.
 - `outlier`: numeric and date values far from the column's centre by a robust z-score (median and MAD, IQR when
-  the MAD is zero), on a log scale when the column is positive and right-skewed.
+  the MAD is zero), on a log scale when the column is positive and right-skewed; beyond 6, and beyond twice the
+  column's own 99th-percentile z, so a naturally heavy tail (flight delays) is not a run of outliers.
 - `dependency`: approximate functional dependencies A -> B discovered between categorical columns (B is what A
   says in at least 95% of the rows, and A explains most of B's spread); the B cell of a minority row in an
   otherwise consistent group is flagged ("zip 02134 is Boston in 48 of 50 rows"). A violation whose determinant
@@ -81,7 +82,8 @@ PATTERN_COVER = 0.95  # share of values the dominant signatures must cover
 PATTERN_MAJOR = 0.05  # a signature this frequent is one of the dominant ones
 PATTERN_RARE = 0.01  # a signature at most this frequent breaks the pattern
 EMPTY_RARE = 0.05  # without a contract, empty cells are flagged in columns with at most this share of them
-ROBUST_Z = 6.0  # an outlier's robust z-score
+ROBUST_Z = 6.0
+TAIL_FACTOR = 2.0  # an outlier's robust z-score
 FD_HOLDS = 0.95  # share of rows in which an approximate dependency A -> B must hold
 MAX_FD_COLUMNS = 40
 TYPO_MAX_VALUES = 5_000  # a column with more distinct values is not checked for typos (without a contract)
@@ -638,7 +640,9 @@ class Outliers:
             if col.kind == "numeric" and positive.mean() >= 0.99 and _right_skewed(values[positive]):
                 z_log, _ = _robust_z(np.log(values[positive]))
                 z[positive], scale = z_log, " on a log scale"
-            far = z > ROBUST_Z
+            # a heavy tail (delays, amounts) is the column's nature, not a run of errors: beyond the usual
+            # ROBUST_Z, a value must also be TAIL_FACTOR times as far out as the column's 99th percentile
+            far = z > max(ROBUST_Z, TAIL_FACTOR * float(np.percentile(z, 99)))
             if not far.any():
                 continue
             med = float(np.median(x[ok]))
