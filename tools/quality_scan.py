@@ -29,7 +29,8 @@ break of the column's `Aa` pattern).
   says in at least 95% of the rows, and A explains most of B's spread); the B cell of a minority row in an
   otherwise consistent group is flagged ("zip 02134 is Boston in 48 of 50 rows"). A violation whose determinant
   cell is itself flagged by another dependency is left out (the determinant is the suspect).
-- `duplicate`: exact duplicate rows (every later copy, column None), and duplicate keys: the contract's `unique`
+- `duplicate`: exact duplicate rows (every later copy, column None; only in a table whose rows rarely repeat, at
+  most `DUPLICATE_RARE` of them, since a narrow table of categories repeats by nature), and duplicate keys: the contract's `unique`
   keys, or without a contract a column named like an identifier (`id`, `*_id`, `uuid`, `key`) that is otherwise
   unique.
 
@@ -82,6 +83,7 @@ PATTERN_COVER = 0.95  # share of values the dominant signatures must cover
 PATTERN_MAJOR = 0.05  # a signature this frequent is one of the dominant ones
 PATTERN_RARE = 0.01  # a signature at most this frequent breaks the pattern
 EMPTY_RARE = 0.05  # without a contract, empty cells are flagged in columns with at most this share of them
+DUPLICATE_RARE = 0.05  # exact duplicate rows are flagged in tables where at most this share of rows repeat
 ROBUST_Z = 6.0
 TAIL_FACTOR = 2.0  # an outlier's robust z-score
 FD_HOLDS = 0.95  # share of rows in which an approximate dependency A -> B must hold
@@ -752,7 +754,7 @@ class Duplicates:
         h = pd.util.hash_pandas_object(frame, index=False).to_numpy()
         dup = pd.Series(h).duplicated(keep="first").to_numpy()
         firsts = pd.Series(np.arange(table.rows)).groupby(h).transform("min").to_numpy()
-        if dup.any():
+        if dup.any() and dup.mean() <= DUPLICATE_RARE:  # where rows repeat by nature, a repeat is no error
             rows = np.flatnonzero(dup)
             yield Hits(None, rows, [f"an exact duplicate of row {firsts[r]}" for r in rows])
         keys = [list(k) for k in table.contract.unique] if table.contract is not None else [

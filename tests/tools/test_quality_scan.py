@@ -216,3 +216,12 @@ def test_signature_and_edit_distance() -> None:
     assert signature(pd.Series(["john.smith42@x.org"]), level=2).tolist() == ["w.w@w.w"]
     assert edit_distance("shipped", "shiped") == 1 and edit_distance("Cambridge", "Cambrigde") == 1
     assert edit_distance("kitten", "sitting") == 3 and edit_distance("abc", "xyzxyzxyz", limit=2) == 3
+
+
+def test_a_heavy_tail_is_the_columns_nature_but_a_far_value_is_still_an_outlier() -> None:
+    rng = np.random.default_rng(5)
+    delays = np.round(rng.exponential(15, 2000) - 5 + rng.normal(0, 2, 2000)).astype(int)  # like flight delays
+    delays[[100, 900]] = [4000, -3000]
+    report = scan_frame(pd.DataFrame({"delay": delays.astype(str), "count": rng.integers(0, 10, 2000).astype(str)}))
+    assert report.column_kinds == {"delay": "numeric", "count": "numeric"}  # "0" is no leading zero: not a code
+    assert {(f.row, f.column, f.kind) for f in report.flags} == {(100, "delay", "outlier"), (900, "delay", "outlier")}
