@@ -2,7 +2,6 @@
 
     python -m tests.pipewarden.decide_worker decide PROPOSAL_ID ACTOR FOLDER
     python -m tests.pipewarden.decide_worker apply PROPOSAL_ID - FOLDER
-    python -m tests.pipewarden.decide_worker lease PROPOSAL_ID OWNER FOLDER
 """
 
 from __future__ import annotations
@@ -30,8 +29,6 @@ def main() -> None:
     try:
         if what == "decide":
             decide(pid, "approve", actor, via="cli", resume=False)
-        elif what == "lease":
-            StateStore().take_proposal_lease(pid, actor)
         else:
             apply_change(pid)
         print(json.dumps({"ok": True}))
