@@ -224,7 +224,8 @@ def test_supervise_runs_as_a_flow_with_a_task_run_per_agent_run(prefect_harness:
     get_settings.cache_clear()
     state = supervise_flow(sync_index=False, return_state=True)
     assert state.is_completed()  # one agent's failure never fails the pass
-    assert [r["status"] for r in state.result()["resumed"]] == ["verified", "failed"]
+    report = state.result()
+    assert [r["status"] for r in report["resumed"]] == ["verified", "failed"], report
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
