@@ -1,8 +1,9 @@
 """`pipewarden serve` for real: a child process serving the web inbox on a free port, a proposal approved
-over HTTP, and the (fake) agent graph resumed in the background until the proposal is verified.
+over HTTP, stored with its hand-off to a worker and answered at once, then applied by a worker until verified.
 
-The child's Resumer port is `tests.inbox.fake_resumer:resume` (PIPEWARDEN_RESUMER, with the repo root on
-PYTHONPATH): approving moves the proposal approved -> applying -> applied -> verified, as the real graph does.
+The server runs with `--no-worker` and this test plays the worker (`tests.inbox.web_client.work_once`: the lease,
+the fake resumer moving the proposal approved -> applying -> applied -> verified, the release), so the server is
+seen to apply nothing itself. The worker `serve` starts by default is `inbox.worker` (tests/inbox/test_web_worker.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from pipewarden.models import Proposal, ProposalStatus
 from pipewarden.store import StateStore
 from tests.cli.conftest import subprocess_env
+from tests.inbox.web_client import work_once
 from tests.pipewarden.factories import pending_proposal
 
 FAKE_RESUMER = "tests.inbox.fake_resumer:resume"
@@ -58,7 +60,8 @@ def inbox_server(pw_home: Path, proposal: Proposal) -> Iterator[tuple[str, subpr
     the process; always stopped at the end."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipewarden", "serve", "--port", str(port), "--trusted-user-header", "X-Forwarded-User"],
+        [sys.executable, "-m", "pipewarden", "serve", "--port", str(port), "--trusted-user-header", "X-Forwarded-User",
+         "--no-worker"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=subprocess_env(pw_home, PIPEWARDEN_RESUMER=FAKE_RESUMER),
     )
@@ -111,7 +114,10 @@ def test_serve_shows_a_pending_proposal_and_an_approval_ends_verified(
     assert outcome["decision"]["actor"] == "alice"
     assert outcome["decision"]["verdict"] == "approve"
     assert outcome["proposal"]["id"] == pid
-    assert outcome["resume"] == "scheduled"
+    assert outcome["proposal"]["status"] == "approved" and outcome["progress"]["stage"] == "waiting_for_worker"
+    time.sleep(0.5)  # were anything still running in the server after its answer, it would show now
+    assert store.get_proposal(pid).status == ProposalStatus.approved and store.resume_requested() == [pid]
+    assert work_once(store) == [pid]  # the worker's part
 
     seen: list[str] = []
 
