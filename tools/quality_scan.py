@@ -88,6 +88,7 @@ ROBUST_Z = 6.0
 TAIL_FACTOR = 2.0  # an outlier's robust z-score
 FD_HOLDS = 0.95  # share of rows in which an approximate dependency A -> B must hold
 MAX_FD_COLUMNS = 40
+DENSE_PAIRS = 4_000_000  # (A, B) value pairs counted in a dense table, above it by sorting
 TYPO_MAX_VALUES = 5_000  # a column with more distinct values is not checked for typos (without a contract)
 TYPO_COMPARISONS = 200_000  # rare x frequent value pairs compared per column, at most
 
@@ -713,26 +714,33 @@ class Dependencies:
         if nv < 20 or nv / ka < 3:
             return None  # A is nearly unique: every dependency would hold trivially
         key = a[valid].astype(np.int64) * kb + b[valid]
-        pairs, counts = np.unique(key, return_counts=True)
-        pa, pb = pairs // kb, pairs % kb
-        group = np.bincount(pa, weights=counts, minlength=ka)
-        order = np.lexsort((-counts, pa))
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = pa[order][1:] != pa[order][:-1]
-        top_b = np.full(ka, -1)
-        top_n = np.zeros(ka)
-        top_b[pa[order][first]] = pb[order][first]
-        top_n[pa[order][first]] = counts[order][first]
+        if ka * kb <= DENSE_PAIRS:  # the usual case: a dense (A, B) count table, no sort
+            table = np.bincount(key, minlength=ka * kb).reshape(ka, kb)
+            group, top_b, top_n = table.sum(axis=1), table.argmax(axis=1), table.max(axis=1).astype(float)
+            pair_count = table.ravel()
+        else:
+            pairs, counts = np.unique(key, return_counts=True)
+            pa, pb = pairs // kb, pairs % kb
+            group = np.bincount(pa, weights=counts, minlength=ka)
+            order = np.lexsort((-counts, pa))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = pa[order][1:] != pa[order][:-1]
+            top_b = np.full(ka, -1)
+            top_n = np.zeros(ka)
+            top_b[pa[order][first]] = pb[order][first]
+            top_n[pa[order][first]] = counts[order][first]
+            lookup = dict(zip(pairs.tolist(), counts.tolist(), strict=True))
+            pair_count = None
         holds = top_n.sum() / nv
         b_mode = np.bincount(b[valid], minlength=kb).max() / nv
         if holds < FD_HOLDS or (1 - holds) > 0.25 * (1 - b_mode):
             return None
-        pair_n = dict(zip(pairs.tolist(), counts.tolist(), strict=True))
         rows = np.flatnonzero(valid & (b != top_b[np.maximum(a, 0)]))
         if len(rows) == 0:
             return None
         ga, gb = a[rows], b[rows]
-        minority = np.array([pair_n[int(x) * kb + int(y)] for x, y in zip(ga, gb, strict=True)])
+        minority = pair_count[ga.astype(np.int64) * kb + gb] if pair_count is not None else \
+            np.array([lookup[int(x) * kb + int(y)] for x, y in zip(ga, gb, strict=True)])
         ok = (group[ga] >= 3) & (top_n[ga] >= 0.75 * group[ga]) & (minority <= np.maximum(1, 0.1 * top_n[ga]))
         rows = rows[ok]
         if len(rows) == 0:
