@@ -147,8 +147,29 @@ def _accepted_rows(dataset: str, load_id: str) -> pd.DataFrame:
     with connect() as wh:
         if not wh.has_table(table):
             return pd.DataFrame()
-        df = wh.read_frame(f"SELECT * FROM {wh.quote(table)} WHERE _load_id = ?", [load_id])
+        sql = f"SELECT * FROM {wh.quote(table)} WHERE _load_id = ?"
+        df = duckdb_frame(wh.duckdb, sql, [load_id]) if wh.is_duckdb else wh.read_frame(sql, [load_id])
     return df.drop(columns=["_load_id"])
+
+
+def duckdb_frame(con: Any, sql: str, params: list[Any]) -> pd.DataFrame:
+    """A DuckDB query's rows as the frame DuckDB's own `.df()` gives (the dtypes `Warehouse.read_frame` returns),
+    through Arrow: several times faster on the guard's read-back of a big batch. `.df()` makes an integer or
+    boolean column that holds a null a nullable `Int64`/`boolean`, where Arrow would give floats or objects; that
+    is the one difference, undone here column by column (`tests/flows/test_guard_progress.py` holds the two
+    equal for every contract type, with and without nulls)."""
+    import numpy as np
+    import pyarrow as pa
+
+    table = con.sql(sql, params=params).to_arrow_table()
+    df = table.to_pandas()
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        t = column.type
+        if column.null_count and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
+            nullable = pd.BooleanDtype() if pa.types.is_boolean(t) else pd.api.types.pandas_dtype(
+                np.dtype(t.to_pandas_dtype()).name.replace("uint", "UInt").replace("int", "Int"))
+            df[name] = column.to_pandas(types_mapper={t: nullable}.get)
+    return df
 
 
 def guard_batch(data: Any, dataset: str, *, load_id: str | None = None, source: str | None = None,

@@ -8,8 +8,9 @@ distribution columns). Value counts, not samples: the history built from them is
 load_history` computes from the rows (the same null shares, broken-reference shares and known broken values against
 the reference table as it is now, the same pooled decile bins), which `tests/flows/test_quality_incremental.py`
 holds it to. A column with more than `MAX_DISTINCT` distinct values in a load is not counted (its profile would not
-be compact); a history that needs it, or a load without a profile (accepted before profiles existed, or under a
-policy that named other columns), is read from the rows as before.
+be compact): a distribution column like that is read from the rows when the history is built, as before, and a
+history that needs any other missing piece (a load without a profile: accepted before profiles existed, or under a
+policy that named other columns) is read from the rows altogether.
 
 Profiles live in the warehouse table `meta_load_profiles` (dataset, load_id, profile JSON), in SQL DuckDB and
 PostgreSQL both run. One difference from the row scan: a history over more than `max_rows` rows pools every
@@ -70,13 +71,19 @@ def profile_load(wh: Any, dataset: str, load_id: str, dq: DatasetQuality | None 
     tcol = dq.time_column if dq.time_column in present else None
     select = ["count(*)"] + ([f"min({_q(tcol)})", f"max({_q(tcol)})"] if tcol else ["NULL", "NULL"])
     select += [f"avg(CASE WHEN {_q(c)} IS NULL THEN 1.0 ELSE 0.0 END)" for c in present]
-    row = wh.execute(f"SELECT {', '.join(select)} FROM {raw} WHERE _load_id = ?", [load_id])[0]
-    profile = LoadProfile(load_id=load_id, rows=int(row[0]), min_time=_utc(row[1]), max_time=_utc(row[2]),
-                          time_column=tcol,
-                          null_shares={c: float(v) for c, v in zip(present, row[3:], strict=True) if v is not None})
-    # the value counts of every compared column in one statement, each branch stopping past MAX_DISTINCT values
     texts = list(dict.fromkeys(r.column for r in dq.checks.referential.references if r.column in present))
     numbers = [c for c in dict.fromkeys(dq.checks.distribution.columns) if c in present]
+    if wh.is_duckdb:  # a column far too varied to count is known from the same scan (an estimate is enough here)
+        select += [f"approx_count_distinct({_q(c)})" for c in numbers]
+    row = wh.execute(f"SELECT {', '.join(select)} FROM {raw} WHERE _load_id = ?", [load_id])[0]
+    nulls = row[3:3 + len(present)]
+    profile = LoadProfile(load_id=load_id, rows=int(row[0]), min_time=_utc(row[1]), max_time=_utc(row[2]),
+                          time_column=tcol,
+                          null_shares={c: float(v) for c, v in zip(present, nulls, strict=True) if v is not None})
+    if wh.is_duckdb:
+        varied = {c for c, d in zip(numbers, row[3 + len(present):], strict=True) if d and d > 2 * MAX_DISTINCT}
+        numbers = [c for c in numbers if c not in varied]
+    # the value counts of every compared column in one statement, each branch stopping past MAX_DISTINCT values
     branches: list[str] = []
     for i, col in enumerate([*texts, *numbers]):
         value = (f"CAST({_q(col)} AS VARCHAR) AS t, CAST(NULL AS DOUBLE PRECISION) AS x" if i < len(texts)
@@ -108,7 +115,7 @@ def write_profile(wh: Any, dataset: str, load_id: str) -> LoadProfile:
 
 
 def history_from_profiles(wh: Any, dataset: str, exclude_load_id: str | None, dq: DatasetQuality,
-                          contract: Contract | None) -> Any:
+                          contract: Contract | None, *, max_rows: int = 400_000) -> Any:
     """The `tools.quality.History` of `dataset` built from the stored profiles of its accepted loads, or None when a
     load has no profile or a profile lacks a column the policy needs now (then read it from the rows)."""
     from pipewarden.tools.quality import (
@@ -147,8 +154,9 @@ def history_from_profiles(wh: Any, dataset: str, exclude_load_id: str | None, dq
     dist = [c for c in dq.checks.distribution.columns if c in present]
     for p in profiles:
         if p.time_column != tcol or any(c not in p.null_shares for c in nulls) \
-                or any(r.column not in p.text_counts for r in refs) or any(c not in p.number_counts for c in dist):
+                or any(r.column not in p.text_counts for r in refs):
             return None
+    from_rows = [c for c in dist if any(c not in p.number_counts for p in profiles)]  # too varied to count
     with_rows = {p.load_id for p in profiles if p.rows}  # a load whose rows were taken out has no GROUP BY row
     for ld, p in zip(loads, profiles, strict=True):
         if ld.load_id in with_rows:
@@ -180,14 +188,38 @@ def history_from_profiles(wh: Any, dataset: str, exclude_load_id: str | None, dq
             column=ref.column, reference=ref.reference, keys=keys, known_broken=sorted(broken), shares=shares,
             reference_source=source[0][0] if source else ""))
     pol = dq.checks.distribution
+    scanned = _values_from_rows(wh, raw, [ld.load_id for ld in loads], from_rows, sum(ld.rows for ld in loads),
+                                max_rows) if from_rows else {}
     for col in dist:
-        pairs = [pair for p in profiles for pair in p.number_counts[col]]
-        if not pairs:
+        if col in scanned:
+            values = scanned[col]
+        else:
+            pairs = [pair for p in profiles for pair in p.number_counts[col]]
+            values = np.repeat(np.array([v for v, _ in pairs], dtype="float64"), [n for _, n in pairs])
+        if not len(values):
             continue
-        values = np.repeat(np.array([v for v, _ in pairs], dtype="float64"), [n for _, n in pairs])
         edges = sorted({float(q) for q in np.quantile(values, np.linspace(0, 1, pol.bins + 1)[1:-1])})
         h.bins.append(ColumnBins(column=col, edges=edges, shares=bin_shares(values, edges), rows=len(values)))
     return h
+
+
+def _values_from_rows(wh: Any, raw: str, ids: list[str], columns: list[str], total: int, max_rows: int
+                      ) -> dict[str, np.ndarray]:
+    """The non-null values of `columns` over the loads `ids`, read from the rows as `tools.quality.load_history`
+    reads them (a random sample of about `max_rows` rows when the loads hold more)."""
+    import pandas as pd
+
+    from pipewarden.tools.quality import _in_list, _sample
+
+    where, params = _in_list(wh, "_load_id", ids)
+    sample = _sample(wh, max_rows) if total > max_rows else ""
+    cols = ", ".join(f"CAST({_q(c)} AS DOUBLE PRECISION) AS {_q(c)}" for c in columns)
+    arrays = wh.read_frame(f"SELECT {cols} FROM {raw} WHERE {where}{sample}", params)
+    out: dict[str, np.ndarray] = {}
+    for col in columns:
+        values = pd.to_numeric(arrays[col], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        out[col] = values[~np.isnan(values)]
+    return out
 
 
 def quality_history(dataset: str, exclude_load_id: str | None, dq: DatasetQuality, contract: Contract | None) -> Any:

@@ -86,3 +86,24 @@ def test_not_in_matches_isin() -> None:
     allowed = {"a", "c", "k"}
     assert (_not_in(values, allowed) == (~values.isin(allowed)).to_numpy()).all()
     assert _not_in(values.iloc[:0], allowed).dtype == np.bool_
+
+
+def test_a_column_too_varied_to_count_is_read_from_the_rows(m3, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipewarden.tools import load_profile
+    from pipewarden.tools.warehouse import connect as connect_warehouse
+
+    default = load_profile.MAX_DISTINCT
+    monkeypatch.setattr(load_profile, "MAX_DISTINCT", 100)  # distance has more: it is not counted
+    with connect_warehouse() as wh:
+        loads = [r[0] for r in wh.execute(f"SELECT load_id FROM {PROFILE_TABLE}")]
+        profiles = [load_profile.write_profile(wh, "flights", load_id) for load_id in loads]
+    assert all("distance" not in p.number_counts and "tailnum" not in p.text_counts for p in profiles)
+    assert _both(None)[0] is None  # a referential column it cannot count: the whole history from the rows
+    monkeypatch.setattr(load_profile, "MAX_DISTINCT", default)
+    with connect_warehouse() as wh:  # every profile counted, then distance taken out, as if it had been too varied
+        for load_id in loads:
+            p = load_profile.write_profile(wh, "flights", load_id)
+            p.number_counts.pop("distance")
+            wh.execute(f"UPDATE {PROFILE_TABLE} SET profile = ? WHERE load_id = ?", [p.model_dump_json(), load_id])
+    profiled, scanned = _both(None)  # distance's bins come from the rows, the rest from the profiles
+    assert profiled is not None and _normal(profiled) == _normal(scanned)
