@@ -183,7 +183,8 @@ class LifecycleMirror:
     """Mirror the proposals' transitions from the audit log to Prefect events, from a cursor kept in the home.
 
     `send` is `prefect.events.emit_event` (injected for tests); `cursor_path` defaults to
-    `<home>/prefect-lifecycle.cursor`. `pump()` mirrors every entry after the cursor and moves it on.
+    `<home>/prefect-lifecycle.cursor` (the last audit seq mirrored, for the state DB it was counted in).
+    `pump()` mirrors every entry after the cursor and moves it on.
     """
 
     def __init__(self, store: StateStore | None = None, *, send: Callable[..., Any] | None = None,
@@ -194,19 +195,26 @@ class LifecycleMirror:
         self.link_runs = link_runs
 
     # -- the cursor
+    def _state(self) -> str:
+        """Which state DB the cursor counts in (a hash of its URL): a cursor of another DB starts over."""
+        import hashlib
+
+        return hashlib.sha256(str(self.store.url).encode()).hexdigest()[:16]
+
     def cursor(self) -> int:
         try:
-            return int(json.loads(self.cursor_path.read_text(encoding="utf-8"))["seq"])
+            saved = json.loads(self.cursor_path.read_text(encoding="utf-8"))
+            return int(saved["seq"]) if saved.get("state") == self._state() else 0
         except FileNotFoundError:
             return 0
-        except (ValueError, KeyError, TypeError) as exc:  # a damaged cursor: start over (Prefect drops duplicates)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # damaged: start over (Prefect drops dups)
             log.warning("unreadable %s (%s): mirroring the proposal lifecycle from the start", self.cursor_path, exc)
             return 0
 
     def _save(self, seq: int) -> None:
         self.cursor_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.cursor_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"seq": seq}), encoding="utf-8")
+        tmp.write_text(json.dumps({"seq": seq, "state": self._state()}), encoding="utf-8")
         os.replace(tmp, self.cursor_path)
 
     # -- one entry

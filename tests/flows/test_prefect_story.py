@@ -184,6 +184,11 @@ def test_a_failed_send_is_sent_again_next_time_under_the_same_id(tmp_path: Path)
     again = Recorder()
     LifecycleMirror(send=again, cursor_path=tmp_path / "other", link_runs=False).pump()
     assert [e["id"] for e in again.sent] == [e["id"] for e in send.sent]
+    # A cursor counted in another state DB (the home moved to PostgreSQL, say) does not skip this one's entries.
+    (tmp_path / "moved").write_text('{"seq": 999999, "state": "another-db"}', encoding="utf-8")
+    moved = Recorder()
+    LifecycleMirror(send=moved, cursor_path=tmp_path / "moved", link_runs=False).pump()
+    assert len(moved.sent) == 3
     assert StateStore().get_proposal(p.id).status == ProposalStatus.applied
 
 
