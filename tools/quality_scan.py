@@ -762,7 +762,8 @@ class Duplicates:
         h = pd.util.hash_pandas_object(frame, index=False).to_numpy()
         dup = pd.Series(h).duplicated(keep="first").to_numpy()
         firsts = pd.Series(np.arange(table.rows)).groupby(h).transform("min").to_numpy()
-        if dup.any() and dup.mean() <= DUPLICATE_RARE:  # where rows repeat by nature, a repeat is no error
+        reported = bool(dup.any() and dup.mean() <= DUPLICATE_RARE)  # where rows repeat by nature, no error
+        if reported:
             rows = np.flatnonzero(dup)
             yield Hits(None, rows, [f"an exact duplicate of row {firsts[r]}" for r in rows])
         keys = [list(k) for k in table.contract.unique] if table.contract is not None else [
@@ -774,12 +775,16 @@ class Duplicates:
                 continue
             sub = frame[key]
             complete = np.logical_and.reduce([table.columns[k].present for k in key])
-            kh = pd.util.hash_pandas_object(sub, index=False).to_numpy()
-            kdup = pd.Series(kh).where(complete).duplicated(keep="first").to_numpy() & complete & ~dup
-            if not kdup.any():
+            at = np.flatnonzero(complete)  # rows whose key is filled (nulls are not compared)
+            kh = pd.util.hash_pandas_object(sub.iloc[at], index=False).to_numpy()
+            later = pd.Series(kh).duplicated(keep="first").to_numpy()
+            kfirst = np.zeros(table.rows, dtype=np.int64)
+            kfirst[at] = at[pd.Series(np.arange(len(at))).groupby(kh).transform("min").to_numpy()]
+            rows = at[later]
+            if reported:
+                rows = rows[~dup[rows]]  # already a whole-row finding
+            if len(rows) == 0:
                 continue
-            kfirst = pd.Series(np.arange(table.rows)).where(complete).groupby(kh).transform("min").to_numpy()
-            rows = np.flatnonzero(kdup)
             label = ", ".join(key)
             for k in key:
                 free = rows[~table.taken[k][rows]]

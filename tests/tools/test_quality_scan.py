@@ -225,3 +225,13 @@ def test_a_heavy_tail_is_the_columns_nature_but_a_far_value_is_still_an_outlier(
     report = scan_frame(pd.DataFrame({"delay": delays.astype(str), "count": rng.integers(0, 10, 2000).astype(str)}))
     assert report.column_kinds == {"delay": "numeric", "count": "numeric"}  # "0" is no leading zero: not a code
     assert {(f.row, f.column, f.kind) for f in report.flags} == {(100, "delay", "outlier"), (900, "delay", "outlier")}
+
+
+def test_many_repeated_rows_still_break_the_contracts_key() -> None:
+    df = clean_table(6, rows=100)
+    dirty = pd.concat([df, df.iloc[:10]], ignore_index=True)  # 9% of rows repeat: no whole-row finding ...
+    assert not [f for f in scan_frame(dirty).flags if f.kind == "duplicate" and f.column is None]
+    report = scan_frame(dirty, contract())  # ... but the contract's unique order_id is broken by each copy
+    keys = [(f.row, f.column) for f in report.flags if f.kind == "duplicate"]
+    assert keys == [(100 + i, "order_id") for i in range(10)]
+    assert report.flags[-1].reason == "duplicate key (order_id): the same as row 9"
