@@ -51,6 +51,7 @@ class FaultCase:
     cast_failures: dict[str, Any] = field(default_factory=dict)
     rows_landed: int = 0
     _before: Evaluation | None = None
+    _dry_runs: dict[str, DryRun] = field(default_factory=dict)
 
     @property
     def dataset(self) -> str:
@@ -146,7 +147,17 @@ def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def dry_run(case: FaultCase, change: Any) -> DryRun:
-    """The change proven on the failing batch: the checks before and after, the rows it takes out, notes."""
+    """The change proven on the failing batch: the checks before and after, the rows it takes out, notes.
+
+    Judged once per case and change: the agent proves a drafted candidate, validates the planner's answer (often
+    that same candidate) and writes the proposal's evidence from the same dry-run; each gets its own copy."""
+    key = f"{type(change).__name__}:{change.model_dump_json()}"
+    if key not in case._dry_runs:
+        case._dry_runs[key] = _dry_run(case, change)
+    return case._dry_runs[key].model_copy(deep=True)
+
+
+def _dry_run(case: FaultCase, change: Any) -> DryRun:
     before = case.before()
     notes: list[str] = []
     metrics: dict[str, float] = {"rows": float(len(case.frame)), "accepted_before": float(len(before.accepted))}
