@@ -196,7 +196,7 @@ def read_raw(path: str | Path) -> pd.DataFrame:
     import csv
 
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark is not part of the first column's name
     except UnicodeDecodeError as exc:
         raise InputFileError(path, f"is not UTF-8 (byte {exc.start}: {exc.reason})",
                              hint="re-encode it, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8.csv`") from exc

@@ -172,6 +172,8 @@ def test_a_csv_is_read_as_text_and_a_rare_parquet_null_is_missing(tmp_path: Path
     (tmp_path / "a.csv").write_text("code,city\n007,NA\n010,Boston\n", encoding="utf-8")
     raw = read_raw(tmp_path / "a.csv")
     assert raw["code"].tolist() == ["007", "010"] and raw["city"].tolist() == ["NA", "Boston"]
+    (tmp_path / "bom.csv").write_bytes("code,city\n7,Boston\n".encode("utf-8-sig"))
+    assert list(read_raw(tmp_path / "bom.csv").columns) == ["code", "city"]
     gaps = [float(i) for i in range(40)]
     gaps[17] = None  # one gap in an otherwise filled column: flagged
     pd.DataFrame({"x": gaps, "often_empty": [1.0, None, 3.0, None] * 10}).to_parquet(tmp_path / "b.parquet")
