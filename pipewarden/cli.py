@@ -792,7 +792,8 @@ def schema_match(
 
 
 # ----------------------------------------------------------------------------------------------- quality
-quality_app = typer.Typer(help="Data quality: profile data and propose a contract's expectations.", no_args_is_help=True)
+quality_app = typer.Typer(help="Data quality: scan a table for suspicious cells; profile data and propose a contract's "
+                          "expectations.", no_args_is_help=True)
 app.add_typer(quality_app, name="quality")
 
 
