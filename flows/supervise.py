@@ -10,10 +10,11 @@ after each step the proposal lifecycle is mirrored to Prefect events (`flows.pre
 `supervise_pass` is the same pass without a flow run (`pipewarden supervise --no-flow`): a flow run against
 Prefect's ephemeral server (no PREFECT_API_URL) starts a local server first (34 s on a busy 2-core laptop); against
 a running server a flow run adds about 1.6 s to a pass. `pipewarden supervise` therefore runs as a flow when
-PREFECT_API_URL is set and there is work (`has_work`: an idle loop makes no flow runs), else inline, unless told
-(`--flow`/`--no-flow`). The deployment (`flows/deploy.py`, `pipewarden deploy`) always runs this flow.
+PREFECT_API_URL is set and there is work (`supervise_work.has_work`: an idle pass makes no flow run and does not
+even import Prefect), else inline, unless told (`--flow`/`--no-flow`). The deployment (`flows/deploy.py`,
+`pipewarden deploy`) always runs this flow.
 
-Public names: `FLOW_NAME`, `supervise_flow`, `supervise_pass`, `prefect_step`, `has_work`.
+Public names: `FLOW_NAME`, `supervise_flow`, `supervise_pass`, `prefect_step`.
 """
 
 from __future__ import annotations
@@ -95,16 +96,6 @@ def supervise_pass(*, step: Callable[[str, Callable[[], Any]], Any] | None = Non
     report = supervisor()(step=step)
     _mirror(mirror)
     return report
-
-
-def has_work(store: Any = None) -> bool:
-    """Whether a pass would find something to do: an event pending or claimed (a dead worker's claim is taken over),
-    or a proposal whose decision asks for a resume. A cheap read, so an idle `supervise` loop does not make a flow
-    run every few seconds."""
-    from pipewarden.store import StateStore
-
-    store = store or StateStore()
-    return bool(store.list_events("pending") or store.list_events("claimed") or store.resume_requested())
 
 
 def _emitting() -> bool:

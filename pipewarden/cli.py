@@ -320,8 +320,6 @@ def supervise(
     import time
 
     from pipewarden.flows.knowledge_sync import sync_knowledge
-    from pipewarden.flows.prefect_story import prefect_configured
-    from pipewarden.flows.supervise import has_work, supervise_flow, supervise_pass
     from pipewarden.progress import progress
 
     # Agents cite the knowledge index: bring it up to date first (unchanged chunks are skipped).
@@ -329,16 +327,12 @@ def supervise(
         indexed = sync_knowledge()
     if not as_json:
         console.print(f"[dim]knowledge index: {indexed}[/]")
-    from pipewarden.agents.supervisor import SuperviseReport
     from pipewarden.inbox.service import expire_stale
 
     while True:
         with progress("supervise: handling pending events and decided proposals", enabled=not as_json):
             expired = expire_stale()
-            if as_flow if as_flow is not None else prefect_configured() and has_work():
-                report = SuperviseReport.model_validate(supervise_flow(sync_index=False))
-            else:
-                report = supervise_pass()
+            report = _supervise_pass(as_flow)
         for p in expired:
             console.print(f"proposal {p.short_id} expired: {p.status_reason}")
         if as_json:
@@ -349,6 +343,23 @@ def supervise(
         if once:
             return
         time.sleep(interval)
+
+
+def _supervise_pass(as_flow: bool | None) -> Any:
+    """One pass: as the Prefect flow (`--flow`, or by default when there is work and PREFECT_API_URL is set),
+    inline with the lifecycle mirrored (`--no-flow`, or work without a Prefect API), or, idle by default, inline
+    without importing Prefect at all (it costs seconds, and an idle pass has nothing to show)."""
+    from pipewarden.agents.supervisor import SuperviseReport, supervise_once
+    from pipewarden.flows.supervise_work import has_work
+
+    if as_flow is None and not has_work():
+        return supervise_once()
+    from pipewarden.flows.prefect_story import prefect_configured
+    from pipewarden.flows.supervise import supervise_flow, supervise_pass
+
+    if as_flow or (as_flow is None and prefect_configured()):
+        return SuperviseReport.model_validate(supervise_flow(sync_index=False))
+    return supervise_pass()
 
 
 @app.command()

@@ -240,7 +240,7 @@ def test_supervise_runs_as_a_flow_with_a_task_run_per_agent_run(prefect_harness:
 
 
 def test_an_idle_supervise_loop_has_no_work_to_make_a_flow_run_of() -> None:
-    from pipewarden.flows.supervise import has_work
+    from pipewarden.flows.supervise_work import has_work
 
     assert not has_work()
     event_id = _guarded_halt({})
