@@ -23,13 +23,12 @@ Tools (each a thin wrapper over the function the CLI calls):
 | `inbox_decide` | approve or reject as the caller, through `inbox.service.decide` (`via="mcp"`): the same approval rules, separation of duties, edit gate and audit as every other front end | who the rules allow |
 | `check` | a CSV/Parquet file against a dataset's contract | any approver |
 | `schema_match` | the schema-drift matcher between two files | any approver |
+| `quality_scan` | cell-level error detection on a file (`pipewarden quality scan`), with or without a contract | any approver |
 | `knowledge_search` | the knowledge index, as the caller's roles may read it | any approver |
 | `column_lineage` | the SQL models and model columns computed from a column (sqlglot) | any approver |
 | `audit_verify` | the audit log's hash chain | any approver |
 
-`quality scan` is not exposed: there is no such command yet (issue 9 adds it).
-
-Files named by `check` and `schema_match` must lie inside the project folder (relative paths resolve against it):
+Files named by `check`, `schema_match` and `quality_scan` must lie inside the project folder (relative paths resolve against it):
 an agent reaching the server over HTTP cannot make it read anything else on the machine.
 
 Errors are tool errors (`isError: true`) whose text starts with a category (`unauthenticated`, `forbidden`,
@@ -72,8 +71,8 @@ if TYPE_CHECKING:
 
 TOKEN_ENV = IDENTITY_TOKEN_ENV  # the same variable the CLI's decisions read (`inbox.identity`)
 TOKEN_HINT = "ask for a personal token (`pipewarden approvers token NAME` prints one)"
-TOOL_NAMES = ("whoami", "inbox_list", "inbox_show", "inbox_decide", "check", "schema_match", "knowledge_search",
-              "column_lineage", "audit_verify")
+TOOL_NAMES = ("whoami", "inbox_list", "inbox_show", "inbox_decide", "check", "schema_match", "quality_scan",
+              "knowledge_search", "column_lineage", "audit_verify")
 OPEN = ("pending", "needs_human")
 
 
@@ -298,6 +297,17 @@ def build_server(*, token: str | None = None, store: Callable[[], StateStore] | 
             embedder = default_embedder()
         report = match_files(project_file(reference), project_file(new), embedder=embedder)
         return report.model_dump(mode="json")
+
+    @server.tool(description="Cell-level error detection on a CSV or Parquet file inside the project: missing values "
+                             "in disguise, format breaks, typos, outliers, broken dependencies and duplicates, each as "
+                             "{row, column, kind, reason, value} (row: 0-based position in the file). dataset adds "
+                             "that contract's types, allowed values, ranges and keys.")
+    @guarded
+    def quality_scan(ctx: Context, file: str, dataset: str | None = None) -> dict[str, Any]:
+        from pipewarden.tools.quality_scan import scan_file
+
+        caller(ctx)
+        return scan_file(project_file(file), dataset=dataset).model_dump(mode="json")
 
     @server.tool(description="Search the knowledge index (contracts, runbooks, lineage, past decisions) as the "
                              "token's owner: only chunks one of their roles may read, on their datasets.")

@@ -157,6 +157,23 @@ def test_check_reads_project_files_only(store: StateStore, pw_project: Path, tmp
         assert err and "forbidden:" in text and "outside the project folder" in text
 
 
+def test_quality_scan_flags_cells_of_a_project_file_and_refuses_files_outside(store: StateStore, pw_project: Path,
+                                                                              tmp_path: Path) -> None:
+    rows = ["zip,city"] + ["10001,New York"] * 30 + ["94105,San Francisco"] * 30 + ["10001,Boston", "N/A,Chicago"]
+    (pw_project / "places.csv").write_text("\n".join(rows) + "\n")
+    server = build_server(token=store.issue_token("dave"))  # reading needs no approval rights
+    err, report = call(server, "quality_scan", {"file": "places.csv"})
+    assert not err, report
+    flagged = {(f["row"], f["column"], f["kind"]) for f in report["flags"]}
+    assert (61, "zip", "missing") in flagged  # "N/A" in disguise, at its 0-based row in the file
+    assert (60, "city", "dependency") in flagged or (60, "zip", "dependency") in flagged  # 10001 -> Boston
+    assert report["rows"] == 62
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("a\n1\n")
+    err, text = call(server, "quality_scan", {"file": str(outside)})
+    assert err and "forbidden:" in text and "outside the project folder" in text
+
+
 def test_schema_match_lineage_and_audit(store: StateStore, pw_project: Path) -> None:
     (pw_project / "old.csv").write_text("dep_delay,carrier\n1,UA\n-3,AA\n7,DL\n")
     (pw_project / "new.csv").write_text("departure_delay,carrier\n2,UA\n-1,AA\n9,DL\n")
