@@ -3,7 +3,8 @@ month of flights, the pipeline run on that batch, then one supervisor pass with 
 model (`--llm mock`), at nothing (`offline`) or at a live endpoint (`openai`); then the scorers.
 
 Scenarios run in this process (`workers=1`) or in worker processes that share one Prefect server the runner
-starts (`workers>1`); each worker loads the heavy parts (Prefect client, MiniLM, GX) once.
+starts (`workers>1`); each worker loads the heavy parts (the agents' graphs, MiniLM: `agents.router.warm_up`, as
+a supervisor worker does before it claims; the Prefect client, GX) once.
 
 Public names: `LLMConfig`, `ScenarioResult`, `run_scenario`, `run_suite`, `SuiteRun`.
 """
@@ -216,6 +217,15 @@ def _worker_init(base: str, workdir: str, cfg: dict[str, Any], keep: bool, env: 
     os.environ.update(env)
     _WORKER.update(base=Path(base), workdir=Path(workdir), cfg=LLMConfig.model_validate(cfg), keep=keep)
     _quiet()
+    _warm_up()
+
+
+def _warm_up() -> None:
+    """What a supervisor worker loads before it claims (`agents.router.warm_up`): the agents' graphs, LangGraph,
+    the index client and MiniLM; so no scenario's latency carries the process's imports."""
+    from pipewarden.agents.router import warm_up
+
+    warm_up()
 
 
 def _worker_run(scenario_json: str) -> str:
@@ -280,6 +290,7 @@ def run_suite(
     workers = max(1, min(workers, len(scenarios)))
     try:
         if workers == 1:
+            _warm_up()
             for s in scenarios:
                 r = run_scenario(s, base, work, cfg, keep=keep)
                 results.append(r)

@@ -329,6 +329,11 @@ def supervise(
         console.print(f"[dim]knowledge index: {indexed}[/]")
     from pipewarden.inbox.service import expire_stale
 
+    if not once:  # a long-running worker loads the agents and the embedder before its first claim, not during it
+        from pipewarden.agents.router import warm_up
+
+        with progress("supervise: loading the agents", enabled=not as_json):
+            warm_up()
     while True:
         with progress("supervise: handling pending events and decided proposals", enabled=not as_json):
             expired = expire_stale()
