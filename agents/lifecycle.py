@@ -8,7 +8,9 @@ roll back and re-open when verification fails.
 Each node is safe to run twice: `submit` is idempotent per event (a proposal's id is derived from its
 event's id), `await_decision` reads the stored decision rather than trusting the resume value, `apply`
 is idempotent in the apply tool, a re-run replaces its load's rows, and `verify` finishes a rollback a crash
-interrupted. On resume, LangGraph re-runs the interrupted node from its start; after a crash, the node that was
+interrupted. `verify` covers every load of the proposal's fault: its own event's and each repeat attached to it
+while it was open (`StateStore.occurrences`); it is verified only when every re-run passes. On resume, LangGraph
+re-runs the interrupted node from its start; after a crash, the node that was
 running. `submit` stores the proposal under the running worker's lease (`configurable.worker`), so no other
 worker resumes the thread while its author still runs it. Crash points (`pipewarden.faults`): `agent_running`
 (between the agent's first and second steps), `proposal_stored`, `applied`, `rerunning`, `verifying`.
@@ -120,6 +122,30 @@ def rerun_batch(proposal: Proposal, event: Any) -> Verification:
     return Verification(False, detail, reason)
 
 
+def covered_events(store: StateStore, proposal: Proposal) -> list[Any]:
+    """The events a proposal covers: its own, then every repeat of its fault attached while it was open."""
+    attached = [o.event_id for o in store.occurrences(proposal.id) if o.role == "attached"]
+    return [store.get_event(proposal.event_id), *(store.get_event(e) for e in attached)]
+
+
+def verify_covered(verifier: Verifier, proposal: Proposal, events: list[Any]) -> Verification:
+    """Verify the change on every halted batch the proposal covers (one re-run per load), in the order they came.
+
+    One event: the verifier's own answer. Several: passed only if every load passes; the first failure stops there
+    (the change is rolled back anyway) and its reason names the load; the detail lists each load's evidence."""
+    if len(events) == 1:
+        return verifier(proposal, events[0])
+    loads: list[dict[str, Any]] = []
+    for ev in events:
+        found = verifier(proposal, ev)
+        loads.append({"event_id": str(ev.id), "load_id": ev.load_id, "passed": found.passed, **found.detail})
+        if not found.passed:
+            left = [e.load_id for e in events[len(loads):]]
+            return Verification(False, {"covered": len(events), "loads": loads, "not_rerun": left},
+                                f"load {ev.load_id}: {found.reason or 'verification failed'}")
+    return Verification(True, {"covered": len(events), "loads": loads})
+
+
 def make_verify(verifier: Verifier) -> Callable[[AgentState], AgentState]:
     """The graph node around a verifier: mark verified, or roll back and re-open the proposal with the reason."""
 
@@ -134,7 +160,7 @@ def make_verify(verifier: Verifier) -> Callable[[AgentState], AgentState]:
             return {"outcome": "rolled_back"}
         if p.status == ProposalStatus.pending:  # rolled back and re-opened before a crash: wait for a person
             return {"outcome": "rolled_back"}
-        found = verifier(p, store.get_event(p.event_id))
+        found = verify_covered(verifier, p, covered_events(store, p))
         faults.point("verifying")
         if found.passed:
             mark_verified(p.id, found.detail, store=store)

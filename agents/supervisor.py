@@ -9,6 +9,10 @@ that dies stops renewing; the next `supervise` takes its work over at once when 
 or once the lease expired, and continues the thread from its last checkpoint. Every node of the graph is
 idempotent, so nothing is applied twice.
 
+One fault, one proposal: before its agent runs, a claimed event with a fault signature
+(`pipewarden.fault_signature`) that matches an open proposal's is attached to that proposal as an occurrence and
+finished `attached` (`StateStore.attach_occurrence`); approval re-runs and verifies every load it covers.
+
 A supervise loop survives any one event's failure. An attempt that raises is `failed` (the agent's code raised); a
 claim taken over from a dead worker is `crashed`. Either is retried with exponential backoff (`RetryPolicy`) and,
 out of attempts, dead-lettered: the event ends `dead` and a needs-a-human proposal carrying the error shows in the
@@ -35,10 +39,11 @@ from pipewarden.agents.checkpoint import open_checkpointer
 from pipewarden.agents.lifecycle import proposal_id_for, thread_id_for
 from pipewarden.agents.router import route, route_for_agent
 from pipewarden.errors import InvalidTransition, PipewardenError
+from pipewarden.fault_signature import fault_signature
 from pipewarden.ids import utcnow
 from pipewarden.leases import LEASE_POLICY, RETRY_POLICY, Heartbeat, LeaseHeld, LeasePolicy, RetryPolicy, worker_name
 from pipewarden.models import OPEN_STATUSES, NoChange, Proposal, ProposalStatus
-from pipewarden.ports import Step, proposal_created
+from pipewarden.ports import Step, notify, proposal_created
 from pipewarden.store import Claim, StateStore
 
 log = logging.getLogger(__name__)
@@ -182,6 +187,21 @@ def _event_failed(store: StateStore, claim: Claim, agent: str, owner: str, exc: 
     return handled
 
 
+def _attach_repeat(store: StateStore, claim: Claim, agent: str, owner: str, started: float) -> Handled | None:
+    """One fault, one proposal: a claimed event whose fault signature matches an open proposal's (pending or
+    needing a human, or still being drafted) is attached to it as an occurrence, finished `attached`, and the
+    proposal's Slack thread is told; None when the event is the first of its fault (its agent runs)."""
+    sig = fault_signature(claim.event)
+    if sig is None:
+        return None
+    placed = store.attach_occurrence(claim.event, sig, proposal_id_for(str(claim.event.id)), owner)
+    if placed.role == "origin":
+        return None
+    notify("occurrence_attached", placed.proposal_id)  # guarded: never raises
+    return Handled(event_id=str(claim.event.id), kind=claim.event.kind, agent=agent, proposal_id=placed.proposal_id,
+                   status="attached", seconds=time.perf_counter() - started)
+
+
 def _inline(name: str, work: Any) -> Any:
     return work()
 
@@ -207,6 +227,10 @@ def supervise_once(worker: str | None = None, limit: int = 20, *, retry: RetryPo
             report.handled.append(_event_failed(store, claim, r.agent, owner, None, retry, started))
             continue
         try:
+            attached = _attach_repeat(store, claim, r.agent, owner, started)
+            if attached is not None:  # a repeat of a fault whose proposal is open: no agent runs for it
+                report.handled.append(attached)
+                continue
             handled = run(f"{claim.event.kind} {str(claim.event.id)[:8]} -> {r.agent}", functools.partial(
                 handle_event, str(claim.event.id), r.agent, r.build, worker=owner, lease=lease))
         except LeaseHeld as exc:  # a live worker resumes its proposal: the event's part is done
@@ -218,6 +242,8 @@ def supervise_once(worker: str | None = None, limit: int = 20, *, retry: RetryPo
             report.handled.append(_event_failed(store, claim, r.agent, owner, exc, retry, started))
             continue
         store.finish_event(claim.event.id, "proposed" if handled.proposal_id else "done")
+        if handled.proposal_id is None:  # no proposal after all: its fault's repeats are handled on their own
+            store.release_fault(claim.event.id)
         if claim.crashed_owner is not None:
             handled.failure = "crashed"
         report.handled.append(handled)

@@ -38,7 +38,7 @@ from pipewarden.policies.approval import Requirement, decision_gate, policy_may_
 from pipewarden.policies.approvers import Approvers
 from pipewarden.ports import notify
 from pipewarden.ports import resumer as load_resumer
-from pipewarden.store import StateStore
+from pipewarden.store import Occurrence, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class ProposalView(BaseModel):
     decisions: list[Decision] = Field(default_factory=list)
     audit: list[AuditEntry] = Field(default_factory=list)
     requirement: Requirement | None = Field(default=None, description="Who must still approve, under which rule.")
+    occurrences: list[Occurrence] = Field(
+        default_factory=list, description="The events (loads) of its fault it covers: its own first, then repeats.")
 
     @property
     def resume_error(self) -> str | None:
@@ -305,7 +307,7 @@ def proposal_view(ref: str | UUID, *, store: StateStore | None = None) -> Propos
     decisions = store.decisions_for(pid)
     return ProposalView(
         proposal=proposal, event=event, decisions=decisions, audit=store.audit_entries(pid),
-        requirement=requirement(proposal, decisions),
+        requirement=requirement(proposal, decisions), occurrences=store.occurrences(pid),
     )
 
 

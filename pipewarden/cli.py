@@ -583,11 +583,19 @@ def inbox_show(proposal_id: Annotated[str, typer.Argument(help="Id or a unique p
     p = store.get_proposal(proposal_id)
     decisions = store.decisions_for(p.id)
     audit = store.audit_entries(str(p.id))
+    occurrences = store.occurrences(p.id)
     if as_json:
         _print_json({**proposal_json(p), "decisions": [d.model_dump(mode="json") for d in decisions],
-                     "audit": [a.model_dump(mode="json") for a in audit]})
+                     "audit": [a.model_dump(mode="json") for a in audit],
+                     "occurrences": [o.model_dump(mode="json") for o in occurrences]})
     else:
         console.print(proposal_detail(p, decisions, audit))
+        if len(occurrences) > 1:  # one fault, one proposal: the loads it covers (approval re-runs them all)
+            console.print(f"seen in {len(occurrences)} batches ({occurrences[0].label}); approval re-runs and "
+                          "verifies every load:", markup=False, highlight=False)
+            for o in occurrences:
+                console.print(f"  {o.load_id or '(no load id)'}  {'first seen' if o.role == 'origin' else 'repeat'}"
+                              f"  {o.attached_at.isoformat(timespec='seconds')}", markup=False, highlight=False)
 
 
 ActorOpt = Annotated[str | None, typer.Option(

@@ -1,6 +1,6 @@
 """The state DB schema (SQLAlchemy Core): outbox, proposals, decisions, versions, the audit log, personal API
-tokens, Slack messages, the idempotency keys of reported events, web sessions and failed sign-ins; and the engine
-that brings a database to the schema with Alembic.
+tokens, Slack messages, the idempotency keys of reported events, web sessions, failed sign-ins and proposal
+occurrences; and the engine that brings a database to the schema with Alembic.
 
 `metadata` is the single source of truth for the tables; the Alembic migrations in `pipewarden/migrations/`
 produce exactly it (a test compares them). `make_engine(url)` runs `upgrade head` once per URL per process,
@@ -35,7 +35,8 @@ events = sa.Table(
     sa.Column("dataset", sa.String(128), nullable=False),
     sa.Column("load_id", sa.String(64)),
     sa.Column("payload", sa.JSON, nullable=False),
-    # pending -> claimed -> proposed | done | dead (out of attempts); a failed attempt goes back to pending
+    # pending -> claimed -> proposed | done | dead (out of attempts) | attached (a repeat of an open proposal's fault,
+    # see proposal_occurrences); a failed attempt goes back to pending
     sa.Column("status", sa.String(16), nullable=False, default="pending", index=True),
     sa.Column("claimed_by", sa.String(128)),
     sa.Column("claimed_at", sa.DateTime(timezone=True)),
@@ -201,6 +202,23 @@ sign_in_failures = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False),
     sa.Column("window_started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("blocked_until", sa.DateTime(timezone=True)),
+)
+
+proposal_occurrences = sa.Table(
+    "proposal_occurrences",
+    metadata,
+    # Every event that belongs to a fault's proposal (one fault, one proposal). The fault's first event (`origin`)
+    # holds the signature in `open_signature` while its proposal is open: the unique index lets one event be the
+    # origin of an open fault, so two workers never make two proposals for it. Repeats are `attached`.
+    sa.Column("event_id", sa.String(36), sa.ForeignKey("events.id"), primary_key=True),
+    sa.Column("proposal_id", sa.String(36), nullable=False, index=True),  # the origin's (maybe not stored yet)
+    sa.Column("role", sa.String(8), nullable=False),  # origin | attached
+    sa.Column("signature", sa.String(64), nullable=False, index=True),  # FaultSignature.key
+    sa.Column("open_signature", sa.String(64)),  # = signature on an open fault's origin; NULL once decided
+    sa.Column("label", sa.Text, nullable=False),  # FaultSignature.label, for people
+    sa.Column("load_id", sa.String(64)),
+    sa.Column("attached_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("uq_occurrence_open", "open_signature", unique=True),
 )
 
 # Connections kept per engine and opened beyond them under load. SQLite connections are free to keep; on PostgreSQL

@@ -84,7 +84,7 @@ class Embedder(Protocol):
 
 
 # --------------------------------------------------------------------------- approval policy and notifications
-NotifyKind = Literal["proposal_created", "proposal_decided", "proposal_updated"]
+NotifyKind = Literal["proposal_created", "proposal_decided", "proposal_updated", "occurrence_attached"]
 DEFAULT_NOTIFIER = "pipewarden.inbox.slack:notify"
 
 

@@ -31,6 +31,7 @@ from pipewarden import db, faults
 from pipewarden.audit import GENESIS, AuditEntry, AuditReport, advance_anchor, audit_key, entry_hash, verify_log
 from pipewarden.errors import Expired, Forbidden, InvalidField, InvalidTransition, UnknownNameError, UserError
 from pipewarden.events import Event, parse_event
+from pipewarden.fault_signature import FaultSignature
 from pipewarden.ids import UtcDatetime, new_id, utcnow
 from pipewarden.leases import LEASE_POLICY, LeaseHeld, LeasePolicy, owner_is_gone
 from pipewarden.models import (
@@ -77,6 +78,18 @@ class Claim(BaseModel):
     event: Event
     attempts: int
     crashed_owner: str | None = None
+
+
+class Occurrence(BaseModel):
+    """One event of a fault's proposal: its origin (the event the proposal was drafted for) or a repeat attached
+    to it while it was open."""
+
+    event_id: str
+    proposal_id: str
+    role: Literal["origin", "attached"]
+    label: str
+    load_id: str | None = None
+    attached_at: UtcDatetime
 
 
 class ApiToken(BaseModel):
@@ -851,6 +864,89 @@ class StateStore:
             return False
 
         return self._write(tx)
+
+    # ------------------------------------------------------------------ one fault, one proposal: occurrences
+    def attach_occurrence(self, event: Event, signature: FaultSignature, proposal_id: UUID | str,
+                          worker: str) -> Occurrence:
+        """Place a claimed event in its fault: attach it to the open proposal of the same signature, or make it
+        the fault's origin (`proposal_id`: the proposal its agent will draft). In one transaction.
+
+        Open means the origin's proposal is pending or needs a human, or is not stored yet (its agent still runs).
+        An attached event is finished as `attached` (audited `occurrence_attached`) and no agent runs for it. A
+        decided proposal's fault is closed here, and this event starts a new one. Of two workers placing two events
+        of one signature at once, one becomes the origin (the unique index on open signatures); the other, retried,
+        attaches. Calling it again for the same event returns what it got the first time (a re-claimed event)."""
+        o = db.proposal_occurrences.c
+        eid = str(event.id)
+
+        def tx(conn: Connection) -> Occurrence:
+            mine = conn.execute(sa.select(db.proposal_occurrences).where(o.event_id == eid)).first()
+            if mine is not None:
+                return Occurrence.model_validate(dict(mine._mapping))
+            now = utcnow()
+            origin = conn.execute(sa.select(o.event_id, o.proposal_id)
+                                  .where(o.open_signature == signature.key)).first()
+            if origin is not None:
+                q = sa.select(db.proposals.c.status).where(db.proposals.c.id == origin.proposal_id)
+                status = conn.execute(q.with_for_update() if db.is_postgres(conn) else q).scalar_one_or_none()
+                if status is None or ProposalStatus(status) in OPEN_STATUSES:
+                    row = {"event_id": eid, "proposal_id": origin.proposal_id, "role": "attached",
+                           "signature": signature.key, "open_signature": None, "label": signature.label,
+                           "load_id": event.load_id, "attached_at": now}
+                    conn.execute(db.proposal_occurrences.insert().values(**row))
+                    e = db.events.c
+                    conn.execute(db.events.update().where(e.id == eid, e.status == "claimed", e.claimed_by == worker)
+                                 .values(status="attached", error=None, lease_expires_at=None, next_attempt_at=None))
+                    self._audit(conn, origin.proposal_id, "occurrence_attached", worker,
+                                {"event_id": eid, "load_id": event.load_id, "fault": signature.label})
+                    return Occurrence.model_validate(row)
+                conn.execute(db.proposal_occurrences.update().where(o.event_id == origin.event_id)
+                             .values(open_signature=None))  # decided: the fault's next event opens a new one
+            row = {"event_id": eid, "proposal_id": str(proposal_id), "role": "origin", "signature": signature.key,
+                   "open_signature": signature.key, "label": signature.label, "load_id": event.load_id,
+                   "attached_at": now}
+            conn.execute(db.proposal_occurrences.insert().values(**row))
+            return Occurrence.model_validate(row)
+
+        for attempt in range(5):
+            try:
+                return self._write(tx)
+            except IntegrityError as exc:  # another worker opened this fault first (PostgreSQL): attach to it
+                if "uq_occurrence_open" not in str(exc) or attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def release_fault(self, event_id: UUID | str) -> list[str]:
+        """The origin event of a fault ended without a proposal: close the fault and send its attached events back
+        to pending, each to be handled on its own (the first becomes the new origin). Returns their ids."""
+        o = db.proposal_occurrences.c
+        eid = str(event_id)
+
+        def tx(conn: Connection) -> list[str]:
+            mine = conn.execute(sa.select(o.proposal_id, o.role).where(o.event_id == eid)).first()
+            if mine is None or mine.role != "origin":
+                return []
+            if conn.execute(sa.select(db.proposals.c.id).where(db.proposals.c.id == mine.proposal_id)).first():
+                return []  # it has a proposal after all: the fault stays as it is
+            attached = list(conn.execute(sa.select(o.event_id).where(
+                o.proposal_id == mine.proposal_id, o.role == "attached")).scalars())
+            conn.execute(db.proposal_occurrences.delete().where(o.proposal_id == mine.proposal_id))
+            if attached:
+                conn.execute(db.events.update().where(db.events.c.id.in_(attached), db.events.c.status == "attached")
+                             .values(status="pending", claimed_by=None, lease_expires_at=None))
+            return attached
+
+        return self._write(tx)
+
+    def occurrences(self, ref: UUID | str) -> list[Occurrence]:
+        """The events a proposal covers, its origin first, then its repeats in the order they attached (empty
+        for a proposal whose event has no fault signature)."""
+        o = db.proposal_occurrences.c
+        pid = str(ref)
+        with self._read() as conn:
+            rows = conn.execute(sa.select(db.proposal_occurrences).where(o.proposal_id == pid)
+                                .order_by(sa.case((o.role == "origin", 0), else_=1), o.attached_at)).all()
+        return [Occurrence.model_validate(dict(r._mapping)) for r in rows]
 
     # ------------------------------------------------------------------ the web queue: pages, facet counts, edits
     # (added for the web inbox; `filters` maps a facet of QUEUE_FACETS to the values it may take, empty = any)

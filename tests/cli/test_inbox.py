@@ -287,4 +287,4 @@ def test_db_upgrade_reports_the_revision(pw: Callable[..., CliResult]) -> None:
 
     res = pw("db", "upgrade")
     assert res.code == 0, res.err
-    assert head_revision() == "0007" and "state DB at revision 0007" in res.out_text
+    assert head_revision() == "0008" and "state DB at revision 0008" in res.out_text

@@ -54,7 +54,7 @@ def test_migrations_produce_exactly_the_metadata(empty_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
         version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
     assert diff == []
-    assert version == db.head_revision() == "0007"
+    assert version == db.head_revision() == "0008"
 
 
 def test_a_database_at_0001_upgrades_with_its_data(empty_url: str) -> None:
@@ -83,7 +83,7 @@ def test_a_database_at_0001_upgrades_with_its_data(empty_url: str) -> None:
     with store.engine.connect() as conn:
         seqs = conn.execute(sa.text("SELECT seq FROM decisions ORDER BY decided_at")).scalars().all()
         version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
-    assert seqs == [1, 2] and version == "0007"
+    assert seqs == [1, 2] and version == "0008"
 
 
 def test_a_database_made_before_migrations_is_adopted(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_a_database_made_before_migrations_is_adopted(tmp_path: Path) -> None:
     store = StateStore(url)
     assert store.list_proposals() == []
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0007"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0008"
 
 
 def test_two_processes_migrating_at_once_both_succeed(empty_url: str) -> None:
@@ -107,6 +107,6 @@ def test_two_processes_migrating_at_once_both_succeed(empty_url: str) -> None:
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
-    assert [out.strip() for out, _ in outs] == ["0007", "0007"]
+    assert [out.strip() for out, _ in outs] == ["0008", "0008"]
     with _plain_engine(empty_url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
