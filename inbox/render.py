@@ -6,7 +6,8 @@ The JSON helpers return plain dicts (JSON-ready: ids, times and enums as strings
 
 The web pages' view helpers live here too (they render the same things as HTML through the templates):
 `age_words` ("3 days"), `unified_diff` / `DiffLine`, `change_fields` (any change kind as field/value pairs),
-`current_sql`, `sql_patch_view`, `mapping_view` and `contract_diff`.
+`current_sql`, `sql_patch_view`, `mapping_view`, `contract_diff` (only the fields that change, defaults left
+out) and `citations_by_relevance`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def age_words(at: datetime, now: datetime | None = None) -> str:
             n = seconds // size
             return f"{n} {unit}{'s' if n != 1 else ''}"
     raise AssertionError("unreachable")
+
+
+def ago(at: datetime, now: datetime | None = None) -> str:
+    """`age_words` as a phrase after a time: "just now", "5 minutes ago" (never "just now ago")."""
+    words = age_words(at, now)
+    return words if words == "just now" else f"{words} ago"
 
 
 def status_text(status: ProposalStatus) -> Text:
@@ -235,7 +242,7 @@ def proposal_detail(
         ("risk", Text(p.risk.value, style=RISK_STYLE.get(p.risk.value, ""))),
         ("required roles", ", ".join(p.required_roles) or "-"),
         ("event", f"{event.kind} at {event.occurred.isoformat(timespec='seconds')}" if event else str(p.event_id)),
-        ("created", f"{p.created_at.isoformat(timespec='seconds')} ({age(p.created_at)} ago)"),
+        ("created", f"{p.created_at.isoformat(timespec='seconds')} ({ago(p.created_at)})"),
     ])
     parts: list[RenderableType] = [
         Panel(summary, title=Text(p.title), title_align="left"),
@@ -427,16 +434,131 @@ def mapping_view(change: ColumnMapping, store: Any, proposal_id: Any = None) -> 
             "types": list(get_args(ColumnType)), "active": active, "active_is_this": mine}
 
 
+def normalized_contract(data: Any) -> dict[str, Any]:
+    """A contract (a mapping as read from YAML or proposed by an agent) as plain JSON with every default left out
+    and every number in its field's type (`min: 1` and `min: 1.0` are the same), so two contracts that mean the
+    same thing compare equal. A mapping that is not a valid contract is returned as it is."""
+    from pydantic import ValidationError
+
+    from pipewarden.policies.contract import Contract
+
+    if not isinstance(data, dict):
+        return {}
+    try:
+        return Contract.model_validate(data).model_dump(mode="json", exclude_defaults=True, exclude={"path"})
+    except ValidationError:
+        return dict(data)
+
+
+def changed_contract_fields(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parts of two normalized contracts that differ: top-level fields whose values differ, and of `columns`
+    only the columns (by name) that were added, dropped or changed, each with only its changed fields and its
+    name. Anything equal on both sides is left out, so a diff of the two shows just the change."""
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    for key in dict.fromkeys([*old, *new]):
+        if key == "columns":
+            continue
+        if old.get(key) != new.get(key):
+            if key in old:
+                before[key] = old[key]
+            if key in new:
+                after[key] = new[key]
+    old_cols = {c.get("name"): c for c in old.get("columns") or [] if isinstance(c, dict)}
+    new_cols = {c.get("name"): c for c in new.get("columns") or [] if isinstance(c, dict)}
+    col_before: list[dict[str, Any]] = []
+    col_after: list[dict[str, Any]] = []
+    for name in dict.fromkeys([*old_cols, *new_cols]):
+        a, b = old_cols.get(name), new_cols.get(name)
+        if a == b:
+            continue
+        if a is None or b is None:
+            (col_after if a is None else col_before).append(b if a is None else a)  # type: ignore[arg-type]
+            continue
+        keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+        col_before.append({"name": name, **{k: a[k] for k in keys if k in a}})
+        col_after.append({"name": name, **{k: b[k] for k in keys if k in b}})
+    if col_before:
+        before["columns"] = col_before
+    if col_after:
+        after["columns"] = col_after
+    return before, after
+
+
 def contract_diff(change: Any) -> list[DiffLine]:
-    """A contract change as the diff of the dataset's contract file (as YAML) against the proposed contract."""
+    """A contract change as a review diff: the dataset's current contract against the proposed one, both
+    normalized (`normalized_contract`) and cut down to the fields that change (`changed_contract_fields`)."""
     import yaml
 
     from pipewarden.policies.contract import contracts_dir
 
     path = contracts_dir() / f"{change.dataset}.yaml"
     try:
-        old = yaml.safe_dump(yaml.safe_load(path.read_text(encoding="utf-8")), sort_keys=False)
+        current = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
-        old = ""
-    new = yaml.safe_dump(change.contract, sort_keys=False)
-    return unified_diff(old, new, f"{path.name} (current)", f"{path.name} (proposed)")
+        current = {}
+    before, after = changed_contract_fields(normalized_contract(current), normalized_contract(change.contract))
+
+    def dump(part: dict[str, Any]) -> str:
+        return yaml.safe_dump(part, sort_keys=False) if part else ""
+
+    return unified_diff(dump(before), dump(after), f"{path.name} (current)", f"{path.name} (proposed)")
+
+
+def citations_by_relevance(citations: Sequence[Citation], dataset: str) -> list[Citation]:
+    """Citations most relevant first: those about the proposal's dataset (or about no dataset in particular)
+    before those about another dataset, then by retrieval score, highest first."""
+    return sorted(citations, key=lambda c: (c.dataset not in (None, dataset), -c.score))
+
+
+RERUN_FACTS: tuple[tuple[str, str], ...] = (
+    ("rerun_status", "re-run"), ("load_id", "load"), ("rows_in", "rows in"), ("rows_quarantined", "rows quarantined"),
+    ("halted_at", "halted at"), ("rerun", "re-run"),
+)
+
+
+def prefect_ui_url(environ: Any) -> str | None:
+    """Prefect's UI address from `PREFECT_UI_URL`, else from `PREFECT_API_URL` (its `/api` suffix dropped)."""
+    ui = str(environ.get("PREFECT_UI_URL") or "").rstrip("/")
+    if ui:
+        return ui
+    api = str(environ.get("PREFECT_API_URL") or "").rstrip("/")
+    return api.removesuffix("/api") if api else None
+
+
+def rerun_view(audit: Sequence[AuditEntry], ui_url: str | None) -> dict[str, Any] | None:
+    """The last verification of an applied proposal, from its audit trail: verified or rolled back, when, why,
+    what the re-run saw (status, load, rows in, rows quarantined) and a link to its Prefect flow run when the
+    verifier recorded one (`flow_run_id`) and Prefect's UI address is known. None before any verification."""
+    last = next((e for e in reversed(audit) if e.action in ("verified", "rolled_back")), None)
+    if last is None:
+        return None
+    detail = last.detail or {}
+    facts = [(label, str(detail[key])) for key, label in RERUN_FACTS if detail.get(key) not in (None, "")]
+    run_id = detail.get("flow_run_id")
+    return {"outcome": last.action, "at": last.at, "reason": detail.get("reason") or "", "facts": facts,
+            "flow_run_id": run_id,
+            "flow_run_url": f"{ui_url}/runs/flow-run/{run_id}" if run_id and ui_url else None}
+
+
+def proposed_line(change: Any) -> str:
+    """What a change does, in one line for the decision bar."""
+    kind = getattr(change, "kind", "")
+    if isinstance(change, ColumnMapping):
+        parts = [f"{src} \u2192 {dst}" for src, dst in change.renames.items()]
+        parts += [f"cast {col} to {typ}" for col, typ in change.casts.items()]
+        return f"Map {change.dataset}'s incoming columns: " + (", ".join(parts) or "no renames")
+    if isinstance(change, SqlModelPatch):
+        return f"Change SQL model {change.model}" + (f": {change.reason}" if getattr(change, "reason", "") else "")
+    if isinstance(change, NoChange):
+        return f"No change proposed: {change.reason}"
+    if kind == "change_set":
+        return f"{len(change.changes)} changes together: " + "; ".join(proposed_line(c) for c in change.changes)
+    if kind == "contract_change":
+        return f"Change the {change.dataset} contract: {change.summary}"
+    if kind == "quarantine":
+        return f"Quarantine {change.rows} of {change.batch_rows} rows of {change.dataset} where {change.predicate}"
+    if kind == "model_promotion":
+        return (f"Move {change.model_name}@{change.alias} from version {change.from_version or 'none'} "
+                f"to {change.to_version}")
+    return f"{kind.replace('_', ' ')} on {getattr(change, 'target', '?')}"

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,6 +202,7 @@ def _templates() -> Jinja2Templates:
     )
     env.filters["age"] = render.age
     env.filters["age_words"] = render.age_words
+    env.filters["ago"] = render.ago
     env.filters["when"] = _when
     env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
     return Jinja2Templates(env=env)
@@ -574,6 +576,9 @@ def create_app() -> FastAPI:
             "retryable": prog.stage in ("needs_retry", "retry_scheduled"),
             "resume_block": resume_permission(user, p) if prog.stage in ("needs_retry", "retry_scheduled") else None,
             "sample_rows": sample[:SAMPLE_ROWS], "sample_cols": render.sample_columns(sample[:SAMPLE_ROWS]),
+            "proposed": render.proposed_line(p.change),
+            "rerun": render.rerun_view(v.audit, render.prefect_ui_url(os.environ)),
+            "citations": render.citations_by_relevance(p.citations, p.dataset),
             "flash": flash, "error": _error(error) if error else None,
             "now": datetime.now(UTC),
         }

@@ -82,7 +82,7 @@ def test_detail_page_shows_mapping_evidence_citations_approvers_and_audit(alice:
     # the citation with its provenance and age in words
     assert "contracts/flights.yaml" in html and "data-platform" in html and "2026-11-01 09:30:00 UTC" in html
     # its age in words, whatever day the test runs on (the page and the test read the same clock)
-    assert f"{age_words(datetime(2026, 11, 1, 9, 30, tzinfo=UTC))} old" in html
+    assert f"updated {age_words(datetime(2026, 11, 1, 9, 30, tzinfo=UTC))} ago" in html
     # who must approve, from the approval rules
     assert 'id="needs">needs 1 more approval from: owner or steward<' in html
     assert "owner-or-steward" in html
@@ -136,7 +136,9 @@ def test_approving_stores_the_decision_and_the_hand_off_and_applies_nothing_here
     assert 'id="status">verified<' in page and progress_of(page) == "verified"
     assert "Approved, and the agent has finished applying the change." in page  # it had, by the time of the GET
     assert 'http-equiv="refresh"' not in page
-    assert 'id="decide"' not in page
+    assert 'id="decide"' not in page and 'id="needs"' not in page  # decided: no buttons, no "who must approve"
+    assert 'id="outcome">' in page and "Approved by <strong>alice</strong>" in page
+    assert 'id="rerun"' in page and "the re-run passed the contract" in page  # the verification, from the audit
     assert "<td>approve</td><td>alice</td><td>web</td>" in page  # history
 
 
@@ -313,3 +315,33 @@ def test_a_changed_approvers_file_is_read_again(monkeypatch: pytest.MonkeyPatch,
     path.write_text(original + "  - {name: zed, roles: [owner], datasets: [flights]}\n")
     resp = approve(client, p.id)
     assert resp.status_code == 303 and store.decisions_for(p.id)[0].actor == "zed"
+
+
+def test_the_decision_bar_comes_before_the_evidence_and_citations(alice: TestClient, store: StateStore) -> None:
+    """What is proposed, the risk, who still must approve, whether you can, and the buttons: all above the change."""
+    p = make_proposal(store)
+    html = alice.get(f"/proposals/{p.id}").text
+    bar = html.index('id="decision-bar"')
+    assert bar < html.index('id="needs"') < html.index('id="approve"') < html.index('id="reject"') \
+        < html.index('id="change"') < html.index('id="evidence"') < html.index('id="citations"')
+    assert 'id="proposed"' in html and "Map flights&#39;s incoming columns: dep_delay_min \u2192 dep_delay" in html
+    assert "You (alice) can approve." in html
+    assert '<details class="citations">' in html  # folded
+    assert "just now ago" not in html
+
+
+def test_the_re_run_links_its_prefect_flow_run(alice: TestClient, store: StateStore,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    p = make_proposal(store)
+    service.decide(p.id, Verdict.approve, "alice", resume=False)
+    store.transition(p.id, ProposalStatus.applying, "worker", "applying")
+    store.transition(p.id, ProposalStatus.applied, "worker", "applied")
+    store.transition(p.id, ProposalStatus.verified, "worker", "the re-run passed its checks",
+                     detail={"rerun_status": "completed", "load_id": "feb", "rows_in": 8, "rows_quarantined": 1,
+                             "flow_run_id": "0b7c1e6e-0000-4000-8000-000000000001"})
+    html = alice.get(f"/proposals/{p.id}").text
+    assert "Verified by the re-run" in html and "<dt>rows in</dt><dd>8</dd>" in html
+    assert "<dt>rows quarantined</dt><dd>1</dd>" in html
+    assert 'href="http://127.0.0.1:4200/runs/flow-run/0b7c1e6e-0000-4000-8000-000000000001"' in html
+    assert html.index('id="rerun"') < html.index('id="change"')

@@ -16,6 +16,7 @@ from pipewarden.inbox.web import create_app
 from pipewarden.models import (
     ChangeSet,
     CheckResult,
+    Citation,
     ColumnMapping,
     ContractChange,
     DedupeRule,
@@ -28,6 +29,22 @@ from pipewarden.models import (
 )
 from pipewarden.store import StateStore
 from tests.inbox.web_client import sign_in
+
+
+def airlines_with(**carrier: object) -> dict:
+    """The example airlines contract as an agent writes it out: every default spelled (`max: None`, `min: None`),
+    numbers as floats, with `carrier`'s fields replaced by `carrier`."""
+    import yaml
+
+    from pipewarden.policies.contract import Contract, contracts_dir
+
+    data = yaml.safe_load((contracts_dir() / "airlines.yaml").read_text(encoding="utf-8"))
+    contract = Contract.model_validate(data).model_dump(mode="json")
+    contract["columns"] = [{**c, **carrier} if c["name"] == "carrier" else c for c in contract["columns"]]
+    return contract
+
+
+AIRLINES_3_LETTER = airlines_with(max_length=3)
 
 CHANGES = {
     "quarantine": (Quarantine(dataset="flights", predicate="arr_delay IS NULL", reason="cancelled flights",
@@ -42,9 +59,9 @@ CHANGES = {
                         ["<code>delay_model@champion</code> from version <strong>3</strong> to version "
                          "<strong>4</strong>"]),
     "contract_change": (ContractChange(dataset="airlines", summary="allow 3-letter carrier codes", loosens=True,
-                                       contract={"dataset": "airlines", "owner": "flights-data-team",
-                                                 "columns": [{"name": "carrier", "type": "string"}]}),
-                        ["allow 3-letter carrier codes", "loosens the contract", '<span class="d-del">-version: 1</span>',
+                                       contract=AIRLINES_3_LETTER),
+                        ["allow 3-letter carrier codes", "loosens the contract",
+                         '<span class="d-del">-  max_length: 2</span>', '<span class="d-add">+  max_length: 3</span>',
                          'class="d-meta">--- airlines.yaml (current)']),
 }
 
@@ -127,3 +144,37 @@ def test_age_in_words(delta: timedelta, words: str) -> None:
     now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
     assert render.age_words(now - delta, now) == words
     assert render.age_words((now - delta).replace(tzinfo=None), now) == words  # naive times are UTC
+
+
+def test_a_contract_diff_shows_only_the_fields_that_change(pw_home: object) -> None:
+    """An agent's contract is written out in full (defaults, floats); the diff shows the one changed field of the one
+    changed column, with its name, and nothing else: no `max: null`, no `min: 1` -> `1.0`, no unchanged column."""
+    change = ContractChange(dataset="airlines", summary="s", contract=airlines_with(max_length=3))
+    lines = [(d.kind, d.text) for d in render.contract_diff(change) if d.kind in ("add", "del", "ctx")]
+    assert lines == [("ctx", " columns:"), ("ctx", " - name: carrier"), ("del", "-  max_length: 2"),
+                     ("add", "+  max_length: 3")]
+
+
+def test_a_contract_written_out_in_full_but_unchanged_has_no_diff(pw_home: object) -> None:
+    assert render.contract_diff(ContractChange(dataset="airlines", summary="s", contract=airlines_with())) == []
+
+
+def test_changed_contract_fields_keep_added_and_dropped_columns_whole() -> None:
+    old = {"max_failure_rate": 0.1, "columns": [{"name": "a", "type": "integer", "min": 1.0}]}
+    new = {"max_failure_rate": 0.2, "columns": [{"name": "b", "type": "string"}, {"name": "a", "type": "integer",
+                                                                                   "min": 1.0}]}
+    assert render.changed_contract_fields(old, new) == (
+        {"max_failure_rate": 0.1}, {"max_failure_rate": 0.2, "columns": [{"name": "b", "type": "string"}]})
+
+
+def test_ago_never_says_just_now_ago() -> None:
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    assert render.ago(now - timedelta(seconds=5), now) == "just now"
+    assert render.ago(now - timedelta(hours=2), now) == "2 hours ago"
+
+
+def test_citations_about_the_proposals_dataset_come_first_then_by_score() -> None:
+    other = Citation(chunk_id="1", source="models/stg_flights.sql", kind="sql_model", dataset="flights", score=0.9)
+    general = Citation(chunk_id="2", source="runbooks/drift.md", kind="runbook", score=0.4)
+    own = Citation(chunk_id="3", source="contracts/customers.yaml", kind="contract", dataset="customers", score=0.6)
+    assert [c.chunk_id for c in render.citations_by_relevance([other, general, own], "customers")] == ["3", "2", "1"]
