@@ -96,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(benchmarks/quality_scan_eval.py) and its rate on 100,000 rows")
     p.add_argument("--evals-only", action="store_true",
                    help="run only (e): the eval suite's per-agent latency (mock and offline) and its wall time")
+    p.add_argument("--agents-only", action="store_true",
+                   help="run only the agents' figures (benchmarks/agents_bench.py): a worker's warm-up and first "
+                        "event, event -> proposal per agent with the offline planner, and `pipewarden schema match`")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
@@ -589,6 +592,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render(scan) + "\n")
         if args.json_path:
             args.json_path.write_text(json.dumps({"quality_scan": scan}, indent=2, default=str) + "\n")
+        return 0
+    if args.agents_only:
+        from agents_bench import bench_agents
+
+        agents = bench_agents(say, home, repeats=args.repeats)
+        sys.stdout.write(json.dumps({"environment": environment(), "agents": agents}, indent=2, default=str) + "\n")
+        if args.json_path:
+            args.json_path.write_text(json.dumps({"agents": agents}, indent=2, default=str) + "\n")
         return 0
     if args.evals_only:
         evals = bench_evals(say)
