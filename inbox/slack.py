@@ -6,7 +6,9 @@ Two halves:
   `proposal_created` the proposal is posted with Block Kit (`inbox.slack_blocks`) to the channel of its dataset's
   owner (`channel_for`); a later proposal for the same fault (`policies.approval.fault_key`) goes as a reply in
   the first one's thread. On `proposal_decided` / `proposal_updated` the stored message is rewritten with
-  `chat.update`: who decided, the outcome, the status, and no buttons once it is closed. Without a bot token
+  `chat.update`: who decided, the outcome, the status, and no buttons once it is closed. On
+  `occurrence_attached` (the same fault seen again while the proposal is open) a reply in its thread says how many
+  batches and which loads it now covers. Without a bot token
   `notify` does nothing; a Slack API failure is logged and audited (`slack_failed`) and never raised, so it never
   breaks a decision or an agent's graph.
 - **Slack calls us** (`mount_slack(app)`: `POST /slack/events` on the web inbox's FastAPI app, served by a
@@ -19,7 +21,7 @@ Two halves:
   without the role gets an ephemeral refusal and changes nothing. A Reject click opens a modal for the reason;
   its submission rejects.
 
-Public names: `notify`, `post_proposal`, `update_message`, `channel_for`, `SlackChannels`, `mount_slack`,
+Public names: `notify`, `post_proposal`, `post_occurrence`, `update_message`, `channel_for`, `SlackChannels`, `mount_slack`,
 `build_bolt_app`, `slack_configured`, `web_client`, `REPLAY_WINDOW_S`, `MAX_BODY_BYTES`.
 Light to import: slack-bolt and FastAPI load inside the functions that need them.
 """
@@ -41,7 +43,7 @@ from pipewarden.policies.approval import check_can_decide, fault_key, requiremen
 from pipewarden.policies.approvers import Approver, Approvers
 from pipewarden.policies.defaults import policy_file
 from pipewarden.settings import Settings, get_settings
-from pipewarden.store import StateStore
+from pipewarden.store import Occurrence, StateStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NotifyKind = Literal["proposal_created", "proposal_decided", "proposal_updated"]
+NotifyKind = Literal["proposal_created", "proposal_decided", "proposal_updated", "occurrence_attached"]
 SLACK_ACTOR = "slack"
 SLACK_FAILED = "slack_failed"
 REPLAY_WINDOW_S = 5 * 60  # Slack's: a request older than this is refused by its timestamp
@@ -184,6 +186,27 @@ def update_message(proposal_id: str, *, store: StateStore | None = None, client:
     return True
 
 
+def occurrence_text(occurrences: list[Occurrence]) -> str:
+    """The thread reply for a fault seen again: how many batches, which loads, and what approval does."""
+    loads = ", ".join(o.load_id or "(no load id)" for o in occurrences[:10])
+    more = f" and {len(occurrences) - 10} more" if len(occurrences) > 10 else ""
+    return (f"Seen again: this fault ({occurrences[0].label}) is now in {len(occurrences)} batches: loads "
+            f"{loads}{more}. Approving re-runs every one of them and verifies them all.")
+
+
+def post_occurrence(proposal_id: str, *, store: StateStore | None = None, client: WebClient | None = None) -> bool:
+    """Reply in the proposal's Slack thread that its fault was seen again (count and loads). False when the
+    proposal was not posted yet (its agent still drafts it) or covers one load only. Raises the client's errors."""
+    store = store or StateStore()
+    posted = store.slack_message_for(str(proposal_id))
+    occurrences = store.occurrences(proposal_id)
+    if posted is None or len(occurrences) < 2:
+        return False
+    (client or web_client()).chat_postMessage(channel=posted.channel, thread_ts=posted.thread_ts or posted.ts,
+                                              text=occurrence_text(occurrences), unfurl_links=False)
+    return True
+
+
 def notify(kind: NotifyKind, proposal_id: str) -> None:
     """The Notifier port. `proposal_created` posts; `proposal_decided` and `proposal_updated` update in place.
 
@@ -196,11 +219,14 @@ def notify(kind: NotifyKind, proposal_id: str) -> None:
     try:
         if kind == "proposal_created":
             post_proposal(proposal_id, store=store)
+            post_occurrence(proposal_id, store=store)  # repeats that attached while its agent drafted it
+        elif kind == "occurrence_attached":
+            post_occurrence(proposal_id, store=store)
         else:
             update_message(proposal_id, store=store)
     except _slack_errors() as exc:
-        _audit_failure(store, str(proposal_id), "chat.postMessage" if kind == "proposal_created" else "chat.update",
-                       exc)
+        _audit_failure(store, str(proposal_id), "chat.update" if kind in ("proposal_decided", "proposal_updated")
+                       else "chat.postMessage", exc)
 
 
 # --------------------------------------------------------------------------- Slack calls us
