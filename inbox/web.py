@@ -579,6 +579,7 @@ def create_app() -> FastAPI:
             "proposed": render.proposed_line(p.change),
             "rerun": render.rerun_view(v.audit, render.prefect_ui_url(os.environ)),
             "citations": render.citations_by_relevance(p.citations, p.dataset),
+            "occurrences": v.occurrences,
             "flash": flash, "error": _error(error) if error else None,
             "now": datetime.now(UTC),
         }
