@@ -75,8 +75,8 @@ def route_for_agent(agent: str) -> Route:
 
 def warm_up(*, embedder: bool = True) -> dict[str, float]:
     """Load, once per process, what an agent's first event would otherwise wait for: every route's graph module
-    and LangGraph (each graph compiled once, without a checkpointer), the knowledge index's client library and
-    the MiniLM embedder. A worker calls it before it claims, so the first event costs what the later ones do.
+    and LangGraph (each graph compiled once, without a checkpointer), the knowledge index's and the OpenAI
+    planner's client libraries, the MiniLM embedder and the schema matcher's solver. A worker calls it before it claims, so the first event costs what the later ones do.
     Returns the seconds each part took. Nothing here reads or writes the state DB, the index or the warehouse."""
     import time
 
@@ -91,10 +91,20 @@ def warm_up(*, embedder: bool = True) -> dict[str, float]:
     import qdrant_client  # noqa: F401  # the citations' store client: imported once here, not on the first event
 
     took["qdrant_client"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    import openai  # noqa: F401  # the OpenAI planner's client (an endpoint may be configured per event)
+
+    took["openai"] = round(time.perf_counter() - t0, 3)
     if embedder:
+        import pandas as pd
+
         from pipewarden.knowledge.embedder import default_embedder
+        from pipewarden.tools.schema_match import match_columns
 
         t0 = time.perf_counter()
         default_embedder().embed(["warm up"])
         took["embedder"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()  # the schema matcher once on a one-column table: its assignment solver loads
+        match_columns(pd.DataFrame({"warm": [1]}), pd.DataFrame({"up": [1]}), embedder=default_embedder())
+        took["schema_match"] = round(time.perf_counter() - t0, 3)
     return took

@@ -25,7 +25,7 @@ def test_warm_up_loads_every_agent_and_the_embedder_and_writes_nothing(tmp_path:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(out["took"]) == {*out["agents"], "qdrant_client", "embedder"}
+    assert set(out["took"]) == {*out["agents"], "qdrant_client", "openai", "embedder", "schema_match"}
     for module in ("pipewarden.agents.schema_drift", "pipewarden.agents.quality", "pipewarden.agents.cost",
                    "pipewarden.agents.retrain", "pipewarden.agents.triage", "langgraph", "qdrant_client"):
         assert module in out["modules"]
