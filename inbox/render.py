@@ -562,3 +562,23 @@ def proposed_line(change: Any) -> str:
         return (f"Move {change.model_name}@{change.alias} from version {change.from_version or 'none'} "
                 f"to {change.to_version}")
     return f"{kind.replace('_', ' ')} on {getattr(change, 'target', '?')}"
+
+
+def contract_edit_columns(change: Any) -> list[dict[str, Any]]:
+    """The columns whose bounds a person can adjust in a contract change: the ones the change touches (else every
+    column with a bound), each as {name, min, max, max_length} from the proposed contract."""
+    import yaml
+
+    from pipewarden.policies.contract import contracts_dir
+
+    try:
+        current = yaml.safe_load((contracts_dir() / f"{change.dataset}.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        current = {}
+    _, after = changed_contract_fields(normalized_contract(current), normalized_contract(change.contract))
+    touched = {c.get("name") for c in after.get("columns", [])}
+    columns = [c for c in change.contract.get("columns") or [] if isinstance(c, dict)]
+    chosen = [c for c in columns if c.get("name") in touched] or [
+        c for c in columns if any(c.get(b) is not None for b in ("min", "max", "max_length"))]
+    return [{"name": c.get("name"), "min": c.get("min"), "max": c.get("max"), "max_length": c.get("max_length")}
+            for c in chosen]

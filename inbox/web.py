@@ -308,8 +308,63 @@ def change_from_form(current: Any, form: Any) -> Any:
         if not sql.strip():
             raise UserError("the SQL is empty", hint="write the model's SELECT")
         return current.model_copy(update={"sql": sql.replace("\r\n", "\n")})
+    if current.kind == "quarantine":
+        predicate = str(form.get("predicate") or "").strip()
+        if not predicate:
+            raise UserError("the quarantine predicate is empty", hint="write the rows to take out, e.g. arr_delay IS NULL")
+        reason = str(form.get("reason_text") or "").strip() or current.reason
+        return current.model_copy(update={"predicate": predicate, "reason": reason})
+    if current.kind == "contract_change":
+        return current.model_copy(update={"contract": _contract_from_form(current.contract, form)})
     raise UserError(f"a {current.kind} change cannot be edited in the inbox",
                     hint="reject it with a reason; the agent's next proposal will see why")
+
+
+CONTRACT_BOUNDS: tuple[str, ...] = ("min", "max", "max_length")
+
+
+def _number(value: Any, field: str, *, integer: bool = False) -> float | int | None:
+    text = str(value or "").strip()
+    if not text:
+        return None
+    try:
+        return int(text) if integer else float(text)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise UserError(f"{field} must be {kind}, not {text!r}", hint="write one, or leave it empty for no bound") \
+            from None
+
+
+def _contract_from_form(contract: dict[str, Any], form: Any) -> dict[str, Any]:
+    """The proposed contract with the thresholds from the edit form: `max_failure_rate`, and per column (`col_name`)
+    its `col_min`, `col_max` and `col_max_length` (empty: no bound). A column the form names must be in it."""
+    out = json.loads(json.dumps(contract))
+    if "max_failure_rate" in form:
+        rate = _number(form.get("max_failure_rate"), "max_failure_rate")
+        if rate is None or not 0 <= rate <= 1:
+            raise UserError("max_failure_rate must be a share between 0 and 1", hint="e.g. 0.05 for 5% of the rows")
+        out["max_failure_rate"] = rate
+    names = form.getlist("col_name")
+    bounds = {b: form.getlist(f"col_{b}") for b in CONTRACT_BOUNDS}
+    if any(len(v) != len(names) for v in bounds.values()):
+        raise UserError("the edit form is incomplete (the column bounds differ in length)",
+                        hint="reload the page and edit again")
+    columns = {c.get("name"): c for c in out.get("columns") or []}
+    for i, name in enumerate(names):
+        column = columns.get(str(name))
+        if column is None:
+            raise UserError(f"column {name!r} is not in the proposed contract", hint="reload the page and edit again")
+        for b in CONTRACT_BOUNDS:
+            value = _number(bounds[b][i], f"{name}.{b}", integer=b == "max_length")
+            if value is None:
+                column.pop(b, None)
+            else:
+                column[b] = value
+    return out
+
+
+# The change kinds a person can edit on the page (each re-proven by the DryRunner port before it can be approved).
+EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch", "quarantine", "contract_change")
 
 
 # --------------------------------------------------------------------------- security headers
@@ -570,7 +625,7 @@ def create_app() -> FastAPI:
             "open": p.status in OPEN_STATUSES, "can_approve": pending and not edit_block,
             "approve_block": edit_block or (permission(user, v, Verdict.approve) if pending else None),
             "reject_block": permission(user, v, Verdict.reject) if p.status in OPEN_STATUSES else None,
-            "editable": pending and p.change.kind in ("column_mapping", "sql_model_patch"),
+            "editable": pending and p.change.kind in EDITABLE_KINDS,
             "changes": changes, "edited": service.edited_entry(v.audit),
             "progress": prog, "refresh": REFRESH_SECONDS if prog.in_flight else None,
             "retryable": prog.stage in ("needs_retry", "retry_scheduled"),
@@ -710,6 +765,9 @@ def create_app() -> FastAPI:
                 dry = dry_runner()(p, change)
             except UnknownNameError as exc:  # a bad column name in the edit is bad input here, not a missing page
                 raise UserError(exc.message, hint=exc.hint) from exc
+            if change.kind == "quarantine" and "rows_taken_out" in dry.metrics:  # what the edited predicate matches
+                change = change.model_copy(update={"rows": int(dry.metrics["rows_taken_out"]),
+                                                   "batch_rows": int(dry.metrics.get("rows", change.batch_rows))})
             title = _mapping_title(change) if isinstance(change, ColumnMapping) and \
                 p.title.startswith(f"{p.dataset}: map ") else None
             store.edit_proposal(p.id, change, dry, user, title=title, via="web")
@@ -904,6 +962,7 @@ def _change_view(change: Any, store: StateStore, proposal_id: Any) -> dict[str, 
         view["sql"] = render.sql_patch_view(change, store)
     elif change.kind == "contract_change":
         view["diff"] = render.contract_diff(change)
+        view["edit_columns"] = render.contract_edit_columns(change)
     return view
 
 

@@ -14,6 +14,10 @@
   SQL, after = the edited one, each with its row count, its error if it fails, and the output columns the edit
   would drop.
 
+- a `Quarantine` (its predicate, its reason) or a `ContractChange` (its thresholds) is judged on the failing
+  batch as the quality agent judged the original (`tools.quality_fix.load_case` and `dry_run`): the checks
+  before and after, the rows it takes out; an edited quarantine's `rows` is the count its predicate now matches.
+
 Other change kinds cannot be edited; they raise a `UserError` that says to reject with a reason instead.
 
 Public names: `redry`, `current_model_sql`, `EDITABLE_KINDS`, `CAST_TYPES`, `SAMPLE_ROWS`.
@@ -28,7 +32,7 @@ from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal, SqlM
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 
-EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch")
+EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch", "quarantine", "contract_change")
 SAMPLE_ROWS = 5
 CAST_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
 
@@ -42,8 +46,21 @@ def redry(proposal: Proposal, change: Any, *, store: StateStore | None = None) -
         return _redry_mapping(proposal, change, store or StateStore())
     if isinstance(change, SqlModelPatch):
         return _redry_sql(change, store or StateStore())
+    if change.kind in ("quarantine", "contract_change"):
+        return _redry_on_batch(proposal, change, store or StateStore())
     raise UserError(f"a {change.kind} change cannot be edited in the inbox (editable: {', '.join(EDITABLE_KINDS)})",
                     hint="reject it with a reason; the agent's next proposal will see why")
+
+
+# --------------------------------------------------------------------------- quality rules and contracts
+def _redry_on_batch(proposal: Proposal, change: Any, store: StateStore) -> DryRun:
+    from pipewarden.tools.quality_fix import dry_run, load_case
+
+    event = store.get_event(proposal.event_id)
+    if not getattr(event, "load_id", None):
+        raise UserError(f"proposal {proposal.short_id}'s event ({event.kind}) names no load to dry-run on",
+                        hint="reject it with a reason instead of editing")
+    return dry_run(load_case(event), change)
 
 
 # --------------------------------------------------------------------------- column mappings

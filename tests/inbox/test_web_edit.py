@@ -248,3 +248,96 @@ def test_unsafe_or_broken_sql_is_422_and_never_runs(client: TestClient, store: S
     con = duckdb.connect(str(warehouse), read_only=True)
     assert con.execute("SELECT count(*) FROM flights").fetchone() == (3,)
     con.close()
+
+
+# --------------------------------------------------------------------------- quarantines and contract thresholds
+def over_bound_case(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, store: StateStore,
+                    change: object = None) -> Proposal:
+    """A pending quality proposal on a flights batch whose first 3 of 12 rows have dep_delay 5000 (the contract's
+    max is 1500). The failing batch is given to the real judge (`tools.quality_fix.dry_run`) as its FaultCase,
+    so only reading the landed batch is left out."""
+    from pipewarden.events import CheckFailed
+    from pipewarden.models import Quarantine
+    from pipewarden.policies.contract import load_contract
+    from pipewarden.policies.quality import dataset_quality
+    from pipewarden.tools import quality_fix
+    from pipewarden.tools.quality import History
+
+    frame = pd.read_csv(drifted_batch(tmp_path / "feb.csv")).rename(columns={"departureDelay": "dep_delay"})
+    frame = pd.concat([frame, frame.head(4).assign(day=20)], ignore_index=True)
+    frame.loc[:2, "dep_delay"] = 5000.0
+    ev = CheckFailed(dataset="flights", load_id="feb", batch_path=str(tmp_path / "feb.csv"), failed=[],
+                     failure_rate=0.25, threshold=0.1)
+    store.append_event(ev)
+
+    def load_case(event: object) -> quality_fix.FaultCase:
+        return quality_fix.FaultCase(event=event, frame=frame.copy(), contract=load_contract("flights"),
+                                     dq=dataset_quality("flights"), rules=[], history=History(dataset="flights"),
+                                     rows_landed=len(frame))
+
+    monkeypatch.setattr(quality_fix, "load_case", load_case)
+    change = change or Quarantine(dataset="flights", load_id="feb", predicate="dep_delay > 9000",
+                                  reason="impossible delays", rows=0, batch_rows=len(frame))
+    return store.create_proposal(Proposal(
+        event_id=ev.id, agent="quality", dataset="flights", title="flights: quarantine impossible delays",
+        diagnosis="3 rows over the bound", change=change, thread_id=f"t-{ev.id}",
+        dry_run=DryRun(before=CheckResult(passed=False, rows=12), after=CheckResult(passed=True, rows=12))))
+
+
+def test_a_quarantine_predicate_is_edited_and_re_proven_on_the_batch(
+    client: TestClient, store: StateStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = over_bound_case(monkeypatch, tmp_path, store)
+    html = client.get(f"/proposals/{p.id}").text
+    assert 'id="edit-form"' in html and ">dep_delay &gt; 9000</textarea>" in html
+
+    resp = edit(client, p.id, predicate="dep_delay > 1500", reason_text="delays over the contract's bound")
+    assert resp.status_code == 303 and resp.headers["location"].endswith("flash=edited")
+    edited = store.get_proposal(p.id)
+    assert edited.change.predicate == "dep_delay > 1500" and edited.change.reason == "delays over the contract's bound"
+    assert edited.change.rows == 3 and edited.change.batch_rows == 12  # what the edited predicate matches
+    assert edited.dry_run is not None and edited.dry_run.after.passed and not edited.dry_run.before.passed
+    assert edited.dry_run.metrics["rows_taken_out"] == 3
+    assert [e.actor for e in store.audit_entries(str(p.id)) if e.action == "edited"] == ["alice"]
+
+
+def test_a_quarantine_predicate_that_does_not_run_is_refused_and_nothing_changes(
+    client: TestClient, store: StateStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = over_bound_case(monkeypatch, tmp_path, store)
+    before = snapshot(store)
+    resp = edit(client, p.id, predicate="no_such_column > 1")
+    assert resp.status_code == 422 and "no_such_column" in resp.text
+    assert snapshot(store) == before
+
+
+def test_a_contract_threshold_is_edited_and_re_proven_on_the_batch(
+    client: TestClient, store: StateStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent proposed raising dep_delay's max to 4000 (the 5000s still fail); the person raises it to 6000."""
+    import yaml
+
+    from pipewarden.models import ContractChange
+    from pipewarden.policies.contract import contracts_dir
+
+    contract = yaml.safe_load((contracts_dir() / "flights.yaml").read_text(encoding="utf-8"))
+    for c in contract["columns"]:
+        if c["name"] == "dep_delay":
+            c["max"] = 4000
+    change = ContractChange(dataset="flights", summary="allow longer delays", loosens=True, contract=contract)
+    p = over_bound_case(monkeypatch, tmp_path, store, change)
+    html = client.get(f"/proposals/{p.id}").text
+    assert '<input type="hidden" name="col_name" value="dep_delay">' in html  # only the column the change touches
+    assert 'name="col_max" inputmode="decimal" value="4000"' in html
+
+    resp = edit(client, p.id, max_failure_rate="0.1", col_name="dep_delay", col_min="-120", col_max="6000",
+                col_max_length="")
+    assert resp.status_code == 303 and resp.headers["location"].endswith("flash=edited")
+    edited = store.get_proposal(p.id)
+    dep = next(c for c in edited.change.contract["columns"] if c["name"] == "dep_delay")
+    assert dep["max"] == 6000.0 and dep["min"] == -120.0 and "max_length" not in dep
+    assert edited.dry_run is not None and edited.dry_run.after.passed and edited.dry_run.after.failed_rows == 0
+
+    resp = edit(client, p.id, max_failure_rate="0.1", col_name="dep_delay", col_min="-120", col_max="lots",
+                col_max_length="")
+    assert resp.status_code == 422 and "dep_delay.max must be a number" in resp.text
