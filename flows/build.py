@@ -35,6 +35,7 @@ from pipewarden.flows.transform import (
     profile_fields,
     record_run,
     sql_hash,
+    with_table_rows,
 )
 from pipewarden.ids import new_id, utcnow
 from pipewarden.settings import get_settings
@@ -206,7 +207,7 @@ def _build_one(wh: Warehouse, model: SqlModel, dialect: str, upstream: list[str]
         return BuiltModel(model=model.name, path=model.path, status="failed", upstream=upstream,
                           elapsed_ms=run.elapsed_ms, error=error)
     run = run.model_copy(update={"elapsed_ms": built.elapsed_ms, "rows_out": built.rows_out,
-                                 **profile_fields(built.profile)})
+                                 **profile_fields(with_table_rows(wh, built.profile))})
     record_run(wh, run_id, run, "ok", None, model.sql)
     return BuiltModel(model=model.name, path=model.path, status="ok", upstream=upstream, rows_out=built.rows_out,
                       elapsed_ms=built.elapsed_ms, rows_scanned=run.rows_scanned, bytes_scanned=run.bytes_scanned)

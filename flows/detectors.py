@@ -12,9 +12,8 @@ Public names: `detect_cost_regressions`, `detect_model_drift`, `FeatureReference
 
 from __future__ import annotations
 
-import math
+import json
 import uuid
-from statistics import median
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -51,13 +50,15 @@ def detect_cost_regressions(
     dataset: str = DATASET, policy: Any = None,
 ) -> list[CostRegression]:
     """Models whose latest successful build for `load_id` costs past the cost policy's threshold over their baseline
-    (the median of their last `baseline_runs` earlier successful builds), at most one event per model.
+    (their last `baseline_runs` earlier successful builds), at most one event per model, judged by
+    `flows.cost_judge.judge_build`: rows and bytes scanned per input row (a busier batch is no regression), elapsed
+    time only beside a change of the model's own plan shape (a loaded machine is no regression).
 
-    The policy (`policies/cost.yaml`, or `policy`) lists metrics in order (rows scanned first: DuckDB counts it
-    exactly; then elapsed time, with a larger ratio and an absolute floor); the first metric that fires names the
+    The policy (`policies/cost.yaml`, or `policy`) lists metrics in order; the first metric that fires names the
     event. `threshold` / `min_ms` override the elapsed-time rule, `min_history` the policy's. A model with fewer
     than `min_history` earlier builds has no baseline yet.
     """
+    from pipewarden.flows.cost_judge import CostBuild, judge_build
     from pipewarden.policies.cost import MetricRule, load_cost_policy
 
     policy = policy or load_cost_policy()
@@ -70,44 +71,39 @@ def detect_cost_regressions(
     supported = _event_metrics()
     rules = [r for r in rules if r.metric in supported]  # a metric the event cannot carry cannot fire
     need_history = policy.min_history if min_history is None else min_history
-    if not _warehouse_exists():
+    from pipewarden.tools.warehouse import connect as connect_warehouse
+
+    url = get_settings().warehouse
+    if url.startswith("duckdb:///") and not _warehouse_exists():
         return []
-    with connect(read_only=True) as con:
-        if not _has_table(con, RUNS_TABLE):
+    with connect_warehouse(url, read_only=True) as wh:  # DuckDB or the project's server warehouse
+        cols = set(wh.columns(RUNS_TABLE))
+        if not cols:
             return []
-        cols = {r[0] for r in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [RUNS_TABLE]).fetchall()}
-        metric_sql = ", ".join(r.metric if r.metric in cols else f"NULL AS {r.metric}" for r in rules) or "NULL"
-        rows = con.execute(
-            f"SELECT model, load_id, {metric_sql} FROM {RUNS_TABLE} WHERE status = 'ok' ORDER BY model, started_at"
-        ).fetchall()
-    history: dict[str, list[tuple[Any, ...]]] = {}
+        wanted = ("elapsed_ms", "rows_scanned", "bytes_scanned", "scans", "operators")
+        rows = wh.execute(
+            f"SELECT model, load_id, {', '.join(c if c in cols else f'NULL AS {c}' for c in wanted)} "
+            f"FROM {RUNS_TABLE} WHERE status = 'ok' ORDER BY model, started_at"
+        )
+    history: dict[str, list[CostBuild]] = {}
     for row in rows:
-        history.setdefault(row[0], []).append(row)
+        history.setdefault(row[0], []).append(CostBuild(
+            load_id=row[1], elapsed_ms=row[2], rows_scanned=row[3], bytes_scanned=row[4],
+            scans=json.loads(row[5]) if row[5] else [], operators=json.loads(row[6]) if row[6] else []))
+    judged = policy.model_copy(update={"metrics": rules})
     events: list[CostRegression] = []
     for model, runs in sorted(history.items()):
-        latest = [i for i, r in enumerate(runs) if r[1] == load_id]
+        latest = [i for i, r in enumerate(runs) if r.load_id == load_id]
         if not latest:
             continue
         i = latest[-1]
-        earlier = runs[:i][-policy.baseline_runs:]
         if len(runs[:i]) < need_history:
             continue
-        for k, rule in enumerate(rules, start=2):
-            if runs[i][k] is None:
-                continue
-            observed = float(runs[i][k])
-            previous = [float(r[k]) for r in earlier if r[k] is not None]
-            if len(previous) < min(need_history, len(earlier)) or not previous or observed < rule.min_absolute:
-                continue
-            baseline = median(previous)
-            ratio = observed / baseline if baseline > 0 else math.inf
-            if ratio >= rule.ratio:
-                events.append(CostRegression(id=stable_event_id("cost_regression", load_id, model),
-                                             dataset=dataset, load_id=load_id, model=model, metric=rule.metric,
-                                             baseline=round(baseline, 3), observed=round(observed, 3),
-                                             ratio=round(ratio, 3)))
-                break
+        found = judge_build(runs[i], runs[:i][-policy.baseline_runs:], judged)
+        if found is not None:
+            events.append(CostRegression(id=stable_event_id("cost_regression", load_id, model), dataset=dataset,
+                                         load_id=load_id, model=model, metric=found.metric,
+                                         baseline=found.baseline, observed=found.observed, ratio=found.ratio))
     return events
 
 

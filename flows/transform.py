@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
 # Columns added after the first release; `ALTER ... IF NOT EXISTS` upgrades an older warehouse in place.
 RUNS_EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
     ("bytes_scanned", "BIGINT"), ("bytes_read", "BIGINT"), ("rows_processed", "BIGINT"), ("scans", "VARCHAR"),
-    ("sql_source", "VARCHAR"),
+    ("sql_source", "VARCHAR"), ("operators", "VARCHAR"),
 )
 SQL_TABLE = "model_sql"
 SQL_DDL = f"""
@@ -87,7 +87,9 @@ class ModelRun(BaseModel):
     bytes_scanned: int | None = Field(default=None, description="Bytes the table scans produced (columns x rows).")
     bytes_read: int | None = Field(default=None, description="Bytes read from storage.")
     rows_processed: int | None = Field(default=None, description="Rows through every operator of the plan.")
-    scans: list[dict] = Field(default_factory=list, description="Per table scan: rows, bytes, columns, filters.")
+    scans: list[dict] = Field(default_factory=list,
+                              description="Per table scan: rows, bytes, columns, filters, the table's rows.")
+    operators: list[str] = Field(default_factory=list, description="The plan's physical operators, top down.")
     sql_source: str = Field(default="file", description="file, version (an active sql:<model> version) or override.")
     sql_hash: str
 
@@ -138,7 +140,24 @@ def profile_fields(profile: CostProfile | None) -> dict:
     p = profile
     return {"rows_scanned": p.rows_scanned, "cpu_ms": p.cpu_ms, "peak_memory_bytes": p.peak_memory_bytes,
             "bytes_scanned": p.bytes_scanned, "bytes_read": p.bytes_read, "rows_processed": p.rows_processed,
-            "scans": [s.model_dump() for s in p.scans]}
+            "scans": [s.model_dump() for s in p.scans], "operators": list(p.operators)}
+
+
+def with_table_rows(wh: Warehouse, profile: CostProfile | None) -> CostProfile | None:
+    """The profile with each scanned table's row count (`tools.cost.with_input_rows`): the cost detector compares
+    cost per input row, so a busier batch is not a regression."""
+    from pipewarden.tools.cost import with_input_rows
+
+    def count(table: str) -> int | None:
+        if not wh.has_table(table):  # checked first: a failed statement would abort transform's transaction
+            return None
+        try:
+            rows = wh.execute(f"SELECT COUNT(*) FROM {wh.quote(table)}")
+        except (WarehouseQueryError, duckdb.Error):
+            return None
+        return int(rows[0][0]) if rows else None
+
+    return with_input_rows(profile, count)
 
 
 def ensure_run_tables(wh: Warehouse) -> None:
@@ -154,11 +173,12 @@ def record_run(wh: Warehouse, run_id: str, run: ModelRun, status: str, error: st
     """Append one build to `model_runs` (and its SQL text to `model_sql`, once per hash)."""
     wh.execute(
         f"INSERT INTO {RUNS_TABLE} (run_id, model, load_id, status, started_at, elapsed_ms, rows_out, rows_scanned, "
-        "cpu_ms, peak_memory_bytes, sql_hash, error, bytes_scanned, bytes_read, rows_processed, scans, sql_source) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "cpu_ms, peak_memory_bytes, sql_hash, error, bytes_scanned, bytes_read, rows_processed, scans, sql_source, "
+        "operators) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [run_id, run.model, run.load_id, status, run.started_at.replace(tzinfo=None), run.elapsed_ms, run.rows_out,
          run.rows_scanned, run.cpu_ms, run.peak_memory_bytes, run.sql_hash, error, run.bytes_scanned, run.bytes_read,
-         run.rows_processed, json.dumps(run.scans) if run.scans else None, run.sql_source],
+         run.rows_processed, json.dumps(run.scans) if run.scans else None, run.sql_source,
+         json.dumps(run.operators) if run.operators else None],
     )
     if sql is not None:
         wh.execute(f"INSERT INTO {SQL_TABLE} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -221,4 +241,4 @@ def _build(wh: Warehouse, model: SqlModel, load_id: str | None, source: str = "f
         raise ModelRunError(model.name, model.path, exc.message, hint=hint) from exc
     return ModelRun(model=model.name, path=model.path, load_id=load_id, started_at=started,
                     elapsed_ms=built.elapsed_ms, rows_out=built.rows_out, sql_hash=sql_hash(model.sql),
-                    sql_source=source, **profile_fields(built.profile))
+                    sql_source=source, **profile_fields(with_table_rows(wh, built.profile)))

@@ -110,23 +110,28 @@ def test_train_skips_below_min_rows_and_score_skips_without_champion() -> None:
 
 
 # --------------------------------------------------------------------------- cost detector
-def _write_runs(history: dict[str, list[float]]) -> None:
-    """Synthetic model_runs: each model's builds in order, one load per build (load-0, load-1, ...)."""
+def _write_runs(history: dict[str, list[float]], new_loop_join: tuple[str, ...] = ()) -> None:
+    """Synthetic model_runs: each model's builds in order, one load per build (load-0, load-1, ...); the plan of
+    every build is a hash join, except the last build of each model in `new_loop_join`: a nested-loop join."""
     start = datetime(2026, 1, 1)
     with connect() as con:
         con.execute(RUNS_DDL)
+        con.execute(f"ALTER TABLE {RUNS_TABLE} ADD COLUMN operators VARCHAR")
         for model, times in history.items():
             for i, ms in enumerate(times):
-                con.execute(f"INSERT INTO {RUNS_TABLE} VALUES (?, ?, ?, 'ok', ?, ?, 100, 100, NULL, NULL, 'h', NULL)",
-                            [f"run-{i}", model, f"load-{i}", start + timedelta(minutes=i), ms])
+                loop = model in new_loop_join and i == len(times) - 1
+                con.execute(f"INSERT INTO {RUNS_TABLE} VALUES (?, ?, ?, 'ok', ?, ?, 100, 100, NULL, NULL, 'h', NULL, ?)",
+                            [f"run-{i}", model, f"load-{i}", start + timedelta(minutes=i), ms,
+                             '["NESTED_LOOP_JOIN"]' if loop else '["HASH_JOIN"]'])
 
 
 def test_cost_detector_fires_on_a_5x_jump_only() -> None:
     _write_runs({
-        "route_daily": [100, 110, 95, 105, 520],     # 5x its median: a regression
+        "route_daily": [100, 110, 95, 105, 520],     # 5x its median, with a new nested-loop join: a regression
         "stg_flights": [300, 310, 290, 305, 320],    # flat
         "carrier_daily": [10, 11, 9, 10, 49],        # 5x but under min_ms: noise
-    })
+        "busy_model": [100, 110, 95, 105, 520],      # 5x under the same plan: the machine was busy, not a regression
+    }, new_loop_join=("route_daily", "carrier_daily"))
     events = detect_cost_regressions("load-4")
     assert [(e.model, e.metric) for e in events] == [("route_daily", "elapsed_ms")]
     ev = events[0]
@@ -140,7 +145,7 @@ def test_cost_detector_fires_on_a_5x_jump_only() -> None:
 
 
 def test_cost_detector_needs_a_baseline() -> None:
-    _write_runs({"route_daily": [100, 900]})
+    _write_runs({"route_daily": [100, 900]}, new_loop_join=("route_daily",))
     assert detect_cost_regressions("load-1") == []
     assert [e.model for e in detect_cost_regressions("load-1", min_history=1)] == ["route_daily"]
 
