@@ -13,7 +13,9 @@ The raw tables must be in the warehouse first (a pipeline run, or `tests.flows.t
 | `select_star` | flights_weather | reads `(SELECT DISTINCT * FROM stg_flights)`: all 22 columns instead of 9 | bytes_scanned (~1.5x) | the file SQL or `rule:distinct_star_to_table` |
 | `lost_filter` | stg_flights | drops the `arr_delay IS NOT NULL` filter: more rows, so no rewrite keeps the rows | none at the default policy | needs a human |
 
-`select_star` fires on `bytes_scanned` (time alone grows ~1.3x, under the policy's elapsed-time ratio);
+The detector (`flows.cost_judge`) compares rows and bytes scanned per input row and lets time fire only beside a
+change of the model's plan shape, so the other models of the build (same plans, same input) raise nothing: one
+fault, one event. `select_star` fires on `bytes_scanned` (time alone grows ~1.3x, under the policy's elapsed-time ratio);
 `lost_filter` changes the model's rows, so its cost grows only ~4% and a cheaper rewrite cannot return the same rows.
 
 Public names: `CostFault`, `COST_FAULTS`, `regressed_sql`, `inject_cost_fault`, `InjectedCostFault`.

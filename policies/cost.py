@@ -32,8 +32,9 @@ class ProveRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     min_saving: float = Field(default=0.2, gt=0.0, lt=1.0, description="At least this much cheaper (0.2 = 20%).")
     timed_runs: int = Field(default=5, ge=1, le=50, description="Timed builds of each side; the median counts.")
-    max_time_growth: float = Field(default=0.25, ge=0.0,
-                                   description="A rewrite that scans less may be at most this much slower.")
+    max_time_growth: float = Field(default=0.25, ge=0.0, description=(
+        "Evidence only: a rewrite slower than this by median time is noted in its verdict, never refused for it "
+        "(time depends on the machine's load; rows and bytes scanned and the plan decide)."))
 
 
 class CostPolicy(BaseModel):

@@ -11,15 +11,22 @@ prove a rewrite returns the same rows and is cheaper.
   without an equality, a nested-loop join in the plan), `SELECT *` over a wide table, a function on a filtered or
   joined column (non-sargable), and a repeated scan (one table scanned twice).
 - `rule_rewrites` drafts rewrites for the findings it knows how to fix; `prove` runs the current SQL and a candidate
-  on the current data: multiset equality (EXCEPT ALL both ways on the rounded rows, plus row counts) and cost (median
-  of timed builds, rows and bytes scanned). Nothing here writes a table outside the connection's temp schema.
+  on the current data: multiset equality (EXCEPT ALL both ways on the rounded rows, plus row counts) and cost by
+  measures the machine's load cannot move (`compare_cost`: rows or bytes scanned, or fewer loop joins in the plan);
+  the median of timed builds is shown as evidence and never decides. `prove_on_warehouse` does the same on a
+  PostgreSQL warehouse (EXPLAIN ANALYZE of CREATE TEMP TABLE, in one transaction rolled back). Nothing here writes a
+  table outside the connection's temp schema.
+- Volume and plan shape for the cost detector (`flows.cost_judge`): `with_input_rows` adds each scanned table's rows
+  at build time to a profile, `input_rows` sums them, `plan_changes` says how a plan's shape differs from earlier
+  ones (a new loop join, a new table, a repeated scan, a lost filter).
 
 Every SQL text a model wrote must pass `tools.sql_guard.check_select` before `prove` sees it (the agent does it),
 and runs on the locked connection `open_warehouse()` returns (`tools.warehouse.locked_duckdb`: no files, no
 settings).
 
 Public names: `ScanStat`, `JoinStat`, `CostProfile`, `Measurement`, `Finding`, `Candidate`, `Proof`,
-`profile_from_json`, `measure`, `diagnose`, `rule_rewrites`, `prove`, `compare_cost`, `same_rows`, `tables_read`,
+`profile_from_json`, `measure`, `diagnose`, `rule_rewrites`, `prove`, `prove_on_warehouse`, `compare_cost`,
+`same_rows`, `with_input_rows`, `input_rows`, `plan_changes`, `tables_read`,
 `model_history`, `sql_for_hash`, `table_widths`, `open_warehouse`, `TOOLS`.
 """
 
