@@ -289,3 +289,33 @@ def test_inbox_show_lists_the_loads(pw: Callable[..., Any]) -> None:
     assert "load-1 first seen" in res.out_text and "load-2 repeat" in res.out_text
     shown = pw("inbox", "show", pid[:8], "--json")
     assert [o["load_id"] for o in json.loads(shown.out)["occurrences"]] == ["load-1", "load-2"]
+
+
+def test_approving_through_the_graph_reruns_both_loads(state_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                       fake_pipeline: list[str], notified: list) -> None:
+    """The whole path: two drifted batches, one proposal drafted by a graph with the shared tail, a stored
+    approval, the worker's resume: apply, one re-run per load, verified."""
+
+    def draft(state: lifecycle.AgentState) -> lifecycle.AgentState:
+        eid = state["event_id"]
+        return {"proposal": Proposal(
+            id=proposal_id_for(eid), event_id=eid, agent="schema-drift", dataset="flights", title="map it",
+            diagnosis="renamed", change=ColumnMapping(dataset="flights", renames={"a": "b"}),
+            thread_id=thread_id_for(eid)).model_dump(mode="json")}
+
+    def build(saver: Any) -> Any:
+        return lifecycle.build_agent_graph(lifecycle.AgentState, (("draft", draft),), saver)
+
+    monkeypatch.setattr(supervisor, "route", lambda ev: Route(ev.kind, "schema-drift", build))
+    monkeypatch.setattr(supervisor, "route_for_agent", lambda agent: Route("*", agent, build))
+    store = StateStore()
+    first, second = drift("fp-1", "load-1"), drift("fp-1", "load-2")
+    for ev in (first, second):
+        store.append_event(ev)
+    supervisor.supervise_once(worker="w1")
+    pid = proposal_id_for(str(first.id))
+    assert [p.id for p in store.list_proposals()] == [pid]
+    store.decide(pid, Verdict.approve, "alice")
+    report = supervisor.supervise_once(worker="w1")
+    assert [(r.proposal_id, r.status) for r in report.resumed] == [(str(pid), "verified")]
+    assert [(c["load_id"], c["rerun"]) for c in fake_runner.CALLS] == [("load-1", True), ("load-2", True)]
