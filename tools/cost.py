@@ -196,7 +196,7 @@ def plan_changes(before: Iterable[CostProfile | None], after: CostProfile) -> li
     if loops > was and any(p.operators for p in earlier):
         out.append(f"{loops - was} new nested-loop join(s) ({', '.join(sorted({o for o in after.operators if o in LOOP_JOIN_OPS}))})")
     read_before = {s.table.lower() for p in earlier for s in p.scans}
-    new_tables = sorted({s.table.lower() for s in after.scans} - read_before)
+    new_tables = sorted({s.table.lower() for s in after.scans} - read_before) if all(p.scans for p in earlier) else []
     if new_tables:
         out.append(f"reads {', '.join(new_tables)}, which it did not read before")
     now = Counter(s.table.lower() for s in after.scans)

@@ -109,3 +109,19 @@ def test_time_fires_only_beside_a_change_of_the_plan() -> None:
     assert found.plan_changes and "nested-loop" in found.plan_changes[0]
     # twice the input, twice the scans, twice the time: per input row nothing changed
     assert judge_build(_build_row(40000, elapsed=20.0), history, policy) is None
+
+
+def test_plan_changes_name_what_changed_in_the_shape() -> None:
+    from pipewarden.tools.cost import CostProfile, plan_changes
+
+    def plan(*scans: tuple[str, list[str]]) -> CostProfile:
+        return CostProfile(operators=["HASH_JOIN"], scans=[ScanStat(table=t, filters=f) for t, f in scans])
+
+    before = [plan(("facts", ["v>0"]), ("dims", []))] * 2
+    assert plan_changes(before, plan(("facts", ["v>0"]), ("dims", []))) == []
+    assert plan_changes(before, plan(("facts", ["v>0"]), ("dims", []), ("extra", []))) == [
+        "reads extra, which it did not read before"]
+    assert plan_changes(before, plan(("facts", ["v>0"]), ("facts", ["v>0"]), ("dims", []))) == [
+        "scans facts 2 times (before: 1)"]
+    assert plan_changes(before, plan(("facts", []), ("dims", []))) == ["the scan of facts lost its pushed-down filters"]
+    assert plan_changes([CostProfile()], plan(("facts", []))) == []  # an old build without a recorded plan
