@@ -47,7 +47,15 @@ def pw_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def pw_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pw_project: Path) -> Iterator[Path]:
+def no_ambient_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own PIPEWARDEN_TOKEN / PIPEWARDEN_USER never reach a test: each test proves who it is itself."""
+    for name in ("PIPEWARDEN_TOKEN", "PIPEWARDEN_USER"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def pw_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pw_project: Path,
+            no_ambient_identity: None) -> Iterator[Path]:
     """A fresh PIPEWARDEN_HOME per test, with settings re-read."""
     from pipewarden.settings import get_settings
 
