@@ -129,6 +129,12 @@ def test_sign_in_open_approve_and_see_it_applied(
     expect(page.locator("#status")).to_have_text("pending")
     expect(page.locator("#needs")).to_have_text("needs 1 more approval from: owner or steward")
     expect(page.locator("#change table.mapping")).to_contain_text("departureDelay")
+    # the decision comes first: the bar and its Approve button are on the first screen, above the change
+    approve_box = page.locator("#approve").bounding_box()
+    assert approve_box is not None and approve_box["y"] + approve_box["height"] <= 900
+    assert approve_box["y"] < page.locator("#change").bounding_box()["y"]
+    expect(page.locator("#you-can")).to_have_text("You (alice) can approve.")
+    expect(page.locator("#citations details")).not_to_have_attribute("open", "")  # citations folded
     page.screenshot(path=str(tmp_path / "proposal.png"), full_page=True)
 
     page.fill("#approve-form input[name=reason]", "the values match dep_delay")
@@ -138,6 +144,11 @@ def test_sign_in_open_approve_and_see_it_applied(
     expect(page.locator("#history")).to_contain_text("alice")
     expect(page.locator("#change")).to_contain_text("This change is the active mapping v1 of flights.")
     expect(page.locator("[role=status]")).to_have_text("Approved, and the agent has finished applying the change.")
+    # decided: the bar shows the outcome instead of the buttons and of who must approve
+    expect(page.locator("#outcome")).to_contain_text("Approved by alice")
+    expect(page.locator("#approve")).to_have_count(0)
+    expect(page.locator("#needs")).to_have_count(0)
+    expect(page.locator("#rerun")).to_contain_text("Verified by the re-run")
     page.screenshot(path=str(tmp_path / "verified.png"), full_page=True)
 
     # the queue (with its counts) shows it decided
