@@ -93,6 +93,8 @@ def test_each_change_kind_has_a_readable_page(client: TestClient, store: StateSt
     assert f"Change: {kind}" in resp.text
     for text in expected:
         assert text in resp.text, text
+    # the page works under the CSP (no inline script or style): it carries none
+    assert "<script" not in resp.text and "<style" not in resp.text and " style=" not in resp.text
     # a person can adjust a quarantine's predicate and a contract's thresholds; the other kinds are not editable
     assert ('id="edit-form"' in resp.text) == (kind in ("quarantine", "contract_change"))
 
@@ -126,6 +128,7 @@ def test_each_change_kind_renders_in_the_terminal(store: StateStore, kind: str) 
     text = console.export_text()
     assert f"change: {kind}" in text
     assert TERMINAL[kind] in text
+    assert "(just now)" in text and "just now ago" not in text
 
 
 def test_unified_diff_lines_have_kinds() -> None:
