@@ -4,7 +4,8 @@ and resume the graphs whose proposals a stored decision asks to resume.
 One LangGraph thread per event (`event-<id>`), checkpointed, so a graph waiting for a person survives restarts and
 is resumed from any process. Every piece of work has one owner at a time, by a lease with a heartbeat
 (`pipewarden.leases`): a claimed event (the claim's lease) and a proposal's graph (the proposal's lease, taken by
-whoever advances the thread past `submit`: the worker that drafts it, `resume_proposal` after a decision). A worker
+whoever advances the thread past `submit`: the worker that drafts it, `resume_leased` around the Resumer port after
+a decision). A worker
 that dies stops renewing; the next `supervise` takes its work over at once when the process is gone (same machine)
 or once the lease expired, and continues the thread from its last checkpoint. Every node of the graph is
 idempotent, so nothing is applied twice.
@@ -18,8 +19,13 @@ claim taken over from a dead worker is `crashed`. Either is retried with exponen
 out of attempts, dead-lettered: the event ends `dead` and a needs-a-human proposal carrying the error shows in the
 inbox.
 
-Public names: `supervise_once`, `resume_proposal` (the Resumer port), `handle_event`, `SuperviseReport`,
-`Handled`, `Resumed`, `worker_name`.
+The loop resumes decided proposals through the kernel's Resumer port (`pipewarden.ports.resumer()`, set by
+`PIPEWARDEN_RESUMER`) under the proposal's lease, and tells people when a resume ended (`proposal_updated`). The
+default Resumer, `resume_proposal`, runs the agent's graph; a thread with no checkpoint is an error (`NoCheckpoint`),
+recorded as a failed resume and retried with backoff, never a silent no-op that drops the request.
+
+Public names: `supervise_once`, `resume_leased`, `resume_proposal` (the default Resumer), `NoCheckpoint`,
+`handle_event`, `SuperviseReport`, `Handled`, `Resumed`, `worker_name`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, Literal
 from uuid import UUID
@@ -43,7 +50,7 @@ from pipewarden.fault_signature import fault_signature
 from pipewarden.ids import utcnow
 from pipewarden.leases import LEASE_POLICY, RETRY_POLICY, Heartbeat, LeaseHeld, LeasePolicy, RetryPolicy, worker_name
 from pipewarden.models import OPEN_STATUSES, NoChange, Proposal, ProposalStatus
-from pipewarden.ports import Step, notify, proposal_created
+from pipewarden.ports import Resumer, Step, notify, proposal_created, resumer
 from pipewarden.store import Claim, StateStore
 
 log = logging.getLogger(__name__)
@@ -51,8 +58,8 @@ log = logging.getLogger(__name__)
 UNFINISHED = frozenset({ProposalStatus.approved, ProposalStatus.applying, ProposalStatus.applied,
                         ProposalStatus.rolled_back})
 
-__all__ = ["Handled", "Resumed", "SuperviseReport", "handle_event", "resume_proposal", "supervise_once",
-           "worker_name"]
+__all__ = ["Handled", "NoCheckpoint", "Resumed", "SuperviseReport", "handle_event", "resume_leased",
+           "resume_proposal", "supervise_once", "worker_name"]
 
 
 class Handled(BaseModel):
@@ -247,49 +254,98 @@ def supervise_once(worker: str | None = None, limit: int = 20, *, retry: RetryPo
         if claim.crashed_owner is not None:
             handled.failure = "crashed"
         report.handled.append(handled)
+    resume = resumer()
     for pid in store.resume_requested():
         try:
-            ended = run(f"resume proposal {pid[:8]}",
-                        functools.partial(resume_proposal, pid, worker=owner, lease=lease, retry=retry))
+            ended = run(f"resume proposal {pid[:8]}", functools.partial(
+                resume_leased, pid, resume, worker=owner, lease=lease, retry=retry))
         except LeaseHeld:
             continue  # another worker took it between the query and the lease
-        except Exception as exc:  # recorded by resume_proposal (backoff or given up); the pass goes on
+        except Exception as exc:  # recorded by resume_leased (backoff or given up); the pass goes on
             report.resumed.append(Resumed(proposal_id=pid, status="failed", error=_describe(exc)))
             continue
+        notify("proposal_updated", pid)  # guarded: never raises; Slack follows the proposal past "approved"
         report.resumed.append(Resumed(proposal_id=pid, status=ended.status.value))
     return report
 
 
-def resume_proposal(proposal_id: UUID | str, *, worker: str | None = None, lease: LeasePolicy = LEASE_POLICY,
-                    retry: RetryPolicy = RETRY_POLICY) -> Proposal:
-    """The kernel's Resumer port: continue the graph of a decided proposal under its lease; return it as it ends.
+# The proposal whose lease this context holds (set by `resume_leased` around the Resumer port), so the default
+# Resumer, `resume_proposal`, runs under that lease instead of taking (and releasing) it a second time.
+_HELD: ContextVar[tuple[str, str] | None] = ContextVar("pipewarden_held_proposal_lease", default=None)
 
-    Raises LeaseHeld when a live worker is resuming it already (nothing is done twice). Where the thread stopped
-    decides what runs: waiting at the decision, it is resumed with the stored decision; stopped between two
-    checkpoints (a crash while applying, re-running or verifying), it continues from the last one, and the
-    re-run node starts again from its beginning (each node is idempotent). A failure releases the lease with a
-    retry time (backoff), or gives the resume up when out of attempts, and is raised to the caller.
+
+class NoCheckpoint(PipewardenError):
+    """A decided proposal's graph thread has no checkpoint: there is no graph to resume (its thread was never
+    started here, or the checkpoint database was replaced). Recorded as a failed resume, never a silent no-op."""
+
+
+def resume_leased(proposal_id: UUID | str, resume: Resumer, *, worker: str | None = None,
+                  lease: LeasePolicy = LEASE_POLICY, retry: RetryPolicy = RETRY_POLICY) -> Proposal:
+    """Resume a decided proposal through the Resumer port `resume`, under the proposal's lease; return it as it
+    ends.
+
+    Raises LeaseHeld when a live worker is resuming it already (nothing is done twice). A failure releases the
+    lease with a retry time (backoff), or gives the resume up when out of attempts (`resume_failed` is audited),
+    and is raised to the caller.
     """
     store = StateStore()
     owner = worker or worker_name()
-    p = store.get_proposal(proposal_id)
+    pid = store.resolve_id(proposal_id)
     taken_at = utcnow()
-    store.take_proposal_lease(p.id, owner, lease=lease, now=taken_at)
+    store.take_proposal_lease(pid, owner, lease=lease, now=taken_at)
+    token = _HELD.set((pid, owner))
     try:
-        with Heartbeat(lambda: store.renew_proposal_lease(p.id, owner, lease=lease), lease,
-                       what=f"proposal {p.short_id}"), open_checkpointer() as saver:
-            graph = route_for_agent(p.agent).build(saver)
-            config = {"configurable": {"thread_id": p.thread_id, "worker": owner}}
-            p = store.get_proposal(p.id)
-            decided = None if p.status in OPEN_STATUSES else {"proposal_id": str(p.id), "status": p.status.value}
-            try:  # a thread that died between checkpoints goes on only while its change is on its way
-                _advance(graph, config, decided=decided, unfinished=p.status in UNFINISHED)
-            except InvalidTransition as exc:  # a writer outside any lease moved it first (e.g. an old worker)
-                log.info("resume of %s lost a race: %s", p.short_id, exc)
+        with Heartbeat(lambda: store.renew_proposal_lease(pid, owner, lease=lease), lease,
+                       what=f"proposal {pid[:8]}"):
+            resume(pid)
     except Exception as exc:
-        attempts = store.proposal_lease(p.id)["attempts"] + 1
+        attempts = store.proposal_lease(pid)["attempts"] + 1
         retry_at = None if retry.exhausted(attempts) else utcnow() + timedelta(seconds=retry.delay_s(attempts))
-        store.release_proposal_lease(p.id, owner, finished=False, error=_describe(exc), retry_at=retry_at)
+        store.release_proposal_lease(pid, owner, finished=False, error=_describe(exc), retry_at=retry_at)
         raise
-    store.release_proposal_lease(p.id, owner, finished=True, requested_before=taken_at)
+    finally:
+        _HELD.reset(token)
+    store.release_proposal_lease(pid, owner, finished=True, requested_before=taken_at)
+    return store.get_proposal(pid)
+
+
+def resume_proposal(proposal_id: UUID | str, *, worker: str | None = None, lease: LeasePolicy = LEASE_POLICY,
+                    retry: RetryPolicy = RETRY_POLICY) -> Proposal:
+    """The kernel's default Resumer port: continue the graph of a decided proposal; return it as it ends.
+
+    Runs under the proposal's lease: the one its caller holds (`resume_leased`, the supervise loop), or one it takes
+    itself (LeaseHeld when a live worker is resuming it already: nothing is done twice). Where the thread stopped
+    decides what runs: waiting at the decision, it is resumed with the stored decision; stopped between two
+    checkpoints (a crash while applying, re-running or verifying), it continues from the last one, and the re-run
+    node starts again from its beginning (each node is idempotent). A thread with no checkpoint raises NoCheckpoint.
+    A failure releases a lease taken here with a retry time (backoff), or gives the resume up when out of attempts,
+    and is raised to the caller.
+    """
+    held = _HELD.get()
+    pid = StateStore().resolve_id(proposal_id)
+    if held is not None and held[0] == pid:
+        return _advance_proposal(pid, held[1])
+    owner = worker or worker_name()
+    return resume_leased(pid, functools.partial(_advance_proposal, owner=owner), worker=owner, lease=lease,
+                         retry=retry)
+
+
+def _advance_proposal(proposal_id: str, owner: str) -> Proposal:
+    """Run a decided proposal's graph on from its last checkpoint (the caller holds the proposal's lease)."""
+    store = StateStore()
+    p = store.get_proposal(proposal_id)
+    with open_checkpointer() as saver:
+        graph = route_for_agent(p.agent).build(saver)
+        config = {"configurable": {"thread_id": p.thread_id, "worker": owner}}
+        if graph.get_state(config).created_at is None:
+            raise NoCheckpoint(
+                f"proposal {p.short_id} ({p.status.value}) has no checkpoint for its graph thread {p.thread_id!r}: "
+                "there is no graph to resume, so its change was not applied",
+                hint="checkpoints live beside the state database (PIPEWARDEN_HOME, or PostgreSQL): run the worker "
+                     "with the home its agent ran with; or reject the proposal and report the fault again")
+        decided = None if p.status in OPEN_STATUSES else {"proposal_id": str(p.id), "status": p.status.value}
+        try:  # a thread that died between checkpoints goes on only while its change is on its way
+            _advance(graph, config, decided=decided, unfinished=p.status in UNFINISHED)
+        except InvalidTransition as exc:  # a writer outside any lease moved it first (e.g. an old worker)
+            log.info("resume of %s lost a race: %s", p.short_id, exc)
     return store.get_proposal(p.id)

@@ -319,25 +319,22 @@ def supervise(
     _quiet_libraries()
     import time
 
-    from pipewarden.flows.knowledge_sync import sync_knowledge
+    from pipewarden.inbox.service import expire_stale
     from pipewarden.progress import progress
 
-    # Agents cite the knowledge index: bring it up to date first (unchanged chunks are skipped).
-    with progress("supervise: bringing the knowledge index up to date", enabled=not as_json):
-        indexed = sync_knowledge()
-    if not as_json:
-        console.print(f"[dim]knowledge index: {indexed}[/]")
-    from pipewarden.inbox.service import expire_stale
-
-    if not once:  # a long-running worker loads the agents and the embedder before its first claim, not during it
-        from pipewarden.agents.router import warm_up
-
-        with progress("supervise: loading the agents", enabled=not as_json):
-            warm_up()
+    prepared = _Preparation(quiet=as_json)
+    if once:  # one pass: the agents cite the knowledge index, so bring it up to date first
+        prepared.run(warm=False)
+    else:  # a long-running worker resumes decided proposals at once, and claims events once the index is ready
+        prepared.start()
     while True:
+        events = prepared.ready()  # raises what the preparation raised: the worker exits, `serve` restarts it
+        if prepared.note and not as_json:
+            console.print(f"[dim]{prepared.note}[/]")
+            prepared.note = None
         with progress("supervise: handling pending events and decided proposals", enabled=not as_json):
             expired = expire_stale()
-            report = _supervise_pass(as_flow)
+            report = _supervise_pass(as_flow, events=events)
         for p in expired:
             console.print(f"proposal {p.short_id} expired: {p.status_reason}")
         if as_json:
@@ -350,13 +347,62 @@ def supervise(
         time.sleep(interval)
 
 
-def _supervise_pass(as_flow: bool | None) -> Any:
+class _Preparation:
+    """What a worker does before it claims events: bring the knowledge index up to date (agents cite it) and, for a
+    long-running worker, load the agents and the embedder. Run in a thread (`start`) so decided proposals are
+    resumed while it runs: a resume needs neither (the agent's graph is loaded on its own)."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        import threading
+
+        self.quiet = quiet
+        self.note: str | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self.run, kwargs={"warm": True, "in_thread": True},
+                                        name="pipewarden-supervise-prepare", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def run(self, *, warm: bool, in_thread: bool = False) -> None:
+        from pipewarden.flows.knowledge_sync import sync_knowledge
+        from pipewarden.progress import progress
+
+        show = not self.quiet and not in_thread  # one live progress display at a time: the loop's
+        try:
+            with progress("supervise: bringing the knowledge index up to date", enabled=show):
+                self.note = f"knowledge index: {sync_knowledge()}"
+            if warm:
+                from pipewarden.agents.router import warm_up
+
+                with progress("supervise: loading the agents", enabled=show):
+                    warm_up()
+        except BaseException as exc:  # handed to the loop, which raises it
+            self.error = exc
+            if not in_thread:
+                raise
+        finally:
+            self.done.set()
+
+    def ready(self) -> bool:
+        """True once events may be claimed; raises the preparation's error."""
+        if self.error is not None:
+            raise self.error
+        return self.done.is_set()
+
+
+def _supervise_pass(as_flow: bool | None, *, events: bool = True) -> Any:
     """One pass: as the Prefect flow (`--flow`, or by default when there is work and PREFECT_API_URL is set),
     inline with the lifecycle mirrored (`--no-flow`, or work without a Prefect API), or, idle by default, inline
-    without importing Prefect at all (it costs seconds, and an idle pass has nothing to show)."""
+    without importing Prefect at all (it costs seconds, and an idle pass has nothing to show). `events=False`
+    (the worker is still preparing): only decided proposals are resumed, inline; events wait for the next passes
+    (the lifecycle is mirrored by the first full pass)."""
     from pipewarden.agents.supervisor import SuperviseReport, supervise_once
     from pipewarden.flows.supervise_work import has_work
 
+    if not events:
+        return supervise_once(limit=0)
     if as_flow is None and not has_work():
         return supervise_once()
     from pipewarden.flows.prefect_story import prefect_configured

@@ -480,3 +480,19 @@ def test_the_fake_answers_like_slack_for_the_calls_we_make(fake: FakeSlack) -> N
         web.chat_postMessage(channel=top["channel"], thread_ts="1.000000", text="reply")
     web.chat_update(channel=top["channel"], ts=top["ts"], text="edited")
     assert fake.message(top["channel"], top["ts"]).text == "edited"
+
+
+def test_the_supervisor_worker_tells_slack_how_a_resume_ended(client: TestClient, slack_on: FakeSlack,
+                                                              resumer: list[str]) -> None:
+    from pipewarden.agents.supervisor import supervise_once
+
+    store = StateStore()
+    p = created(store)
+    click(client, slack_on, p, ALICE, "approve")
+    wait_for_status(slack_on, p, "approved")
+    report = supervise_once(worker="test-worker", limit=0)  # the real loop, resumes only (no event claimed)
+    assert [(r.proposal_id, r.status) for r in report.resumed] == [(str(p.id), "verified")]
+    assert resumer == [str(p.id)]  # through the Resumer port
+    msg = message_of(slack_on, p)  # the worker notifies synchronously: no waiting
+    assert "applied and verified" in msg.text
+    assert "Applied and verified" in blocks_of(msg)["outcome"]["text"]["text"]

@@ -169,3 +169,100 @@ def test_inbox_approve_while_a_worker_holds_the_lease_says_so(
     assert res.code == 0, res.err
     assert "the worker worker-host:4242 is applying it now" in res.out_text
     assert [e.action for e in store.audit_entries(str(p.id))] == ["proposed", "approved"]
+
+
+# --------------------------------------------------------------------------- resuming decided proposals
+def test_the_loop_resumes_a_decided_proposal_through_the_resumer_port_under_its_lease(
+    state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipewarden.inbox import service
+    from pipewarden.settings import get_settings
+    from tests.inbox import fake_notifier, fake_resumer
+
+    seen: list[Any] = []
+
+    def resume(pid: str) -> Proposal:  # the port runs while the loop holds the proposal's lease
+        seen.append(StateStore().proposal_lease(pid)["lease_owner"])
+        return fake_resumer.resume(pid)
+
+    monkeypatch.setattr(fake_resumer, "leased_resume", resume, raising=False)
+    monkeypatch.setenv("PIPEWARDEN_RESUMER", "tests.inbox.fake_resumer:leased_resume")
+    monkeypatch.setenv("PIPEWARDEN_NOTIFIER", "tests.inbox.fake_notifier:notify")
+    get_settings.cache_clear()
+    fake_notifier.CALLS.clear()
+    store = StateStore()
+    p = pending_proposal(store)  # no graph thread: only the configured Resumer can resume it
+    service.hand_off(p.id, "approve", "alice", via="web")
+    report = supervisor.supervise_once(worker="w1", limit=0)
+    assert [(r.proposal_id, r.status) for r in report.resumed] == [(str(p.id), "verified")]
+    assert seen == ["w1"]
+    assert store.get_proposal(p.id).status == ProposalStatus.verified
+    assert store.resume_requested() == [] and store.proposal_lease(p.id)["lease_owner"] is None
+    assert ("proposal_updated", str(p.id)) in fake_notifier.CALLS  # Slack follows it past "approved"
+
+
+def test_a_decided_proposal_whose_thread_has_no_checkpoint_is_a_recorded_failure_not_a_no_op(
+    state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipewarden.inbox import service
+    from pipewarden.settings import get_settings
+
+    monkeypatch.setenv("PIPEWARDEN_RESUMER", "pipewarden.agents.supervisor:resume_proposal")
+    get_settings.cache_clear()
+    store = StateStore()
+    p = pending_proposal(store)  # its thread was never run: no checkpoint
+    service.hand_off(p.id, "approve", "alice", via="web")
+    [failed] = supervisor.supervise_once(worker="w1", limit=0, retry=RetryPolicy(max_attempts=3, backoff_s=60)).resumed
+    assert failed.status == "failed" and "no checkpoint" in (failed.error or "")
+    assert store.get_proposal(p.id).status == ProposalStatus.approved
+    lease = store.proposal_lease(p.id)
+    assert lease["resume_requested_at"] is not None and lease["attempts"] == 1  # kept, retried after a backoff
+    assert [e.action for e in store.audit_entries(str(p.id))][-1] == "resume_failed"
+
+
+def test_the_long_running_worker_resumes_decisions_while_the_knowledge_index_is_still_syncing(
+    state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from typer.testing import CliRunner
+
+    from pipewarden.agents import router
+    from pipewarden.cli import app
+    from pipewarden.flows import knowledge_sync
+    from pipewarden.inbox import service
+    from pipewarden.settings import get_settings
+
+    monkeypatch.setenv("PIPEWARDEN_RESUMER", "tests.inbox.fake_resumer:resume")
+    get_settings.cache_clear()
+    store = StateStore()
+    p = pending_proposal(store)
+    service.hand_off(p.id, "approve", "alice", via="web")
+    seen: list[ProposalStatus] = []
+    synced = threading.Event()
+
+    def slow_sync() -> str:  # the sync is still running until it sees the decision applied (or gives up waiting)
+        for _ in range(200):
+            if StateStore().get_proposal(p.id).status == ProposalStatus.verified:
+                break
+            threading.Event().wait(0.05)
+        seen.append(StateStore().get_proposal(p.id).status)
+        synced.set()
+        return "stub"
+
+    class Stop(Exception):
+        pass
+
+    def sleep(seconds: float) -> None:  # the loop's pause: end the command once the preparation is over
+        if synced.is_set():
+            raise Stop
+        synced.wait(0.05)
+
+    monkeypatch.setattr(knowledge_sync, "sync_knowledge", slow_sync)
+    monkeypatch.setattr(router, "warm_up", lambda: None)
+    monkeypatch.setattr(time, "sleep", sleep)
+    result = CliRunner().invoke(app, ["supervise", "--interval", "0", "--no-flow"])
+    assert isinstance(result.exception, Stop), result.output
+    assert seen == [ProposalStatus.verified]  # applied before the index was ready
+    assert store.resume_requested() == []
