@@ -478,7 +478,9 @@ class StateStore:
         name = actor.strip()
         if is_system_actor(name) and not (name == POLICY_ACTOR and via == "policy"):
             raise Forbidden(f"{actor!r} is a system identity and can never decide a proposal",
-                            hint="decide as a named person: --as YOUR_NAME")
+                            hint="decide as a named person who proves it: a personal token (PIPEWARDEN_TOKEN or "
+                                 "--token-file; `pipewarden approvers token NAME` prints one) or your login as "
+                                 "`os_user:` in approvers.yaml; --as only chooses among those")
         if verdict == Verdict.reject and not reason.strip():
             raise UserError("a rejection needs a reason", hint="pass --reason 'why'")
         pid = self.resolve_id(ref)

@@ -207,6 +207,11 @@ def requirement(proposal: Proposal, decisions: Sequence[Decision] = (), approver
 
 
 # --------------------------------------------------------------------------- checks
+# What a refused identity is told: a name (`--as`, PIPEWARDEN_USER) only chooses among identities proven by a
+# personal token or the OS login (pipewarden.inbox.identity).
+PROVE_YOURSELF = ("decide as a named person who proves it: a personal token (PIPEWARDEN_TOKEN or --token-file; "
+                  "`pipewarden approvers token NAME` prints one) or your login as `os_user:` in approvers.yaml; "
+                  "--as only chooses among those")
 def check_can_decide(
     actor: str, proposal: Proposal, verdict: Verdict | str, approvers: Approvers | None = None, *,
     decisions: Sequence[Decision] = (), now: datetime | None = None,
@@ -222,7 +227,7 @@ def check_can_decide(
     pid = proposal.short_id
     if is_system_actor(name):
         raise Forbidden(f"{name!r} is a system identity and can never decide a proposal",
-                        hint="decide as a named person: --as YOUR_NAME")
+                        hint=PROVE_YOURSELF)
     if name in {proposal.agent, f"agent:{proposal.agent}"}:
         raise Forbidden(f"{name!r} made proposal {pid} and cannot decide it", hint="a person must decide it")
     approvers = approvers or Approvers.load()
@@ -232,7 +237,8 @@ def check_can_decide(
         raise Forbidden(
             f"{name!r} is not an approver in {where}",
             hint=f"add an entry to {where}: `- {{name: {name}, roles: [owner], datasets: [{proposal.dataset}]}}` "
-            "(or decide as a configured approver: --as NAME, PIPEWARDEN_USER)",
+            "(or decide as a configured approver you can prove you are: your personal token in PIPEWARDEN_TOKEN or "
+            "--token-file, or your login as `os_user:` in that file)",
         )
     if proposal.expires_at is not None and (now or utcnow()) >= proposal.expires_at:
         raise Expired(f"proposal {pid} expired at {proposal.expires_at:%Y-%m-%d %H:%M} UTC; it can no longer be decided",

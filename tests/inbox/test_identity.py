@@ -73,3 +73,21 @@ def test_reading_needs_a_role_on_the_dataset_and_a_reporter_reads_nothing() -> N
     reporter = Approver(name="dbt-ci", roles=["reporter"], datasets=["*"])
     assert owner.may_read("flights") and owner.may_read("airports") and not owner.may_read("planes")
     assert not reporter.may_read("flights")
+
+
+def test_refusals_say_how_to_prove_who_you_are_not_to_pick_a_name(store: StateStore, people: Approvers) -> None:
+    from pipewarden.models import Verdict
+    from pipewarden.policies.approval import check_can_decide
+    from tests.inbox.conftest import make_proposal
+
+    p = make_proposal(store)
+    with pytest.raises(Forbidden) as system:
+        store.decide(p.id, Verdict.approve, "supervisor")
+    with pytest.raises(Forbidden) as policy_system:
+        check_can_decide("supervisor", p, Verdict.approve, people)
+    with pytest.raises(Forbidden) as stranger:
+        check_can_decide("mallory", p, Verdict.approve, people)
+    for refused in (system.value, policy_system.value, stranger.value):
+        said = f"{refused.message} {refused.hint}"
+        assert "YOUR_NAME" not in said and "--as NAME" not in said
+        assert "PIPEWARDEN_TOKEN" in said and "--token-file" in said and "os_user" in said
