@@ -316,8 +316,28 @@ def change_from_form(current: Any, form: Any) -> Any:
         return current.model_copy(update={"predicate": predicate, "reason": reason})
     if current.kind == "contract_change":
         return current.model_copy(update={"contract": _contract_from_form(current.contract, form)})
+    if current.kind == "change_set":  # each editable member's fields come prefixed with its index: m0.sql, m1.predicate
+        members = [change_from_form(m, _Prefixed(form, f"m{i}.")) if m.kind in EDITABLE_KINDS else m
+                   for i, m in enumerate(current.changes)]
+        return current.model_copy(update={"changes": members})
     raise UserError(f"a {current.kind} change cannot be edited in the inbox",
                     hint="reject it with a reason; the agent's next proposal will see why")
+
+
+class _Prefixed:
+    """The fields of a form whose names start with `prefix`, under their names without it (a change set's member)."""
+
+    def __init__(self, form: Any, prefix: str) -> None:
+        self.form, self.prefix = form, prefix
+
+    def getlist(self, name: str) -> list[Any]:
+        return list(self.form.getlist(self.prefix + name))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.form.get(self.prefix + name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return f"{self.prefix}{name}" in self.form
 
 
 CONTRACT_BOUNDS: tuple[str, ...] = ("min", "max", "max_length")
@@ -364,7 +384,7 @@ def _contract_from_form(contract: dict[str, Any], form: Any) -> dict[str, Any]:
 
 
 # The change kinds a person can edit on the page (each re-proven by the DryRunner port before it can be approved).
-EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch", "quarantine", "contract_change")
+EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch", "quarantine", "contract_change", "change_set")
 
 
 # --------------------------------------------------------------------------- security headers
@@ -626,6 +646,7 @@ def create_app() -> FastAPI:
             "approve_block": edit_block or (permission(user, v, Verdict.approve) if pending else None),
             "reject_block": permission(user, v, Verdict.reject) if p.status in OPEN_STATUSES else None,
             "editable": pending and p.change.kind in EDITABLE_KINDS,
+            "set_editable": any(c.kind in EDITABLE_KINDS for c in _leaves(p.change)),
             "changes": changes, "edited": service.edited_entry(v.audit),
             "progress": prog, "refresh": REFRESH_SECONDS if prog.in_flight else None,
             "retryable": prog.stage in ("needs_retry", "retry_scheduled"),

@@ -18,6 +18,9 @@
   batch as the quality agent judged the original (`tools.quality_fix.load_case` and `dry_run`): the checks
   before and after, the rows it takes out; an edited quarantine's `rows` is the count its predicate now matches.
 
+- a `ChangeSet`: each editable member proven as above, as if it were the proposal's change; the set passes when
+  every member does (the failures and notes name their member).
+
 Other change kinds cannot be edited; they raise a `UserError` that says to reject with a reason instead.
 
 Public names: `redry`, `current_model_sql`, `EDITABLE_KINDS`, `CAST_TYPES`, `SAMPLE_ROWS`.
@@ -32,7 +35,7 @@ from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal, SqlM
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 
-EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch", "quarantine", "contract_change")
+EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch", "quarantine", "contract_change", "change_set")
 SAMPLE_ROWS = 5
 CAST_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
 
@@ -48,8 +51,36 @@ def redry(proposal: Proposal, change: Any, *, store: StateStore | None = None) -
         return _redry_sql(change, store or StateStore())
     if change.kind in ("quarantine", "contract_change"):
         return _redry_on_batch(proposal, change, store or StateStore())
+    if change.kind == "change_set":
+        return _redry_set(proposal, change, store or StateStore())
     raise UserError(f"a {change.kind} change cannot be edited in the inbox (editable: {', '.join(EDITABLE_KINDS)})",
                     hint="reject it with a reason; the agent's next proposal will see why")
+
+
+# --------------------------------------------------------------------------- change sets
+def _redry_set(proposal: Proposal, change: Any, store: StateStore) -> DryRun:
+    """Every member proven as if it were the proposal's change; the set passes when every member does. The
+    failing checks and notes name their member; the first member's `before` and the first sample stand for the
+    set."""
+    old = proposal.change.changes
+    if [c.kind for c in change.changes] != [c.kind for c in old]:
+        raise UserError(f"proposal {proposal.short_id}'s change set has members "
+                        f"{', '.join(c.kind for c in old)}; an edit keeps them and their order",
+                        hint="edit each member's fields, not the set's shape")
+    proofs = [(i, member, redry(proposal.model_copy(update={"change": before}), member, store=store))
+              for i, (before, member) in enumerate(zip(old, change.changes, strict=True), 1)
+              if member.kind in EDITABLE_KINDS]
+    if not proofs:
+        raise UserError("no member of this change set can be edited", hint="reject it with a reason instead")
+    after = CheckResult(
+        passed=all(d.after.passed for _, _, d in proofs), rows=proofs[0][2].after.rows,
+        failed_rows=max(d.after.failed_rows for _, _, d in proofs),
+        failed_checks=[f"{i}. {m.kind}: {c}" for i, m, d in proofs for c in d.after.failed_checks],
+        schema_errors=[f"{i}. {m.kind}: {c}" for i, m, d in proofs for c in d.after.schema_errors])
+    return DryRun(before=proofs[0][2].before, after=after,
+                  sample=next((d.sample for _, _, d in proofs if d.sample), []),
+                  metrics={f"{k}[{i}]": v for i, _, d in proofs for k, v in d.metrics.items()},
+                  notes=[f"{i}. {m.kind}: {n}" for i, m, d in proofs for n in d.notes])
 
 
 # --------------------------------------------------------------------------- quality rules and contracts

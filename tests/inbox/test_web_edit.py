@@ -341,3 +341,42 @@ def test_a_contract_threshold_is_edited_and_re_proven_on_the_batch(
     resp = edit(client, p.id, max_failure_rate="0.1", col_name="dep_delay", col_min="-120", col_max="lots",
                 col_max_length="")
     assert resp.status_code == 422 and "dep_delay.max must be a number" in resp.text
+
+
+# --------------------------------------------------------------------------- change sets
+def change_set_proposal(store: StateStore, batch: Path) -> Proposal:
+    """A drifted batch's mapping and the SQL model that reads it, as one change set (as the drift agent makes)."""
+    from pipewarden.models import ChangeSet
+
+    p = mapping_proposal(store, batch)
+    members = [p.change, SqlModelPatch(model="route_stats", sql=NEW_SQL, base_sql=OLD_SQL, reason="by destination")]
+    ev = store.get_event(p.event_id).model_copy(update={"id": type(p.event_id)(int=p.event_id.int + 1)})
+    store.append_event(ev)
+    return store.create_proposal(p.model_copy(update={
+        "id": type(p.id)(int=p.id.int + 1), "event_id": ev.id, "thread_id": f"t-{ev.id}",
+        "change": ChangeSet(changes=members, summary="the mapping and the model that reads it")}))
+
+
+def test_each_member_of_a_change_set_is_edited_and_every_member_re_proven(
+    client: TestClient, store: StateStore, tmp_path: Path, warehouse: Path
+) -> None:
+    p = change_set_proposal(store, drifted_batch(tmp_path / "feb.csv"))
+    html = client.get(f"/proposals/{p.id}").text
+    assert 'id="edit-form"' in html and 'name="m0.rename_to"' in html and 'name="m1.sql"' in html
+
+    form = {f"m0.{k}": v for k, v in mapping_form({"departureDelay": "dep_delay"}, {}).items()}
+    edited_sql = "SELECT origin, dest, count(*) AS n, min(dest) AS first_dest\nFROM flights GROUP BY origin, dest"
+    resp = edit(client, p.id, **form, **{"m1.sql": edited_sql})
+    assert resp.status_code == 303 and resp.headers["location"].endswith("flash=edited")
+    edited = store.get_proposal(p.id)
+    assert edited.change.changes[0].casts == {} and edited.change.changes[1].sql == edited_sql
+    dr = edited.dry_run
+    assert dr is not None and dr.after.passed and dr.sample and dr.sample[0]["dep_delay"] == 2.0
+    assert dr.metrics["rows_after[2]"] == 3.0  # the SQL member's proof on the warehouse (3 routes)
+
+    # a member that fails fails the set, named by its number
+    resp = edit(client, p.id, **form, **{"m1.sql": "SELECT origin, nosuchcolumn FROM flights"})
+    assert resp.status_code == 303 and resp.headers["location"].endswith("flash=edited_fails")
+    dr = store.get_proposal(p.id).dry_run
+    assert dr is not None and not dr.after.passed
+    assert any(line.startswith("2. sql_model_patch: ") for line in dr.after.failed_checks + dr.after.schema_errors)
