@@ -80,6 +80,17 @@ class Unauthenticated(UserError):
     """No token, or one that is unknown or revoked. Nothing was read or changed."""
 
 
+class NotReadable(UnknownNameError):
+    """No proposal with this id that the caller may read: the same answer whether it does not exist or is on a
+    dataset where they hold no role but reporter (as the web inbox answers 404); it lists no other ids."""
+
+    def __init__(self, ref: str) -> None:
+        UserError.__init__(self, f"no proposal {ref!r} that you may read",
+                           hint="inbox_list lists the proposals you may read: those on datasets where "
+                                "approvers.yaml gives you a role other than reporter")
+        self.what, self.name, self.known = "proposal", ref, []
+
+
 class Caller(BaseModel):
     """Who a tool call speaks for: the approver a personal token belongs to."""
 
@@ -153,6 +164,10 @@ def build_server(*, token: str | None = None, store: Callable[[], StateStore] | 
     )
 
     def caller(ctx: Context) -> Caller:
+        person = approver(ctx)
+        return Caller(name=person.name, roles=list(person.roles), datasets=list(person.datasets))
+
+    def approver(ctx: Context) -> Approver:
         """The approver this call speaks for, proven now: HTTP from the request's verified bearer token (the
         middleware ran for this very request), stdio from PIPEWARDEN_TOKEN; either way looked up again here."""
         from pipewarden.policies.approvers import Approvers
@@ -178,7 +193,7 @@ def build_server(*, token: str | None = None, store: Callable[[], StateStore] | 
         if person is None:
             raise Forbidden(f"{name!r} holds a token but is no longer in {approvers.path}",
                             hint="ask a project owner to add you back to approvers.yaml")
-        return Caller(name=person.name, roles=list(person.roles), datasets=list(person.datasets))
+        return person
 
     def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         """Turn pipewarden's errors into tool errors a model can read (category, message, hint)."""
@@ -221,7 +236,7 @@ def build_server(*, token: str | None = None, store: Callable[[], StateStore] | 
         from pipewarden.inbox.render import proposal_json
         from pipewarden.models import ProposalStatus
 
-        caller(ctx)
+        person = approver(ctx)
         known = [s.value for s in ProposalStatus]
         wanted: list[str] | None = []
         for s in status or ["open"]:
@@ -236,8 +251,15 @@ def build_server(*, token: str | None = None, store: Callable[[], StateStore] | 
                 raise UnknownNameError("proposal status", s, [*known, "open", "all"])
         if not 1 <= limit <= 500:
             raise UserError(f"limit={limit} is out of range", hint="ask for 1 to 500 proposals")
-        proposals = [p for p in make_store().list_proposals(wanted, limit=limit)
-                     if dataset is None or p.dataset == dataset]
+        # Only datasets where the caller holds a role other than reporter (`Approver.may_read`, as the web inbox);
+        # an unreadable dataset asked for by name reads as one with no proposals.
+        st = make_store()
+        readable = [d for d in st.count_proposals_by("dataset", {})
+                    if person.may_read(d) and (dataset is None or d == dataset)]
+        filters: dict[str, list[str]] = {"dataset": readable}
+        if wanted is not None:
+            filters["status"] = wanted
+        proposals = st.find_proposals(filters, limit=limit) if readable else []
         return {"count": len(proposals), "proposals": [proposal_json(p) for p in proposals]}
 
     @server.tool(description="One proposal (full id or a unique prefix of 4+ characters): diagnosis, change, dry-run "
@@ -247,8 +269,13 @@ def build_server(*, token: str | None = None, store: Callable[[], StateStore] | 
         from pipewarden.inbox.render import proposal_detail_json
         from pipewarden.inbox.service import proposal_view
 
-        who = caller(ctx)
-        view = proposal_view(proposal, store=make_store())
+        who = approver(ctx)
+        try:
+            view = proposal_view(proposal, store=make_store())
+        except UnknownNameError:
+            raise NotReadable(proposal) from None
+        if not who.may_read(view.proposal.dataset):
+            raise NotReadable(proposal)
         need = view.requirement
         return {**proposal_detail_json(view.proposal, view.decisions, view.audit, event=view.event),
                 "requirement": need.model_dump(mode="json") if need is not None else None,

@@ -130,11 +130,39 @@ def test_no_token_an_unknown_token_and_a_revoked_one_are_refused(store: StateSto
 def test_an_unknown_proposal_and_a_misspelt_status_name_the_value(store: StateStore) -> None:
     server = build_server(token=store.issue_token("alice"))
     err, text = call(server, "inbox_show", {"proposal": "feedbeef"})
-    assert err and "not found: unknown proposal 'feedbeef'" in text
+    assert err and "not found: no proposal 'feedbeef' that you may read" in text
     err, text = call(server, "inbox_decide", {"proposal": "feedbeef", "verdict": "reject", "reason": "no"})
     assert err and "not found" in text
     err, text = call(server, "inbox_list", {"status": ["pendng"]})
     assert err and "unknown proposal status 'pendng'" in text and "did you mean 'pending'" in text
+
+
+def test_a_caller_sees_only_proposals_on_datasets_where_they_hold_a_role_other_than_reporter(
+    store: StateStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipewarden.settings import get_settings
+
+    people = tmp_path / "approvers.yaml"
+    people.write_text(
+        "approvers:\n"
+        "  - {name: alice, roles: [owner], datasets: [flights]}\n"
+        "  - {name: frank, roles: [owner], datasets: [planes]}\n"
+        "  - {name: rita, roles: [reporter], datasets: [flights]}\n", encoding="utf-8")
+    monkeypatch.setenv("PIPEWARDEN_APPROVERS_FILE", str(people))
+    get_settings.cache_clear()
+    p = make_proposal(store)  # on flights
+    alice = build_server(token=store.issue_token("alice"))
+    assert call(alice, "inbox_list")[1]["count"] == 1
+    for name in ("frank", "rita"):  # another dataset's owner; a reporter on flights
+        server = build_server(token=store.issue_token(name))
+        assert call(server, "inbox_list") == (False, {"count": 0, "proposals": []})
+        assert call(server, "inbox_list", {"dataset": "flights", "status": ["all"]}) == (
+            False, {"count": 0, "proposals": []})
+        err, text = call(server, "inbox_show", {"proposal": str(p.id)})
+        err_missing, text_missing = call(server, "inbox_show", {"proposal": "0" * 36})
+        assert err and err_missing
+        assert text.replace(str(p.id), "ID") == text_missing.replace("0" * 36, "ID")  # same answer as no such id
+        assert "not found: no proposal" in text and p.title not in text
 
 
 def test_check_reads_project_files_only(store: StateStore, pw_project: Path, tmp_path: Path,
