@@ -266,10 +266,18 @@ def emit(
     idempotency_key: Annotated[str | None, typer.Option(
         help="Report at most once per key: the same key again prints the first event's id and stores nothing.")]
     = None,
+    actor: Annotated[str | None, typer.Option(
+        "--as", help="Which of the identities you prove to report as (default: $PIPEWARDEN_USER, else the proven "
+                     "one). It never names someone you have not proven.")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="A private file (chmod 600) holding the reporter's personal token; else "
+                             "$PIPEWARDEN_TOKEN, else your login's `os_user` entry in approvers.yaml.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Report an event from outside a Prefect flow: validated like a flow's event and written to the outbox (no
-    server needed); the supervisor claims it. Who reported it ($PIPEWARDEN_USER or your login) is audited.
+    server needed); the supervisor claims it. The reporter proves who they are like a decision does (a personal
+    token in $PIPEWARDEN_TOKEN or --token-file, or their login as `os_user` in approvers.yaml) and needs the
+    reporter role on the dataset, as `POST /api/events` does; who reported it is audited.
 
     KIND, and the fields it needs besides --dataset:
 
@@ -284,13 +292,18 @@ def emit(
     Any kind may carry load_id, run_id and occurred.
     A missing, misspelt or mistyped field is refused by name (exit 2).
     """
-    from pipewarden.inbox.service import default_actor
+    from pipewarden.inbox.identity import cli_identity
+    from pipewarden.policies.approvers import Approvers, check_can_report
     from pipewarden.report import cli_event, read_json_body
     from pipewarden.store import StateStore
 
+    store, approvers = StateStore(), Approvers.load()
+    reporter = cli_identity(store, approvers, claimed=actor, token_file=token_file).name  # proven, never a bare name
+    check_can_report(reporter, approvers)  # before reading the body: a non-reporter learns nothing more
     body = read_json_body(json_body) if json_body is not None else None
     event = cli_event(kind, dataset, field or [], body)
-    event_id, created = StateStore().report_event(event, default_actor(), idempotency_key=idempotency_key, via="cli")
+    check_can_report(reporter, approvers, event.dataset)
+    event_id, created = store.report_event(event, reporter, idempotency_key=idempotency_key, via="cli")
     if as_json:
         _print_json({"id": event_id, "created": created, "kind": event.kind, "dataset": event.dataset})
     elif created:

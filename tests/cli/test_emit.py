@@ -1,6 +1,7 @@
 """`pipewarden emit KIND --dataset NAME [--field k=v ...] [--json-body FILE|-] [--idempotency-key K] [--json]`
 through the console-script entry point: the event lands in the outbox through the store (no server), claimable by
-the supervisor, with who reported it audited; a key stores it once; bad input is one message naming the field."""
+the supervisor, with who reported it audited; the reporter proves who they are (a token, or `os_user`) and needs the
+reporter role on the dataset; a key stores it once; bad input is one message naming the field."""
 
 from __future__ import annotations
 
@@ -17,10 +18,15 @@ from pipewarden.report import EVENT_MODELS
 from pipewarden.store import StateStore
 from tests.cli.conftest import CliResult
 
+REPORTER = "  - {name: nightly-cron, roles: [reporter], datasets: [flights, weather]}\n"
+
 
 @pytest.fixture(autouse=True)
-def reporter_name(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("PIPEWARDEN_USER", "nightly-cron")
+def reporter_name(monkeypatch: pytest.MonkeyPatch, pw_project: Path) -> str:
+    """A reporter identity in the project's approvers.yaml, proven by its personal token (as a cron job would)."""
+    with (pw_project / "approvers.yaml").open("a", encoding="utf-8") as f:
+        f.write(REPORTER)
+    monkeypatch.setenv("PIPEWARDEN_TOKEN", StateStore().issue_token("nightly-cron"))
     return "nightly-cron"
 
 
@@ -77,8 +83,10 @@ def test_emit_reads_the_event_from_a_json_file_or_stdin(
     assert b.dataset == "weather" and b.halted is False  # type: ignore[union-attr]
 
 
-def test_the_same_idempotency_key_stores_the_event_once(pw: Callable[..., CliResult], state_url: str) -> None:
+def test_the_same_idempotency_key_stores_the_event_once(pw: Callable[..., CliResult], state_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     assert StateStore().url == state_url  # once on SQLite, once on PostgreSQL
+    monkeypatch.setenv("PIPEWARDEN_TOKEN", StateStore().issue_token("nightly-cron"))  # a token of this state DB
     args = ("emit", "run_failed", "--dataset", "flights", "--field", "stage=load", "--field", "error=timeout",
             "--idempotency-key", "airflow:flights_load:2026-11-22")
     first = emitted(pw(*args, "--json"))
@@ -95,6 +103,31 @@ def test_the_same_idempotency_key_stores_the_event_once(pw: Callable[..., CliRes
     assert reused.code == 2 and "field 'idempotency_key'" in reused.err_text
     assert "already used for another event" in reused.err_text
     assert len(store.list_events()) == 1
+
+
+RUN_FAILED = ("emit", "run_failed", "--dataset", "flights", "--field", "stage=s", "--field", "error=e")
+
+
+def test_a_name_alone_proves_nothing_and_stores_nothing(pw: Callable[..., CliResult],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PIPEWARDEN_TOKEN")
+    monkeypatch.setenv("PIPEWARDEN_USER", "nightly-cron")
+    res = pw(*RUN_FAILED)
+    assert res.code == 2 and "proves nothing" in res.err_text and "PIPEWARDEN_TOKEN" in res.err_text
+    assert StateStore().list_events() == []
+
+
+def test_a_proven_identity_needs_the_reporter_role_on_the_dataset(pw: Callable[..., CliResult],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPEWARDEN_TOKEN", StateStore().issue_token("alice"))  # an owner, not a reporter
+    res = pw(*RUN_FAILED)
+    assert res.code == 4 and "reporting needs the reporter role" in res.err_text
+    monkeypatch.setenv("PIPEWARDEN_TOKEN", StateStore().issue_token("nightly-cron"))
+    res = pw("emit", "run_failed", "--dataset", "planes", "--field", "stage=s", "--field", "error=e")
+    assert res.code == 4 and "cannot report events on planes" in res.err_text
+    res = pw(*RUN_FAILED, "--as", "alice")  # --as only chooses among proven identities
+    assert res.code == 4 and "you cannot decide as 'alice'" in res.err_text
+    assert StateStore().list_events() == []
 
 
 @pytest.mark.parametrize(("args", "words"), [
