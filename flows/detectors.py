@@ -6,7 +6,7 @@ caller does. The drift reference (`FeatureReference`, one per feature) is made a
 with `tools.drift.model_health` (feature drift against the reference sample logged with the model version, and
 performance decay on labelled feedback), by the thresholds of `policies/retrain.yaml`.
 
-Public names: `detect_cost_regressions`, `detect_model_drift`, `FeatureReference`, `reference_profile`,
+Public names: `detect_cost_regressions`, `model_dataset`, `detect_model_drift`, `FeatureReference`, `reference_profile`,
 `batch_psi`, `psi`.
 """
 
@@ -23,7 +23,6 @@ from pipewarden.flows.warehouse import connect
 from pipewarden.settings import get_settings
 from pipewarden.tools.drift import psi  # one PSI for quality, drift and the detectors
 
-DATASET = "flights"
 RUNS_TABLE = "model_runs"
 REFERENCE_TABLE = "model_reference"
 NULL_BIN = "__null__"
@@ -47,7 +46,7 @@ def _event_metrics() -> tuple[str, ...]:
 
 def detect_cost_regressions(
     load_id: str, threshold: float | None = None, min_ms: float | None = None, *, min_history: int | None = None,
-    dataset: str = DATASET, policy: Any = None,
+    dataset: str | None = None, policy: Any = None,
 ) -> list[CostRegression]:
     """Models whose latest successful build for `load_id` costs past the cost policy's threshold over their baseline
     (their last `baseline_runs` earlier successful builds), at most one event per model, judged by
@@ -57,6 +56,9 @@ def detect_cost_regressions(
     The policy (`policies/cost.yaml`, or `policy`) lists metrics in order; the first metric that fires names the
     event. `threshold` / `min_ms` override the elapsed-time rule, `min_history` the policy's. A model with fewer
     than `min_history` earlier builds has no baseline yet.
+
+    Each event's `dataset` is `dataset` when given (the pipeline passes the batch's), else the dataset whose load
+    `load_id` is (`meta_loads`), else the dataset the model is built from (`model_dataset`).
     """
     from pipewarden.flows.cost_judge import CostBuild, judge_build
     from pipewarden.policies.cost import MetricRule, load_cost_policy
@@ -91,6 +93,8 @@ def detect_cost_regressions(
             load_id=row[1], elapsed_ms=row[2], rows_scanned=row[3], bytes_scanned=row[4],
             scans=json.loads(row[5]) if row[5] else [], operators=json.loads(row[6]) if row[6] else []))
     judged = policy.model_copy(update={"metrics": rules})
+    if dataset is None:
+        dataset = _load_dataset(url, load_id)
     events: list[CostRegression] = []
     for model, runs in sorted(history.items()):
         latest = [i for i, r in enumerate(runs) if r.load_id == load_id]
@@ -101,10 +105,46 @@ def detect_cost_regressions(
             continue
         found = judge_build(runs[i], runs[:i][-policy.baseline_runs:], judged)
         if found is not None:
-            events.append(CostRegression(id=stable_event_id("cost_regression", load_id, model), dataset=dataset,
+            events.append(CostRegression(id=stable_event_id("cost_regression", load_id, model),
+                                         dataset=dataset or model_dataset(model),
                                          load_id=load_id, model=model, metric=found.metric,
                                          baseline=found.baseline, observed=found.observed, ratio=found.ratio))
     return events
+
+
+def _load_dataset(url: str, load_id: str) -> str | None:
+    """The dataset whose batch `load_id` landed (its `meta_loads` row), or None when the load is not recorded."""
+    from pipewarden.tools.warehouse import connect as connect_warehouse
+
+    with connect_warehouse(url, read_only=True) as wh:
+        if not wh.has_table("meta_loads"):
+            return None
+        rows = wh.execute("SELECT dataset FROM meta_loads WHERE load_id = ? ORDER BY dataset LIMIT 1", [load_id])
+    return str(rows[0][0]) if rows else None
+
+
+def model_dataset(model: str) -> str:
+    """The dataset a SQL model is built from: of the raw tables (`raw_<dataset>`) it reads, directly or through
+    other models, the first batch dataset (not `reference = true` in the project file) by name, else the first
+    reference one; the model's own name when it reads no raw table."""
+    from pipewarden.tools.lineage import RAW_PREFIX, ModelSqlError, model_dependencies
+
+    try:
+        deps = model_dependencies()
+    except ModelSqlError:  # the models folder is gone or broken since the build: the model is all we know
+        return model
+    seen: set[str] = set()
+    todo = [model]
+    while todo:
+        for up in deps.get(todo.pop(), ()):
+            if up not in seen:
+                seen.add(up)
+                todo.append(up)
+    raw = sorted(t.removeprefix(RAW_PREFIX) for t in seen if t not in deps and t.startswith(RAW_PREFIX))
+    settings = get_settings()
+    declared = settings.project_config.datasets if settings.has_project else {}
+    batch = [d for d in raw if not (d in declared and declared[d].reference)]
+    return (batch or raw or [model])[0]
 
 
 # --------------------------------------------------------------------------- drift reference

@@ -144,6 +144,22 @@ def test_cost_detector_fires_on_a_5x_jump_only() -> None:
     assert detect_cost_regressions("no-such-load") == []
 
 
+def test_a_cost_event_names_the_dataset_of_its_load_else_of_its_model() -> None:
+    from pipewarden.flows.ingest import META_LOADS_DDL
+
+    _write_runs({"route_daily": [100, 110, 95, 105, 520], "hourly_orders": [100, 110, 95, 105, 520]},
+                new_loop_join=("route_daily", "hourly_orders"))
+    # no recorded load: the dataset the model is built from (route_daily reads raw_flights through stg_flights, and
+    # the reference table raw_airports); a model the project does not have is all the detector knows
+    assert {e.model: e.dataset for e in detect_cost_regressions("load-4")} == {
+        "route_daily": "flights", "hourly_orders": "hourly_orders"}
+    with connect() as con:  # the load is recorded: its own dataset, whatever the model reads
+        con.execute(META_LOADS_DDL)
+        con.execute("INSERT INTO meta_loads VALUES ('weather', 'load-4', 'w.csv', now(), 'fp', 10, 'accepted')")
+    assert {e.dataset for e in detect_cost_regressions("load-4")} == {"weather"}
+    assert {e.dataset for e in detect_cost_regressions("load-4", dataset="orders")} == {"orders"}  # the caller's
+
+
 def test_cost_detector_needs_a_baseline() -> None:
     _write_runs({"route_daily": [100, 900]}, new_loop_join=("route_daily",))
     assert detect_cost_regressions("load-1") == []
