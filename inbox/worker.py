@@ -2,8 +2,11 @@
 
 The web server and the Slack endpoint only store decisions (with their durable resume request, in the same
 transaction); this worker is what applies them, re-runs the batch and verifies it, under a lease
-(`agents.supervisor`). It is a child process, not a thread or a background task of the server, so pipeline work
-never competes with requests for the server's event loop or GIL, and the inbox never imports `agents/`.
+(`agents.supervisor`), through the configured Resumer port, and it tells the Notifier how each resume ended (so
+Slack follows a proposal past "approved"). It resumes stored decisions from its first second: the knowledge index
+sync and the agents' warm-up it needs before claiming events run beside it. It is a child process, not a thread or
+a background task of the server, so pipeline work never competes with requests for the server's event loop or GIL,
+and the inbox never imports `agents/`.
 
 The child inherits the server's environment (project, home, state DB). It is started with the server and
 stopped with it (SIGTERM, then SIGKILL after a grace period); on Linux it is also asked to die with its parent
