@@ -124,13 +124,19 @@ def handle_event(event_id: str, agent: str, build, *, worker: str | None = None,
     store = StateStore()
     owner = worker or worker_name()
     started = time.perf_counter()
-    pid = proposal_id_for(event_id)
-    if store.proposal_for_event(event_id) is not None:
+
+    def proposal_id() -> str | None:
+        """The event's proposal's own id, once it exists: most are derived from the event's id (`proposal_id_for`),
+        but a dead-letter or triage proposal need not be, so the lease always follows the stored one."""
+        p = store.proposal_for_event(event_id)
+        return str(p.id) if p is not None else None
+
+    if (pid := proposal_id()) is not None:
         store.take_proposal_lease(pid, owner, lease=lease)
 
     def beat() -> bool:
         ok = store.renew_event_lease(event_id, owner, lease=lease)
-        if store.proposal_for_event(event_id) is not None:
+        if (pid := proposal_id()) is not None:
             store.renew_proposal_lease(pid, owner, lease=lease)
         return ok
 
@@ -139,7 +145,7 @@ def handle_event(event_id: str, agent: str, build, *, worker: str | None = None,
         with Heartbeat(beat, lease, what=f"event {event_id[:8]}"), open_checkpointer() as saver:
             _advance(build(saver), config, start={"event_id": event_id})
     finally:
-        if store.proposal_for_event(event_id) is not None:
+        if (pid := proposal_id()) is not None:
             store.release_proposal_lease(pid, owner, finished=None)
     proposal = store.proposal_for_event(event_id)
     return Handled(event_id=event_id, kind=store.get_event(event_id).kind, agent=agent,

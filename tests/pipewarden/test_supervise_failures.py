@@ -266,3 +266,37 @@ def test_the_long_running_worker_resumes_decisions_while_the_knowledge_index_is_
     assert isinstance(result.exception, Stop), result.output
     assert seen == [ProposalStatus.verified]  # applied before the index was ready
     assert store.resume_requested() == []
+
+
+class ProposingUnderItsOwnId(RaisingGraph):
+    """An agent that stores its event's proposal under an id not derived from the event's (as a front end or a
+    script that writes proposals itself may)."""
+
+    def __init__(self, pid: str) -> None:
+        self.pid = pid
+
+    def invoke(self, start: Any, config: dict, **kwargs: Any) -> None:
+        event_id = start["event_id"]
+        StateStore().create_proposal(Proposal(
+            id=self.pid, event_id=event_id, agent="schema-drift", dataset="flights", title="map it",
+            diagnosis="renamed", change=ColumnMapping(dataset="flights", renames={"a": "b"}),
+            thread_id=thread_id_for(event_id)))
+
+
+def test_the_lease_follows_the_stored_proposal_even_when_its_id_is_not_derived_from_the_event(
+        state_url: str, agents: Callable) -> None:
+    import uuid
+
+    store = StateStore()
+    ev = drift_event()
+    store.append_event(ev)
+    own_id = str(uuid.uuid4())
+    assert own_id != str(proposal_id_for(str(ev.id)))
+    agents({str(ev.id): ProposingUnderItsOwnId(own_id)})
+    first = supervisor.handle_event(str(ev.id), "schema-drift", lambda saver: ProposingUnderItsOwnId(own_id),
+                                    worker="w1")
+    assert first.proposal_id == own_id and first.status == "pending"
+    assert store.proposal_lease(own_id)["lease_owner"] is None  # released after the run, by its stored id
+    again = supervisor.handle_event(str(ev.id), "schema-drift", lambda saver: ProposingUnderItsOwnId(own_id),
+                                    worker="w2")  # a second run for the same event takes that proposal's lease
+    assert again.proposal_id == own_id
