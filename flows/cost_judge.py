@@ -5,8 +5,8 @@ do not depend on the machine's load or on how busy the batch was.
   build time: `ScanStat.table_rows`). A month with twice the rows scans twice the rows under the same plan: the
   cost per input row is unchanged, so nothing fires. A model downstream of a regressed one reads a bigger table
   and scans more rows for it, but not more per input row, so one injected regression gives one event.
-- Plan shape (`tools.cost.plan_changes`): a new nested-loop join, a table not read before, a table scanned more
-  times, a scan that lost its filters. Elapsed time (per input row) fires only beside a plan-shape change: the
+- Plan shape (`tools.cost.plan_changes`): a new nested-loop join, a join condition that is no longer a plain
+  equality, a table not read before, a table scanned more times, a scan that lost its filters. Elapsed time (per input row) fires only beside a plan-shape change: the
   plan says why, time says how much. Time alone (a loaded machine) never fires.
 - The event's `baseline` is the baseline cost per input row times this build's input rows: what the model would
   cost on this batch under its usual plan, so `observed / baseline` is the regression and a re-build on the same
@@ -27,7 +27,7 @@ from statistics import median
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.policies.cost import CostPolicy
-from pipewarden.tools.cost import CostProfile, ScanStat, input_rows, plan_changes
+from pipewarden.tools.cost import CostProfile, JoinStat, ScanStat, input_rows, plan_changes
 
 
 class CostBuild(BaseModel):
@@ -40,6 +40,7 @@ class CostBuild(BaseModel):
     bytes_scanned: int | None = None
     scans: list[ScanStat] = Field(default_factory=list)
     operators: list[str] = Field(default_factory=list)
+    joins: list[JoinStat] = Field(default_factory=list)
 
     @property
     def input_rows(self) -> int | None:
@@ -49,7 +50,7 @@ class CostBuild(BaseModel):
         """The plan shape this build recorded (None when it recorded none)."""
         if not self.scans and not self.operators:
             return None
-        return CostProfile(scans=self.scans, operators=self.operators)
+        return CostProfile(scans=self.scans, operators=self.operators, joins=self.joins)
 
 
 class Judgement(BaseModel):

@@ -82,7 +82,7 @@ def detect_cost_regressions(
         cols = set(wh.columns(RUNS_TABLE))
         if not cols:
             return []
-        wanted = ("elapsed_ms", "rows_scanned", "bytes_scanned", "scans", "operators")
+        wanted = ("elapsed_ms", "rows_scanned", "bytes_scanned", "scans", "operators", "joins")
         rows = wh.execute(
             f"SELECT model, load_id, {', '.join(c if c in cols else f'NULL AS {c}' for c in wanted)} "
             f"FROM {RUNS_TABLE} WHERE status = 'ok' ORDER BY model, started_at"
@@ -91,7 +91,8 @@ def detect_cost_regressions(
     for row in rows:
         history.setdefault(row[0], []).append(CostBuild(
             load_id=row[1], elapsed_ms=row[2], rows_scanned=row[3], bytes_scanned=row[4],
-            scans=json.loads(row[5]) if row[5] else [], operators=json.loads(row[6]) if row[6] else []))
+            scans=json.loads(row[5]) if row[5] else [], operators=json.loads(row[6]) if row[6] else [],
+            joins=json.loads(row[7]) if row[7] else []))
     judged = policy.model_copy(update={"metrics": rules})
     if dataset is None:
         dataset = _load_dataset(url, load_id)

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
 # Columns added after the first release; `ALTER ... IF NOT EXISTS` upgrades an older warehouse in place.
 RUNS_EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
     ("bytes_scanned", "BIGINT"), ("bytes_read", "BIGINT"), ("rows_processed", "BIGINT"), ("scans", "VARCHAR"),
-    ("sql_source", "VARCHAR"), ("operators", "VARCHAR"),
+    ("sql_source", "VARCHAR"), ("operators", "VARCHAR"), ("joins", "VARCHAR"),
 )
 SQL_TABLE = "model_sql"
 SQL_DDL = f"""
@@ -90,6 +90,7 @@ class ModelRun(BaseModel):
     scans: list[dict] = Field(default_factory=list,
                               description="Per table scan: rows, bytes, columns, filters, the table's rows.")
     operators: list[str] = Field(default_factory=list, description="The plan's physical operators, top down.")
+    joins: list[dict] = Field(default_factory=list, description="Per join: operator, type, condition, rows.")
     sql_source: str = Field(default="file", description="file, version (an active sql:<model> version) or override.")
     sql_hash: str
 
@@ -140,7 +141,8 @@ def profile_fields(profile: CostProfile | None) -> dict:
     p = profile
     return {"rows_scanned": p.rows_scanned, "cpu_ms": p.cpu_ms, "peak_memory_bytes": p.peak_memory_bytes,
             "bytes_scanned": p.bytes_scanned, "bytes_read": p.bytes_read, "rows_processed": p.rows_processed,
-            "scans": [s.model_dump() for s in p.scans], "operators": list(p.operators)}
+            "scans": [s.model_dump() for s in p.scans], "operators": list(p.operators),
+            "joins": [j.model_dump() for j in p.joins]}
 
 
 def with_table_rows(wh: Warehouse, profile: CostProfile | None) -> CostProfile | None:
@@ -174,11 +176,11 @@ def record_run(wh: Warehouse, run_id: str, run: ModelRun, status: str, error: st
     wh.execute(
         f"INSERT INTO {RUNS_TABLE} (run_id, model, load_id, status, started_at, elapsed_ms, rows_out, rows_scanned, "
         "cpu_ms, peak_memory_bytes, sql_hash, error, bytes_scanned, bytes_read, rows_processed, scans, sql_source, "
-        "operators) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "operators, joins) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [run_id, run.model, run.load_id, status, run.started_at.replace(tzinfo=None), run.elapsed_ms, run.rows_out,
          run.rows_scanned, run.cpu_ms, run.peak_memory_bytes, run.sql_hash, error, run.bytes_scanned, run.bytes_read,
          run.rows_processed, json.dumps(run.scans) if run.scans else None, run.sql_source,
-         json.dumps(run.operators) if run.operators else None],
+         json.dumps(run.operators) if run.operators else None, json.dumps(run.joins) if run.joins else None],
     )
     if sql is not None:
         wh.execute(f"INSERT INTO {SQL_TABLE} VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",

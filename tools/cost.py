@@ -33,6 +33,7 @@ Public names: `ScanStat`, `JoinStat`, `CostProfile`, `Measurement`, `Finding`, `
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 import uuid
@@ -184,6 +185,14 @@ def input_rows(scans: Iterable[ScanStat]) -> int | None:
     return sum(v for v in counts.values() if v is not None)
 
 
+_PLAIN_EQUALITY = re.compile(r'^\(?"?[\w.]+"?\s*(=|IS NOT DISTINCT FROM)\s*"?[\w.]+"?\)?$', re.IGNORECASE)
+
+
+def _join_residuals(join: JoinStat) -> list[str]:
+    """The join's conditions that are not a plain `column = column` (a function, a range, an OR)."""
+    return [c.strip() for c in join.condition.split(";") if c.strip() and not _PLAIN_EQUALITY.match(c.strip())]
+
+
 def plan_changes(before: Iterable[CostProfile | None], after: CostProfile) -> list[str]:
     """How `after`'s plan differs in shape from every earlier plan of the same model (load-independent): a new
     loop join, a table it did not read before, a table scanned more times, a scan that lost its filters."""
@@ -191,6 +200,10 @@ def plan_changes(before: Iterable[CostProfile | None], after: CostProfile) -> li
     if not earlier:
         return []
     out: list[str] = []
+    residual = [c for j in after.joins for c in _join_residuals(j)]
+    most_residual = max(sum(len(_join_residuals(j)) for j in p.joins) for p in earlier)
+    if len(residual) > most_residual and any(p.joins for p in earlier):
+        out.append(f"a join compares by {'; '.join(residual)}, not a plain equality of columns")
     loops = sum(1 for o in after.operators if o in LOOP_JOIN_OPS)
     was = max(sum(1 for o in p.operators if o in LOOP_JOIN_OPS) for p in earlier)
     if loops > was and any(p.operators for p in earlier):
@@ -854,7 +867,7 @@ def open_warehouse(read_only: bool = True) -> Any:
 
     path = get_settings().warehouse_path
     if not path.exists():
-        raise UserError(f"{path}: no warehouse yet", hint="run the pipeline on a batch first (pipewarden run --month 1)")
+        raise UserError(f"{path}: no warehouse yet", hint="run the pipeline on a batch first (pipewarden run --file F --dataset NAME)")
     if read_only:
         return locked_duckdb(path)
     return duckdb.connect(str(path))

@@ -125,3 +125,16 @@ def test_plan_changes_name_what_changed_in_the_shape() -> None:
         "scans facts 2 times (before: 1)"]
     assert plan_changes(before, plan(("facts", []), ("dims", []))) == ["the scan of facts lost its pushed-down filters"]
     assert plan_changes([CostProfile()], plan(("facts", []))) == []  # an old build without a recorded plan
+
+
+def test_a_join_that_loses_its_key_equality_is_a_plan_change() -> None:
+    from pipewarden.tools.cost import CostProfile, JoinStat, plan_changes
+
+    def plan(condition: str) -> CostProfile:
+        return CostProfile(operators=["HASH_JOIN"], joins=[JoinStat(operator="HASH_JOIN", condition=condition)])
+
+    keyed = plan("origin = origin; time_hour = time_hour")
+    assert plan_changes([keyed], plan("(w.origin = s.origin); (w.time_hour = s.time_hour)")) == []
+    changed = plan_changes([keyed], plan("origin = origin; (abs((epoch(time_hour) - epoch(time_hour))) < 1.0)"))
+    assert changed == ["a join compares by (abs((epoch(time_hour) - epoch(time_hour))) < 1.0), not a plain equality "
+                       "of columns"]
