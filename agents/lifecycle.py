@@ -113,7 +113,8 @@ def rerun_batch(proposal: Proposal, event: Any) -> Verification:
     result = pipeline_runner()(proposal.dataset, source, load_id=event.load_id, rerun=True)
     faults.point("rerunning")
     detail = {"rerun_status": result.status, "load_id": result.load_id, "rows_in": result.rows_in,
-              "rows_quarantined": result.rows_quarantined, "halted_at": result.halted_at}
+              "rows_quarantined": result.rows_quarantined, "halted_at": result.halted_at,
+              "flow_run_id": result.flow_run_id}
     if result.status == "completed":
         return Verification(True, detail)
     reason = f"re-run {result.status} at {result.halted_at or 'an unknown stage'}"

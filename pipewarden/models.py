@@ -382,3 +382,5 @@ class RunResult(BaseModel):
     events: list[str] = Field(default_factory=list, description="Ids of the events the run emitted.")
     checks: CheckResult | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    flow_run_id: str | None = Field(None, description="The Prefect flow run that ran the batch, when there was one "
+                                                      "(a re-run through a deployment, or a re-check run as a flow).")

@@ -206,7 +206,7 @@ def test_pipewarden_run_takes_any_dataset_and_exits_3_with_the_halt(
     assert "pipewarden inbox list --dataset orders" in err
 
     code, _, err = run("run", "--file", str(clean))
-    assert code == 2 and "--file needs --dataset NAME" in err
+    assert code == 2 and "Missing option '--dataset'" in err
 
 
 # --------------------------------------------------------------------------- re-runs after approval
@@ -293,6 +293,7 @@ def test_a_rerun_through_the_deployment_is_judged_by_the_rechecked_load(monkeypa
                                        source_fingerprint=fp))
     after = run_batch("orders", "", load_id=load_id, rerun=True)
     assert after.status == "completed" and after.rows_in == 30 and after.rows_quarantined == 0
+    assert after.flow_run_id == "33333333"  # the proposal page links the re-run's results to this flow run
     assert calls == [{"name": DEPLOYED["deployment_id"], "parameters": {"day": "2024-06-01"}}] * 2
 
 
@@ -308,3 +309,4 @@ def test_a_recheck_rerun_heals_the_landed_batch_once_the_fix_is_active(prefect_h
                                        source_fingerprint=fp))
     result = run_batch("orders", "", load_id=load_id, rerun=True)
     assert result.status == "completed" and result.rows_in == 30 and result.rows_quarantined == 0
+    assert result.flow_run_id  # the re-check ran as a Prefect flow run, which the proposal page links to
