@@ -139,7 +139,8 @@ def pipeline_flow(dataset: str, source: str = "", load_id: str | None = None, re
     from pipewarden.flows.prefect_story import tell_pipeline_run
 
     tell_pipeline_run(dataset, landed.load_id, rerun=rerun)  # the run's name; a re-run's link to what it repairs
-    result = RunResult(dataset=dataset, load_id=landed.load_id, status="completed", rows_in=len(df))
+    result = RunResult(dataset=dataset, load_id=landed.load_id, status="completed", rows_in=len(df),
+                       flow_run_id=_current_flow_run_id())
     stage = "validate"
     try:
         if supervision:
@@ -261,7 +262,8 @@ def rerun_through_deployment(dataset: str, load_id: str, deployment: str, parame
     status = str(load.get("status", ""))
     result = RunResult(dataset=dataset, load_id=load_id, status="failed", rows_in=int(load.get("rows") or 0),
                        rows_quarantined=_quarantined(dataset, load_id),
-                       timings_ms={"deployment": round((time.perf_counter() - t0) * 1000, 1)})
+                       timings_ms={"deployment": round((time.perf_counter() - t0) * 1000, 1)},
+                       flow_run_id=str(flow_run.id) if getattr(flow_run, "id", None) else None)
     where = f"deployment {deployment} (flow run {getattr(flow_run, 'id', '?')})"
     if state is not None and state.is_completed() and status.startswith("accepted"):
         result.status = "completed"
@@ -273,6 +275,14 @@ def rerun_through_deployment(dataset: str, load_id: str, deployment: str, parame
         state_name = getattr(state, "name", None) or "no final state"
         result.reason = f"the re-run through {where} ended {state_name}; the load is {status or 'unknown'}"
     return result
+
+
+def _current_flow_run_id() -> str | None:
+    """The id of the Prefect flow run this code runs in, if any (the proposal page links a re-run to it)."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    return str(run_id) if run_id else None
 
 
 def _quarantined(dataset: str, load_id: str) -> int:
