@@ -11,7 +11,10 @@ returns: that is refused (`PatchRefused`) and left to a human.
 warehouse would hold it today (the dropped column present and null) and new SQL in schema `new` on the batch
 without it, and compares each model: the same output columns and types, equal row counts, and equal values in
 every column (`EXCEPT ALL` both ways). Reference tables come from the warehouse (read-only) or, when it cannot
-be read, empty tables of the known schemas. Nothing outside the in-memory database is written. `prove_drop` runs it twice: with the
+be read, empty tables of the known schemas. Only the models whose lineage reaches the given raw tables (and the
+patched models) are proven, with the models they read built beside them: a proof for `raw_customers` never builds
+the flights models, and when no model reads the given tables the proof is empty and its notes say so ("no SQL
+model reads raw_customers"). Nothing outside the in-memory database is written. `prove_drop` runs it twice: with the
 column null (every value must agree) and with a probe value in it (row counts must agree, and values may differ
 only in the columns lineage computes from the dropped one), so a patch that changes which rows a model returns
 is caught even when the column only reaches a WHERE through a CTE.
@@ -180,8 +183,11 @@ class PatchProof(BaseModel):
     """Every model built with old and with new SQL on the batch."""
 
     models: list[ModelProof]
-    reference_tables: str = Field(description="Where the reference tables came from: 'warehouse' or 'empty'.")
+    reference_tables: str = Field(
+        description="Where the reference tables came from: 'warehouse', 'empty', or 'none' (no model was built).")
     label: str = Field("", description="Which data the old SQL ran on, e.g. 'dep_delay null'.")
+    tables: list[str] = Field(default_factory=list, description="The raw tables the batch stands for, e.g. "
+                              "['raw_flights']: only models whose lineage reaches them are proven.")
 
     @property
     def ok(self) -> bool:
@@ -189,6 +195,8 @@ class PatchProof(BaseModel):
 
     def notes(self) -> list[str]:
         head = f"[{self.label}] " if self.label else ""
+        if not self.models:
+            return [f"{head}no SQL model reads {', '.join(self.tables) or 'the batch'}: no model to prove"]
         return [head + m.describe() for m in self.models] + [f"{head}reference tables: {self.reference_tables}"]
 
     def metrics(self) -> dict[str, float]:
@@ -201,14 +209,16 @@ class PatchProof(BaseModel):
         return out
 
 
-def _reference_tables(con: duckdb.DuckDBPyConnection, skip: set[str]) -> dict[str, pd.DataFrame | None]:
-    """The project's other raw tables (every `raw_<dataset>` its contracts name), read from the warehouse (any
-    engine, read-only), or None for each when it cannot be read (the proof then builds on empty tables)."""
+def _reference_tables(con: duckdb.DuckDBPyConnection, skip: set[str],
+                      wanted: set[str] | None = None) -> dict[str, pd.DataFrame | None]:
+    """The project's other raw tables (every `raw_<dataset>` its contracts name, only those in `wanted` when
+    given), read from the warehouse (any engine, read-only), or None for each when it cannot be read (the proof
+    then builds on empty tables)."""
     from pipewarden.errors import ConfigError
     from pipewarden.settings import get_settings
     from pipewarden.tools.warehouse import connect
 
-    names = [t for t in raw_schemas() if t not in skip]
+    names = [t for t in raw_schemas() if t not in skip and (wanted is None or t in wanted)]
     out: dict[str, pd.DataFrame | None] = dict.fromkeys(names)
     url = get_settings().warehouse
     if url.startswith("duckdb:///") and not get_settings().warehouse_path.exists():
@@ -280,12 +290,15 @@ def prove_patches(
 
         raise UnknownNameError("SQL model", unknown[0], sorted(models))
     new_models = {n: (SqlModel(name=n, path=m.path, sql=patched[n]) if n in patched else m) for n, m in models.items()}
-    order = topological_order(model_dependencies(models=models), models=models)
+    given = set(old_tables) | set(new_tables)
+    proven, order, reads = _scope(models, new_models, given, set(patched))
+    if not order:
+        return PatchProof(models=[], reference_tables="none", label=label, tables=sorted(given))
     schemas = raw_schemas()
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
-        refs = _reference_tables(con, set(old_tables) | set(new_tables))
+        refs = _reference_tables(con, given, reads)
         source = "warehouse" if any(v is not None for v in refs.values()) else "empty"
         for schema, given in (("old", old_tables), ("new", new_tables)):
             con.execute(f"CREATE SCHEMA {schema}")
@@ -297,10 +310,33 @@ def prove_patches(
         errors_new = _build(con, "new", new_models, order)
         allowed = allowed_differences or {}
         proofs = [_compare(con, name, name in patched, errors_old.get(name), errors_new.get(name),
-                           sorted(allowed.get(name, set()))) for name in order]
+                           sorted(allowed.get(name, set()))) for name in order if name in proven]
     finally:
         con.close()
-    return PatchProof(models=proofs, reference_tables=source, label=label)
+    return PatchProof(models=proofs, reference_tables=source, label=label, tables=sorted(given))
+
+
+def _scope(models: Mapping[str, SqlModel], new_models: Mapping[str, SqlModel], tables: set[str],
+           patched: set[str]) -> tuple[set[str], list[str], set[str]]:
+    """Which models a proof for raw `tables` involves: the proven ones (the patched models and every model whose
+    lineage, old or patched, reaches one of `tables`), the build order (the proven models and the models they
+    read, so each can be built) and the tables those read."""
+    old_deps, new_deps = model_dependencies(models=models), model_dependencies(models=new_models)
+    deps = {n: old_deps[n] | new_deps[n] for n in models}
+    proven = set(patched)
+    more = True
+    while more:
+        grow = {m for m, ups in deps.items() if m not in proven and ups & (tables | proven)}
+        more = bool(grow)
+        proven |= grow
+    needed, todo = set(proven), list(proven)
+    while todo:
+        for up in deps[todo.pop()]:
+            if up in deps and up not in needed:
+                needed.add(up)
+                todo.append(up)
+    order = [m for m in topological_order(deps, models=models) if m in needed]
+    return proven, order, {t for m in needed for t in deps[m]}
 
 
 def _compare(con: duckdb.DuckDBPyConnection, name: str, patched: bool, err_old: str | None,
