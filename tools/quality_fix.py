@@ -10,7 +10,7 @@ evidence that rows are missing.
 
 `draft_candidates(case)` proposes the deterministic candidates for the fault, best first; `root_cause(case)` says
 which load, source and upstream dataset the fault came from, where in the batch the bad rows concentrate, and which
-SQL models downstream read the affected column.
+SQL models downstream read the affected column (or that no SQL model reads the dataset's raw table).
 
 Public names: `FaultCase`, `Candidate`, `load_case`, `judge`, `dry_run`, `draft_candidates`, `root_cause`,
 `bad_rows`, `taken_out`, `quote_list`.
@@ -542,4 +542,4 @@ def _downstream(dataset: str, column: str | None) -> list[str]:
             return [f"downstream: {table} feeds {', '.join(order)}"]
     except (PipewardenError, OSError, ValueError):
         return []
-    return []
+    return [f"downstream: no SQL model reads {table}"]

@@ -65,3 +65,16 @@ def test_a_proof_for_another_raw_table_builds_only_the_models_it_reaches() -> No
     assert {m.model for m in proof.models} >= {"carrier_daily"}
     assert "stg_flights" not in {m.model for m in proof.models}
     assert {m.model for m in proof.models} <= reached | {m for m, ups in deps.items() if ups & reached}
+
+
+def test_a_quality_diagnosis_says_no_model_reads_a_dataset_and_still_names_the_flights_models(
+    customers: pd.DataFrame,
+) -> None:
+    """The quality agent's root cause (`tools.quality_fix.root_cause`) ends with its dataset's downstream."""
+    from pipewarden.tools.quality_fix import _downstream
+
+    assert _downstream("customers", "tier") == ["downstream: no SQL model reads raw_customers"]
+    assert _downstream("customers", None) == ["downstream: no SQL model reads raw_customers"]
+    (flights,) = _downstream("flights", "dep_delay")
+    assert flights.startswith("downstream: raw_flights.dep_delay feeds stg_flights")
+    assert "customers" not in flights
