@@ -370,11 +370,16 @@ def _loop_joins(m: Measurement) -> int:
     return sum(1 for o in m.profile.operators if o in LOOP_JOIN_OPS)
 
 
+def _residual_conditions(m: Measurement) -> int:
+    return sum(len(_join_residuals(j)) for j in m.profile.joins)
+
+
 def compare_cost(before: Measurement, after: Measurement, *, min_saving: float = 0.2,
                  max_time_growth: float = 0.25) -> CostVerdict:
     """Whether `after` is cheaper than `before` by measures the machine's load cannot move: at least `min_saving`
-    fewer rows scanned (bytes no more), or fewer bytes scanned (rows no more), or the same scans with fewer
-    nested-loop joins in the plan (a pairwise comparison replaced by a hash join). Median time is evidence only: it
+    fewer rows scanned (bytes no more), or fewer bytes scanned (rows no more), or no more scanned with fewer
+    nested-loop joins in the plan (a pairwise comparison replaced by a hash join) or fewer join conditions that are
+    not a plain equality (a function of both sides replaced by a key). Median time is evidence only: it
     is quoted in the reason, with a note when it grew more than `max_time_growth`, and never decides."""
     limit = 1.0 - min_saving
     t = _ratio(after.median_ms, before.median_ms)
@@ -395,6 +400,12 @@ def compare_cost(before: Measurement, after: Measurement, *, min_saving: float =
         return CostVerdict(cheaper=True, basis="plan_operators", ratio=_ratio(loops_after, loops_before),
                            reason=f"nested-loop joins {loops_before} -> {loops_after} with no more rows or bytes "
                                   "scanned" + time_note)
+    res_before, res_after = _residual_conditions(before), _residual_conditions(after)
+    if loops_after <= loops_before and res_after < res_before and r <= 1.0 and b <= 1.0:
+        return CostVerdict(cheaper=True, basis="plan_operators", ratio=_ratio(res_after, res_before),
+                           reason=f"join conditions that are not a plain equality {res_before} -> {res_after} (the "
+                                  "join matches on its keys instead of testing every candidate pair) with no more "
+                                  "rows or bytes scanned" + time_note)
     return CostVerdict(cheaper=False, basis="none", ratio=r,
                        reason=f"not {min_saving:.0%} cheaper: rows scanned x{r:.2f}, bytes x{b:.2f}, nested-loop "
                               f"joins {loops_before} -> {loops_after}" + time_note)

@@ -82,3 +82,14 @@ def test_the_postgres_proof_leaves_no_table_behind(postgres_url: str) -> None:
         prove_on_warehouse(w, "SELECT k FROM facts", "SELECT k FROM facts WHERE k > 1", runs=2)
         names = [r[0] for r in w.execute("SELECT relname FROM pg_class WHERE relpersistence = 't'")]
         assert not [n for n in names if n.startswith("__pw_cost")]
+
+
+def test_a_join_on_a_function_replaced_by_a_key_is_proven_by_the_plan() -> None:
+    con = duckdb.connect()
+    w = Warehouse.over_duckdb(con)
+    w.write_frame("facts", FACTS)
+    w.write_frame("dims", DIMS)
+    on = "SELECT a.id, d.label FROM facts AS a LEFT JOIN dims AS d ON d.k = a.k AND "
+    proof = prove_on_warehouse(w, on + "ABS(d.k * 1.0 - a.k) < 0.5", on + "d.k = a.k", runs=1)
+    con.close()
+    assert proof.proven and proof.verdict.basis == "plan_operators" and "not a plain equality 1 -> 0" in proof.verdict.reason
