@@ -40,7 +40,7 @@ def bench_schema_match(home: Path, repeats: int = 3) -> dict[str, Any]:
     """Wall and CPU seconds of `pipewarden schema match A B --json` (a child process) on two 2,000-row CSVs."""
     import pandas as pd
 
-    from pipewarden.flows.data import source_dir
+    from pipewarden.evals.flights_data import source_dir
 
     flights = pd.read_csv(source_dir() / "flights.csv.zip")
     ref = flights[flights["month"] == 2].head(2000)

@@ -182,7 +182,8 @@ def start_knowledge_index(home: Path) -> tuple[subprocess.Popen[bytes], Path]:
 
 def warm_up(say: Any) -> dict[str, Any]:
     """A clean month (trains the champion), then month 3 landed and run once in each variant."""
-    from pipewarden.flows.pipeline import prepare_month, run_batch
+    from pipewarden.evals.flights_data import prepare_month
+    from pipewarden.flows.pipeline import run_batch
     from pipewarden.flows.train import has_champion
     from pipewarden.tools.model_registry import declared_model
 
@@ -357,7 +358,8 @@ def drain_events(worker: str) -> dict[str, int]:
 
 
 def drifted_batch(month: int, i: int) -> tuple[Path, dict[str, str], list[str]]:
-    from pipewarden.flows.data import inject_drift, month_batch, write_batch
+    from pipewarden.evals.flights_data import month_batch
+    from pipewarden.flows.data import inject_drift, write_batch
     from pipewarden.settings import get_settings
 
     renames, to_string = DRIFTS[i % len(DRIFTS)]

@@ -153,7 +153,7 @@ def shift(df: pd.DataFrame, params: dict[str, Any], ctx: InjectContext) -> pd.Da
 
 def late(df: pd.DataFrame, params: dict[str, Any], ctx: InjectContext) -> pd.DataFrame:
     """A stale batch: the flights of `month` (default 1, already loaded) arrive again as the new batch."""
-    from pipewarden.flows.data import month_batch
+    from pipewarden.evals.flights_data import month_batch
 
     month = int(params.get("month", 1))
     return month_batch(month)

@@ -64,8 +64,9 @@ def _dispose_engines() -> None:
 
 
 def _build(home: Path, say: Callable[[str], None]) -> None:
+    from pipewarden.evals.flights_data import prepare_month
     from pipewarden.flows.knowledge_sync import sync_knowledge
-    from pipewarden.flows.pipeline import prepare_month, run_batch
+    from pipewarden.flows.pipeline import run_batch
     from pipewarden.store import StateStore
 
     with pipewarden_home(home):
@@ -78,7 +79,8 @@ def _build(home: Path, say: Callable[[str], None]) -> None:
             from pipewarden.errors import PipewardenError
 
             raise PipewardenError(f"the eval base state could not be built: January {result.status} at "
-                                  f"{result.halted_at}", hint="run `pipewarden run --month 1` to see why")
+                                  f"{result.halted_at}", hint="run January through the flights example to see why: "
+                                  "cd examples/flights && python -m flows.flights_flow --month 1")
         from pipewarden.flows.transform import transform
         from pipewarden.policies.cost import load_cost_policy
 

@@ -159,8 +159,9 @@ def run_scenario(scenario: Scenario, base: Path, workdir: Path, cfg: LLMConfig, 
 def _run_in_home(scenario: Scenario, home: Path, result: ScenarioResult, recorder: Any, mode: str) -> None:
     from pipewarden.agents.supervisor import supervise_once
     from pipewarden.evals.faults import InjectContext, inject
+    from pipewarden.evals.flights_data import month_batch
     from pipewarden.evals.prereqs import pipewarden_home
-    from pipewarden.flows.data import month_batch, write_batch
+    from pipewarden.flows.data import write_batch
     from pipewarden.store import StateStore
 
     ctx = InjectContext(home=home, scenario_id=scenario.id)

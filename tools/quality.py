@@ -731,7 +731,7 @@ def accepted_rows(dataset: str, *, limit: int = 500_000) -> pd.DataFrame:
     with _connect() as wh:
         if wh is None:
             raise UserError(f"there is no warehouse yet, so no accepted {dataset} rows to profile",
-                            hint="run the pipeline first (`pipewarden run --month 1`), or profile a file with --from FILE")
+                            hint="run the pipeline first (`pipewarden run --file F --dataset NAME`), or profile a file with --from FILE")
         if not wh.has_table(table):
             raise UserError(f"the warehouse has no accepted {dataset} rows ({table} does not exist)",
                             hint="run the pipeline on a batch of it first, or profile a file with --from FILE")

@@ -16,7 +16,7 @@ SAMPLE_ROWS = 3000
 
 @pytest.fixture(scope="session")
 def february() -> pd.DataFrame:
-    from pipewarden.flows.data import month_batch
+    from pipewarden.evals.flights_data import month_batch
 
     return month_batch(2).sample(SAMPLE_ROWS, random_state=7).reset_index(drop=True)
 

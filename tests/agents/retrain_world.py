@@ -45,7 +45,7 @@ def load_id_for(month: int) -> str:
 
 def month(m: int, fault: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
     """A seeded half of one month of flights as ingest lands it (with `_load_id`), with an optional fault."""
-    from pipewarden.flows.data import month_batch
+    from pipewarden.evals.flights_data import month_batch
 
     df = month_batch(m).sample(frac=SAMPLE, random_state=m).sort_index().reset_index(drop=True)
     if fault is not None:
@@ -55,7 +55,7 @@ def month(m: int, fault: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -
 
 def land(flights: pd.DataFrame) -> None:
     """raw_flights := `flights`, plus the four reference tables, as ingest and validate would leave them."""
-    from pipewarden.flows.data import load_table
+    from pipewarden.evals.flights_data import load_table
     from pipewarden.flows.warehouse import connect
 
     with connect() as con:

@@ -74,7 +74,7 @@ def test_broken_references_quarantine_only_the_new_codes_and_name_the_upstream(m
 
 
 def test_values_just_past_a_bound_propose_a_high_risk_loosening_contract_change(m3, tmp_path: Path) -> None:
-    (p,), _ = _propose(D.inject_out_of_range(m3, "dep_delay", 0.02), tmp_path)
+    (p,), _ = _propose(D.inject_out_of_range(m3, "dep_delay", 0.02, dataset="flights"), tmp_path)
     assert p.change.kind == "contract_change" and p.change.loosens and p.risk == Risk.high
     col = next(c for c in p.change.contract["columns"] if c["name"] == "dep_delay")
     assert col["max"] > 1500 and p.change.contract["version"] == 2 and p.dry_run.heals

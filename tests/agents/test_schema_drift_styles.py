@@ -11,14 +11,8 @@ import pandas as pd
 import pytest
 
 from pipewarden.agents.supervisor import supervise_once
-from pipewarden.flows.data import (
-    inject_date_format,
-    inject_drift,
-    inject_drop,
-    inject_unit_change,
-    month_batch,
-    write_batch,
-)
+from pipewarden.evals.flights_data import month_batch
+from pipewarden.flows.data import inject_date_format, inject_drift, inject_drop, inject_unit_change, write_batch
 from pipewarden.inbox.service import approve
 from pipewarden.models import ProposalStatus
 from pipewarden.store import StateStore

@@ -53,7 +53,7 @@ def batches(tmp_path_factory: pytest.TempPathFactory) -> Path:
     empty.csv      0 bytes
     allbad.csv     jan.csv where every row's origin is 'XXX' (not EWR, JFK or LGA)
     """
-    from pipewarden.flows.data import source_dir
+    from pipewarden.evals.flights_data import source_dir
 
     folder = tmp_path_factory.mktemp("batches")
     # flights.csv.zip is sorted by date: its first rows are January 1st (read directly, no cache, no home).

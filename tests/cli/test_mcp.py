@@ -171,7 +171,7 @@ def test_check_reads_project_files_only(store: StateStore, pw_project: Path, tmp
 
     monkeypatch.setenv("PIPEWARDEN_CHECK_ENGINE", "pandas")  # the same checks as GX, without its start-up cost
     get_settings.cache_clear()
-    from pipewarden.flows.data import source_dir
+    from pipewarden.evals.flights_data import source_dir
 
     pd.read_csv(source_dir() / "flights.csv.zip", nrows=50).to_csv(pw_project / "jan.csv", index=False)
     server = build_server(token=store.issue_token("dave"))  # reading needs no approval rights

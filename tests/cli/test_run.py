@@ -127,3 +127,11 @@ def test_run_refuses_a_nested_batch_lands_nothing_and_reports_it(
     events = [store.get_event(row["id"]) for row in store.list_events()]
     assert [(e.kind, e.stage) for e in events] == [("run_failed", "ingest")]  # type: ignore[union-attr]
     assert str(events[0].id) in message and "nested.parquet" in events[0].error  # type: ignore[union-attr]
+
+
+def test_run_takes_a_file_of_a_dataset_not_the_bundled_example(pw: Callable[..., CliResult]) -> None:
+    # the flights example's months are run by its own flow (examples/flights/flows/flights_flow.py), not by `run`
+    res = pw("run", "--month", "1")
+    assert res.code == 2 and "--month" in res.err_text, (res.code, res.err)
+    res = pw("run", "--file", "jan.csv")
+    assert res.code == 2 and "--dataset" in res.err_text, (res.code, res.err)

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipewarden.errors import ConfigError
+from pipewarden.evals.flights_data import source_dir
 from pipewarden.events import RunFailed
 from pipewarden.flows import ingest as ingest_module
-from pipewarden.flows.data import source_dir
 from pipewarden.flows.ingest import default_load_id, ingest, is_landed, list_loads, read_landed
 from pipewarden.policies.contract import load_contract
 from pipewarden.settings import get_settings

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 
-from pipewarden.flows.data import source_dir
+from pipewarden.evals.flights_data import source_dir
 from pipewarden.flows.guard import guard_batch
 
 

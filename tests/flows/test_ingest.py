@@ -16,18 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipewarden.errors import InputFileError, UnknownNameError, UserError
+from pipewarden.evals.flights_data import ingest_reference_tables, load_table, month_batch, source_dir
 from pipewarden.flows import ingest as ingest_module
-from pipewarden.flows.data import inject_drift, load_table, month_batch, source_dir, write_batch
-from pipewarden.flows.ingest import (
-    default_load_id,
-    ingest,
-    ingest_reference_tables,
-    is_landed,
-    landed_path,
-    landed_uri,
-    list_loads,
-    read_landed,
-)
+from pipewarden.flows.data import inject_drift, write_batch
+from pipewarden.flows.ingest import default_load_id, ingest, is_landed, landed_path, landed_uri, list_loads, read_landed
 from pipewarden.flows.warehouse import connect
 from pipewarden.settings import get_settings
 
@@ -53,7 +45,7 @@ def _meta_rows() -> list[dict[str, object]]:
     return list_loads()
 
 
-# --------------------------------------------------------------------------- the demo source
+# --------------------------------------------------------------------------- the flights example's data (evals)
 def test_month_batch_has_the_month_with_all_columns_and_original_dtypes(pw_home: Path) -> None:
     jan = month_batch(1)
     assert jan.shape == (27004, 19)
@@ -300,3 +292,25 @@ def test_reference_tables_land_once_with_contract_types() -> None:
         assert types["time_hour"] == "TIMESTAMP WITH TIME ZONE" and types["wind_dir"] == "BIGINT"
         assert con.execute("SELECT count(*) FROM raw_planes WHERE _load_id = 'reference'").fetchall()[0][0] == 3322
     assert {r["dataset"] for r in _meta_rows() if r["status"] == "reference"} == set(counts)
+
+
+def test_ingest_reference_loads_any_reference_dataset_once_and_reads_it_only_when_missing() -> None:
+    from pipewarden.flows.ingest import ingest_reference
+
+    frame = pd.DataFrame({"carrier": ["AA", "ZZ"], "name": ["American", "Zed Air"]})
+    assert ingest_reference("airlines", frame, source="mine.csv") == 2
+
+    def never() -> pd.DataFrame:
+        raise AssertionError("a table already in the warehouse is not read again")
+
+    assert ingest_reference("airlines", never, source="other.csv") == 2
+    assert [(r["source"], r["status"]) for r in _meta_rows() if r["dataset"] == "airlines"] == [("mine.csv", "reference")]
+
+
+def test_out_of_range_past_the_contract_bound_needs_the_dataset(small: pd.DataFrame) -> None:
+    from pipewarden.flows.data import inject_out_of_range
+
+    with pytest.raises(UserError, match="pass dataset=NAME"):
+        inject_out_of_range(small, "dep_delay", 0.1)
+    bounded = inject_out_of_range(small, "dep_delay", 0.1, dataset="flights")
+    assert (bounded["dep_delay"] > 1500).sum() == max(1, round(small["dep_delay"].notna().sum() * 0.1))  # past max

@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipewarden.errors import ConfigError, UnknownNameError
+from pipewarden.evals.flights_data import source_dir
 from pipewarden.events import CheckFailed, parse_event
-from pipewarden.flows.data import source_dir, write_batch
+from pipewarden.flows.data import write_batch
 from pipewarden.flows.ingest import ingest, is_landed, landed_path, landed_uri, list_loads, read_landed
 from pipewarden.flows.validate import validate
 from pipewarden.settings import get_settings

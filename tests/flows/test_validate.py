@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipewarden.evals.flights_data import source_dir
 from pipewarden.events import CheckFailed, RunFailed, SchemaDrift, parse_event
-from pipewarden.flows.data import inject_drift, source_dir, write_batch
+from pipewarden.flows.data import inject_drift, write_batch
 from pipewarden.flows.emit import emit, mirror_to_prefect
 from pipewarden.flows.ingest import Landed, ingest, list_loads
 from pipewarden.flows.validate import validate, write_unchecked

@@ -35,7 +35,8 @@ APPROVERS = ("alice", "bob")  # the flights owner, then the steward the two-pers
 
 
 def _drifted_batch(folder: Path, quarantined: int) -> Path:
-    from pipewarden.flows.data import inject_drift, source_dir, write_batch
+    from pipewarden.evals.flights_data import source_dir
+    from pipewarden.flows.data import inject_drift, write_batch
 
     # January's first and last flights: the batch spans its month, so the re-run raises no freshness finding.
     # `quarantined` cancelled flights (no arr_delay) break the contract: every run quarantines them (under the

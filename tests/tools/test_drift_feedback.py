@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from pipewarden.errors import UserError
+from pipewarden.evals.flights_data import month_batch
 from pipewarden.events import ModelDrift
-from pipewarden.flows.data import month_batch
 from pipewarden.flows.detectors import detect_model_drift
 from pipewarden.flows.score import FEEDBACK_TABLE, record_feedback
 from pipewarden.flows.warehouse import connect

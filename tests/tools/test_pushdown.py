@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipewarden.flows.data import source_dir, write_batch
+from pipewarden.evals.flights_data import source_dir
+from pipewarden.flows.data import write_batch
 from pipewarden.flows.ingest import ingest
 from pipewarden.flows.validate import validate
 from pipewarden.flows.warehouse import connect

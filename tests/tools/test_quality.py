@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pipewarden.errors import UserError
+from pipewarden.evals.flights_data import month_batch
 from pipewarden.flows import data as D
 from pipewarden.models import DedupeRule, Quarantine
 from pipewarden.policies.contract import load_contract
@@ -58,7 +59,7 @@ def test_each_injected_fault_is_found_by_its_detector(world) -> None:
     m3 = months[3]
     cases = {
         "null_spike:tailnum": D.inject_nulls(m3, "tailnum", 0.1),
-        "range:dep_delay": D.inject_out_of_range(m3, "dep_delay", 0.02),
+        "range:dep_delay": D.inject_out_of_range(m3, "dep_delay", 0.02, dataset="flights"),
         "duplicates:*": D.inject_duplicates(m3, 0.03),
         "referential:tailnum": D.inject_broken_refs(m3, "tailnum", 0.06),
         "volume:*": D.inject_volume_drop(m3, 0.4),
@@ -76,7 +77,7 @@ def test_each_injected_fault_is_found_by_its_detector(world) -> None:
 
 def test_a_missing_month_is_a_hole_before_the_batch(world) -> None:
     history, _ = world
-    may = D.month_batch(5).sample(6000, random_state=5).sort_index()
+    may = month_batch(5).sample(6000, random_state=5).sort_index()
     f = _findings(may, history)["freshness:time_hour"]
     assert "is missing" in f.message and f.detail["missing_from"].startswith("2013-03-01")
 

@@ -6,14 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipewarden.flows.data import (
-    inject_added,
-    inject_date_format,
-    inject_drift,
-    inject_reorder,
-    inject_unit_change,
-    month_batch,
-)
+from pipewarden.evals.flights_data import month_batch
+from pipewarden.flows.data import inject_added, inject_date_format, inject_drift, inject_reorder, inject_unit_change
 from pipewarden.policies.contract import load_contract, schema_diff
 from pipewarden.tools.schema_match import match_columns
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipewarden.flows.data import month_batch
+from pipewarden.evals.flights_data import month_batch
 from pipewarden.policies.contract import load_contract
 from pipewarden.tools.contracts import contract_from_dict, contract_without
 from pipewarden.tools.lineage import SqlModel, load_models
