@@ -69,6 +69,8 @@ def contract_without(contract: Contract, columns: list[str]) -> dict[str, Any]:
     out = contract_to_dict(contract)
     out["version"] = contract.version + 1
     out["columns"] = [c for c in out["columns"] if c["name"] not in set(columns)]
+    if out.get("unique"):  # a key that loses a column is no key any more (a subset of it would be stricter): drop it
+        out["unique"] = [key for key in out["unique"] if not set(key) & set(columns)]
     if not out["columns"]:
         raise ConfigError(f"removing {columns} would leave {contract.version_tag} with no column",
                           hint="a batch that lost every column is a broken feed: ask for a re-ingest")
@@ -78,7 +80,9 @@ def contract_without(contract: Contract, columns: list[str]) -> dict[str, Any]:
 def contract_change_for(contract: Contract, dropped: list[str], reason: str = "") -> ContractChange:
     """The loosening `ContractChange` that accepts batches without the `dropped` columns (high risk)."""
     new = contract_without(contract, dropped)
+    lost_keys = [key for key in contract.unique if set(key) & set(dropped)]
     summary = (f"{contract.version_tag} -> v{new['version']}: remove " + ", ".join(repr(c) for c in dropped)
                + " (the feed no longer sends " + ("it" if len(dropped) == 1 else "them") + ")"
+               + "".join(f", and the unique key {key} it was part of" for key in lost_keys)
                + (f"; {reason}" if reason else ""))
     return ContractChange(dataset=contract.dataset, contract=new, summary=summary, loosens=True)
