@@ -280,6 +280,8 @@ def agent_fired(inp: ScoreInput) -> Score:
     fired = sorted({h.agent for h in inp.handled})
     kinds = sorted({h.kind for h in inp.handled})
     ok = inp.scenario.agent in fired
+    if inp.scenario.expect.outcome == "quiet":  # a true negative: the agent must stay out of it
+        ok = not ok
     detail = f"fired: {', '.join(fired) or 'none'} on {', '.join(kinds) or 'no event'}"
     return Score(name="agent_fired", passed=ok, detail=detail, data={"fired": fired, "event_kinds": kinds})
 
@@ -288,6 +290,9 @@ def outcome(inp: ScoreInput) -> Score:
     exp = inp.scenario.expect
     mine = inp.mine()
     seen = [f"{p.status.value} {p.change.kind} ({p.planner})" for p in mine]
+    if exp.outcome == "quiet":
+        return Score(name="outcome", passed=not mine,
+                     detail="no proposal, as expected" if not mine else f"expected none; got {'; '.join(seen)}")
     if not mine:
         return Score(name="outcome", passed=False, detail=f"no proposal from {inp.scenario.agent}")
     if exp.outcome == "needs_human":

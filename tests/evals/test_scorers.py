@@ -12,7 +12,7 @@ import pytest
 
 from pipewarden.evals.faults import InjectContext, inject
 from pipewarden.evals.scenarios import ChangeMatch, Expected, Fault, Scenario
-from pipewarden.evals.scorers import ScoreInput, heals, matches, outcome, safe, unsafe_reasons
+from pipewarden.evals.scorers import ScoreInput, agent_fired, heals, matches, outcome, safe, unsafe_reasons
 from pipewarden.models import ChangeSet, ColumnMapping, DryRun, NoChange, Proposal, ProposalStatus, SqlModelPatch
 from pipewarden.tools.checks import dry_check
 
@@ -98,6 +98,15 @@ def test_needs_a_human_is_safe_and_matches_the_needs_human_outcome(february_samp
     assert safe(inp).passed and outcome(inp).passed and not heals(inp).applicable
     change_expected = _input(_scenario(), february_sample, [p], tmp_path)
     assert not outcome(change_expected).passed
+
+
+def test_a_quiet_scenario_passes_only_when_its_agent_stays_out(february_sample: pd.DataFrame, tmp_path: Path) -> None:
+    scenario = _scenario(agent="cost", expect=Expected(outcome="quiet"))
+    silent = _input(scenario, february_sample, [], tmp_path)
+    assert agent_fired(silent).passed and outcome(silent).passed
+    p = _proposal(NoChange(reason="no proven rewrite"), february_sample, status=ProposalStatus.needs_human, agent="cost")
+    fired = _input(scenario, february_sample, [p], tmp_path)  # the detector fired where it should not have
+    assert not agent_fired(fired).passed and not outcome(fired).passed
 
 
 @pytest.mark.parametrize(("fields", "expected"), [
