@@ -176,10 +176,10 @@ def clean(df: pd.DataFrame, params: dict[str, Any], ctx: InjectContext) -> pd.Da
 
 # --------------------------------------------------------------------------- cost (state faults)
 def cost_fault(df: pd.DataFrame, params: dict[str, Any], ctx: InjectContext) -> pd.DataFrame:
-    """A bad patch ships: the regressed SQL of `flows.cost_faults` fault `fault` (repeated_scan, cartesian_join,
+    """A bad patch ships: the regressed SQL of `evals.cost_faults` fault `fault` (repeated_scan, cartesian_join,
     non_sargable, select_star, lost_filter) becomes the active `sql:<model>` version, as a careless edit would; the
     batch is the month unchanged, so the next transform runs the regressed model and the cost detector sees it."""
-    from pipewarden.flows.cost_faults import COST_FAULTS, INJECTOR, regressed_sql
+    from pipewarden.evals.cost_faults import COST_FAULTS, INJECTOR, regressed_sql
     from pipewarden.ids import new_id
     from pipewarden.store import StateStore
     from pipewarden.tools.lineage import load_models

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipewarden.agents.supervisor import supervise_once
+from pipewarden.evals.cost_faults import inject_cost_fault
 from pipewarden.evals.mock_llm import MockLLMServer, answer, tool_call
 from pipewarden.events import CostRegression
-from pipewarden.flows.cost_faults import inject_cost_fault
 from pipewarden.inbox.service import approve
 from pipewarden.models import ProposalStatus
 from pipewarden.settings import get_settings

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pipewarden.errors import ConfigError, UserError
-from pipewarden.flows.cost_faults import COST_FAULTS, inject_cost_fault, regressed_sql
+from pipewarden.evals.cost_faults import COST_FAULTS, inject_cost_fault, regressed_sql
 from pipewarden.flows.detectors import detect_cost_regressions
 from pipewarden.flows.transform import RUNS_DDL, RUNS_TABLE, transform
 from pipewarden.flows.warehouse import connect

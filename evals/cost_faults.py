@@ -111,7 +111,7 @@ def regressed_sql(fault: str, base_sql: str | None = None) -> str:
     for old, new in f.replace:
         if old not in sql:
             raise UserError(f"cost fault {fault!r}: the {f.model} SQL no longer contains {old.strip()!r}",
-                            hint=f"update flows/cost_faults.py for the current examples/flights/models/{f.model}.sql")
+                            hint=f"update evals/cost_faults.py for the current examples/flights/models/{f.model}.sql")
         sql = sql.replace(old, new, 1)
     return sql
 
