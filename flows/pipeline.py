@@ -124,8 +124,20 @@ def _timed(timings: dict[str, float], name: str, fn: Any, *args: Any) -> Any:
 
 @flow(name="pipewarden-pipeline", log_prints=False, persist_result=False)
 def pipeline_flow(dataset: str, source: str = "", load_id: str | None = None, rerun: bool = False,
-                  supervision: bool = True) -> dict[str, Any]:
-    """One batch through every stage. Returns a RunResult as a dict."""
+                  supervision: bool = True) -> Any:
+    """One batch through every stage. Returns a RunResult as a dict; a batch that halted or failed ends the flow
+    run Failed (carrying the same dict), so Prefect never shows a halted batch as Completed."""
+    out = _stages(dataset, source, load_id, rerun, supervision)
+    if out["status"] == "completed":
+        return out
+    from prefect.states import Failed
+
+    where = f" at {out['halted_at']}" if out.get("halted_at") else ""
+    return Failed(message=f"{dataset} load {out['load_id']} {out['status']}{where}: {out.get('reason') or ''}".rstrip(": "),
+                  data=out)
+
+
+def _stages(dataset: str, source: str, load_id: str | None, rerun: bool, supervision: bool) -> dict[str, Any]:
     timings: dict[str, float] = {}
     df, landed = _timed(timings, "ingest", ingest_task, dataset, source, load_id, rerun)
     from pipewarden.flows.prefect_story import tell_pipeline_run
@@ -196,7 +208,11 @@ def run_batch(dataset: str, source: str, *, load_id: str | None = None, rerun: b
         t0 = time.perf_counter()
         load_id = ingest(dataset, source, load_id=load_id).load_id
         ingest_ms = round((time.perf_counter() - t0) * 1000, 1)
-    out = pipeline_flow(dataset=dataset, source=str(source), load_id=load_id, rerun=rerun, supervision=supervision)
+    state = pipeline_flow(dataset=dataset, source=str(source), load_id=load_id, rerun=rerun, supervision=supervision,
+                          return_state=True)
+    out = state.result(raise_on_failure=False)  # a halted batch's run is Failed and still carries its result
+    if isinstance(out, BaseException):  # a stage raised something unexpected: as before, the caller sees it
+        raise out
     result = RunResult.model_validate(out)
     if ingest_ms:
         result.timings_ms = {"land": ingest_ms, **result.timings_ms}

@@ -171,6 +171,17 @@ def test_run_batch_guards_any_dataset_without_the_flights_stages(prefect_harness
     assert result.status == "completed" and result.rows_in == 30 and result.rows_quarantined == 0
     assert not [stage for stage in result.timings_ms if stage.startswith("ml:")]
     assert ml_models_for("orders") == []  # no ML model is declared for orders
+    assert _run_state(result.flow_run_id).is_completed()
+
+
+def _run_state(flow_run_id: str | None) -> Any:
+    import uuid
+
+    from prefect.client.orchestration import get_client
+
+    assert flow_run_id
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(uuid.UUID(flow_run_id)).state
 
 
 def test_run_batch_names_the_halting_event(prefect_harness: None, tmp_path: Path) -> None:
@@ -183,6 +194,8 @@ def test_run_batch_names_the_halting_event(prefect_harness: None, tmp_path: Path
     assert StateStore().get_event(result.halt_event).kind == "schema_drift"
     err = halted_error(result)
     assert err.exit_code == 3 and f"event schema_drift {result.halt_event}" in err.message
+    state = _run_state(result.flow_run_id)  # Prefect never shows a halted batch as Completed
+    assert state.is_failed() and "halted at validate" in state.message
 
 
 
