@@ -28,6 +28,7 @@ from pipewarden.audit import AuditEntry, AuditReport
 from pipewarden.events import Event
 from pipewarden.inbox.service import DecisionOutcome
 from pipewarden.models import (
+    AUTONOMY_ACTOR,
     Citation,
     ColumnMapping,
     Decision,
@@ -93,6 +94,14 @@ def status_text(status: ProposalStatus) -> Text:
     return Text(status.value, style=STATUS_STYLE.get(status, ""))
 
 
+def auto_label(p: Proposal) -> str:
+    """How an auto-approved proposal was approved, for every listing: "auto-approved: earned autonomy" or
+    "auto-approved: policy" ("" when people decided it)."""
+    if not p.auto_approved_by:
+        return ""
+    return "auto-approved: " + ("earned autonomy" if p.auto_approved_by == AUTONOMY_ACTOR else p.auto_approved_by)
+
+
 def _kv(rows: Iterable[tuple[str, RenderableType | str]]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
@@ -117,7 +126,7 @@ def proposals_table(proposals: Sequence[Proposal], *, now: datetime | None = Non
     for p in proposals:
         table.add_row(
             Text(p.short_id, style="bold"),
-            status_text(p.status),
+            status_text(p.status) + (Text(f" ({auto_label(p)})", style="magenta") if p.auto_approved_by else ""),
             Text(p.risk.value, style=RISK_STYLE.get(p.risk.value, "")),
             Text(p.agent),
             Text(p.dataset),
@@ -312,6 +321,7 @@ def proposal_json(p: Proposal) -> dict[str, Any]:
         "dataset": p.dataset,
         "title": p.title,
         "change": p.change.kind,
+        "auto_approved_by": p.auto_approved_by,
         "created_at": p.created_at.isoformat(),
         "updated_at": p.updated_at.isoformat(),
     }

@@ -14,7 +14,8 @@ under the same lease the worker would take: if a worker holds it already, nothin
 with backoff. After every decision and status change the `Notifier` port is called (Slack), guarded.
 
 `on_proposal_created` (the kernel's ProposalHook port, run by an agent right after it stores a proposal) lets
-policy approve the low-risk kinds its rules allow, as actor "policy" via "policy", audited; `expire_stale` moves
+policy approve the low-risk kinds its rules allow, as actor "policy" via "policy", audited, or earned autonomy
+(`policies.autonomy`) approve a fault people approved N times running, as "pipewarden:autonomy"; `expire_stale` moves
 open proposals past their `expires_at` to expired.
 """
 
@@ -30,12 +31,13 @@ from pydantic import BaseModel, Field
 
 from pipewarden import faults
 from pipewarden.audit import AuditEntry
-from pipewarden.errors import InvalidTransition, NotApproved, UserError
+from pipewarden.errors import Expired, Forbidden, InvalidTransition, NotApproved, UserError
 from pipewarden.events import Event
 from pipewarden.leases import LeaseHeld
-from pipewarden.models import OPEN_STATUSES, POLICY_ACTOR, Decision, Proposal, ProposalStatus, Verdict
+from pipewarden.models import AUTONOMY_ACTOR, OPEN_STATUSES, POLICY_ACTOR, Decision, Proposal, ProposalStatus, Verdict
 from pipewarden.policies.approval import Requirement, decision_gate, policy_may_approve, requirement, rule_for
 from pipewarden.policies.approvers import Approvers
+from pipewarden.policies.autonomy import autonomy_gate, earned
 from pipewarden.ports import notify
 from pipewarden.ports import resumer as load_resumer
 from pipewarden.store import Occurrence, StateStore
@@ -316,20 +318,32 @@ view = proposal_view  # the earlier name
 
 def on_proposal_created(proposal_id: UUID | str, *, store: StateStore | None = None) -> Proposal:
     """The kernel's ProposalHook: right after an agent stores a proposal, let policy approve it when a rule says
-    so (actor "policy", via "policy", audited; the graph then applies it), and tell the Notifier.
+    so (actor "policy", via "policy", audited; the graph then applies it), or else earned autonomy when its fault's
+    history earns it (`policies.autonomy`: actor "pipewarden:autonomy", via "autonomy", audited with the rule and
+    the approvals relied on, and handed to the worker like a person's approval), and tell the Notifier.
 
-    Safe to run twice: policy approves only a pending proposal nobody has decided in this round.
+    Safe to run twice: policy and autonomy approve only a pending proposal nobody has decided.
     """
     store = store or StateStore()
     pid = str(proposal_id)
     proposal = store.get_proposal(pid)
-    auto = proposal.status == ProposalStatus.pending and policy_may_approve(proposal, store.decisions_for(pid))
+    decisions = store.decisions_for(pid)
+    auto = proposal.status == ProposalStatus.pending and policy_may_approve(proposal, decisions)
+    grant = None if auto or decisions else earned(proposal, store.fault_history(pid))
     notify("proposal_created", pid)
     if auto:
         rule = rule_for(proposal)
         store.decide(pid, Verdict.approve, POLICY_ACTOR, f"approved by rule {rule.name!r}: {rule.says}",
                      via="policy", policy=decision_gate())
         notify("proposal_decided", pid)
+    elif grant is not None:
+        try:  # the same transaction, audit and durable resume request as a person's approval
+            store.decide(pid, Verdict.approve, AUTONOMY_ACTOR, grant.reason, via="autonomy",
+                         policy=autonomy_gate(grant), detail=grant.audit())
+        except (InvalidTransition, Forbidden, Expired) as exc:  # a person decided first: theirs stands
+            log.info("earned autonomy left proposal %s to people: %s", pid[:8], exc)
+        else:
+            notify("proposal_decided", pid)
     return store.get_proposal(pid)
 
 

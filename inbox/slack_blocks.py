@@ -31,7 +31,17 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from pipewarden.errors import UserError
-from pipewarden.models import OPEN_STATUSES, Decision, Proposal, ProposalStatus, Risk, Verdict, leaf_changes
+from pipewarden.models import (
+    AUTO_VIAS,
+    AUTONOMY_ACTOR,
+    OPEN_STATUSES,
+    Decision,
+    Proposal,
+    ProposalStatus,
+    Risk,
+    Verdict,
+    leaf_changes,
+)
 
 APPROVE_ACTION = "approve"
 REJECT_ACTION = "reject"
@@ -178,6 +188,8 @@ def dry_run_summary(dry_run: Any) -> str:
 
 def _decision_line(d: Decision) -> str:
     verb = ":white_check_mark: Approved" if d.verdict == Verdict.approve else ":x: Rejected"
+    if d.verdict == Verdict.approve and d.via in AUTO_VIAS:
+        verb = ":robot_face: Auto-approved" + (" (earned autonomy)" if d.actor == AUTONOMY_ACTOR else "")
     reason = f": “{escape(clip(d.reason, 500))}”" if d.reason else ""
     return f"{verb} by *{escape(d.actor)}* via {escape(d.via)}, {_when(d.decided_at)}{reason}"
 

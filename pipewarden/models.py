@@ -322,6 +322,10 @@ class Proposal(BaseModel):
     round: int = Field(
         default=0, description="How many times it was re-opened (rolled back); approvals count within one round."
     )
+    auto_approved_by: str | None = Field(
+        default=None, description="Who approved it without a person: `policy` (an approval rule) or "
+        "`pipewarden:autonomy` (earned autonomy); None when people decided. Every front end shows it as auto-approved."
+    )
 
     @property
     def short_id(self) -> str:
@@ -341,19 +345,22 @@ class Decision(BaseModel):
     verdict: Verdict
     actor: str
     reason: str = ""
-    via: Literal["cli", "web", "slack", "mcp", "policy"] = "cli"
+    via: Literal["cli", "web", "slack", "mcp", "policy", "autonomy"] = "cli"
     decided_at: UtcDatetime = Field(default_factory=utcnow)
     round: int = Field(default=0, description="The proposal's round (re-opening) this decision belongs to.")
 
 
 SYSTEM_ACTORS = frozenset({"system", "agent", "supervisor", "pipewarden", "policy", "inbox"})
 POLICY_ACTOR = "policy"  # the identity of auto-approvals by an approval rule (via="policy"); never a person
+AUTONOMY_ACTOR = "pipewarden:autonomy"  # earned autonomy's auto-approvals (via="autonomy"); never a person
+AUTO_VIAS = frozenset({"policy", "autonomy"})  # decisions no person made
 
 
 def is_system_actor(actor: str) -> bool:
-    """System and agent identities (`system`, `agent:*`, `supervisor`, `policy`...) never decide as a person."""
+    """System and agent identities (`system`, `agent:*`, `supervisor`, `policy`, `pipewarden:*`...) never decide as a
+    person."""
     name = actor.strip().lower()
-    return name in SYSTEM_ACTORS or name.startswith("agent")
+    return name in SYSTEM_ACTORS or name.startswith(("agent", "pipewarden:"))
 
 
 class Version(BaseModel):

@@ -35,6 +35,8 @@ from pipewarden.fault_signature import FaultSignature
 from pipewarden.ids import UtcDatetime, new_id, utcnow
 from pipewarden.leases import LEASE_POLICY, LeaseHeld, LeasePolicy, owner_is_gone
 from pipewarden.models import (
+    AUTO_VIAS,
+    AUTONOMY_ACTOR,
     OPEN_STATUSES,
     POLICY_ACTOR,
     Decision,
@@ -90,6 +92,23 @@ class Occurrence(BaseModel):
     label: str
     load_id: str | None = None
     attached_at: UtcDatetime
+
+
+class PastProposal(BaseModel):
+    """An earlier proposal of the same fault: the proposal as it stands, whether it was ever rolled back, and its
+    decisions (every round)."""
+
+    proposal: Proposal
+    rolled_back: bool
+    decisions: list[Decision]
+
+
+class FaultHistory(BaseModel):
+    """A fault's signature (`FaultSignature.key` and label) and its earlier proposals, oldest first."""
+
+    signature: str
+    label: str
+    past: list[PastProposal]
 
 
 class ApiToken(BaseModel):
@@ -464,19 +483,21 @@ class StateStore:
 
     def decide(
         self, ref: str | UUID, verdict: Verdict, actor: str, reason: str = "", via: str = "cli", *,
-        policy: DecisionPolicy | None = None,
+        policy: DecisionPolicy | None = None, detail: dict[str, Any] | None = None,
     ) -> Decision:
         """Record a decision and, when it completes the approval, move the proposal on; in one transaction.
 
         The proposal's row is locked, then: refused when the proposal is not open (InvalidTransition), expired
-        (Expired), or the actor is a system or agent identity (Forbidden; only actor "policy" via "policy" is
-        let through, to the policy). `policy(proposal, decisions, decision)` then checks the decision (raising
+        (Expired), or the actor is a system or agent identity (Forbidden; only actor "policy" via "policy" and
+        "pipewarden:autonomy" via "autonomy" are let through, to the policy). `policy(proposal, decisions, decision)` then checks the decision (raising
         to refuse) and says whether the proposal is decided with it; without a policy one approval suffices.
         An approval that does not complete the policy is stored and audited as `approval_recorded`; the
-        proposal stays pending. Any refusal leaves the state DB exactly as it was.
+        proposal stays pending. Any refusal leaves the state DB exactly as it was. `detail` joins the decision's
+        audit entry (earned autonomy records its rule and the approvals it relied on there). An auto-approval (via
+        "policy" or "autonomy") is marked on the proposal (`auto_approved_by`) for every front end.
         """
         name = actor.strip()
-        if is_system_actor(name) and not (name == POLICY_ACTOR and via == "policy"):
+        if is_system_actor(name) and (name, via) not in {(POLICY_ACTOR, "policy"), (AUTONOMY_ACTOR, "autonomy")}:
             raise Forbidden(f"{actor!r} is a system identity and can never decide a proposal",
                             hint="decide as a named person who proves it: a personal token (PIPEWARDEN_TOKEN or "
                                  "--token-file; `pipewarden approvers token NAME` prints one) or your login as "
@@ -484,6 +505,7 @@ class StateStore:
         if verdict == Verdict.reject and not reason.strip():
             raise UserError("a rejection needs a reason", hint="pass --reason 'why'")
         pid = self.resolve_id(ref)
+        extra = dict(detail or {})
 
         def tx(conn: Connection) -> Decision:
             status = ProposalStatus(_lock_status(conn, pid))
@@ -514,16 +536,20 @@ class StateStore:
                     via=via, decided_at=decision.decided_at, round=current.round, seq=len(in_round) + 1,
                 )
             )
-            detail = {"via": via, "decision_id": str(decision.id)}
+            entry = {**extra, "via": via, "decision_id": str(decision.id)}
             if not decided:
-                self._audit(conn, pid, "approval_recorded", name, {**detail, "reason": reason})
+                self._audit(conn, pid, "approval_recorded", name, {**entry, "reason": reason})
                 return decision
             approvers = [d.actor for d in in_round if d.verdict == Verdict.approve]
             if verdict == Verdict.approve and approvers:
-                detail["approved_by"] = [*approvers, name]
+                entry["approved_by"] = [*approvers, name]
             dst = ProposalStatus.approved if verdict == Verdict.approve else ProposalStatus.rejected
-            self._transition(conn, pid, dst, name, reason, detail)
-            if via != "policy":  # a policy approves inside the running graph, which goes on by itself
+            # who decided this round without a person (a re-opened proposal a person approves is theirs)
+            auto = {"auto_approved_by": name if verdict == Verdict.approve and via in AUTO_VIAS else None}
+            self._transition(conn, pid, dst, name, reason, entry, patch=auto)
+            # A policy approves inside the running graph, which goes on by itself; earned autonomy is handed to
+            # the worker exactly as a person's decision is (the durable resume request).
+            if via != "policy":
                 conn.execute(db.proposals.update().where(db.proposals.c.id == pid)
                              .values(resume_requested_at=now, attempts=0, next_attempt_at=None))
             return decision
@@ -949,6 +975,50 @@ class StateStore:
             rows = conn.execute(sa.select(db.proposal_occurrences).where(o.proposal_id == pid)
                                 .order_by(sa.case((o.role == "origin", 0), else_=1), o.attached_at)).all()
         return [Occurrence.model_validate(dict(r._mapping)) for r in rows]
+
+    def proposals_for_fault(self, signature: FaultSignature, *, exclude: UUID | str | None = None) -> list[Proposal]:
+        """Every proposal drafted for a fault of this signature (its origin event had it), oldest first, but
+        `exclude`: what people decided on the same fault before (the agents' precedents)."""
+        o = db.proposal_occurrences.c
+        q = (sa.select(o.proposal_id).where(o.signature == signature.key, o.role == "origin")
+             .order_by(o.attached_at))
+        with self._read() as conn:
+            ids = list(dict.fromkeys(conn.execute(q).scalars()))
+            found = conn.execute(sa.select(db.proposals.c.id).where(db.proposals.c.id.in_(ids))).scalars().all()
+            stored = set(found)
+            return [self._load(conn, pid) for pid in ids if pid in stored and pid != str(exclude)]
+
+    def fault_history(self, ref: UUID | str) -> FaultHistory | None:
+        """The earlier proposals of this proposal's fault (the same fault signature: its event's origin occurrence),
+        oldest first, each with its status, change kinds, whether it was ever rolled back and its decisions; None
+        when its event has no fault signature. Read in one snapshot; earned autonomy (`policies.autonomy`) judges it.
+        """
+        o = db.proposal_occurrences.c
+        c = db.proposals.c
+        pid = self.resolve_id(ref)
+        with self._read() as conn:
+            event_id = conn.execute(sa.select(c.event_id).where(c.id == pid)).scalar_one()
+            sig = conn.execute(sa.select(o.signature, o.label)
+                               .where(o.event_id == event_id, o.role == "origin")).first()
+            if sig is None:
+                return None
+            rows = conn.execute(
+                sa.select(c.id, c.status, c.created_at, c.payload)
+                .select_from(db.proposals.join(db.proposal_occurrences, o.event_id == c.event_id))
+                .where(o.signature == sig.signature, o.role == "origin", c.id != pid)
+                .order_by(c.created_at, c.id)
+            ).all()
+            ids = [r.id for r in rows]
+            rolled = set(conn.execute(sa.select(db.audit_log.c.proposal_id).where(
+                db.audit_log.c.proposal_id.in_(ids), db.audit_log.c.action == ProposalStatus.rolled_back.value)
+            ).scalars()) if ids else set()
+            decided: dict[str, list[Decision]] = {i: _decisions(conn, i) for i in ids}
+        past = []
+        for r in rows:
+            p = Proposal.model_validate(r.payload)
+            p.status = ProposalStatus(r.status)
+            past.append(PastProposal(proposal=p, rolled_back=r.id in rolled, decisions=decided[r.id]))
+        return FaultHistory(signature=sig.signature, label=sig.label, past=past)
 
     # ------------------------------------------------------------------ the web queue: pages, facet counts, edits
     # (added for the web inbox; `filters` maps a facet of QUEUE_FACETS to the values it may take, empty = any)
