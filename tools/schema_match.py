@@ -43,6 +43,7 @@ import difflib
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -59,9 +60,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ABBREVIATIONS",
+    "CALIBRATION",
     "DATE_FORMATS",
     "UNIT_FACTORS",
     "WEIGHTS",
+    "Calibration",
+    "Candidate",
     "ColumnMatch",
     "ColumnProfile",
     "MatchReport",
@@ -72,6 +76,7 @@ __all__ = [
     "humanize",
     "name_similarity",
     "name_tokens",
+    "token_containment",
     "profile_table",
     "profiles_from_contract",
     "transform_for",
@@ -119,6 +124,11 @@ _EPOCH_MS = (1e11, 4.2e12)
 _UNIT_TOLERANCE = 0.35  # relative error allowed between the p10-p90 spread ratio and a unit factor
 _SAMPLE_VALUES = 5
 _TOP_VALUES = 20
+_TOP_TOKENS = 50
+_CANDIDATES = 3  # ranked reference candidates listed per new column
+_MANY_CONTAINMENT = 0.15  # each source of a one-to-many answer holds at least this share of the new column's words
+_MANY_GAIN = 0.2  # ... and together they hold this much more than the best one alone
+_WORD = re.compile(r"[0-9a-z]+")
 _MAX_TEXT = 64
 _PARSE_SHARE = 0.98  # share of non-null string values that must parse for `parses_as` to be set
 _BOOL_WORDS = {"true": True, "false": False, "t": True, "f": False, "yes": True, "no": False, "y": True, "n": False}
@@ -149,6 +159,11 @@ class ColumnProfile(BaseModel):
     date_format: str | None = Field(
         None, description="For text dates that are not ISO 8601: the strptime format they follow (DATE_FORMATS)."
     )
+    top_tokens: dict[str, float] = Field(
+        default_factory=dict,
+        description="For free text (a string column that parses as nothing else): its most frequent lower-case "
+        "words with their share of all words; a merged or split column shares words with its sources.",
+    )
 
     @property
     def effective_type(self) -> str:
@@ -158,6 +173,53 @@ class ColumnProfile(BaseModel):
     @property
     def has_values(self) -> bool:
         return self.source == "data" and self.rows > 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration:
+    """Logistic (Platt) calibration of the matcher's scores into probabilities of a right answer.
+
+    Fitted offline by `benchmarks/schema_match_eval.py --fit` on generated pairs of tables (their own tables and
+    seeds, apart from those the benchmark reports on) and committed as constants: nothing is trained at run time.
+    """
+
+    pair: tuple[float, float, float, float]
+    """Intercept, then the weights of a candidate's combined score, its margin (its score minus the best other
+    candidate's score for the same new column) and its word containment: P(the reference column corresponds)."""
+    no_match: tuple[float, float, float, float]
+    """Intercept, then the weights of the best candidate's score, margin and containment: P(no reference column
+    corresponds to the new column)."""
+
+    def pair_probability(self, score: float, margin: float, containment: float) -> float:
+        return _logistic(self.pair, score, margin, containment)
+
+    def no_match_probability(self, score: float, margin: float, containment: float) -> float:
+        return _logistic(self.no_match, score, margin, containment)
+
+
+def _logistic(coef: tuple[float, float, float, float], *x: float) -> float:
+    z = coef[0] + sum(w * v for w, v in zip(coef[1:], x, strict=True))
+    return round(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z)))), 6)
+
+
+CALIBRATION: dict[str, Calibration] = {
+    "names+values": Calibration(pair=(-6.549, 7.088, 14.041, 8.635), no_match=(5.701, -6.401, -12.295, -7.169)),
+    "names+embedding+values": Calibration(pair=(-6.423, 6.967, 15.214, 8.155),
+                                          no_match=(5.371, -5.772, -13.58, -6.378)),
+}
+"""The calibration per set of components used (with or without an embedder): `benchmarks/schema_match_eval.py --fit
+--seeds 4` on `evals.match_pairs.FIT_TABLES`; its error on the held-out tables is in the README."""
+
+
+class Candidate(BaseModel):
+    """One reference column a new column may correspond to."""
+
+    model_config = ConfigDict(frozen=True)
+    column: str = Field(description="The reference column.")
+    score: float = Field(ge=0, le=1, description="Combined score of the pair (1.0 for the same name).")
+    containment: float = Field(0.0, ge=0, le=1, description="Share of the new column's words among the reference "
+                               "column's (free text only; 0 otherwise).")
+    probability: float = Field(ge=0, le=1, description="Calibrated probability that the pair corresponds.")
 
 
 class ColumnMatch(BaseModel):
@@ -175,6 +237,17 @@ class ColumnMatch(BaseModel):
     transform: ColumnTransform | None = Field(None, description="A value conversion (unit, date format, epoch).")
     best_candidate: str | None = Field(None, description="When match is None: the closest reference column.")
     reason: str = ""
+    correspondence: Literal["one_to_one", "one_to_many", "no_match"] = Field(
+        "one_to_one", description="one_to_one: `match` is the answer; one_to_many: the column combines the `sources` "
+        "(e.g. a full name from first and last names); no_match: no reference column corresponds.",
+    )
+    sources: list[str] = Field(default_factory=list, description="For one_to_many: the reference columns combined.")
+    probability: float = Field(0.0, ge=0, le=1, description="Calibrated probability that this answer is right: "
+                               "that `match` corresponds, or for no_match that no reference column does.")
+    no_match_probability: float = Field(0.0, ge=0, le=1, description="Calibrated probability that no reference "
+                                        "column corresponds.")
+    candidates: list[Candidate] = Field(default_factory=list, description="Reference columns it may correspond to, "
+                                        "most probable first (the same name alone when it has one).")
 
 
 class MatchReport(BaseModel):
@@ -190,6 +263,9 @@ class MatchReport(BaseModel):
     )
     added: list[str] = Field(default_factory=list, description="New columns that match no reference column.")
     dropped: list[str] = Field(default_factory=list, description="Reference columns no new column maps to.")
+    one_to_many: dict[str, list[str]] = Field(
+        default_factory=dict, description="New column -> the reference columns it combines (one_to_many answers)."
+    )
     threshold: float = 0.5
     weights: dict[str, float] = Field(default_factory=dict, description="Component weights actually used.")
     embedder: str | None = Field(None, description="Name of the embedder used, if any.")
@@ -276,6 +352,8 @@ def _profile_series(name: str, s: pd.Series) -> ColumnProfile:
         parses_as, numbers, date_format = _parse_strings(text)
         fields["parses_as"] = parses_as
         fields["date_format"] = date_format
+        if parses_as is None:
+            fields["top_tokens"] = _top_tokens(counts)
     if numbers is not None and len(numbers):
         q = numbers.quantile([0.1, 0.5, 0.9])
         fields.update(
@@ -283,6 +361,19 @@ def _profile_series(name: str, s: pd.Series) -> ColumnProfile:
             p10=float(q.iloc[0]), p50=float(q.iloc[1]), p90=float(q.iloc[2]),
         )
     return ColumnProfile(**fields)  # type: ignore[arg-type]
+
+
+def _top_tokens(counts: pd.Series) -> dict[str, float]:
+    """The most frequent words of a text column, from its value counts (each distinct value split once)."""
+    import pandas as pd
+
+    words = pd.Series(counts.index.astype(str)).str.lower().str.findall(_WORD.pattern)
+    table = pd.DataFrame({"w": words.to_numpy(), "n": counts.to_numpy()}).explode("w").dropna()
+    if not len(table):
+        return {}
+    mass = table.groupby("w", sort=True)["n"].sum()
+    top = (mass / mass.sum()).sort_values(ascending=False, kind="stable").head(_TOP_TOKENS)
+    return {_clip(str(k)): round(float(v), 6) for k, v in top.items()}
 
 
 def _as_text(v: object) -> str:
@@ -480,6 +571,20 @@ def value_similarity(new: ColumnProfile, ref: ColumnProfile) -> float:
     return round(ts * (0.6 * dist + 0.2 * null_close + 0.2 * distinct_close), 6)
 
 
+def token_containment(new: ColumnProfile, refs: list[ColumnProfile]) -> float:
+    """Share of the new column's frequent words found among the frequent words of the reference columns (0..1).
+
+    One reference column: how much of a column's text it holds. Several: whether they hold it together, as
+    first and last names hold a full name."""
+    if not new.top_tokens:
+        return 0.0
+    vocab: set[str] = set()
+    for r in refs:
+        vocab.update(r.top_tokens)
+    mass = sum(new.top_tokens.values()) or 1.0
+    return round(min(1.0, sum(v for k, v in new.top_tokens.items() if k in vocab) / mass), 6)
+
+
 def _epoch_factor(p: ColumnProfile) -> float | None:
     """1.0 when a numeric column's values look like epoch seconds, 0.001 for milliseconds, else None."""
     if p.effective_type not in NUMERIC or p.p10 is None or p.p90 is None:
@@ -662,6 +767,8 @@ def match_columns(
                 score = weights["name"] * ns + weights["value"] * vs + (weights.get("embedding", 0.0) * (es or 0.0))
                 pairs[(n, r)] = (round(min(score, 1.0), 6), ns, es, vs)
 
+    cal = CALIBRATION["names+embedding+values" if embedder is not None else "names+values"]
+    ranked = {n: _rank(n, rest_ref, pairs, cur, ref, cal) for n in rest_new}
     assigned = _assign(rest_new, rest_ref, pairs, threshold)
     for n in rest_new:
         if n in assigned:
@@ -679,6 +786,15 @@ def match_columns(
             )
         else:
             matches[n] = _no_match(n, rest_ref, pairs, threshold, cur, ref)
+        matches[n] = _calibrated(matches[n], ranked[n], cur[n], ref, cal)
+    for n, prof in cur.items():
+        if n in ref:
+            c = token_containment(prof, [ref[n]])
+            only = Candidate(column=n, score=1.0, containment=c, probability=cal.pair_probability(1.0, 1.0, c))
+            matches[n] = matches[n].model_copy(update={
+                "probability": only.probability, "candidates": [only],
+                "no_match_probability": cal.no_match_probability(1.0, 1.0, c),
+            })
 
     ordered = [matches[n] for n in cur]
     matched_refs = {m.match for m in ordered if m.match is not None}
@@ -689,6 +805,7 @@ def match_columns(
         transforms=[m.transform for m in ordered if m.match is not None and m.transform is not None],
         added=[m.column for m in ordered if m.match is None],
         dropped=[r for r in ref if r not in matched_refs],
+        one_to_many={m.column: list(m.sources) for m in ordered if m.correspondence == "one_to_many"},
         threshold=threshold,
         weights=weights,
         embedder=getattr(embedder, "name", type(embedder).__name__) if embedder is not None else None,
@@ -705,6 +822,67 @@ def _exact_match(new: ColumnProfile, ref: ColumnProfile) -> ColumnMatch:
         reason="same name" + "".join(f"; {w}" for w in (twhy, why) if w)
         + (f"; values {_fmt(vs)}" if new.has_values else ""),
     )
+
+
+def _rank(
+    n: str,
+    refs: list[str],
+    pairs: dict[tuple[str, str], tuple[float, float, float | None, float]],
+    cur: dict[str, ColumnProfile],
+    ref: dict[str, ColumnProfile],
+    cal: Calibration,
+) -> list[Candidate]:
+    """Every reference column left for `n` as a Candidate with its calibrated probability, most probable first."""
+    scores = {r: pairs[(n, r)][0] for r in refs if (n, r) in pairs}
+    if not scores:
+        return []
+    top = sorted(scores.values(), reverse=True)
+    out = []
+    for r, s in scores.items():
+        best_other = top[1] if s == top[0] and len(top) > 1 else (top[0] if s != top[0] else 0.0)
+        margin = s - best_other if len(top) > 1 else s
+        c = token_containment(cur[n], [ref[r]]) if cur[n].top_tokens and ref[r].top_tokens else 0.0
+        out.append(Candidate(column=r, score=s, containment=c, probability=cal.pair_probability(s, margin, c)))
+    return sorted(out, key=lambda c: (-c.probability, -c.score, c.column))
+
+
+def _calibrated(
+    m: ColumnMatch, ranked: list[Candidate], new: ColumnProfile, ref: dict[str, ColumnProfile], cal: Calibration
+) -> ColumnMatch:
+    """The match with its probabilities, its ranked candidates, and a one-to-many or no-match answer."""
+    if not ranked:
+        p_none = cal.no_match_probability(0.0, 0.0, 0.0)
+        return m.model_copy(update={"correspondence": "no_match" if m.match is None else "one_to_one",
+                                    "probability": p_none, "no_match_probability": p_none})
+    by_score = max(ranked, key=lambda c: (c.score, c.column))
+    scores = sorted((c.score for c in ranked), reverse=True)
+    margin = scores[0] - scores[1] if len(scores) > 1 else scores[0]
+    p_none = cal.no_match_probability(by_score.score, margin, max(c.containment for c in ranked))
+    update: dict[str, object] = {"candidates": ranked[:_CANDIDATES], "no_match_probability": p_none}
+    sources = _sources(new, ranked, ref)
+    if sources:
+        listed = {c.column for c in ranked[:_CANDIDATES]}
+        extra = [c for c in ranked if c.column in sources and c.column not in listed]
+        update.update(correspondence="one_to_many", sources=sources, candidates=ranked[:_CANDIDATES] + extra,
+                      probability=max(c.probability for c in ranked if c.column in sources),
+                      reason=m.reason + f"; its words are those of {', '.join(map(repr, sources))} together")
+    elif m.match is not None:
+        update.update(correspondence="one_to_one",
+                      probability=next(c.probability for c in ranked if c.column == m.match))
+    else:
+        update.update(correspondence="no_match", probability=p_none)
+    return m.model_copy(update=update)
+
+
+def _sources(new: ColumnProfile, ranked: list[Candidate], ref: dict[str, ColumnProfile]) -> list[str]:
+    """The reference columns a free-text column combines, when two or more hold its words together."""
+    parts = sorted((c for c in ranked if c.containment >= _MANY_CONTAINMENT), key=lambda c: -c.containment)[:3]
+    if len(parts) < 2:
+        return []
+    together = token_containment(new, [ref[c.column] for c in parts])
+    if together < parts[0].containment + _MANY_GAIN:
+        return []
+    return [c.column for c in parts]
 
 
 def _no_match(
