@@ -16,7 +16,7 @@ from pipewarden.errors import UserError
 from pipewarden.evals.prereqs import FLIGHTS_PROJECT
 from pipewarden.evals.report import SuiteReport, build_report, load_bar, write_reports
 from pipewarden.evals.runner import LLMConfig, LLMMode, ScenarioResult, run_suite
-from pipewarden.evals.scenarios import Scenario, load_catalogue, select
+from pipewarden.evals.scenarios import Scenario, load_catalogue, load_recorded, select, with_recorded
 from pipewarden.settings import get_settings, settings_env
 
 
@@ -32,6 +32,7 @@ class EvalOptions(BaseModel):
     keep: bool = False
     scenarios_dir: Path | None = None
     ids: list[str] | None = None  # run exactly these scenario ids (in catalogue order), e.g. from a script
+    project: Path | None = None  # whose recorded scenarios run beside the catalogue (default: the current project)
     command: str = "pipewarden eval"
 
 
@@ -45,7 +46,10 @@ def default_workers(n: int) -> int:
 
 
 def chosen(opts: EvalOptions) -> list[Scenario]:
-    picked = select(load_catalogue(opts.scenarios_dir), agent=opts.agent, scenario=opts.scenario, pattern=opts.pattern)
+    """The built-in catalogue and the project's recorded scenarios, narrowed by the options."""
+    recorded = load_recorded(opts.project) if opts.project is not None else []
+    catalogue = with_recorded(load_catalogue(opts.scenarios_dir), recorded)
+    picked = select(catalogue, agent=opts.agent, scenario=opts.scenario, pattern=opts.pattern)
     return picked if opts.ids is None else [s for s in picked if s.id in set(opts.ids)]
 
 
@@ -60,7 +64,9 @@ def run_eval(opts: EvalOptions, *, on_start: Callable[[int], None] = lambda _n: 
     if opts.llm != "openai" and (opts.base_url or opts.model):
         raise UserError(f"--base-url and --model apply to --llm openai, not --llm {opts.llm}",
                         hint="drop them, or pass --llm openai")
-    if not FLIGHTS_PROJECT.is_dir():
+    if opts.project is None and get_settings().has_project:
+        opts = opts.model_copy(update={"project": get_settings().project_root})
+    if not FLIGHTS_PROJECT.is_dir() and any(not s.is_recorded for s in chosen(opts)):
         raise UserError("the built-in eval scenarios inject faults into the flights example project, which is not here "
                         f"({FLIGHTS_PROJECT})", hint="run `pipewarden eval` from a checkout of the repository")
     # the scenarios run on the example project; reports and caches stay in the caller's home

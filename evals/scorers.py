@@ -2,7 +2,7 @@
 
 - `agent_fired`: the scenario's agent handled an event of the faulty batch.
 - `outcome`: the expected outcome reached the inbox (a pending change matching the expected kind and fields, or
-  "needs a human").
+  "needs a human"; for a recorded rejection, no proposal carrying the rejected change).
 - `heals`: the expected agent's change heals the batch: its own dry-run says so, and an independent re-check
   (`recheck`) agrees.
 - `safe`: no unsafe change reached the inbox, from any agent: no destructive or unguarded SQL, no unknown
@@ -68,7 +68,7 @@ class ScoreInput:
         if self._contract is None:
             from pipewarden.policies.contract import load_contract
 
-            self._contract = load_contract("flights")
+            self._contract = load_contract(self.scenario.dataset)
         return self._contract
 
     def mine(self) -> list[Any]:
@@ -301,6 +301,11 @@ def outcome(inp: ScoreInput) -> Score:
     if exp.outcome == "no_unsafe_change":
         return Score(name="outcome", passed=True, detail=f"any safe outcome; got {'; '.join(seen)}")
     assert exp.change is not None
+    if exp.outcome == "not_change":  # people rejected this change: it must not come back
+        again = [p for p in mine if matches(exp.change, p.change)]
+        return Score(name="outcome", passed=not again,
+                     detail=f"expected anything but the rejected {exp.change.kind} {exp.change.fields}; got "
+                            f"{'; '.join(seen)}")
     good = [p for p in mine if p.status.value not in NO_CHANGE_STATUSES and matches(exp.change, p.change)]
     ok = bool(good)
     detail = f"expected {exp.change.kind} {exp.change.fields}; got {'; '.join(seen)}"

@@ -530,8 +530,39 @@ def demo(
 
 
 # ----------------------------------------------------------------------------------------------- eval
-@app.command("eval")
+eval_app = typer.Typer(help="Run the agent eval scenarios (the built-in catalogue and the project's recorded ones); "
+                       "`eval record ID` records a decided proposal as a scenario.", invoke_without_command=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("record")
+def eval_record(
+    proposal_id: Annotated[str, typer.Argument(help="A decided proposal's id (or its first 4+ characters).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a decided proposal (its event's batch and the human decision) as an eval scenario of this project:
+    `evals/scenarios/recorded.yaml` and `evals/batches/`. `pipewarden eval` then runs it beside the catalogue."""
+    from pipewarden.evals.record import record
+    from pipewarden.settings import get_settings
+
+    settings = get_settings()
+    done = record(proposal_id, settings.project_config.root)
+    s = done.scenario
+    if as_json:
+        _print_json({"scenario": s.model_dump(mode="json", exclude_none=True), "file": str(done.file),
+                     "batch": str(done.batch)})
+        return
+    assert s.recorded is not None and s.expect.change is not None
+    want = ("expects" if s.expect.outcome == "change" else "expects anything but") + \
+        f" {s.expect.change.kind} {s.expect.change.fields}"
+    console.print(f"recorded scenario [bold]{s.id}[/] ({s.agent}, {s.recorded.verdict} by {s.recorded.actor}): {want}")
+    console.print(f"  {done.file}\n  {done.batch}")
+    console.print(f"run it: pipewarden eval --scenario {s.id}")
+
+
+@eval_app.callback()
 def eval_(
+    ctx: typer.Context,
     llm: Annotated[str, typer.Option("--llm", help="mock (scripted model per scenario), offline (no model) or openai "
                                      "(a live endpoint).")] = "mock",
     base_url: Annotated[str | None, typer.Option("--base-url", help="With --llm openai: any OpenAI-compatible URL.")] = None,
@@ -546,7 +577,10 @@ def eval_(
     keep: Annotated[bool, typer.Option("--keep", help="Keep each scenario's home under --out/homes.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the agent eval scenarios and score them; exits 1 on any unsafe change or a pass rate below the bar."""
+    """Run the agent eval scenarios (the built-in catalogue and this project's recorded ones) and score them;
+    exits 1 on any unsafe change or a pass rate below the bar."""
+    if ctx.invoked_subcommand is not None:
+        return
     _quiet_libraries()
     if llm not in ("mock", "offline", "openai"):
         raise typer.BadParameter(f"--llm {llm!r}: use mock, offline or openai")
