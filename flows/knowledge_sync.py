@@ -1,6 +1,8 @@
-"""Keep the knowledge index in step with the policies and the SQL models' lineage.
+"""Keep the knowledge index in step with the policies, the SQL models' lineage and the decided proposals.
 
-flows/ is where both sides meet: knowledge/ may not import tools/, so the lineage chunks are built here.
+flows/ is where both sides meet: knowledge/ may not import tools/, so the lineage chunks are built here. Decisions
+are read from the state DB (the truth) every time, so a decision whose indexing failed when it was made is indexed
+here.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ from pipewarden.settings import get_settings
 class KnowledgeSyncReport(BaseModel):
     policies: IndexReport
     lineage: IndexReport
+    decisions: IndexReport = IndexReport()
 
     def __str__(self) -> str:
-        p, ln = self.policies, self.lineage
+        p, ln, d = self.policies, self.lineage, self.decisions
         return (f"policies: {p.added} added, {p.replaced} replaced, {p.unchanged} unchanged, {p.removed} removed; "
-                f"lineage: {ln.added} added, {ln.replaced} replaced, {ln.unchanged} unchanged")
+                f"lineage: {ln.added} added, {ln.replaced} replaced, {ln.unchanged} unchanged; "
+                f"decisions: {d.added} added, {d.replaced} replaced, {d.unchanged} unchanged")
 
 
 def sync_knowledge(progress: Callable[[int, int], None] | None = None) -> KnowledgeSyncReport:
-    """Index contracts, runbooks and column lineage of the SQL models. Unchanged chunks are skipped."""
+    """Index contracts, runbooks, column lineage of the SQL models and every decided proposal. Unchanged chunks are
+    skipped."""
+    from pipewarden.knowledge.decisions import index_decisions
     from pipewarden.knowledge.documents import lineage_chunks
     from pipewarden.knowledge.index import index_chunks, index_policies
     from pipewarden.tools.lineage import column_lineage
@@ -36,7 +42,7 @@ def sync_knowledge(progress: Callable[[int, int], None] | None = None) -> Knowle
     chunks = lineage_chunks(edges, owner=owner, allowed_roles=["owner", "steward", "engineer", "analyst"],
                             source=str(settings.models_dir))
     lineage_report = index_chunks(chunks, progress=progress)
-    return KnowledgeSyncReport(policies=report, lineage=lineage_report)
+    return KnowledgeSyncReport(policies=report, lineage=lineage_report, decisions=index_decisions(progress=progress))
 
 
 def _models_owner(edges: list[dict[str, object]]) -> str:

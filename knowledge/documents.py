@@ -5,8 +5,8 @@ Its `content_hash` is the sha256 of its text. `source` is a path relative to the
 lies inside it (so ids match across checkouts), otherwise an absolute path or a URI.
 
 Builders: `contract_chunks` (a contract's summary and one chunk per column), `lineage_chunks` (one chunk per
-SQL model with its upstream columns), `text_chunks` (a Markdown runbook split on headings) and
-`decision_chunk` (a resolved proposal, so the next agent sees what humans accepted or refused).
+SQL model with its upstream columns) and `text_chunks` (a Markdown runbook split on headings). Decided proposals
+become chunks in `knowledge.decisions`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipewarden.errors import ConfigError, InputFileError
 from pipewarden.ids import utcnow
-from pipewarden.models import Decision, Proposal
 from pipewarden.policies.contract import Contract
 from pipewarden.settings import get_settings
 
@@ -309,20 +308,3 @@ def text_chunks(
     if not chunks:
         raise InputFileError(p, "has no text to index", hint="add content under a heading")
     return chunks
-
-
-# --------------------------------------------------------------------------- decisions
-def decision_chunk(proposal: Proposal, decision: Decision, allowed_roles: list[str]) -> Chunk:
-    """A resolved proposal as one chunk: what was proposed, the verdict, who decided and why."""
-    change = proposal.change.model_dump(mode="json", exclude={"kind"})
-    text = (
-        f"Decision on proposal {proposal.short_id} by agent {proposal.agent} for dataset {proposal.dataset}: "
-        f"{proposal.title}. Diagnosis: {proposal.diagnosis} Change ({proposal.change.kind}): {change}. "
-        f"Verdict: {decision.verdict.value} by {decision.actor} via {decision.via}"
-        + (f"; reason: {decision.reason}" if decision.reason else "") + "."
-    )
-    return Chunk.make(
-        text=text, source=f"proposal:{proposal.id}/decision:{decision.id}", kind="decision", key=0,
-        dataset=proposal.dataset, owner=decision.actor, allowed_roles=allowed_roles,
-        updated_at=decision.decided_at, title=f"{decision.verdict.value}: {proposal.title}",
-    )

@@ -70,17 +70,19 @@ def to_citation(hit: Hit) -> Citation:
     )
 
 
-def cite(query: str, *, role: str, limit: int = 4) -> list[Citation]:
-    """What an agent cites: the citations of `search(query, role=role, limit=limit)`, or none when no index has been
-    built (nothing to cite, and no reason to load the embedder) or the search fails. The index is optional
-    evidence: a failure is logged, never raised, so a proposal is made without citations rather than not at all."""
+def cite(query: str, *, role: str, limit: int = 4, kinds: list[str] | None = None,
+         dataset: str | None = None) -> list[Citation]:
+    """What an agent cites: the citations of `search(query, role=role, limit=limit, kinds=kinds, dataset=dataset)`,
+    or none when no index has been built (nothing to cite, and no reason to load the embedder) or the search fails.
+    The index is optional evidence: a failure is logged, never raised, so a proposal is made without citations
+    rather than not at all."""
     from pipewarden.settings import get_settings
 
     settings = get_settings()
     if settings.qdrant_url is None and not settings.qdrant_path.exists():
         return []
     try:
-        return [to_citation(h) for h in search(query, role=role, limit=limit)]
+        return [to_citation(h) for h in search(query, role=role, limit=limit, kinds=kinds, dataset=dataset)]
     except (PipewardenError, OSError, RuntimeError, ValueError) as exc:
         log.warning("knowledge search failed, proposing without citations: %s", exc)
         return []

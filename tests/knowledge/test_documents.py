@@ -16,12 +16,10 @@ from pipewarden.knowledge.documents import (
     Chunk,
     chunk_id,
     contract_chunks,
-    decision_chunk,
     lineage_chunks,
     source_for,
     text_chunks,
 )
-from pipewarden.models import ColumnMapping, Decision, Proposal, Verdict
 from pipewarden.policies.contract import load_contract
 
 
@@ -116,16 +114,3 @@ def test_schema_drift_runbook_is_indexable_and_covers_renames_and_retypes(pw_pro
     assert "Renamed columns" in titles and "Retyped columns" in titles
     assert all(c.source == "runbooks/schema-drift.md" and c.dataset == "flights" for c in chunks)
     assert all(len(c.text) <= 1100 for c in chunks)
-
-
-def test_decision_chunk_records_the_verdict_and_its_reason() -> None:
-    proposal = Proposal(
-        event_id=uuid.uuid4(), agent="schema_drift", dataset="flights", title="Map departureDelay to dep_delay",
-        diagnosis="dep_delay was renamed.", change=ColumnMapping(dataset="flights", renames={"departureDelay": "dep_delay"}),
-        thread_id="t1",
-    )
-    decision = Decision(proposal_id=proposal.id, verdict=Verdict.reject, actor="alice", reason="feed will revert")
-    c = decision_chunk(proposal, decision, ["owner", "steward"])
-    assert c.kind == "decision" and c.dataset == "flights" and c.updated_at == decision.decided_at
-    assert "reject by alice" in c.text and "feed will revert" in c.text and "departureDelay" in c.text
-    assert str(proposal.id) in c.source
