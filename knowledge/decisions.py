@@ -17,7 +17,7 @@ dataset, `owner` = who decided, `allowed_roles` = the dataset's readers (its con
 rollback).
 
 Public names: `Outcome`, `DecisionRecord`, `decision_record`, `record_for`, `decision_chunk`, `decision_chunks`,
-`index_decision`, `index_decisions`, `index_exists`.
+`index_decision`, `index_records`, `index_decisions`, `index_exists`.
 """
 
 from __future__ import annotations
@@ -188,10 +188,21 @@ def index_decision(ref: UUID | str, embedder: Embedder | None = None, store: Vec
         return None
     try:
         record = record_for(ref, state=state)
-        if record is None:
-            return None
-        return index_chunks([decision_chunk(record)], embedder, store)
+    except PipewardenError as exc:
+        log.warning("reading the decision on proposal %s failed: %s", str(ref)[:8], exc.message)
+        return None
+    return index_records([record], embedder, store) if record is not None else None
+
+
+def index_records(records: list[DecisionRecord], embedder: Embedder | None = None,
+                  store: VectorStore | None = None) -> IndexReport | None:
+    """Index these decision records (unchanged ones are skipped). Never raises, and None when it failed or when no
+    index was built and none is given: the store stays the truth, `index_decisions` adds them later."""
+    if not records or (store is None and not index_exists()):
+        return None
+    try:
+        return index_chunks([decision_chunk(r) for r in records], embedder, store)
     except Exception as exc:  # the index is derived data: a failure must never undo or block the decision
-        log.warning("indexing the decision on proposal %s failed (the next `pipewarden knowledge index` adds "
-                    "it): %s: %s", str(ref)[:8], type(exc).__name__, exc)
+        log.warning("indexing the decision(s) on proposal(s) %s failed (the next `pipewarden knowledge index` adds "
+                    "them): %s: %s", ", ".join(r.proposal.short_id for r in records), type(exc).__name__, exc)
         return None
