@@ -1,9 +1,15 @@
-"""The tail every agent graph shares: submit the proposal, wait for a human in `interrupt()`, apply, verify,
-roll back and re-open when verification fails.
+"""The tail every agent graph shares: heed past decisions on the fault, submit the proposal, wait for a human in
+`interrupt()`, apply, verify, roll back and re-open when verification fails.
 
-    ... agent nodes ... -> submit -> await_decision --approved--> apply -> verify --passed--> END
-                                        ^    |--rejected/expired--> END              |
-                                        |----------------- rollback <---failed-------|
+    ... agent nodes ... -> heed -> submit -> await_decision --approved--> apply -> verify --passed--> END
+                                                ^    |--rejected/expired--> END              |
+                                                |----------------- rollback <---failed-------|
+
+`heed` (`agents.precedent`) cites what people decided on the same fault signature, never re-proposes a change a
+person rejected for it (the agent's next alternative, else "needs a human") and prefers the change they accepted.
+Every decided outcome (approved, rejected, verified, rolled back) is indexed as a decision chunk
+(`knowledge.decisions.index_decision`) once the store holds it; indexing never raises, and `pipewarden knowledge
+index` rebuilds the decisions from the store.
 
 Each node is safe to run twice: `submit` is idempotent per event (a proposal's id is derived from its
 event's id), `await_decision` reads the stored decision rather than trusting the resume value, `apply`
@@ -29,6 +35,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
 from pipewarden import faults
+from pipewarden.agents.precedent import Alternatives, make_heed
+from pipewarden.knowledge.decisions import index_decision
 from pipewarden.models import Proposal, ProposalStatus
 from pipewarden.ports import pipeline_runner, proposal_created
 from pipewarden.store import StateStore
@@ -75,6 +83,7 @@ def await_decision(state: AgentState) -> AgentState:
     if p.status in (ProposalStatus.pending, ProposalStatus.needs_human):
         interrupt({"proposal_id": str(p.id), "status": p.status.value})
         p = store.get_proposal(state["proposal_id"])  # the durable decision, not the resume value
+    index_decision(p.id)  # the decision is stored: the index learns it (never raises; rebuilt by the next sync)
     return {"outcome": p.status.value}
 
 
@@ -165,8 +174,10 @@ def make_verify(verifier: Verifier) -> Callable[[AgentState], AgentState]:
         faults.point("verifying")
         if found.passed:
             mark_verified(p.id, found.detail, store=store)
+            index_decision(p.id)
             return {"outcome": "verified", "verify_detail": found.detail}
         rollback_change(p.id, found.reason or "verification failed", store=store)
+        index_decision(p.id)  # rolled back: not accepted, and the index says so
         return {"outcome": "rolled_back", "verify_detail": found.detail}
 
     return verify
@@ -179,13 +190,17 @@ def after_verify(state: AgentState) -> str:
     return END if state.get("outcome") == "verified" else "await_decision"
 
 
-def add_lifecycle(builder: Any, last_agent_node: str, verifier: Verifier | None = None) -> None:
-    """Wire the shared tail after the agent's last node; `verifier` defaults to re-running the batch."""
+def add_lifecycle(builder: Any, last_agent_node: str, verifier: Verifier | None = None,
+                  alternatives: Alternatives | None = None) -> None:
+    """Wire the shared tail after the agent's last node: `heed` (past decisions on the fault, with the agent's
+    `alternatives` hook), then submit and the rest; `verifier` defaults to re-running the batch."""
+    builder.add_node("heed", make_heed(alternatives))
     builder.add_node("submit", submit)
     builder.add_node("await_decision", await_decision)
     builder.add_node("apply", apply)
     builder.add_node("verify", make_verify(verifier) if verifier is not None else verify)
-    builder.add_edge(last_agent_node, "submit")
+    builder.add_edge(last_agent_node, "heed")
+    builder.add_edge("heed", "submit")
     builder.add_edge("submit", "await_decision")
     builder.add_conditional_edges("await_decision", after_decision, ["apply", "await_decision", END])
     builder.add_edge("apply", "verify")
@@ -202,10 +217,11 @@ def _crash_point_before(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_agent_graph(
-    state: type, steps: tuple[tuple[str, Any], ...], checkpointer: Any = None, *, verifier: Verifier | None = None
+    state: type, steps: tuple[tuple[str, Any], ...], checkpointer: Any = None, *, verifier: Verifier | None = None,
+    alternatives: Alternatives | None = None,
 ) -> Any:
-    """An agent is data: its own steps, in order, then the shared tail (with the agent's verifier, if it has
-    one). Compiled with the checkpointer."""
+    """An agent is data: its own steps, in order, then the shared tail (with the agent's verifier and its
+    `alternatives` hook, if it has them: see `agents.precedent`). Compiled with the checkpointer."""
     builder = StateGraph(state)
     previous = START
     for i, (name, fn) in enumerate(steps):
@@ -213,5 +229,5 @@ def build_agent_graph(
         builder.add_node(name, _crash_point_before(fn) if i == min(1, len(steps) - 1) else fn)
         builder.add_edge(previous, name)
         previous = name
-    add_lifecycle(builder, previous, verifier)
+    add_lifecycle(builder, previous, verifier, alternatives)
     return builder.compile(checkpointer=checkpointer)

@@ -20,8 +20,12 @@ found again (a different finding on the same batch is a different event and prop
 verified by re-running the same bytes: it passes once the request is recorded as the active `reingest:<dataset>`
 version (with the load, the source and the reason); the re-delivered load is judged by the detectors when it lands.
 
+The shared tail's `heed` may swap the planner's pick for another drafted candidate (`alternatives`: every other
+candidate that heals and passes the same validation) when people rejected the pick for this fault before, or
+accepted another.
+
 Public names: `AGENT`, `QualityAnswer`, `BoundEdit`, `QualityState`, `STEPS`, `build_graph`, `verify_quality`,
-`answer_to_change`, `validate_answer`, `offline_solve`.
+`answer_to_change`, `validate_answer`, `offline_solve`, `candidate_answers`, `alternatives`.
 """
 
 from __future__ import annotations
@@ -165,6 +169,17 @@ def offline_solve(request: Any) -> QualityAnswer:
     """The deterministic answer: the first drafted candidate whose dry-run heals (a re-ingest when rows are missing)."""
     data = request.data
     cites = [c[1:c.index("]")] for c in data.get("citations", []) if c.startswith("[") and "]" in c][:2]
+    for answer in candidate_answers(data, cites):
+        return answer
+    # nothing heals: the first candidate, so validation says why and the proposal needs a human
+    return QualityAnswer(action="quarantine", predicate="", reason="no drafted candidate heals the batch",
+                         rationale="offline: no candidate heals", cited_chunks=[])
+
+
+def candidate_answers(data: dict[str, Any], cites: list[str]) -> list[QualityAnswer]:
+    """The drafted candidates that heal the batch (a re-ingest cannot be proven, so it counts), as answers, in the
+    order they were drafted."""
+    answers = []
     for cand in data.get("candidates", []):
         change = cand["change"]
         if not cand["heals"] and change["kind"] != "reingest":
@@ -172,18 +187,17 @@ def offline_solve(request: Any) -> QualityAnswer:
         kind = change["kind"]
         base = {"rationale": f"offline: {cand['rationale']}", "cited_chunks": cites}
         if kind == "quarantine":
-            return QualityAnswer(action="quarantine", predicate=change["predicate"], reason=change["reason"], **base)
-        if kind == "dedupe_rule":
-            return QualityAnswer(action="dedupe_rule", keys=change["keys"], keep=change["keep"],
-                                 order_by=change.get("order_by"), reason=cand["rationale"], **base)
-        if kind == "reingest":
-            return QualityAnswer(action="reingest", reason=change["reason"], **base)
-        if kind == "contract_change":
-            return QualityAnswer(action="contract_change", reason=change.get("summary", ""),
-                                 bounds=_bounds_from(change), **base)
-    # nothing heals: the first candidate, so validation says why and the proposal needs a human
-    return QualityAnswer(action="quarantine", predicate="", reason="no drafted candidate heals the batch",
-                         rationale="offline: no candidate heals", cited_chunks=[])
+            answers.append(QualityAnswer(action="quarantine", predicate=change["predicate"], reason=change["reason"],
+                                         **base))
+        elif kind == "dedupe_rule":
+            answers.append(QualityAnswer(action="dedupe_rule", keys=change["keys"], keep=change["keep"],
+                                         order_by=change.get("order_by"), reason=cand["rationale"], **base))
+        elif kind == "reingest":
+            answers.append(QualityAnswer(action="reingest", reason=change["reason"], **base))
+        elif kind == "contract_change":
+            answers.append(QualityAnswer(action="contract_change", reason=change.get("summary", ""),
+                                         bounds=_bounds_from(change), **base))
+    return answers
 
 
 def _bounds_from(change: dict[str, Any]) -> list[BoundEdit]:
@@ -316,6 +330,25 @@ def _title(ev: Any, change: Any) -> str:
 
 
 def dry_run_node(state: QualityState) -> QualityState:
+    proposal = _proposal(state, state.get("answer"), state.get("planner", "offline"))
+    return {"proposal": proposal.model_dump(mode="json")}
+
+
+def alternatives(state: dict[str, Any]) -> list[Proposal]:
+    """The shared tail's hook (`agents.precedent`): every other drafted candidate that heals and passes the same
+    validation as a planner's answer, proven on the batch, in the order they were drafted."""
+    ev = _event(state)
+    case = _case(ev)
+    ctx = state["context"]
+    out = []
+    for answer in candidate_answers(ctx, []):
+        if not validate_answer(answer, case, ctx):
+            out.append(_proposal(state, answer.model_dump(mode="json"), "offline"))
+    return out
+
+
+def _proposal(state: dict[str, Any], answer_json: dict[str, Any] | None, planner: str) -> Proposal:
+    """The proposal for an answer, its change proven on the batch (None: no valid fix, it needs a human)."""
     from pipewarden.tools.quality_fix import dry_run
 
     ev = _event(state)
@@ -323,7 +356,7 @@ def dry_run_node(state: QualityState) -> QualityState:
     ctx = state["context"]
     citations = [Citation.model_validate(c) for c in state.get("citations", [])]
     cause = "\n".join(f"- {line}" for line in ctx["root_cause"])
-    if state.get("answer") is None:
+    if answer_json is None:
         change: Any = NoChange(reason="no valid fix was found; " + " | ".join(state.get("tried", [])[-3:]))
         before = case.before()
         from pipewarden.tools.quality_fix import _result
@@ -334,20 +367,19 @@ def dry_run_node(state: QualityState) -> QualityState:
         title = f"{ev.dataset}: quality fault needs a human ({getattr(ev, 'check', 'contract checks')})"
         diagnosis = f"{ctx['finding']}\n\nRoot cause:\n{cause}\n\nNo drafted or planned fix heals the batch."
     else:
-        answer = QualityAnswer.model_validate(state["answer"])
+        answer = QualityAnswer.model_validate(answer_json)
         change = answer_to_change(answer, case)
         evidence = dry_run(case, change)
         status, risk = ProposalStatus.pending, _risk(change)
         title = _title(ev, change)
-        diagnosis = (f"{ctx['finding']}\n\nRoot cause:\n{cause}\n\nProposed by the {state.get('planner', 'offline')} "
+        diagnosis = (f"{ctx['finding']}\n\nRoot cause:\n{cause}\n\nProposed by the {planner} "
                      f"planner: {answer.action}. {answer.rationale}")
-    proposal = Proposal(
+    return Proposal(
         id=proposal_id_for(state["event_id"]), event_id=ev.id, agent=AGENT, dataset=ev.dataset, title=title,
         diagnosis=diagnosis, change=change, dry_run=evidence, citations=citations, risk=risk,
         required_roles=["owner"], status=status, thread_id=thread_id_for(state["event_id"]),
-        planner=state.get("planner", "offline"), tried=state.get("tried", []),
+        planner=planner, tried=state.get("tried", []),
     )
-    return {"proposal": proposal.model_dump(mode="json")}
 
 
 STEPS: tuple[tuple[str, Any], ...] = (("gather", gather), ("diagnose", diagnose), ("draft", draft),
@@ -387,4 +419,4 @@ def verify_quality(proposal: Proposal, event: Any) -> Verification:
 
 
 def build_graph(checkpointer: Any = None) -> Any:
-    return build_agent_graph(QualityState, STEPS, checkpointer, verifier=verify_quality)
+    return build_agent_graph(QualityState, STEPS, checkpointer, verifier=verify_quality, alternatives=alternatives)
