@@ -51,11 +51,32 @@ def current_run() -> dict[str, Any] | None:
         except (TypeError, ValueError):
             continue  # not JSON: a deployment could not be called with it either
         params[key] = value
+    deployment_id = _deployment_id()
     return {
         "flow_run_id": str(run_id), "flow_name": flow_run.flow_name, "parameters": params,
-        "deployment_id": str(deployment.id) if deployment.id else None,
-        "deployment_name": deployment.name or None,
+        "deployment_id": deployment_id,
+        "deployment_name": (deployment.name or None) if deployment_id else None,
     }
+
+
+def _deployment_id() -> str | None:
+    """The deployment of the flow run this code runs in, from the run's own context when it is at hand.
+
+    `prefect.runtime.deployment.id` looks for the id on the context object itself, where Prefect 3.8 never puts it,
+    so outside a deployment it reads the flow run from the API, twice per guard (0.12 s of the guard's 0.9 s on
+    the orders benchmark); the flow run in the context carries the same `deployment_id`. A mocked
+    `PREFECT__RUNTIME__DEPLOYMENT__ID`, or a task whose flow context is not in this thread, still asks Prefect."""
+    import os
+
+    from prefect.context import FlowRunContext
+    from prefect.runtime import deployment
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None or "PREFECT__RUNTIME__DEPLOYMENT__ID" in os.environ:
+        found = deployment.id
+    else:
+        found = ctx.flow_run.deployment_id
+    return str(found) if found else None
 
 
 @task(name="pipewarden-guard", cache_policy=None, persist_result=False, retries=0)

@@ -145,6 +145,24 @@ def test_in_a_flow_a_halt_fails_the_run_with_the_event_and_a_clean_batch_complet
     assert ctx["deployment_id"] is None  # run directly, not from a deployment
 
 
+def test_the_deployment_id_comes_from_the_flow_runs_context_without_asking_the_api(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import prefect.context
+    import prefect.runtime.deployment
+
+    from pipewarden.prefect import _deployment_id
+
+    def no_api() -> None:
+        raise AssertionError("read the flow run from the API")
+
+    monkeypatch.setattr(prefect.runtime.deployment, "get_id", no_api)
+    monkeypatch.delenv("PREFECT__RUNTIME__DEPLOYMENT__ID", raising=False)
+    for deployed in (DEPLOYED["deployment_id"], None):
+        run = SimpleNamespace(flow_run=SimpleNamespace(deployment_id=deployed))
+        monkeypatch.setattr(prefect.context.FlowRunContext, "get", classmethod(lambda cls, run=run: run))
+        assert _deployment_id() == deployed
+
+
 def test_events_mirrored_inside_a_flow_run_name_it_as_a_related_resource(prefect_harness: None) -> None:
     from prefect import flow
 
