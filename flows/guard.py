@@ -182,10 +182,12 @@ def guard_batch(data: Any, dataset: str, *, load_id: str | None = None, source: 
     BatchRefused (an InputFileError) for a batch ingest refuses, once its RunFailed event is in the outbox.
     """
     from pipewarden.progress import progress
+    from pipewarden.tools.warehouse import one_connection
 
     # a transient spinner on stderr naming the step, only when stderr is a terminal (the guard in a flow run
-    # launched from one); nothing in a worker, a test or a pipe
-    with progress(f"guarding a batch of {dataset}") as bar:
+    # launched from one); nothing in a worker, a test or a pipe. Every step's warehouse work goes through one
+    # connection, closed before a halt is raised (each step still commits in its own transaction).
+    with progress(f"guarding a batch of {dataset}") as bar, one_connection():
         bar.say(f"landing a batch of {dataset}")
         landed = land_batch(dataset, data, load_id=load_id, source=source)
         if run:
@@ -203,10 +205,11 @@ def recheck_batch(dataset: str, load_id: str) -> GuardResult:
     """Check an already landed batch again under the current contract and fixes (a re-run after approval).
     Never raises for a halt: the result says it."""
     from pipewarden.flows.ingest import read_landed
+    from pipewarden.tools.warehouse import one_connection
 
     df, landed = read_landed(dataset, load_id)
     ctx = run_context(dataset, load_id) or {}
-    with guard_lineage(landed) as lineage:
+    with guard_lineage(landed) as lineage, one_connection():
         return lineage.finished(_check(landed, df, run_id=ctx.get("flow_run_id")))
 
 
