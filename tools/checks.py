@@ -302,9 +302,14 @@ def _gx_batch_definition() -> Any:
     """One ephemeral GX context per process, progress bars off, with a pandas whole-dataframe batch definition."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.execution_engine import pandas_execution_engine
 
     # GX logs an INFO line about a temporary docs folder for every ephemeral context; keep it out of the CLI.
     logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
+    # GX fingerprints every in-memory batch under HASH_THRESHOLD bytes (an MD5 of `hash_pandas_object` over all
+    # rows) for a batch marker nothing here reads: 50 ms of the 150 ms GX spends on a 300,000-row orders batch.
+    # A threshold of 0 skips the fingerprint only; every expectation still runs on every row.
+    pandas_execution_engine.HASH_THRESHOLD = 0
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     asset = context.data_sources.add_pandas("pipewarden").add_dataframe_asset("batch")
