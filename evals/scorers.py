@@ -62,6 +62,7 @@ class ScoreInput:
     latency_s: float | None = None
     llm_mode: str = "mock"
     _contract: Any = field(default=None, repr=False)
+    _rechecked: dict[str, list[str]] = field(default_factory=dict, repr=False)  # proposal id -> `recheck`'s problems
 
     @property
     def contract(self) -> Any:
@@ -197,8 +198,13 @@ def _recheck_sql(change: Any, inp: ScoreInput, *, same_rows: bool) -> list[str]:
             return [f"re-check: the new SQL of {change.model} does not run: {str(exc).splitlines()[0]}"]
         if same_rows and change.base_sql:
             con.execute(f"create temp view __old as {change.base_sql}")
-            diff = con.execute("select (select count(*) from (select * from __old except all select * from __new)),"
-                               " (select count(*) from (select * from __new except all select * from __old))").fetchone()
+            # each side's rows once: compared through the views, the two counts ran both models' SQL twice (the
+            # regressed one is the slow one, on purpose)
+            con.execute("create temp table __old_rows as select * from __old")
+            con.execute("create temp table __new_rows as select * from __new")
+            diff = con.execute("select (select count(*) from (select * from __old_rows except all select * from "
+                               "__new_rows)), (select count(*) from (select * from __new_rows except all select * "
+                               "from __old_rows))").fetchone()
             if diff != (0, 0):
                 return [f"re-check: the new SQL of {change.model} returns different rows ({diff[0]} missing, "
                         f"{diff[1]} extra)"]
@@ -222,7 +228,17 @@ def _recheck_promotion(change: Any) -> list[str]:
 
 
 def recheck(proposal: Any, inp: ScoreInput) -> list[str]:
-    """Re-check a proposal's change independently of the agent's own dry-run; problems found (empty: none)."""
+    """Re-check a proposal's change independently of the agent's own dry-run; problems found (empty: none).
+
+    Done once per proposal and scenario (`heals` and `safe` both ask): a cost proposal's re-check runs the old and
+    the new SQL of its model, seconds each."""
+    key = str(proposal.id)
+    if key not in inp._rechecked:
+        inp._rechecked[key] = _recheck(proposal, inp)
+    return list(inp._rechecked[key])
+
+
+def _recheck(proposal: Any, inp: ScoreInput) -> list[str]:
     from pipewarden.errors import PipewardenError
     from pipewarden.models import leaf_changes
 
