@@ -18,7 +18,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -322,14 +322,40 @@ def run_suite(
 
     _quiet()
     t0 = time.perf_counter()
-    # recorded scenarios start from an empty home: the shared base state is built only for built-in ones
-    base = base_home(cache, say) if any(not s.is_recorded for s in scenarios) else None
-    base_s = time.perf_counter() - t0
+    workers = max(1, min(workers, len(scenarios)))
+    with ExitStack() as stack:
+        # the workers' Prefect server starts first and the base state is built on it too: else the build's flow run
+        # starts Prefect's ephemeral server, a second server in the suite's path (6.5 s here, tens of seconds busy)
+        prefect_env = stack.enter_context(_shared_prefect_server()) if workers > 1 else {}
+        t_base = time.perf_counter()
+        with _prefect_api(prefect_env.get("PREFECT_API_URL")):
+            # recorded scenarios start from an empty home: the shared base state is built only for built-in ones
+            base = base_home(cache, say) if any(not s.is_recorded for s in scenarios) else None
+        base_s = time.perf_counter() - t_base
+        results = _run_all(scenarios, cfg, base, workdir, workers, keep, progress, prefect_env)
+    return SuiteRun(llm=cfg.model_copy(update={"api_key": None}), results=results,
+                    wall_s=round(time.perf_counter() - t0, 2), workers=workers, base_s=round(base_s, 2))
+
+
+@contextmanager
+def _prefect_api(url: str | None) -> Iterator[None]:
+    """This process's flow runs go to the Prefect API at `url` for the block (none: as configured)."""
+    if not url:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+def _run_all(scenarios: Sequence[Scenario], cfg: LLMConfig, base: Path | None, workdir: Path | None, workers: int,
+             keep: bool, progress: Callable[[ScenarioResult], None] | None,
+             prefect_env: dict[str, str]) -> list[ScenarioResult]:
     own_workdir = workdir is None
     work = workdir or Path(tempfile.mkdtemp(prefix="pw-evals-"))
     work.mkdir(parents=True, exist_ok=True)
     results: list[ScenarioResult] = []
-    workers = max(1, min(workers, len(scenarios)))
     try:
         if workers == 1:
             _warm_up()
@@ -342,28 +368,26 @@ def run_suite(
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with _shared_prefect_server() as prefect_env:
-                env = {k: v for k, v in os.environ.items() if k.startswith(("PIPEWARDEN_", "PREFECT_", "HF_"))}
-                env.update(prefect_env)
-                env.update(native_threads(workers))
-                with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                         initializer=_worker_init,
-                                         initargs=(str(base or ""), str(work), cfg.model_dump(), keep, env)) as pool:
-                    futures = {pool.submit(_worker_run, s.model_dump_json()): s for s in scenarios}
-                    for f in as_completed(futures):
-                        s = futures[f]
-                        try:
-                            r = ScenarioResult.model_validate_json(f.result())
-                        except Exception as exc:  # a worker died: the scenario fails with the reason
-                            r = ScenarioResult(id=s.id, agent=s.agent, tags=list(s.tags), llm=cfg.mode,
-                                               error=f"worker failed: {type(exc).__name__}: {exc}")
-                        results.append(r)
-                        if progress:
-                            progress(r)
+            env = {k: v for k, v in os.environ.items() if k.startswith(("PIPEWARDEN_", "PREFECT_", "HF_"))}
+            env.update(prefect_env)
+            env.update(native_threads(workers))
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                     initializer=_worker_init,
+                                     initargs=(str(base or ""), str(work), cfg.model_dump(), keep, env)) as pool:
+                futures = {pool.submit(_worker_run, s.model_dump_json()): s for s in scenarios}
+                for f in as_completed(futures):
+                    s = futures[f]
+                    try:
+                        r = ScenarioResult.model_validate_json(f.result())
+                    except Exception as exc:  # a worker died: the scenario fails with the reason
+                        r = ScenarioResult(id=s.id, agent=s.agent, tags=list(s.tags), llm=cfg.mode,
+                                           error=f"worker failed: {type(exc).__name__}: {exc}")
+                    results.append(r)
+                    if progress:
+                        progress(r)
             order = {s.id: i for i, s in enumerate(scenarios)}
             results.sort(key=lambda r: order[r.id])
     finally:
         if own_workdir and not keep:
             shutil.rmtree(work, ignore_errors=True)
-    return SuiteRun(llm=cfg.model_copy(update={"api_key": None}), results=results,
-                    wall_s=round(time.perf_counter() - t0, 2), workers=workers, base_s=round(base_s, 2))
+    return results
