@@ -33,15 +33,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ConfigError, InvalidTransition, PipewardenError, UserError
 from pipewarden.inbox import slack_blocks as blocks
 from pipewarden.models import OPEN_STATUSES, Proposal, Verdict
 from pipewarden.policies.approval import check_can_decide, fault_key, requirement
 from pipewarden.policies.approvers import Approver, Approvers
-from pipewarden.policies.defaults import policy_file
+from pipewarden.policies.defaults import policy_file, read_policy
 from pipewarden.settings import Settings, get_settings
 from pipewarden.store import Occurrence, StateStore
 
@@ -93,16 +92,7 @@ class SlackChannels(BaseModel):
         path = path or policy_file("slack.yaml")
         if not path.is_file():
             return cls()
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            return cls.model_validate(raw)
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}", hint="fix the file's syntax") from exc
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(x) for x in first["loc"]) or "top level"
-            raise ConfigError(f"{path}: field {field!r}: {first['msg']}",
-                              hint="allowed fields: default_channel (a channel), channels (dataset: channel)") from exc
+        return read_policy(path, cls, hint="allowed fields: default_channel (a channel), channels (dataset: channel)")
 
 
 def channel_for(dataset: str, approvers: Approvers | None = None, channels: SlackChannels | None = None) -> str:

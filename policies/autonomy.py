@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ConfigError, Forbidden
 from pipewarden.models import (
@@ -147,23 +147,12 @@ class _File(BaseModel):
 def load_autonomy_rules(path: Path | str | None = None) -> tuple[AutonomyRule, ...]:
     """The earned-autonomy rules of the project's `policies/approval.yaml` (else the package default: none).
     A malformed file raises ConfigError naming it, the rule and the field."""
-    import yaml
-
-    from pipewarden.policies.defaults import policy_file
+    from pipewarden.policies.defaults import policy_file, read_policy
 
     p = Path(path) if path is not None else policy_file(POLICY_FILE)
     if not p.is_file():
         return ()
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        parsed = _File.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}", hint="fix the YAML syntax") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(root)"
-        raise ConfigError(f"{p}: field {where}: {first['msg']}",
-                          hint="each rule under `autonomy:` needs name, kinds and auto_approve: {after: N}") from exc
+    parsed = read_policy(p, _File, hint="each rule under `autonomy:` needs name, kinds and auto_approve: {after: N}")
     rules: list[AutonomyRule] = []
     seen: set[str] = set()
     for entry in parsed.autonomy:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ConfigError
 
@@ -52,21 +52,10 @@ class CostPolicy(BaseModel):
 
 def load_cost_policy(path: Path | str | None = None) -> CostPolicy:
     """Read `policies_dir/cost.yaml` (or `path`); a malformed file raises ConfigError naming it and the field."""
-    import yaml
-
-    from pipewarden.policies.defaults import policy_file
+    from pipewarden.policies.defaults import policy_file, read_policy
 
     p = Path(path) if path is not None else policy_file("cost.yaml")
     if not p.exists():
         raise ConfigError(f"{p}: the cost policy file does not exist",
                           hint="restore policies/cost.yaml or set PIPEWARDEN_POLICIES_DIR to a folder holding one")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        return CostPolicy.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}", hint="fix the YAML syntax") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(root)"
-        raise ConfigError(f"{p}: field {where}: {first['msg']}",
-                          hint=f"metrics are {', '.join(COST_METRICS)}; ratios are above 1") from exc
+    return read_policy(p, CostPolicy, hint=f"metrics are {', '.join(COST_METRICS)}; ratios are above 1")

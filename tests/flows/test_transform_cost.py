@@ -79,6 +79,6 @@ def test_every_fault_rewrites_the_current_model_files() -> None:
 
 def test_a_broken_cost_policy_names_the_file_and_field(tmp_path) -> None:
     (tmp_path / "cost.yaml").write_text("metrics:\n  - metric: rows_read\n    ratio: 2\n")
-    with pytest.raises(ConfigError, match=r"cost.yaml: field metrics.0.metric"):
+    with pytest.raises(ConfigError, match=r"cost.yaml: field 'metrics.0.metric'"):
         load_cost_policy(tmp_path / "cost.yaml")
     assert load_cost_policy().metrics[0].metric == "rows_scanned"

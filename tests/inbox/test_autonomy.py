@@ -226,5 +226,5 @@ def test_a_retrain_promotion_is_never_approved_by_autonomy(store: StateStore, pw
 def test_a_malformed_rule_names_the_file_and_field(pw_project: Path) -> None:
     (pw_project / "policies" / "approval.yaml").write_text("autonomy:\n  - name: x\n    kinds: [quarantine]\n"
                                                             "    auto_approve: {after: 0}\n")
-    with pytest.raises(ConfigError, match=r"approval.yaml: field autonomy.0.auto_approve.after"):
+    with pytest.raises(ConfigError, match=r"approval.yaml: field 'autonomy.0.auto_approve.after'"):
         load_autonomy_rules()
