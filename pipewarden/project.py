@@ -50,7 +50,7 @@ def check_dataset_name(name: str) -> str:
 def require_dataset(name: str, known: Sequence[str]) -> str:
     """The one check a dataset name from outside (a CLI option, a request) passes before it becomes a path or a
     table name: an identifier, and one of `known` (the project's datasets). The error names the value and lists
-    the datasets, with a did-you-mean (for a path, on its last part: `contracts/flights.yaml` -> 'flights')."""
+    the datasets, with a did-you-mean (for a path, on its last part: `contracts/orders.yaml` -> 'orders')."""
     if not DATASET_NAME.match(name or ""):
         from difflib import get_close_matches
 

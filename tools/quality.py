@@ -548,7 +548,7 @@ def load_batch(dataset: str, load_id: str, *, path: str | None = None) -> tuple[
 # --------------------------------------------------------------------------- tools a model may call
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dataset: str = Field(description="The dataset of the failing batch, e.g. 'flights'.")
+    dataset: str = Field(description="The dataset of the failing batch, as its event names it.")
     load_id: str = Field(description="The load id of the failing batch, as the event gives it.")
 
 
