@@ -37,6 +37,7 @@ from pipewarden.models import (
     Proposal,
     ProposalStatus,
     SqlModelPatch,
+    leaf_changes,
 )
 from pipewarden.settings import get_settings
 
@@ -552,26 +553,12 @@ def rerun_view(audit: Sequence[AuditEntry], ui_url: str | None) -> dict[str, Any
 
 
 def proposed_line(change: Any) -> str:
-    """What a change does, in one line for the decision bar."""
-    kind = getattr(change, "kind", "")
-    if isinstance(change, ColumnMapping):
-        parts = [f"{src} \u2192 {dst}" for src, dst in change.renames.items()]
-        parts += [f"cast {col} to {typ}" for col, typ in change.casts.items()]
-        return f"Map {change.dataset}'s incoming columns: " + (", ".join(parts) or "no renames")
-    if isinstance(change, SqlModelPatch):
-        return f"Change SQL model {change.model}" + (f": {change.reason}" if getattr(change, "reason", "") else "")
-    if isinstance(change, NoChange):
-        return f"No change proposed: {change.reason}"
-    if kind == "change_set":
-        return f"{len(change.changes)} changes together: " + "; ".join(proposed_line(c) for c in change.changes)
-    if kind == "contract_change":
-        return f"Change the {change.dataset} contract: {change.summary}"
-    if kind == "quarantine":
-        return f"Quarantine {change.rows} of {change.batch_rows} rows of {change.dataset} where {change.predicate}"
-    if kind == "model_promotion":
-        return (f"Move {change.model_name}@{change.alias} from version {change.from_version or 'none'} "
-                f"to {change.to_version}")
-    return f"{kind.replace('_', ' ')} on {getattr(change, 'target', '?')}"
+    """What a change does, in one plain line for the decision bar: its own description (`change.text()`), and a
+    change set's members after it."""
+    line = change.text().plain()
+    if change.kind == "change_set":
+        line += " \u2014 " + "; ".join(c.text().plain() for c in leaf_changes(change))
+    return line
 
 
 def contract_edit_columns(change: Any) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from pipewarden.models import (
     AUTO_VIAS,
     AUTONOMY_ACTOR,
     OPEN_STATUSES,
+    ChangeText,
     Decision,
     Proposal,
     ProposalStatus,
@@ -116,48 +117,25 @@ def _when(at: datetime) -> str:
 
 
 # --------------------------------------------------------------------------- the change and its evidence
-def _one_change(change: Any) -> str:
-    kind = change.kind
-    if kind == "column_mapping":
-        parts = [f"{_code(src)} → {_code(dst)}" for src, dst in change.renames.items()]
-        parts += [f"cast {_code(col)} to {escape(typ)}" for col, typ in change.casts.items()]
-        return f"*Column mapping* for {_code(change.dataset)}: " + ("; ".join(parts) or "no renames or casts")
-    if kind == "sql_model_patch":
-        new_lines = len(change.sql.strip().splitlines())
-        was = f", was {len(change.base_sql.strip().splitlines())}" if change.base_sql else ""
-        why = f"\n_{escape(clip(change.reason, 300))}_" if change.reason else ""
-        sql = escape(clip(change.sql.strip(), 600)).replace("```", "'''")
-        return f"*SQL model patch* {_code(change.model)} ({new_lines} lines{was}){why}\n```{sql}```"
-    if kind == "quarantine":
-        share = f" ({change.rows:,} of {change.batch_rows:,} rows, {change.fraction:.2%})" if change.batch_rows else ""
-        return (f"*Quarantine* rows of {_code(change.dataset)} where {_code(clip(change.predicate, 300))}{share}: "
-                f"{escape(clip(change.reason, 300))}")
-    if kind == "reingest":
-        return f"*Re-ingest* {_code(change.dataset)} load {_code(change.load_id)}: {escape(clip(change.reason, 300))}"
-    if kind == "dedupe_rule":
-        order = f" by {_code(change.order_by)}" if change.order_by else ""
-        keys = ", ".join(_code(k) for k in change.keys)
-        return f"*Dedupe* {_code(change.dataset)} on {keys}, keep the {change.keep}{order}"
-    if kind == "contract_change":
-        loosens = " — :warning: *loosens the contract*" if change.loosens else ""
-        summary = f": {escape(clip(change.summary, 500))}" if change.summary else ""
-        return f"*Contract change* for {_code(change.dataset)}{loosens}{summary}"
-    if kind == "model_promotion":
-        return (f"*Model promotion* {_code(change.model_name)} alias {_code(change.alias)}: "
-                f"version {escape(change.from_version or 'none')} → {escape(change.to_version)}")
-    return f"*{escape(kind)}* on {_code(getattr(change, 'target', '?'))}"
+def mrkdwn(text: ChangeText) -> str:
+    """A change's own description (`change.text()`) as Slack mrkdwn: names from data as escaped code spans, the
+    warning emphasized, the note after a colon, a block (a SQL text) as a clipped code block on its own lines."""
+    body = "".join(_code(clip(s.text, 300)) if s.code else escape(s.text) for s in text.body)
+    out = f"*{escape(text.title)}*{body}"
+    if text.warning:
+        out += f" — :warning: *{escape(text.warning)}*"
+    if text.note:
+        out += f": {escape(clip(text.note, 500))}"
+    if text.block:
+        out += "\n```" + escape(clip(text.block, 600)).replace("```", "'''") + "```"
+    return out
 
 
 def change_summary(change: Any) -> str:
-    """The change in a few mrkdwn lines (a change set: one line per member, in the order they apply)."""
-    if change.kind == "no_change":
-        return f"*No change*: {escape(clip(change.reason, 800))}"
-    leaves = leaf_changes(change)
-    if change.kind == "change_set":
-        head = f"*{len(leaves)} changes, applied together*" + (f": {escape(clip(change.summary, 300))}"
-                                                               if change.summary else "")
-        return clip(head + "\n" + "\n".join(f"• {_one_change(c)}" for c in leaves), SECTION_MAX - 20)
-    return clip(_one_change(change), SECTION_MAX - 20)
+    """The change in a few mrkdwn lines (a change set: its line, then one line per member, in the order they apply)."""
+    head = mrkdwn(change.text())
+    members = leaf_changes(change) if change.kind == "change_set" else []
+    return clip("\n".join([head, *(f"• {mrkdwn(c.text())}" for c in members)]), SECTION_MAX - 20)
 
 
 def _checks(label: str, result: Any) -> str:

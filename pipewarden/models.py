@@ -7,12 +7,53 @@ Unions are discriminated by `kind` and (de)serialized through one TypeAdapter ea
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from pipewarden.ids import UtcDatetime, new_id, utcnow
+
+
+# --------------------------------------------------------------------------- how a change describes itself
+class Span(NamedTuple):
+    """A piece of a change's description. `code` marks a name or a value that came from data (a column, a
+    predicate, a model): renderers show it verbatim as code, never as markup."""
+
+    text: str
+    code: bool = False
+
+
+class ChangeText(NamedTuple):
+    """What a change does, in words, written once per change kind (`change.text()`) and rendered by every surface:
+    Slack as mrkdwn, the web inbox and the terminal as plain text. No surface keeps its own ladder over kinds."""
+
+    title: str
+    """The kind, as people say it: "Column mapping", "Quarantine"."""
+    body: tuple[Span, ...] = ()
+    """The sentence after the title, with the names from data marked."""
+    warning: str = ""
+    """What a reviewer must not miss (a contract that loosens), shown emphasized."""
+    note: str = ""
+    """Why, in the agent's words (a SQL patch's reason)."""
+    block: str = ""
+    """A long text shown as a block (a SQL model's new text)."""
+
+    def plain(self) -> str:
+        """The description as one plain line: title, body, warning and note."""
+        line = self.title + "".join(s.text for s in self.body)
+        if self.warning:
+            line += f" ({self.warning})"
+        return line + (f": {self.note}" if self.note else "")
+
+
+def _join(parts: list[list[Span]], sep: str) -> list[Span]:
+    out: list[Span] = []
+    for i, part in enumerate(parts):
+        if i:
+            out.append(Span(sep))
+        out.extend(part)
+    return out
 
 
 # --------------------------------------------------------------------------- changes
@@ -59,6 +100,13 @@ class ColumnMapping(BaseModel):
     def target(self) -> str:
         return mapping_target(self.dataset, self.source_fingerprint)
 
+    def text(self) -> ChangeText:
+        parts = [[Span(src, True), Span(" \u2192 "), Span(dst, True)] for src, dst in self.renames.items()]
+        parts += [[Span("cast "), Span(col, True), Span(f" to {typ}")] for col, typ in self.casts.items()]
+        parts += [[Span(t.describe())] for t in self.transforms]
+        body = _join(parts, "; ") or [Span("no renames or casts")]
+        return ChangeText("Column mapping", (Span(" for "), Span(self.dataset, True), Span(": "), *body))
+
 
 def mapping_target(dataset: str, fingerprint: str | None = None) -> str:
     """The versioned target of a dataset's column mapping: `mapping:<dataset>@<fingerprint>` for a mapping scoped
@@ -82,6 +130,12 @@ class SqlModelPatch(BaseModel):
     def target(self) -> str:
         return f"sql:{self.model}"
 
+    def text(self) -> ChangeText:
+        lines = len(self.sql.strip().splitlines())
+        was = f", was {len(self.base_sql.strip().splitlines())}" if self.base_sql else ""
+        return ChangeText("SQL model patch", (Span(" "), Span(self.model, True), Span(f" ({lines} lines{was})")),
+                          note=self.reason, block=self.sql.strip())
+
 
 class Quarantine(BaseModel):
     """Move the rows of a batch that match `predicate` (a guarded SQL boolean expression over the batch's columns)
@@ -103,6 +157,11 @@ class Quarantine(BaseModel):
     def target(self) -> str:
         return f"quarantine:{self.dataset}"
 
+    def text(self) -> ChangeText:
+        share = f" ({self.rows:,} of {self.batch_rows:,} rows, {self.fraction:.2%})" if self.batch_rows else ""
+        return ChangeText("Quarantine", (Span(" rows of "), Span(self.dataset, True), Span(" where "),
+                                         Span(self.predicate, True), Span(share)), note=self.reason)
+
 
 class Reingest(BaseModel):
     """Ask for a batch to be loaded again from its source (a late, partial or corrupt load)."""
@@ -116,6 +175,10 @@ class Reingest(BaseModel):
     @property
     def target(self) -> str:
         return f"reingest:{self.dataset}"
+
+    def text(self) -> ChangeText:
+        return ChangeText("Re-ingest", (Span(" "), Span(self.dataset, True), Span(" load "), Span(self.load_id, True)),
+                          note=self.reason)
 
 
 class DedupeRule(BaseModel):
@@ -131,6 +194,12 @@ class DedupeRule(BaseModel):
     def target(self) -> str:
         return f"dedupe:{self.dataset}"
 
+    def text(self) -> ChangeText:
+        keys = _join([[Span(k, True)] for k in self.keys], ", ")
+        order = [Span(" by "), Span(self.order_by, True)] if self.order_by else []
+        return ChangeText("Dedupe", (Span(" "), Span(self.dataset, True), Span(" on "), *keys,
+                                     Span(f", keep the {self.keep}"), *order))
+
 
 class ContractChange(BaseModel):
     """A new version of a dataset's data contract (the YAML as a dict). Loosening a contract is high risk."""
@@ -144,6 +213,10 @@ class ContractChange(BaseModel):
     @property
     def target(self) -> str:
         return f"contract:{self.dataset}"
+
+    def text(self) -> ChangeText:
+        return ChangeText("Contract change", (Span(" for "), Span(self.dataset, True)),
+                          warning="loosens the contract" if self.loosens else "", note=self.summary)
 
 
 class ModelPromotion(BaseModel):
@@ -160,6 +233,11 @@ class ModelPromotion(BaseModel):
     def target(self) -> str:
         return f"model:{self.model_name}@{self.alias}"
 
+    def text(self) -> ChangeText:
+        return ChangeText("Model promotion", (Span(" "), Span(self.model_name, True), Span(" alias "),
+                                              Span(self.alias, True),
+                                              Span(f": version {self.from_version or 'none'} \u2192 {self.to_version}")))
+
 
 class NoChange(BaseModel):
     """The agent could not produce a valid change: the proposal asks a human to act."""
@@ -170,6 +248,9 @@ class NoChange(BaseModel):
     @property
     def target(self) -> str:
         return "none"
+
+    def text(self) -> ChangeText:
+        return ChangeText("No change", note=self.reason)
 
 
 SingleChange = Annotated[
@@ -189,6 +270,11 @@ class ChangeSet(BaseModel):
     @property
     def target(self) -> str:
         return "set:" + ",".join(c.target for c in self.changes)
+
+    def text(self) -> ChangeText:
+        """The set's own line; renderers list its members (`leaf_changes`) under it, each with its own text."""
+        n = len(self.changes)
+        return ChangeText(f"{n} change{'s' if n != 1 else ''}, applied together", note=self.summary)
 
 
 Change = Annotated[

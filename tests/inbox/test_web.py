@@ -324,7 +324,7 @@ def test_the_decision_bar_comes_before_the_evidence_and_citations(alice: TestCli
     bar = html.index('id="decision-bar"')
     assert bar < html.index('id="needs"') < html.index('id="approve"') < html.index('id="reject"') \
         < html.index('id="change"') < html.index('id="evidence"') < html.index('id="citations"')
-    assert 'id="proposed"' in html and "Map flights&#39;s incoming columns: dep_delay_min \u2192 dep_delay" in html
+    assert 'id="proposed"' in html and "Column mapping for flights: dep_delay_min \u2192 dep_delay" in html
     assert "You (alice) can approve." in html
     assert '<details class="citations">' in html  # folded
     assert "just now ago" not in html
