@@ -63,6 +63,12 @@ def thread_id_for(event_id: str) -> str:
     return f"event-{event_id}"
 
 
+def proposal_for(event: Any, agent: str, **fields: Any) -> Proposal:
+    """A proposal for `event` by `agent`: its id derived from the event's, its thread the event's; `fields` the rest."""
+    return Proposal(id=proposal_id_for(str(event.id)), event_id=event.id, agent=agent,
+                    thread_id=thread_id_for(str(event.id)), **fields)
+
+
 def worker_of(config: RunnableConfig | None) -> str | None:
     """The worker running this graph (`configurable.worker`, set by the supervisor), if any."""
     return ((config or {}).get("configurable") or {}).get("worker")

@@ -1,4 +1,5 @@
-"""Routing is data: an ordered tuple of routes, each an event kind and the agent graph that handles it.
+"""Routing is data: an ordered tuple of routes, each an event kind and the agent graph that handles it, read from
+the registry (`agents.registry.AGENTS`: one route per kind a spec handles, in the registry's order).
 
 The first route whose kind matches wins; the triage agent catches the rest so no event is dropped.
 `warm_up()` loads what every route's first event would otherwise pay for, once per process, before it claims.
@@ -6,9 +7,12 @@ The first route whose kind matches wins; the triage agent catches the rest so no
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from pipewarden.agents.graph import build_graph
+from pipewarden.agents.registry import AGENTS
 from pipewarden.errors import UnknownNameError
 from pipewarden.events import Event
 
@@ -43,19 +47,13 @@ def _retrain(checkpointer: Any = None) -> Any:
     return build_graph(checkpointer)
 
 
-def _triage(checkpointer: Any = None) -> Any:
-    from pipewarden.agents.triage import build_graph
-
-    return build_graph(checkpointer)
-
-
 ROUTES: tuple[Route, ...] = (
     Route("schema_drift", "schema-drift", _schema_drift),
     Route("cost_regression", "cost", _cost),
     Route("check_failed", "quality", _quality),
     Route("quality_anomaly", "quality", _quality),
     Route("model_drift", "retrain", _retrain),
-    Route("*", "triage", _triage),
+    *(Route(kind, spec.name, functools.partial(build_graph, spec)) for spec in AGENTS for kind in spec.handles),
 )
 
 
