@@ -63,7 +63,15 @@ from pipewarden.errors import (
     UserError,
 )
 from pipewarden.inbox import auth, render, service
-from pipewarden.models import OPEN_STATUSES, ColumnMapping, ProposalStatus, Risk, SqlModelPatch, Verdict
+from pipewarden.models import (
+    EDITABLE_KINDS,
+    OPEN_STATUSES,
+    ColumnMapping,
+    ProposalStatus,
+    Risk,
+    SqlModelPatch,
+    Verdict,
+)
 from pipewarden.store import QUEUE_FACETS, StateStore
 
 log = logging.getLogger(__name__)
@@ -384,7 +392,6 @@ def _contract_from_form(contract: dict[str, Any], form: Any) -> dict[str, Any]:
 
 
 # The change kinds a person can edit on the page (each re-proven by the DryRunner port before it can be approved).
-EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch", "quarantine", "contract_change", "change_set")
 
 
 # --------------------------------------------------------------------------- security headers

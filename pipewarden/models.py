@@ -287,6 +287,9 @@ CHANGE_KINDS: tuple[str, ...] = (
     "model_promotion", "change_set", "no_change",
 )
 
+EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch", "quarantine", "contract_change", "change_set")
+"""The kinds a person may edit in the inbox before approving; each has a prover in `tools.redry.PROVERS`."""
+
 
 def leaf_changes(change: Any) -> list[Any]:
     """The single changes a change stands for: itself, or a change set's members in order."""

@@ -28,33 +28,29 @@ Public names: `redry`, `current_model_sql`, `EDITABLE_KINDS`, `CAST_TYPES`, `SAM
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pipewarden.errors import UnknownNameError, UserError
-from pipewarden.models import CheckResult, ColumnMapping, DryRun, Proposal, SqlModelPatch
+from pipewarden.models import EDITABLE_KINDS, CheckResult, ColumnMapping, DryRun, Proposal, SqlModelPatch
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 
-EDITABLE_KINDS: tuple[str, ...] = ("column_mapping", "sql_model_patch", "quarantine", "contract_change", "change_set")
 SAMPLE_ROWS = 5
 CAST_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
 
 
 def redry(proposal: Proposal, change: Any, *, store: StateStore | None = None) -> DryRun:
-    """The dry-run of `change` (an edited `proposal.change`) on the proposal's failing batch or warehouse."""
+    """The dry-run of `change` (an edited `proposal.change`) on the proposal's failing batch or warehouse: the
+    prover its kind is registered with in `PROVERS`."""
     if change.kind != proposal.change.kind:
         raise UserError(f"proposal {proposal.short_id} carries a {proposal.change.kind}; an edit cannot turn it "
                         f"into a {change.kind}", hint="edit the fields of the same change")
-    if isinstance(change, ColumnMapping):
-        return _redry_mapping(proposal, change, store or StateStore())
-    if isinstance(change, SqlModelPatch):
-        return _redry_sql(change, store or StateStore())
-    if change.kind in ("quarantine", "contract_change"):
-        return _redry_on_batch(proposal, change, store or StateStore())
-    if change.kind == "change_set":
-        return _redry_set(proposal, change, store or StateStore())
-    raise UserError(f"a {change.kind} change cannot be edited in the inbox (editable: {', '.join(EDITABLE_KINDS)})",
-                    hint="reject it with a reason; the agent's next proposal will see why")
+    prove = PROVERS.get(change.kind)
+    if prove is None:
+        raise UserError(f"a {change.kind} change cannot be edited in the inbox (editable: {', '.join(EDITABLE_KINDS)})",
+                        hint="reject it with a reason; the agent's next proposal will see why")
+    return prove(proposal, change, store or StateStore())
 
 
 # --------------------------------------------------------------------------- change sets
@@ -225,3 +221,18 @@ def _redry_sql(change: SqlModelPatch, store: StateStore) -> DryRun:
              "connection to the warehouse (no files, no settings)"]
     return DryRun(before=before, after=after, sample=sample, notes=notes,
                   metrics={"rows_before": float(before.rows), "rows_after": float(after.rows)})
+
+
+def _redry_patch(proposal: Proposal, change: SqlModelPatch, store: StateStore) -> DryRun:
+    return _redry_sql(change, store)
+
+
+Prover = Callable[[Proposal, Any, StateStore], DryRun]
+PROVERS: dict[str, Prover] = {
+    "column_mapping": _redry_mapping,
+    "sql_model_patch": _redry_patch,
+    "quarantine": _redry_on_batch,
+    "contract_change": _redry_on_batch,
+    "change_set": _redry_set,
+}
+"""How each editable change kind (`pipewarden.models.EDITABLE_KINDS`) is proven again after an edit."""

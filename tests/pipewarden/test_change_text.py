@@ -97,3 +97,10 @@ def test_names_from_data_are_code_not_markup_in_slack() -> None:
     slack = sb.change_summary(hostile)
     assert "<!channel>" not in slack  # escaped, so Slack cannot ping anyone
     assert "`note = '*&lt;!channel&gt;*' or 'x' &gt; 1`" in slack  # one code span: backticks cannot end it early
+
+
+def test_every_editable_kind_has_a_prover_and_nothing_else_does() -> None:
+    from pipewarden.models import EDITABLE_KINDS
+    from pipewarden.tools.redry import PROVERS
+
+    assert set(PROVERS) == set(EDITABLE_KINDS) <= set(CHANGE_KINDS)
