@@ -23,7 +23,8 @@
 
 Other change kinds cannot be edited; they raise a `UserError` that says to reject with a reason instead.
 
-Public names: `redry`, `current_model_sql`, `EDITABLE_KINDS`, `CAST_TYPES`, `SAMPLE_ROWS`.
+Public names: `redry`, `PROVERS` (a prover per `pipewarden.models.EDITABLE_KINDS`), `current_model_sql`, `CAST_TYPES`,
+`SAMPLE_ROWS`.
 """
 
 from __future__ import annotations
