@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipewarden.agents import triage
+from pipewarden.agents import schema_drift, triage
 from pipewarden.agents.spec import AgentSpec
 from pipewarden.errors import UnknownNameError
 
 AGENTS: tuple[AgentSpec[Any, Any, Any], ...] = (
+    schema_drift.SPEC,
     triage.SPEC,
 )
 

@@ -23,12 +23,6 @@ class Route(NamedTuple):
     build: Callable[..., Any]  # build_graph(checkpointer) -> compiled LangGraph graph
 
 
-def _schema_drift(checkpointer: Any = None) -> Any:
-    from pipewarden.agents.schema_drift import build_graph
-
-    return build_graph(checkpointer)
-
-
 def _cost(checkpointer: Any = None) -> Any:
     from pipewarden.agents.cost import build_graph
 
@@ -48,7 +42,6 @@ def _retrain(checkpointer: Any = None) -> Any:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("schema_drift", "schema-drift", _schema_drift),
     Route("cost_regression", "cost", _cost),
     Route("check_failed", "quality", _quality),
     Route("quality_anomaly", "quality", _quality),

@@ -1,34 +1,40 @@
-"""The schema-drift agent: a LangGraph graph from a SchemaDrift event to a verified change.
+"""The schema-drift agent, a spec (`SPEC`): from a SchemaDrift event to a verified change.
 
-    gather -> diagnose -> draft -> dry_run -> (shared tail: submit -> await_decision -> apply -> verify)
+    gather -> plan -> prove -> propose -> (shared tail: heed -> submit -> await_decision -> apply -> verify)
 
-- gather: knowledge citations (contract and runbook chunks the agent may read).
-- diagnose: the batch against the ACTIVE contract (`tools.contracts.active_contract`); the matcher pairs each
-  unexplained incoming column with a contract column by names, values (accepted rows in the warehouse, or the
-  contract alone) and MiniLM embeddings, and proposes casts and value transforms (a unit scale, a date format,
-  epoch numbers); sqlglot lineage names the SQL models that read each missing column.
-- draft: `agents.llm.plan` asks the OpenAI planner (when configured; it may call `profile_column`,
+- gather (`DriftCase`, read once): the ACTIVE contract (`tools.contracts.active_contract`), knowledge citations
+  (contract and runbook chunks the agent may read), the batch against the contract (the checks before, its schema
+  fingerprint); the matcher pairs each unexplained incoming column with a contract column by names, values
+  (accepted rows in the warehouse, or the contract alone) and MiniLM embeddings, and proposes casts and value
+  transforms (a unit scale, a date format, epoch numbers); sqlglot lineage names the SQL models that read each
+  missing column.
+- plan: `agents.llm.plan` asks the OpenAI planner (when configured; it may call `profile_column`,
   `match_columns`, `column_lineage`) and falls back to the offline answer (`agents.planner.solve_mapping`). An
-  answer counts only when `validate_mapping` passes and `draft_change` proves it: the checks pass on the batch
-  under the mapping (and the loosened contract, for dropped columns), and every SQL model that reads a dropped
-  column is patched and proven in DuckDB (`tools.sql_patch.prove_drop`). Nothing valid: "needs a human".
-- dry_run: the proposal: a `column_mapping`, or a `change_set` of `contract_change` (loosens; high risk), the
-  mapping and the `sql_model_patch`es, with the checks before and after and the SQL proofs in `DryRun.notes`.
+  answer counts only when `validate_mapping` passes and `prove` proves it (`draft_change`): the checks pass on the
+  batch under the mapping (and the loosened contract, for dropped columns), and every SQL model that reads a
+  dropped column is patched and proven in DuckDB (`tools.sql_patch.prove_drop`). The proof of the answer that
+  counts is kept: the change is proven once. Nothing valid: "needs a human".
+- propose: a `column_mapping`, or a `change_set` of `contract_change` (loosens; high risk), the mapping and the
+  `sql_model_patch`es, with the checks before and after and the SQL proofs in `DryRun.notes`.
 
-Public names: `build_graph`, `STEPS`, `draft_change`, `Drafted`, `TOOL_NAMES`, `AGENT`.
+Public names: `SPEC`, `DriftCase`, `Drafted`, `draft_change`, `TOOL_NAMES`, `AGENT`, `READER_ROLE`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, Field
 
-from pipewarden.agents.lifecycle import AgentState, build_agent_graph, proposal_id_for, thread_id_for
+from pipewarden.agents.lifecycle import proposal_for
+from pipewarden.agents.planner import DriftContext, MappingAnswer
+from pipewarden.agents.spec import AgentSpec, Plan
 from pipewarden.events import SchemaDrift
 from pipewarden.models import (
+    Change,
     ChangeSet,
     CheckResult,
     Citation,
@@ -40,7 +46,6 @@ from pipewarden.models import (
     leaf_changes,
 )
 from pipewarden.policies.contract import Contract
-from pipewarden.store import StateStore
 from pipewarden.tools.contracts import active_contract
 
 log = logging.getLogger(__name__)
@@ -50,26 +55,35 @@ TOOL_NAMES = ("profile_column", "match_columns", "column_lineage")
 """The tools the OpenAI planner may call while drafting (see `tools.registry`)."""
 
 
-class DriftState(AgentState, total=False):
-    context: dict[str, Any]
-    citations: list[dict[str, Any]]
-    answer: dict[str, Any] | None
-    planner: str
-    tried: list[str]
-    usage: dict[str, Any]
-    dry_run: dict[str, Any]
+class DriftCase(BaseModel):
+    """What the agent gathered for one SchemaDrift event, read once: the event, the active contract, the checks
+    on the batch as it landed, its schema fingerprint, the citations and the planner's context."""
+
+    event: SchemaDrift
+    contract: Contract
+    before: CheckResult
+    fingerprint: str | None = None
+    citations: list[Citation] = Field(default_factory=list)
+    context: DriftContext
 
 
-def _event(state: DriftState) -> SchemaDrift:
-    ev = StateStore().get_event(state["event_id"])
-    assert isinstance(ev, SchemaDrift), f"schema-drift agent got a {ev.kind} event"
-    return ev
+# The drifted batches the gather step read, by event id: the plan (and a prove after it) prove answers on the
+# frame gather read. A process that did not gather the event (a crash between the steps) reads the batch again.
+_BATCHES: dict[str, pd.DataFrame] = {}
 
 
-def _batch(ev: SchemaDrift) -> pd.DataFrame:
+def _read_batch(ev: SchemaDrift) -> pd.DataFrame:
     from pipewarden.tools.io import read_table
 
-    return read_table(ev.batch_path)
+    if len(_BATCHES) >= 4:
+        _BATCHES.clear()
+    _BATCHES[str(ev.id)] = batch = read_table(ev.batch_path)
+    return batch
+
+
+def _batch(case: DriftCase) -> pd.DataFrame:
+    batch = _BATCHES.get(str(case.event.id))
+    return batch if batch is not None else _read_batch(case.event)
 
 
 def _fingerprint(ev: SchemaDrift) -> str | None:
@@ -87,21 +101,18 @@ def _citations(ev: SchemaDrift, contract: Contract) -> list[Citation]:
     return cite(f"{contract.dataset} contract columns {names}; renamed or retyped column runbook", role=READER_ROLE)
 
 
-def gather(state: DriftState) -> DriftState:
-    ev = _event(state)
-    contract = active_contract(ev.dataset)
-    return {"citations": [c.model_dump(mode="json") for c in _citations(ev, contract)]}
-
-
-def diagnose(state: DriftState) -> DriftState:
-    from pipewarden.agents.planner import ContractColumn, DriftContext, IncomingColumn, Suggestion, format_citation
+def gather(ev: SchemaDrift) -> DriftCase:
+    """The evidence, read once: citations, the batch against the ACTIVE contract, the matcher's suggestions,
+    the lineage of the missing columns, and the checks on the batch as it landed."""
+    from pipewarden.agents.planner import ContractColumn, IncomingColumn, Suggestion, format_citation
     from pipewarden.knowledge.embedder import default_embedder
     from pipewarden.policies.contract import observed_type, schema_diff
+    from pipewarden.tools.checks import dry_check
     from pipewarden.tools.schema_match import match_columns, reference_for
 
-    ev = _event(state)
     contract = active_contract(ev.dataset)
-    batch = _batch(ev)
+    citations = _citations(ev, contract)
+    batch = _read_batch(ev)
     diff = schema_diff(contract, batch)
     report = match_columns(reference_for(contract), batch.drop(columns=[c for c in batch.columns if str(c).startswith("_")]),
                            embedder=default_embedder())
@@ -117,11 +128,12 @@ def diagnose(state: DriftState) -> DriftState:
         retyped={t.column: t.observed for t in diff.retyped},
         suggestions=[Suggestion.from_match(m) for m in report.matches
                      if m.column in unexplained or m.transform is not None],
-        citations=[format_citation(c["chunk_id"], c["excerpt"], max_chars=300) for c in state.get("citations", [])],
+        citations=[format_citation(c.chunk_id, c.excerpt, max_chars=300) for c in citations],
         downstream=_downstream(ev.dataset, [c.name for c in diff.dropped]),
         event_id=str(ev.id),
     )
-    return {"context": ctx.model_dump(mode="json")}
+    return DriftCase(event=ev, contract=contract, before=dry_check(batch, contract, None),
+                     fingerprint=_fingerprint(ev), citations=citations, context=ctx)
 
 
 def _downstream(dataset: str, columns: list[str]) -> dict[str, list[str]]:
@@ -142,16 +154,16 @@ def _samples(series: pd.Series, n: int = 5) -> list[Any]:
     return [v.item() if hasattr(v, "item") else v for v in series.dropna().head(n).tolist()]
 
 
-@dataclass
-class Drafted:
-    """A planner answer turned into the change it stands for, proven on the failing batch (or why not)."""
+class Drafted(BaseModel):
+    """A planner answer turned into the change it stands for, proven on the failing batch (or why not): the
+    agent's proof."""
 
-    change: Any = None
+    change: Change | None = None
     after: CheckResult | None = None
-    sample: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    sample: list[dict[str, Any]] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    errors: list[str] = Field(default_factory=list)
     loosens: bool = False
 
 
@@ -252,47 +264,47 @@ def _title_parts(answer: Any, changes: list[Any] | None = None) -> str:
     return ", ".join(parts)
 
 
-def draft(state: DriftState) -> DriftState:
-    from pipewarden.agents.llm import OfflinePlanner, plan
-    from pipewarden.agents.planner import DriftContext, MappingAnswer, request_for, solve_mapping
+def _key(answer: Any) -> str:
+    return json.dumps(answer.model_dump(mode="json"), sort_keys=True)
+
+
+def prove(answer: MappingAnswer, case: DriftCase) -> Drafted:
+    """The answer's change, proven on the drifted batch (`draft_change`)."""
+    return draft_change(answer, case.event.dataset, case.contract, _batch(case), fingerprint=case.fingerprint)
+
+
+def plan(case: DriftCase) -> Plan[MappingAnswer, Drafted]:
+    """`agents.llm.plan`: the OpenAI planner when configured (with `TOOL_NAMES`), then the offline answer
+    (`solve_mapping`). An answer counts when `validate_mapping` passes and its change is proven on the batch; the
+    proof of the answer that counts is kept (the prove step does not prove it again)."""
+    from pipewarden.agents.llm import OfflinePlanner
+    from pipewarden.agents.llm import plan as ask
+    from pipewarden.agents.planner import request_for, solve_mapping
     from pipewarden.agents.planning import validate_mapping
     from pipewarden.tools.registry import all_tools
 
-    ev = _event(state)
-    ctx = DriftContext.model_validate(state["context"])
-    contract = active_contract(ev.dataset)
-    batch = _batch(ev)
+    ctx = case.context
+    proofs: dict[str, Drafted] = {}
 
     def validate(answer: MappingAnswer) -> list[str]:
-        return validate_mapping(answer, ctx) or draft_change(answer, ev.dataset, contract, batch,
-                                                             fingerprint=_fingerprint(ev)).errors
+        if errors := validate_mapping(answer, ctx):
+            return errors
+        proofs[_key(answer)] = drafted = prove(answer, case)
+        return drafted.errors
 
     tools = [t for name, t in all_tools().items() if name in TOOL_NAMES]
-    outcome = plan(request_for(ctx), MappingAnswer, offline=OfflinePlanner(lambda _req: solve_mapping(ctx)),
-                   validate=validate, tools=tools)
-    return {
-        "answer": outcome.answer.model_dump(mode="json") if outcome.answer else None,
-        "planner": outcome.planner or "offline",
-        "tried": list(outcome.tried),
-        "usage": outcome.usage.model_dump(),
-    }
+    outcome = ask(request_for(ctx), MappingAnswer, offline=OfflinePlanner(lambda _req: solve_mapping(ctx)),
+                  validate=validate, tools=tools)
+    return Plan(answer=outcome.answer, planner=outcome.planner or "offline", tried=list(outcome.tried),
+                usage=outcome.usage.model_dump(), proof=proofs.get(_key(outcome.answer)) if outcome.answer else None)
 
 
-def dry_run(state: DriftState) -> DriftState:
-    from pipewarden.agents.planner import MappingAnswer
-    from pipewarden.tools.checks import dry_check
-
-    ev = _event(state)
-    contract = active_contract(ev.dataset)
-    batch = _batch(ev)
-    before = dry_check(batch, contract, None)
-    citations = [Citation.model_validate(c) for c in state.get("citations", [])]
-    drafted = None
-    if state.get("answer") is not None:
-        answer = MappingAnswer.model_validate(state["answer"])
-        drafted = draft_change(answer, ev.dataset, contract, batch, fingerprint=_fingerprint(ev))
-    if drafted is None or drafted.errors or drafted.change is None:
-        why = drafted.errors if drafted is not None else state.get("tried", [])[-3:]
+def propose(case: DriftCase, plan: Plan[MappingAnswer, Drafted], drafted: Drafted | None) -> Proposal:
+    """The proven change (a mapping, or a change set that loosens the contract: high risk), else "needs a human"
+    with the checks before and why no change heals the batch."""
+    ev, before, answer = case.event, case.before, plan.answer
+    if answer is None or drafted is None or drafted.errors or drafted.change is None:
+        why = drafted.errors if drafted is not None else plan.tried[-3:]
         change: Any = NoChange(reason="no valid change was found; " + " | ".join(why))
         evidence = DryRun(before=before, after=before)
         status, risk = ProposalStatus.needs_human, Risk.high
@@ -308,22 +320,18 @@ def dry_run(state: DriftState) -> DriftState:
         title = f"{ev.dataset}: " + _title_parts(answer, leaf_changes(change))
         diagnosis = ("Batch " + (ev.load_id or "?") + " does not match contract " + ev.contract_version + ":\n"
                      + "\n".join(f"- {line}" for line in before.schema_errors)
-                     + f"\n\nProposed by the {state.get('planner', 'offline')} planner. " + answer.rationale)
+                     + f"\n\nProposed by the {plan.planner} planner. " + answer.rationale)
         if drafted.loosens:
             diagnosis += ("\n\nHigh risk: the change loosens the contract (a column is no longer required); "
                           "the downstream SQL models that read it are patched and proven on the batch.")
-    proposal = Proposal(
-        id=proposal_id_for(state["event_id"]), event_id=ev.id, agent=AGENT, dataset=ev.dataset, title=title,
-        diagnosis=diagnosis, change=change, dry_run=evidence, citations=citations, risk=risk,
-        required_roles=["owner"], status=status, thread_id=thread_id_for(state["event_id"]),
-        planner=state.get("planner", "offline"), tried=state.get("tried", []),
+    return proposal_for(
+        ev, AGENT, dataset=ev.dataset, title=title, diagnosis=diagnosis, change=change, dry_run=evidence,
+        citations=case.citations, risk=risk, required_roles=["owner"], status=status, planner=plan.planner,
+        tried=plan.tried,
     )
-    return {"proposal": proposal.model_dump(mode="json"), "dry_run": evidence.model_dump(mode="json")}
 
 
-STEPS: tuple[tuple[str, Any], ...] = (("gather", gather), ("diagnose", diagnose), ("draft", draft),
-                                      ("dry_run", dry_run))
-
-
-def build_graph(checkpointer: Any = None) -> Any:
-    return build_agent_graph(DriftState, STEPS, checkpointer)
+SPEC: AgentSpec[DriftCase, MappingAnswer, Drafted] = AgentSpec(
+    name=AGENT, handles=("schema_drift",), case=DriftCase, gather=gather, answer=MappingAnswer, plan=plan,
+    proof=Drafted, prove=prove, propose=propose, reader_role=READER_ROLE,
+)
