@@ -1,17 +1,19 @@
-"""The quality agent: a LangGraph graph from a `CheckFailed` or `QualityAnomaly` event to a verified fix.
+"""The quality agent, a spec (`SPEC`): from a `CheckFailed` or `QualityAnomaly` event to a verified fix.
 
-    gather -> diagnose -> draft -> dry_run -> (shared tail: submit -> await_decision -> apply -> verify)
+    gather -> plan -> prove -> propose -> (shared tail: heed -> submit -> await_decision -> apply -> verify)
 
-- gather: knowledge citations about the dataset's contract and the quality runbook (read as the agent's role).
-- diagnose: the failing batch as the pipeline saw it (`tools.quality_fix.load_case`), the root cause (which load
-  and source file, where the bad rows concentrate, which upstream reference, which downstream models), and the
-  deterministic candidates (`draft_candidates`), each dry-run on the batch.
-- draft: the planner (`agents.llm.plan`; the OpenAI planner when an endpoint is configured, then the offline one,
+- gather (`QualityCase`, read once): knowledge citations about the dataset's contract and the quality runbook
+  (read as the agent's role), the failing batch as the pipeline saw it (`tools.quality_fix.load_case`, kept for
+  the later steps of the process), the root cause (which load and source file, where the bad rows concentrate,
+  which upstream reference, which downstream models), and the deterministic candidates (`draft_candidates`), each
+  dry-run on the batch.
+- plan: the planner (`agents.llm.plan`; the OpenAI planner when an endpoint is configured, then the offline one,
   whose solver takes the first candidate that heals) answers a `QualityAnswer`. Every answer is validated: a known
   action for this fault, real columns only, the predicate through `tools.sql_guard.check_predicate`, a quarantine
   no larger than the policy allows, citations that exist, and a dry-run that heals the batch (a dedupe must take out
-  exactly the extra copies). Nothing valid: the proposal says "needs a human" with what was tried.
-- dry_run: the chosen change proven on the batch becomes the proposal's evidence, with its risk (a contract change
+  exactly the extra copies). The dry-run of the answer that counts is its proof (`QualityProof`), made once.
+  Nothing valid: the proposal says "needs a human" with what was tried.
+- propose: the chosen change proven on the batch becomes the proposal's evidence, with its risk (a contract change
   loosens the contract: high).
 
 Verification (`verify_quality`): for a quarantine, dedupe rule or contract change, the batch re-runs through the
@@ -24,19 +26,32 @@ The shared tail's `heed` may swap the planner's pick for another drafted candida
 candidate that heals and passes the same validation) when people rejected the pick for this fault before, or
 accepted another.
 
-Public names: `AGENT`, `QualityAnswer`, `BoundEdit`, `QualityState`, `STEPS`, `build_graph`, `verify_quality`,
+Public names: `SPEC`, `AGENT`, `QualityAnswer`, `BoundEdit`, `QualityCase`, `QualityProof`, `verify_quality`,
 `answer_to_change`, `validate_answer`, `offline_solve`, `candidate_answers`, `alternatives`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
-from pipewarden.models import Citation, ContractChange, DedupeRule, DryRun, NoChange, Proposal, ProposalStatus, Risk
+from pipewarden.agents.lifecycle import Verification, proposal_for
+from pipewarden.agents.spec import AgentSpec, Plan
+from pipewarden.events import CheckFailed, QualityAnomaly
+from pipewarden.models import (
+    Change,
+    Citation,
+    ContractChange,
+    DedupeRule,
+    DryRun,
+    NoChange,
+    Proposal,
+    ProposalStatus,
+    Risk,
+)
 from pipewarden.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -83,28 +98,30 @@ class QualityAnswer(BaseModel):
     cited_chunks: list[str] = Field(default_factory=list)
 
 
-class QualityState(AgentState, total=False):
-    citations: list[dict[str, Any]]
+class QualityCase(BaseModel):
+    """What the agent gathered for one quality event, read once: the event, the citations, and the planner's
+    context (the finding, the root cause, the batch's columns, the drafted candidates with their dry-runs)."""
+
+    event: Annotated[CheckFailed | QualityAnomaly, Field(discriminator="kind")]
+    citations: list[Citation] = Field(default_factory=list)
     context: dict[str, Any]
-    answer: dict[str, Any] | None
-    planner: str
-    tried: list[str]
-    usage: dict[str, Any]
 
 
-# --------------------------------------------------------------------------- the case (cached per process)
+class QualityProof(BaseModel):
+    """An answer's change and its dry-run on the failing batch."""
+
+    change: Change
+    evidence: DryRun
+
+
+# --------------------------------------------------------------------------- the batch (cached per process)
 _CASES: dict[tuple[str, tuple[Any, ...]], Any] = {}
 
 
-def _event(state: QualityState) -> Any:
-    ev = StateStore().get_event(state["event_id"])
-    if ev.kind not in ("check_failed", "quality_anomaly"):
-        raise AssertionError(f"the quality agent got a {ev.kind} event")
-    return ev
-
-
-def _case(ev: Any) -> Any:
-    """The FaultCase for an event, re-read when any version it depends on changed (mapping, rules, contract)."""
+def _fault_case(ev: Any) -> Any:
+    """The FaultCase (the failing batch as the pipeline saw it, `tools.quality_fix.load_case`) for an event, read
+    by gather and kept for the later steps of the same process; read again when any version it depends on changed
+    (mapping, rules, contract), or in a process that did not gather it (a crash between the steps)."""
     from pipewarden.tools.quality_fix import load_case
 
     store = StateStore()
@@ -118,18 +135,6 @@ def _case(ev: Any) -> Any:
     return _CASES[key]
 
 
-# --------------------------------------------------------------------------- nodes
-def gather(state: QualityState) -> QualityState:
-    from pipewarden.knowledge.retrieval import cite
-
-    ev = _event(state)
-    what = f"{ev.check} {ev.column or ''}" if ev.kind == "quality_anomaly" else \
-        " ".join(f"{f.check} {f.column or ''}" for f in ev.failed)
-    cites = cite(f"{ev.dataset} data quality {what}; quarantine, dedupe, re-ingest or contract change runbook",
-                 role=READER_ROLE)
-    return {"citations": [c.model_dump(mode="json") for c in cites]}
-
-
 def _finding_text(ev: Any) -> str:
     if ev.kind == "quality_anomaly":
         msg = (ev.detail or {}).get("message") or f"observed {ev.observed}, expected {ev.expected}"
@@ -138,12 +143,18 @@ def _finding_text(ev: Any) -> str:
             + "; ".join(f"{f.detail or f.check} ({f.failed_rows} rows)" for f in ev.failed))
 
 
-def diagnose(state: QualityState) -> QualityState:
+def gather(ev: CheckFailed | QualityAnomaly) -> QualityCase:
+    """Citations about the dataset's contract and the quality runbook, the failing batch, the root cause, and the
+    deterministic candidates (`draft_candidates`), each dry-run on the batch."""
     from pipewarden.agents.planner import format_citation
+    from pipewarden.knowledge.retrieval import cite
     from pipewarden.tools.quality_fix import draft_candidates, dry_run, root_cause
 
-    ev = _event(state)
-    case = _case(ev)
+    what = f"{ev.check} {ev.column or ''}" if ev.kind == "quality_anomaly" else \
+        " ".join(f"{f.check} {f.column or ''}" for f in ev.failed)
+    cites = cite(f"{ev.dataset} data quality {what}; quarantine, dedupe, re-ingest or contract change runbook",
+                 role=READER_ROLE)
+    case = _fault_case(ev)
     candidates = []
     for c in draft_candidates(case):
         evidence = dry_run(case, c.change)
@@ -160,9 +171,9 @@ def diagnose(state: QualityState) -> QualityState:
         "root_cause": root_cause(case), "columns": columns, "keys": list(case.dq.keys),
         "rows": len(case.frame), "max_quarantine_fraction": case.dq.agent.max_quarantine_fraction,
         "candidates": candidates,
-        "citations": [format_citation(c["chunk_id"], c["excerpt"], max_chars=300) for c in state.get("citations", [])],
+        "citations": [format_citation(c.chunk_id, c.excerpt, max_chars=300) for c in cites],
     }
-    return {"context": ctx}
+    return QualityCase(event=ev, citations=cites, context=ctx)
 
 
 def offline_solve(request: Any) -> QualityAnswer:
@@ -250,8 +261,10 @@ def answer_to_change(answer: QualityAnswer, case: Any) -> Any:
                           summary=answer.reason or "; ".join(parts))
 
 
-def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any]) -> list[str]:
-    """Everything wrong with an answer (empty: acceptable). See the module docstring."""
+def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any],
+                    proofs: dict[str, QualityProof] | None = None) -> list[str]:
+    """Everything wrong with an answer (empty: acceptable). See the module docstring. The dry-run it makes is kept
+    in `proofs` (by the answer's JSON) when given."""
     from pipewarden.errors import PipewardenError
     from pipewarden.tools.quality_fix import REINGEST_CHECKS, dry_run
     from pipewarden.tools.sql_guard import check_predicate
@@ -283,6 +296,8 @@ def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any]) -> li
         evidence = dry_run(case, change)
     except PipewardenError as exc:
         return [exc.message]
+    if proofs is not None:
+        proofs[_key(answer)] = QualityProof(change=change, evidence=evidence)
     if answer.action == "quarantine":
         limit = case.dq.agent.max_quarantine_fraction
         if change.rows == 0:
@@ -296,19 +311,34 @@ def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any]) -> li
     return errors  # a new finding the change brings on (notes) is evidence for the person, not a refusal
 
 
-def draft(state: QualityState) -> QualityState:
-    from pipewarden.agents.llm import OfflinePlanner, PlanRequest, plan
+def _key(answer: QualityAnswer) -> str:
+    return json.dumps(answer.model_dump(mode="json"), sort_keys=True)
+
+
+def plan(case: QualityCase) -> Plan[QualityAnswer, QualityProof]:
+    """`agents.llm.plan` (the OpenAI planner when configured, then `offline_solve`), every answer through
+    `validate_answer`, whose dry-run of the answer that counts is kept as its proof."""
+    from pipewarden.agents.llm import OfflinePlanner, PlanRequest
+    from pipewarden.agents.llm import plan as ask
     from pipewarden.tools.quality import TOOLS
 
-    ev = _event(state)
-    case = _case(ev)
-    ctx = state["context"]
+    fault, ctx = _fault_case(case.event), case.context
+    proofs: dict[str, QualityProof] = {}
     request = PlanRequest(agent=AGENT, task=TASK, rules=RULES, data=ctx)
-    outcome = plan(request, QualityAnswer, offline=OfflinePlanner(offline_solve),
-                   validate=lambda a: validate_answer(a, case, ctx), tools=TOOLS)
-    return {"answer": outcome.answer.model_dump(mode="json") if outcome.answer else None,
-            "planner": outcome.planner or "offline", "tried": list(outcome.tried),
-            "usage": outcome.usage.model_dump(mode="json")}
+    outcome = ask(request, QualityAnswer, offline=OfflinePlanner(offline_solve),
+                  validate=lambda a: validate_answer(a, fault, ctx, proofs), tools=TOOLS)
+    return Plan(answer=outcome.answer, planner=outcome.planner or "offline", tried=list(outcome.tried),
+                usage=outcome.usage.model_dump(mode="json"),
+                proof=proofs.get(_key(outcome.answer)) if outcome.answer else None)
+
+
+def prove(answer: QualityAnswer, case: QualityCase) -> QualityProof:
+    """The answer's change, dry-run on the failing batch (`tools.quality_fix.dry_run`)."""
+    from pipewarden.tools.quality_fix import dry_run
+
+    fault = _fault_case(case.event)
+    change = answer_to_change(answer, fault)
+    return QualityProof(change=change, evidence=dry_run(fault, change))
 
 
 def _risk(change: Any) -> Risk:
@@ -329,61 +359,47 @@ def _title(ev: Any, change: Any) -> str:
     return f"{ev.dataset}: loosen the contract ({change.summary})"[:200]
 
 
-def dry_run_node(state: QualityState) -> QualityState:
-    proposal = _proposal(state, state.get("answer"), state.get("planner", "offline"))
-    return {"proposal": proposal.model_dump(mode="json")}
-
-
-def alternatives(state: dict[str, Any]) -> list[Proposal]:
+def alternatives(case: QualityCase, plan: Plan[QualityAnswer, QualityProof]) -> list[Proposal]:
     """The shared tail's hook (`agents.precedent`): every other drafted candidate that heals and passes the same
     validation as a planner's answer, proven on the batch, in the order they were drafted."""
-    ev = _event(state)
-    case = _case(ev)
-    ctx = state["context"]
+    fault, ctx = _fault_case(case.event), case.context
     out = []
     for answer in candidate_answers(ctx, []):
-        if not validate_answer(answer, case, ctx):
-            out.append(_proposal(state, answer.model_dump(mode="json"), "offline"))
+        proofs: dict[str, QualityProof] = {}
+        if not validate_answer(answer, fault, ctx, proofs):
+            out.append(_proposal(case, answer, proofs[_key(answer)], "offline", plan.tried))
     return out
 
 
-def _proposal(state: dict[str, Any], answer_json: dict[str, Any] | None, planner: str) -> Proposal:
-    """The proposal for an answer, its change proven on the batch (None: no valid fix, it needs a human)."""
-    from pipewarden.tools.quality_fix import dry_run
+def propose(case: QualityCase, plan: Plan[QualityAnswer, QualityProof], proof: QualityProof | None) -> Proposal:
+    return _proposal(case, plan.answer, proof, plan.planner, plan.tried)
 
-    ev = _event(state)
-    case = _case(ev)
-    ctx = state["context"]
-    citations = [Citation.model_validate(c) for c in state.get("citations", [])]
+
+def _proposal(case: QualityCase, answer: QualityAnswer | None, proof: QualityProof | None, planner: str,
+              tried: list[str]) -> Proposal:
+    """The proposal for an answer, its change proven on the batch (None: no valid fix, it needs a human)."""
+    ev, ctx = case.event, case.context
     cause = "\n".join(f"- {line}" for line in ctx["root_cause"])
-    if answer_json is None:
-        change: Any = NoChange(reason="no valid fix was found; " + " | ".join(state.get("tried", [])[-3:]))
-        before = case.before()
+    if answer is None or proof is None:
         from pipewarden.tools.quality_fix import _result
 
-        res = _result(case, before)
+        fault = _fault_case(ev)
+        res = _result(fault, fault.before())
+        change: Any = NoChange(reason="no valid fix was found; " + " | ".join(tried[-3:]))
         evidence = DryRun(before=res, after=res)
         status, risk = ProposalStatus.needs_human, Risk.high
         title = f"{ev.dataset}: quality fault needs a human ({getattr(ev, 'check', 'contract checks')})"
         diagnosis = f"{ctx['finding']}\n\nRoot cause:\n{cause}\n\nNo drafted or planned fix heals the batch."
     else:
-        answer = QualityAnswer.model_validate(answer_json)
-        change = answer_to_change(answer, case)
-        evidence = dry_run(case, change)
+        change, evidence = proof.change, proof.evidence
         status, risk = ProposalStatus.pending, _risk(change)
         title = _title(ev, change)
         diagnosis = (f"{ctx['finding']}\n\nRoot cause:\n{cause}\n\nProposed by the {planner} "
                      f"planner: {answer.action}. {answer.rationale}")
-    return Proposal(
-        id=proposal_id_for(state["event_id"]), event_id=ev.id, agent=AGENT, dataset=ev.dataset, title=title,
-        diagnosis=diagnosis, change=change, dry_run=evidence, citations=citations, risk=risk,
-        required_roles=["owner"], status=status, thread_id=thread_id_for(state["event_id"]),
-        planner=planner, tried=state.get("tried", []),
+    return proposal_for(
+        ev, AGENT, dataset=ev.dataset, title=title, diagnosis=diagnosis, change=change, dry_run=evidence,
+        citations=case.citations, risk=risk, required_roles=["owner"], status=status, planner=planner, tried=tried,
     )
-
-
-STEPS: tuple[tuple[str, Any], ...] = (("gather", gather), ("diagnose", diagnose), ("draft", draft),
-                                      ("dry_run", dry_run_node))
 
 
 # --------------------------------------------------------------------------- verification
@@ -418,5 +434,8 @@ def verify_quality(proposal: Proposal, event: Any) -> Verification:
     return Verification(True, detail)
 
 
-def build_graph(checkpointer: Any = None) -> Any:
-    return build_agent_graph(QualityState, STEPS, checkpointer, verifier=verify_quality, alternatives=alternatives)
+SPEC: AgentSpec[QualityCase, QualityAnswer, QualityProof] = AgentSpec(
+    name=AGENT, handles=("check_failed", "quality_anomaly"), case=QualityCase, gather=gather, answer=QualityAnswer,
+    plan=plan, proof=QualityProof, prove=prove, propose=propose, verifier=verify_quality,
+    alternatives=alternatives, reader_role=READER_ROLE,
+)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipewarden.agents import schema_drift, triage
+from pipewarden.agents import quality, schema_drift, triage
 from pipewarden.agents.spec import AgentSpec
 from pipewarden.errors import UnknownNameError
 
 AGENTS: tuple[AgentSpec[Any, Any, Any], ...] = (
     schema_drift.SPEC,
+    quality.SPEC,
     triage.SPEC,
 )
 

@@ -29,12 +29,6 @@ def _cost(checkpointer: Any = None) -> Any:
     return build_graph(checkpointer)
 
 
-def _quality(checkpointer: Any = None) -> Any:
-    from pipewarden.agents.quality import build_graph
-
-    return build_graph(checkpointer)
-
-
 def _retrain(checkpointer: Any = None) -> Any:
     from pipewarden.agents.retrain import build_graph
 
@@ -43,8 +37,6 @@ def _retrain(checkpointer: Any = None) -> Any:
 
 ROUTES: tuple[Route, ...] = (
     Route("cost_regression", "cost", _cost),
-    Route("check_failed", "quality", _quality),
-    Route("quality_anomaly", "quality", _quality),
     Route("model_drift", "retrain", _retrain),
     *(Route(kind, spec.name, functools.partial(build_graph, spec)) for spec in AGENTS for kind in spec.handles),
 )
