@@ -30,9 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ModelRetry, PipewardenError
 from pipewarden.policies.retrain import RetrainPolicy, gain, gate_slices, load_retrain_policy
-from pipewarden.tools.drift import DriftInputError, has_table, metric_value, sql_ident, warehouse
+from pipewarden.tools.drift import DriftInputError, metric_value, sql_ident, warehouse
 from pipewarden.tools.model_registry import RegistryError
 from pipewarden.tools.registry import Tool
+from pipewarden.tools.warehouse import duckdb_has_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +61,7 @@ def recent_window(model: Any, columns: list[str], window_days: int,
     table, label, day = model.features, model.label, f"CAST({sql_ident(model.time_column)} AS DATE)"
     cols = ", ".join(sql_ident(c) for c in dict.fromkeys([label, *columns]))
     with warehouse() as con:
-        if not has_table(con, table):
+        if not duckdb_has_table(con, table):
             raise ChallengerError(f"cannot train a challenger: the warehouse has no table {table}",
                                   hint="run the pipeline (build and score) first")
         last = end or con.execute(f"SELECT MAX({day}) FROM {sql_ident(table)}").fetchone()[0]
@@ -339,7 +340,7 @@ def compare_models(inp: CompareInput, policy: RetrainPolicy | None = None) -> Co
     slice_cols = gate_slices(policy, decl)
     cols = list(dict.fromkeys([*features, *slice_cols]))
     with warehouse() as con:
-        if not has_table(con, table):
+        if not duckdb_has_table(con, table):
             raise ChallengerError(f"no table {table} in the warehouse", hint="run the pipeline first")
         missing = [c for c in cols if not _has_column(con, table, c)]
         if missing:

@@ -7,8 +7,8 @@ below zero for a column with no negative value), an `allowed` set for low-cardin
 other strings. What this module adds:
 
 - reading the sample: a CSV or Parquet file (`tools.io.read_table`), or `warehouse:TABLE`, a table of the
-  project's warehouse (DuckDB through `duckdb`, any other SQLAlchemy URL through `pandas.read_sql`); at most
-  `sample_rows` rows either way (the first ones);
+  project's warehouse, opened read-only by `tools.warehouse.connect` (DuckDB, or any other SQLAlchemy URL read
+  through `pandas.read_sql`); at most `sample_rows` rows either way (the first ones);
 - key candidates: a column (integer or string), or else a pair of columns, unique and non-null in the sample.
   They become the contract's `unique` keys (`unique: [[id]]`), which both check engines enforce: every row of
   a repeated key is rejected with the reason `unique (id) (got 7)`. They are also returned in
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import getpass
 import re
+from contextlib import ExitStack
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -86,39 +87,31 @@ def read_warehouse_table(table: str, *, limit: int = DEFAULT_SAMPLE_ROWS, url: s
     if not _TABLE_NAME.match(table):
         raise UserError(f"warehouse table {table!r} is not a table name",
                         hint="write --from warehouse:TABLE or warehouse:SCHEMA.TABLE (letters, digits, '_')")
-    url = url or get_settings().warehouse
-    quoted = ".".join('"' + part + '"' for part in table.split("."))
-    sql = f"SELECT * FROM {quoted} LIMIT {int(limit)}"
-    if url.startswith("duckdb:"):
-        import duckdb
+    from pipewarden.tools.warehouse import WarehouseUnavailable, connect, quote_ident, safe_url
 
-        path = Path(url.removeprefix("duckdb:///"))
-        if not path.exists():
-            raise UserError(f"the warehouse {path} does not exist yet, so it has no table {table!r}",
-                            hint="load data first (`pipewarden run ...`), or draft from a file with --from FILE")
-        con = duckdb.connect(str(path), read_only=True)
+    with ExitStack() as stack:
         try:
-            known = [r[0] if r[1] == "main" else f"{r[1]}.{r[0]}" for r in con.execute(
+            wh = stack.enter_context(connect(url, read_only=True))
+        except WarehouseUnavailable as exc:
+            exc.hint = f"{exc.hint}; or draft from a file with --from FILE"
+            raise
+        sql = f"SELECT * FROM {'.'.join(quote_ident(p, wh.dialect) for p in table.split('.'))} LIMIT {int(limit)}"
+        if wh.is_duckdb:
+            known = [r[0] if r[1] == "main" else f"{r[1]}.{r[0]}" for r in wh.execute(
                 "SELECT table_name, schema_name FROM duckdb_tables() UNION ALL "
-                "SELECT view_name, schema_name FROM duckdb_views() WHERE NOT internal").fetchall()]
-            _known_table(table, known, path)
-            return con.execute(sql).df()
-        finally:
-            con.close()
-    import sqlalchemy as sa
+                "SELECT view_name, schema_name FROM duckdb_views() WHERE NOT internal")]
+            _known_table(table, known, wh.url.removeprefix("duckdb:///"))
+            return wh.duckdb.execute(sql).df()
+        import sqlalchemy as sa
 
-    engine = sa.create_engine(url)
-    try:
-        inspector = sa.inspect(engine)
+        inspector = sa.inspect(wh.engine)
         known = list(inspector.get_table_names()) + list(inspector.get_view_names())
         if "." in table:
             schema = table.split(".", 1)[0]
             known += [f"{schema}.{t}" for t in inspector.get_table_names(schema=schema)]
-        _known_table(table, known, url.split("@")[-1])
-        with engine.connect() as conn:
+        _known_table(table, known, safe_url(wh.url))
+        with wh.engine.connect() as conn:  # pandas' reader: its dtypes (numerics as floats), as before
             return pd.read_sql(sa.text(sql), conn)
-    finally:
-        engine.dispose()
 
 
 def _known_table(table: str, known: list[str], where: object) -> None:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import UserError
+from pipewarden.tools.warehouse import quote_ident
 
 if TYPE_CHECKING:
     import duckdb
@@ -279,13 +280,13 @@ def measure(con: duckdb.DuckDBPyConnection, sql: str, *, runs: int = 1, into: st
         t0 = time.perf_counter()
         try:
             plan = con.execute(
-                f'EXPLAIN (ANALYZE, FORMAT JSON) CREATE OR REPLACE TEMP TABLE "{table}" AS\n{_select(sql)}\n'
+                f"EXPLAIN (ANALYZE, FORMAT JSON) CREATE OR REPLACE TEMP TABLE {quote_ident(table)} AS\n{_select(sql)}\n"
             ).fetchall()
         except duckdb.Error as exc:
             raise UserError(f"the SQL failed in DuckDB: {exc}", hint="fix the SQL; nothing was changed") from exc
         times.append(round((time.perf_counter() - t0) * 1000, 3))
     profile = _explain_profile(plan) or CostProfile()
-    rows_out = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+    rows_out = con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()
     return Measurement(elapsed_ms=times, median_ms=round(statistics.median(times), 3),
                        rows_out=int(rows_out[0]) if rows_out else 0, profile=profile)
 
@@ -300,7 +301,7 @@ def _rounded_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[s
 def _projection(cols: list[tuple[str, str]]) -> str:
     out = []
     for name, typ in cols:
-        q = '"' + name.replace('"', '""') + '"'
+        q = quote_ident(name)
         if typ.upper() in ("DOUBLE", "FLOAT", "REAL") or typ.upper().startswith("DECIMAL"):
             # 10 significant digits: parallel float sums may differ in the last bits between two builds
             out.append(f"CASE WHEN {q} IS NULL OR {q} = 0 OR NOT isfinite({q}::DOUBLE) THEN {q}::DOUBLE "
@@ -333,8 +334,9 @@ def _same_rows(scalar: Any, lc: list[tuple[str, str]], rc: list[tuple[str, str]]
                projection: Any) -> RowsCompared:
     """The multiset comparison on any engine: `scalar(sql)` runs a query and returns its one value; `projection`
     makes the engine's rounded column list."""
-    n_left = int(scalar(f'SELECT COUNT(*) FROM "{left}"'))
-    n_right = int(scalar(f'SELECT COUNT(*) FROM "{right}"'))
+    left, right = quote_ident(left), quote_ident(right)  # double quotes: DuckDB's and PostgreSQL's alike
+    n_left = int(scalar(f"SELECT COUNT(*) FROM {left}"))
+    n_right = int(scalar(f"SELECT COUNT(*) FROM {right}"))
     if [c[0] for c in lc] != [c[0] for c in rc]:
         return RowsCompared(same=False, rows_left=n_left, rows_right=n_right,
                             detail=f"different columns: {[c[0] for c in lc]} vs {[c[0] for c in rc]}")
@@ -343,10 +345,10 @@ def _same_rows(scalar: Any, lc: list[tuple[str, str]], rc: list[tuple[str, str]]
         return RowsCompared(same=False, rows_left=n_left, rows_right=n_right,
                             detail="different column types: " + "; ".join(diff))
     proj_l, proj_r = projection(lc), projection(rc)
-    only_l = int(scalar(f'SELECT COUNT(*) FROM (SELECT {proj_l} FROM "{left}" EXCEPT ALL '
-                        f'SELECT {proj_r} FROM "{right}") AS d'))
-    only_r = int(scalar(f'SELECT COUNT(*) FROM (SELECT {proj_r} FROM "{right}" EXCEPT ALL '
-                        f'SELECT {proj_l} FROM "{left}") AS d'))
+    only_l = int(scalar(f"SELECT COUNT(*) FROM (SELECT {proj_l} FROM {left} EXCEPT ALL "
+                        f"SELECT {proj_r} FROM {right}) AS d"))
+    only_r = int(scalar(f"SELECT COUNT(*) FROM (SELECT {proj_r} FROM {right} EXCEPT ALL "
+                        f"SELECT {proj_l} FROM {left}) AS d"))
     same = only_l == 0 and only_r == 0 and n_left == n_right
     detail = "" if same else f"{only_l} rows only in the current result, {only_r} only in the rewrite"
     return RowsCompared(same=same, rows_left=n_left, rows_right=n_right, only_left=only_l, only_right=only_r,
@@ -470,7 +472,7 @@ _PG_FLOATS = ("double precision", "real", "numeric")
 def _pg_projection(cols: list[tuple[str, str]]) -> str:
     out = []
     for name, typ in cols:
-        q = '"' + name.replace('"', '""') + '"'
+        q = quote_ident(name, "postgres")
         if typ.split("(")[0] in _PG_FLOATS:  # 10 significant digits, as on DuckDB
             out.append(f"CASE WHEN {q} IS NULL OR {q} = 0 OR {q}::float8 IN ('NaN', 'Infinity', '-Infinity') "
                        f"THEN {q}::float8 ELSE ROUND({q}::numeric, 9 - FLOOR(LOG(ABS({q}::numeric)))::int)::float8 "
@@ -485,7 +487,7 @@ def _pg_columns(conn: Any, table: str) -> list[tuple[str, str]]:
 
     return [(r[0], r[1]) for r in conn.execute(sa.text(
         "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) "
-        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"), {"t": f'"{table}"'}).fetchall()]
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"), {"t": quote_ident(table, "postgres")}).fetchall()]
 
 
 def _pg_measure(conn: Any, sql: str, into: str, runs: int) -> Measurement:
@@ -497,12 +499,12 @@ def _pg_measure(conn: Any, sql: str, into: str, runs: int) -> Measurement:
     times: list[float] = []
     rows_out, profile = 0, CostProfile()
     for _ in range(max(1, runs)):
-        conn.execute(sa.text(f'DROP TABLE IF EXISTS "{into}"'))
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {quote_ident(into, 'postgres')}"))
         t0 = time.perf_counter()
         try:
             with conn.begin_nested():
                 plan = conn.execute(sa.text(f'EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON) CREATE TEMP TABLE '
-                                            f'"{into}" AS\n{_select(sql)}')).scalar()
+                                            f"{quote_ident(into, 'postgres')} AS\n{_select(sql)}")).scalar()
         except sa.exc.DBAPIError as exc:
             raise UserError(f"the SQL failed in PostgreSQL: {exc.orig}", hint="fix the SQL; nothing was changed") \
                 from exc
@@ -867,21 +869,15 @@ def rule_rewrites(sql: str) -> list[Candidate]:
 
 
 # --------------------------------------------------------------------------- run history
-def open_warehouse(read_only: bool = True) -> Any:
-    """A connection to the warehouse file; a clear error when there is none yet. Read-only (the default) is the
-    locked connection of `tools.warehouse.locked_duckdb`: no files, no settings, so the candidate
-    SQL a model wrote cannot reach outside the warehouse whatever it says."""
-    import duckdb
-
+def open_warehouse(read_only: Literal[True] = True) -> Any:
+    """The warehouse file as a raw DuckDB connection (the caller closes it): the locked read-only connection of
+    `tools.warehouse.locked_duckdb` (no files, no settings), so the candidate SQL a model wrote cannot reach outside
+    the warehouse whatever it says. Reading is all the cost tools do (a writable mode nothing used is gone). No
+    warehouse yet or a file another process holds: `WarehouseUnavailable`; a warehouse on a server: ConfigError."""
     from pipewarden.settings import get_settings
     from pipewarden.tools.warehouse import locked_duckdb
 
-    path = get_settings().warehouse_path
-    if not path.exists():
-        raise UserError(f"{path}: no warehouse yet", hint="run the pipeline on a batch first (pipewarden run --file F --dataset NAME)")
-    if read_only:
-        return locked_duckdb(path)
-    return duckdb.connect(str(path))
+    return locked_duckdb(get_settings().warehouse_path)
 
 
 class ModelBuild(BaseModel):

@@ -21,7 +21,7 @@ and columns belong to a model comes from its declaration in the project file (`[
 Public names: `FeatureDrift`, `DriftReport`, `DecayReport`, `SliceMetric`, `ModelHealthInput`, `ModelHealth`,
 `feature_drift`, `drift_report`, `performance_decay`, `metric_value`, `slice_metrics`, `psi`, `numeric_psi`,
 `categorical_psi`, `model_health`, `warehouse`, `categorical_columns`, `has_table`, `sql_ident`, `TOOLS`,
-`DriftInputError`, `WarehouseBusy`.
+`DriftInputError`. `has_table` is `tools.warehouse.duckdb_has_table` under the name `agents/retrain.py` imports.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipewarden.errors import ModelRetry, PipewardenError, UserError
+from pipewarden.errors import ModelRetry, UserError
 from pipewarden.policies.retrain import (
     DecayPolicy,
     DriftPolicy,
@@ -44,6 +44,7 @@ from pipewarden.policies.retrain import (
 )
 from pipewarden.settings import get_settings
 from pipewarden.tools.registry import Tool
+from pipewarden.tools.warehouse import duckdb_has_table as has_table
 
 if TYPE_CHECKING:
     import duckdb
@@ -344,49 +345,29 @@ def slice_metrics(frame: pd.DataFrame, columns: Sequence[str], *, label: str, pr
 
 
 # --------------------------------------------------------------------------- the warehouse
-class WarehouseBusy(PipewardenError):
-    """Another process holds the DuckDB warehouse for writing (a pipeline stage); try again when it is done."""
-
-
 @contextmanager
 def warehouse(wait_s: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to the DuckDB warehouse, closed on exit. No warehouse yet: DriftInputError. A
-    pipeline stage writing it in another process holds its lock for seconds: wait up to `wait_s`, then
-    WarehouseBusy."""
-    import time
-
-    import duckdb
+    """A read-only connection to the DuckDB warehouse (`tools.warehouse.connect`), closed on exit. No warehouse yet:
+    DriftInputError (nothing was scored, so there is nothing to judge). A pipeline stage writing it in another
+    process holds its lock for seconds: wait up to `wait_s`, then `WarehouseUnavailable`, as for any other
+    warehouse that does not open."""
+    from pipewarden.tools.warehouse import connect
 
     path = get_settings().warehouse_path
     if not path.exists():
         raise DriftInputError(f"no warehouse at {path}", hint="run the pipeline on a batch first (pipewarden run)")
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=True)
-            break
-        except duckdb.IOException as exc:
-            if time.monotonic() >= deadline:
-                raise WarehouseBusy(f"the warehouse {path} is locked by another process: {exc}",
-                                    hint="a pipeline stage is writing it; run the supervisor again when it is done") from exc
-            time.sleep(0.25)
-    try:
-        yield con
-    finally:
-        con.close()
-
-
-def has_table(con: Any, name: str) -> bool:
-    from pipewarden.tools.warehouse import duckdb_has_table
-
-    return duckdb_has_table(con, name)
+    with connect(read_only=True, wait_s=wait_s) as wh:
+        yield wh.duckdb
 
 
 def sql_ident(name: str) -> str:
-    """A table or column name, double-quoted; anything but letters, digits and _ is refused."""
+    """A table or column name, quoted (`tools.warehouse.quote_ident`); anything but letters, digits and _ is
+    refused."""
+    from pipewarden.tools.warehouse import quote_ident
+
     if not name.replace("_", "").isalnum():
         raise DriftInputError(f"{name!r} is not a plain table or column name", hint="use letters, digits and _")
-    return f'"{name}"'
+    return quote_ident(name)
 
 
 # --------------------------------------------------------------------------- the tool

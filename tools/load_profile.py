@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from pipewarden.policies.contract import Contract
 from pipewarden.policies.quality import DatasetQuality, dataset_quality
+from pipewarden.tools.warehouse import quote_ident as _q
 
 PROFILE_TABLE = "meta_load_profiles"
 PROFILE_DDL = f"""
@@ -55,10 +56,6 @@ class LoadProfile(BaseModel):
         default_factory=dict, description="Referential columns: each non-null value as text, and its rows.")
     number_counts: dict[str, list[tuple[float, int]]] = Field(
         default_factory=dict, description="Distribution columns: each non-null value as a double, and its rows.")
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def profile_load(wh: Any, dataset: str, load_id: str, dq: DatasetQuality | None = None) -> LoadProfile:

@@ -32,6 +32,7 @@ from pipewarden.policies.contract import Contract
 from pipewarden.policies.quality import DatasetQuality
 from pipewarden.tools.quality import Evaluation, History, LoadRecord, evaluate
 from pipewarden.tools.quality_rules import ActiveRule, duplicate_mask, predicate_mask
+from pipewarden.tools.warehouse import quote_ident
 
 SAMPLE_ROWS = 5
 REINGEST_CHECKS = frozenset({"freshness", "volume"})
@@ -223,7 +224,8 @@ def quote_list(values: list[Any]) -> str:
 
 
 def _ident(name: str) -> str:
-    return name if name.isidentifier() and name.lower() == name else '"' + name.replace('"', '""') + '"'
+    """A column name in a predicate a person reads: bare when it can be (`quote_ident(always=False)`)."""
+    return quote_ident(name, always=False)
 
 
 def _num(x: float) -> str:

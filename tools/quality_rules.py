@@ -76,13 +76,15 @@ def predicate_mask(frame: pd.DataFrame, predicate: str) -> np.ndarray:
     """Boolean array (by position): the rows of `frame` the predicate is true for (NULL counts as false)."""
     import duckdb
 
+    from pipewarden.tools.warehouse import scratch_duckdb
+
     if frame.empty:
         return np.zeros(0, dtype=bool)
     sql = predicate_sql(predicate, frame.columns)
     work = frame.reset_index(drop=True)
     work[ROW] = np.arange(len(work), dtype=np.int64)
     # the frame is registered, never read from a file: no file access, settings locked (defence in depth)
-    con = duckdb.connect(config={"enable_external_access": False, "lock_configuration": True})
+    con = scratch_duckdb(locked=True)
     try:
         con.register("batch", work)
         hits = con.execute(f"SELECT {ROW} FROM batch WHERE COALESCE(({sql}), FALSE)").fetchnumpy()[ROW]

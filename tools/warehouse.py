@@ -23,8 +23,21 @@ with a `statement_timeout` (DuckDB: the block's statements are interrupted once 
 refused by `tools.sql_guard` before the SQL gets here, so give the warehouse URL a role without superuser rights.
 Other engines are refused: there is no locked mode to rely on.
 
+Every opening of the user's warehouse goes through this module: `connect` (reading or writing; `wait_s` waits
+that long for a DuckDB file another process holds, else it fails at once), `one_connection`, `connect_locked` and
+`locked_duckdb`; whatever fails, the error is `WarehouseUnavailable` with the URL and what to do. Identifiers are
+quoted by one function, `quote_ident` (sqlglot's quoting for the dialect), and `duckdb_has_table` is the one
+table-exists check on a raw DuckDB connection (`Warehouse.has_table` uses it).
+
+`scratch_duckdb(*, locked, **config)` is the one other way to get a DuckDB connection: a new in-memory database that
+is never the user's warehouse (a SQL patch's proof sandbox, quarantine predicates over a registered frame, the
+pushdown engine that spills to a temporary folder). It lives here so the locked settings (`LOCKED_CONFIG`: no files,
+URLs or settings) are written once, for it and for `locked_duckdb`; it opens no file, so it needs no lock, no wait
+and no `WarehouseUnavailable`.
+
 Public names: `Warehouse`, `WarehouseUnavailable`, `WarehouseQueryError`, `TableBuild`, `connect`,
-`one_connection`, `connect_locked`, `locked_duckdb`, `LOCKED_TIMEOUT_S`, `safe_url`, `duckdb_has_table`, `postgres_profile`.
+`one_connection`, `connect_locked`, `locked_duckdb`, `scratch_duckdb`, `LOCKED_CONFIG`, `LOCKED_TIMEOUT_S`,
+`LOCK_POLL_S`, `quote_ident`, `safe_url`, `duckdb_has_table`, `postgres_profile`.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,10 +63,15 @@ if TYPE_CHECKING:
 
 DUCKDB_PREFIX = "duckdb:///"
 PG_BLOCK_BYTES = 8192
+"""PostgreSQL's page size: EXPLAIN's buffer counts are in pages."""
 LOCKED_TIMEOUT_S = 60.0
 """A locked connection's time limit: per statement on PostgreSQL (`statement_timeout`); for the whole block on
 DuckDB, which has no statement timeout (statements still running after it are interrupted)."""
-"""PostgreSQL's page size: EXPLAIN's buffer counts are in pages."""
+LOCK_POLL_S = 0.25
+"""How often `connect(..., wait_s=...)` tries a DuckDB file another process holds again."""
+LOCKED_CONFIG: Mapping[str, Any] = {"enable_external_access": False, "lock_configuration": True}
+"""DuckDB's connect-time settings for SQL nobody vetted: no file, URL, ATTACH, COPY or INSTALL, and no SET, RESET
+or PRAGMA can undo that (`locked_duckdb`, `scratch_duckdb(locked=True)`)."""
 _FRAME = "_pw_frame"
 
 
@@ -87,6 +106,22 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparseable URL: show only what follows the credentials
         return url.split("@")[-1]
+
+
+@lru_cache(maxsize=4096)
+def quote_ident(name: str, dialect: str = "duckdb", *, always: bool = True) -> str:
+    """A table or column name as an identifier of `dialect` (a sqlglot dialect: duckdb, postgres, ...), quoted by
+    sqlglot: `"a""b"` on DuckDB and PostgreSQL, `a"b` in backticks on MySQL. `always=False` leaves it bare when
+    bare reads the same (a lowercase identifier that is no keyword), for SQL a person reads. An unknown dialect
+    quotes as standard SQL does (double quotes)."""
+    from sqlglot import exp
+
+    bare = not always and name.isidentifier() and name.lower() == name
+    ident = exp.to_identifier(name, quoted=not bare)
+    try:
+        return ident.sql(dialect=dialect)
+    except ValueError:  # not a dialect sqlglot knows
+        return ident.sql()
 
 
 def duckdb_has_table(con: Any, name: str) -> bool:
@@ -144,8 +179,8 @@ class Warehouse:
         return self._engine
 
     def quote(self, identifier: str) -> str:
-        """A table or column name, double-quoted (both DuckDB and PostgreSQL), inner quotes doubled."""
-        return '"' + identifier.replace('"', '""') + '"'
+        """A table or column name quoted for this warehouse's dialect (`quote_ident`)."""
+        return quote_ident(identifier, self.dialect)
 
     def transpile(self, sql: str, read: str = "duckdb") -> str:
         """SQL written in dialect `read`, in the warehouse's dialect (unchanged when they are the same)."""
@@ -372,27 +407,48 @@ def _named_params(sql: str, params: Sequence[Any]) -> tuple[str, dict[str, Any]]
     return "".join(out), {f"p{i}": v for i, v in enumerate(params)}
 
 
-def _open_duckdb(url: str, read_only: bool) -> Warehouse:
+def _open_duckdb(url: str, read_only: bool, wait_s: float = 0.0) -> Warehouse:
     import duckdb
 
     target = url.removeprefix(DUCKDB_PREFIX)
     if target != ":memory:":
         path = Path(target)
         if read_only and not path.exists():
-            raise WarehouseUnavailable(f"no warehouse yet at {url}",
+            raise WarehouseUnavailable(f"the warehouse {url} does not exist yet",
                                        hint="run the pipeline on a batch (pipewarden run) or `pipewarden build` first")
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(target, read_only=read_only)
-    except duckdb.Error as exc:
-        locked = "lock" in str(exc).lower()
-        raise WarehouseUnavailable(
-            f"the warehouse {url} is {'locked by another process' if locked else 'cannot be opened'}: {exc}",
-            hint="wait for the other pipewarden command or pipeline stage using it to finish (or close the program "
-            "holding it open), then run this again" if locked else
-            "check the file is a DuckDB database you may write, or point PIPEWARDEN_WAREHOUSE_URL elsewhere",
-        ) from exc
+    deadline = _now() + wait_s
+    while True:
+        try:
+            con = duckdb.connect(target, read_only=read_only)
+            break
+        except duckdb.Error as exc:
+            locked = "lock" in str(exc).lower()
+            if locked and _now() < deadline:  # another process writes it for a few seconds: try again
+                _pause(LOCK_POLL_S)
+                continue
+            raise _duckdb_unavailable(url, exc, locked, wait_s) from exc
     return Warehouse(url, read_only=read_only, duckdb_con=con)
+
+
+def _now() -> float:
+    """The clock the lock wait reads (a test replaces it, with `_pause`, to wait without waiting)."""
+    return time.monotonic()
+
+
+def _pause(seconds: float) -> None:
+    """Wait before trying a held DuckDB file again (the hook where a test lets the other process go)."""
+    time.sleep(seconds)
+
+
+def _duckdb_unavailable(url: str, exc: Exception, locked: bool, wait_s: float) -> WarehouseUnavailable:
+    waited = f" (waited {wait_s:g} s)" if locked and wait_s > 0 else ""
+    return WarehouseUnavailable(
+        f"the warehouse {url} is {'locked by another process' if locked else 'cannot be opened'}{waited}: {exc}",
+        hint="wait for the other pipewarden command or pipeline stage using it to finish (or close the program "
+        "holding it open), then run this again" if locked else
+        "check the file is a DuckDB database you may write, or point PIPEWARDEN_WAREHOUSE_URL elsewhere",
+    )
 
 
 def locked_duckdb(path: str | Path) -> duckdb.DuckDBPyConnection:
@@ -405,15 +461,25 @@ def locked_duckdb(path: str | Path) -> duckdb.DuckDBPyConnection:
 
     target = str(path)
     if target != ":memory:" and not Path(target).exists():
-        raise WarehouseUnavailable(f"no warehouse yet at {target}",
+        raise WarehouseUnavailable(f"the warehouse {DUCKDB_PREFIX}{target} does not exist yet",
                                    hint="run the pipeline on a batch (pipewarden run) or `pipewarden build` first")
     try:
-        return duckdb.connect(target, read_only=target != ":memory:",
-                              config={"enable_external_access": False, "lock_configuration": True})
+        return duckdb.connect(target, read_only=target != ":memory:", config=dict(LOCKED_CONFIG))
     except duckdb.Error as exc:
         raise WarehouseUnavailable(
-            f"the warehouse {target} cannot be opened read-only and locked: {exc}",
+            f"the warehouse {DUCKDB_PREFIX}{target} cannot be opened read-only and locked: {exc}",
             hint="a pipeline run or another command may hold it open; try again when it has finished") from exc
+
+
+def scratch_duckdb(*, locked: bool, **config: Any) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB that is never the user's warehouse (see the module docstring); the caller closes it.
+
+    `locked=True` adds `LOCKED_CONFIG` (no files, URLs or settings): for SQL over frames registered into it.
+    `locked=False` for work that must read a file or set its own session (the pushdown engine reads the batch file;
+    a SQL patch's proof sets its time zone). `config` is DuckDB's connect-time config (`memory_limit`, ...)."""
+    import duckdb
+
+    return duckdb.connect(":memory:", config={**(LOCKED_CONFIG if locked else {}), **config})
 
 
 @contextmanager
@@ -501,15 +567,19 @@ _SHARED: ContextVar[Warehouse | None] = ContextVar("pipewarden_one_connection", 
 
 
 @contextmanager
-def connect(url: str | None = None, *, read_only: bool = False) -> Iterator[Warehouse]:
+def connect(url: str | None = None, *, read_only: bool = False, wait_s: float = 0.0) -> Iterator[Warehouse]:
     """Open the warehouse (default: `settings.warehouse`) for the block, and close it after; inside a
-    `one_connection()` block on the same URL, that block's open warehouse (left open)."""
+    `one_connection()` block on the same URL, that block's open warehouse (left open).
+
+    A DuckDB file another process holds is tried again every `LOCK_POLL_S` for up to `wait_s` seconds (default: fail
+    at once); a server gets its own connect timeout. Either way a warehouse that does not open raises
+    `WarehouseUnavailable`, naming it (without its password) and what to do."""
     url = url or get_settings().warehouse
     shared = _SHARED.get()
     if shared is not None and shared.url == url:
         yield shared
         return
-    wh = _open_duckdb(url, read_only) if url.startswith(DUCKDB_PREFIX) else _open_sqlalchemy(url, read_only)
+    wh = _open_duckdb(url, read_only, wait_s) if url.startswith(DUCKDB_PREFIX) else _open_sqlalchemy(url, read_only)
     try:
         yield wh
     finally:
