@@ -152,6 +152,22 @@ def _edit_gate(ref: str | UUID, store: StateStore) -> None:
         raise InvalidTransition(refusal, hint="edit it again until the dry-run passes, or reject it with a reason")
 
 
+class _DryRunNotPassing(Exception):
+    """Raised inside the deciding transaction (rolling it back) when an approval meets a pending proposal whose
+    dry-run does not pass: `decide` then runs the edit gate, which reads the audit trail, before deciding."""
+
+
+def _passing_first(gate: Any) -> Any:
+    """`gate`, run only for proposals whose dry-run passes (or that are no longer pending: the gate ignores those)."""
+
+    def policy(proposal: Proposal, decisions: list[Decision], decision: Decision) -> bool:
+        if proposal.status == ProposalStatus.pending and (proposal.dry_run is None or not proposal.dry_run.after.passed):
+            raise _DryRunNotPassing
+        return gate(proposal, decisions, decision)  # type: ignore[no-any-return]
+
+    return policy
+
+
 def decide(
     ref: str | UUID,
     verdict: Verdict | str,
@@ -181,12 +197,20 @@ def decide(
     if verdict == Verdict.reject and not reason.strip():
         raise UserError(f"rejecting proposal {str(ref)[:8]} needs a reason", hint="pass --reason 'why'")
     approvers = approvers or Approvers.load()
+    gate = decision_gate(approvers)
     if verdict == Verdict.approve:
-        _edit_gate(ref, store)  # an edited proposal is approvable only once its new dry-run passes
-    decision = store.decide(ref, verdict, name, reason, via=via, policy=decision_gate(approvers))
+        # An edited proposal is approvable only once its new dry-run passes. A passing dry-run needs no more
+        # reading (`_passing_first`); otherwise the gate reads the audit trail first, as it always did.
+        try:
+            done = store.decide_outcome(ref, verdict, name, reason, via=via, policy=_passing_first(gate))
+        except _DryRunNotPassing:
+            _edit_gate(ref, store)
+            done = store.decide_outcome(ref, verdict, name, reason, via=via, policy=gate)
+    else:
+        done = store.decide_outcome(ref, verdict, name, reason, via=via, policy=gate)
+    decision, proposal = done.decision, done.proposal  # as committed: no need to read them back
     pid = str(decision.proposal_id)
-    proposal = store.get_proposal(pid)
-    need = requirement(proposal, store.decisions_for(pid), approvers)
+    need = requirement(proposal, done.decisions, approvers)
     if proposal.status in OPEN_STATUSES:  # an approval recorded; the rule wants more people
         notify("proposal_updated", pid)
         return DecisionOutcome(decision=decision, proposal=proposal, requirement=need)

@@ -111,6 +111,16 @@ class FaultHistory(BaseModel):
     past: list[PastProposal]
 
 
+class Decided(BaseModel):
+    """What `StateStore.decide_outcome` committed: the decision, the proposal as it stands after it, and the
+    proposal's decisions (every round, oldest first, this one last). Read in the deciding transaction, so a front
+    end answers without reading the state DB again."""
+
+    decision: Decision
+    proposal: Proposal
+    decisions: list[Decision]
+
+
 class ApiToken(BaseModel):
     """A personal token's record (never the token itself)."""
 
@@ -381,10 +391,7 @@ class StateStore:
         return self._write(tx)
 
     def _load(self, conn: Connection, proposal_id: str) -> Proposal:
-        row = conn.execute(sa.select(db.proposals).where(db.proposals.c.id == proposal_id)).one()
-        p = Proposal.model_validate(row.payload)
-        p.status = ProposalStatus(row.status)
-        return p
+        return _proposal(conn.execute(sa.select(db.proposals).where(db.proposals.c.id == proposal_id)).one())
 
     def resolve_id(self, ref: str | UUID) -> str:
         """Accept a full id or a unique prefix of at least 4 hex characters (as printed by `inbox list`).
@@ -412,11 +419,16 @@ class StateStore:
                 if len(hits) > 1:
                     raise UserError(f"proposal id {ref!r} is ambiguous ({len(hits)} match)",
                                     hint="give more characters of the id")
-            known = conn.execute(sa.select(db.proposals.c.id).limit(50)).scalars().all()
-        raise UnknownNameError("proposal", ref, [k[:8] for k in known])
+            raise _unknown_proposal(conn, ref)
 
     def get_proposal(self, ref: str | UUID) -> Proposal:
-        pid = self.resolve_id(ref)
+        full = _full_id(ref)
+        if full is not None:  # the usual case: one statement, where resolving first read the row twice
+            with self._read() as conn:
+                row = conn.execute(sa.select(db.proposals).where(db.proposals.c.id == full)).first()
+            if row is not None:
+                return _proposal(row)
+        pid = self.resolve_id(ref)  # a prefix, or an id that is not there (UnknownNameError, listing some ids)
         with self._read() as conn:
             return self._load(conn, pid)
 
@@ -436,9 +448,12 @@ class StateStore:
 
     def _transition(
         self, conn: Connection, pid: str, dst: ProposalStatus, actor: str, reason: str = "",
-        detail: dict[str, Any] | None = None, patch: dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None, patch: dict[str, Any] | None = None, *,
+        current: Proposal | None = None, columns: dict[str, Any] | None = None,
     ) -> Proposal:
-        current = self._load(conn, pid)
+        """`current`: the proposal as this transaction already read it (saves reading it again); `columns`: more
+        columns of its row to set in the same UPDATE."""
+        current = current if current is not None else self._load(conn, pid)
         src = current.status
         if not can_transition(src, dst):
             raise InvalidTransition(
@@ -456,7 +471,7 @@ class StateStore:
             db.proposals.update()
             .where(db.proposals.c.id == pid, db.proposals.c.status == src.value)
             .values(status=dst.value, payload=current.model_dump(mode="json"), updated_at=current.updated_at,
-                    expires_at=current.expires_at)
+                    expires_at=current.expires_at, **(columns or {}))
         )
         if res.rowcount != 1:  # another writer moved it first (PostgreSQL; SQLite serializes writers)
             raise InvalidTransition(f"proposal {pid[:8]} changed under us; it is no longer {src.value}",
@@ -485,6 +500,13 @@ class StateStore:
         self, ref: str | UUID, verdict: Verdict, actor: str, reason: str = "", via: str = "cli", *,
         policy: DecisionPolicy | None = None, detail: dict[str, Any] | None = None,
     ) -> Decision:
+        """Record a decision; see `decide_outcome`, which also returns the proposal and decisions it left."""
+        return self.decide_outcome(ref, verdict, actor, reason, via, policy=policy, detail=detail).decision
+
+    def decide_outcome(
+        self, ref: str | UUID, verdict: Verdict, actor: str, reason: str = "", via: str = "cli", *,
+        policy: DecisionPolicy | None = None, detail: dict[str, Any] | None = None,
+    ) -> Decided:
         """Record a decision and, when it completes the approval, move the proposal on; in one transaction.
 
         The proposal's row is locked, then: refused when the proposal is not open (InvalidTransition), expired
@@ -504,11 +526,14 @@ class StateStore:
                                  "`os_user:` in approvers.yaml; --as only chooses among those")
         if verdict == Verdict.reject and not reason.strip():
             raise UserError("a rejection needs a reason", hint="pass --reason 'why'")
-        pid = self.resolve_id(ref)
+        pid = _full_id(ref) or self.resolve_id(ref)  # a full id is checked inside the transaction
         extra = dict(detail or {})
 
-        def tx(conn: Connection) -> Decision:
-            status = ProposalStatus(_lock_status(conn, pid))
+        def tx(conn: Connection) -> Decided:
+            found = _lock_status(conn, pid, missing_ok=True)
+            if found is None:
+                raise _unknown_proposal(conn, str(ref))
+            status = ProposalStatus(found)
             if status == ProposalStatus.expired:
                 raise Expired(f"proposal {pid[:8]} has expired; it can no longer be decided",
                               hint="the agent proposes again when the fault recurs")
@@ -537,22 +562,21 @@ class StateStore:
                 )
             )
             entry = {**extra, "via": via, "decision_id": str(decision.id)}
+            after = [*earlier, decision]
             if not decided:
                 self._audit(conn, pid, "approval_recorded", name, {**entry, "reason": reason})
-                return decision
+                return Decided(decision=decision, proposal=current, decisions=after)
             approvers = [d.actor for d in in_round if d.verdict == Verdict.approve]
             if verdict == Verdict.approve and approvers:
                 entry["approved_by"] = [*approvers, name]
             dst = ProposalStatus.approved if verdict == Verdict.approve else ProposalStatus.rejected
             # who decided this round without a person (a re-opened proposal a person approves is theirs)
             auto = {"auto_approved_by": name if verdict == Verdict.approve and via in AUTO_VIAS else None}
-            self._transition(conn, pid, dst, name, reason, entry, patch=auto)
             # A policy approves inside the running graph, which goes on by itself; earned autonomy is handed to
-            # the worker exactly as a person's decision is (the durable resume request).
-            if via != "policy":
-                conn.execute(db.proposals.update().where(db.proposals.c.id == pid)
-                             .values(resume_requested_at=now, attempts=0, next_attempt_at=None))
-            return decision
+            # the worker exactly as a person's decision is (the durable resume request, in the same UPDATE).
+            handoff = None if via == "policy" else {"resume_requested_at": now, "attempts": 0, "next_attempt_at": None}
+            ended = self._transition(conn, pid, dst, name, reason, entry, patch=auto, current=current, columns=handoff)
+            return Decided(decision=decision, proposal=ended, decisions=after)
 
         return self._write(tx)
 
@@ -1130,13 +1154,32 @@ def _same_report(conn: Connection, first_id: str, event: Event, key: str) -> Non
                            hint="use a new key for a new event; send a key again only to retry the same report")
 
 
-def _lock_status(conn: Connection, pid: str) -> str:
+def _lock_status(conn: Connection, pid: str, *, missing_ok: bool = False) -> str:
     """The proposal's status, its row locked until the transaction ends (PostgreSQL; SQLite's BEGIN IMMEDIATE
-    already holds the database's write lock)."""
+    already holds the database's write lock). With `missing_ok`, None (typed loosely) when there is no such row."""
     q = sa.select(db.proposals.c.status).where(db.proposals.c.id == pid)
     if db.is_postgres(conn):
         q = q.with_for_update()
-    return conn.execute(q).scalar_one()
+    return conn.execute(q).scalar_one_or_none() if missing_ok else conn.execute(q).scalar_one()  # type: ignore[no-any-return]
+
+
+def _proposal(row: Any) -> Proposal:
+    """A proposal from its `proposals` row: the payload, with the row's status (the one that counts)."""
+    p = Proposal.model_validate(row.payload)
+    p.status = ProposalStatus(row.status)
+    return p
+
+
+def _full_id(ref: str | UUID) -> str | None:
+    """`ref` as a full proposal id (lower case), when it has the shape of one; None for a prefix or anything else."""
+    wanted = str(ref).strip().lower()
+    return wanted if len(wanted) == 36 and _ID_CHARS.fullmatch(wanted) else None
+
+
+def _unknown_proposal(conn: Connection, ref: str) -> UnknownNameError:
+    """The error `StateStore.resolve_id` raises for an id that is not there, naming some that are."""
+    known = conn.execute(sa.select(db.proposals.c.id).limit(50)).scalars().all()
+    return UnknownNameError("proposal", ref, [k[:8] for k in known])
 
 
 def _lock_target(conn: Connection, target: str) -> None:
