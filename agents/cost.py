@@ -1,24 +1,25 @@
-"""The cost agent: a LangGraph graph from a CostRegression event to a proven, cheaper SQL model patch.
+"""The cost agent, a spec (`SPEC`): from a CostRegression event to a proven, cheaper SQL model patch.
 
-    gather -> diagnose -> draft -> dry_run -> (shared tail: submit -> await_decision -> apply -> verify)
+    gather -> plan -> propose -> (shared tail: heed -> submit -> await_decision -> apply -> verify)
 
-- gather: the SQL the regressed build ran (by its hash in `model_sql`, else the active version or the file), the
-  model's build history, and the last known-good SQL: the newest earlier build with other SQL whose cost was under
-  the policy's threshold (else the previous `sql:<model>` version, else the file).
-- diagnose: the current SQL is built once on the current data with DuckDB's profiler; `tools.cost.diagnose` reads
-  the plan and the SQL: lost filter, cartesian join, `SELECT *` over a wide table, non-sargable predicate, repeated
-  scan.
-- draft: candidates are the known-good SQL and `tools.cost.rule_rewrites`; the planner (`agents.llm.plan`: the
+- gather (`CostCase`, read once): the SQL the regressed build ran (by its hash in `model_sql`, else the active
+  version or the file), the model's build history, and the last known-good SQL: the newest earlier build with
+  other SQL whose cost was under the policy's threshold (else the previous `sql:<model>` version, else the file);
+  then the current SQL is built once on the current data with DuckDB's profiler, and `tools.cost.diagnose` reads
+  the plan and the SQL: lost filter, cartesian join, `SELECT *` over a wide table, non-sargable predicate,
+  repeated scan.
+- plan: candidates are the known-good SQL and `tools.cost.rule_rewrites`; the planner (`agents.llm.plan`: the
   OpenAI planner when configured, else the offline one) may add its own SQL. Every candidate passes
   `tools.sql_guard.check_select` over the tables the model reads, then `tools.cost.prove`: the same rows as the
   current SQL (EXCEPT ALL both ways, row counts) and at least `prove.min_saving` cheaper (rows or bytes scanned, or
-  the median of timed builds). The cheapest proven candidate wins; none proven: the proposal needs a human.
-- dry_run: the proposal: a `sql_model_patch` (base_sql = the current SQL) with the cost before and after in
+  the median of timed builds). The cheapest proven candidate wins, with its proof (`CostProof`): proving is how
+  the plan picks, so the spec has no separate prove step. None proven: the proposal needs a human.
+- propose: the proposal: a `sql_model_patch` (base_sql = the current SQL) with the cost before and after in
   `DryRun.metrics` and the diagnosis in `DryRun.notes`.
 - verify (after approval): the active version's SQL is built on the current data: its rows must equal the regressed
   SQL's and its cost must be back under the policy's threshold over the event's baseline; else it rolls back.
 
-Public names: `AGENT`, `CostState`, `CostRewriteAnswer`, `STEPS`, `build_graph`, `verify_cost`.
+Public names: `SPEC`, `AGENT`, `CostCase`, `CostProof`, `CostRewriteAnswer`, `verify_cost`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
+from pipewarden.agents.lifecycle import Verification, proposal_for
+from pipewarden.agents.spec import AgentSpec, Plan
 from pipewarden.events import CostRegression
 from pipewarden.models import CheckResult, DryRun, NoChange, Proposal, ProposalStatus, Risk, SqlModelPatch
 from pipewarden.store import StateStore
@@ -47,20 +49,21 @@ class CostRewriteAnswer(BaseModel):
     rationale: str = Field(description="Why it returns the same rows and costs less, in one or two sentences.")
 
 
-class CostState(AgentState, total=False):
+class CostCase(BaseModel):
+    """What the agent gathered for one CostRegression event, read once: the SQL and its history (`evidence`), the
+    current SQL's build on the current data (`current`, a `tools.cost.Measurement` as JSON) and the diagnosis."""
+
+    event: CostRegression
     evidence: dict[str, Any]
-    findings: list[dict[str, Any]]
-    current: dict[str, Any]  # the Measurement of the current SQL
-    candidates: list[dict[str, Any]]  # every candidate with its proof summary
-    chosen: dict[str, Any] | None
-    planner: str
-    tried: list[str]
+    current: dict[str, Any]
+    findings: list[dict[str, Any]] = Field(default_factory=list)
 
 
-def _event(state: CostState) -> CostRegression:
-    ev = StateStore().get_event(state["event_id"])
-    assert isinstance(ev, CostRegression), f"cost agent got a {ev.kind} event"
-    return ev
+class CostProof(BaseModel):
+    """The chosen rewrite's proof (same rows, cheaper: `tools.cost.prove`, summarised) and every candidate's."""
+
+    chosen: dict[str, Any]
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
 
 
 def _connect() -> Any:
@@ -125,10 +128,12 @@ def _known_good(con: Any, ev: CostRegression, history: list[Any], current: str) 
     return None, "none", []
 
 
-def gather(state: CostState) -> CostState:
-    from pipewarden.tools.cost import model_history, table_widths
+def gather(ev: CostRegression) -> CostCase:
+    """The SQL the regressed build ran, the model's build history, the last known-good SQL, and the current SQL
+    built once on the current data with DuckDB's profiler, read by `tools.cost.diagnose`."""
+    from pipewarden.tools.cost import ScanStat, measure, model_history, table_widths
+    from pipewarden.tools.cost import diagnose as diagnose_sql
 
-    ev = _event(state)
     con = _connect()
     try:
         history = model_history(con, ev.model)
@@ -145,23 +150,16 @@ def gather(state: CostState) -> CostState:
         "history": [{"load_id": b.load_id, "elapsed_ms": b.elapsed_ms, "rows_scanned": b.rows_scanned,
                      "bytes_scanned": b.bytes_scanned, "sql_hash": b.sql_hash} for b in history[-8:]],
     }
-    return {"evidence": evidence}
-
-
-def diagnose(state: CostState) -> CostState:
-    from pipewarden.tools.cost import ScanStat, measure
-    from pipewarden.tools.cost import diagnose as diagnose_sql
-
-    ev = state["evidence"]
     con = _connect()
     try:
-        m = measure(con, ev["current_sql"], runs=1)
+        m = measure(con, current, runs=1)
     finally:
         con.close()
-    findings = diagnose_sql(ev["current_sql"], m.profile, known_good_sql=ev.get("known_good_sql"),
-                            baseline_scans=[ScanStat.model_validate(s) for s in ev.get("known_good_scans", [])],
-                            table_widths=ev.get("table_widths"))
-    return {"findings": [f.model_dump() for f in findings], "current": m.model_dump()}
+    findings = diagnose_sql(current, m.profile, known_good_sql=good,
+                            baseline_scans=[ScanStat.model_validate(s) for s in evidence["known_good_scans"]],
+                            table_widths=widths)
+    return CostCase(event=ev, evidence=evidence, current=m.model_dump(mode="json"),
+                    findings=[f.model_dump(mode="json") for f in findings])
 
 
 def _with_earlier(now: Any, earlier: Any) -> Any:
@@ -203,13 +201,16 @@ def _summary(source: str, sql: str, reason: str, proof: Any) -> dict[str, Any]:
             "only_rewrite": proof.same.only_right}
 
 
-def draft(state: CostState) -> CostState:
+def plan(case: CostCase) -> Plan[CostRewriteAnswer, CostProof]:
+    """Candidates (the known-good SQL, `tools.cost.rule_rewrites`, and the planner's own SQL) each pass
+    `check_select` and are proven (`tools.cost.prove`): proving is how the cheapest is picked, so the answer
+    comes with its proof."""
     from pipewarden.agents.llm import OfflinePlanner, PlanRequest, plan
     from pipewarden.policies.cost import load_cost_policy
     from pipewarden.tools.cost import TOOLS, Candidate, Measurement, measure, prove, rule_rewrites, tables_read
     from pipewarden.tools.sql_guard import check_select
 
-    ev = state["evidence"]
+    ev = case.evidence
     current = ev["current_sql"]
     policy = load_cost_policy()
     allowed = tables_read(current) | (tables_read(ev["known_good_sql"]) if ev.get("known_good_sql") else set())
@@ -224,7 +225,7 @@ def draft(state: CostState) -> CostState:
     results: dict[str, dict[str, Any]] = {}
     tried: list[str] = []
     try:
-        first = Measurement.model_validate(state["current"])
+        first = Measurement.model_validate(case.current)
         runs = policy.prove.timed_runs if first.median_ms < SLOW_BUILD_MS else min(policy.prove.timed_runs, 2)
         before = _with_earlier(measure(con, current, runs=max(1, runs - len(first.elapsed_ms)), into="__pw_cost_current"),
                                first)
@@ -265,7 +266,7 @@ def draft(state: CostState) -> CostState:
                    f"Read only these tables: {', '.join(sorted(allowed))}.",
                    "The rewrite is proven by running it: rows must match exactly and it must be measurably cheaper."],
             data={"model": ev["model"], "current_sql": current, "known_good_sql": ev.get("known_good_sql"),
-                  "findings": [f["detail"] for f in state.get("findings", [])],
+                  "findings": [f["detail"] for f in case.findings],
                   "current_cost": {"median_ms": before.median_ms, "rows_scanned": before.rows_scanned,
                                    "bytes_scanned": before.bytes_scanned},
                   "history": ev.get("history", []), "tables": sorted(allowed)},
@@ -287,7 +288,11 @@ def draft(state: CostState) -> CostState:
         planner = outcome.planner or "openai"
     elif outcome.planner and outcome.planner != "offline" and chosen is not None:
         planner = outcome.planner if chosen["sql"] == (outcome.answer.sql if outcome.answer else None) else "offline"
-    return {"candidates": list(results.values()), "chosen": chosen, "planner": planner, "tried": tried}
+    if chosen is None:
+        return Plan(planner=planner, tried=tried, usage=outcome.usage.model_dump(mode="json"))
+    return Plan(answer=CostRewriteAnswer(sql=chosen["sql"], rationale=chosen["reason"]), planner=planner, tried=tried,
+                usage=outcome.usage.model_dump(mode="json"),
+                proof=CostProof(chosen=chosen, candidates=list(results.values())))
 
 
 def _pick(proven: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -298,33 +303,32 @@ def _pick(proven: list[dict[str, Any]]) -> dict[str, Any] | None:
     return best
 
 
-def dry_run(state: CostState) -> CostState:
+def propose(case: CostCase, plan: Plan[CostRewriteAnswer, CostProof], proof: CostProof | None) -> Proposal:
+    """A `sql_model_patch` (base_sql = the current SQL) with the cost before and after in `DryRun.metrics` and the
+    diagnosis in `DryRun.notes`; no proven rewrite: "needs a human"."""
     from pipewarden.policies.cost import load_cost_policy
 
-    ev_obj = _event(state)
-    ev = state["evidence"]
+    ev_obj = case.event
+    ev = case.evidence
     rule = load_cost_policy().rule(ev["metric"])
     threshold = rule.ratio if rule else 0.0
-    cur = state["current"]
+    cur = case.current
     failed = (f"cost: {ev['metric']} {ev['observed']:g} is x{ev['ratio']:g} its baseline {ev['baseline']:g} "
               f"(policy: x{threshold:g})")
-    findings = [f"{f['kind']} ({f['seen_in']}): {f['detail']}" for f in state.get("findings", [])]
+    findings = [f"{f['kind']} ({f['seen_in']}): {f['detail']}" for f in case.findings]
     before = CheckResult(passed=False, rows=int(cur.get("rows_out", 0)), failed_checks=[failed])
-    chosen = state.get("chosen")
+    chosen = proof.chosen if proof is not None else None
     notes = ["diagnosis: " + line for line in findings] or ["diagnosis: nothing in the plan or the SQL explains it"]
     notes.append(f"current SQL from {ev['current_source']}; known-good from {ev['known_good_source']}")
-    common = dict(id=proposal_id_for(state["event_id"]), event_id=ev_obj.id, agent=AGENT, dataset=ev_obj.dataset,
-                  required_roles=["owner"], thread_id=thread_id_for(state["event_id"]),
-                  planner=state.get("planner", "offline"), tried=state.get("tried", []))
+    common = dict(dataset=ev_obj.dataset, required_roles=["owner"], planner=plan.planner, tried=plan.tried)
     if chosen is None:
-        evidence = DryRun(before=before, after=before, notes=notes + [f"tried {t}" for t in state.get("tried", [])])
-        proposal = Proposal(
-            **common, title=f"{ev['model']}: cost regression needs a human",
+        evidence = DryRun(before=before, after=before, notes=notes + [f"tried {t}" for t in plan.tried])
+        return proposal_for(
+            ev_obj, AGENT, **common, title=f"{ev['model']}: cost regression needs a human",
             diagnosis=(f"SQL model {ev['model']} costs x{ev['ratio']:g} its baseline ({ev['metric']}). No rewrite "
                        "returned the same rows and was cheaper.\n" + "\n".join(f"- {f}" for f in findings)),
-            change=NoChange(reason="no proven rewrite; " + " | ".join(state.get("tried", [])[-3:])),
+            change=NoChange(reason="no proven rewrite; " + " | ".join(plan.tried[-3:])),
             dry_run=evidence, risk=Risk.high, status=ProposalStatus.needs_human)
-        return {"proposal": proposal.model_dump(mode="json")}
     metrics = {
         "cost_before_ms": chosen["before_median_ms"], "cost_after_ms": chosen["median_ms"],
         "rows_scanned_before": float(chosen["before_rows_scanned"]), "rows_scanned_after": float(chosen["rows_scanned"]),
@@ -341,15 +345,14 @@ def dry_run(state: CostState) -> CostState:
     after = CheckResult(passed=True, rows=int(chosen["rows_out"]))
     change = SqlModelPatch(model=ev["model"], sql=chosen["sql"], base_sql=ev["current_sql"],
                            reason=(findings[0] if findings else "cost regression") + f"; {chosen['verdict']}")
-    proposal = Proposal(
-        **common, title=f"{ev['model']}: {chosen['verdict']}",
+    return proposal_for(
+        ev_obj, AGENT, **common, title=f"{ev['model']}: {chosen['verdict']}",
         diagnosis=(f"SQL model {ev['model']} costs x{ev['ratio']:g} its baseline ({ev['metric']} {ev['observed']:g} "
                    f"vs {ev['baseline']:g}).\n" + "\n".join(f"- {f}" for f in findings)
                    + f"\n\nProposed: the {chosen['source']} rewrite, proven on the current data to return the same "
                    f"{chosen['rows_out']} rows; {chosen['verdict']}."),
         change=change, dry_run=DryRun(before=before, after=after, metrics=metrics, notes=notes), risk=Risk.medium,
         status=ProposalStatus.pending)
-    return {"proposal": proposal.model_dump(mode="json")}
 
 
 def verify_cost(proposal: Proposal, event: Any) -> Verification:
@@ -387,9 +390,7 @@ def verify_cost(proposal: Proposal, event: Any) -> Verification:
     return Verification(True, detail)
 
 
-STEPS: tuple[tuple[str, Any], ...] = (("gather", gather), ("diagnose", diagnose), ("draft", draft),
-                                      ("dry_run", dry_run))
-
-
-def build_graph(checkpointer: Any = None) -> Any:
-    return build_agent_graph(CostState, STEPS, checkpointer, verifier=verify_cost)
+SPEC: AgentSpec[CostCase, CostRewriteAnswer, CostProof] = AgentSpec(
+    name=AGENT, handles=("cost_regression",), case=CostCase, gather=gather, answer=CostRewriteAnswer, plan=plan,
+    proof=CostProof, propose=propose, verifier=verify_cost,
+)

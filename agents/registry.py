@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipewarden.agents import quality, schema_drift, triage
+from pipewarden.agents import cost, quality, schema_drift, triage
 from pipewarden.agents.spec import AgentSpec
 from pipewarden.errors import UnknownNameError
 
 AGENTS: tuple[AgentSpec[Any, Any, Any], ...] = (
     schema_drift.SPEC,
     quality.SPEC,
+    cost.SPEC,
     triage.SPEC,
 )
 

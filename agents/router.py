@@ -23,12 +23,6 @@ class Route(NamedTuple):
     build: Callable[..., Any]  # build_graph(checkpointer) -> compiled LangGraph graph
 
 
-def _cost(checkpointer: Any = None) -> Any:
-    from pipewarden.agents.cost import build_graph
-
-    return build_graph(checkpointer)
-
-
 def _retrain(checkpointer: Any = None) -> Any:
     from pipewarden.agents.retrain import build_graph
 
@@ -36,7 +30,6 @@ def _retrain(checkpointer: Any = None) -> Any:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("cost_regression", "cost", _cost),
     Route("model_drift", "retrain", _retrain),
     *(Route(kind, spec.name, functools.partial(build_graph, spec)) for spec in AGENTS for kind in spec.handles),
 )
