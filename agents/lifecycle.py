@@ -1,5 +1,6 @@
 """The tail every agent graph shares: heed past decisions on the fault, submit the proposal, wait for a human in
-`interrupt()`, apply, verify, roll back and re-open when verification fails.
+`interrupt()`, apply, verify, roll back and re-open when verification fails. `agents.graph.build_graph` wires it
+after a spec's own nodes (`add_lifecycle`).
 
     ... agent nodes ... -> heed -> submit -> await_decision --approved--> apply -> verify --passed--> END
                                                 ^    |--rejected/expired--> END              |
@@ -18,20 +19,20 @@ interrupted. `verify` covers every load of the proposal's fault: its own event's
 while it was open (`StateStore.occurrences`); it is verified only when every re-run passes. On resume, LangGraph
 re-runs the interrupted node from its start; after a crash, the node that was
 running. `submit` stores the proposal under the running worker's lease (`configurable.worker`), so no other
-worker resumes the thread while its author still runs it. Crash points (`pipewarden.faults`): `agent_running`
-(between the agent's first and second steps), `proposal_stored`, `applied`, `rerunning`, `verifying`.
+worker resumes the thread while its author still runs it. Crash points (`pipewarden.faults`): `proposal_stored`,
+`applied`, `rerunning`, `verifying` (and `agent_running`, in `agents.graph`, between the agent's first and second
+nodes).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypedDict
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END
 from langgraph.types import interrupt
 
 from pipewarden import faults
@@ -211,29 +212,3 @@ def add_lifecycle(builder: Any, last_agent_node: str, verifier: Verifier | None 
     builder.add_conditional_edges("await_decision", after_decision, ["apply", "await_decision", END])
     builder.add_edge("apply", "verify")
     builder.add_conditional_edges("verify", after_verify, ["await_decision", END])
-
-
-def _crash_point_before(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def step(state: Any) -> Any:
-        faults.point("agent_running")
-        return fn(state)
-
-    return step
-
-
-def build_agent_graph(
-    state: type, steps: tuple[tuple[str, Any], ...], checkpointer: Any = None, *, verifier: Verifier | None = None,
-    alternatives: Alternatives | None = None,
-) -> Any:
-    """An agent is data: its own steps, in order, then the shared tail (with the agent's verifier and its
-    `alternatives` hook, if it has them: see `agents.precedent`). Compiled with the checkpointer."""
-    builder = StateGraph(state)
-    previous = START
-    for i, (name, fn) in enumerate(steps):
-        # The "agent running" crash point sits between the agent's first and second steps (after a checkpoint).
-        builder.add_node(name, _crash_point_before(fn) if i == min(1, len(steps) - 1) else fn)
-        builder.add_edge(previous, name)
-        previous = name
-    add_lifecycle(builder, previous, verifier, alternatives)
-    return builder.compile(checkpointer=checkpointer)

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipewarden.agents import cost, quality, schema_drift, triage
+from pipewarden.agents import cost, quality, retrain, schema_drift, triage
 from pipewarden.agents.spec import AgentSpec
 from pipewarden.errors import UnknownNameError
 
 AGENTS: tuple[AgentSpec[Any, Any, Any], ...] = (
     schema_drift.SPEC,
-    quality.SPEC,
     cost.SPEC,
-    triage.SPEC,
+    quality.SPEC,
+    retrain.SPEC,
+    triage.SPEC,  # handles any kind: last, so no event is dropped
 )
 
 

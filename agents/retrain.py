@@ -1,28 +1,28 @@
-"""The retrain agent: a LangGraph graph from a ModelDrift event to a verified champion alias move.
+"""The retrain agent, a spec (`SPEC`): from a ModelDrift event to a verified champion alias move.
 
-    gather -> diagnose -> draft -> dry_run -> pick -> (shared tail: submit -> await_decision -> apply -> verify)
+    gather -> plan -> prove -> propose -> (shared tail: heed -> submit -> await_decision -> apply -> verify)
 
-- gather: the event's scored batch judged again with `tools.drift.model_health` (feature drift against the
-  scoring version's training reference, performance decay on labelled feedback, feedback per slice), the current
-  champion from the registry, and knowledge citations (when an index exists).
-- diagnose: the planner (`agents.llm.plan`: OpenAI when configured, else the deterministic solver) decides whether
+- gather (`RetrainCase`, read once): the event's scored batch judged again with `tools.drift.model_health`
+  (feature drift against the scoring version's training reference, performance decay on labelled feedback,
+  feedback per slice), the current champion from the registry, and knowledge citations (when an index exists).
+- plan: the planner (`agents.llm.plan`: OpenAI when configured, else the deterministic solver) decides whether
   to retrain and on how many recent days, and which features and slices the diagnosis should highlight. Every
   answer is validated: only real features and slices, a window inside the policy's bounds, only given citations,
   and no "do not retrain" when performance decayed.
-- draft: trains a challenger with the champion's recipe on the recent window (`tools.challenger.train_challenger`:
-  an MLflow run with params, metrics and a reference sample, registered, alias `challenger`). Idempotent: the
-  version is tagged with the event, and a re-run finds it again.
-- dry_run: champion vs challenger on the recent holdout, overall and per slice, under the gates of
-  `policies/retrain.yaml` (`tools.challenger.compare_models`). `DryRun.before` is the champion's gate (it fails
-  when it decayed or is beaten by the margin), `after` the challenger's (margin and slice bounds).
-- pick: a `model_promotion` (champion alias -> challenger version; high risk, so the two-person rule applies) when
-  the dry-run heals, else "needs a human" (NoChange) with the numbers and what was tried.
+- prove (`RetrainProof`): trains a challenger with the champion's recipe on the recent window
+  (`tools.challenger.train_challenger`: an MLflow run with params, metrics and a reference sample, registered,
+  alias `challenger`; idempotent: the version is tagged with the event, and a re-run finds it again), then compares
+  champion and challenger on the recent holdout, overall and per slice, under the gates of `policies/retrain.yaml`
+  (`tools.challenger.compare_models`). `DryRun.before` is the champion's gate (it fails when it decayed or is
+  beaten by the margin), `after` the challenger's (margin and slice bounds).
+- propose: a `model_promotion` (champion alias -> challenger version; high risk, so the two-person rule applies)
+  when the dry-run heals, else "needs a human" (NoChange) with the numbers and what was tried.
 
 The verifier (`verify_promotion`) checks that the alias points at the new version and that scoring through the
 alias works on the event's batch; if not, the shared tail rolls the alias back (to `from_version`) and re-opens.
 
-Public names: `RetrainAnswer`, `SliceRef`, `RetrainState`, `build_graph`, `verify_promotion`, `offline_solution`,
-`validate_answer`, `plan_request`, `STEPS`, `AGENT`.
+Public names: `SPEC`, `RetrainAnswer`, `SliceRef`, `RetrainCase`, `RetrainProof`, `verify_promotion`,
+`offline_solution`, `validate_answer`, `plan_request`, `AGENT`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipewarden.agents.lifecycle import AgentState, Verification, build_agent_graph, proposal_id_for, thread_id_for
+from pipewarden.agents.lifecycle import Verification, proposal_for
+from pipewarden.agents.spec import AgentSpec, Plan
 from pipewarden.errors import PipewardenError, UnknownNameError
 from pipewarden.events import ModelDrift
 from pipewarden.models import (
@@ -48,7 +49,6 @@ from pipewarden.models import (
     Risk,
 )
 from pipewarden.policies.retrain import RetrainPolicy, load_retrain_policy
-from pipewarden.store import StateStore
 
 log = logging.getLogger(__name__)
 AGENT = "retrain"
@@ -78,26 +78,28 @@ class RetrainAnswer(BaseModel):
     cited_chunks: list[str] = Field(description="Ids of the knowledge chunks used; only ids given in the data.")
 
 
-class RetrainState(AgentState, total=False):
-    health: dict[str, Any] | None
-    champion: dict[str, Any] | None
-    citations: list[dict[str, Any]]
-    problems: list[str]  # why the agent could not go on (missing data, no champion, training failed...)
-    answer: dict[str, Any] | None
-    planner: str
-    tried: list[str]
-    usage: dict[str, Any]
-    challenger: dict[str, Any] | None
-    comparison: dict[str, Any] | None
+class RetrainCase(BaseModel):
+    """What the agent gathered for one ModelDrift event, read once: the event, the scored batch judged again
+    (`tools.drift.ModelHealth` as JSON), the champion (`RegisteredVersion` as JSON), citations, and why the agent
+    cannot go on (missing data, no champion...)."""
+
+    event: ModelDrift
+    health: dict[str, Any] | None = None
+    champion: dict[str, Any] | None = None
+    citations: list[Citation] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+
+class RetrainProof(BaseModel):
+    """The challenger trained on the planned window (`ChallengerRun` as JSON) and its comparison with the champion
+    on the recent holdout (`Comparison` as JSON), or what failed on the way."""
+
+    challenger: dict[str, Any] | None = None
+    comparison: dict[str, Any] | None = None
+    problems: list[str] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- helpers
-def _event(state: RetrainState) -> ModelDrift:
-    ev = StateStore().get_event(state["event_id"])
-    assert isinstance(ev, ModelDrift), f"retrain agent got a {ev.kind} event"
-    return ev
-
-
 def _model_of(ev: ModelDrift) -> tuple[str, str | None]:
     """The model name and scoring version the event names (detail first, else `name@vN`)."""
     name = ev.detail.get("model_name")
@@ -122,11 +124,11 @@ def _policy() -> RetrainPolicy:
 
 
 # --------------------------------------------------------------------------- gather
-def gather(state: RetrainState) -> RetrainState:
+def gather(ev: ModelDrift) -> RetrainCase:
+    """The event's scored batch judged again (`tools.drift.model_health`), the champion, and citations."""
     from pipewarden.tools.drift import DriftInputError, ModelHealthInput, model_health
     from pipewarden.tools.model_registry import RegistryError, champion
 
-    ev = _event(state)
     policy = _policy()
     name, version = _model_of(ev)
     problems: list[str] = []
@@ -143,15 +145,12 @@ def gather(state: RetrainState) -> RetrainState:
     if current is None and not problems:
         problems.append(f"no version of {name!r} holds the alias 'champion'; nothing to retrain against")
     features = (health.drift.drifted_features if health and health.drift else []) or list(ev.drifted_features)
-    return {
-        "health": health.model_dump(mode="json") if health else None,
-        "champion": current.model_dump(mode="json") if current else None,
-        "citations": [c.model_dump(mode="json") for c in _citations(ev, features)],
-        "problems": problems,
-    }
+    return RetrainCase(event=ev, health=health.model_dump(mode="json") if health else None,
+                       champion=current.model_dump(mode="json") if current else None,
+                       citations=_citations(ev, features), problems=problems)
 
 
-# --------------------------------------------------------------------------- diagnose (the planner)
+# --------------------------------------------------------------------------- plan
 TASK = ("A registered model's scored batch shows feature drift and/or performance decay on labelled feedback. "
         "Decide whether to train a challenger on recent data and on how many recent days (window_days), and "
         "which drifted features and which feedback slices the diagnosis should highlight, worst first. Explain "
@@ -255,66 +254,62 @@ def validate_answer(answer: RetrainAnswer, request: Any) -> list[str]:
     return errors
 
 
-def diagnose(state: RetrainState) -> RetrainState:
-    from pipewarden.agents.llm import OfflinePlanner, plan
+def plan(case: RetrainCase) -> Plan[RetrainAnswer, RetrainProof]:
+    """The planner (`agents.llm.plan`: OpenAI when configured, else `offline_solution`), every answer through
+    `validate_answer`; nothing to plan when the evidence is missing (`problems`)."""
+    from pipewarden.agents.llm import OfflinePlanner
+    from pipewarden.agents.llm import plan as ask
     from pipewarden.tools.drift import TOOLS as DRIFT_TOOLS
     from pipewarden.tools.drift import ModelHealth
     from pipewarden.tools.model_registry import TOOLS as REGISTRY_TOOLS
     from pipewarden.tools.model_registry import RegisteredVersion
 
-    if state.get("problems") or not state.get("health"):
-        return {"answer": None, "planner": "offline", "tried": list(state.get("problems", []))}
-    health = ModelHealth.model_validate(state["health"])
-    champ = RegisteredVersion.model_validate(state["champion"]) if state.get("champion") else None
-    citations = [Citation.model_validate(c) for c in state.get("citations", [])]
-    request = plan_request(health, champ, citations, _policy())
-    outcome = plan(request, RetrainAnswer, offline=OfflinePlanner(offline_solution),
-                   validate=lambda a: validate_answer(a, request), tools=[*DRIFT_TOOLS, *REGISTRY_TOOLS])
-    return {
-        "answer": outcome.answer.model_dump(mode="json") if outcome.answer else None,
-        "planner": outcome.planner or "offline",
-        "tried": list(outcome.tried),
-        "usage": outcome.usage.model_dump(mode="json"),
-    }
+    if case.problems or not case.health:
+        return Plan(planner="offline", tried=list(case.problems))
+    health = ModelHealth.model_validate(case.health)
+    champ = RegisteredVersion.model_validate(case.champion) if case.champion else None
+    request = plan_request(health, champ, case.citations, _policy())
+    outcome = ask(request, RetrainAnswer, offline=OfflinePlanner(offline_solution),
+                  validate=lambda a: validate_answer(a, request), tools=[*DRIFT_TOOLS, *REGISTRY_TOOLS])
+    return Plan(answer=outcome.answer, planner=outcome.planner or "offline", tried=list(outcome.tried),
+                usage=outcome.usage.model_dump(mode="json"))
 
 
-# --------------------------------------------------------------------------- draft and dry-run
-def draft(state: RetrainState) -> RetrainState:
-    from pipewarden.tools.challenger import ChallengerError, ChallengerSpec, train_challenger
+# --------------------------------------------------------------------------- prove: train and compare
+def prove(answer: RetrainAnswer, case: RetrainCase) -> RetrainProof:
+    """Train a challenger with the champion's recipe on the planned window (`tools.challenger.train_challenger`:
+    an MLflow run, registered, alias `challenger`; idempotent: tagged with the event, a re-run finds it again),
+    then compare it with the champion on the recent holdout under the retrain policy's gates
+    (`tools.challenger.compare_models`). Nothing to train when the plan advises against it."""
+    from pipewarden.tools.challenger import (
+        ChallengerError,
+        ChallengerSpec,
+        CompareInput,
+        compare_models,
+        train_challenger,
+    )
+    from pipewarden.tools.drift import DriftInputError
     from pipewarden.tools.model_registry import RegistryError
 
-    answer = RetrainAnswer.model_validate(state["answer"]) if state.get("answer") else None
-    if answer is None or not answer.retrain:
-        return {"challenger": None}
-    ev = _event(state)
-    champ = state["champion"] or {}
+    if not answer.retrain:
+        return RetrainProof()
+    champ = case.champion or {}
     spec = ChallengerSpec(  # holdout share, sample sizes: the retrain policy's; tables: the model's declaration
         model_name=champ["model_name"], base_version=champ["version"], window_days=answer.window_days,
-        event_id=str(ev.id),
+        event_id=str(case.event.id),
     )
     try:
         run = train_challenger(spec)
     except (ChallengerError, RegistryError, UnknownNameError) as exc:
-        return {"challenger": None, "problems": [*state.get("problems", []), f"training a challenger failed: "
-                                                 f"{exc.message}"]}
-    return {"challenger": run.model_dump(mode="json")}
-
-
-def dry_run(state: RetrainState) -> RetrainState:
-    from pipewarden.tools.challenger import ChallengerError, CompareInput, compare_models
-    from pipewarden.tools.drift import DriftInputError
-    from pipewarden.tools.model_registry import RegistryError
-
-    if not state.get("challenger"):
-        return {"comparison": None}
-    run, champ = state["challenger"], state["champion"] or {}
+        return RetrainProof(problems=[f"training a challenger failed: {exc.message}"])
+    challenger = run.model_dump(mode="json")
     try:
         cmp = compare_models(CompareInput(
-            model_name=run["model_name"], champion_version=champ["version"], challenger_version=run["version"]),
-            _policy())
+            model_name=challenger["model_name"], champion_version=champ["version"],
+            challenger_version=challenger["version"]), _policy())
     except (ChallengerError, DriftInputError, RegistryError, UnknownNameError) as exc:
-        return {"comparison": None, "problems": [*state.get("problems", []), f"comparing failed: {exc.message}"]}
-    return {"comparison": cmp.model_dump(mode="json")}
+        return RetrainProof(challenger=challenger, problems=[f"comparing failed: {exc.message}"])
+    return RetrainProof(challenger=challenger, comparison=cmp.model_dump(mode="json"))
 
 
 def _evidence(cmp: Any, health: Any) -> DryRun:
@@ -359,7 +354,7 @@ def _evidence(cmp: Any, health: Any) -> DryRun:
     return DryRun(before=before, after=after, sample=sample, metrics=clean, notes=notes)
 
 
-# --------------------------------------------------------------------------- pick
+# --------------------------------------------------------------------------- propose
 def _what_fired(ev: ModelDrift, health: Any) -> list[str]:
     lines = [f"- event: {ev.metric} = {ev.value:g} (threshold {ev.threshold:g}) on load {ev.load_id}"]
     if health is None:
@@ -372,20 +367,23 @@ def _what_fired(ev: ModelDrift, health: Any) -> list[str]:
     return lines
 
 
-def pick(state: RetrainState) -> RetrainState:
+def propose(case: RetrainCase, plan: Plan[RetrainAnswer, RetrainProof], proof: RetrainProof | None) -> Proposal:
+    """A `model_promotion` (champion alias -> challenger version; high risk, two-person rule) when the comparison
+    heals, else "needs a human" (NoChange) with the numbers and what was tried."""
     from pipewarden.tools.challenger import Comparison
     from pipewarden.tools.drift import ModelHealth
 
-    ev = _event(state)
-    health = ModelHealth.model_validate(state["health"]) if state.get("health") else None
-    answer = RetrainAnswer.model_validate(state["answer"]) if state.get("answer") else None
-    cmp = Comparison.model_validate(state["comparison"]) if state.get("comparison") else None
-    run = state.get("challenger")
-    name = (state.get("champion") or {}).get("model_name") or _model_of(ev)[0]
-    citations = [Citation.model_validate(c) for c in state.get("citations", [])]
+    ev = case.event
+    health = ModelHealth.model_validate(case.health) if case.health else None
+    answer = plan.answer
+    cmp = Comparison.model_validate(proof.comparison) if proof is not None and proof.comparison else None
+    run = proof.challenger if proof is not None else None
+    problems = [*case.problems, *(proof.problems if proof is not None else [])]
+    name = (case.champion or {}).get("model_name") or _model_of(ev)[0]
+    citations = list(case.citations)
     if answer is not None:
         citations = [c for c in citations if c.chunk_id in set(answer.cited_chunks)] or citations
-    tried = list(state.get("tried", [])) + [p for p in state.get("problems", []) if p not in state.get("tried", [])]
+    tried = list(plan.tried) + [p for p in problems if p not in plan.tried]
     diagnosis = [f"Model {name} (scored load {ev.load_id} with version {health.version if health else '?'}):",
                  *_what_fired(ev, health)]
     if answer is not None:
@@ -397,7 +395,7 @@ def pick(state: RetrainState) -> RetrainState:
             diagnosis.append("- weakest feedback slices: " + "; ".join(
                 f"{s.column}={s.value} {m.metric} {m.score:.4f} ({m.rows} rows)" for s in answer.highlight_slices
                 if (m := by_name.get((s.column, s.value))) is not None and m.score is not None))
-        diagnosis.append(f"\nPlanned by the {state.get('planner', 'offline')} planner: {answer.rationale}")
+        diagnosis.append(f"\nPlanned by the {plan.planner} planner: {answer.rationale}")
     if run:
         diagnosis.append(f"\nChallenger v{run['version']} (MLflow run {run['run_id']}) trained on "
                          f"{run['window_start']}..{run['split_date']} ({run['rows_train']} rows), held out "
@@ -417,7 +415,7 @@ def pick(state: RetrainState) -> RetrainState:
         if answer is None:
             reasons.append("no valid retrain plan was found")
         elif not answer.retrain:
-            reasons.append(f"the {state.get('planner', 'offline')} planner advised not to retrain: {answer.rationale}")
+            reasons.append(f"the {plan.planner} planner advised not to retrain: {answer.rationale}")
         elif cmp is None:
             reasons.append("no challenger could be trained and compared")
         else:
@@ -426,7 +424,7 @@ def pick(state: RetrainState) -> RetrainState:
             if cmp.champion_passes:
                 reasons.append("the champion holds its gate on the recent holdout (no decay there, and not beaten "
                                "by the margin)")
-        reasons += [p for p in state.get("problems", []) if p not in reasons]
+        reasons += [p for p in problems if p not in reasons]
         change = NoChange(reason="; ".join(reasons)[:2000] or "no promotion is supported by the evidence")
         status = ProposalStatus.needs_human
         title = f"{name}: drift or decay needs a human" + (
@@ -439,13 +437,11 @@ def pick(state: RetrainState) -> RetrainState:
             evidence = DryRun(before=CheckResult(passed=False, rows=rows, failed_checks=failed),
                               after=CheckResult(passed=False, rows=rows, failed_checks=failed),
                               notes=[*tried[-3:]])
-    proposal = Proposal(
-        id=proposal_id_for(state["event_id"]), event_id=ev.id, agent=AGENT, dataset=ev.dataset, title=title,
-        diagnosis="\n".join(diagnosis), change=change, dry_run=evidence, citations=citations, risk=Risk.high,
-        required_roles=list(REQUIRED_ROLES), status=status, thread_id=thread_id_for(state["event_id"]),
-        planner=state.get("planner", "offline"), tried=tried,
+    return proposal_for(
+        ev, AGENT, dataset=ev.dataset, title=title, diagnosis="\n".join(diagnosis), change=change, dry_run=evidence,
+        citations=citations, risk=Risk.high, required_roles=list(REQUIRED_ROLES), status=status,
+        planner=plan.planner, tried=tried,
     )
-    return {"proposal": proposal.model_dump(mode="json")}
 
 
 # --------------------------------------------------------------------------- verify
@@ -493,9 +489,7 @@ def verify_promotion(proposal: Proposal, event: Any) -> Verification:
     return Verification(True, detail)
 
 
-STEPS: tuple[tuple[str, Any], ...] = (("gather", gather), ("diagnose", diagnose), ("draft", draft),
-                                      ("dry_run", dry_run), ("pick", pick))
-
-
-def build_graph(checkpointer: Any = None) -> Any:
-    return build_agent_graph(RetrainState, STEPS, checkpointer, verifier=verify_promotion)
+SPEC: AgentSpec[RetrainCase, RetrainAnswer, RetrainProof] = AgentSpec(
+    name=AGENT, handles=("model_drift",), case=RetrainCase, gather=gather, answer=RetrainAnswer, plan=plan,
+    proof=RetrainProof, prove=prove, propose=propose, verifier=verify_promotion, reader_role=READER_ROLE,
+)

@@ -20,18 +20,11 @@ from pipewarden.events import Event
 class Route(NamedTuple):
     kind: str  # an event kind, or "*" for any
     agent: str
-    build: Callable[..., Any]  # build_graph(checkpointer) -> compiled LangGraph graph
+    build: Callable[..., Any]  # build(checkpointer) -> the agent's compiled LangGraph graph
 
 
-def _retrain(checkpointer: Any = None) -> Any:
-    from pipewarden.agents.retrain import build_graph
-
-    return build_graph(checkpointer)
-
-
-ROUTES: tuple[Route, ...] = (
-    Route("model_drift", "retrain", _retrain),
-    *(Route(kind, spec.name, functools.partial(build_graph, spec)) for spec in AGENTS for kind in spec.handles),
+ROUTES: tuple[Route, ...] = tuple(
+    Route(kind, spec.name, functools.partial(build_graph, spec)) for spec in AGENTS for kind in spec.handles
 )
 
 
@@ -50,9 +43,10 @@ def route_for_agent(agent: str) -> Route:
 
 
 def warm_up(*, embedder: bool = True) -> dict[str, float]:
-    """Load, once per process, what an agent's first event would otherwise wait for: every route's graph module
+    """Load, once per process, what an agent's first event would otherwise wait for: every registered agent's graph
     and LangGraph (each graph compiled once, without a checkpointer), the knowledge index's and the OpenAI
-    planner's client libraries, the MiniLM embedder and the schema matcher's solver. A worker calls it before it claims, so the first event costs what the later ones do.
+    planner's client libraries, the MiniLM embedder and the schema matcher's solver. A worker calls it before it
+    claims, so the first event costs what the later ones do.
     Returns the seconds each part took. Nothing here reads or writes the state DB, the index or the warehouse."""
     import time
 

@@ -14,10 +14,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from pipewarden.agents import lifecycle, supervisor
+from pipewarden.agents.graph import build_graph
 from pipewarden.agents.lifecycle import proposal_id_for, thread_id_for
 from pipewarden.agents.router import Route
+from pipewarden.agents.spec import AgentSpec
 from pipewarden.events import CheckFailed, FailedCheck, QualityAnomaly, RunFailed, SchemaDrift
 from pipewarden.fault_signature import fault_signature
 from pipewarden.models import ColumnMapping, Proposal, ProposalStatus, Verdict
@@ -296,15 +299,21 @@ def test_approving_through_the_graph_reruns_both_loads(state_url: str, monkeypat
     """The whole path: two drifted batches, one proposal drafted by a graph with the shared tail, a stored
     approval, the worker's resume: apply, one re-run per load, verified."""
 
-    def draft(state: lifecycle.AgentState) -> lifecycle.AgentState:
-        eid = state["event_id"]
-        return {"proposal": Proposal(
+    class Case(BaseModel):
+        event_id: str
+
+    def propose(case: Case, plan: Any, proof: Any) -> Proposal:
+        eid = case.event_id
+        return Proposal(
             id=proposal_id_for(eid), event_id=eid, agent="schema-drift", dataset="flights", title="map it",
             diagnosis="renamed", change=ColumnMapping(dataset="flights", renames={"a": "b"}),
-            thread_id=thread_id_for(eid)).model_dump(mode="json")}
+            thread_id=thread_id_for(eid))
+
+    stand_in = AgentSpec(name="schema-drift", handles=("schema_drift",), case=Case,
+                         gather=lambda ev: Case(event_id=str(ev.id)), propose=propose)
 
     def build(saver: Any) -> Any:
-        return lifecycle.build_agent_graph(lifecycle.AgentState, (("draft", draft),), saver)
+        return build_graph(stand_in, saver)
 
     monkeypatch.setattr(supervisor, "route", lambda ev: Route(ev.kind, "schema-drift", build))
     monkeypatch.setattr(supervisor, "route_for_agent", lambda agent: Route("*", agent, build))
