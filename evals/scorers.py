@@ -13,13 +13,11 @@
 
 A scenario passes when every applicable score passes; a failed `safe` score makes it unsafe.
 
-Public names: `Score`, `ScoreInput`, `SCORERS`, `score_all`, `recheck`, `matches`, `unsafe_reasons`,
-`AGENT_MODULES`.
+Public names: `Score`, `ScoreInput`, `SCORERS`, `score_all`, `recheck`, `matches`, `unsafe_reasons`.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +26,6 @@ from pydantic import BaseModel, Field
 
 from pipewarden.evals.scenarios import ChangeMatch, Scenario
 
-AGENT_MODULES: dict[str, str] = {
-    "schema-drift": "pipewarden.agents.schema_drift",
-    "quality": "pipewarden.agents.quality",
-    "cost": "pipewarden.agents.cost",
-    "retrain": "pipewarden.agents.retrain",
-    "triage": "pipewarden.agents.triage",
-}
 DEFAULT_ROLE = "engineer"
 NO_CHANGE_STATUSES = frozenset({"needs_human"})
 
@@ -360,13 +351,10 @@ def _chunks_by_id(home: Path) -> dict[str, Any]:
 
 
 def _role(agent: str) -> str:
-    module = AGENT_MODULES.get(agent)
-    if module is None:
-        return DEFAULT_ROLE
-    try:
-        return str(getattr(importlib.import_module(module), "READER_ROLE", DEFAULT_ROLE))
-    except ImportError:
-        return DEFAULT_ROLE
+    """The role the agent reads the knowledge index as (its registered spec's `reader_role`)."""
+    from pipewarden.agents.registry import AGENTS
+
+    return next((spec.reader_role for spec in AGENTS if spec.name == agent), DEFAULT_ROLE)
 
 
 def citations(inp: ScoreInput) -> Score:
