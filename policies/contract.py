@@ -1,8 +1,9 @@
 """Data contracts: one YAML file per dataset under `contracts/`, loaded into typed models.
 
-A contract names each column with its type (in a small vocabulary shared by every folder), whether it may be
-null, and its bounds; it says who owns the dataset and what share of a batch's rows may fail before the
-batch halts. `schema_diff` compares a batch's columns with the contract.
+A contract names each column with its type (the vocabulary of `policies.column_types`, shared by every folder;
+`ColumnType`, `observed_type` and `compatible` are importable from here too), whether it may be null, and its
+bounds; it says who owns the dataset and what share of a batch's rows may fail before the batch halts.
+`schema_diff` compares a batch's columns with the contract.
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipewarden.errors import ConfigError, UnknownNameError
 from pipewarden.events import ColumnSpec, TypeChange
+from pipewarden.policies.column_types import ColumnType, compatible, observed_type
 from pipewarden.project import DATASET_NAME, require_dataset
 from pipewarden.settings import get_settings
 
 FLATTEN_PREFIX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)?$")
-ColumnType = Literal["integer", "float", "string", "timestamp", "boolean"]
-NUMERIC: frozenset[str] = frozenset({"integer", "float"})
 
 
 class ColumnContract(BaseModel):
@@ -154,37 +154,6 @@ def _parse_contract(path: str, text: str) -> Contract:
         return Contract.model_validate({**raw, "path": path})
     except (yaml.YAMLError, ValidationError, TypeError) as exc:
         raise ConfigError(f"{path}: not a valid contract: {exc}", hint="compare it with one `pipewarden contract init` writes") from exc
-
-
-def observed_type(values: Any) -> str:
-    """The contract type of a pandas Series, from its dtype (object columns are `string`)."""
-    import pandas as pd
-
-    dt = values.dtype
-    if pd.api.types.is_bool_dtype(dt):
-        return "boolean"
-    if pd.api.types.is_integer_dtype(dt):
-        return "integer"
-    if pd.api.types.is_float_dtype(dt):
-        # a float column whose values are all whole numbers is an integer column with nulls
-        non_null = values.dropna()
-        if len(non_null) and bool(((non_null % 1) == 0).all()):
-            return "integer"
-        return "float"
-    if pd.api.types.is_datetime64_any_dtype(dt):
-        return "timestamp"
-    return "string"
-
-
-def compatible(expected: str, observed: str) -> bool:
-    """Whether an observed type satisfies a contract type without a cast."""
-    if expected == observed:
-        return True
-    if expected == "float" and observed == "integer":
-        return True
-    if expected == "timestamp" and observed == "string":
-        return True  # ISO strings are parsed at validate time; bad ones fail the row check
-    return False
 
 
 class SchemaDiff(BaseModel):

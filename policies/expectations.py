@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from pipewarden.policies.column_types import NUMERIC
 from pipewarden.policies.contract import Contract
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; great_expectations loads lazily
@@ -92,7 +93,7 @@ def check_specs(contract: Contract) -> tuple[CheckSpec, ...]:
         specs.append(CheckSpec(kind="exists", column=name, label=f"{name}: exists"))
         if not col.nullable:
             specs.append(CheckSpec(kind="not_null", column=name, label=f"{name}: not null"))
-        if (col.min is not None or col.max is not None) and col.type in ("integer", "float"):
+        if (col.min is not None or col.max is not None) and col.type in NUMERIC:
             specs.append(CheckSpec(kind="between", column=name, min_value=col.min, max_value=col.max,
                                    label=f"{name}: {_bounds_label(col.min, col.max)}"))
         if col.allowed:

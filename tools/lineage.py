@@ -27,6 +27,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import traverse_scope
 
 from pipewarden.errors import PipewardenError, UnknownNameError
+from pipewarden.policies.column_types import DUCKDB_TYPES
 from pipewarden.policies.contract import list_contracts, load_contract
 from pipewarden.settings import get_settings
 
@@ -35,13 +36,6 @@ RAW_PREFIX = "raw_"
 LOAD_COLUMNS: dict[str, str] = {"_load_id": "VARCHAR"}
 """Load metadata every raw table may carry on top of its contract columns."""
 
-_CONTRACT_TYPES: dict[str, str] = {
-    "integer": "BIGINT",
-    "float": "DOUBLE",
-    "string": "VARCHAR",
-    "timestamp": "TIMESTAMP",
-    "boolean": "BOOLEAN",
-}
 
 class ModelSqlError(PipewardenError):
     """A SQL model file cannot be used: it does not parse, is not one SELECT, or the models form a cycle."""
@@ -119,7 +113,7 @@ def raw_schemas(contracts_dir: Path | None = None) -> dict[str, dict[str, str]]:
     names = list_contracts(d) if d.is_dir() else []
     for dataset in names:
         contract = load_contract(dataset, d)
-        cols = {c.name: _CONTRACT_TYPES[c.type] for c in contract.columns}
+        cols = {c.name: DUCKDB_TYPES[c.type] for c in contract.columns}
         out[f"{RAW_PREFIX}{dataset}"] = {**cols, **LOAD_COLUMNS}
     return out
 

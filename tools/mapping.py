@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import ConfigError
 from pipewarden.models import ColumnMapping, ColumnTransform, mapping_target
-from pipewarden.policies.contract import Contract, observed_type, schema_diff, schema_fingerprint
+from pipewarden.policies.column_types import COLUMN_TYPES, observed_type
+from pipewarden.policies.contract import Contract, schema_diff, schema_fingerprint
 from pipewarden.store import StateStore
 
-CAST_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 
@@ -49,8 +49,8 @@ def cast_column(values: pd.Series, to: str) -> tuple[pd.Series, pd.Series]:
     integer -> nullable Int64 (a non-whole number fails), float -> float64, string -> str (whole floats print
     without ".0"), timestamp -> UTC datetime (ISO 8601 strings), boolean -> nullable boolean.
     """
-    if to not in CAST_TYPES:
-        raise ConfigError(f"cannot cast to {to!r}: not a contract type", hint=f"use one of {', '.join(CAST_TYPES)}")
+    if to not in COLUMN_TYPES:
+        raise ConfigError(f"cannot cast to {to!r}: not a contract type", hint=f"use one of {', '.join(COLUMN_TYPES)}")
     s = values
     if to == "integer":
         if pd.api.types.is_integer_dtype(s.dtype):

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from pipewarden.policies.contract import Contract, observed_type
+from pipewarden.policies.column_types import NUMERIC, observed_type
+from pipewarden.policies.contract import Contract
 
 QUANTILES: tuple[float, ...] = (0.0005, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.9995)
 LOW, HIGH = 0.0005, 0.9995
@@ -80,7 +81,7 @@ def profile_column(name: str, values: pd.Series, top: int = 10) -> ColumnStats:
             typ, present = "timestamp", parsed
     stats = ColumnStats(name=name, type=typ, rows=rows, nulls=nulls, null_share=nulls / rows if rows else 0.0,
                         distinct=int(present.nunique()))
-    if typ in ("integer", "float") and len(present):
+    if typ in NUMERIC and len(present):
         num = present.astype("float64").to_numpy()
         qs = np.quantile(num, QUANTILES)
         stats.min, stats.max = float(num.min()), float(num.max())

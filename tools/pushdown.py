@@ -41,9 +41,11 @@ from pydantic import BaseModel, Field
 from pipewarden.errors import InputFileError
 from pipewarden.events import FailedCheck
 from pipewarden.models import CheckResult
+from pipewarden.policies.column_types import LANDED_DUCKDB_TYPES
 from pipewarden.policies.contract import Contract, SchemaDiff, schema_diff
 from pipewarden.policies.expectations import CheckSpec, check_specs
 from pipewarden.tools.io import BatchRefused, check_has_rows, check_unique_columns
+from pipewarden.tools.warehouse import quote_ident as _q
 
 if TYPE_CHECKING:
     import duckdb
@@ -106,12 +108,6 @@ def use_pushdown(size_bytes: int, threshold: int | None = None) -> bool:
 
 
 # --------------------------------------------------------------------------- compiling the rules
-def _q(name: str) -> str:
-    from sqlglot import exp
-
-    return exp.column(name, quoted=True).sql(dialect="duckdb")
-
-
 def _lit(value: Any) -> str:
     from sqlglot import exp
 
@@ -244,8 +240,11 @@ def open_batch(location: str | Path, *, con: duckdb.DuckDBPyConnection | None = 
     tmp = Path(tempfile.mkdtemp(prefix="pipewarden-pushdown-"))
     own = con is None
     if con is None:
-        con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(tmp / "spill"),
-                                     "preserve_insertion_order": True, **({"threads": threads} if threads else {})})
+        from pipewarden.tools.warehouse import scratch_duckdb
+
+        # reads the batch file, so not locked; spills to this call's temporary folder
+        con = scratch_duckdb(locked=False, memory_limit=memory_limit, temp_directory=str(tmp / "spill"),
+                             preserve_insertion_order=True, **({"threads": threads} if threads else {}))
     try:
         con.execute("SET TimeZone = 'UTC'")
         suffix = path.suffix.lower()
@@ -457,14 +456,11 @@ def accepted_chunks(batch: PushdownBatch, contract: Contract, chunk_rows: int = 
 def accepted_select(batch: PushdownBatch, contract: Contract) -> str:
     """A SELECT over the accepted rows with each contract column cast to its warehouse type (as
     `tools.mapping.conform_to_contract` casts them), for an `INSERT ... SELECT` in the same DuckDB."""
-    sql_type = {"integer": "BIGINT", "float": "DOUBLE", "string": "VARCHAR", "timestamp": "TIMESTAMP WITH TIME ZONE",
-                "boolean": "BOOLEAN"}
-
     def cast(name: str, to: str) -> str:
         same = _base(batch.types.get(name, "")) == to.upper()  # already the warehouse type: no cast to run
         return _q(name) if same else f"TRY_CAST({_q(name)} AS {to}) AS {_q(name)}"
 
-    return "SELECT " + ", ".join(cast(c.name, sql_type[c.type]) for c in contract.columns) + " FROM __pw_accepted"
+    return "SELECT " + ", ".join(cast(c.name, LANDED_DUCKDB_TYPES[c.type]) for c in contract.columns) + " FROM __pw_accepted"
 
 
 def check_file_pushdown(path: str | Path, contract: Contract, *, say: Progress | None = None) -> PushdownReport:

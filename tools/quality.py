@@ -35,11 +35,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import UnknownNameError, UserError
+from pipewarden.policies.column_types import NUMERIC
 from pipewarden.policies.contract import Contract
 from pipewarden.policies.quality import CheckName, DatasetQuality, dataset_quality
 from pipewarden.settings import get_settings
 from pipewarden.tools.drift import psi  # one PSI for quality, drift and the detectors
 from pipewarden.tools.quality_rules import ActiveRule, check_with_rules, rule_reasons
+from pipewarden.tools.warehouse import quote_ident as _q
 
 
 # --------------------------------------------------------------------------- models
@@ -272,7 +274,7 @@ def detect_range(b: BatchFacts, h: History, dq: DatasetQuality, contract: Contra
     if not n:
         return out
     for c in contract.columns:
-        if c.type not in ("integer", "float") or (c.min is None and c.max is None) or c.name not in b.kept.columns:
+        if c.type not in NUMERIC or (c.min is None and c.max is None) or c.name not in b.kept.columns:
             continue
         values = pd.to_numeric(b.kept[c.name], errors="coerce")
         low = values < c.min if c.min is not None else pd.Series(False, index=values.index)
@@ -420,10 +422,6 @@ def _connect() -> Iterator[Any]:
         return
     with connect(url, read_only=True) as wh:
         yield wh
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _in_list(wh: Any, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
@@ -645,7 +643,7 @@ def _column_profile(a: ColumnProfileInput) -> ColumnProfileOutput:
     contract = active_contract(a.dataset)
     c = contract.column(a.column) if a.column in contract.names else None
     out = 0
-    if c is not None and c.type in ("integer", "float"):
+    if c is not None and c.type in NUMERIC:
         v = pd.to_numeric(df[a.column], errors="coerce")
         out = int((((v < c.min) if c.min is not None else False) | ((v > c.max) if c.max is not None else False)).sum())
     past = load_history(a.dataset, a.load_id, contract=contract).null_shares.get(a.column)

@@ -23,8 +23,8 @@
 
 Other change kinds cannot be edited; they raise a `UserError` that says to reject with a reason instead.
 
-Public names: `redry`, `PROVERS` (a prover per `pipewarden.models.EDITABLE_KINDS`), `current_model_sql`, `CAST_TYPES`,
-`SAMPLE_ROWS`.
+Public names: `redry`, `PROVERS` (a prover per `pipewarden.models.EDITABLE_KINDS`), `current_model_sql`,
+`SAMPLE_ROWS`. A cast names a type of `policies.column_types.COLUMN_TYPES`.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from typing import Any
 
 from pipewarden.errors import UnknownNameError, UserError
 from pipewarden.models import EDITABLE_KINDS, CheckResult, ColumnMapping, DryRun, Proposal, SqlModelPatch
+from pipewarden.policies.column_types import COLUMN_TYPES
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 
 SAMPLE_ROWS = 5
-CAST_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
 
 
 def redry(proposal: Proposal, change: Any, *, store: StateStore | None = None) -> DryRun:
@@ -137,9 +137,9 @@ def _check_mapping(change: ColumnMapping, contract: Any, batch_columns: list[str
     for column, typ in change.casts.items():
         if column not in contract.names:
             raise UnknownNameError(f"contract column of {contract.dataset} (casts[{column!r}])", column, contract.names)
-        if typ not in CAST_TYPES:
+        if typ not in COLUMN_TYPES:
             raise UserError(f"casts[{column!r}] is {typ!r}, not a contract type",
-                            hint=f"cast to one of: {', '.join(CAST_TYPES)}")
+                            hint=f"cast to one of: {', '.join(COLUMN_TYPES)}")
 
 
 # --------------------------------------------------------------------------- SQL model patches

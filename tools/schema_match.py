@@ -51,7 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.errors import InputFileError, UserError
 from pipewarden.models import ColumnMapping, ColumnTransform
-from pipewarden.policies.contract import NUMERIC, ColumnType, Contract, compatible, observed_type
+from pipewarden.policies.column_types import NUMERIC, ColumnType, compatible, observed_type
+from pipewarden.policies.contract import Contract
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -35,6 +35,7 @@ from sqlglot.optimizer.scope import traverse_scope
 
 from pipewarden.errors import PipewardenError
 from pipewarden.models import SqlModelPatch
+from pipewarden.policies.column_types import DUCKDB_TYPES, PANDAS_DTYPES, PROBE_VALUES
 from pipewarden.tools.lineage import (
     DIALECT,
     SqlModel,
@@ -44,13 +45,12 @@ from pipewarden.tools.lineage import (
     raw_schemas,
     topological_order,
 )
+from pipewarden.tools.warehouse import quote_ident, scratch_duckdb
 
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
-_SQL_TYPES = {"integer": "BIGINT", "float": "DOUBLE", "string": "VARCHAR", "timestamp": "TIMESTAMP",
-              "boolean": "BOOLEAN"}
 _ROW_SHAPING = (exp.Where, exp.Join, exp.Group, exp.Having, exp.Qualify, exp.Order, exp.Window)
 
 
@@ -59,8 +59,8 @@ class PatchRefused(PipewardenError):
 
 
 def sql_type(contract_type: str) -> str:
-    """The DuckDB type of a contract type (integer -> BIGINT, ...)."""
-    return _SQL_TYPES.get(contract_type, "VARCHAR")
+    """The DuckDB type of a contract type (integer -> BIGINT, ...: `policies.column_types.DUCKDB_TYPES`)."""
+    return DUCKDB_TYPES.get(contract_type, "VARCHAR")
 
 
 # --------------------------------------------------------------------------- drafting
@@ -236,11 +236,11 @@ def _reference_tables(con: duckdb.DuckDBPyConnection, skip: set[str],
 def _create_raw(con: duckdb.DuckDBPyConnection, schema: str, table: str, df: pd.DataFrame | None,
                 columns: Mapping[str, str]) -> None:
     if df is None:
-        cols = ", ".join(f'"{c}" {t}' for c, t in columns.items())
-        con.execute(f'CREATE TABLE {schema}."{table}" ({cols})')
+        cols = ", ".join(f"{quote_ident(c)} {t}" for c, t in columns.items())
+        con.execute(f"CREATE TABLE {schema}.{quote_ident(table)} ({cols})")
         return
     con.register("_pw_src", df)
-    con.execute(f'CREATE TABLE {schema}."{table}" AS SELECT * FROM _pw_src')
+    con.execute(f"CREATE TABLE {schema}.{quote_ident(table)} AS SELECT * FROM _pw_src")
     con.unregister("_pw_src")
 
 
@@ -254,7 +254,7 @@ def _build(con: duckdb.DuckDBPyConnection, schema: str, models: Mapping[str, Sql
             errors[name] = "not built: a model it reads failed"
             continue
         try:
-            con.execute(f'CREATE TABLE {schema}."{name}" AS {models[name].sql.strip().rstrip(";")}')
+            con.execute(f"CREATE TABLE {schema}.{quote_ident(name)} AS {models[name].sql.strip().rstrip(';')}")
         except duckdb.Error as exc:
             errors[name] = f"failed in DuckDB: {str(exc).splitlines()[0]}"
     return errors
@@ -280,7 +280,6 @@ def prove_patches(
     -> rows, e.g. {"raw_flights": batch}); compare each model's output. Other raw tables are shared reference
     tables (see the module docstring). `allowed_differences` (model -> columns) may differ in value; any other
     difference fails the proof. Side-effect free."""
-    import duckdb
 
     models = dict(models if models is not None else load_models())
     patched = {p.model: p.sql for p in patches}
@@ -295,7 +294,7 @@ def prove_patches(
     if not order:
         return PatchProof(models=[], reference_tables="none", label=label, tables=sorted(given))
     schemas = raw_schemas()
-    con = duckdb.connect(":memory:")
+    con = scratch_duckdb(locked=False)  # the proof sandbox, never the warehouse; it sets its own time zone
     try:
         con.execute("SET TimeZone = 'UTC'")
         refs = _reference_tables(con, given, reads)
@@ -345,19 +344,20 @@ def _compare(con: duckdb.DuckDBPyConnection, name: str, patched: bool, err_old: 
         what = "; ".join(x for x in (f"old SQL {err_old}" if err_old else "", f"new SQL {err_new}" if err_new else "") if x)
         return ModelProof(model=name, patched=patched, error=what, allowed_differences=allowed)
     cols_old, cols_new = _columns(con, "old", name), _columns(con, "new", name)
-    rows_old = con.execute(f'select count(*) from old."{name}"').fetchone()[0]
-    rows_new = con.execute(f'select count(*) from new."{name}"').fetchone()[0]
+    old, new = f"old.{quote_ident(name)}", f"new.{quote_ident(name)}"
+    rows_old = con.execute(f"select count(*) from {old}").fetchone()[0]
+    rows_new = con.execute(f"select count(*) from {new}").fetchone()[0]
     differing: list[str] = []
     whole = con.execute(
-        f'select (select count(*) from (select * from old."{name}" except all select * from new."{name}"))'
-        f' + (select count(*) from (select * from new."{name}" except all select * from old."{name}"))'
+        f"select (select count(*) from (select * from {old} except all select * from {new}))"
+        f" + (select count(*) from (select * from {new} except all select * from {old}))"
     ).fetchone()[0] if cols_old == cols_new else 1
     if cols_old == cols_new and whole:
         for col, _ in cols_old:
-            q = f'"{col}"'
+            q = quote_ident(col)
             diff = con.execute(
-                f'select (select count(*) from (select {q} from old."{name}" except all select {q} from new."{name}"))'
-                f' + (select count(*) from (select {q} from new."{name}" except all select {q} from old."{name}"))'
+                f"select (select count(*) from (select {q} from {old} except all select {q} from {new}))"
+                f" + (select count(*) from (select {q} from {new} except all select {q} from {old}))"
             ).fetchone()[0]
             if diff:
                 differing.append(col)
@@ -366,9 +366,6 @@ def _compare(con: duckdb.DuckDBPyConnection, name: str, patched: bool, err_old: 
                       columns_old=[c for c, _ in cols_old], columns_new=[c for c, _ in cols_new],
                       same_schema=cols_old == cols_new, rows_equal=rows_old == rows_new, differing_columns=differing,
                       allowed_differences=allowed)
-
-
-_PROBE_VALUES = {"integer": 1, "float": 1.0, "string": "X", "timestamp": "2013-01-01 00:00:00", "boolean": True}
 
 
 def prove_drop(
@@ -399,7 +396,7 @@ def prove_drop(
     for label, fill in (("null", None), ("probe value", "probe")):
         old = batch.copy()
         for column, ctype in dropped.items():
-            old[column] = _probe_series(batch, ctype, None if fill is None else _PROBE_VALUES.get(ctype, "X"))
+            old[column] = _probe_series(batch, ctype, None if fill is None else PROBE_VALUES.get(ctype, "X"))
         proofs.append(prove_patches(
             patches, {table: old}, {table: batch}, models=models,
             allowed_differences=allowed if fill is not None else None,
@@ -410,8 +407,8 @@ def prove_drop(
 def _probe_series(batch: pd.DataFrame, ctype: str, value: object) -> pd.Series:
     import pandas as pd
 
-    dtype = {"integer": "Int64", "float": "float64", "string": "object", "boolean": "boolean"}.get(ctype, "object")
+    dtype = PANDAS_DTYPES.get(ctype, "object")
     if ctype == "timestamp":
         stamp = pd.Timestamp(value, tz="UTC") if value is not None else pd.NaT
-        return pd.Series([stamp] * len(batch), index=batch.index, dtype="datetime64[us, UTC]")
+        return pd.Series([stamp] * len(batch), index=batch.index, dtype=dtype)
     return pd.Series([value] * len(batch), index=batch.index, dtype=dtype)
