@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -57,6 +58,10 @@ SLACK_FAILED = "slack_failed"
 REPLAY_WINDOW_S = 5 * 60  # Slack's: a request older than this is refused by its timestamp
 MAX_BODY_BYTES = 1 << 20  # Slack's interaction payloads are a few KB; refuse anything past 1 MiB
 SLACK_TIMEOUT_S = 10
+# Threads running the work after the acks (deciding, chat.update). They share the interpreter with the acks, which
+# Slack waits for: bolt's default of 5 let a burst of clicks' work crowd the acks out (issue 10); the decisions
+# themselves are one writer at a time in the state DB anyway. Work beyond them waits in the executor's queue.
+AFTER_ACK_THREADS = 2
 
 
 # --------------------------------------------------------------------------- configuration
@@ -423,6 +428,7 @@ def build_bolt_app(settings: Settings | None = None) -> App:
         name="pipewarden", client=client, authorize=authorize, logger=logging.getLogger("pipewarden.inbox.slack.bolt"),
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         process_before_response=True, before_authorize=_refuse_replays,
+        listener_executor=ThreadPoolExecutor(AFTER_ACK_THREADS, thread_name_prefix="pipewarden-slack"),
     )
     app.action(blocks.APPROVE_ACTION)(ack=_ack, lazy=[on_approve])
     app.action(blocks.REJECT_ACTION)(ack=_ack, lazy=[on_reject_click])

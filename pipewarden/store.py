@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -55,6 +56,10 @@ T = TypeVar("T")
 MIN_PREFIX = 4  # the shortest proposal id prefix accepted
 _ID_CHARS = re.compile(r"[0-9a-f][0-9a-f-]*")  # what a proposal id (a UUID) or a prefix of one is made of
 AUDIT_LOCK = 7_420_114  # pg_advisory_xact_lock key serializing appends to the audit chain
+SLACK_SWEEP_S = 60.0  # how often one process deletes Slack signatures past their window (see seen_slack_request)
+# Per engine: when this process last deleted old Slack signatures (monotonic). Housekeeping only: a signature past
+# its window counts as unseen whether or not it was deleted yet.
+_SWEPT: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 # The approval policy `decide` runs inside its transaction: raise to refuse, return True when the proposal is
 # decided with this decision (a rejection, or enough approvals), False when it still waits for more approvals.
 DecisionPolicy = Callable[[Proposal, list[Decision], Decision], bool]
@@ -903,19 +908,30 @@ class StateStore:
         return row.channel, row.thread_ts or row.ts
 
     def seen_slack_request(self, signature: str, max_age_s: float = 600.0) -> bool:
-        """Remember a Slack request's signature; True if it was seen before (a replay). Forgets old ones."""
+        """Remember a Slack request's signature; True if it was seen within `max_age_s` (a replay).
+
+        One statement on the path of every Slack acknowledgement: an insert that, for a signature already there,
+        only refreshes one older than `max_age_s` (so it counts as new) and changes no row for a live one.
+        Signatures past `max_age_s` are deleted at most every `SLACK_SWEEP_S` per process (they count as unseen
+        whether or not they are still there)."""
         now = utcnow()
+        cutoff = now - timedelta(seconds=max_age_s)
+        t = db.slack_requests
+        sweep = time.monotonic() - _SWEPT.get(self.engine, -SLACK_SWEEP_S) >= SLACK_SWEEP_S
 
         def tx(conn: Connection) -> bool:
-            conn.execute(db.slack_requests.delete().where(
-                db.slack_requests.c.seen_at < now - timedelta(seconds=max_age_s)))
-            if conn.execute(sa.select(db.slack_requests.c.signature)
-                            .where(db.slack_requests.c.signature == signature)).first():
-                return True
-            conn.execute(db.slack_requests.insert().values(signature=signature, seen_at=now))
-            return False
+            if sweep:
+                conn.execute(t.delete().where(t.c.seen_at < cutoff))
+            insert = _dialect_insert(conn)(t).values(signature=signature, seen_at=now)
+            written = conn.execute(insert.on_conflict_do_update(
+                index_elements=[t.c.signature], set_={"seen_at": insert.excluded.seen_at}, where=t.c.seen_at < cutoff,
+            ).returning(t.c.signature)).first()
+            return written is None  # a live row with this signature: nothing inserted, nothing refreshed
 
-        return self._write(tx)
+        seen = self._write(tx)
+        if sweep:
+            _SWEPT[self.engine] = time.monotonic()
+        return seen
 
     # ------------------------------------------------------------------ one fault, one proposal: occurrences
     def attach_occurrence(self, event: Event, signature: FaultSignature, proposal_id: UUID | str,
@@ -1152,6 +1168,15 @@ def _same_report(conn: Connection, first_id: str, event: Event, key: str) -> Non
         raise InvalidField(("idempotency_key",), f"{key!r} was already used for another event ({first_id[:8]}, a "
                            f"{stored.get('kind')} on {stored.get('dataset')})",
                            hint="use a new key for a new event; send a key again only to retry the same report")
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    """The dialect's INSERT construct, which has ON CONFLICT (SQLite and PostgreSQL, the state DBs supported)."""
+    if db.is_postgres(conn):
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
 
 
 def _lock_status(conn: Connection, pid: str, *, missing_ok: bool = False) -> str:

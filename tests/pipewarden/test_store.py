@@ -340,6 +340,37 @@ def test_slack_messages_and_threads_by_fault(state_url: str) -> None:
     assert store.seen_slack_request("v0=abc") is True
 
 
+def test_a_slack_signature_is_a_replay_only_within_its_window(state_url: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """One upsert per acknowledgement: a signature older than the window counts as new (and is remembered
+    afresh), a live one is a replay; the old rows are swept every SLACK_SWEEP_S, which changes no answer."""
+    from pipewarden import store as store_module
+
+    store = StateStore()
+    t = db.slack_requests
+
+    def age(signature: str, minutes: int) -> None:
+        with store.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.signature == signature)
+                         .values(seen_at=utcnow() - timedelta(minutes=minutes)))
+
+    assert store.seen_slack_request("v0=win", max_age_s=600) is False
+    assert store.seen_slack_request("v0=win", max_age_s=600) is True
+    age("v0=win", 9)
+    assert store.seen_slack_request("v0=win", max_age_s=600) is True  # 9 minutes old: still within the window
+    age("v0=win", 11)
+    assert store.seen_slack_request("v0=win", max_age_s=600) is False  # past it: a new request again
+    assert store.seen_slack_request("v0=win", max_age_s=600) is True  # ... remembered from now on
+
+    assert store.seen_slack_request("v0=old", max_age_s=600) is False
+    age("v0=old", 11)
+    monkeypatch.setattr(store_module, "_SWEPT", type(store_module._SWEPT)())  # as if no sweep ran lately
+    assert store.seen_slack_request("v0=new", max_age_s=600) is False
+    with store.engine.connect() as conn:
+        left = set(conn.execute(sa.select(t.c.signature)).scalars())
+    assert left == {"v0=win", "v0=new"}  # the old row was swept; the live ones stay
+
+
 def test_expire_stale_moves_only_overdue_open_proposals(state_url: str) -> None:
     store = StateStore()
     fresh = pending_proposal(store)
