@@ -7,16 +7,17 @@ A script, not a test: it prints rates and percentiles and never asserts on time.
     (uvicorn) in a child process on 127.0.0.1, the state DB (SQLite in a fresh home, then a fresh PostgreSQL
     database that is dropped after), bearer-token authentication, the approval rules and the decision service's
     transaction (decision, status change, hash-chained audit entry). Each decision is on a distinct pending
-    proposal seeded beforehand; each client (its own `httpx.AsyncClient`, one connection) approves its share one
-    after another, all clients at once, after a warm-up of 20 decisions in turn. Latency is measured at the
+    proposal seeded beforehand; each client (its own keep-alive connection, `Connection`: a minimal HTTP/1.1
+    client, since httpx cost more CPU per request than the server) approves its share one after another, all clients at once, after a warm-up of 20 decisions in turn. Latency is measured at the
     client, from sending to the full answer. The server runs without its supervisor worker (`--no-worker`, where
     the command has it) and with a no-op Resumer port, so the figure is the request path, not the agent applying.
     Reported: decisions/s over the wall time, p50/p95/p99/max ms, the status codes, how many proposals the state
-    DB then holds as approved, and whether the audit chain verifies.
+    DB then holds as approved, whether the audit chain verifies, and the CPU ms per decision of the server and of
+    this process (the clients).
 (2) Slack: time from sending a signed Approve click (an owner's, on its own proposal) to its HTTP answer (the
     ack), through the real slack-bolt handler of `pipewarden serve` (a child process) and the fake Slack Web API
     (`tests/fakes/slack_api.py`, served from this process, reached by the real `slack_sdk` client). `--slack-clicks`
-    (300) clicks one at a time, then as many with 8 clients at once. The work after the ack (deciding, and in the
+    (300) clicks one at a time, then as many with 8 clients at once (each its own `Connection`). The work after the ack (deciding, and in the
     code before the hand-off, applying through the fake Resumer; then `chat.update`) runs meanwhile in the server.
     Reported: p50/p95/p99/max ms, clicks/s, and where the proposals ended.
 
@@ -26,7 +27,7 @@ Run from the repo root:
 `benchmarks/bench.py` runs the same functions (`bench_decisions_both`, `bench_slack_ack`).
 
 Public names: `bench_decisions(url, say, clients, per_client)`, `bench_decisions_both(say)`,
-`bench_slack_ack(say, clicks)`, `postgres_database()`, `percentile`, `noop_resumer`, `main(argv)`.
+`bench_slack_ack(say, clicks)`, `postgres_database()`, `percentile`, `noop_resumer`, `Connection`, `main(argv)`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,55 @@ def percentile(values: list[float], q: float) -> float:
     k = (len(xs) - 1) * q / 100
     lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection over asyncio streams, for the timed requests.
+
+    httpx's AsyncClient cost this process about 3.5 ms of CPU per request on the 2-core machine of issue 10 (the
+    server: 1 ms for a trivial route), so fifty of them measured the client more than the server. This sends the
+    same bytes a client would (request line, Host, the given headers, Content-Length, the body) and reads the
+    status, the headers and a Content-Length body, for a fraction of that. Chunked answers are refused (the
+    inbox's JSON answers carry a Content-Length)."""
+
+    def __init__(self, base: str, headers: dict[str, str] | None = None) -> None:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(base)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        self.headers = dict(headers or {})
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """POST `body` to `path`; (status, body) of the answer."""
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._streams
+        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                 *(f"{k}: {v}" for k, v in {**self.headers, **(headers or {})}.items()), f"Content-Length: {len(body)}"]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        status_line = await reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status, length, close = int(status_line.split()[1]), 0, False
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding":
+                raise RuntimeError("a chunked answer: this client reads Content-Length bodies only")
+            elif name == "connection" and value.strip().lower() == "close":
+                close = True
+        data = await reader.readexactly(length) if length else b""
+        if close:
+            await self.aclose()
+        return status, data
+
+    async def aclose(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
 
 
 def noop_resumer(proposal_id: Any) -> Any:
@@ -223,14 +272,18 @@ def bench_decisions(url: str | None = None, say: Any = print, clients: int = DEC
                 async def run() -> tuple[list[float], list[int], float]:
                     latencies: list[float] = []
                     codes: list[int] = []
+                    body = json.dumps({"verdict": "approve"}).encode()
 
                     async def client(mine: list[str]) -> None:
-                        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as http:
+                        conn = Connection(base, {**headers, "Content-Type": "application/json"})
+                        try:
                             for pid in mine:
                                 t0 = time.perf_counter()
-                                resp = await http.post(f"/api/proposals/{pid}/decision", json={"verdict": "approve"})
+                                status, _ = await conn.post(f"/api/proposals/{pid}/decision", body)
                                 latencies.append(time.perf_counter() - t0)
-                                codes.append(resp.status_code)
+                                codes.append(status)
+                        finally:
+                            await conn.aclose()
 
                     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as http:
                         for pid in ids[:DECISION_WARMUP]:
@@ -242,9 +295,10 @@ def bench_decisions(url: str | None = None, say: Any = print, clients: int = DEC
                     await asyncio.gather(*(client(work[c::clients]) for c in range(clients)))
                     return latencies, codes, time.perf_counter() - t0
 
-                cpu0 = cpu_seconds(base.pid)
+                cpu0, mine0 = cpu_seconds(base.pid), time.process_time()
                 latencies, codes, wall = asyncio.run(run())
                 server_cpu = cpu_seconds(base.pid) - cpu0  # the warm-up decisions are inside this window too
+                client_cpu = time.process_time() - mine0
             ms = [x * 1000 for x in latencies]
             approved = sum(1 for pid in ids if store.approved_decision(pid) is not None)
             out = {
@@ -255,13 +309,14 @@ def bench_decisions(url: str | None = None, say: Any = print, clients: int = DEC
                 "status_codes": dict(Counter(codes)), "approved_in_db": approved, "seeded": total,
                 "audit_ok": store.verify_audit().ok,
                 "server_cpu_ms_per_decision": round(1000 * server_cpu / (len(latencies) + DECISION_WARMUP), 2),
+                "client_cpu_ms_per_decision": round(1000 * client_cpu / (len(latencies) + DECISION_WARMUP), 2),
                 "load_average": os.getloadavg()[0],
             }
             store.engine.dispose()
         say(f"  {out['db']}: {out['decisions_per_s']} decisions/s, p50 {out['p50_ms']} ms, p95 {out['p95_ms']} ms, "
             f"p99 {out['p99_ms']} ms ({out['status_codes']}, {approved} of {total} approved, "
-            f"audit verifies: {out['audit_ok']}); server CPU {out['server_cpu_ms_per_decision']} ms per decision, "
-            f"load average {out['load_average']:.1f}")
+            f"audit verifies: {out['audit_ok']}); server CPU {out['server_cpu_ms_per_decision']} ms per decision "
+            f"(the benchmark's own: {out['client_cpu_ms_per_decision']} ms), load average {out['load_average']:.1f}")
         return out
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -282,8 +337,6 @@ def bench_decisions_both(say: Any = print, dbs: tuple[str, ...] = ("sqlite", "po
 
 def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS) -> dict[str, Any]:
     """p50/p95/p99 ms from sending a signed Approve click to its HTTP answer. See the module docstring."""
-    import httpx
-
     from pipewarden.settings import settings_env
     from tests.fakes.slack_api import FakeSlack, block_actions_payload, form_body, signed_headers
 
@@ -316,31 +369,41 @@ def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS) -> dict[str, A
             updates_before = len(fake.calls_to("chat.update"))
 
             with serving(env, home) as base:
-                url = f"{base}/slack/events"
-
-                def click(http: httpx.Client, target: tuple[str, str, str]) -> float:
+                async def click(conn: Connection, target: tuple[str, str, str]) -> float:
                     pid, channel, ts = target
                     body = form_body(block_actions_payload(user_id=OWNER_SLACK, action_id="approve", value=pid,
                                                            channel=channel, message_ts=ts))
+                    headers = signed_headers(secret, body)
                     t0 = time.perf_counter()
-                    r = http.post(url, content=body, headers=signed_headers(secret, body))
+                    status, answer = await conn.post("/slack/events", body.encode(), headers)
                     elapsed = time.perf_counter() - t0
-                    if r.status_code != 200:
-                        raise RuntimeError(f"Slack interaction answered {r.status_code}: {r.text[:200]}")
+                    if status != 200:
+                        raise RuntimeError(f"Slack interaction answered {status}: {answer[:200]!r}")
                     return elapsed
 
+                async def clicking(targets: list[tuple[str, str, str]], conc: int) -> list[float]:
+                    """`conc` clients at once (one connection each), each clicking its share one after another."""
+                    times: list[float] = []
+
+                    async def client(mine: list[tuple[str, str, str]]) -> None:
+                        conn = Connection(base)
+                        try:
+                            for target in mine:
+                                times.append(await click(conn, target))
+                        finally:
+                            await conn.aclose()
+
+                    await asyncio.gather(*(client(targets[c::conc]) for c in range(conc)))
+                    return times
+
                 out: dict[str, Any] = {"clicks_per_run": clicks}
-                with httpx.Client(timeout=60) as http:
-                    for target in posted[:SLACK_WARMUP]:
-                        click(http, target)
+                asyncio.run(clicking(posted[:SLACK_WARMUP], 1))
                 rest = posted[SLACK_WARMUP:]
                 for n, conc in enumerate(SLACK_CONCURRENCY):
                     batch = rest[n * clicks:(n + 1) * clicks]
                     say(f"  {clicks} signed Approve clicks, {conc} at a time ...")
                     t0 = time.perf_counter()
-                    with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=conc)) as http, \
-                            ThreadPoolExecutor(conc) as pool:
-                        times = list(pool.map(lambda t, h=http: click(h, t), batch))
+                    times = asyncio.run(clicking(batch, conc))
                     wall = time.perf_counter() - t0
                     ms = [t * 1000 for t in times]
                     out[f"concurrency_{conc}"] = {
