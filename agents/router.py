@@ -3,6 +3,8 @@ the registry (`agents.registry.AGENTS`: one route per kind a spec handles, in th
 
 The first route whose kind matches wins; the triage agent catches the rest so no event is dropped.
 `warm_up()` loads what every route's first event would otherwise pay for, once per process, before it claims.
+
+Public names: `Route`, `ROUTES`, `routes`, `route`, `first_route`, `route_for_agent`, `warm_up`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, NamedTuple
 
 from pipewarden.agents.graph import build_graph
 from pipewarden.agents.registry import AGENTS
+from pipewarden.agents.spec import AgentSpec
 from pipewarden.errors import UnknownNameError
 from pipewarden.events import Event
 
@@ -23,16 +26,25 @@ class Route(NamedTuple):
     build: Callable[..., Any]  # build(checkpointer) -> the agent's compiled LangGraph graph
 
 
-ROUTES: tuple[Route, ...] = tuple(
-    Route(kind, spec.name, functools.partial(build_graph, spec)) for spec in AGENTS for kind in spec.handles
-)
+def routes(agents: tuple[AgentSpec[Any, Any, Any], ...]) -> tuple[Route, ...]:
+    """One route per event kind each spec handles, in the specs' order; each builds the spec's graph."""
+    return tuple(Route(kind, spec.name, functools.partial(build_graph, spec)) for spec in agents for kind in spec.handles)
+
+
+ROUTES: tuple[Route, ...] = routes(AGENTS)
+
+
+def first_route(event: Event, table: tuple[Route, ...]) -> Route:
+    """The first route in `table` whose kind is the event's (or `*`)."""
+    for r in table:
+        if r.kind in (event.kind, "*"):
+            return r
+    raise UnknownNameError("event kind", event.kind, [r.kind for r in table])
 
 
 def route(event: Event) -> Route:
-    for r in ROUTES:
-        if r.kind in (event.kind, "*"):
-            return r
-    raise AssertionError("the catch-all route is missing")  # pragma: no cover
+    """The registered agent for the event: the first whose kinds include the event's; triage catches the rest."""
+    return first_route(event, ROUTES)
 
 
 def route_for_agent(agent: str) -> Route:
