@@ -22,6 +22,7 @@ from pipewarden.events import CostRegression, ModelDrift
 from pipewarden.flows.warehouse import connect
 from pipewarden.settings import get_settings
 from pipewarden.tools.drift import psi  # one PSI for quality, drift and the detectors
+from pipewarden.tools.warehouse import duckdb_has_table, quote_ident
 
 RUNS_TABLE = "model_runs"
 REFERENCE_TABLE = "model_reference"
@@ -266,9 +267,9 @@ def detect_model_drift(
     events: list[ModelDrift] = []
     for key, decl in models.items():
         with connect(read_only=True) as con:
-            if not all(_has_table(con, t) for t in (decl.predictions, decl.features)):
+            if not all(duckdb_has_table(con, t) for t in (decl.predictions, decl.features)):
                 continue
-            scored = con.execute(f'SELECT COUNT(*) FROM "{decl.predictions}" WHERE load_id = ? AND model_name = ?',
+            scored = con.execute(f"SELECT COUNT(*) FROM {quote_ident(decl.predictions)} WHERE load_id = ? AND model_name = ?",
                                  [load_id, decl.registered_model]).fetchone()[0]
         if not scored:
             continue
@@ -313,9 +314,3 @@ def _drift_events(key: str, decl: Any, health: Any, load_id: str, per_feature: b
 
 def _warehouse_exists() -> bool:
     return get_settings().warehouse_path.exists()
-
-
-def _has_table(con: Any, name: str) -> bool:
-    from pipewarden.tools.warehouse import duckdb_has_table
-
-    return duckdb_has_table(con, name)

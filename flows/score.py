@@ -71,7 +71,9 @@ class ScoreResult(BaseModel):
 
 
 def _q(name: str) -> str:
-    return f'"{name}"'
+    from pipewarden.tools.warehouse import quote_ident
+
+    return quote_ident(name)
 
 
 def score(load_id: str, ml_model: str | None = None, *, alias: str = CHAMPION) -> ScoreResult:

@@ -109,7 +109,9 @@ def has_champion(model_name: str, alias: str = CHAMPION) -> bool:
 
 # --------------------------------------------------------------------------- data
 def _ident(name: str) -> str:
-    return f'"{name}"'
+    from pipewarden.tools.warehouse import quote_ident
+
+    return quote_ident(name)
 
 
 def load_training_rows(model: MLModelConfig) -> pd.DataFrame:
