@@ -60,6 +60,22 @@ SLACK_SWEEP_S = 60.0  # how often one process deletes Slack signatures past thei
 # Per engine: when this process last deleted old Slack signatures (monotonic). Housekeeping only: a signature past
 # its window counts as unseen whether or not it was deleted yet.
 _SWEPT: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+
+# The statements on the path of every decision and sign-in, built once: SQLAlchemy caches a statement's compiled
+# form, but building a statement and its cache key anew took about as much CPU as running it (issue 10).
+_P = db.proposals.c
+_PROPOSAL_ROW = sa.select(db.proposals).where(_P.id == sa.bindparam("pid"))
+_STATUS = sa.select(_P.status).where(_P.id == sa.bindparam("pid"))
+_STATUS_FOR_UPDATE = _STATUS.with_for_update()
+_DECISIONS = (sa.select(db.decisions).where(db.decisions.c.proposal_id == sa.bindparam("pid"))
+              .order_by(db.decisions.c.decided_at, db.decisions.c.seq))
+_MOVE = db.proposals.update().where(_P.id == sa.bindparam("b_id"), _P.status == sa.bindparam("b_src"))  # SET: the params
+_INSERT_DECISION = db.decisions.insert()
+_AUDIT_TIP = sa.select(db.audit_log.c.hash).order_by(db.audit_log.c.seq.desc()).limit(1)
+_INSERT_AUDIT = db.audit_log.insert()
+_AUDIT_LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
+_TOKEN_ROW = (sa.select(db.api_tokens.c.approver, db.api_tokens.c.sha256, db.api_tokens.c.revoked_at)
+              .where(db.api_tokens.c.sha256 == sa.bindparam("digest")))
 # The approval policy `decide` runs inside its transaction: raise to refuse, return True when the proposal is
 # decided with this decision (a rejection, or enough approvals), False when it still waits for more approvals.
 DecisionPolicy = Callable[[Proposal, list[Decision], Decision], bool]
@@ -169,18 +185,13 @@ class StateStore:
 
     def _audit(self, conn: Connection, proposal_id: str | None, action: str, actor: str, detail: dict[str, Any]) -> None:
         if db.is_postgres(conn):  # one appender at a time: the tip read below stays the tip until commit
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK})
-        tip = conn.execute(
-            sa.select(db.audit_log.c.hash).order_by(db.audit_log.c.seq.desc()).limit(1)
-        ).scalar_one_or_none()
+            conn.execute(_AUDIT_LOCK, {"k": AUDIT_LOCK})
+        tip = conn.execute(_AUDIT_TIP).scalar_one_or_none()
         prev = tip or GENESIS
         at = utcnow().replace(tzinfo=None)
         h = entry_hash(prev, at, proposal_id, action, actor, detail)
-        res = conn.execute(
-            db.audit_log.insert().values(
-                at=at, proposal_id=proposal_id, action=action, actor=actor, detail=detail, prev_hash=prev, hash=h
-            )
-        )
+        res = conn.execute(_INSERT_AUDIT, {"at": at, "proposal_id": proposal_id, "action": action, "actor": actor,
+                                           "detail": detail, "prev_hash": prev, "hash": h})
         advance_anchor(conn, prev_hash=prev, seq=int(res.inserted_primary_key[0]), hash_=h, key=audit_key(self.home))
 
     # ------------------------------------------------------------------ outbox
@@ -396,7 +407,7 @@ class StateStore:
         return self._write(tx)
 
     def _load(self, conn: Connection, proposal_id: str) -> Proposal:
-        return _proposal(conn.execute(sa.select(db.proposals).where(db.proposals.c.id == proposal_id)).one())
+        return _proposal(conn.execute(_PROPOSAL_ROW, {"pid": proposal_id}).one())
 
     def resolve_id(self, ref: str | UUID) -> str:
         """Accept a full id or a unique prefix of at least 4 hex characters (as printed by `inbox list`).
@@ -430,7 +441,7 @@ class StateStore:
         full = _full_id(ref)
         if full is not None:  # the usual case: one statement, where resolving first read the row twice
             with self._read() as conn:
-                row = conn.execute(sa.select(db.proposals).where(db.proposals.c.id == full)).first()
+                row = conn.execute(_PROPOSAL_ROW, {"pid": full}).first()
             if row is not None:
                 return _proposal(row)
         pid = self.resolve_id(ref)  # a prefix, or an id that is not there (UnknownNameError, listing some ids)
@@ -472,12 +483,9 @@ class StateStore:
             current.round += 1  # re-opened: earlier approvals no longer count
         for k, v in (patch or {}).items():
             setattr(current, k, v)
-        res = conn.execute(
-            db.proposals.update()
-            .where(db.proposals.c.id == pid, db.proposals.c.status == src.value)
-            .values(status=dst.value, payload=current.model_dump(mode="json"), updated_at=current.updated_at,
-                    expires_at=current.expires_at, **(columns or {}))
-        )
+        res = conn.execute(_MOVE, {"b_id": pid, "b_src": src.value, "status": dst.value,
+                                   "payload": current.model_dump(mode="json"), "updated_at": current.updated_at,
+                                   "expires_at": current.expires_at, **(columns or {})})
         if res.rowcount != 1:  # another writer moved it first (PostgreSQL; SQLite serializes writers)
             raise InvalidTransition(f"proposal {pid[:8]} changed under us; it is no longer {src.value}",
                                     hint="run `pipewarden inbox show ID` to see what happened")
@@ -560,12 +568,9 @@ class StateStore:
             decision = Decision(proposal_id=pid, verdict=verdict, actor=name, reason=reason, via=via,  # type: ignore[arg-type]
                                 decided_at=now, round=current.round)
             decided = policy(current, earlier, decision) if policy is not None else True
-            conn.execute(
-                db.decisions.insert().values(
-                    id=str(decision.id), proposal_id=pid, verdict=verdict.value, actor=name, reason=reason,
-                    via=via, decided_at=decision.decided_at, round=current.round, seq=len(in_round) + 1,
-                )
-            )
+            conn.execute(_INSERT_DECISION, {
+                "id": str(decision.id), "proposal_id": pid, "verdict": verdict.value, "actor": name, "reason": reason,
+                "via": via, "decided_at": decision.decided_at, "round": current.round, "seq": len(in_round) + 1})
             entry = {**extra, "via": via, "decision_id": str(decision.id)}
             after = [*earlier, decision]
             if not decided:
@@ -850,8 +855,7 @@ class StateStore:
             return None
         digest = hash_token(token)
         with self._read() as conn:
-            row = conn.execute(sa.select(db.api_tokens.c.approver, db.api_tokens.c.sha256, db.api_tokens.c.revoked_at)
-                               .where(db.api_tokens.c.sha256 == digest)).first()
+            row = conn.execute(_TOKEN_ROW, {"digest": digest}).first()
         if row is None or row.revoked_at is not None or not same_hash(row.sha256, digest):
             return None
         return row.approver
@@ -1182,10 +1186,8 @@ def _dialect_insert(conn: Connection) -> Any:
 def _lock_status(conn: Connection, pid: str, *, missing_ok: bool = False) -> str:
     """The proposal's status, its row locked until the transaction ends (PostgreSQL; SQLite's BEGIN IMMEDIATE
     already holds the database's write lock). With `missing_ok`, None (typed loosely) when there is no such row."""
-    q = sa.select(db.proposals.c.status).where(db.proposals.c.id == pid)
-    if db.is_postgres(conn):
-        q = q.with_for_update()
-    return conn.execute(q).scalar_one_or_none() if missing_ok else conn.execute(q).scalar_one()  # type: ignore[no-any-return]
+    res = conn.execute(_STATUS_FOR_UPDATE if db.is_postgres(conn) else _STATUS, {"pid": pid})
+    return res.scalar_one_or_none() if missing_ok else res.scalar_one()  # type: ignore[no-any-return]
 
 
 def _proposal(row: Any) -> Proposal:
@@ -1213,10 +1215,7 @@ def _lock_target(conn: Connection, target: str) -> None:
 
 
 def _decisions(conn: Connection, pid: str) -> list[Decision]:
-    rows = conn.execute(
-        sa.select(db.decisions).where(db.decisions.c.proposal_id == pid)
-        .order_by(db.decisions.c.decided_at, db.decisions.c.seq)
-    ).all()
+    rows = conn.execute(_DECISIONS, {"pid": pid}).all()
     return [Decision.model_validate({k: v for k, v in r._mapping.items() if k != "seq"}) for r in rows]
 
 
