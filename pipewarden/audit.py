@@ -192,8 +192,13 @@ def _mac(key: bytes, seq: int, hash_: str, entries: int, since_seq: int, alarm: 
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
+# Built once: every audited action reads and moves the anchor (building the statements anew cost as much CPU).
+_ANCHOR_ROW = sa.select(db.audit_anchor).where(db.audit_anchor.c.chain == sa.bindparam("b_chain"))
+_MOVE_ANCHOR = db.audit_anchor.update().where(db.audit_anchor.c.chain == sa.bindparam("b_chain"))  # SET: the params
+
+
 def read_anchor(conn: Connection) -> Anchor | None:
-    row = conn.execute(sa.select(db.audit_anchor).where(db.audit_anchor.c.chain == CHAIN)).mappings().one_or_none()
+    row = conn.execute(_ANCHOR_ROW, {"b_chain": CHAIN}).mappings().one_or_none()
     return Anchor.model_validate(dict(row)) if row is not None else None
 
 
@@ -226,7 +231,7 @@ def advance_anchor(conn: Connection, *, prev_hash: str, seq: int, hash_: str, ke
     if anchor is None:
         conn.execute(db.audit_anchor.insert().values(chain=CHAIN, **values))
     else:
-        conn.execute(db.audit_anchor.update().where(db.audit_anchor.c.chain == CHAIN).values(**values))
+        conn.execute(_MOVE_ANCHOR, {"b_chain": CHAIN, **values})
 
 
 def _anchor_problems(entries: Sequence[AuditEntry], anchor: Anchor | None, key: bytes) -> tuple[list[str], int | None]:
