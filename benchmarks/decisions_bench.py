@@ -186,12 +186,25 @@ def _serve_flags() -> list[str]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (Linux /proc); nan elsewhere."""
+    """User + system CPU seconds a process and its live children (uvicorn's workers) have used (Linux /proc); nan
+    elsewhere."""
+    def stat(p: int | str) -> list[str]:
+        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat(pid)
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = int(fields[11]) + int(fields[12])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                child = stat(entry.name)
+            except OSError:
+                continue
+            if child[1] == str(pid):
+                total += int(child[11]) + int(child[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Served(str):
@@ -201,14 +214,17 @@ class Served(str):
 
 
 @contextmanager
-def serving(env: dict[str, str], home: Path) -> Iterator[Served]:
-    """`pipewarden serve` in a child process on a free loopback port until the block ends; its base URL."""
+def serving(env: dict[str, str], home: Path, workers: int = 1) -> Iterator[Served]:
+    """`pipewarden serve` in a child process on a free loopback port until the block ends; its base URL. With
+    `workers` > 1, uvicorn's own command serves the same app (`inbox.web:create_app`) from that many processes."""
     import httpx
 
     port = _free_port()
     log = (home / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pipewarden", "serve", "--port", str(port), *_serve_flags()],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
+    command = ([sys.executable, "-m", "pipewarden", "serve", "--port", str(port), *_serve_flags()] if workers <= 1
+               else [sys.executable, "-m", "uvicorn", "--factory", "pipewarden.inbox.web:create_app", "--host",
+                     "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning"])
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
     base = Served(f"http://127.0.0.1:{port}")
     base.pid = proc.pid
     try:
@@ -247,7 +263,7 @@ def _child_env(home: Path, url: str | None, extra: dict[str, str] | None = None)
 
 
 def bench_decisions(url: str | None = None, say: Any = print, clients: int = DECISION_CLIENTS,
-                    per_client: int = DECISIONS_PER_CLIENT) -> dict[str, Any]:
+                    per_client: int = DECISIONS_PER_CLIENT, workers: int = 1) -> dict[str, Any]:
     """Decisions/s and latency of `POST /api/proposals/{id}/decision` with `clients` concurrent clients, against
     the state DB at `url` (None: SQLite in a fresh home). See the module docstring."""
     import httpx
@@ -268,7 +284,7 @@ def bench_decisions(url: str | None = None, say: Any = print, clients: int = DEC
             token = store.issue_token(OWNER)
             headers = {"Authorization": f"Bearer {token}"}
 
-            with serving(env, home) as base:
+            with serving(env, home, workers) as base:
                 async def run() -> tuple[list[float], list[int], float]:
                     latencies: list[float] = []
                     codes: list[int] = []
@@ -302,7 +318,7 @@ def bench_decisions(url: str | None = None, say: Any = print, clients: int = DEC
             ms = [x * 1000 for x in latencies]
             approved = sum(1 for pid in ids if store.approved_decision(pid) is not None)
             out = {
-                "db": store.engine.dialect.name, "clients": clients, "decisions": len(latencies),
+                "db": store.engine.dialect.name, "clients": clients, "server_processes": workers, "decisions": len(latencies),
                 "decisions_per_s": round(len(latencies) / wall, 1), "wall_s": round(wall, 2),
                 "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
                 "p99_ms": round(percentile(ms, 99), 1), "max_ms": round(max(ms), 1),
@@ -323,19 +339,20 @@ def bench_decisions(url: str | None = None, say: Any = print, clients: int = DEC
 
 
 def bench_decisions_both(say: Any = print, dbs: tuple[str, ...] = ("sqlite", "postgresql"),
-                         clients: int = DECISION_CLIENTS, per_client: int = DECISIONS_PER_CLIENT) -> dict[str, Any]:
+                         clients: int = DECISION_CLIENTS, per_client: int = DECISIONS_PER_CLIENT,
+                         workers: int = 1) -> dict[str, Any]:
     """`bench_decisions` on SQLite, then on a fresh PostgreSQL database (skipped, with why, when unreachable)."""
     out: dict[str, Any] = {}
     if "sqlite" in dbs:
-        out["sqlite"] = bench_decisions(None, say, clients, per_client)
+        out["sqlite"] = bench_decisions(None, say, clients, per_client, workers)
     if "postgresql" in dbs:
         with postgres_database() as pg_url:
-            out["postgresql"] = (bench_decisions(pg_url, say, clients, per_client) if pg_url
+            out["postgresql"] = (bench_decisions(pg_url, say, clients, per_client, workers) if pg_url
                                  else {"skipped": f"no PostgreSQL at {BENCH_POSTGRES_URL}"})
     return out
 
 
-def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS) -> dict[str, Any]:
+def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS, workers: int = 1) -> dict[str, Any]:
     """p50/p95/p99 ms from sending a signed Approve click to its HTTP answer. See the module docstring."""
     from pipewarden.settings import settings_env
     from tests.fakes.slack_api import FakeSlack, block_actions_payload, form_body, signed_headers
@@ -368,7 +385,7 @@ def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS) -> dict[str, A
                 posted.append((pid, msg.channel, msg.ts))
             updates_before = len(fake.calls_to("chat.update"))
 
-            with serving(env, home) as base:
+            with serving(env, home, workers) as base:
                 async def click(conn: Connection, target: tuple[str, str, str]) -> float:
                     pid, channel, ts = target
                     body = form_body(block_actions_payload(user_id=OWNER_SLACK, action_id="approve", value=pid,
@@ -441,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=DECISION_CLIENTS)
     ap.add_argument("--per-client", type=int, default=DECISIONS_PER_CLIENT)
     ap.add_argument("--slack-clicks", type=int, default=SLACK_CLICKS)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="Server processes: 1 is `pipewarden serve`; more run uvicorn --workers N on the same app.")
     ap.add_argument("--json", type=Path, help="Write every figure to this file.")
     args = ap.parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -450,10 +469,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "decisions"):
         print(f"web API: decisions, {args.clients} concurrent clients ...", flush=True)
         results["decisions"] = bench_decisions_both(lambda m: print(m, flush=True),
-                                                    tuple(args.db.split(",")), args.clients, args.per_client)
+                                                    tuple(args.db.split(",")), args.clients, args.per_client,
+                                                    args.workers)
     if args.only in (None, "slack"):
         print("Slack: click to acknowledgement ...", flush=True)
-        results["slack_ack"] = bench_slack_ack(lambda m: print(m, flush=True), args.slack_clicks)
+        results["slack_ack"] = bench_slack_ack(lambda m: print(m, flush=True), args.slack_clicks, args.workers)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
