@@ -62,6 +62,34 @@ def test_api_needs_a_valid_bearer_token(client: TestClient, store: StateStore) -
     assert [row[3] for row in added] == ["sign_in_failed"] * 6
 
 
+def test_the_very_next_decision_sees_a_revocation_and_an_approvers_edit(
+        client: TestClient, store: StateStore, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Nothing about who asks is kept between requests: the token's row and the approvers file are read for each."""
+    from pathlib import Path
+
+    from pipewarden.settings import get_settings
+
+    original = Path(get_settings().approvers_path).read_text()
+    path = tmp_path / "approvers.yaml"
+    path.write_text(original)
+    monkeypatch.setenv("PIPEWARDEN_APPROVERS_FILE", str(path))
+    get_settings.cache_clear()
+    first, second, third = (make_proposal(store) for _ in range(3))
+    token = store.issue_token("alice")
+    assert decide(client, first.id, token, {"verdict": "approve"}).status_code == 200
+    store.revoke_tokens("alice")
+    assert_error(decide(client, second.id, token, {"verdict": "approve"}), 401, "revoked")
+    assert store.decisions_for(second.id) == []
+
+    zed = store.issue_token("zed")  # a token, but nobody in approvers.yaml yet
+    assert_error(decide(client, second.id, zed, {"verdict": "approve"}), 404)
+    path.write_text(original + "  - {name: zed, roles: [owner], datasets: [flights]}\n")
+    assert decide(client, second.id, zed, {"verdict": "approve"}).status_code == 200
+    path.write_text(original)  # zed removed again: refused at once
+    assert_error(decide(client, third.id, zed, {"verdict": "approve"}), 404)
+    assert [d.actor for d in store.decisions_for(second.id)] == ["zed"] and store.decisions_for(third.id) == []
+
+
 def test_session_cookie_does_not_open_the_api(client: TestClient, store: StateStore) -> None:
     from tests.inbox.web_client import sign_in
 
