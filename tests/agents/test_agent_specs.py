@@ -100,3 +100,16 @@ def test_schema_drift_proves_its_change_once(february: pd.DataFrame, tmp_path: P
     assert p.status == ProposalStatus.pending and p.change.kind == "column_mapping"
     assert p.dry_run is not None and p.dry_run.heals
     assert len(proofs) == 1
+
+
+def test_a_graph_refuses_an_event_its_spec_does_not_handle() -> None:
+    from pipewarden.agents.checkpoint import open_checkpointer
+    from pipewarden.agents.graph import build_graph
+    from pipewarden.agents.lifecycle import thread_id_for
+
+    event = RunFailed(dataset="flights", stage="validate", error="boom")
+    StateStore().append_event(event)
+    with open_checkpointer() as saver, pytest.raises(TypeError, match="handles cost_regression events, not run_failed"):
+        build_graph(spec_for("cost"), saver).invoke(
+            {"event_id": str(event.id)}, {"configurable": {"thread_id": thread_id_for(str(event.id))}})
+    assert StateStore().proposal_for_event(str(event.id)) is None
