@@ -23,7 +23,7 @@ import math
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
 
@@ -303,6 +303,82 @@ def _blas_controller() -> Any:
 def default_embedder() -> MiniLMEmbedder:
     """The process-wide MiniLM embedder (loaded on first call, then reused)."""
     return MiniLMEmbedder()
+
+
+CACHE_VERSION = 1
+"""Part of every cached vector's key: bump it when the forward pass changes what it computes."""
+
+
+class CachedEmbedder:
+    """MiniLM's vectors kept on disk, one small file per text, so a command that embeds the same column names again
+    (`pipewarden schema match` against the same reference) neither loads the model nor runs it.
+
+    A vector's file is named by the sha256 of the model's identity (its folder, its files' sizes and modification
+    times, and `CACHE_VERSION`) and the text, and holds the float32 values MiniLM returned, so a hit is the
+    very vector a miss returns. The model (`load`, default `default_embedder`) is loaded only on a miss. A folder
+    that cannot be written only costs the cache: misses are embedded and returned all the same.
+    """
+
+    name: str = MINILM_NAME
+    dim: int = MINILM_DIM
+
+    def __init__(self, folder: Any, *, load: Any = None, model_path: str | None = None) -> None:
+        from pathlib import Path
+
+        self.folder = Path(folder)
+        self._load = load or (lambda: default_embedder())
+        self._model_key = _model_key(model_path or _packaged_model_path())
+
+    def _file(self, text: str) -> Any:
+        digest = hashlib.sha256(f"{self._model_key}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
+        return self.folder / digest[:2] / f"{digest[2:]}.f32"
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embed `texts` in order; every vector has `dim` floats and unit length."""
+        from array import array
+
+        out: list[list[float] | None] = []
+        for t in texts:
+            try:
+                raw = self._file(t).read_bytes()
+            except OSError:
+                raw = b""
+            out.append(array("f", raw).tolist() if len(raw) == 4 * self.dim else None)
+        missing = sorted({t for t, v in zip(texts, out, strict=True) if v is None})
+        if missing:
+            # as float32, what a hit gives back (MiniLM's values are float32 already: unchanged)
+            vectors = {t: array("f", v).tolist() for t, v in zip(missing, self._load().embed(missing), strict=True)}
+            for t in missing:
+                self._store(t, vectors[t])
+            out = [vectors[t] if v is None else v for t, v in zip(texts, out, strict=True)]
+        return out  # type: ignore[return-value]
+
+    def _store(self, text: str, vector: list[float]) -> None:
+        from array import array
+
+        path = self._file(text)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(array("f", vector).tobytes())
+            os.replace(tmp, path)  # readers see the whole vector or none
+        except OSError:
+            with suppress(OSError):  # no temporary file to remove, or no folder at all
+                tmp.unlink()
+
+
+def _model_key(model_path: str) -> str:
+    """The model's identity: its folder and its files' sizes and modification times (a reinstall changes them)."""
+    from pathlib import Path
+
+    parts = [MINILM_NAME, str(CACHE_VERSION), model_path]
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        try:
+            st = (Path(model_path) / name).stat()
+            parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{name}:missing")
+    return "|".join(parts)
 
 
 def _words(text: str) -> list[str]:

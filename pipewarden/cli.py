@@ -878,9 +878,11 @@ def schema_match(
 
     embedder = None
     if embeddings:
-        from pipewarden.knowledge.embedder import default_embedder
+        from pipewarden.knowledge.embedder import CachedEmbedder
+        from pipewarden.settings import get_settings
 
-        embedder = default_embedder()
+        # names embedded once are read back from PIPEWARDEN_HOME; MiniLM loads only for a name it has not seen
+        embedder = CachedEmbedder(get_settings().home / "cache" / "embeddings")
     report = match_files(reference, new, embedder=embedder)
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")

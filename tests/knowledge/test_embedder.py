@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipewarden.knowledge.embedder import HashEmbedder
+from pipewarden.knowledge.embedder import CachedEmbedder, HashEmbedder
 from pipewarden.ports import Embedder
 
 
@@ -14,11 +14,14 @@ def _cos(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
 
-@pytest.fixture(params=["hash", "minilm"])
-def embedder(request: pytest.FixtureRequest) -> Embedder:
+@pytest.fixture(params=["hash", "minilm", "cached-minilm"])
+def embedder(request: pytest.FixtureRequest, tmp_path) -> Embedder:  # type: ignore[no-untyped-def]
     if request.param == "hash":
         return HashEmbedder()
-    return request.getfixturevalue("minilm")
+    minilm = request.getfixturevalue("minilm")
+    if request.param == "cached-minilm":
+        return CachedEmbedder(tmp_path / "cache", load=lambda: minilm)
+    return minilm
 
 
 def test_is_an_embedder_with_its_dimension(embedder: Embedder) -> None:
@@ -59,3 +62,68 @@ def test_identifiers_are_split_into_words_before_embedding() -> None:
 
     assert split_identifiers("dep_delay vs departureDelay, HTTPServer") == "dep delay vs departure Delay, HTTP Server"
     assert split_identifiers("a plain sentence_ stays _as_ is") == "a plain sentence_ stays _as_ is"
+
+
+class _Loads:
+    """Counts how often the cache loads its model (a hashing fake here)."""
+
+    def __init__(self) -> None:
+        self.loads = 0
+        self.texts: list[str] = []
+
+    def __call__(self) -> Embedder:
+        self.loads += 1
+        inner = HashEmbedder()
+        seen = self.texts
+
+        class Counting:
+            name, dim = inner.name, inner.dim
+
+            def embed(self, texts: list[str]) -> list[list[float]]:
+                seen.extend(texts)
+                return inner.embed(texts)
+
+        return Counting()
+
+
+def test_the_cache_gives_back_the_vectors_it_stored_without_loading_the_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    loads = _Loads()
+    first = CachedEmbedder(tmp_path, load=loads).embed(["departure delay", "tail number", "departure delay"])
+    assert loads.loads == 1 and sorted(loads.texts) == ["departure delay", "tail number"]  # each text once
+    want = [[float(x) for x in np.float32(v)] for v in HashEmbedder().embed(["departure delay", "tail number"])]
+    assert first == [want[0], want[1], want[0]]  # the vectors as float32, what MiniLM returns
+    again = CachedEmbedder(tmp_path, load=loads)  # another process, the same folder
+    assert again.embed(["tail number", "departure delay"]) == [want[1], want[0]]
+    assert loads.loads == 1  # no model loaded for texts it has seen
+    assert again.embed(["carrier", "tail number"])[1] == want[1] and loads.texts[-1:] == ["carrier"]
+    assert again.embed([]) == []
+
+
+def test_a_broken_cache_file_is_embedded_again_and_an_unwritable_folder_only_costs_the_cache(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    loads = _Loads()
+    cache = CachedEmbedder(tmp_path / "c", load=loads)
+    [v] = cache.embed(["origin"])
+    cache._file("origin").write_bytes(b"\x00" * 10)  # a torn write from elsewhere
+    assert cache.embed(["origin"]) == [v] and loads.texts == ["origin", "origin"]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert CachedEmbedder(blocker / "cache", load=loads).embed(["origin"]) == [v]
+
+
+def test_the_cache_key_follows_the_model_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"one")
+    a = CachedEmbedder(tmp_path / "c", load=_Loads(), model_path=str(model))._file("x")
+    (model / "model.safetensors").write_bytes(b"other")  # another model (size differs)
+    assert CachedEmbedder(tmp_path / "c", load=_Loads(), model_path=str(model))._file("x") != a
+
+
+def test_the_cached_embedder_gives_minilm_s_vectors(minilm: Embedder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    texts = ["departure delay", "dep_delay", "tailnum", "ça coûte 5 €"]
+    want = minilm.embed(texts)
+    cold = CachedEmbedder(tmp_path, load=lambda: minilm).embed(texts)
+    warm = CachedEmbedder(tmp_path, load=lambda: pytest.fail("loaded the model on a hit")).embed(texts)
+    assert cold == want and warm == want
