@@ -31,7 +31,8 @@ How a pair (new column, reference column) is scored:
 
 * The combined score is ``WEIGHTS`` applied to the components (name 0.45, embedding 0.20, value 0.35), divided
   by the sum of the weights used. Pairs are assigned one to one by maximizing the total score over the pairs
-  at or above the threshold (scipy's `linear_sum_assignment`); a new column left without a partner is
+  at or above the threshold (`max_assignment`: scipy's `linear_sum_assignment` method, in Python); a new column left
+  without a partner is
   "added", a reference column nothing maps to is "dropped".
 
 Column names and values are data: they are compared and quoted, never interpreted or evaluated.
