@@ -8,18 +8,26 @@ under a lock (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `pg_advisory_xact_lock`), s
 do not race. A database created before migrations existed (tables, no `alembic_version`) is adopted at 0001.
 
 SQLite by default, any SQLAlchemy URL by `PIPEWARDEN_DATABASE_URL`. On SQLite every transaction starts with
-`BEGIN IMMEDIATE`, so writers from several processes serialize instead of failing half-way.
+`BEGIN IMMEDIATE`, so writers from several processes serialize instead of failing half-way; within a process,
+`group_commit(engine)` lets the writes that arrive during a commit share the next one (one fsync), each in its
+own savepoint.
 
-Public names: the tables, `metadata`, `make_engine`, `upgrade`, `MIGRATIONS_DIR`, `is_postgres`.
+Public names: the tables, `metadata`, `make_engine`, `upgrade`, `MIGRATIONS_DIR`, `is_postgres`, `GroupCommit`,
+`group_commit`.
 """
 
 from __future__ import annotations
 
+import contextvars
+import os
 import sqlite3
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -334,3 +342,110 @@ def make_engine(url: str) -> Engine:
         engine = sa.create_engine(url, pool_pre_ping=True, **SERVER_POOL)
     upgrade(engine)
     return engine
+
+
+# --------------------------------------------------------------------------- group commit (SQLite files)
+class _Job:
+    """One write waiting for a group commit: its function, the caller's context, and then its outcome."""
+
+    __slots__ = ("fn", "context", "wake", "lead", "value", "error")
+
+    def __init__(self, fn: Callable[[sa.Connection], Any]) -> None:
+        self.fn = fn
+        self.context = contextvars.copy_context()  # settings overridden in the caller hold inside its write too
+        self.wake = threading.Event()
+        self.lead = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Writes that arrive while a commit is under way share the next transaction, and its one fsync.
+
+    On SQLite every commit is fsynced (synchronous=FULL) while the database's single write lock is held, so one
+    transaction per write capped a server at one write per fsync (2.5 to 4.5 ms on issue 10's machine) whatever
+    its CPU. Here the first writer leads: it takes every write queued so far, runs each in its own SAVEPOINT of one
+    BEGIN IMMEDIATE transaction (a write that raises is rolled back to its savepoint alone and its caller gets the
+    exception), commits once, and wakes the others; writes queued meanwhile are led by the first of them. No
+    caller returns before the commit that holds its write has returned: stored durably before acknowledged, as
+    before. Each write runs in its caller's context (`contextvars`) but on the leader's thread, so a write that
+    starts another write inside itself is run on its own, as before grouping (see `_WITHIN`).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._queue: list[_Job] = []
+        self._busy = False
+
+    def run(self, fn: Callable[[sa.Connection], Any]) -> Any:
+        """Run `fn(conn)` in a transaction shared with concurrent writes; its result once that has committed."""
+        if getattr(_WITHIN, "active", False):  # a write inside a write: its own transaction, as without grouping
+            with self.engine.begin() as conn:
+                return fn(conn)
+        job = _Job(fn)
+        with self._lock:
+            self._queue.append(job)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            job.wake.wait()
+        if lead or job.lead:
+            self._lead()
+        if job.error is not None:
+            raise job.error
+        return job.value
+
+    def _lead(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        finally:
+            with self._lock:
+                if self._queue:  # the next batch is led by the first write that waited for this one
+                    self._queue[0].lead = True
+                    self._queue[0].wake.set()
+                else:
+                    self._busy = False
+            for job in batch:
+                job.wake.set()
+
+    def _commit(self, batch: list[_Job]) -> None:
+        _WITHIN.active = True
+        try:
+            with self.engine.begin() as conn:
+                for job in batch:
+                    savepoint = conn.begin_nested()
+                    try:
+                        job.value = job.context.run(job.fn, conn)
+                    except BaseException as exc:  # this write's failure is its caller's, not the batch's
+                        savepoint.rollback()
+                        job.error = exc
+                    else:
+                        savepoint.commit()
+        except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch is stored
+            for job in batch:
+                if job.error is None:
+                    job.value, job.error = None, exc
+        finally:
+            _WITHIN.active = False
+
+
+_WITHIN = threading.local()  # set on the thread running a group's transaction
+# Per engine, per process (a forked child starts its own): the group commit of a SQLite file's engine.
+_GROUPS: weakref.WeakKeyDictionary[Engine, tuple[int, GroupCommit]] = weakref.WeakKeyDictionary()
+_GROUPS_LOCK = threading.Lock()
+
+
+def group_commit(engine: Engine) -> GroupCommit | None:
+    """The engine's GroupCommit when it is a SQLite file; None otherwise (PostgreSQL commits concurrent
+    transactions itself; an in-memory SQLite database is one per thread)."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    with _GROUPS_LOCK:
+        found = _GROUPS.get(engine)
+        if found is None or found[0] != os.getpid():
+            found = (os.getpid(), GroupCommit(engine))
+            _GROUPS[engine] = found
+        return found[1]

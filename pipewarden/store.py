@@ -167,9 +167,13 @@ class StateStore:
 
     # ------------------------------------------------------------------ plumbing
     def _write(self, fn: Callable[[Connection], T], attempts: int = 8) -> T:
-        """Run `fn` in one transaction, retrying when another writer won a race on the audit tip."""
+        """Run `fn` in one transaction, retrying when another writer won a race on the audit tip. On a SQLite file
+        the transaction is shared with the writes that arrive meanwhile (`db.GroupCommit`: one fsync for all)."""
+        group = db.group_commit(self.engine)
         for attempt in range(attempts):
             try:
+                if group is not None:
+                    return group.run(fn)  # type: ignore[no-any-return]
                 with self.engine.begin() as conn:
                     return fn(conn)
             except (IntegrityError, OperationalError) as exc:
