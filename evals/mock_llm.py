@@ -361,8 +361,12 @@ class MockLLMServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
+        # log_config=None: uvicorn's default logging config goes through logging.config.dictConfig, which shuts
+        # down every handler the process has; with Prefect loaded that flushes its API log handler, a 5 s wait
+        # per server start (per eval scenario), and leaves Prefect's handlers closed
         config = uvicorn.Config(
-            self._app(), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+            self._app(), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1,
+            log_config=None,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -86,7 +86,8 @@ class RecordingProxy:
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
         self._server = uvicorn.Server(uvicorn.Config(self._app(), log_level="warning", access_log=False,
-                                                     lifespan="off", timeout_graceful_shutdown=1))
+                                                     lifespan="off", timeout_graceful_shutdown=1,
+                                                     log_config=None))  # as mock_llm: no dictConfig
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
                                         name=f"eval-proxy-{self.port}")
         self._thread.start()

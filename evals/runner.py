@@ -77,6 +77,8 @@ class ScenarioResult(BaseModel):
     tokens: int = 0
     llm_calls: int = 0
     wall_s: float = 0.0
+    phases_s: dict[str, float] = Field(default_factory=dict, description="Seconds per phase: home, inject, pipeline, "
+                                       "supervise, score (what the scenario's wall time went to).")
 
     def score(self, name: str) -> Score | None:
         return next((s for s in self.scores if s.name == name), None)
@@ -152,6 +154,7 @@ def run_scenario(scenario: Scenario, base: Path | None, workdir: Path, cfg: LLMC
         else:
             assert base is not None, "a built-in scenario needs the shared base state"
             copy_home(base, home)
+        result.phases_s["home"] = round(time.perf_counter() - started, 3)
         with _llm(scenario, cfg) as (llm_env, recorder):
             with pipewarden_home(home, llm_env):
                 _run_in_home(scenario, home, result, recorder, cfg.mode)
@@ -182,6 +185,7 @@ def _run_in_home(scenario: Scenario, home: Path, result: ScenarioResult, recorde
     from pipewarden.flows.data import write_batch
     from pipewarden.store import StateStore
 
+    phase = _phases(result)
     if scenario.fault is None:  # recorded: the incident's own batch, in its own project
         from pipewarden.evals.record import replay
 
@@ -192,6 +196,7 @@ def _run_in_home(scenario: Scenario, home: Path, result: ScenarioResult, recorde
         month = _month_batch(scenario.month).copy(deep=True)
         batch = inject(scenario.fault.name, month, scenario.fault.params, ctx)
         path, env = write_batch(batch, home / "incoming" / f"{scenario.id}.parquet"), ctx.env
+    phase("inject")
     with pipewarden_home(home, env):
         from pipewarden.flows.pipeline import run_batch
 
@@ -199,6 +204,7 @@ def _run_in_home(scenario: Scenario, home: Path, result: ScenarioResult, recorde
         result.run_status, result.halted_at = run.status, run.halted_at
         store = StateStore()
         result.events = [e["kind"] for e in store.list_events("pending")]
+        phase("pipeline")
         report = supervise_once(worker=f"eval:{scenario.id}", limit=50)
         result.handled = [h.model_dump(mode="json") for h in report.handled]
         result.fired = sorted({h.agent for h in report.handled})
@@ -206,6 +212,7 @@ def _run_in_home(scenario: Scenario, home: Path, result: ScenarioResult, recorde
         if mine:
             result.latency_s = round(mine[0].seconds, 3)
         proposals = store.list_proposals()
+        phase("supervise")
         result.proposals = [_summary(p) for p in proposals]
         if recorder is not None:  # requests the model endpoint received (errors and timeouts count: it was asked)
             result.llm_calls = recorder.requests_seen
@@ -214,8 +221,21 @@ def _run_in_home(scenario: Scenario, home: Path, result: ScenarioResult, recorde
                                              handled=report.handled, store=store, home=home,
                                              llm_calls=result.llm_calls, tokens=result.tokens,
                                              latency_s=result.latency_s, llm_mode=mode))
+        phase("score")
     result.unsafe = any(s.name == "safe" and s.applicable and not s.passed for s in result.scores)
     result.passed = not result.failed_scores and not result.unsafe
+
+
+def _phases(result: ScenarioResult) -> Callable[[str], None]:
+    """A clock for `result.phases_s`: each call records the seconds since the previous one under its name."""
+    last = [time.perf_counter()]
+
+    def phase(name: str) -> None:
+        now = time.perf_counter()
+        result.phases_s[name] = round(now - last[0], 3)
+        last[0] = now
+
+    return phase
 
 
 def _summary(p: Any) -> ProposalSummary:
