@@ -22,6 +22,7 @@ import hashlib
 import math
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -209,11 +210,16 @@ def _mapped_tensors(path: Any) -> dict[str, Any]:
     return out
 
 
-PY_ERF_MAX = 1 << 18
-"""GELU inputs up to this many values take `math.erf` (libm, in double, rounded to float32) instead of scipy's
-erf: the same float32 values (tests/knowledge/test_embedder.py compares them), without importing scipy.special,
-which costs a command that embeds a few column names ~0.3 s of CPU. Larger inputs (indexing documents) use scipy's
-vectorized erf."""
+PY_ERF_BUDGET = 1 << 19
+"""GELU values a process computes with `math.erf` (libm, in double, rounded to float32: the float32 values scipy's erf
+gives, tests/knowledge/test_embedder_runtime.py) before it imports scipy's vectorized erf. Importing scipy.special
+costs ~0.3 s of CPU, about what `math.erf` spends on this many values: a command that embeds a few column names
+(`pipewarden schema match`: ~0.2 M values) never pays the import, a process that embeds more pays it once it has
+spent as much without it, and one that already loaded scipy.special uses it from the start."""
+
+
+class _ErfBudget:
+    left = PY_ERF_BUDGET
 
 
 @lru_cache(maxsize=1)
@@ -223,12 +229,17 @@ def _py_erf() -> Any:
     return np.frompyfunc(math.erf, 1, 1)
 
 
-def _erf(x: Any) -> Any:
-    """erf of a float32 array, as float32."""
-    if x.size <= PY_ERF_MAX:
-        import numpy as np
+def _py_erf32(x: Any) -> Any:
+    import numpy as np
 
-        return _py_erf()(x.astype(np.float64)).astype(np.float32)
+    return _py_erf()(x.astype(np.float64)).astype(np.float32)
+
+
+def _erf(x: Any) -> Any:
+    """erf of a float32 array, as float32 (the same values on either path)."""
+    if x.size <= _ErfBudget.left and "scipy.special" not in sys.modules:
+        _ErfBudget.left -= x.size
+        return _py_erf32(x)
     from scipy.special import erf
 
     return erf(x)

