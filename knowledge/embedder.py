@@ -312,7 +312,12 @@ def _blas_controller() -> Any:
 
 @lru_cache(maxsize=1)
 def default_embedder() -> MiniLMEmbedder:
-    """The process-wide MiniLM embedder (loaded on first call, then reused)."""
+    """The process-wide MiniLM embedder (loaded on first call, then reused).
+
+    A process that keeps one embeds again and again (a worker, whose warm-up embeds once; an index build), so it
+    takes scipy's erf from its first batch (`PY_ERF_BUDGET` spent): the import is paid while warming up, not in an
+    event. `pipewarden schema match` loads a `MiniLMEmbedder` of its own, only on a cache miss."""
+    _ErfBudget.left = 0
     return MiniLMEmbedder()
 
 
@@ -326,7 +331,8 @@ class CachedEmbedder:
 
     A vector's file is named by the sha256 of the model's identity (its folder, its files' sizes and modification
     times, and `CACHE_VERSION`) and the text, and holds the float32 values MiniLM returned, so a hit is the
-    very vector a miss returns. The model (`load`, default `default_embedder`) is loaded only on a miss. A folder
+    very vector a miss returns. The model (`load`, default a `MiniLMEmbedder`, which keeps the `math.erf` budget of a
+    short-lived process) is loaded only on a miss. A folder
     that cannot be written only costs the cache: misses are embedded and returned all the same.
     """
 
@@ -337,7 +343,7 @@ class CachedEmbedder:
         from pathlib import Path
 
         self.folder = Path(folder)
-        self._load = load or (lambda: default_embedder())
+        self._load = load or (lambda: MiniLMEmbedder(model_path=model_path))
         self._model_key = _model_key(model_path or _packaged_model_path())
 
     def _file(self, text: str) -> Any:

@@ -68,6 +68,33 @@ def test_schema_match_json_without_embeddings_never_loads_minilm(in_batches: Pat
     assert_matches_the_drift(report)
 
 
+def _child(blocked: tuple[str, ...]) -> str:
+    return ("import sys\n"
+            f"for name in {blocked!r}:\n"
+            "    sys.modules[name] = None\n"
+            "sys.argv = ['pipewarden', *sys.argv[1:]]\n"
+            "from pipewarden.cli import main\n"
+            "main()\n")
+
+
+def test_schema_match_with_minilm_imports_no_scipy_and_reads_names_back_from_the_cache(in_batches: Path,
+                                                                                       pw_home: Path) -> None:
+    args = ["schema", "match", "jan.csv", "retyped.csv", "--json"]
+    cold = subprocess.run([sys.executable, "-c", _child(("scipy", "torch")), *args],
+                          capture_output=True, text=True, timeout=120, env=subprocess_env(pw_home))
+    assert cold.returncode == 0, cold.stderr
+    assert list((pw_home / "cache" / "embeddings").rglob("*.f32"))  # the names' vectors, kept
+    # again: the vectors come from the cache, so the tokenizer (and the model) is never loaded
+    warm = subprocess.run([sys.executable, "-c", _child(("scipy", "torch", "tokenizers")), *args],
+                          capture_output=True, text=True, timeout=120, env=subprocess_env(pw_home))
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout == cold.stdout
+    report = json.loads(warm.stdout)
+    assert report["embedder"] == "all-MiniLM-L6-v2"
+    assert by_column(report)["departureDelay"]["embedding_score"] is not None
+    assert_matches_the_drift(report)
+
+
 def test_schema_match_json_with_minilm(pw: Callable[..., CliResult], in_batches: Path, minilm: object,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from pipewarden.knowledge import embedder
