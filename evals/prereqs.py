@@ -7,7 +7,7 @@ covers the code and policies that shape that state (`pipewarden/`, `flows/`, `to
 paths the SQLite stores (MLflow's artifact locations, the state DB) hold, so nothing in a scenario's home points
 back into the shared copy.
 
-Public names: `base_home`, `copy_home`, `fingerprint`.
+Public names: `base_home`, `copy_home`, `fingerprint`, `index_home`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pipewarden.settings import settings_env
 
@@ -63,46 +65,71 @@ def _dispose_engines() -> None:
         make_engine.cache_clear()
 
 
-def _build(home: Path, say: Callable[[str], None]) -> None:
-    from pipewarden.evals.flights_data import prepare_month
+def index_home(home: str) -> None:
+    """Index the knowledge base of `home` (the base state's first part); run in an eval worker beside the build."""
     from pipewarden.flows.knowledge_sync import sync_knowledge
+
+    with pipewarden_home(Path(home)):
+        sync_knowledge()
+
+
+def _build(home: Path, say: Callable[[str], None], pool: Executor | None = None) -> None:
+    """January through the pipeline, cost baselines, and the knowledge index: in this process, or (`pool`) the
+    index in a worker meanwhile. The two share nothing but the state DB, which exists (migrated) before either
+    starts; the index reads only the decided proposals from it, of which the base state has none."""
+    from pipewarden.evals.flights_data import prepare_month
     from pipewarden.flows.pipeline import run_batch
     from pipewarden.store import StateStore
 
     with pipewarden_home(home):
         t0 = time.perf_counter()
-        say("evals: indexing the knowledge base for the shared starting state ...")
-        sync_knowledge()
-        say("evals: loading January 2013 through the pipeline (warehouse, cost history, champion model) ...")
-        result = run_batch("flights", str(prepare_month(1)))
-        if result.status != "completed":
-            from pipewarden.errors import PipewardenError
-
-            raise PipewardenError(f"the eval base state could not be built: January {result.status} at "
-                                  f"{result.halted_at}", hint="run January through the flights example to see why: "
-                                  "cd examples/flights && python -m flows.flights_flow --month 1")
-        from pipewarden.flows.transform import transform
-        from pipewarden.policies.cost import load_cost_policy
-
-        say("evals: building the SQL models again for a cost baseline ...")
-        for i in range(load_cost_policy().min_history):
-            transform(f"eval-baseline-{i}")
-        store = StateStore()
-        # January's own events (if any) are not part of any scenario
-        for ev in store.claim_events("eval-base", limit=1000):
-            store.finish_event(ev.id, "ignored")
+        indexing: Future[None] | None = None
+        if pool is None:
+            say("evals: indexing the knowledge base for the shared starting state ...")
+            index_home(str(home))
+        else:
+            StateStore()  # the state DB and its migrations, before the worker reads it
+            say("evals: indexing the knowledge base for the shared starting state (in a worker) ...")
+            indexing = pool.submit(index_home, str(home))
+        try:
+            _load_january(home, say, run_batch, prepare_month)
+            store = StateStore()
+            # January's own events (if any) are not part of any scenario
+            for ev in store.claim_events("eval-base", limit=1000):
+                store.finish_event(ev.id, "ignored")
+        finally:
+            if indexing is not None:
+                indexing.result()  # raises what the worker raised; and the folder is never removed under it
         say(f"evals: base state ready in {time.perf_counter() - t0:.0f}s")
 
 
-def base_home(cache: Path, say: Callable[[str], None] = lambda _m: None) -> Path:
-    """The finished base state for this code, built under `cache` if it is not there yet."""
+def _load_january(home: Path, say: Callable[[str], None], run_batch: Any, prepare_month: Any) -> None:
+    say("evals: loading January 2013 through the pipeline (warehouse, cost history, champion model) ...")
+    result = run_batch("flights", str(prepare_month(1)))
+    if result.status != "completed":
+        from pipewarden.errors import PipewardenError
+
+        raise PipewardenError(f"the eval base state could not be built: January {result.status} at "
+                              f"{result.halted_at}", hint="run January through the flights example to see why: "
+                              "cd examples/flights && python -m flows.flights_flow --month 1")
+    from pipewarden.flows.transform import transform
+    from pipewarden.policies.cost import load_cost_policy
+
+    say("evals: building the SQL models again for a cost baseline ...")
+    for i in range(load_cost_policy().min_history):
+        transform(f"eval-baseline-{i}")
+
+
+def base_home(cache: Path, say: Callable[[str], None] = lambda _m: None, *, pool: Executor | None = None) -> Path:
+    """The finished base state for this code, built under `cache` if it is not there yet (with `pool`, the
+    knowledge index is built in one of its workers while this process loads January)."""
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / f"base-{fingerprint()}"
     if (target / READY).exists():
         return target
     tmp = cache / f".building-{uuid.uuid4().hex[:8]}"
     try:
-        _build(tmp, say)
+        _build(tmp, say, pool)
         (tmp / READY).write_text(str(tmp.resolve()))  # the path the stores hold, rewritten by copy_home
         try:
             os.replace(tmp, target)

@@ -273,12 +273,16 @@ def native_threads(workers: int) -> dict[str, str]:
     return {k: os.environ.get(k, share) for k in THREAD_VARS}
 
 
-def _worker_init(base: str, workdir: str, cfg: dict[str, Any], keep: bool, env: dict[str, str]) -> None:
+def _worker_init(workdir: str, cfg: dict[str, Any], keep: bool, env: dict[str, str]) -> None:
     os.environ.update(env)
-    _WORKER.update(base=Path(base) if base else None, workdir=Path(workdir), cfg=LLMConfig.model_validate(cfg),
-                   keep=keep)
+    _WORKER.update(workdir=Path(workdir), cfg=LLMConfig.model_validate(cfg), keep=keep)
     _quiet()
     _warm_up()
+
+
+def _worker_ready() -> int:
+    """A no-op task: submitting one per worker starts the workers (and their warm-up) before there is work."""
+    return os.getpid()
 
 
 def _warm_up() -> None:
@@ -289,9 +293,9 @@ def _warm_up() -> None:
     warm_up()
 
 
-def _worker_run(scenario_json: str) -> str:
+def _worker_run(scenario_json: str, base: str) -> str:
     scenario = Scenario.model_validate_json(scenario_json)
-    res = run_scenario(scenario, _WORKER["base"], _WORKER["workdir"], _WORKER["cfg"], keep=_WORKER["keep"])
+    res = run_scenario(scenario, Path(base) if base else None, _WORKER["workdir"], _WORKER["cfg"], keep=_WORKER["keep"])
     return res.model_dump_json()
 
 
@@ -326,6 +330,19 @@ def _shared_prefect_server() -> Iterator[dict[str, str]]:
         server.stop()
 
 
+EXPECTED_S: dict[str, float] = {"cost": 40.0, "retrain": 17.0, "quality": 10.0, "schema-drift": 8.0}
+"""A scenario's typical seconds in a worker, by agent (2026-12-07, the whole suite on 2 busy cores): the order
+scenarios are handed to the workers, longest first, so no long scenario is left for the end while the other worker
+idles. Every cost scenario also builds a deliberately slow SQL model and raises a model drift the retrain agent
+answers by fitting a challenger."""
+
+
+def longest_first(scenarios: Sequence[Scenario]) -> list[Scenario]:
+    """The scenarios in the order the workers take them: by `EXPECTED_S` of their agent, longest first; the
+    catalogue's order within an agent."""
+    return sorted(scenarios, key=lambda s: -EXPECTED_S.get(s.agent, 10.0))
+
+
 def run_suite(
     scenarios: Sequence[Scenario],
     cfg: LLMConfig,
@@ -337,24 +354,48 @@ def run_suite(
     progress: Callable[[ScenarioResult], None] | None = None,
     say: Callable[[str], None] = lambda _m: None,
 ) -> SuiteRun:
-    """Run every scenario (in order with one worker, as they finish with more) and return their results."""
+    """Run every scenario (in order with one worker, as they finish with more) and return their results.
+
+    With workers, the pool starts before the shared base state is built: the workers load their heavy parts
+    meanwhile, and one of them indexes the knowledge base for the base state while this process loads January."""
     from pipewarden.evals.prereqs import base_home
 
     _quiet()
     t0 = time.perf_counter()
     workers = max(1, min(workers, len(scenarios)))
+    work = workdir or Path(tempfile.mkdtemp(prefix="pw-evals-"))
+    work.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
+        if workdir is None and not keep:
+            stack.callback(shutil.rmtree, work, ignore_errors=True)
         # the workers' Prefect server starts first and the base state is built on it too: else the build's flow run
         # starts Prefect's ephemeral server, a second server in the suite's path (6.5 s here, tens of seconds busy)
         prefect_env = stack.enter_context(_shared_prefect_server()) if workers > 1 else {}
+        pool = stack.enter_context(_pool(workers, cfg, keep, work, prefect_env)) if workers > 1 else None
         t_base = time.perf_counter()
         with _prefect_api(prefect_env.get("PREFECT_API_URL")):
             # recorded scenarios start from an empty home: the shared base state is built only for built-in ones
-            base = base_home(cache, say) if any(not s.is_recorded for s in scenarios) else None
+            base = base_home(cache, say, pool=pool) if any(not s.is_recorded for s in scenarios) else None
         base_s = time.perf_counter() - t_base
-        results = _run_all(scenarios, cfg, base, workdir, workers, keep, progress, prefect_env)
+        results = _run_all(scenarios, cfg, base, work, pool, keep, progress)
     return SuiteRun(llm=cfg.model_copy(update={"api_key": None}), results=results,
                     wall_s=round(time.perf_counter() - t0, 2), workers=workers, base_s=round(base_s, 2))
+
+
+@contextmanager
+def _pool(workers: int, cfg: LLMConfig, keep: bool, work: Path, prefect_env: dict[str, str]) -> Iterator[Any]:
+    """The worker processes, started at once (each warms up in its initializer) and stopped after the block."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    env = {k: v for k, v in os.environ.items() if k.startswith(("PIPEWARDEN_", "PREFECT_", "HF_"))}
+    env.update(prefect_env)
+    env.update(native_threads(workers))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                             initargs=(str(work), cfg.model_dump(), keep, env)) as pool:
+        for _ in range(workers):  # a spawn pool starts a process per submitted task, up to max_workers
+            pool.submit(_worker_ready)
+        yield pool
 
 
 @contextmanager
@@ -369,45 +410,30 @@ def _prefect_api(url: str | None) -> Iterator[None]:
         yield
 
 
-def _run_all(scenarios: Sequence[Scenario], cfg: LLMConfig, base: Path | None, workdir: Path | None, workers: int,
-             keep: bool, progress: Callable[[ScenarioResult], None] | None,
-             prefect_env: dict[str, str]) -> list[ScenarioResult]:
-    own_workdir = workdir is None
-    work = workdir or Path(tempfile.mkdtemp(prefix="pw-evals-"))
-    work.mkdir(parents=True, exist_ok=True)
+def _run_all(scenarios: Sequence[Scenario], cfg: LLMConfig, base: Path | None, work: Path, pool: Any,
+             keep: bool, progress: Callable[[ScenarioResult], None] | None) -> list[ScenarioResult]:
     results: list[ScenarioResult] = []
-    try:
-        if workers == 1:
-            _warm_up()
-            for s in scenarios:
-                r = run_scenario(s, base, work, cfg, keep=keep)
-                results.append(r)
-                if progress:
-                    progress(r)
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+    if pool is None:
+        _warm_up()
+        for s in scenarios:
+            r = run_scenario(s, base, work, cfg, keep=keep)
+            results.append(r)
+            if progress:
+                progress(r)
+        return results
+    from concurrent.futures import as_completed
 
-            env = {k: v for k, v in os.environ.items() if k.startswith(("PIPEWARDEN_", "PREFECT_", "HF_"))}
-            env.update(prefect_env)
-            env.update(native_threads(workers))
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                     initializer=_worker_init,
-                                     initargs=(str(base or ""), str(work), cfg.model_dump(), keep, env)) as pool:
-                futures = {pool.submit(_worker_run, s.model_dump_json()): s for s in scenarios}
-                for f in as_completed(futures):
-                    s = futures[f]
-                    try:
-                        r = ScenarioResult.model_validate_json(f.result())
-                    except Exception as exc:  # a worker died: the scenario fails with the reason
-                        r = ScenarioResult(id=s.id, agent=s.agent, tags=list(s.tags), llm=cfg.mode,
-                                           error=f"worker failed: {type(exc).__name__}: {exc}")
-                    results.append(r)
-                    if progress:
-                        progress(r)
-            order = {s.id: i for i, s in enumerate(scenarios)}
-            results.sort(key=lambda r: order[r.id])
-    finally:
-        if own_workdir and not keep:
-            shutil.rmtree(work, ignore_errors=True)
+    futures = {pool.submit(_worker_run, s.model_dump_json(), str(base or "")): s for s in longest_first(scenarios)}
+    for f in as_completed(futures):
+        s = futures[f]
+        try:
+            r = ScenarioResult.model_validate_json(f.result())
+        except Exception as exc:  # a worker died: the scenario fails with the reason
+            r = ScenarioResult(id=s.id, agent=s.agent, tags=list(s.tags), llm=cfg.mode,
+                               error=f"worker failed: {type(exc).__name__}: {exc}")
+        results.append(r)
+        if progress:
+            progress(r)
+    order = {s.id: i for i, s in enumerate(scenarios)}
+    results.sort(key=lambda r: order[r.id])
     return results

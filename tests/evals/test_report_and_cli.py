@@ -94,3 +94,17 @@ def test_eval_refuses_bad_arguments_before_doing_any_work() -> None:
     assert res.returncode == 2 and "unknown scenario 'sd-adv-timeot'" in res.stderr and "sd-adv-timeout" in res.stderr
     res = _eval("--llm", "mock", "--base-url", "http://127.0.0.1:1/v1")
     assert res.returncode == 2 and "--base-url and --model apply to --llm openai" in res.stderr
+
+
+def test_the_workers_take_the_longest_scenarios_first_keeping_the_catalogue_order_within_an_agent() -> None:
+    from pipewarden.evals.runner import EXPECTED_S, longest_first
+    from pipewarden.evals.scenarios import load_catalogue
+
+    catalogue = load_catalogue().scenarios
+    ordered = longest_first(catalogue)
+    assert sorted(s.id for s in ordered) == sorted(s.id for s in catalogue)  # none dropped, none repeated
+    expected = [EXPECTED_S[s.agent] for s in ordered]
+    assert expected == sorted(expected, reverse=True)
+    assert ordered[0].agent == "cost" and ordered[-1].agent == "schema-drift"
+    for agent in EXPECTED_S:
+        assert [s.id for s in ordered if s.agent == agent] == [s.id for s in catalogue if s.agent == agent]
