@@ -13,7 +13,10 @@
   `tools.sql_guard.check_select` over the tables the model reads, then `tools.cost.prove`: the same rows as the
   current SQL (EXCEPT ALL both ways, row counts) and at least `prove.min_saving` cheaper (rows or bytes scanned, or
   the median of timed builds). The cheapest proven candidate wins, with its proof (`CostProof`): proving is how
-  the plan picks, so the spec has no separate prove step. None proven: the proposal needs a human.
+  the plan picks, so the spec has no separate prove step. None proven: the proposal needs a human. The fault's
+  precedents (`case.precedents`, gathered like every planning agent's; empty while a cost regression names no
+  fault signature) act before proving: a patch a person rejected is never proven again (and fails an LLM answer's
+  validation), one people accepted wins when proven.
 - propose: the proposal: a `sql_model_patch` (base_sql = the current SQL) with the cost before and after in
   `DryRun.metrics` and the diagnosis in `DryRun.notes`.
 - verify (after approval): the active version's SQL is built on the current data: its rows must equal the regressed
@@ -30,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.agents.lifecycle import Verification, proposal_for
+from pipewarden.agents.precedent import Precedent, change_identity, gather_precedents, rank, refusal
 from pipewarden.agents.spec import AgentSpec, Plan
 from pipewarden.events import CostRegression
 from pipewarden.models import CheckResult, DryRun, NoChange, Proposal, ProposalStatus, Risk, SqlModelPatch
@@ -57,6 +61,9 @@ class CostCase(BaseModel):
     evidence: dict[str, Any]
     current: dict[str, Any]
     findings: list[dict[str, Any]] = Field(default_factory=list)
+    precedents: list[Precedent] = Field(default_factory=list)
+    """What people decided on this fault before (`agents.precedent.gather_precedents`; none today: a cost regression
+    names no fault signature), heard before drafting."""
 
 
 class CostProof(BaseModel):
@@ -159,7 +166,7 @@ def gather(ev: CostRegression) -> CostCase:
                             baseline_scans=[ScanStat.model_validate(s) for s in evidence["known_good_scans"]],
                             table_widths=widths)
     return CostCase(event=ev, evidence=evidence, current=m.model_dump(mode="json"),
-                    findings=[f.model_dump(mode="json") for f in findings])
+                    findings=[f.model_dump(mode="json") for f in findings], precedents=gather_precedents(ev))
 
 
 def _with_earlier(now: Any, earlier: Any) -> Any:
@@ -206,6 +213,7 @@ def plan(case: CostCase) -> Plan[CostRewriteAnswer, CostProof]:
     `check_select` and are proven (`tools.cost.prove`): proving is how the cheapest is picked, so the answer
     comes with its proof."""
     from pipewarden.agents.llm import OfflinePlanner, PlanRequest, plan
+    from pipewarden.agents.precedent import with_precedents
     from pipewarden.policies.cost import load_cost_policy
     from pipewarden.tools.cost import TOOLS, Candidate, Measurement, measure, prove, rule_rewrites, tables_read
     from pipewarden.tools.sql_guard import check_select
@@ -221,6 +229,12 @@ def plan(case: CostCase) -> Plan[CostRewriteAnswer, CostProof]:
                                        reason=f"the last known-good version ({ev['known_good_source']})"))
     deterministic += rule_rewrites(current)
 
+    def patch(sql: str) -> SqlModelPatch:
+        return SqlModelPatch(model=ev["model"], sql=sql, base_sql=current)
+
+    deterministic, ranked_notes = rank(deterministic, lambda c: change_identity(patch(c.sql)), case.precedents,
+                                       describe=lambda c: f"the {c.source} rewrite")
+
     con = _connect()
     results: dict[str, dict[str, Any]] = {}
     tried: list[str] = []
@@ -234,6 +248,8 @@ def plan(case: CostCase) -> Plan[CostRewriteAnswer, CostProof]:
             if sql in results:
                 r = results[sql]
                 return [] if r["proven"] else [r["failure"]]
+            if case.precedents and (refused := refusal(case.precedents, patch(sql))):
+                return [refused]  # rejected for this fault before: not proven again
             errors = check_select(sql, allowed_tables=allowed)
             if errors:
                 return ["unsafe SQL: " + "; ".join(errors)]
@@ -256,7 +272,7 @@ def plan(case: CostCase) -> Plan[CostRewriteAnswer, CostProof]:
                 return CostRewriteAnswer(sql="", rationale="no deterministic rewrite returned the same rows cheaper")
             return CostRewriteAnswer(sql=best["sql"], rationale=best["reason"] + "; " + best["verdict"])
 
-        request = PlanRequest(
+        request = with_precedents(PlanRequest(
             agent=AGENT,
             task=(f"SQL model {ev['model']!r} regressed in cost ({ev['metric']} {ev['observed']:g} vs baseline "
                   f"{ev['baseline']:g}, x{ev['ratio']:g}). Write one DuckDB SELECT that returns exactly the same "
@@ -270,7 +286,7 @@ def plan(case: CostCase) -> Plan[CostRewriteAnswer, CostProof]:
                   "current_cost": {"median_ms": before.median_ms, "rows_scanned": before.rows_scanned,
                                    "bytes_scanned": before.bytes_scanned},
                   "history": ev.get("history", []), "tables": sorted(allowed)},
-        )
+        ), case.precedents)
 
         def validate(answer: CostRewriteAnswer) -> list[str]:
             source = "llm" if answer.sql not in results or results[answer.sql]["source"] == "llm" else \
@@ -280,9 +296,10 @@ def plan(case: CostCase) -> Plan[CostRewriteAnswer, CostProof]:
         outcome = plan(request, CostRewriteAnswer, offline=OfflinePlanner(solve), validate=validate, tools=TOOLS)
     finally:
         con.close()
-    tried += outcome.tried
+    tried += outcome.tried + ranked_notes
     all_proven = sorted((r for r in results.values() if r["proven"]), key=lambda r: _source_rank(r["source"]))
-    chosen = _pick(all_proven)
+    accepted = {p.identity for p in case.precedents if p.outcome == "accepted"}
+    chosen = next((r for r in all_proven if change_identity(patch(r["sql"])) in accepted), None) or _pick(all_proven)
     planner = "offline"
     if chosen is not None and chosen["source"] == "llm":
         planner = outcome.planner or "openai"

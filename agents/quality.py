@@ -39,6 +39,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.agents.lifecycle import Verification, proposal_for
+from pipewarden.agents.precedent import Precedent, blocked_by, change_identity, gather_precedents, rank, refusal
 from pipewarden.agents.spec import AgentSpec, Plan
 from pipewarden.events import CheckFailed, QualityAnomaly
 from pipewarden.models import (
@@ -105,6 +106,8 @@ class QualityCase(BaseModel):
     event: Annotated[CheckFailed | QualityAnomaly, Field(discriminator="kind")]
     citations: list[Citation] = Field(default_factory=list)
     context: dict[str, Any]
+    precedents: list[Precedent] = Field(default_factory=list)
+    """What people decided on this fault before (`agents.precedent.gather_precedents`), heard before drafting."""
 
 
 class QualityProof(BaseModel):
@@ -173,14 +176,28 @@ def gather(ev: CheckFailed | QualityAnomaly) -> QualityCase:
         "candidates": candidates,
         "citations": [format_citation(c.chunk_id, c.excerpt, max_chars=300) for c in cites],
     }
-    return QualityCase(event=ev, citations=cites, context=ctx)
+    return QualityCase(event=ev, citations=cites, context=ctx, precedents=gather_precedents(ev))
 
 
-def offline_solve(request: Any) -> QualityAnswer:
-    """The deterministic answer: the first drafted candidate whose dry-run heals (a re-ingest when rows are missing)."""
+def offline_solve(request: Any, precedents: list[Precedent] | None = None, fault: Any = None) -> QualityAnswer:
+    """The deterministic answer: the first drafted candidate whose dry-run heals (a re-ingest when rows are missing).
+    With the fault's `precedents` (and its `fault` case, to know each candidate's change), ranked before any is
+    proven (`agents.precedent.rank`): one a person rejected for this fault is left out (ModelRetry when none is
+    left), one people accepted comes first; the answer's rationale says why."""
+    from pipewarden.errors import ModelRetry
+
     data = request.data
     cites = [c[1:c.index("]")] for c in data.get("citations", []) if c.startswith("[") and "]" in c][:2]
-    for answer in candidate_answers(data, cites):
+    answers = candidate_answers(data, cites)
+    notes: list[str] = []
+    if precedents and fault is not None and answers:
+        drafted = answers
+        answers, notes = rank(drafted, lambda a: _identity(a, fault), precedents, describe=_describe)
+        if not answers:  # every drafted candidate was rejected for this fault: say why, as validation would
+            raise ModelRetry(refusal(precedents, answer_to_change(drafted[0], fault)) or " ".join(notes))
+    for answer in answers:
+        if notes:
+            return answer.model_copy(update={"rationale": f"{answer.rationale}. {' '.join(notes)}"})
         return answer
     # nothing heals: the first candidate, so validation says why and the proposal needs a human
     return QualityAnswer(action="quarantine", predicate="", reason="no drafted candidate heals the batch",
@@ -209,6 +226,26 @@ def candidate_answers(data: dict[str, Any], cites: list[str]) -> list[QualityAns
             answers.append(QualityAnswer(action="contract_change", reason=change.get("summary", ""),
                                          bounds=_bounds_from(change), **base))
     return answers
+
+
+def _identity(answer: QualityAnswer, fault: Any) -> str | None:
+    """The `change_identity` of the change an answer stands for (None when it cannot be one)."""
+    from pipewarden.errors import PipewardenError
+
+    try:
+        return change_identity(answer_to_change(answer, fault))
+    except PipewardenError:
+        return None
+
+
+def _describe(answer: QualityAnswer) -> str:
+    if answer.action == "quarantine":
+        return f"quarantine where {answer.predicate}"
+    if answer.action == "dedupe_rule":
+        return f"keep one row per ({', '.join(answer.keys)})"
+    if answer.action == "contract_change":
+        return "loosen the contract (" + ", ".join(b.column for b in answer.bounds) + ")"
+    return "re-ingest the load"
 
 
 def _bounds_from(change: dict[str, Any]) -> list[BoundEdit]:
@@ -262,9 +299,11 @@ def answer_to_change(answer: QualityAnswer, case: Any) -> Any:
 
 
 def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any],
-                    proofs: dict[str, QualityProof] | None = None) -> list[str]:
+                    proofs: dict[str, QualityProof] | None = None,
+                    precedents: list[Precedent] | None = None) -> list[str]:
     """Everything wrong with an answer (empty: acceptable). See the module docstring. The dry-run it makes is kept
-    in `proofs` (by the answer's JSON) when given."""
+    in `proofs` (by the answer's JSON) when given. A change a person rejected for this fault (`precedents`) fails
+    before it is dry-run (`agents.precedent.refusal`)."""
     from pipewarden.errors import PipewardenError
     from pipewarden.tools.quality_fix import REINGEST_CHECKS, dry_run
     from pipewarden.tools.sql_guard import check_predicate
@@ -293,6 +332,8 @@ def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any],
         return errors
     try:
         change = answer_to_change(answer, case)
+        if precedents and (refused := refusal(precedents, change)):
+            return [refused]
         evidence = dry_run(case, change)
     except PipewardenError as exc:
         return [exc.message]
@@ -320,13 +361,14 @@ def plan(case: QualityCase) -> Plan[QualityAnswer, QualityProof]:
     `validate_answer`, whose dry-run of the answer that counts is kept as its proof."""
     from pipewarden.agents.llm import OfflinePlanner, PlanRequest
     from pipewarden.agents.llm import plan as ask
+    from pipewarden.agents.precedent import with_precedents
     from pipewarden.tools.quality import TOOLS
 
     fault, ctx = _fault_case(case.event), case.context
     proofs: dict[str, QualityProof] = {}
-    request = PlanRequest(agent=AGENT, task=TASK, rules=RULES, data=ctx)
-    outcome = ask(request, QualityAnswer, offline=OfflinePlanner(offline_solve),
-                  validate=lambda a: validate_answer(a, fault, ctx, proofs), tools=TOOLS)
+    request = with_precedents(PlanRequest(agent=AGENT, task=TASK, rules=RULES, data=ctx), case.precedents)
+    outcome = ask(request, QualityAnswer, offline=OfflinePlanner(lambda req: offline_solve(req, case.precedents, fault)),
+                  validate=lambda a: validate_answer(a, fault, ctx, proofs, case.precedents), tools=TOOLS)
     return Plan(answer=outcome.answer, planner=outcome.planner or "offline", tried=list(outcome.tried),
                 usage=outcome.usage.model_dump(mode="json"),
                 proof=proofs.get(_key(outcome.answer)) if outcome.answer else None)
@@ -389,6 +431,9 @@ def _proposal(case: QualityCase, answer: QualityAnswer | None, proof: QualityPro
         evidence = DryRun(before=res, after=res)
         status, risk = ProposalStatus.needs_human, Risk.high
         title = f"{ev.dataset}: quality fault needs a human ({getattr(ev, 'check', 'contract checks')})"
+        if (blocker := blocked_by(case.precedents, tried)) is not None:
+            title += f": the fixes found were rejected before (proposal {blocker.proposal} by {blocker.actor})"
+            title = title[:200]
         diagnosis = f"{ctx['finding']}\n\nRoot cause:\n{cause}\n\nNo drafted or planned fix heals the batch."
     else:
         change, evidence = proof.change, proof.evidence

@@ -9,7 +9,10 @@
   transforms (a unit scale, a date format, epoch numbers); sqlglot lineage names the SQL models that read each
   missing column.
 - plan: `agents.llm.plan` asks the OpenAI planner (when configured; it may call `profile_column`,
-  `match_columns`, `column_lineage`) and falls back to the offline answer (`agents.planner.solve_mapping`). An
+  `match_columns`, `column_lineage`) and falls back to the offline answer (`offline_answer`:
+  `agents.planner.solve_mapping`, after a mapping people accepted for this drifted schema; never one a person
+  rejected for it). The fault's precedents (`case.precedents`) reach the model as data, and an answer whose change
+  a person rejected for this fault fails validation (`agents.precedent.refusal`). An
   answer counts only when `validate_mapping` passes and `prove` proves it (`draft_change`): the checks pass on the
   batch under the mapping (and the loosened contract, for dropped columns), and every SQL model that reads a
   dropped column is patched and proven in DuckDB (`tools.sql_patch.prove_drop`). The proof of the answer that
@@ -17,7 +20,8 @@
 - propose: a `column_mapping`, or a `change_set` of `contract_change` (loosens; high risk), the mapping and the
   `sql_model_patch`es, with the checks before and after and the SQL proofs in `DryRun.notes`.
 
-Public names: `SPEC`, `DriftCase`, `Drafted`, `draft_change`, `TOOL_NAMES`, `AGENT`, `READER_ROLE`.
+Public names: `SPEC`, `DriftCase`, `Drafted`, `draft_change`, `offline_answer`, `TOOL_NAMES`, `AGENT`,
+`READER_ROLE`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from pipewarden.agents.lifecycle import proposal_for
 from pipewarden.agents.planner import DriftContext, MappingAnswer
+from pipewarden.agents.precedent import Precedent, blocked_by, change_identity, gather_precedents, rank, refusal
 from pipewarden.agents.spec import AgentSpec, Plan
 from pipewarden.events import SchemaDrift
 from pipewarden.models import (
@@ -65,6 +70,9 @@ class DriftCase(BaseModel):
     fingerprint: str | None = None
     citations: list[Citation] = Field(default_factory=list)
     context: DriftContext
+    precedents: list[Precedent] = Field(default_factory=list)
+    """What people decided on this fault (this drifted schema) before (`agents.precedent.gather_precedents`),
+    heard before drafting."""
 
 
 # The drifted batches the gather step read, by event id: the plan (and a prove after it) prove answers on the
@@ -133,7 +141,8 @@ def gather(ev: SchemaDrift) -> DriftCase:
         event_id=str(ev.id),
     )
     return DriftCase(event=ev, contract=contract, before=dry_check(batch, contract, None),
-                     fingerprint=_fingerprint(ev), citations=citations, context=ctx)
+                     fingerprint=_fingerprint(ev), citations=citations, context=ctx,
+                     precedents=gather_precedents(ev))
 
 
 def _downstream(dataset: str, columns: list[str]) -> dict[str, list[str]]:
@@ -273,14 +282,65 @@ def prove(answer: MappingAnswer, case: DriftCase) -> Drafted:
     return draft_change(answer, case.event.dataset, case.contract, _batch(case), fingerprint=case.fingerprint)
 
 
+def _planned_change(answer: MappingAnswer, case: DriftCase) -> Change | None:
+    """The change an answer stands for, known before proving it: its mapping scoped to the batch's schema (None
+    when it drops contract columns: that change holds the SQL patches drafted while proving it)."""
+    if answer.drop_from_contract or not answer.changes_mapping:
+        return None
+    from pipewarden.tools.mapping import batch_fingerprint
+
+    return answer.to_mapping(case.event.dataset).model_copy(
+        update={"source_fingerprint": case.fingerprint or batch_fingerprint(_batch(case))})
+
+
+def _accepted_answer(p: Precedent) -> MappingAnswer | None:
+    """A mapping people accepted for this fault, as an answer the offline planner can try (and prove) again."""
+    from pydantic import ValidationError
+
+    from pipewarden.agents.planner import CastPair, RenamePair, TransformPair
+
+    ch = p.change
+    if p.outcome != "accepted" or ch.get("kind") != "column_mapping":
+        return None
+    try:
+        return MappingAnswer(
+            renames=[RenamePair(incoming=k, contract_column=v) for k, v in ch.get("renames", {}).items()],
+            casts=[CastPair(column=k, type=v) for k, v in ch.get("casts", {}).items()],
+            transforms=[TransformPair(column=t["column"], kind=t["kind"], factor=t.get("factor"),
+                                      format=t.get("format")) for t in ch.get("transforms", [])],
+            rationale=f"the mapping people accepted for this fault on proposal {p.proposal} ({p.actor})")
+    except ValidationError:
+        return None
+
+
+def offline_answer(case: DriftCase) -> MappingAnswer:
+    """The offline planner's answer: `solve_mapping`, unless the fault's precedents say otherwise before anything
+    is proven (`agents.precedent.rank`): a mapping people accepted for this drifted schema is tried first, one a
+    person rejected is left out (ModelRetry when nothing is left)."""
+    from pipewarden.agents.planner import solve_mapping
+    from pipewarden.errors import ModelRetry
+
+    solved = solve_mapping(case.context)
+    if not case.precedents:
+        return solved
+    accepted = [a for p in case.precedents if (a := _accepted_answer(p)) is not None]
+    ranked, notes = rank([*accepted, solved], lambda a: change_identity(_planned_change(a, case)), case.precedents,
+                         describe=lambda a: _title_parts(a) or "no change")
+    if not ranked:
+        raise ModelRetry(refusal(case.precedents, _planned_change(solved, case)) or " ".join(notes))
+    first = ranked[0]
+    return first.model_copy(update={"rationale": " ".join([first.rationale, *notes]).strip()}) if notes else first
+
+
 def plan(case: DriftCase) -> Plan[MappingAnswer, Drafted]:
     """`agents.llm.plan`: the OpenAI planner when configured (with `TOOL_NAMES`), then the offline answer
     (`solve_mapping`). An answer counts when `validate_mapping` passes and its change is proven on the batch; the
     proof of the answer that counts is kept (the prove step does not prove it again)."""
     from pipewarden.agents.llm import OfflinePlanner
     from pipewarden.agents.llm import plan as ask
-    from pipewarden.agents.planner import request_for, solve_mapping
+    from pipewarden.agents.planner import request_for
     from pipewarden.agents.planning import validate_mapping
+    from pipewarden.agents.precedent import with_precedents
     from pipewarden.tools.registry import all_tools
 
     ctx = case.context
@@ -289,12 +349,16 @@ def plan(case: DriftCase) -> Plan[MappingAnswer, Drafted]:
     def validate(answer: MappingAnswer) -> list[str]:
         if errors := validate_mapping(answer, ctx):
             return errors
+        if case.precedents and (refused := refusal(case.precedents, _planned_change(answer, case))):
+            return [refused]  # rejected for this fault before: not proven again
         proofs[_key(answer)] = drafted = prove(answer, case)
+        if drafted.change is not None and (refused := refusal(case.precedents, drafted.change)):
+            return [refused]
         return drafted.errors
 
     tools = [t for name, t in all_tools().items() if name in TOOL_NAMES]
-    outcome = ask(request_for(ctx), MappingAnswer, offline=OfflinePlanner(lambda _req: solve_mapping(ctx)),
-                  validate=validate, tools=tools)
+    outcome = ask(with_precedents(request_for(ctx), case.precedents), MappingAnswer,
+                  offline=OfflinePlanner(lambda _req: offline_answer(case)), validate=validate, tools=tools)
     return Plan(answer=outcome.answer, planner=outcome.planner or "offline", tried=list(outcome.tried),
                 usage=outcome.usage.model_dump(), proof=proofs.get(_key(outcome.answer)) if outcome.answer else None)
 
@@ -309,6 +373,9 @@ def propose(case: DriftCase, plan: Plan[MappingAnswer, Drafted], drafted: Drafte
         evidence = DryRun(before=before, after=before)
         status, risk = ProposalStatus.needs_human, Risk.high
         title = f"{ev.dataset}: schema drift needs a human"
+        if (blocker := blocked_by(case.precedents, plan.tried)) is not None:
+            title += f": the change found was rejected before (proposal {blocker.proposal} by {blocker.actor})"
+            title = title[:200]
         diagnosis = "The batch does not match its contract and no change that heals it was found.\n" + "\n".join(
             f"- {line}" for line in before.schema_errors)
     else:

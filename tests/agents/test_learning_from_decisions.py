@@ -70,9 +70,11 @@ def test_a_rejected_mapping_is_not_proposed_again_the_proposal_names_the_rejecti
     supervise_once()
     p2 = StateStore().proposal_for_event(second.id)
     assert p2.id != p1.id and p2.status == ProposalStatus.needs_human and p2.change.kind == "no_change"
-    assert p1.short_id in p2.title and p1.short_id in p2.change.reason
-    assert "alice: the feed renames it back tomorrow" in p2.change.reason
-    assert any("rejected on proposal " + p1.short_id in t for t in p2.tried)
+    assert p1.short_id in p2.title and p1.short_id in p2.change.reason and "rejected before" in p2.title
+    # the offline planner heard the rejection before drafting: it did not prove the rejected mapping again
+    assert "the feed renames it back tomorrow" in p2.change.reason and "rejected by alice" in p2.change.reason
+    assert p2.tried == [f"offline attempt 1: a person rejected this change for this fault: the feed renames it back "
+                        f"tomorrow; wait for it (proposal {p1.short_id}, rejected by alice); propose a different change"]
     [cited] = _decision_cites(p2, p1)
     assert cited.score == 1.0 and cited.owner == "alice" and "rejected" in cited.excerpt
 
@@ -86,6 +88,7 @@ def test_a_rejected_change_gives_way_to_the_next_alternative_citing_the_rejectio
 
     p2 = _quality_proposal(df, tmp_path, "second", seed=5)
     assert p2.status == ProposalStatus.pending and p2.change.kind == "quarantine" and p2.dry_run.heals
+    assert "Proposed by the offline planner: quarantine." in p2.diagnosis  # the loosening was left out before proving
     assert p2.change.predicate == "dep_delay < -120 OR dep_delay > 1500"
     assert f"rejected for this fault on proposal {p1.short_id} by alice: {NEVER_LOOSEN}" in p2.diagnosis
     assert _decision_cites(p2, p1)  # cited from the store: no index was built, the exact match is enough
@@ -109,6 +112,7 @@ def test_an_accepted_change_is_preferred_and_cited_when_the_fault_comes_back(
     p2 = _quality_proposal(df, tmp_path, "second", seed=5)  # the offline planner's first choice is the loosening
     assert p2.change.kind == "quarantine" and p2.change.predicate == p1.change.predicate
     assert p2.change.load_id != p1.change.load_id and p2.dry_run.heals  # proven on its own batch
+    assert "Proposed by the offline planner: quarantine." in p2.diagnosis  # its pick, before proving: not heed's swap
     assert f"accepted for this fault on proposal {p1.short_id} is preferred" in p2.diagnosis
     [cited] = _decision_cites(p2, p1)
     assert "approved and verified by alice" in cited.excerpt
