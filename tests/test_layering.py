@@ -1,6 +1,7 @@
 """The arrows of ARCHITECTURE.md, checked on every import statement (lazy ones included).
 
-The two composition roots, the CLI and the demo, may reach every layer; they are listed by name.
+The composition roots (the CLI, the demo, the public API, the MCP server and the runtime's wiring) may reach
+every layer; they are listed by name.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ COMPOSITION_ROOTS = {
     "pipewarden/guard.py", "pipewarden/prefect.py",
     # the MCP server: the inbox and the read-only tools (checks, schema match, lineage, knowledge) for IDE agents
     "pipewarden/mcp_server.py",
+    # the runtime's composition root: `default_runtime()` wires the real implementation of every port
+    "pipewarden/wiring.py",
 }
 
 
