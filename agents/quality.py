@@ -22,9 +22,12 @@ found again (a different finding on the same batch is a different event and prop
 verified by re-running the same bytes: it passes once the request is recorded as the active `reingest:<dataset>`
 version (with the load, the source and the reason); the re-delivered load is judged by the detectors when it lands.
 
-The shared tail's `heed` may swap the planner's pick for another drafted candidate (`alternatives`: every other
-candidate that heals and passes the same validation) when people rejected the pick for this fault before, or
-accepted another.
+What people decided on this fault before (`case.precedents`, gathered once) is heard before drafting: the model's
+request carries it as data (`agents.precedent.with_precedents`), an answer whose change a person rejected for the
+fault is refused before its dry-run (`agents.precedent.refusal`), and `offline_solve` leaves such a candidate out
+and puts one people accepted first (`agents.precedent.rank`), saying so in its rationale. The shared tail's `heed`
+stays the safety net: it may still swap the planner's pick for another drafted candidate (`alternatives`: every
+other candidate that heals and passes the same validation).
 
 Public names: `SPEC`, `AGENT`, `QualityAnswer`, `BoundEdit`, `QualityCase`, `QualityProof`, `verify_quality`,
 `answer_to_change`, `validate_answer`, `offline_solve`, `candidate_answers`, `alternatives`.
