@@ -120,3 +120,26 @@ def test_schema_match_unreadable_file_is_a_clean_error(pw: Callable[..., CliResu
     assert "empty.csv: the file is empty (0 bytes)" in res.err_text
     assert res.out == ""
     assert "Traceback" not in res.err
+
+
+def test_schema_match_json_never_builds_a_rich_console(in_batches: Path, pw_home: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", _child(("rich.console", "scipy")), "schema", "match", "jan.csv",
+                           "retyped.csv", "--json", "--no-embeddings"],
+                          capture_output=True, text=True, timeout=120, env=subprocess_env(pw_home))
+    assert proc.returncode == 0, proc.stderr
+    assert_matches_the_drift(json.loads(proc.stdout))
+
+
+def test_the_cli_s_lazy_console_serves_tables_and_progress_bars(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from pipewarden.cli import _LazyConsole
+
+    out, err = _LazyConsole(), _LazyConsole(stderr=True)
+    with Progress(console=err, transient=True) as bar:  # rich holds it as a context manager
+        bar.advance(bar.add_task("x", total=1))
+    table = Table("new column")
+    table.add_row("departureDelay")
+    out.print(table)
+    assert "departureDelay" in capsys.readouterr().out
