@@ -126,6 +126,14 @@ def noop_resumer(proposal_id: Any) -> Any:
     return StateStore().get_proposal(proposal_id)
 
 
+def noop_runtime() -> Any:
+    """The benchmark server's runtime (`PIPEWARDEN_RUNTIME=decisions_bench:noop_runtime`): the real wiring with
+    the no-op Resumer."""
+    from pipewarden.wiring import default_runtime
+
+    return default_runtime().replace(resumer=noop_resumer)
+
+
 @contextmanager
 def postgres_database() -> Iterator[str | None]:
     """A fresh database on the local PostgreSQL for one benchmark (dropped after), or None when unreachable."""
@@ -251,7 +259,7 @@ def serving(env: dict[str, str], home: Path, workers: int = 1) -> Iterator[Serve
 
 def _child_env(home: Path, url: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, "PIPEWARDEN_HOME": str(home), "PIPEWARDEN_PROJECT": str(PROJECT),
-           "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false", "PIPEWARDEN_RESUMER": "decisions_bench:noop_resumer",
+           "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false", "PIPEWARDEN_RUNTIME": "decisions_bench:noop_runtime",
            "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO), os.environ.get("PYTHONPATH", "")])}
     for key in ("PIPEWARDEN_SLACK_BOT_TOKEN", "PIPEWARDEN_SLACK_SIGNING_SECRET", "PIPEWARDEN_DATABASE_URL",
                 "PIPEWARDEN_APPROVERS_FILE"):
@@ -364,11 +372,12 @@ def bench_slack_ack(say: Any = print, clicks: int = SLACK_CLICKS, workers: int =
                  "PIPEWARDEN_SLACK_API_URL": fake.url}
     # Where the server still applies in its own process (the code before the hand-off), it applies through the
     # fake Resumer of the inbox tests (approved -> applying -> applied -> verified), as the issue measured it.
-    env = _child_env(home, None, {**slack_env, "PIPEWARDEN_RESUMER": "tests.inbox.fake_resumer:resume"})
+    env = _child_env(home, None, {**slack_env, "PIPEWARDEN_RUNTIME": "tests.fakes.runtimes:fake_resumer"})
+    from pipewarden import runtime
+
     try:
         with settings_env({"PIPEWARDEN_HOME": str(home), "PIPEWARDEN_DATABASE_URL": None,
-                           "PIPEWARDEN_PROJECT": str(PROJECT), "PIPEWARDEN_RESUMER": "decisions_bench:noop_resumer",
-                           **slack_env}):
+                           "PIPEWARDEN_PROJECT": str(PROJECT), **slack_env}), runtime.use(noop_runtime()):
             from pipewarden.inbox import service
             from pipewarden.store import StateStore
 

@@ -1,13 +1,14 @@
 """The narrow interfaces through which lower layers reach higher ones without importing them.
 
 The kernel, `tools/` and `inbox/` never import `flows/` or `agents/`. When a tool must re-run the pipeline, or
-the inbox must resume an agent's graph after a decision, they call these ports; the implementation is found by
-the import path in settings (`PIPEWARDEN_PIPELINE_RUNNER`, `PIPEWARDEN_RESUMER`), so tests can swap it.
+the inbox must resume an agent's graph after a decision, they call these ports. Each loader (`pipeline_runner()`,
+`resumer()`, ...) returns the implementation held by the process's runtime (`pipewarden.runtime.current()`, wired
+in `pipewarden.wiring`); tests swap it with `runtime.use(runtime.current().replace(...))`, or, for a whole
+process, `PIPEWARDEN_RUNTIME=module:factory`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -15,9 +16,8 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from pipewarden.errors import ConfigError
+from pipewarden import runtime
 from pipewarden.models import Proposal, RunResult
-from pipewarden.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,6 @@ class Resumer(Protocol):
     def __call__(self, proposal_id: UUID | str) -> Proposal:
         """Resume the agent graph waiting on this (decided) proposal; returns the proposal as it ends."""
         ...
-
-
-def _load(path: str, what: str) -> Any:
-    module, _, attr = path.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load the {what} {path!r}: {exc}", hint="check the setting's module:attribute path") from exc
 
 
 @runtime_checkable
@@ -61,15 +53,15 @@ class Supervisor(Protocol):
 
 
 def supervisor() -> Supervisor:
-    return _load(get_settings().supervisor, "supervisor")
+    return runtime.current().supervisor
 
 
 def pipeline_runner() -> PipelineRunner:
-    return _load(get_settings().pipeline_runner, "pipeline runner")
+    return runtime.current().pipeline_runner
 
 
 def resumer() -> Resumer:
-    return _load(get_settings().resumer, "resumer")
+    return runtime.current().resumer
 
 
 @runtime_checkable
@@ -85,7 +77,6 @@ class Embedder(Protocol):
 
 # --------------------------------------------------------------------------- approval policy and notifications
 NotifyKind = Literal["proposal_created", "proposal_decided", "proposal_updated", "occurrence_attached"]
-DEFAULT_NOTIFIER = "pipewarden.inbox.slack:notify"
 
 
 @runtime_checkable
@@ -110,24 +101,17 @@ class ProposalHook(Protocol):
         ...
 
 
-def _no_notifier(kind: NotifyKind, proposal_id: str) -> None:
-    """The notifier while Slack is not configured: nothing to tell."""
-
-
 def notifier() -> Notifier:
-    """The configured Notifier; a no-op when it is the default (Slack) and no Slack bot token is set."""
-    settings = get_settings()
-    if settings.notifier == DEFAULT_NOTIFIER and settings.slack_bot_token is None:
-        return _no_notifier
-    return _load(settings.notifier, "notifier")
+    """The runtime's Notifier (by default Slack, a no-op while no Slack bot token is set)."""
+    return runtime.current().notifier
 
 
 def admission() -> Admission:
-    return _load(get_settings().approval_policy, "approval policy")
+    return runtime.current().admission
 
 
 def proposal_hook() -> ProposalHook:
-    return _load(get_settings().proposal_hook, "proposal hook")
+    return runtime.current().proposal_hook
 
 
 def notify(kind: NotifyKind, proposal_id: str) -> bool:
@@ -174,4 +158,4 @@ class DryRunner(Protocol):
 
 
 def dry_runner() -> DryRunner:
-    return _load(get_settings().dry_runner, "dry runner")
+    return runtime.current().dry_runner

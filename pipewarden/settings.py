@@ -67,14 +67,6 @@ class Settings(BaseSettings):
         "(`tools.pushdown`), instead of in pandas: 64 MiB by default; 0 means never. The pushdown path does not "
         "apply max_batch_bytes.",
     )
-    pipeline_runner: str = Field(
-        default="pipewarden.flows.pipeline:run_batch", description="Import path of the PipelineRunner port."
-    )
-    resumer: str = Field(default="pipewarden.agents.supervisor:resume_proposal", description="Import path of the Resumer port.")
-    supervisor: str = Field(default="pipewarden.agents.supervisor:supervise_once", description="Import path of the Supervisor port.")
-    dry_runner: str = Field(
-        default="pipewarden.tools.redry:redry", description="Import path of the DryRunner port (re-runs an edited change's dry-run)."
-    )
     trusted_user_header: str | None = Field(
         default=None,
         description="A header set by an authentication proxy (e.g. X-Forwarded-User) that names the signed-in "
@@ -88,19 +80,6 @@ class Settings(BaseSettings):
     )
     retrain_policy_file: Path | None = Field(
         default=None, description="Drift thresholds and retrain gates (YAML). Default: policies_dir/retrain.yaml."
-    )
-    approval_policy: str = Field(
-        default="pipewarden.policies.approval:admit",
-        description="Import path of the Admission port: stamps a new proposal with its rule's expiry at creation.",
-    )
-    proposal_hook: str = Field(
-        default="pipewarden.inbox.service:on_proposal_created",
-        description="Import path of the ProposalHook port: auto-approval by policy and the notifier, after a proposal "
-        "is created.",
-    )
-    notifier: str = Field(
-        default="pipewarden.inbox.slack:notify",
-        description="Import path of the Notifier port; the default is a no-op while no Slack bot token is set.",
     )
     slack_bot_token: SecretStr | None = Field(default=None, description="Slack bot token; unset: Slack is off.")
     slack_signing_secret: SecretStr | None = Field(

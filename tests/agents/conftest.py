@@ -10,6 +10,7 @@ from pipewarden.events import SchemaDrift
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 from tests.agents import fake_runner
+from tests.fakes.runtimes import swap
 
 SAMPLE_ROWS = 3000
 
@@ -24,7 +25,7 @@ def february() -> pd.DataFrame:
 @pytest.fixture(autouse=True)
 def fake_pipeline(monkeypatch: pytest.MonkeyPatch, pw_home: Path) -> Iterator[list[str]]:
     """Agents' re-runs go to the fake runner; the tests queue outcomes in the returned list."""
-    monkeypatch.setenv("PIPEWARDEN_PIPELINE_RUNNER", "tests.agents.fake_runner:run")
+    swap(monkeypatch, pipeline_runner=fake_runner.run)
     get_settings.cache_clear()
     fake_runner.OUTCOMES.clear()
     fake_runner.CALLS.clear()

@@ -1,6 +1,7 @@
 """A fake PipelineRunner port for agent tests: the re-run ends as the test says.
 
-Set `PIPEWARDEN_PIPELINE_RUNNER=tests.agents.fake_runner:run`. Outcomes come from `OUTCOMES` (a queue) or,
+Install it with `tests.fakes.runtimes.swap(monkeypatch, pipeline_runner=run)`, or in a child process with
+`PIPEWARDEN_RUNTIME=tests.fakes.runtimes:fake_runner`. Outcomes come from `OUTCOMES` (a queue) or,
 in a subprocess, from the env var `FAKE_RUNNER_STATUS`; every call is recorded in `CALLS`.
 """
 

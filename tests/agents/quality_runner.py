@@ -1,7 +1,8 @@
 """A PipelineRunner for the quality agent's tests: the real validate and quality stages on a landed batch, without
 Prefect and without the stages after them (transform, features, model), which the quality fixes do not touch.
 
-Set `PIPEWARDEN_PIPELINE_RUNNER=tests.agents.quality_runner:run`."""
+Install it with `tests.fakes.runtimes.swap(monkeypatch, pipeline_runner=run)`, or in a child process with
+`PIPEWARDEN_RUNTIME=tests.fakes.runtimes:quality_runner`."""
 
 from __future__ import annotations
 

@@ -18,9 +18,10 @@ from pipewarden.knowledge.retrieval import search
 from pipewarden.models import Proposal, ProposalStatus
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
-from tests.agents import fake_runner
+from tests.agents import fake_runner, quality_runner
 from tests.agents.conftest import drifted_event
 from tests.agents.test_quality_agent import _llm, history_home, m3  # noqa: F401  # the quality agent's world
+from tests.fakes.runtimes import swap
 from tests.quality_history import land_and_check
 
 NEVER_LOOSEN = "delays over 1500 minutes are sensor errors; never loosen dep_delay"
@@ -124,15 +125,13 @@ def test_a_rolled_back_change_is_not_accepted_the_next_alternative_comes_first(
     df = D.inject_out_of_range(m3, "dep_delay", 0.02, dataset="flights")
     p1 = _quality_proposal(df, tmp_path, "first")
     assert p1.change.kind == "contract_change"
-    monkeypatch.setenv("PIPEWARDEN_PIPELINE_RUNNER", "tests.agents.fake_runner:run")
-    get_settings.cache_clear()
+    swap(monkeypatch, pipeline_runner=fake_runner.run)
     fake_runner.OUTCOMES[:] = ["halted"]  # the re-run under the loosened contract still halts
     approve(p1.id, "alice")  # a loosening is high risk: an owner and a steward approve it
     rolled = approve(p1.id, "bob").proposal  # the steward
     assert rolled.status == ProposalStatus.pending and rolled.round == 1  # applied, rolled back, re-opened
     StateStore().transition(p1.id, ProposalStatus.expired, "policy", "nobody decided again")
-    monkeypatch.setenv("PIPEWARDEN_PIPELINE_RUNNER", "tests.agents.quality_runner:run")
-    get_settings.cache_clear()
+    swap(monkeypatch, pipeline_runner=quality_runner.run)
 
     p2 = _quality_proposal(df, tmp_path, "second", seed=5)
     assert p2.change.kind == "quarantine" and p2.status == ProposalStatus.pending

@@ -16,6 +16,8 @@ from pipewarden.inbox.service import approve
 from pipewarden.models import ProposalStatus, Risk
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
+from tests.agents import quality_runner
+from tests.fakes.runtimes import swap
 from tests.quality_history import build_history, land_and_check, use_history
 
 
@@ -30,8 +32,7 @@ def m3(history_home, pw_home: Path, monkeypatch: pytest.MonkeyPatch) -> pd.DataF
     """This test's home starts with the two accepted months; re-runs use the real validate + quality stages."""
     folder, samples = history_home
     use_history(folder, pw_home)
-    monkeypatch.setenv("PIPEWARDEN_PIPELINE_RUNNER", "tests.agents.quality_runner:run")
-    get_settings.cache_clear()
+    swap(monkeypatch, pipeline_runner=quality_runner.run)
     return samples[3]
 
 

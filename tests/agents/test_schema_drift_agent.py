@@ -127,6 +127,7 @@ def test_a_graph_waiting_in_one_process_is_resumed_from_another(february: pd.Dat
     supervise_once()
     p = _only_proposal()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FAKE_RUNNER_STATUS": "completed",
+           "PIPEWARDEN_RUNTIME": "tests.fakes.runtimes:fake_runner",
            "PIPEWARDEN_TOKEN": StateStore().issue_token("carol")}  # the CLI decides as the person it proves
     res = subprocess.run([sys.executable, "-m", "pipewarden", "inbox", "approve", p.short_id, "--as", "carol"],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)

@@ -16,6 +16,8 @@ from pipewarden.models import ProposalStatus, Risk, Verdict
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 from tests.cli.conftest import CliResult
+from tests.fakes.runtimes import swap
+from tests.inbox import fake_resumer as fake_graph
 from tests.pipewarden.factories import pending_proposal
 from tests.pipewarden.test_store import tampering
 
@@ -23,8 +25,7 @@ from tests.pipewarden.test_store import tampering
 @pytest.fixture(autouse=True)
 def fake_resumer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Approvals resume the fake graph (approved -> applying -> applied -> verified), never the real agents."""
-    monkeypatch.setenv("PIPEWARDEN_RESUMER", "tests.inbox.fake_resumer:resume")
-    get_settings.cache_clear()
+    swap(monkeypatch, resumer=fake_graph.resume)
 
 
 @pytest.fixture

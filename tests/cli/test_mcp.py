@@ -34,6 +34,7 @@ from pipewarden.models import ProposalStatus
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 from tests.cli.conftest import subprocess_env
+from tests.fakes.runtimes import swap
 from tests.inbox import fake_resumer
 from tests.inbox.conftest import GOOD_RESUMER, make_proposal
 
@@ -41,8 +42,7 @@ from tests.inbox.conftest import GOOD_RESUMER, make_proposal
 @pytest.fixture(autouse=True)
 def fake_graph(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Approvals resume the fake graph (approved -> applying -> applied -> verified), not a real agent."""
-    monkeypatch.setenv("PIPEWARDEN_RESUMER", GOOD_RESUMER)
-    get_settings.cache_clear()
+    swap(monkeypatch, resumer=GOOD_RESUMER)
     fake_resumer.CALLS.clear()
     return fake_resumer.CALLS
 
@@ -251,7 +251,7 @@ def test_knowledge_search_returns_only_what_the_callers_roles_may_read(store: St
 
 # --------------------------------------------------------------------------- over stdio, as an IDE starts it
 def _stdio(home: Path, token: str | None) -> StdioServerParameters:
-    env = subprocess_env(home, PIPEWARDEN_RESUMER=GOOD_RESUMER)
+    env = subprocess_env(home, PIPEWARDEN_RUNTIME="tests.fakes.runtimes:fake_resumer")
     env.pop("PIPEWARDEN_TOKEN", None)
     if token is not None:
         env["PIPEWARDEN_TOKEN"] = token

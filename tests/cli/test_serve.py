@@ -24,7 +24,7 @@ from tests.cli.conftest import subprocess_env
 from tests.inbox.web_client import work_once
 from tests.pipewarden.factories import pending_proposal
 
-FAKE_RESUMER = "tests.inbox.fake_resumer:resume"
+FAKE_RESUMER = "tests.fakes.runtimes:fake_resumer"  # the server's runtime: approvals resume the fake graph
 STARTUP_TIMEOUT_S = 30.0
 VERIFY_TIMEOUT_S = 10.0
 
@@ -63,7 +63,7 @@ def inbox_server(pw_home: Path, proposal: Proposal) -> Iterator[tuple[str, subpr
         [sys.executable, "-m", "pipewarden", "serve", "--port", str(port), "--trusted-user-header", "X-Forwarded-User",
          "--no-worker"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=subprocess_env(pw_home, PIPEWARDEN_RESUMER=FAKE_RESUMER),
+        env=subprocess_env(pw_home, PIPEWARDEN_RUNTIME=FAKE_RESUMER),
     )
     base = f"http://127.0.0.1:{port}"
     try:

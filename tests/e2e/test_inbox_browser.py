@@ -31,7 +31,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-component-update", "--disable-sync"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RESUMER = "tests.e2e.test_inbox_browser:apply_and_verify"
+RUNTIME = "tests.fakes.runtimes:browser_resumer"  # the server's Resumer is `apply_and_verify` below
 STARTUP_TIMEOUT_S = 30.0
 UI_TIMEOUT_MS = 20_000
 
@@ -55,7 +55,7 @@ def server(pw_home: Path) -> Iterator[str]:
     """`pipewarden serve` over the test's home; yields its base URL; always stopped."""
     port = free_port()
     env = {**os.environ, "PIPEWARDEN_HOME": str(pw_home), "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false",
-           "PIPEWARDEN_RESUMER": RESUMER,
+           "PIPEWARDEN_RUNTIME": RUNTIME,
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     proc = subprocess.Popen([sys.executable, "-m", "pipewarden", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -17,6 +17,7 @@ import pytest
 from pipewarden.errors import BatchHalted
 from pipewarden.models import ColumnMapping, ColumnTransform, Proposal, ProposalStatus, Verdict
 from pipewarden.store import StateStore
+from tests.fakes.runtimes import swap
 from tests.flows.orders_project import approve, epoch_shape, make_orders_project, orders
 
 
@@ -223,10 +224,8 @@ def test_supervise_runs_as_a_flow_with_a_task_run_per_agent_run(prefect_harness:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from pipewarden.flows.supervise import supervise_flow
-    from pipewarden.settings import get_settings
 
-    monkeypatch.setenv("PIPEWARDEN_SUPERVISOR", f"{__name__}:fake_supervisor")
-    get_settings.cache_clear()
+    swap(monkeypatch, supervisor=fake_supervisor)
     state = supervise_flow(sync_index=False, return_state=True)
     assert state.is_completed()  # one agent's failure never fails the pass
     report = state.result()

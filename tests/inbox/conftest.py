@@ -1,9 +1,10 @@
-"""Fixtures for the inbox tests: the fake resumer wired through settings, and a proposal factory."""
+"""Fixtures for the inbox tests: the fake resumer installed in the runtime, and a proposal factory."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -20,16 +21,17 @@ from pipewarden.models import (
 )
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
+from tests.fakes.runtimes import swap
 from tests.inbox import fake_resumer
 
-GOOD_RESUMER = "tests.inbox.fake_resumer:resume"
-FAILING_RESUMER = "tests.inbox.fake_resumer:fail"
+GOOD_RESUMER = fake_resumer.resume
+FAILING_RESUMER = fake_resumer.fail
 
 
 @pytest.fixture(autouse=True)
 def resumer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Point the Resumer port at the fake; returns the list of proposal ids it was called with."""
-    monkeypatch.setenv("PIPEWARDEN_RESUMER", GOOD_RESUMER)
+    swap(monkeypatch, resumer=GOOD_RESUMER)
     get_settings.cache_clear()
     fake_resumer.CALLS.clear()
     fake_resumer.DECIDED_AT_CALL.clear()
@@ -37,10 +39,9 @@ def resumer(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-def use_resumer(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
-    def switch(path: str) -> None:
-        monkeypatch.setenv("PIPEWARDEN_RESUMER", path)
-        get_settings.cache_clear()
+def use_resumer(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[..., Any]], None]:
+    def switch(resumer: Callable[..., Any]) -> None:
+        swap(monkeypatch, resumer=resumer)
 
     return switch
 

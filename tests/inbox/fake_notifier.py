@@ -1,4 +1,4 @@
-"""A recording Notifier port for the tests: `PIPEWARDEN_NOTIFIER=tests.inbox.fake_notifier:notify` (or `:fail`)."""
+"""A recording Notifier port for the tests: `tests.fakes.runtimes.swap(monkeypatch, notifier=notify)` (or `fail`)."""
 
 from __future__ import annotations
 

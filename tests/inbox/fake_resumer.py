@@ -1,8 +1,9 @@
 """A fake Resumer port for the inbox tests: it plays the agent graph that applies and verifies a change.
 
-Point `PIPEWARDEN_RESUMER` at `tests.inbox.fake_resumer:resume` (moves the proposal approved -> applying ->
-applied -> verified) or `tests.inbox.fake_resumer:fail` (raises, as a crashed graph would). Every call is
-recorded in `CALLS`.
+Install `resume` as the runtime's Resumer (it moves the proposal approved -> applying -> applied -> verified) or
+`fail` (it raises, as a crashed graph would) with `tests.fakes.runtimes.swap(monkeypatch, resumer=resume)`; a child
+process gets `resume` with `PIPEWARDEN_RUNTIME=tests.fakes.runtimes:fake_resumer`. Every call is recorded in
+`CALLS`.
 """
 
 from __future__ import annotations

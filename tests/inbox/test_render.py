@@ -10,6 +10,7 @@ from rich.console import Console, RenderableType
 from pipewarden.audit import AuditReport
 from pipewarden.inbox import render, service
 from pipewarden.store import StateStore
+from tests.inbox import fake_resumer
 from tests.inbox.conftest import make_proposal
 
 
@@ -81,7 +82,7 @@ def test_outcome_renderable(store: StateStore, use_resumer) -> None:
     out = text_of(render.outcome_renderable(service.approve(p.id, "alice")))
     assert f"approved proposal {p.short_id} as alice; it is now verified" in out
     q = make_proposal(store)
-    use_resumer("tests.inbox.fake_resumer:fail")
+    use_resumer(fake_resumer.fail)
     out = text_of(render.outcome_renderable(service.approve(q.id, "alice")))
     assert "resuming the agent failed: RuntimeError: checkpoint database is locked" in out
     assert "the decision is stored" in out

@@ -15,6 +15,7 @@ from pipewarden.models import ColumnMapping, Proposal, ProposalStatus, Quarantin
 from pipewarden.ports import proposal_created
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
+from tests.fakes.runtimes import swap
 from tests.inbox import fake_notifier, fake_resumer
 from tests.inbox.conftest import FAILING_RESUMER, GOOD_RESUMER, make_proposal
 from tests.pipewarden.factories import drift_event
@@ -136,8 +137,7 @@ def test_queue_puts_open_proposals_first(store: StateStore) -> None:
 # --------------------------------------------------------------------------- policies, identity, notifier
 @pytest.fixture
 def notified(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    monkeypatch.setenv("PIPEWARDEN_NOTIFIER", "tests.inbox.fake_notifier:notify")
-    get_settings.cache_clear()
+    swap(monkeypatch, notifier=fake_notifier.notify)
     fake_notifier.CALLS.clear()
     return fake_notifier.CALLS
 
@@ -194,16 +194,14 @@ def test_the_hook_port_never_breaks_the_caller_and_audits_its_failure(
     store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p = make_proposal(store)
-    monkeypatch.setenv("PIPEWARDEN_PROPOSAL_HOOK", "tests.inbox.fake_notifier:failing_hook")
-    get_settings.cache_clear()
+    swap(monkeypatch, proposal_hook=fake_notifier.failing_hook)
     proposal_created(p.id)
     last = store.audit_entries(str(p.id))[-1]
     assert last.action == "proposal_hook_failed" and "unreachable" in last.detail["error"]
 
 
 def test_a_failing_notifier_never_breaks_a_decision(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIPEWARDEN_NOTIFIER", "tests.inbox.fake_notifier:fail")
-    get_settings.cache_clear()
+    swap(monkeypatch, notifier=fake_notifier.fail)
     p = make_proposal(store)
     outcome = service.decide(p.id, "approve", "alice")
     assert outcome.proposal.status == ProposalStatus.verified
@@ -213,10 +211,13 @@ def test_a_failing_notifier_never_breaks_a_decision(store: StateStore, monkeypat
 
 
 def test_the_notifier_is_a_no_op_while_slack_is_not_configured(store: StateStore) -> None:
-    from pipewarden.ports import notifier
+    from pipewarden.ports import notify
 
+    p = make_proposal(store)
+    before = store.audit_entries(str(p.id))
     assert get_settings().slack_bot_token is None
-    assert notifier().__name__ == "_no_notifier"
+    assert notify("proposal_created", str(p.id))  # ran, told nobody, failed nothing
+    assert store.audit_entries(str(p.id)) == before and store.slack_message_for(p.id) is None
 
 
 def test_expire_stale_closes_overdue_proposals_and_ends_their_graphs(
@@ -312,7 +313,9 @@ def test_hand_off_of_a_first_of_two_approvals_requests_nothing(store: StateStore
 def test_approving_while_a_worker_holds_the_lease_runs_nothing_twice(
     store: StateStore, use_resumer: Callable[[str], None]
 ) -> None:
-    use_resumer("pipewarden.agents.supervisor:resume_proposal")  # the real Resumer: it takes the lease first
+    from pipewarden.wiring import resume_proposal
+
+    use_resumer(resume_proposal)  # the real Resumer: it takes the lease first
     p = make_proposal(store)
     store.take_proposal_lease(p.id, "worker-host:4242")  # e.g. a `supervise` that drafted it is still running
     outcome = service.approve(p.id, "alice")

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from pipewarden import ports
+from pipewarden import ports, runtime
 from pipewarden.errors import ConfigError
 from pipewarden.inbox import slack
 from pipewarden.inbox import slack_blocks as sb
@@ -25,6 +25,7 @@ from pipewarden.inbox.web import create_app
 from pipewarden.models import ColumnMapping, Proposal, ProposalStatus, Risk, Verdict
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
+from tests.fakes.runtimes import swap
 from tests.fakes.slack_api import (
     FakeSlack,
     SlackMessage,
@@ -227,9 +228,8 @@ def test_the_ack_is_sent_before_the_decision_and_nothing_is_applied_in_the_serve
         client: TestClient, slack_on: FakeSlack, store: StateStore, use_resumer: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
     p = created(store)
-    use_resumer("tests.inbox.test_slack:blocking_resume")  # would show up in `order` if the server resumed
-    monkeypatch.setenv("PIPEWARDEN_NOTIFIER", "tests.inbox.test_slack:blocking_notify")
-    get_settings.cache_clear()
+    use_resumer(blocking_resume)  # would show up in `order` if the server resumed
+    swap(monkeypatch, notifier=blocking_notify)
     BLOCKING.update(order=[], release=threading.Event())
     resp = click(client, slack_on, p, ALICE, "approve")
     BLOCKING["order"].append("http response")
@@ -351,11 +351,8 @@ def test_a_click_on_a_proposal_decided_elsewhere_says_so_and_refreshes_the_messa
     from pipewarden.inbox import service
 
     p = created(store)
-    monkeypatch.setenv("PIPEWARDEN_NOTIFIER", "pipewarden.ports:_no_notifier")  # Slack missed this decision...
-    get_settings.cache_clear()
-    service.decide(p.id, Verdict.reject, "carol", "not needed", via="web")
-    monkeypatch.delenv("PIPEWARDEN_NOTIFIER")
-    get_settings.cache_clear()
+    with runtime.use(runtime.current().replace(notifier=lambda kind, pid: None)):  # Slack missed this decision...
+        service.decide(p.id, Verdict.reject, "carol", "not needed", via="web")
     assert "decide" in blocks_of(message_of(slack_on, p))  # ...so its message still shows the buttons
     assert click(client, slack_on, p, ALICE, "approve").status_code == 200
     (eph,) = slack_on.wait_for("chat.postEphemeral")

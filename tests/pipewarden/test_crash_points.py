@@ -46,8 +46,7 @@ LEASED_AT_CRASH = {"applying", "applied", "rerunning", "verifying"}  # the dead 
 # Settings a child must not inherit from whichever test was running when the forkserver started.
 QUARANTINED = 2  # rows of the 40-row batch that break the contract (cancelled flights): every run quarantines them
 PARALLEL = 3  # processes at once: the copies are independent, and a process often waits on its database
-UNSET = ["PIPEWARDEN_DATABASE_URL", "PIPEWARDEN_FAULT", "PIPEWARDEN_RESUMER", "PIPEWARDEN_SUPERVISOR",
-         "PIPEWARDEN_NOTIFIER", "PIPEWARDEN_PROPOSAL_HOOK", "PIPEWARDEN_WAREHOUSE_URL", "PIPEWARDEN_STORAGE_URI",
+UNSET = ["PIPEWARDEN_DATABASE_URL", "PIPEWARDEN_FAULT", "PIPEWARDEN_WAREHOUSE_URL", "PIPEWARDEN_STORAGE_URI",
          "PIPEWARDEN_APPROVERS_FILE", "PIPEWARDEN_OPENAI_API_KEY", "PIPEWARDEN_OPENAI_BASE_URL"]
 
 
@@ -91,7 +90,7 @@ class World:
         out = self.root / name / f"out-{uuid.uuid4().hex[:6]}.json"
         env = {"PIPEWARDEN_PROJECT": str(self.project), "PIPEWARDEN_HOME": str(self.home(name)),
                "PIPEWARDEN_EMIT_PREFECT_EVENTS": "false", "PIPEWARDEN_CHECK_ENGINE": "pandas",
-               "PIPEWARDEN_PIPELINE_RUNNER": "tests.agents.quality_runner:run"}
+               "PIPEWARDEN_RUNTIME": "tests.fakes.runtimes:quality_runner"}
         if self.url(name):
             env["PIPEWARDEN_DATABASE_URL"] = self.url(name)  # type: ignore[assignment]
         job = {"env": env, "unset": UNSET, "steps": steps, "fault": fault, "out": str(out), "quarantined": QUARANTINED}

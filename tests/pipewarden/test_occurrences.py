@@ -27,6 +27,7 @@ from pipewarden.models import ColumnMapping, Proposal, ProposalStatus, Verdict
 from pipewarden.settings import get_settings
 from pipewarden.store import StateStore
 from tests.agents import fake_runner
+from tests.fakes.runtimes import swap
 
 
 def drift(fingerprint: str | None, load_id: str, dataset: str = "flights") -> SchemaDrift:
@@ -79,8 +80,7 @@ def notified(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    monkeypatch.setenv("PIPEWARDEN_PIPELINE_RUNNER", "tests.agents.fake_runner:run")
-    get_settings.cache_clear()
+    swap(monkeypatch, pipeline_runner=fake_runner.run)
     fake_runner.OUTCOMES.clear()
     fake_runner.CALLS.clear()
     yield fake_runner.OUTCOMES

@@ -24,6 +24,7 @@ from pipewarden.leases import RetryPolicy, worker_name
 from pipewarden.models import ColumnMapping, Proposal, ProposalStatus
 from pipewarden.store import StateStore
 from tests.conftest import CliResult
+from tests.fakes.runtimes import swap
 from tests.pipewarden.factories import drift_event, pending_proposal
 
 NOW = RetryPolicy(max_attempts=2, backoff_s=0.0)  # retried at once, dead-lettered at the second failure
@@ -176,7 +177,6 @@ def test_the_loop_resumes_a_decided_proposal_through_the_resumer_port_under_its_
     state_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipewarden.inbox import service
-    from pipewarden.settings import get_settings
     from tests.inbox import fake_notifier, fake_resumer
 
     seen: list[Any] = []
@@ -185,10 +185,7 @@ def test_the_loop_resumes_a_decided_proposal_through_the_resumer_port_under_its_
         seen.append(StateStore().proposal_lease(pid)["lease_owner"])
         return fake_resumer.resume(pid)
 
-    monkeypatch.setattr(fake_resumer, "leased_resume", resume, raising=False)
-    monkeypatch.setenv("PIPEWARDEN_RESUMER", "tests.inbox.fake_resumer:leased_resume")
-    monkeypatch.setenv("PIPEWARDEN_NOTIFIER", "tests.inbox.fake_notifier:notify")
-    get_settings.cache_clear()
+    swap(monkeypatch, resumer=resume, notifier=fake_notifier.notify)
     fake_notifier.CALLS.clear()
     store = StateStore()
     p = pending_proposal(store)  # no graph thread: only the configured Resumer can resume it
@@ -205,10 +202,9 @@ def test_a_decided_proposal_whose_thread_has_no_checkpoint_is_a_recorded_failure
     state_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipewarden.inbox import service
-    from pipewarden.settings import get_settings
+    from pipewarden.wiring import resume_proposal
 
-    monkeypatch.setenv("PIPEWARDEN_RESUMER", "pipewarden.agents.supervisor:resume_proposal")
-    get_settings.cache_clear()
+    swap(monkeypatch, resumer=resume_proposal)
     store = StateStore()
     p = pending_proposal(store)  # its thread was never run: no checkpoint
     service.hand_off(p.id, "approve", "alice", via="web")
@@ -232,10 +228,9 @@ def test_the_long_running_worker_resumes_decisions_while_the_knowledge_index_is_
     from pipewarden.cli import app
     from pipewarden.flows import knowledge_sync
     from pipewarden.inbox import service
-    from pipewarden.settings import get_settings
+    from tests.inbox import fake_resumer
 
-    monkeypatch.setenv("PIPEWARDEN_RESUMER", "tests.inbox.fake_resumer:resume")
-    get_settings.cache_clear()
+    swap(monkeypatch, resumer=fake_resumer.resume)
     store = StateStore()
     p = pending_proposal(store)
     service.hand_off(p.id, "approve", "alice", via="web")
