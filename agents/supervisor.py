@@ -19,8 +19,8 @@ claim taken over from a dead worker is `crashed`. Either is retried with exponen
 out of attempts, dead-lettered: the event ends `dead` and a needs-a-human proposal carrying the error shows in the
 inbox.
 
-The loop resumes decided proposals through the kernel's Resumer port (`pipewarden.ports.resumer()`, set by
-`PIPEWARDEN_RESUMER`) under the proposal's lease, and tells people when a resume ended (`proposal_updated`). The
+The loop resumes decided proposals through the kernel's Resumer port (`pipewarden.ports.resumer()`, held by
+the process's runtime) under the proposal's lease, and tells people when a resume ended (`proposal_updated`). The
 default Resumer, `resume_proposal`, runs the agent's graph; a thread with no checkpoint is an error (`NoCheckpoint`),
 recorded as a failed resume and retried with backoff, never a silent no-op that drops the request.
 

@@ -2,7 +2,7 @@
 
 Two halves:
 
-- **We call Slack** (`notify`, the kernel's Notifier port, `PIPEWARDEN_NOTIFIER=inbox.slack:notify`). On
+- **We call Slack** (`notify`, the kernel's Notifier port in the default runtime, `pipewarden.wiring`). On
   `proposal_created` the proposal is posted with Block Kit (`inbox.slack_blocks`) to the channel of its dataset's
   owner (`channel_for`); a later proposal for the same fault (`policies.approval.fault_key`) goes as a reply in
   the first one's thread. On `proposal_decided` / `proposal_updated` the stored message is rewritten with
