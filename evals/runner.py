@@ -5,9 +5,11 @@ model (`--llm mock`), at nothing (`offline`) or at a live endpoint (`openai`); t
 Scenarios run in this process (`workers=1`) or in worker processes that share one Prefect server the runner
 starts (`workers>1`); each worker loads the heavy parts (the agents' graphs, MiniLM: `agents.router.warm_up`, as
 a supervisor worker does before it claims; the Prefect client, GX) once, and sizes its native thread pools to its
-share of the cores (`native_threads`).
+share of the cores (`native_threads`). The workers start before the shared base state is built (their warm-up
+overlaps it; one of them builds its knowledge index) and take the scenarios longest first (`longest_first`).
 
-Public names: `LLMConfig`, `ScenarioResult`, `run_scenario`, `run_suite`, `SuiteRun`, `native_threads`.
+Public names: `LLMConfig`, `ScenarioResult`, `run_scenario`, `run_suite`, `SuiteRun`, `native_threads`,
+`longest_first`, `EXPECTED_S`.
 """
 
 from __future__ import annotations
