@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.models import ColumnMapping, ColumnTransform
+from pipewarden.policies.column_types import COLUMN_TYPES, ColumnType
 
 if TYPE_CHECKING:
     from pipewarden.agents.llm import PlanRequest
@@ -34,10 +35,10 @@ if TYPE_CHECKING:
     from pipewarden.policies.contract import Contract
 
 AGENT = "schema-drift"
-CONTRACT_TYPES: tuple[str, ...] = ("integer", "float", "string", "timestamp", "boolean")
-"""The contract type vocabulary (the same as `policies.contract.ColumnType`)."""
+CONTRACT_TYPES: tuple[str, ...] = COLUMN_TYPES
+"""The contract type vocabulary, as `policies.column_types` holds it (the answer's JSON schema lists the same)."""
 
-ContractType = Literal["integer", "float", "string", "timestamp", "boolean"]
+ContractType = ColumnType
 TransformKind = Literal["unit_scale", "date_format", "epoch"]
 
 

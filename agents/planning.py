@@ -15,6 +15,7 @@ from datetime import datetime
 from difflib import get_close_matches
 
 from pipewarden.agents.planner import CONTRACT_TYPES, DriftContext, MappingAnswer
+from pipewarden.policies.column_types import NUMERIC
 
 
 def validate_mapping(answer: MappingAnswer, ctx: DriftContext) -> list[str]:
@@ -114,7 +115,7 @@ def _transform_errors(answer: MappingAnswer, ctx: DriftContext, targets: dict[st
             continue
         done.add(t.column)
         if t.kind == "unit_scale":
-            if expected not in ("integer", "float"):
+            if expected not in NUMERIC:
                 errors.append(f"scales {t.column!r}, but the contract says it is {expected}, not a number")
             if t.factor is None or not math.isfinite(t.factor) or t.factor == 0:
                 errors.append(f"the unit_scale of {t.column!r} needs a finite non-zero factor, got {t.factor!r}")
