@@ -23,11 +23,14 @@ demo: $(STAMP)  ## install, then run the main job (web inbox on 127.0.0.1:8765 u
 test: $(STAMP)  ## install (Debian's chromium for the browser tests included), then run the whole suite
 	scripts/ensure-chromium
 	# bytecode is cached even where the environment says not to (PYTHONDONTWRITEBYTECODE=1): the suite starts
-	# hundreds of Python processes (CLI, workers, crash points) that would each compile pipewarden from source
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q
+	# hundreds of Python processes (CLI, workers, crash points) that would each compile pipewarden from source.
+	# Two pytest workers (pytest-xdist), each test file on one of them: most of the suite waits on child processes
+	# (Prefect servers, CLI runs, the eval workers), so one worker left a core idle. Every test isolates what it
+	# shares (its own PIPEWARDEN_HOME, PREFECT_HOME, free ports and PostgreSQL database).
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n 2 --dist loadfile
 
 test-fast: $(STAMP)
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -m "not slow"
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q -n 2 --dist loadfile -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
