@@ -33,11 +33,9 @@ from pipewarden.models import (
     ColumnMapping,
     Decision,
     DryRun,
-    NoChange,
     Proposal,
     ProposalStatus,
     SqlModelPatch,
-    leaf_changes,
 )
 from pipewarden.settings import get_settings
 
@@ -141,37 +139,11 @@ def proposals_table(proposals: Sequence[Proposal], *, now: datetime | None = Non
 
 # --------------------------------------------------------------------------- one proposal
 def change_renderable(change: Any) -> RenderableType:
-    """The typed change, readably: a rename table and casts, a SQL text, a change set's members, any other kind
-    as its fields, or why there is no change."""
-    if isinstance(change, ColumnMapping):
-        renames = Table(title=f"column mapping for {change.dataset}", title_justify="left")
-        renames.add_column("incoming column")
-        renames.add_column("")
-        renames.add_column("contract column")
-        for incoming, contract_col in change.renames.items():
-            renames.add_row(Text(incoming), "->", Text(contract_col))
-        if not change.renames:
-            renames.caption = "no renames"
-        parts: list[RenderableType] = [renames]
-        if change.casts:
-            casts = Table(title="casts", title_justify="left")
-            casts.add_column("contract column")
-            casts.add_column("cast to")
-            for col, typ in change.casts.items():
-                casts.add_row(Text(col), Text(typ))
-            parts.append(casts)
-        return Group(*parts)
-    if isinstance(change, SqlModelPatch):
-        return Group(Text(f"SQL model {change.model}", style="bold"), Text(change.sql))
-    if isinstance(change, NoChange):
-        return Text(f"no change proposed: {change.reason}", style="magenta")
-    if getattr(change, "kind", None) == "change_set":
-        members: list[RenderableType] = [Text(change.summary)] if change.summary else []
-        for i, member in enumerate(change.changes, 1):
-            members.append(Text(f"{i}. {member.kind} ({member.target})", style="bold"))
-            members.append(change_renderable(member))
-        return Group(*members)
-    return _kv((name, Text(value)) for name, value in change_fields(change))
+    """The typed change, readably, as its kind renders it (`inbox.change_kinds`): a rename table and casts, a SQL
+    text, a change set's members, any other kind as its fields, or why there is no change."""
+    from pipewarden.inbox import change_kinds  # it is built on this module's view helpers
+
+    return change_kinds.renderable(change)
 
 
 def dry_run_renderable(dry_run: DryRun | None) -> RenderableType:
@@ -555,9 +527,11 @@ def rerun_view(audit: Sequence[AuditEntry], ui_url: str | None) -> dict[str, Any
 def proposed_line(change: Any) -> str:
     """What a change does, in one plain line for the decision bar: its own description (`change.text()`), and a
     change set's members after it."""
+    from pipewarden.inbox import change_kinds  # it is built on this module's view helpers
+
     line = change.text().plain()
-    if change.kind == "change_set":
-        line += " \u2014 " + "; ".join(c.text().plain() for c in leaf_changes(change))
+    if members := change_kinds.members(change):
+        line += " \u2014 " + "; ".join(c.text().plain() for c in members)
     return line
 
 

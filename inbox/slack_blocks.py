@@ -31,6 +31,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from pipewarden.errors import UserError
+from pipewarden.inbox import change_kinds
 from pipewarden.models import (
     AUTO_VIAS,
     AUTONOMY_ACTOR,
@@ -41,7 +42,6 @@ from pipewarden.models import (
     ProposalStatus,
     Risk,
     Verdict,
-    leaf_changes,
 )
 
 APPROVE_ACTION = "approve"
@@ -134,7 +134,7 @@ def mrkdwn(text: ChangeText) -> str:
 def change_summary(change: Any) -> str:
     """The change in a few mrkdwn lines (a change set: its line, then one line per member, in the order they apply)."""
     head = mrkdwn(change.text())
-    members = leaf_changes(change) if change.kind == "change_set" else []
+    members = change_kinds.members(change)
     return clip("\n".join([head, *(f"• {mrkdwn(c.text())}" for c in members)]), SECTION_MAX - 20)
 
 

@@ -23,7 +23,8 @@ its progress (`progress`). A person reads only the proposals of datasets they ho
 The deciding person is always the signed-in approver (session, trusted proxy header, or bearer token); there
 is no free-text actor. Whether they may decide is `inbox.service.decide`'s call (the approval policy). Editing
 a proposal's parameters re-runs its dry-run through the `DryRunner` port and stores the edit (audited); an
-edited proposal can be approved only when its new dry-run passes (for a mapping: heals the failing batch).
+edited proposal can be approved only when its new dry-run passes (for a mapping: heals the failing batch). How
+each change kind is shown on the page and read from the edit form is declared in `inbox.change_kinds`.
 
 Every template is autoescaped: titles, diagnoses, column names and samples come from data and LLMs.
 
@@ -62,14 +63,11 @@ from pipewarden.errors import (
     UnknownNameError,
     UserError,
 )
-from pipewarden.inbox import auth, render, service
+from pipewarden.inbox import auth, change_kinds, render, service
 from pipewarden.models import (
-    EDITABLE_KINDS,
     OPEN_STATUSES,
-    ColumnMapping,
     ProposalStatus,
     Risk,
-    SqlModelPatch,
     Verdict,
 )
 from pipewarden.store import QUEUE_FACETS, StateStore
@@ -279,119 +277,6 @@ def _int_param(params: Any, name: str, default: int, lo: int, hi: int | None = N
 def facet_counts(store: StateStore, filters: dict[str, list[str]]) -> dict[str, dict[str, int]]:
     """For each facet, the number of proposals per value under the other facets' filters."""
     return {facet: store.count_proposals_by(facet, filters) for facet in QUEUE_FACETS}
-
-
-def _mapping_title(change: ColumnMapping) -> str:
-    parts = [f"{src} -> {dst}" for src, dst in change.renames.items()]
-    parts += [f"cast {col} to {typ}" for col, typ in change.casts.items()]
-    return f"{change.dataset}: map " + (", ".join(parts) or "nothing")
-
-
-def change_from_form(current: Any, form: Any) -> Any:
-    """The edited change from the edit form's fields; UserError when the form does not describe one."""
-    if isinstance(current, ColumnMapping):
-        sources = form.getlist("rename_from")
-        targets = form.getlist("rename_to")
-        if len(sources) != len(targets):
-            raise UserError("the edit form is incomplete (rename_from and rename_to differ in length)",
-                            hint="reload the page and edit again")
-        renames: dict[str, str] = {}
-        for src, dst in zip(sources, targets, strict=True):
-            src, dst = str(src).strip(), str(dst).strip()
-            if not src or not dst:
-                continue  # an emptied row drops that rename
-            if src in renames:
-                raise UserError(f"incoming column {src!r} is mapped twice", hint="keep one rename per column")
-            renames[src] = dst
-        cols, types = form.getlist("cast_column"), form.getlist("cast_type")
-        if len(cols) != len(types):
-            raise UserError("the edit form is incomplete (cast_column and cast_type differ in length)",
-                            hint="reload the page and edit again")
-        casts = {str(c).strip(): str(t).strip() for c, t in zip(cols, types, strict=True)
-                 if str(c).strip() and str(t).strip()}
-        return ColumnMapping(dataset=current.dataset, renames=renames, casts=casts,
-                             source_fingerprint=current.source_fingerprint)
-    if isinstance(current, SqlModelPatch):
-        sql = str(form.get("sql") or "")
-        if not sql.strip():
-            raise UserError("the SQL is empty", hint="write the model's SELECT")
-        return current.model_copy(update={"sql": sql.replace("\r\n", "\n")})
-    if current.kind == "quarantine":
-        predicate = str(form.get("predicate") or "").strip()
-        if not predicate:
-            raise UserError("the quarantine predicate is empty", hint="write the rows to take out, e.g. arr_delay IS NULL")
-        reason = str(form.get("reason_text") or "").strip() or current.reason
-        return current.model_copy(update={"predicate": predicate, "reason": reason})
-    if current.kind == "contract_change":
-        return current.model_copy(update={"contract": _contract_from_form(current.contract, form)})
-    if current.kind == "change_set":  # each editable member's fields come prefixed with its index: m0.sql, m1.predicate
-        members = [change_from_form(m, _Prefixed(form, f"m{i}.")) if m.kind in EDITABLE_KINDS else m
-                   for i, m in enumerate(current.changes)]
-        return current.model_copy(update={"changes": members})
-    raise UserError(f"a {current.kind} change cannot be edited in the inbox",
-                    hint="reject it with a reason; the agent's next proposal will see why")
-
-
-class _Prefixed:
-    """The fields of a form whose names start with `prefix`, under their names without it (a change set's member)."""
-
-    def __init__(self, form: Any, prefix: str) -> None:
-        self.form, self.prefix = form, prefix
-
-    def getlist(self, name: str) -> list[Any]:
-        return list(self.form.getlist(self.prefix + name))
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.form.get(self.prefix + name, default)
-
-    def __contains__(self, name: object) -> bool:
-        return f"{self.prefix}{name}" in self.form
-
-
-CONTRACT_BOUNDS: tuple[str, ...] = ("min", "max", "max_length")
-
-
-def _number(value: Any, field: str, *, integer: bool = False) -> float | int | None:
-    text = str(value or "").strip()
-    if not text:
-        return None
-    try:
-        return int(text) if integer else float(text)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise UserError(f"{field} must be {kind}, not {text!r}", hint="write one, or leave it empty for no bound") \
-            from None
-
-
-def _contract_from_form(contract: dict[str, Any], form: Any) -> dict[str, Any]:
-    """The proposed contract with the thresholds from the edit form: `max_failure_rate`, and per column (`col_name`)
-    its `col_min`, `col_max` and `col_max_length` (empty: no bound). A column the form names must be in it."""
-    out = json.loads(json.dumps(contract))
-    if "max_failure_rate" in form:
-        rate = _number(form.get("max_failure_rate"), "max_failure_rate")
-        if rate is None or not 0 <= rate <= 1:
-            raise UserError("max_failure_rate must be a share between 0 and 1", hint="e.g. 0.05 for 5% of the rows")
-        out["max_failure_rate"] = rate
-    names = form.getlist("col_name")
-    bounds = {b: form.getlist(f"col_{b}") for b in CONTRACT_BOUNDS}
-    if any(len(v) != len(names) for v in bounds.values()):
-        raise UserError("the edit form is incomplete (the column bounds differ in length)",
-                        hint="reload the page and edit again")
-    columns = {c.get("name"): c for c in out.get("columns") or []}
-    for i, name in enumerate(names):
-        column = columns.get(str(name))
-        if column is None:
-            raise UserError(f"column {name!r} is not in the proposed contract", hint="reload the page and edit again")
-        for b in CONTRACT_BOUNDS:
-            value = _number(bounds[b][i], f"{name}.{b}", integer=b == "max_length")
-            if value is None:
-                column.pop(b, None)
-            else:
-                column[b] = value
-    return out
-
-
-# The change kinds a person can edit on the page (each re-proven by the DryRunner port before it can be approved).
 
 
 # --------------------------------------------------------------------------- security headers
@@ -646,14 +531,14 @@ def create_app() -> FastAPI:
         edit_block = service.edit_refusal(p, v.audit)
         if flash_code in ("approved", "resuming") and p.status in (ProposalStatus.applied, ProposalStatus.verified):
             flash = _flash("applied")  # the page refreshed itself until the worker finished
-        changes = [_change_view(c, store, p.id) for c in _leaves(p.change)]
+        changes = [change_kinds.page_view(c, store, p.id) for c in change_kinds.leaves(p.change)]
         context = {
             "p": p, "event": v.event, "decisions": v.decisions, "audit": v.audit, "need": v.requirement,
             "open": p.status in OPEN_STATUSES, "can_approve": pending and not edit_block,
             "approve_block": edit_block or (permission(user, v, Verdict.approve) if pending else None),
             "reject_block": permission(user, v, Verdict.reject) if p.status in OPEN_STATUSES else None,
-            "editable": pending and p.change.kind in EDITABLE_KINDS,
-            "set_editable": any(c.kind in EDITABLE_KINDS for c in _leaves(p.change)),
+            "editable": pending and change_kinds.editable(p.change),
+            "set_editable": any(change_kinds.editable(c) for c in change_kinds.leaves(p.change)),
             "changes": changes, "edited": service.edited_entry(v.audit),
             "progress": prog, "refresh": REFRESH_SECONDS if prog.in_flight else None,
             "retryable": prog.stage in ("needs_retry", "retry_scheduled"),
@@ -786,18 +671,17 @@ def create_app() -> FastAPI:
                 raise InvalidTransition(f"proposal {p.short_id} is {p.status.value}; only a pending proposal can be "
                                         "edited", hint="see its history below")
             check_can_decide(user, p, Verdict.approve, approvers(), decisions=v.decisions)  # an editor may approve
-            change = change_from_form(p.change, form)
+            kind = change_kinds.kind_of(p.change)
+            change = change_kinds.parse_form(p.change, form)
             if change.model_dump(mode="json") == p.change.model_dump(mode="json"):
                 raise UserError("the edit changes nothing", hint="change a target, a cast or the SQL, then submit")
             try:
                 dry = dry_runner()(p, change)
             except UnknownNameError as exc:  # a bad column name in the edit is bad input here, not a missing page
                 raise UserError(exc.message, hint=exc.hint) from exc
-            if change.kind == "quarantine" and "rows_taken_out" in dry.metrics:  # what the edited predicate matches
-                change = change.model_copy(update={"rows": int(dry.metrics["rows_taken_out"]),
-                                                   "batch_rows": int(dry.metrics.get("rows", change.batch_rows))})
-            title = _mapping_title(change) if isinstance(change, ColumnMapping) and \
-                p.title.startswith(f"{p.dataset}: map ") else None
+            if kind.from_redry is not None:  # what the new dry-run measured (a quarantine's rows taken out)
+                change = kind.from_redry(change, dry)
+            title = kind.retitle(change, p) if kind.retitle is not None else None
             store.edit_proposal(p.id, change, dry, user, title=title, via="web")
             notify("proposal_updated", str(p.id))
             return "edited" if dry.after.passed else "edited_fails"
@@ -976,24 +860,6 @@ def create_app() -> FastAPI:
 
 
 # --------------------------------------------------------------------------- page views
-def _leaves(change: Any) -> list[Any]:
-    return list(change.changes) if change.kind == "change_set" else [change]
-
-
-def _change_view(change: Any, store: StateStore, proposal_id: Any) -> dict[str, Any]:
-    """What the page needs to show one change: its kind, fields and a specific view where one is cheap."""
-    view: dict[str, Any] = {"c": change, "kind": change.kind, "target": change.target,
-                            "fields": render.change_fields(change)}
-    if isinstance(change, ColumnMapping):
-        view["mapping"] = render.mapping_view(change, store, proposal_id)
-    elif isinstance(change, SqlModelPatch):
-        view["sql"] = render.sql_patch_view(change, store)
-    elif change.kind == "contract_change":
-        view["diff"] = render.contract_diff(change)
-        view["edit_columns"] = render.contract_edit_columns(change)
-    return view
-
-
 def _href(params: Any, **changes: Any) -> str:
     """The queue URL with `changes` applied to the current query (a None value removes the parameter)."""
     query: dict[str, str] = {k: v for k, v in params.items() if k != "page"}
