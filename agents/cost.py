@@ -37,6 +37,7 @@ from pipewarden.agents.precedent import Precedent, change_identity, gather_prece
 from pipewarden.agents.spec import AgentSpec, Plan
 from pipewarden.events import CostRegression
 from pipewarden.models import CheckResult, DryRun, NoChange, Proposal, ProposalStatus, Risk, SqlModelPatch
+from pipewarden.runtime import Runtime
 from pipewarden.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,9 @@ class CostProof(BaseModel):
 
 
 def _connect() -> Any:
+    """The sandbox the model's and the rules' SQL runs in: `tools.cost.open_warehouse`, DuckDB's locked read-only
+    connection. Deliberately not the runtime's warehouse port: least privilege for SQL nobody vetted is the tool's
+    guarantee, not something a runtime could swap for an unlocked connection."""
     from pipewarden.tools.cost import open_warehouse
 
     return open_warehouse(read_only=True)
@@ -84,7 +88,7 @@ def _metric(build: Any, metric: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def _current_sql(con: Any, ev: CostRegression, history: list[Any]) -> tuple[str, str]:
+def _current_sql(con: Any, ev: CostRegression, history: list[Any], store: StateStore) -> tuple[str, str]:
     """The SQL the regressed build ran, and where it was found."""
     from pipewarden.tools.cost import sql_for_hash
     from pipewarden.tools.lineage import load_models
@@ -92,7 +96,7 @@ def _current_sql(con: Any, ev: CostRegression, history: list[Any]) -> tuple[str,
     mine = [b for b in history if b.load_id == ev.load_id]
     if mine and (sql := sql_for_hash(con, mine[-1].sql_hash)):
         return sql, f"model_sql {mine[-1].sql_hash}"
-    active = StateStore().active_version(f"sql:{ev.model}")
+    active = store.active_version(f"sql:{ev.model}")
     if active is not None and isinstance(active.content.get("sql"), str):
         return active.content["sql"], f"sql:{ev.model} v{active.number}"
     return load_models()[ev.model].sql, "file"
@@ -105,7 +109,8 @@ def _hash(sql: str) -> str:
     return hashlib.sha256(sql.strip().encode()).hexdigest()[:12]
 
 
-def _known_good(con: Any, ev: CostRegression, history: list[Any], current: str) -> tuple[str | None, str, list[Any]]:
+def _known_good(con: Any, ev: CostRegression, history: list[Any], current: str,
+                store: StateStore) -> tuple[str | None, str, list[Any]]:
     """The last known-good SQL: the newest earlier build with other SQL and a cost under the threshold."""
     from pipewarden.policies.cost import load_cost_policy
     from pipewarden.tools.cost import sql_for_hash
@@ -121,7 +126,7 @@ def _known_good(con: Any, ev: CostRegression, history: list[Any], current: str) 
             sql = sql_for_hash(con, build.sql_hash)
             if sql:
                 return sql, f"build of load {build.load_id} ({ev.metric} {value:g}, SQL {build.sql_hash})", build.scans
-    versions = [v for v in StateStore().list_versions(f"sql:{ev.model}") if not v.active]
+    versions = [v for v in store.list_versions(f"sql:{ev.model}") if not v.active]
     for v in reversed(versions):
         sql = v.content.get("sql")
         if isinstance(sql, str) and _hash(sql) != cur_hash:
@@ -135,17 +140,18 @@ def _known_good(con: Any, ev: CostRegression, history: list[Any], current: str) 
     return None, "none", []
 
 
-def gather(ev: CostRegression) -> CostCase:
+def gather(ev: CostRegression, rt: Runtime) -> CostCase:
     """The SQL the regressed build ran, the model's build history, the last known-good SQL, and the current SQL
     built once on the current data with DuckDB's profiler, read by `tools.cost.diagnose`."""
     from pipewarden.tools.cost import ScanStat, measure, model_history, table_widths
     from pipewarden.tools.cost import diagnose as diagnose_sql
 
+    store = rt.store()
     con = _connect()
     try:
         history = model_history(con, ev.model)
-        current, current_source = _current_sql(con, ev, history)
-        good, good_source, good_scans = _known_good(con, ev, history, current)
+        current, current_source = _current_sql(con, ev, history, store)
+        good, good_source, good_scans = _known_good(con, ev, history, current, store)
         widths = table_widths(con)
     finally:
         con.close()
@@ -166,7 +172,7 @@ def gather(ev: CostRegression) -> CostCase:
                             baseline_scans=[ScanStat.model_validate(s) for s in evidence["known_good_scans"]],
                             table_widths=widths)
     return CostCase(event=ev, evidence=evidence, current=m.model_dump(mode="json"),
-                    findings=[f.model_dump(mode="json") for f in findings], precedents=gather_precedents(ev))
+                    findings=[f.model_dump(mode="json") for f in findings], precedents=gather_precedents(ev, state=store))
 
 
 def _with_earlier(now: Any, earlier: Any) -> Any:
@@ -208,7 +214,7 @@ def _summary(source: str, sql: str, reason: str, proof: Any) -> dict[str, Any]:
             "only_rewrite": proof.same.only_right}
 
 
-def plan(case: CostCase) -> Plan[CostRewriteAnswer, CostProof]:
+def plan(case: CostCase, rt: Runtime) -> Plan[CostRewriteAnswer, CostProof]:
     """Candidates (the known-good SQL, `tools.cost.rule_rewrites`, and the planner's own SQL) each pass
     `check_select` and are proven (`tools.cost.prove`): proving is how the cheapest is picked, so the answer
     comes with its proof."""
@@ -293,7 +299,8 @@ def plan(case: CostCase) -> Plan[CostRewriteAnswer, CostProof]:
                 results[answer.sql]["source"]
             return check(source, answer.sql, answer.rationale)
 
-        outcome = plan(request, CostRewriteAnswer, offline=OfflinePlanner(solve), validate=validate, tools=TOOLS)
+        outcome = plan(request, CostRewriteAnswer, offline=OfflinePlanner(solve), validate=validate, tools=TOOLS,
+                       primary=rt.planner())
     finally:
         con.close()
     tried += outcome.tried + ranked_notes
@@ -320,7 +327,8 @@ def _pick(proven: list[dict[str, Any]]) -> dict[str, Any] | None:
     return best
 
 
-def propose(case: CostCase, plan: Plan[CostRewriteAnswer, CostProof], proof: CostProof | None) -> Proposal:
+def propose(case: CostCase, plan: Plan[CostRewriteAnswer, CostProof], proof: CostProof | None,
+            rt: Runtime) -> Proposal:
     """A `sql_model_patch` (base_sql = the current SQL) with the cost before and after in `DryRun.metrics` and the
     diagnosis in `DryRun.notes`; no proven rewrite: "needs a human"."""
     from pipewarden.policies.cost import load_cost_policy
@@ -372,7 +380,7 @@ def propose(case: CostCase, plan: Plan[CostRewriteAnswer, CostProof], proof: Cos
         status=ProposalStatus.pending)
 
 
-def verify_cost(proposal: Proposal, event: Any) -> Verification:
+def verify_cost(proposal: Proposal, event: Any, rt: Runtime) -> Verification:
     """Build the active version of the patched model on the current data: same rows as the regressed SQL, and its
     cost on the event's metric back under the policy's threshold over the event's baseline."""
     from pipewarden.policies.cost import load_cost_policy
@@ -381,7 +389,7 @@ def verify_cost(proposal: Proposal, event: Any) -> Verification:
     change = proposal.change
     if not isinstance(change, SqlModelPatch) or not isinstance(event, CostRegression):
         return Verification(True, {"verify": "nothing to check"})
-    active = StateStore().active_version(change.target)
+    active = rt.store().active_version(change.target)
     if active is None or active.content.get("sql") != change.sql:
         return Verification(False, {"active": active.number if active else None},
                             f"the active {change.target} is not the approved SQL")

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict
 from pipewarden.fault_signature import fault_signature
 from pipewarden.knowledge.decisions import DecisionRecord, Outcome, decision_chunk, index_records, record_for
 from pipewarden.models import Citation, DryRun, NoChange, Proposal, ProposalStatus, Risk
+from pipewarden.runtime import Runtime
 from pipewarden.store import StateStore
 
 if TYPE_CHECKING:
@@ -97,13 +98,12 @@ def change_identity(change: Any) -> str | None:
     return json.dumps(_identity_of(data), sort_keys=True)
 
 
-def precedents_for(event: Any, *, exclude: Any = None, state: StateStore | None = None) -> list[DecisionRecord]:
+def precedents_for(event: Any, *, state: StateStore, exclude: Any = None) -> list[DecisionRecord]:
     """The decided proposals for the same fault signature as `event`, oldest first (none for an event whose kind
     names no fault)."""
     sig = fault_signature(event)
     if sig is None:
         return []
-    state = state or StateStore()
     records = [record_for(p.id, state=state) for p in state.proposals_for_fault(sig, exclude=exclude)]
     return [r for r in records if r is not None]
 
@@ -129,7 +129,7 @@ class Precedent(BaseModel):
     """The rejection's reason, why it was rolled back, or the approval's comment."""
 
 
-def gather_precedents(event: Any, *, state: StateStore | None = None) -> list[Precedent]:
+def gather_precedents(event: Any, *, state: StateStore) -> list[Precedent]:
     """The precedents of the event's fault signature for its planning step, read once by gather: the latest outcome
     of each change people decided for the fault (people may change their minds), in the order of those outcomes;
     none for an event that names no fault (`precedents_for`)."""
@@ -233,12 +233,10 @@ def precedent_citation(record: DecisionRecord, role: str = READER_ROLE) -> Citat
     return to_citation(Hit(chunk=chunk, score=1.0)) if role in chunk.allowed_roles else None
 
 
-def _similar(drafted: Proposal, fault: str | None) -> list[Citation]:
+def _similar(rt: Runtime, drafted: Proposal, fault: str | None) -> list[Citation]:
     """Similar past decisions on the dataset from the index (none when no index was built)."""
-    from pipewarden.knowledge.retrieval import cite
-
     query = f"{drafted.dataset} {fault or ''} {drafted.title}"
-    return cite(query, role=READER_ROLE, limit=SIMILAR_LIMIT, kinds=["decision"], dataset=drafted.dataset)
+    return rt.cite(query, role=READER_ROLE, limit=SIMILAR_LIMIT, kinds=["decision"], dataset=drafted.dataset)
 
 
 def _line(r: DecisionRecord) -> str:
@@ -310,20 +308,21 @@ def heed(drafted: Proposal, records: list[DecisionRecord], alternatives: Callabl
     return chosen.model_copy(update={"citations": list(cites.values()), "diagnosis": diagnosis})
 
 
-def make_heed(alternatives: Alternatives | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """The graph node between an agent's last step and `submit` (see the module docstring). Pure over the store
-    and the state, so re-running it after a crash gives the same proposal."""
+def make_heed(rt: Runtime, alternatives: Alternatives | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The graph node between an agent's last step and `submit` (see the module docstring), over `rt`'s store and
+    knowledge index. Pure over them and the state, so re-running it after a crash gives the same proposal."""
+    from pipewarden.agents.lifecycle import event_of  # lifecycle imports this module
 
     def heed_node(state: dict[str, Any]) -> dict[str, Any]:
         if not state.get("proposal"):
             return {}
         drafted = Proposal.model_validate(state["proposal"])
-        store = StateStore()
-        event = store.get_event(state["event_id"])
+        store = rt.store()
+        event = event_of(state, store)  # type: ignore[arg-type]
         records = precedents_for(event, exclude=drafted.id, state=store)
         index_records(records)  # what it cites is in the index (a decision whose indexing failed is added now)
         sig = fault_signature(event)
-        similar = _similar(drafted, sig.label if sig else None)
+        similar = _similar(rt, drafted, sig.label if sig else None)
         proposal = heed(drafted, records, lambda: alternatives(state) if alternatives else [], similar)
         if records:
             log.info("proposal %s: %d past decision(s) on fault %s", proposal.short_id, len(records),

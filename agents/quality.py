@@ -56,6 +56,7 @@ from pipewarden.models import (
     ProposalStatus,
     Risk,
 )
+from pipewarden.runtime import Runtime
 from pipewarden.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -124,13 +125,12 @@ class QualityProof(BaseModel):
 _CASES: dict[tuple[str, tuple[Any, ...]], Any] = {}
 
 
-def _fault_case(ev: Any) -> Any:
+def _fault_case(ev: Any, store: StateStore) -> Any:
     """The FaultCase (the failing batch as the pipeline saw it, `tools.quality_fix.load_case`) for an event, read
     by gather and kept for the later steps of the same process; read again when any version it depends on changed
     (mapping, rules, contract), or in a process that did not gather it (a crash between the steps)."""
     from pipewarden.tools.quality_fix import load_case
 
-    store = StateStore()
     stamp = tuple((v.number if (v := store.active_version(f"{kind}:{ev.dataset}")) else None)
                   for kind in ("mapping", "quarantine", "dedupe", "contract"))
     key = (str(ev.id), stamp)
@@ -149,18 +149,18 @@ def _finding_text(ev: Any) -> str:
             + "; ".join(f"{f.detail or f.check} ({f.failed_rows} rows)" for f in ev.failed))
 
 
-def gather(ev: CheckFailed | QualityAnomaly) -> QualityCase:
+def gather(ev: CheckFailed | QualityAnomaly, rt: Runtime) -> QualityCase:
     """Citations about the dataset's contract and the quality runbook, the failing batch, the root cause, and the
     deterministic candidates (`draft_candidates`), each dry-run on the batch."""
     from pipewarden.agents.planner import format_citation
-    from pipewarden.knowledge.retrieval import cite
     from pipewarden.tools.quality_fix import draft_candidates, dry_run, root_cause
 
     what = f"{ev.check} {ev.column or ''}" if ev.kind == "quality_anomaly" else \
         " ".join(f"{f.check} {f.column or ''}" for f in ev.failed)
-    cites = cite(f"{ev.dataset} data quality {what}; quarantine, dedupe, re-ingest or contract change runbook",
+    cites = rt.cite(f"{ev.dataset} data quality {what}; quarantine, dedupe, re-ingest or contract change runbook",
                  role=READER_ROLE)
-    case = _fault_case(ev)
+    store = rt.store()
+    case = _fault_case(ev, store)
     candidates = []
     for c in draft_candidates(case):
         evidence = dry_run(case, c.change)
@@ -179,7 +179,7 @@ def gather(ev: CheckFailed | QualityAnomaly) -> QualityCase:
         "candidates": candidates,
         "citations": [format_citation(c.chunk_id, c.excerpt, max_chars=300) for c in cites],
     }
-    return QualityCase(event=ev, citations=cites, context=ctx, precedents=gather_precedents(ev))
+    return QualityCase(event=ev, citations=cites, context=ctx, precedents=gather_precedents(ev, state=store))
 
 
 def offline_solve(request: Any, precedents: list[Precedent] | None = None, fault: Any = None) -> QualityAnswer:
@@ -359,7 +359,7 @@ def _key(answer: QualityAnswer) -> str:
     return json.dumps(answer.model_dump(mode="json"), sort_keys=True)
 
 
-def plan(case: QualityCase) -> Plan[QualityAnswer, QualityProof]:
+def plan(case: QualityCase, rt: Runtime) -> Plan[QualityAnswer, QualityProof]:
     """`agents.llm.plan` (the OpenAI planner when configured, then `offline_solve`), every answer through
     `validate_answer`, whose dry-run of the answer that counts is kept as its proof."""
     from pipewarden.agents.llm import OfflinePlanner, PlanRequest
@@ -367,21 +367,22 @@ def plan(case: QualityCase) -> Plan[QualityAnswer, QualityProof]:
     from pipewarden.agents.precedent import with_precedents
     from pipewarden.tools.quality import TOOLS
 
-    fault, ctx = _fault_case(case.event), case.context
+    fault, ctx = _fault_case(case.event, rt.store()), case.context
     proofs: dict[str, QualityProof] = {}
     request = with_precedents(PlanRequest(agent=AGENT, task=TASK, rules=RULES, data=ctx), case.precedents)
     outcome = ask(request, QualityAnswer, offline=OfflinePlanner(lambda req: offline_solve(req, case.precedents, fault)),
-                  validate=lambda a: validate_answer(a, fault, ctx, proofs, case.precedents), tools=TOOLS)
+                  validate=lambda a: validate_answer(a, fault, ctx, proofs, case.precedents), tools=TOOLS,
+                  primary=rt.planner())
     return Plan(answer=outcome.answer, planner=outcome.planner or "offline", tried=list(outcome.tried),
                 usage=outcome.usage.model_dump(mode="json"),
                 proof=proofs.get(_key(outcome.answer)) if outcome.answer else None)
 
 
-def prove(answer: QualityAnswer, case: QualityCase) -> QualityProof:
+def prove(answer: QualityAnswer, case: QualityCase, rt: Runtime) -> QualityProof:
     """The answer's change, dry-run on the failing batch (`tools.quality_fix.dry_run`)."""
     from pipewarden.tools.quality_fix import dry_run
 
-    fault = _fault_case(case.event)
+    fault = _fault_case(case.event, rt.store())
     change = answer_to_change(answer, fault)
     return QualityProof(change=change, evidence=dry_run(fault, change))
 
@@ -404,31 +405,32 @@ def _title(ev: Any, change: Any) -> str:
     return f"{ev.dataset}: loosen the contract ({change.summary})"[:200]
 
 
-def alternatives(case: QualityCase, plan: Plan[QualityAnswer, QualityProof]) -> list[Proposal]:
+def alternatives(case: QualityCase, plan: Plan[QualityAnswer, QualityProof], rt: Runtime) -> list[Proposal]:
     """The shared tail's hook (`agents.precedent`): every other drafted candidate that heals and passes the same
     validation as a planner's answer, proven on the batch, in the order they were drafted."""
-    fault, ctx = _fault_case(case.event), case.context
+    fault, ctx = _fault_case(case.event, rt.store()), case.context
     out = []
     for answer in candidate_answers(ctx, []):
         proofs: dict[str, QualityProof] = {}
         if not validate_answer(answer, fault, ctx, proofs):
-            out.append(_proposal(case, answer, proofs[_key(answer)], "offline", plan.tried))
+            out.append(_proposal(case, answer, proofs[_key(answer)], "offline", plan.tried, rt))
     return out
 
 
-def propose(case: QualityCase, plan: Plan[QualityAnswer, QualityProof], proof: QualityProof | None) -> Proposal:
-    return _proposal(case, plan.answer, proof, plan.planner, plan.tried)
+def propose(case: QualityCase, plan: Plan[QualityAnswer, QualityProof], proof: QualityProof | None,
+            rt: Runtime) -> Proposal:
+    return _proposal(case, plan.answer, proof, plan.planner, plan.tried, rt)
 
 
 def _proposal(case: QualityCase, answer: QualityAnswer | None, proof: QualityProof | None, planner: str,
-              tried: list[str]) -> Proposal:
+              tried: list[str], rt: Runtime) -> Proposal:
     """The proposal for an answer, its change proven on the batch (None: no valid fix, it needs a human)."""
     ev, ctx = case.event, case.context
     cause = "\n".join(f"- {line}" for line in ctx["root_cause"])
     if answer is None or proof is None:
         from pipewarden.tools.quality_fix import _result
 
-        fault = _fault_case(ev)
+        fault = _fault_case(ev, rt.store())
         res = _result(fault, fault.before())
         change: Any = NoChange(reason="no valid fix was found; " + " | ".join(tried[-3:]))
         evidence = DryRun(before=res, after=res)
@@ -451,16 +453,15 @@ def _proposal(case: QualityCase, answer: QualityAnswer | None, proof: QualityPro
 
 
 # --------------------------------------------------------------------------- verification
-def verify_quality(proposal: Proposal, event: Any) -> Verification:
+def verify_quality(proposal: Proposal, event: Any, rt: Runtime) -> Verification:
     """See the module docstring: a re-run that no longer halts at validate nor finds the event's anomaly again;
     a re-ingest passes once its request is the active version."""
     from pipewarden.models import leaf_changes
-    from pipewarden.ports import pipeline_runner
 
     leaves = leaf_changes(proposal.change)
     if any(c.kind == "reingest" for c in leaves):
         change = next(c for c in leaves if c.kind == "reingest")
-        v = StateStore().active_version(change.target)
+        v = rt.store().active_version(change.target)
         detail = {"reingest": "requested" if v else "missing", "version": v.number if v else None,
                   "load_id": change.load_id, "source": change.source,
                   "check": "the re-delivered load is judged by the detectors when it lands"}
@@ -468,7 +469,7 @@ def verify_quality(proposal: Proposal, event: Any) -> Verification:
     source = getattr(event, "batch_path", None)
     if source is None:
         return Verification(True, {"rerun": "not needed"})
-    result = pipeline_runner()(proposal.dataset, source, load_id=event.load_id, rerun=True)
+    result = rt.pipeline_runner(proposal.dataset, source, load_id=event.load_id, rerun=True)
     detail = {"rerun_status": result.status, "load_id": result.load_id, "rows_in": result.rows_in,
               "rows_quarantined": result.rows_quarantined, "halted_at": result.halted_at, "events": result.events}
     if result.status == "failed" or result.halted_at == "validate":

@@ -49,6 +49,7 @@ from pipewarden.models import (
     Risk,
 )
 from pipewarden.policies.retrain import RetrainPolicy, load_retrain_policy
+from pipewarden.runtime import Runtime
 
 log = logging.getLogger(__name__)
 AGENT = "retrain"
@@ -110,12 +111,10 @@ def _model_of(ev: ModelDrift) -> tuple[str, str | None]:
     return str(name), (str(version) if version else None)
 
 
-def _citations(ev: ModelDrift, features: list[str]) -> list[Citation]:
+def _citations(ev: ModelDrift, features: list[str], rt: Runtime) -> list[Citation]:
     """Knowledge chunks about the model's data, read as the agent's role."""
-    from pipewarden.knowledge.retrieval import cite
-
     name = _model_of(ev)[0]
-    return cite(f"{ev.dataset} {name} model drift and decay; retrain, challenger, promotion; features "
+    return rt.cite(f"{ev.dataset} {name} model drift and decay; retrain, challenger, promotion; features "
                 + ", ".join(features[:6]), role=READER_ROLE)
 
 
@@ -124,7 +123,7 @@ def _policy() -> RetrainPolicy:
 
 
 # --------------------------------------------------------------------------- gather
-def gather(ev: ModelDrift) -> RetrainCase:
+def gather(ev: ModelDrift, rt: Runtime) -> RetrainCase:
     """The event's scored batch judged again (`tools.drift.model_health`), the champion, and citations."""
     from pipewarden.tools.drift import DriftInputError, ModelHealthInput, model_health
     from pipewarden.tools.model_registry import RegistryError, champion
@@ -147,7 +146,7 @@ def gather(ev: ModelDrift) -> RetrainCase:
     features = (health.drift.drifted_features if health and health.drift else []) or list(ev.drifted_features)
     return RetrainCase(event=ev, health=health.model_dump(mode="json") if health else None,
                        champion=current.model_dump(mode="json") if current else None,
-                       citations=_citations(ev, features), problems=problems)
+                       citations=_citations(ev, features, rt), problems=problems)
 
 
 # --------------------------------------------------------------------------- plan
@@ -254,7 +253,7 @@ def validate_answer(answer: RetrainAnswer, request: Any) -> list[str]:
     return errors
 
 
-def plan(case: RetrainCase) -> Plan[RetrainAnswer, RetrainProof]:
+def plan(case: RetrainCase, rt: Runtime) -> Plan[RetrainAnswer, RetrainProof]:
     """The planner (`agents.llm.plan`: OpenAI when configured, else `offline_solution`), every answer through
     `validate_answer`; nothing to plan when the evidence is missing (`problems`)."""
     from pipewarden.agents.llm import OfflinePlanner
@@ -270,13 +269,14 @@ def plan(case: RetrainCase) -> Plan[RetrainAnswer, RetrainProof]:
     champ = RegisteredVersion.model_validate(case.champion) if case.champion else None
     request = plan_request(health, champ, case.citations, _policy())
     outcome = ask(request, RetrainAnswer, offline=OfflinePlanner(offline_solution),
-                  validate=lambda a: validate_answer(a, request), tools=[*DRIFT_TOOLS, *REGISTRY_TOOLS])
+                  validate=lambda a: validate_answer(a, request), tools=[*DRIFT_TOOLS, *REGISTRY_TOOLS],
+                  primary=rt.planner())
     return Plan(answer=outcome.answer, planner=outcome.planner or "offline", tried=list(outcome.tried),
                 usage=outcome.usage.model_dump(mode="json"))
 
 
 # --------------------------------------------------------------------------- prove: train and compare
-def prove(answer: RetrainAnswer, case: RetrainCase) -> RetrainProof:
+def prove(answer: RetrainAnswer, case: RetrainCase, rt: Runtime) -> RetrainProof:
     """Train a challenger with the champion's recipe on the planned window (`tools.challenger.train_challenger`:
     an MLflow run, registered, alias `challenger`; idempotent: tagged with the event, a re-run finds it again),
     then compare it with the champion on the recent holdout under the retrain policy's gates
@@ -367,7 +367,8 @@ def _what_fired(ev: ModelDrift, health: Any) -> list[str]:
     return lines
 
 
-def propose(case: RetrainCase, plan: Plan[RetrainAnswer, RetrainProof], proof: RetrainProof | None) -> Proposal:
+def propose(case: RetrainCase, plan: Plan[RetrainAnswer, RetrainProof], proof: RetrainProof | None,
+            rt: Runtime) -> Proposal:
     """A `model_promotion` (champion alias -> challenger version; high risk, two-person rule) when the comparison
     heals, else "needs a human" (NoChange) with the numbers and what was tried."""
     from pipewarden.tools.challenger import Comparison
@@ -445,13 +446,13 @@ def propose(case: RetrainCase, plan: Plan[RetrainAnswer, RetrainProof], proof: R
 
 
 # --------------------------------------------------------------------------- verify
-def verify_promotion(proposal: Proposal, event: Any) -> Verification:
+def verify_promotion(proposal: Proposal, event: Any, rt: Runtime) -> Verification:
     """The alias points at the promoted version, and scoring through the alias works on the event's batch (or the
     challenger's holdout): every probability finite and in [0, 1]."""
     import numpy as np
 
     from pipewarden.tools.challenger import recent_window
-    from pipewarden.tools.drift import has_table, sql_ident, warehouse
+    from pipewarden.tools.drift import sql_ident
     from pipewarden.tools.model_registry import alias_version, declared_model, load_model
 
     change = proposal.change
@@ -468,12 +469,12 @@ def verify_promotion(proposal: Proposal, event: Any) -> Verification:
     try:
         _, decl = declared_model(registered=change.model_name)
         table = decl.features
-        with warehouse() as con:
+        with rt.warehouse(read_only=True, wait_s=10.0) as wh:  # a pipeline stage may hold the file for seconds
             frame = None
-            if has_table(con, table) and getattr(event, "load_id", None):
+            if wh.has_table(table) and getattr(event, "load_id", None):
                 cols = ", ".join(sql_ident(c) for c in features)
-                frame = con.execute(f"SELECT {cols} FROM {sql_ident(table)} WHERE {sql_ident(decl.load_column)} = ?",
-                                    [event.load_id]).df()
+                frame = wh.read_frame(f"SELECT {cols} FROM {sql_ident(table)} WHERE {sql_ident(decl.load_column)} = ?",
+                                      [event.load_id])
         if frame is None or frame.empty:
             end = current.params.get("window_end")
             frame, _, _ = recent_window(decl, features, 7, end=date.fromisoformat(end) if end else None)

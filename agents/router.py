@@ -80,13 +80,14 @@ def warm_up(*, embedder: bool = True) -> dict[str, float]:
     if embedder:
         import pandas as pd
 
-        from pipewarden.knowledge.embedder import default_embedder
+        from pipewarden.runtime import current
         from pipewarden.tools.schema_match import match_columns
 
         t0 = time.perf_counter()
-        default_embedder().embed(["warm up"])
+        model = current().embedder()  # the runtime's: the one its agents will use
+        model.embed(["warm up"])
         took["embedder"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()  # the schema matcher once on a one-column table: its assignment solver loads
-        match_columns(pd.DataFrame({"warm": [1]}), pd.DataFrame({"up": [1]}), embedder=default_embedder())
+        match_columns(pd.DataFrame({"warm": [1]}), pd.DataFrame({"up": [1]}), embedder=model)
         took["schema_match"] = round(time.perf_counter() - t0, 3)
     return took

@@ -51,6 +51,7 @@ from pipewarden.models import (
     leaf_changes,
 )
 from pipewarden.policies.contract import Contract
+from pipewarden.runtime import Runtime
 from pipewarden.tools.contracts import active_contract
 
 log = logging.getLogger(__name__)
@@ -101,29 +102,27 @@ def _fingerprint(ev: SchemaDrift) -> str | None:
     return ev.schema_fingerprint or landed_fingerprint(ev.batch_path)
 
 
-def _citations(ev: SchemaDrift, contract: Contract) -> list[Citation]:
+def _citations(ev: SchemaDrift, contract: Contract, rt: Runtime) -> list[Citation]:
     """Knowledge chunks about this dataset's contract and the drift runbook, read as the agent's role."""
-    from pipewarden.knowledge.retrieval import cite
-
     names = ", ".join(c.name for c in ev.added + ev.dropped) + ", " + ", ".join(t.column for t in ev.retyped)
-    return cite(f"{contract.dataset} contract columns {names}; renamed or retyped column runbook", role=READER_ROLE)
+    return rt.cite(f"{contract.dataset} contract columns {names}; renamed or retyped column runbook", role=READER_ROLE)
 
 
-def gather(ev: SchemaDrift) -> DriftCase:
+def gather(ev: SchemaDrift, rt: Runtime) -> DriftCase:
     """The evidence, read once: citations, the batch against the ACTIVE contract, the matcher's suggestions,
     the lineage of the missing columns, and the checks on the batch as it landed."""
     from pipewarden.agents.planner import ContractColumn, IncomingColumn, Suggestion, format_citation
-    from pipewarden.knowledge.embedder import default_embedder
     from pipewarden.policies.contract import observed_type, schema_diff
     from pipewarden.tools.checks import dry_check
     from pipewarden.tools.schema_match import match_columns, reference_for
 
-    contract = active_contract(ev.dataset)
-    citations = _citations(ev, contract)
+    store = rt.store()
+    contract = active_contract(ev.dataset, store)
+    citations = _citations(ev, contract, rt)
     batch = _read_batch(ev)
     diff = schema_diff(contract, batch)
     report = match_columns(reference_for(contract), batch.drop(columns=[c for c in batch.columns if str(c).startswith("_")]),
-                           embedder=default_embedder())
+                           embedder=rt.embedder())
     unexplained = {c.name for c in diff.added} | {t.column for t in diff.retyped}
     ctx = DriftContext(
         dataset=ev.dataset,
@@ -142,7 +141,7 @@ def gather(ev: SchemaDrift) -> DriftCase:
     )
     return DriftCase(event=ev, contract=contract, before=dry_check(batch, contract, None),
                      fingerprint=_fingerprint(ev), citations=citations, context=ctx,
-                     precedents=gather_precedents(ev))
+                     precedents=gather_precedents(ev, state=store))
 
 
 def _downstream(dataset: str, columns: list[str]) -> dict[str, list[str]]:
@@ -277,7 +276,7 @@ def _key(answer: Any) -> str:
     return json.dumps(answer.model_dump(mode="json"), sort_keys=True)
 
 
-def prove(answer: MappingAnswer, case: DriftCase) -> Drafted:
+def prove(answer: MappingAnswer, case: DriftCase, rt: Runtime | None = None) -> Drafted:
     """The answer's change, proven on the drifted batch (`draft_change`)."""
     return draft_change(answer, case.event.dataset, case.contract, _batch(case), fingerprint=case.fingerprint)
 
@@ -332,7 +331,7 @@ def offline_answer(case: DriftCase) -> MappingAnswer:
     return first.model_copy(update={"rationale": " ".join([first.rationale, *notes]).strip()}) if notes else first
 
 
-def plan(case: DriftCase) -> Plan[MappingAnswer, Drafted]:
+def plan(case: DriftCase, rt: Runtime) -> Plan[MappingAnswer, Drafted]:
     """`agents.llm.plan`: the OpenAI planner when configured (with `TOOL_NAMES`), then the offline answer
     (`solve_mapping`). An answer counts when `validate_mapping` passes and its change is proven on the batch; the
     proof of the answer that counts is kept (the prove step does not prove it again)."""
@@ -358,12 +357,13 @@ def plan(case: DriftCase) -> Plan[MappingAnswer, Drafted]:
 
     tools = [t for name, t in all_tools().items() if name in TOOL_NAMES]
     outcome = ask(with_precedents(request_for(ctx), case.precedents), MappingAnswer,
-                  offline=OfflinePlanner(lambda _req: offline_answer(case)), validate=validate, tools=tools)
+                  offline=OfflinePlanner(lambda _req: offline_answer(case)), validate=validate, tools=tools,
+                  primary=rt.planner())
     return Plan(answer=outcome.answer, planner=outcome.planner or "offline", tried=list(outcome.tried),
                 usage=outcome.usage.model_dump(), proof=proofs.get(_key(outcome.answer)) if outcome.answer else None)
 
 
-def propose(case: DriftCase, plan: Plan[MappingAnswer, Drafted], drafted: Drafted | None) -> Proposal:
+def propose(case: DriftCase, plan: Plan[MappingAnswer, Drafted], drafted: Drafted | None, rt: Runtime) -> Proposal:
     """The proven change (a mapping, or a change set that loosens the contract: high risk), else "needs a human"
     with the checks before and why no change heals the batch."""
     ev, before, answer = case.event, case.before, plan.answer

@@ -4,7 +4,9 @@
 
     gather -> plan -> prove -> propose -> (shared tail: heed -> submit -> await_decision -> apply -> verify)
 
-A spec holds functions and types, nothing else: no state, no store, no graph. The builder owns the graph state
+A spec holds functions and types, nothing else: no state, no store, no graph. Every function of a spec takes the
+runtime (`pipewarden.runtime.Runtime`) as its last argument and reads the state store, the warehouse, the embedder,
+the knowledge index (`rt.cite`), the planner and the pipeline runner from it: nothing is looked up by the agent. The builder owns the graph state
 (the case, the plan and the proof as JSON, re-validated into the spec's types in each node), the node names, the
 crash point, the proposal's id and thread. `agents.registry.AGENTS` lists every spec.
 
@@ -21,6 +23,7 @@ from pydantic import BaseModel
 
 from pipewarden.agents.lifecycle import Verifier
 from pipewarden.models import Proposal
+from pipewarden.runtime import Runtime
 
 Case = TypeVar("Case", bound=BaseModel)
 Answer = TypeVar("Answer", bound=BaseModel)
@@ -55,25 +58,25 @@ class AgentSpec(Generic[Case, Answer, Proof]):
     """The event kinds it takes (`schema_drift`, `check_failed`, ...); `("*",)`: any event (the catch-all)."""
     case: type[Case]
     """The pydantic model of its case: everything it gathered, kept in the graph state as JSON."""
-    gather: Callable[[Any], Case]
-    """(event) -> Case: the evidence, read once (the event itself, the batch, the contract, citations...)."""
-    propose: Callable[[Case, Plan[Answer, Proof], Proof | None], Proposal]
-    """(case, plan, proof) -> the Proposal: the proven change, or "needs a human" with what was tried. The
+    gather: Callable[[Any, Runtime], Case]
+    """(event, rt) -> Case: the evidence, read once (the event itself, the batch, the contract, citations...)."""
+    propose: Callable[[Case, Plan[Answer, Proof], Proof | None, Runtime], Proposal]
+    """(case, plan, proof, rt) -> the Proposal: the proven change, or "needs a human" with what was tried. The
     builder sets its id (derived from the event's id), event, agent and thread."""
     answer: type[Answer] | None = None
     """The pydantic model of a planner's answer; None for an agent that does not plan (triage)."""
-    plan: Callable[[Case], Plan[Answer, Proof]] | None = None
-    """(case) -> Plan: the planning step, LLM or offline (`agents.llm.plan`), every answer validated, with the
+    plan: Callable[[Case, Runtime], Plan[Answer, Proof]] | None = None
+    """(case, rt) -> Plan: the planning step, `rt.planner()` or offline (`agents.llm.plan`), every answer validated, with the
     agent's retries and fallback. None: no planning step (then there is nothing to prove either)."""
     proof: type[Proof] | None = None
     """The pydantic model of a proof (the plan's or `prove`'s); None for an agent that proves nothing."""
-    prove: Callable[[Answer, Case], Proof] | None = None
-    """(answer, case) -> Proof: the dry-run of the answer on the failing data. Run by the prove step only when the
+    prove: Callable[[Answer, Case, Runtime], Proof] | None = None
+    """(answer, case, rt) -> Proof: the dry-run of the answer on the failing data. Run by the prove step only when the
     plan did not prove its answer already, and only when there is an answer. None: the plan proves every answer
     it returns (cost: proving the candidates is how it picks one)."""
     verifier: Verifier | None = None
-    """(applied proposal, event) -> Verification after apply; None: re-run the batch (`lifecycle.rerun_batch`)."""
-    alternatives: Callable[[Case, Plan[Answer, Proof]], list[Proposal]] | None = None
+    """(applied proposal, event, rt) -> Verification after apply; None: re-run the batch (`lifecycle.rerun_batch`)."""
+    alternatives: Callable[[Case, Plan[Answer, Proof], Runtime], list[Proposal]] | None = None
     """The `heed` hook (`agents.precedent`): its other proven proposals for the fault, in the planner's order.
     None: a change people rejected for the fault becomes "needs a human"."""
     reader_role: str = "engineer"

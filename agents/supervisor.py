@@ -51,6 +51,7 @@ from pipewarden.ids import utcnow
 from pipewarden.leases import LEASE_POLICY, RETRY_POLICY, Heartbeat, LeaseHeld, LeasePolicy, RetryPolicy, worker_name
 from pipewarden.models import OPEN_STATUSES, NoChange, Proposal, ProposalStatus
 from pipewarden.ports import Resumer, Step, notify, proposal_created, resumer
+from pipewarden.runtime import current as current_runtime
 from pipewarden.store import Claim, StateStore
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def handle_event(event_id: str, agent: str, build, *, worker: str | None = None,
     heartbeat while the graph runs. If the proposal exists already (a crashed run is being continued), its lease is
     taken first: LeaseHeld when a live worker is resuming it (then there is nothing to do here).
     """
-    store = StateStore()
+    store = current_runtime().store()
     owner = worker or worker_name()
     started = time.perf_counter()
 
@@ -228,7 +229,7 @@ def supervise_once(worker: str | None = None, limit: int = 20, *, retry: RetryPo
     supervise flow, `flows/supervise.py`, makes each a Prefect task); by default they run inline.
     """
     run = step or _inline
-    store = StateStore()
+    store = current_runtime().store()
     owner = worker or worker_name()
     report = SuperviseReport()
     for claim in store.claim(owner, limit=limit, lease=lease):
@@ -294,7 +295,7 @@ def resume_leased(proposal_id: UUID | str, resume: Resumer, *, worker: str | Non
     lease with a retry time (backoff), or gives the resume up when out of attempts (`resume_failed` is audited),
     and is raised to the caller.
     """
-    store = StateStore()
+    store = current_runtime().store()
     owner = worker or worker_name()
     pid = store.resolve_id(proposal_id)
     taken_at = utcnow()
@@ -328,7 +329,7 @@ def resume_proposal(proposal_id: UUID | str, *, worker: str | None = None, lease
     and is raised to the caller.
     """
     held = _HELD.get()
-    pid = StateStore().resolve_id(proposal_id)
+    pid = current_runtime().store().resolve_id(proposal_id)
     if held is not None and held[0] == pid:
         return _advance_proposal(pid, held[1])
     owner = worker or worker_name()
@@ -338,7 +339,7 @@ def resume_proposal(proposal_id: UUID | str, *, worker: str | None = None, lease
 
 def _advance_proposal(proposal_id: str, owner: str) -> Proposal:
     """Run a decided proposal's graph on from its last checkpoint (the caller holds the proposal's lease)."""
-    store = StateStore()
+    store = current_runtime().store()
     p = store.get_proposal(proposal_id)
     with open_checkpointer() as saver:
         graph = route_for_agent(p.agent).build(saver)

@@ -16,6 +16,7 @@ from pipewarden.agents.lifecycle import proposal_for
 from pipewarden.agents.spec import AgentSpec, Plan
 from pipewarden.events import Event
 from pipewarden.models import NoChange, Proposal, ProposalStatus, Risk
+from pipewarden.runtime import Runtime
 
 AGENT = "triage"
 
@@ -26,11 +27,11 @@ class TriageCase(BaseModel):
     event: Event
 
 
-def gather(event: Any) -> TriageCase:
+def gather(event: Any, rt: Runtime) -> TriageCase:
     return TriageCase(event=event)
 
 
-def propose(case: TriageCase, plan: Plan[Any, Any], proof: None) -> Proposal:
+def propose(case: TriageCase, plan: Plan[Any, Any], proof: None, rt: Runtime) -> Proposal:
     ev = case.event
     facts = ev.model_dump(mode="json", exclude={"id", "occurred"})
     lines = [f"- {k}: {v}" for k, v in facts.items() if v not in (None, [], {})]

@@ -310,9 +310,10 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-@lru_cache(maxsize=1)
 def default_embedder() -> MiniLMEmbedder:
-    """The process-wide MiniLM embedder (loaded on first call, then reused).
+    """The MiniLM embedder a long-lived process keeps: what the composition root (`pipewarden.wiring`) builds once
+    per runtime; reach it as `pipewarden.runtime.current().embedder()`. The weights load once per process and model
+    folder (`_load_minilm`), so building another is cheap.
 
     A process that keeps one embeds again and again (a worker, whose warm-up embeds once; an index build), so it
     takes scipy's erf from its first batch (`PY_ERF_BUDGET` spent): the import is paid while warming up, not in an

@@ -83,9 +83,9 @@ def index_chunks(
                 stale += [i for i in old if i not in new_ids]
         if to_write:
             if embedder is None:
-                from pipewarden.knowledge.embedder import default_embedder
+                from pipewarden import runtime
 
-                embedder = default_embedder()
+                embedder = runtime.current().embedder()
             total = len(to_write)
             if progress:
                 progress(0, total)

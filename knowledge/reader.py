@@ -76,9 +76,9 @@ def search_as(
     """The `limit` best citations `reader` may see: searched once per role (access is checked in the store query),
     merged by chunk (its best score), and kept only for the datasets the reader's roles apply to."""
     if embedder is None:
-        from pipewarden.knowledge.embedder import default_embedder
+        from pipewarden import runtime
 
-        embedder = default_embedder()
+        embedder = runtime.current().embedder()
     if store is None:
         from pipewarden.knowledge.store import default_store
 

@@ -51,9 +51,9 @@ def search(
         dataset=dataset,
     )
     if embedder is None:
-        from pipewarden.knowledge.embedder import default_embedder
+        from pipewarden import runtime
 
-        embedder = default_embedder()
+        embedder = runtime.current().embedder()
     store = store if store is not None else default_store()
     [vector] = embedder.embed([query])
     return store.query(vector, limit, flt)
@@ -71,7 +71,7 @@ def to_citation(hit: Hit) -> Citation:
 
 
 def cite(query: str, *, role: str, limit: int = 4, kinds: list[str] | None = None,
-         dataset: str | None = None) -> list[Citation]:
+         dataset: str | None = None, embedder: Embedder | None = None) -> list[Citation]:
     """What an agent cites: the citations of `search(query, role=role, limit=limit, kinds=kinds, dataset=dataset)`,
     or none when no index has been built (nothing to cite, and no reason to load the embedder) or the search fails.
     The index is optional evidence: a failure is logged, never raised, so a proposal is made without citations
@@ -82,7 +82,8 @@ def cite(query: str, *, role: str, limit: int = 4, kinds: list[str] | None = Non
     if settings.qdrant_url is None and not settings.qdrant_path.exists():
         return []
     try:
-        return [to_citation(h) for h in search(query, role=role, limit=limit, kinds=kinds, dataset=dataset)]
+        return [to_citation(h) for h in search(query, role=role, limit=limit, kinds=kinds, dataset=dataset,
+                                                embedder=embedder)]
     except (PipewardenError, OSError, RuntimeError, ValueError) as exc:
         log.warning("knowledge search failed, proposing without citations: %s", exc)
         return []

@@ -319,9 +319,9 @@ def build_server(*, token: str | None = None, store: Callable[[], StateStore] | 
         caller(ctx)
         embedder = None
         if embeddings:
-            from pipewarden.knowledge.embedder import default_embedder
+            from pipewarden import runtime
 
-            embedder = default_embedder()
+            embedder = runtime.current().embedder()
         report = match_files(project_file(reference), project_file(new), embedder=embedder)
         return report.model_dump(mode="json")
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Literal, Protocol, runtime_checkable
 from uuid import UUID
 
 from pydantic import BaseModel
 
 from pipewarden import runtime
-from pipewarden.models import Proposal, RunResult
+from pipewarden.models import Citation, Proposal, RunResult
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,53 @@ class Embedder(Protocol):
     name: str
 
     def embed(self, texts: list[str]) -> list[list[float]]:
+        ...
+
+
+@runtime_checkable
+class EmbedderSource(Protocol):
+    def __call__(self) -> Embedder:
+        """The runtime's embedder (the same object on every call, so a model loads once per runtime)."""
+        ...
+
+
+# --------------------------------------------------------------------------- the agents' resources
+@runtime_checkable
+class StoreOpener(Protocol):
+    def __call__(self) -> Any:
+        """A `pipewarden.store.StateStore` on the settings' state DB (cheap: engines are shared per URL)."""
+        ...
+
+
+@runtime_checkable
+class WarehouseOpener(Protocol):
+    def __call__(self, url: str | None = None, *, read_only: bool = False,
+                 wait_s: float = 0.0) -> AbstractContextManager[Any]:
+        """The warehouse (default: the settings' URL) open for a `with` block, as a `tools.warehouse.Warehouse`;
+        a lock held elsewhere is waited on up to `wait_s`, then `WarehouseUnavailable`, naming it."""
+        ...
+
+
+@runtime_checkable
+class Knowledge(Protocol):
+    def __call__(self, query: str, *, role: str, limit: int = 4, kinds: list[str] | None = None,
+                 dataset: str | None = None, embedder: Embedder | None = None) -> list[Citation]:
+        """The citations the knowledge index gives for `query`, read as `role` (access and freshness applied);
+        none when there is no index or the search fails. Never raises."""
+        ...
+
+
+@runtime_checkable
+class PlannerSource(Protocol):
+    def __call__(self) -> Any:
+        """The primary planner (`agents.llm.Planner`) for the settings of the moment, or None: offline only."""
+        ...
+
+
+@runtime_checkable
+class AgentNames(Protocol):
+    def __call__(self) -> tuple[str, ...]:
+        """The registered agents' names, in routing order."""
         ...
 
 

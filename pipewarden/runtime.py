@@ -1,7 +1,11 @@
-"""The runtime: one object holding the implementations of the kernel's ports, built in one place and passed in.
+"""The runtime: one object holding the implementations of the kernel's ports and the agents' resources, built in
+one place (`pipewarden.wiring.default_runtime`, the composition root) and passed in.
 
 Lower layers (the kernel, `tools/`, `inbox/`) reach `flows/` and `agents/` only through the ports in `ports.py`;
-which implementation answers is decided here, not by import strings scattered through settings.
+which implementation answers is decided here, not by import strings scattered through settings. The agents get
+their resources from it too: the state store, the warehouse, the embedder, the knowledge index and the planner
+(`agents.graph.build_graph(spec, runtime=...)` hands the runtime to every node), so a test or an embedding
+application swaps one with `replace` instead of patching a module-level cache.
 
 - `current()` is the runtime of this process: the one installed by `use(...)`, else the process default, built
   once: `PIPEWARDEN_RUNTIME=module:factory` when set (a callable returning a `Runtime`, like `uvicorn module:app`),
@@ -26,14 +30,21 @@ from typing import TYPE_CHECKING, Any
 from pipewarden.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pipewarden.models import Citation
     from pipewarden.ports import (
         Admission,
+        AgentNames,
         DryRunner,
+        EmbedderSource,
+        Knowledge,
         Notifier,
         PipelineRunner,
+        PlannerSource,
         ProposalHook,
         Resumer,
+        StoreOpener,
         Supervisor,
+        WarehouseOpener,
     )
 
 ENV = "PIPEWARDEN_RUNTIME"
@@ -73,6 +84,34 @@ class Runtime:
     notifier: Notifier
     """Tells people about a proposal (default: Slack's `inbox.slack.notify` when a bot token is set, else
     nothing)."""
+
+    store: StoreOpener
+    """Opens the state store for the settings of the moment (default `pipewarden.store.StateStore`)."""
+
+    warehouse: WarehouseOpener
+    """Opens the project's warehouse for a block, read or write, waiting for a lock or failing fast, with one error
+    when it does not open (default `tools.warehouse.connect`)."""
+
+    embedder: EmbedderSource
+    """The text embedder the agents and the knowledge index use (default: MiniLM from the packaged wheel, loaded on
+    the first call and kept by this runtime)."""
+
+    knowledge: Knowledge
+    """Cites the knowledge index for a query as a role, under access and freshness; never raises (default
+    `knowledge.retrieval.cite`). Agents call `Runtime.cite`, which passes this runtime's embedder."""
+
+    planner: PlannerSource
+    """The primary planner for the settings of the moment: the OpenAI-compatible endpoint when one is configured,
+    else None, and the agent's offline solver answers (default `agents.llm.primary_planner`)."""
+
+    agents: AgentNames
+    """The registered agents' names, in routing order (default: `agents.registry.AGENTS`); what the inbox offers
+    as the agent filter, whatever the queue holds."""
+
+    def cite(self, query: str, *, role: str, limit: int = 4, kinds: list[str] | None = None,
+             dataset: str | None = None) -> list[Citation]:
+        """`knowledge(...)` with this runtime's embedder: what an agent cites for `query`, read as `role`."""
+        return self.knowledge(query, role=role, limit=limit, kinds=kinds, dataset=dataset, embedder=self.embedder())
 
     def replace(self, **parts: Any) -> Runtime:
         """A copy with the named ports swapped: `current().replace(resumer=fake)`. An unknown name raises

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pipewarden import runtime
 from pipewarden.agents.checkpoint import open_checkpointer
 from pipewarden.agents.graph import build_graph
 from pipewarden.agents.lifecycle import proposal_id_for, thread_id_for
@@ -51,9 +52,9 @@ def test_the_example_turns_a_failed_validate_stage_into_a_stored_reingest_propos
     monkeypatch.setattr(StateStore, "get_event", lambda self, eid: reads.append(str(eid)) or get_event(self, eid))
     read_before_propose: list[int] = []
 
-    def propose(case: Any, plan: Any, proof: Any) -> Any:
+    def propose(case: Any, plan: Any, proof: Any, rt: Any) -> Any:
         read_before_propose.append(len(reads))
-        return example.propose(case, plan, proof)
+        return example.propose(case, plan, proof, rt)
 
     event = RunFailed(dataset="flights", load_id="load-7", stage="validate", error="Parquet file is truncated")
     _run(dataclasses.replace(example.SPEC, propose=propose), event)
@@ -80,3 +81,33 @@ def test_registering_the_example_is_one_line_and_takes_run_failed_from_triage(ex
     registered = (*AGENTS[:-1], example.SPEC, AGENTS[-1])  # the page's one line: before the catch-all
     assert first_route(failed, routes(registered)).agent == "run-failure"
     assert first_route(drift, routes(registered)).agent == "schema-drift"  # the others are unchanged
+
+
+class _ScriptedPlanner:
+    """A planner of the test's own (an LLM stand-in): hands the case to a human, whatever it is asked."""
+
+    name = "scripted"
+
+    def plan(self, request: Any, answer: type[Any], *, tools: Any = (), feedback: Any = None) -> Any:
+        return answer(action="needs_human", reason="the scripted planner says so")
+
+
+def test_the_graph_takes_its_planner_and_store_from_the_runtime_it_is_given(example: types.ModuleType) -> None:
+    reads: list[str] = []
+
+    class CountingStore(StateStore):
+        def get_event(self, event_id: Any) -> Any:
+            reads.append(str(event_id))
+            return super().get_event(event_id)
+
+    rt = runtime.current().replace(planner=_ScriptedPlanner, store=CountingStore)
+    event = RunFailed(dataset="orders", load_id="load-9", stage="validate", error="bad bytes")
+    StateStore().append_event(event)
+    with open_checkpointer() as saver:
+        build_graph(example.SPEC, saver, runtime=rt).invoke(
+            {"event_id": str(event.id)}, {"configurable": {"thread_id": thread_id_for(str(event.id))}},
+            durability="sync")
+    p = StateStore().proposal_for_event(str(event.id))
+    assert p is not None and p.planner == "scripted" and p.status == ProposalStatus.needs_human
+    assert "the scripted planner says so" in p.change.reason  # the runtime's planner answered, not the offline one
+    assert reads == [str(event.id)]  # the store it was given; the event read once, by gather (heed used the state)

@@ -6,13 +6,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
-
+from pipewarden import runtime
 from pipewarden.agents import lifecycle
 from pipewarden.models import RunResult
 
 
-def test_the_verifier_records_the_rerun_flow_run(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_verifier_records_the_rerun_flow_run() -> None:
     calls: list[tuple[Any, ...]] = []
 
     def runner(dataset: str, source: str, *, load_id: str, rerun: bool) -> RunResult:
@@ -20,10 +19,10 @@ def test_the_verifier_records_the_rerun_flow_run(monkeypatch: pytest.MonkeyPatch
         return RunResult(dataset=dataset, load_id=load_id, status="completed", rows_in=30,
                          flow_run_id="0b5e7a0c-0000-4000-8000-000000000001")
 
-    monkeypatch.setattr(lifecycle, "pipeline_runner", lambda: runner)
+    rt = runtime.current().replace(pipeline_runner=runner)  # passed in: the verifier looks nothing up
     proposal = SimpleNamespace(dataset="orders")
     event = SimpleNamespace(batch_path="file:///landing/orders/x.parquet", load_id="orders-abc")
-    found = lifecycle.rerun_batch(proposal, event)  # type: ignore[arg-type]
+    found = lifecycle.rerun_batch(proposal, event, rt)  # type: ignore[arg-type]
     assert found.passed
     assert found.detail["flow_run_id"] == "0b5e7a0c-0000-4000-8000-000000000001"
     assert found.detail["rows_in"] == 30 and calls == [("orders", "file:///landing/orders/x.parquet", "orders-abc", True)]

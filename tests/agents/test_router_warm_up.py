@@ -16,9 +16,12 @@ def test_warm_up_loads_every_agent_and_the_embedder_and_writes_nothing(tmp_path:
         "import json, sys\n"
         "from pipewarden.agents.router import ROUTES, warm_up\n"
         "took = warm_up()\n"
-        "from pipewarden.knowledge.embedder import default_embedder\n"
+        "from pipewarden import runtime\n"
+        "from pipewarden.knowledge import embedder\n"
+        "loaded = runtime.current().embedder()\n"
         "print(json.dumps({'took': sorted(took), 'modules': sorted(m for m in sys.modules if m.startswith(\n"
-        "    ('pipewarden.agents.', 'langgraph', 'qdrant_client'))), 'embedder_loads': default_embedder.cache_info().misses,\n"
+        "    ('pipewarden.agents.', 'langgraph', 'qdrant_client'))), 'same_embedder': loaded is runtime.current().embedder(),\n"
+        "    'models_loaded': embedder._load_minilm.cache_info().misses,\n"
         "    'agents': sorted({r.agent for r in ROUTES})}))\n"
     )
     env = {**os.environ, "PIPEWARDEN_HOME": str(home)}
@@ -29,5 +32,5 @@ def test_warm_up_loads_every_agent_and_the_embedder_and_writes_nothing(tmp_path:
     for module in ("pipewarden.agents.schema_drift", "pipewarden.agents.quality", "pipewarden.agents.cost",
                    "pipewarden.agents.retrain", "pipewarden.agents.triage", "langgraph", "qdrant_client"):
         assert module in out["modules"]
-    assert out["embedder_loads"] == 1  # loaded once; the first event reuses it
+    assert out["same_embedder"] and out["models_loaded"] == 1  # the runtime's embedder, loaded once; events reuse it
     assert not home.exists() or not any(home.iterdir())  # no state DB, index or warehouse was opened

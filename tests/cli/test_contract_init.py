@@ -3,7 +3,7 @@ registered, a check of the same sample passes, the knowledge store holds it, not
 input is one clear line with exit 2 and nothing written.
 
 The command indexes with the default embedder (MiniLM); the tests swap in the HashEmbedder fake that
-tests/knowledge use, through `pipewarden.knowledge.embedder.default_embedder`, which `index_chunks` looks up."""
+tests/knowledge use, through the runtime's embedder (`runtime.current().embedder()`), which `index_chunks` uses."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from pipewarden.knowledge.embedder import HashEmbedder
 from pipewarden.knowledge.store import QdrantStore
 from pipewarden.policies.contract import load_contract
 from pipewarden.project import load_project
+from tests.fakes.runtimes import swap
 from tests.tools.test_contract_draft import STATUSES, orders_frame
 
 
 @pytest.fixture(autouse=True)
 def hash_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pipewarden.knowledge.embedder.default_embedder", lambda: HashEmbedder())
+    swap(monkeypatch, embedder=HashEmbedder)  # the runtime's embedder, which `index_chunks` uses
 
 
 @pytest.fixture

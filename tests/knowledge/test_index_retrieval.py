@@ -182,7 +182,8 @@ def test_cite_is_empty_without_an_index_and_never_raises(pw_home: Path, monkeypa
 
     calls: list[str] = []
 
-    def fake_search(query: str, *, role: str, limit: int = 5, kinds: object = None, dataset: object = None) -> list[Hit]:
+    def fake_search(query: str, *, role: str, limit: int = 5, kinds: object = None, dataset: object = None,
+                    embedder: object = None) -> list[Hit]:
         calls.append(role)
         chunk = Chunk.make(text="dep_delay: minutes", source="contracts/flights.yaml", kind="contract", key=0,
                            allowed_roles=[role])
@@ -194,7 +195,8 @@ def test_cite_is_empty_without_an_index_and_never_raises(pw_home: Path, monkeypa
     (cited,) = retrieval.cite("dep_delay", role="engineer")
     assert calls == ["engineer"] and cited.source == "contracts/flights.yaml" and cited.score == 0.9
 
-    def broken(query: str, *, role: str, limit: int = 5, kinds: object = None, dataset: object = None) -> list[Hit]:
+    def broken(query: str, *, role: str, limit: int = 5, kinds: object = None, dataset: object = None,
+               embedder: object = None) -> list[Hit]:
         raise OSError("the index is locked by another process")
 
     monkeypatch.setattr(retrieval, "search", broken)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from pipewarden import runtime
 from pipewarden.agents import lifecycle, supervisor
 from pipewarden.agents.graph import build_graph
 from pipewarden.agents.lifecycle import proposal_id_for, thread_id_for
@@ -263,7 +264,7 @@ def test_approval_reruns_every_load_it_covers_and_verifies_them_all(state_url: s
                                                                     fake_pipeline: list[str]) -> None:
     store = StateStore()
     pid, events = _applied_with_a_repeat(store)
-    out = lifecycle.verify({"proposal_id": pid})
+    out = lifecycle.make_verify(lifecycle.rerun_batch, runtime.current())({"proposal_id": pid})
     assert out["outcome"] == "verified"
     assert [(c["load_id"], c["source"], c["rerun"]) for c in fake_runner.CALLS] == [
         (ev.load_id, ev.batch_path, True) for ev in events]
@@ -276,7 +277,7 @@ def test_one_failing_load_rolls_the_change_back_and_names_the_load(state_url: st
     store = StateStore()
     pid, _ = _applied_with_a_repeat(store)
     fake_pipeline.extend(["completed", "halted"])
-    out = lifecycle.verify({"proposal_id": pid})
+    out = lifecycle.make_verify(lifecycle.rerun_batch, runtime.current())({"proposal_id": pid})
     assert out["outcome"] == "rolled_back"
     p = store.get_proposal(pid)
     assert p.status == ProposalStatus.pending and "load load-2: re-run halted at validate" in p.status_reason
@@ -302,7 +303,7 @@ def test_approving_through_the_graph_reruns_both_loads(state_url: str, monkeypat
     class Case(BaseModel):
         event_id: str
 
-    def propose(case: Case, plan: Any, proof: Any) -> Proposal:
+    def propose(case: Case, plan: Any, proof: Any, rt: Any) -> Proposal:
         eid = case.event_id
         return Proposal(
             id=proposal_id_for(eid), event_id=eid, agent="schema-drift", dataset="flights", title="map it",
@@ -310,7 +311,7 @@ def test_approving_through_the_graph_reruns_both_loads(state_url: str, monkeypat
             thread_id=thread_id_for(eid))
 
     stand_in = AgentSpec(name="schema-drift", handles=("schema_drift",), case=Case,
-                         gather=lambda ev: Case(event_id=str(ev.id)), propose=propose)
+                         gather=lambda ev, rt: Case(event_id=str(ev.id)), propose=propose)
 
     def build(saver: Any) -> Any:
         return build_graph(stand_in, saver)

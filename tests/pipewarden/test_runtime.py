@@ -18,6 +18,7 @@ from tests.inbox import fake_notifier, fake_resumer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PORTS = ("pipeline_runner", "resumer", "supervisor", "dry_runner", "admission", "proposal_hook", "notifier")
+RESOURCES = ("store", "warehouse", "embedder", "knowledge", "planner", "agents")
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -28,10 +29,36 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_port_has_a_field_and_a_loader_that_reads_the_runtime() -> None:
-    assert tuple(f.name for f in dataclasses.fields(Runtime)) == PORTS
+    assert tuple(f.name for f in dataclasses.fields(Runtime)) == PORTS + RESOURCES
     real = wiring.default_runtime()
     with runtime.use(real):
         assert all(getattr(ports, name)() is getattr(real, name) for name in PORTS)
+
+
+def test_each_runtime_keeps_its_own_embedder_loaded_once() -> None:
+    one, other = wiring.default_runtime(), wiring.default_runtime()
+    assert one.embedder() is one.embedder()  # built on the first call, then kept by this runtime
+    assert other.embedder() is not one.embedder()  # not a module-level cache: another runtime has its own
+
+
+def test_cite_passes_the_runtimes_own_embedder_to_the_knowledge_index() -> None:
+    seen: list[object] = []
+    marker = object()
+
+    def knowledge(query: str, **kw: object) -> list[object]:
+        seen.append((query, kw["role"], kw["embedder"]))
+        return []
+
+    rt = wiring.default_runtime().replace(knowledge=knowledge, embedder=lambda: marker)
+    assert rt.cite("late batches", role="analyst") == []
+    assert seen == [("late batches", "analyst", marker)]
+
+
+def test_the_agent_names_are_the_registrys_in_routing_order() -> None:
+    from pipewarden.agents.registry import AGENTS
+
+    assert wiring.default_runtime().agents() == tuple(s.name for s in AGENTS)
+    assert wiring.default_runtime().agents()[-1] == "triage"
 
 
 def test_use_installs_a_runtime_for_its_block_and_restores_the_previous_one() -> None:
