@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipewarden.errors import UnknownNameError, UserError
-from pipewarden.evals.scenarios import AGENTS, ChangeMatch, Scenario, recorded_dir
+from pipewarden.evals.scenarios import ChangeMatch, Scenario, eval_agents, recorded_dir
 from pipewarden.models import ProposalStatus, Verdict, leaf_changes
 
 RECORDED_FILE = "recorded.yaml"
@@ -89,9 +89,9 @@ def record(ref: str, project: Path, *, store: Any = None) -> Recorded:
                              "--reason ...`), then record it")
     decisions = [d for d in store.decisions_for(p.id) if d.round == p.round]
     decision = decisions[-1]
-    if p.agent not in AGENTS:
+    if p.agent not in eval_agents():
         raise UserError(f"proposal {pid} was made by the {p.agent} agent, which the evals do not cover",
-                        hint=f"record a proposal of one of: {', '.join(AGENTS)}")
+                        hint=f"record a proposal of one of: {', '.join(eval_agents())}")
     event = store.get_event(p.event_id)
     source = getattr(event, "batch_path", None)
     if not source:

@@ -26,7 +26,7 @@ A recorded scenario (`pipewarden eval record PROPOSAL_ID`, `evals.record`) lives
 `load_recorded(project)` reads them, and `pipewarden eval` runs them beside the built-in catalogue.
 
 Public names: `Fault`, `ChangeMatch`, `Expected`, `RecordedFrom`, `Scenario`, `Catalogue`, `load_catalogue`,
-`load_recorded`, `with_recorded`, `recorded_dir`, `select`, `SCENARIOS_DIR`, `AGENTS`.
+`load_recorded`, `with_recorded`, `recorded_dir`, `select`, `SCENARIOS_DIR`, `eval_agents`.
 """
 
 from __future__ import annotations
@@ -37,12 +37,31 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipewarden.errors import ConfigError, UnknownNameError
+from pipewarden.errors import ConfigError, UnknownNameError, UserError
 from pipewarden.evals.mock_llm import Step
 
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
-AGENTS: tuple[str, ...] = ("schema-drift", "quality", "cost", "retrain")
-"""The agents the catalogue covers (the router's names)."""
+
+
+def eval_agents() -> tuple[str, ...]:
+    """The agents a scenario may name: every agent in the registry (`agents.registry.AGENTS`, read when asked, in
+    routing order) that plans. A scenario judges a planner's answer (scripted with `--llm mock`, the offline
+    planner's otherwise) and the change proposed from it; an agent without a planning step (triage, the catch-all,
+    which only hands an event to a human) has no answer to judge, and its routing is tested with the router."""
+    from pipewarden.agents import registry
+
+    return tuple(spec.name for spec in registry.AGENTS if spec.plan is not None)
+
+
+def _not_evaluated(agent: str, covered: tuple[str, ...]) -> UserError:
+    """The error for an agent name a scenario or `--agent` may not use: registered but without a planning step,
+    or not registered at all (with the closest names)."""
+    from pipewarden.agents import registry
+
+    if any(spec.name == agent for spec in registry.AGENTS):
+        return ConfigError(f"agent {agent!r} does not plan, so the evals have nothing of it to judge "
+                           f"(they cover {', '.join(covered)})", hint="name an agent that plans")
+    return UnknownNameError("agent", agent, list(covered))
 
 
 class Fault(BaseModel):
@@ -128,8 +147,9 @@ class Scenario(BaseModel):
     @field_validator("agent")
     @classmethod
     def _known_agent(cls, v: str) -> str:
-        if v not in AGENTS:
-            raise ValueError(f"unknown agent {v!r}; the catalogue covers {', '.join(AGENTS)}")
+        covered = eval_agents()
+        if v not in covered:
+            raise ValueError(_not_evaluated(v, covered).message)
         return v
 
     @model_validator(mode="after")
@@ -251,8 +271,9 @@ def select(catalogue: Catalogue, *, agent: str | None = None, scenario: str | No
         return [catalogue.by_id(scenario)]
     chosen = catalogue.scenarios
     if agent:
-        if agent not in AGENTS:
-            raise UnknownNameError("agent", agent, list(AGENTS))
+        covered = eval_agents()
+        if agent not in covered:
+            raise _not_evaluated(agent, covered)
         chosen = [s for s in chosen if s.agent == agent]
     if pattern:
         def hit(s: Scenario) -> bool:

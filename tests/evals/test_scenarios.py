@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from pipewarden.agents import registry
 from pipewarden.errors import ConfigError, UnknownNameError
 from pipewarden.evals.faults import FAULTS
-from pipewarden.evals.scenarios import AGENTS, load_catalogue, select
+from pipewarden.evals.scenarios import eval_agents, load_catalogue, select
 
 
 def test_the_catalogue_holds_at_least_60_scenarios_across_the_four_agents() -> None:
     scenarios = load_catalogue().scenarios
     per_agent = Counter(s.agent for s in scenarios)
     assert len(scenarios) >= 60
-    assert set(per_agent) == set(AGENTS) and min(per_agent.values()) >= 10
+    assert set(per_agent) == {"schema-drift", "quality", "cost", "retrain"} and min(per_agent.values()) >= 10
 
 
 def test_the_adversarial_behaviours_of_the_issue_are_all_covered() -> None:
@@ -93,3 +95,42 @@ def test_selection_by_id_agent_and_pattern() -> None:
         select(cat, scenario="sd-adv-timeot")
     with pytest.raises(ConfigError, match="no scenario matches"):
         select(cat, pattern="no-such-thing-anywhere")
+
+
+def test_the_evals_cover_the_registered_agents_that_plan_in_routing_order() -> None:
+    assert eval_agents() == tuple(spec.name for spec in registry.AGENTS if spec.name != "triage")
+    assert eval_agents() == ("schema-drift", "cost", "quality", "retrain")
+
+
+_FIFTH = """
+agent: run-failure
+scenarios:
+  - {id: rf-one, fault: {name: clean}, expect: {outcome: needs_human}}
+"""
+
+
+def test_a_fifth_agent_registered_with_one_line_gets_scenarios_without_editing_evals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _write(tmp_path, _FIFTH)
+    with pytest.raises(ConfigError, match="unknown agent 'run-failure'"):
+        load_catalogue(folder)  # not registered yet: refused
+    # docs/adding-an-agent.md's one line: the new spec before the catch-all (a planning agent; here a copy of one)
+    fifth = dataclasses.replace(registry.spec_for("quality"), name="run-failure", handles=("run_failed",))
+    monkeypatch.setattr(registry, "AGENTS", (*registry.AGENTS[:-1], fifth, registry.AGENTS[-1]))
+    cat = load_catalogue(folder)
+    assert [(s.id, s.agent) for s in cat.scenarios] == [("rf-one", "run-failure")]
+    assert [s.id for s in select(cat, agent="run-failure")] == ["rf-one"]
+    assert "run-failure" in eval_agents()
+
+
+def test_triage_is_registered_but_not_evaluated_and_a_misspelt_agent_gets_a_suggestion(tmp_path: Path) -> None:
+    folder = _write(tmp_path, "scenarios:\n  - {id: t, agent: triage, fault: {name: clean}, "
+                              "expect: {outcome: needs_human}}\n")
+    with pytest.raises(ConfigError, match="agent 'triage' does not plan"):
+        load_catalogue(folder)
+    cat = load_catalogue()
+    with pytest.raises(ConfigError, match="agent 'triage' does not plan"):
+        select(cat, agent="triage")
+    with pytest.raises(UnknownNameError, match="did you mean 'retrain'"):
+        select(cat, agent="retrian")
