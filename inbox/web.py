@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,7 +56,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipewarden import __version__
+from pipewarden import __version__, runtime
 from pipewarden.errors import (
     InvalidTransition,
     NotApproved,
@@ -465,6 +466,9 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders)  # outermost: every answer carries the headers
     templates = _templates()
+    # The agent filter lists the registered agents (`runtime.agents()`, which imports them once, about a second):
+    # read in the background now, so the first queue page does not wait for it.
+    threading.Thread(target=_facet_values, args=("agent", {}), name="pw-agent-registry", daemon=True).start()
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
@@ -878,6 +882,20 @@ def _status_label(params: Any) -> str:
     return {OPEN_FILTER: "open: pending or needs a human", ALL_FILTER: "any status"}.get(raw, raw)
 
 
+def _facet_values(facet: str, counted: dict[str, int]) -> list[str]:
+    """A facet's values in the order the page lists them: for `agent`, every registered agent (the registry's order,
+    read through the runtime, so a new agent is offered before its first proposal), then any other name the queue
+    holds; for the others, the values present, sorted."""
+    if facet != "agent":
+        return sorted(counted)
+    try:
+        registered = list(runtime.current().agents())
+    except Exception:  # the queue page never fails for a filter's options: the names the queue holds still show
+        log.exception("could not read the agent registry for the inbox's agent filter")
+        registered = []
+    return [*registered, *sorted(set(counted) - set(registered))]
+
+
 def _facet_links(params: Any, filters: dict[str, list[str]], counts: dict[str, dict[str, int]]) -> list[dict]:
     """Each facet with its values, counts, whether selected, and the link that selects (or clears) it."""
     out = []
@@ -895,9 +913,9 @@ def _facet_links(params: Any, filters: dict[str, list[str]], counts: dict[str, d
             values.append({"value": ALL_FILTER, "count": sum(counts["status"].values()),
                            "selected": current == ALL_FILTER, "href": _href(params, status=ALL_FILTER)})
         else:
-            for value in sorted(counts[facet]):
+            for value in _facet_values(facet, counts[facet]):
                 selected = value in filters[facet]
-                values.append({"value": value, "count": counts[facet][value], "selected": selected,
+                values.append({"value": value, "count": counts[facet].get(value, 0), "selected": selected,
                                "href": _href(params, **{facet: None if selected else value})})
         out.append({"name": facet, "options": values, "active": bool(filters[facet]) and facet != "status",
                     "clear": _href(params, **{facet: None})})

@@ -4,7 +4,7 @@ every resource the agents use (state store, warehouse, embedder, knowledge index
 This is the one module of the kernel that names `flows/`, `agents/`, `tools/`, `policies/` and `inbox/` for the
 ports (listed as a composition root in `tests/test_layering.py`). Each port is a small function that imports its
 implementation when first called, so building the runtime loads none of them: `pipewarden --help` stays fast and
-the web inbox never loads the agents until a resume runs.
+the web inbox loads no agent until it reads the registry's names for its agent filter (in the background).
 
 Each runtime keeps its own embedder (`Once`): the MiniLM model loads on the first call of that runtime's
 `embedder()` and is reused by it, instead of living in a module-level cache that a test or an application could

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from pipewarden import db
+from pipewarden import db, runtime
 from pipewarden.events import ColumnSpec, SchemaDrift
 from pipewarden.ids import new_id, utcnow
 from pipewarden.inbox.web import PAGE_SIZE, create_app
@@ -101,6 +101,11 @@ def titles(html: str) -> list[str]:
     return re.findall(r">proposal number (\d{3})</a>", html)
 
 
+def registered() -> dict[str, int]:
+    """Every registered agent at count 0: the agent filter offers them all, whatever the queue holds."""
+    return dict.fromkeys(runtime.current().agents(), 0)
+
+
 def facet(html: str, name: str) -> dict[str, int]:
     section = html.split(f'id="facet-{name}"', 1)[1].split("</section>", 1)[0]
     return {v: int(n) for v, n in re.findall(r'<a href="[^"]*">([^<]+)</a> <span class="count">(\d+)</span>', section)}
@@ -114,7 +119,7 @@ def test_first_page_is_50_newest_open_proposals_with_counts(client: TestClient, 
     assert f"1&ndash;50 of {PENDING}" in html
     assert 'rel="next"' in html and 'rel="prev"' not in html
     assert facet(html, "status") == {"open": PENDING, "pending": PENDING, "rejected": DECIDED, "all": PENDING + DECIDED}
-    assert facet(html, "agent") == expected("agent", status="pending")
+    assert facet(html, "agent") == registered() | expected("agent", status="pending")
     assert facet(html, "dataset") == expected("dataset", status="pending")
     assert facet(html, "risk") == expected("risk", status="pending")
     assert sum(facet(html, "agent").values()) == PENDING
@@ -140,7 +145,7 @@ def test_filters_combine_and_facets_count_under_the_other_filters(client: TestCl
     assert titles(html) == [f"{i:03d}" for i in sorted(matching, reverse=True)[:PAGE_SIZE]]
     # each facet counts under the other facets' filters, so other values stay one click away
     assert facet(html, "risk") == expected("risk", agent="quality", status="pending")
-    assert facet(html, "agent") == expected("agent", risk="high", status="pending")
+    assert facet(html, "agent") == registered() | expected("agent", risk="high", status="pending")
     assert facet(html, "dataset") == expected("dataset", agent="quality", risk="high", status="pending")
     assert 'class="selected"><a href="/?risk=high">quality</a>' in html  # the selected value links to clearing it
 
@@ -196,3 +201,15 @@ def test_queue_queries_and_edits_on_sqlite_and_postgres(state_url: str) -> None:
     assert (entry.action, entry.actor, entry.detail["heals"]) == ("edited", "alice", False)
     assert store.verify_audit().ok
     assert store.get_proposal(target.id).status == ProposalStatus.pending
+
+
+def test_the_agent_filter_offers_every_registered_agent_before_its_first_proposal(
+        client: TestClient, queue: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.runtimes import swap
+
+    swap(monkeypatch, agents=lambda: ("schema-drift", "run-failure", "triage"))  # a registry with a fifth agent
+    html = client.get("/").text
+    offered = facet(html, "agent")
+    assert offered["run-failure"] == 0 and offered["triage"] == 0  # listed, with nothing of theirs in the queue
+    assert list(offered)[:3] == ["schema-drift", "run-failure", "triage"]  # the registry's order, then the rest
+    assert {k: v for k, v in offered.items() if v} == expected("agent", status="pending")
