@@ -67,8 +67,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
-    "Landed", "default_load_id", "ingest", "ingest_reference", "is_landed", "landed_path", "landed_uri",
-    "list_loads", "read_landed", "set_load_status",
+    "Landed", "default_load_id", "ingest", "ingest_reference", "ingest_rows", "is_landed", "landed_frame",
+    "landed_path", "landed_uri", "list_loads", "read_landed", "set_load_status",
 ]
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,17 @@ def _report_refused(dataset: str, source: str, exc: BatchRefused, sha256: str) -
 
 # --------------------------------------------------------------------------- ingest
 def ingest(dataset: str, source: str | Path | pd.DataFrame | pa.Table, *, load_id: str | None = None, source_name: str | None = None) -> Landed:
-    """Land one batch of `dataset` and record the load in `meta_loads`.
+    """Land one batch of `dataset` and record the load in `meta_loads` (see `ingest_rows`, which also hands back
+    the rows as they landed)."""
+    return ingest_rows(dataset, source, load_id=load_id, source_name=source_name)[0]
+
+
+def ingest_rows(dataset: str, source: str | Path | pd.DataFrame | pa.Table, *, load_id: str | None = None,
+                source_name: str | None = None) -> tuple[Landed, pa.Table | None]:
+    """Land one batch of `dataset` and record the load in `meta_loads`; return the `Landed` record and the rows as
+    they landed: an Arrow table with the landed file's schema, metadata included, so `landed_frame` of it is the
+    frame `read_landed` would read back. The table is None when that cannot be vouched for without reading the
+    file (an object store, a load landed earlier without a content hash, a type the Parquet file did not keep).
 
     `source` is a CSV or Parquet file (a path or an fsspec URL), a pandas DataFrame or a pyarrow Table.
     `source_name` is recorded as the batch's source (default: the file's absolute path or URL, or
@@ -288,14 +298,15 @@ def ingest(dataset: str, source: str | Path | pd.DataFrame | pa.Table, *, load_i
     load_id = load_id or f"{dataset}-{batch.sha256[:12]}"
     uri = landed_uri(dataset, load_id)
     if exists(uri):
-        _, landed = read_landed(dataset, load_id, columns=[])
+        schema, landed = _landed_schema(dataset, load_id)
         if landed.content_sha256 and landed.content_sha256 != batch.sha256:
             raise UserError(
                 f"load {load_id!r} of {dataset} already landed from another source ({landed.source})",
                 hint="omit --load-id to get one derived from the data, or pick a new load id",
             )
         _record_load(landed, status="landed", replace=False)
-        return landed
+        # the same content hash: the same columns, types and values as the file holds
+        return landed, _as_landed(batch.table, uri, schema) if landed.content_sha256 else None
     columns = {str(c): observed_type(batch.frame[c]) for c in batch.frame.columns}
     landed = Landed(
         dataset=dataset, load_id=load_id, source=batch.source, uri=uri, arrived_at=utcnow(),
@@ -303,7 +314,28 @@ def ingest(dataset: str, source: str | Path | pd.DataFrame | pa.Table, *, load_i
         content_sha256=batch.sha256,
     )
     _land(batch.table, landed)
-    return landed
+    return landed, _as_landed(batch.table, uri)
+
+
+def _as_landed(table: pa.Table, uri: str, schema: pa.Schema | None = None) -> pa.Table | None:
+    """`table` with the schema of the file landed at `uri` (a local file; read when `schema` is not given), or None
+    when the file's columns or types are not the table's (Parquet did not keep a type) or it lies in an object
+    store."""
+    import pyarrow.parquet as pq
+
+    if is_url(uri):
+        return None
+    if schema is None:
+        schema = pq.read_schema(uri)
+    if not schema.equals(table.schema, check_metadata=False):
+        return None
+    return table.replace_schema_metadata(schema.metadata)
+
+
+def landed_frame(table: pa.Table) -> pd.DataFrame:
+    """The frame of rows `ingest_rows` handed back, as `read_landed` reads them from the file
+    (`tests/flows/test_ingest_rows.py` holds the two equal)."""
+    return table.to_pandas()
 
 
 def _land(table: pa.Table, landed: Landed) -> None:
@@ -451,8 +483,6 @@ def read_landed(dataset: str, load_id: str, *, columns: list[str] | None = None)
 
     `columns=[]` reads only the metadata. An unknown load id fails with the load ids that did land.
     """
-    import pyarrow.parquet as pq
-
     uri = landed_uri(dataset, load_id)
     fs, path = filesystem(uri)
     try:
@@ -460,25 +490,44 @@ def read_landed(dataset: str, load_id: str, *, columns: list[str] | None = None)
     except FileNotFoundError:
         raise UnknownNameError(f"load of {dataset}", load_id, landed_load_ids(dataset)) from None
     with fh:
-        meta = {k.decode(): v.decode() for k, v in (pq.read_schema(fh).metadata or {}).items()
-                if k.startswith(META_PREFIX.encode())}
-
-        def get(key: str) -> str:
-            try:
-                return meta[f"{META_PREFIX}{key}"]
-            except KeyError:
-                raise InputFileError(uri, f"has no {META_PREFIX}{key} load metadata",
-                                     hint="land batches with `ingest`, not by copying files") from None
-        landed = Landed(
-            dataset=get("dataset"), load_id=get("load_id"), source=get("source"), uri=uri,
-            arrived_at=datetime.fromisoformat(get("arrived_at")), rows=int(get("rows")),
-            schema_fingerprint=get("schema_fingerprint"), columns=json.loads(get("columns")),
-            content_sha256=meta.get(f"{META_PREFIX}content_sha256", ""),
-        )
+        _, landed = _landed_metadata(fh, uri)
         if columns == []:
             return pd.DataFrame(), landed
         fh.seek(0)
         return pd.read_parquet(fh, columns=columns), landed
+
+
+def _landed_schema(dataset: str, load_id: str) -> tuple[pa.Schema, Landed]:
+    """A landed batch's Arrow schema (metadata included) and its load metadata, without reading its rows."""
+    uri = landed_uri(dataset, load_id)
+    fs, path = filesystem(uri)
+    try:
+        fh = fs.open(path, "rb")
+    except FileNotFoundError:
+        raise UnknownNameError(f"load of {dataset}", load_id, landed_load_ids(dataset)) from None
+    with fh:
+        return _landed_metadata(fh, uri)
+
+
+def _landed_metadata(fh: object, uri: str) -> tuple[pa.Schema, Landed]:
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(fh)
+    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k.startswith(META_PREFIX.encode())}
+
+    def get(key: str) -> str:
+        try:
+            return meta[f"{META_PREFIX}{key}"]
+        except KeyError:
+            raise InputFileError(uri, f"has no {META_PREFIX}{key} load metadata",
+                                 hint="land batches with `ingest`, not by copying files") from None
+    landed = Landed(
+        dataset=get("dataset"), load_id=get("load_id"), source=get("source"), uri=uri,
+        arrived_at=datetime.fromisoformat(get("arrived_at")), rows=int(get("rows")),
+        schema_fingerprint=get("schema_fingerprint"), columns=json.loads(get("columns")),
+        content_sha256=meta.get(f"{META_PREFIX}content_sha256", ""),
+    )
+    return schema, landed
 
 
 def list_loads(dataset: str | None = None) -> list[dict[str, object]]:
