@@ -83,6 +83,7 @@ def run_checks(
     *,
     cast_failures: Mapping[str, pd.Series] | None = None,
     engine: Engine | None = None,
+    diff: SchemaDiff | None = None,
 ) -> CheckReport:
     """Check a batch against its contract: schema first, then every row rule of every usable column.
 
@@ -90,11 +91,12 @@ def run_checks(
     make the batch fail); the row rules of the other columns still run, so a report on a drifted file says
     as much as it can. Timestamp columns that arrive as ISO strings are parsed first; a value that does not
     parse rejects its row. `cast_failures` (from `tools.mapping.map_frame`) are the original values a
-    mapping could not cast: each rejects its row with a reason. `df` is not changed.
+    mapping could not cast: each rejects its row with a reason. `df` is not changed. `diff` is
+    `schema_diff(contract, df)` when the caller has it already.
     """
     engine = engine or get_settings().check_engine or DEFAULT_ENGINE
     t0 = time.perf_counter()
-    diff = schema_diff(contract, df)
+    diff = schema_diff(contract, df) if diff is None else diff
     retyped = {t.column for t in diff.retyped}
     specs = tuple(s for s in check_specs(contract) if s.row_level
                   and all(c in df.columns and c not in retyped for c in s.columns or (s.column,)))

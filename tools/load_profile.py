@@ -58,12 +58,18 @@ class LoadProfile(BaseModel):
         default_factory=dict, description="Distribution columns: each non-null value as a double, and its rows.")
 
 
-def profile_load(wh: Any, dataset: str, load_id: str, dq: DatasetQuality | None = None) -> LoadProfile:
-    """The profile of one load's accepted rows in `raw_<dataset>` (read in the caller's connection)."""
+def profile_load(wh: Any, dataset: str, load_id: str, dq: DatasetQuality | None = None, *,
+                 rows: str | None = None) -> LoadProfile:
+    """The profile of one load's accepted rows in `raw_<dataset>` (read in the caller's connection).
+
+    `rows` names a relation that holds exactly those rows, with `raw_<dataset>`'s columns and types but `_load_id`
+    (the temporary table validate inserted them from): read instead of `raw_<dataset>` filtered by load, so the
+    profile costs the load's rows, not the table's."""
     from pipewarden.tools.quality import _utc
 
     dq = dq or dataset_quality(dataset)
-    raw = _q(f"raw_{dataset}")
+    raw = rows or _q(f"raw_{dataset}")
+    where, by_load = ("", []) if rows else (" WHERE _load_id = ?", [load_id])
     present = [c for c in wh.columns(f"raw_{dataset}") if c != "_load_id"]
     tcol = dq.time_column if dq.time_column in present else None
     select = ["count(*)"] + ([f"min({_q(tcol)})", f"max({_q(tcol)})"] if tcol else ["NULL", "NULL"])
@@ -72,7 +78,7 @@ def profile_load(wh: Any, dataset: str, load_id: str, dq: DatasetQuality | None 
     numbers = [c for c in dict.fromkeys(dq.checks.distribution.columns) if c in present]
     if wh.is_duckdb:  # a column far too varied to count is known from the same scan (an estimate is enough here)
         select += [f"approx_count_distinct({_q(c)})" for c in numbers]
-    row = wh.execute(f"SELECT {', '.join(select)} FROM {raw} WHERE _load_id = ?", [load_id])[0]
+    row = wh.execute(f"SELECT {', '.join(select)} FROM {raw}{where}", by_load)[0]
     nulls = row[3:3 + len(present)]
     profile = LoadProfile(load_id=load_id, rows=int(row[0]), min_time=_utc(row[1]), max_time=_utc(row[2]),
                           time_column=tcol,
@@ -85,11 +91,11 @@ def profile_load(wh: Any, dataset: str, load_id: str, dq: DatasetQuality | None 
     for i, col in enumerate([*texts, *numbers]):
         value = (f"CAST({_q(col)} AS VARCHAR) AS t, CAST(NULL AS DOUBLE PRECISION) AS x" if i < len(texts)
                  else f"CAST(NULL AS VARCHAR) AS t, CAST({_q(col)} AS DOUBLE PRECISION) AS x")
-        branches.append(f"(SELECT {i} AS i, {value}, count(*) AS n FROM {raw} WHERE _load_id = ? AND "
+        branches.append(f"(SELECT {i} AS i, {value}, count(*) AS n FROM {raw} {where or ' WHERE TRUE'} AND "
                         f"{_q(col)} IS NOT NULL GROUP BY 1, 2, 3 LIMIT {MAX_DISTINCT + 1})")
     counted: dict[int, list[tuple[Any, int]]] = {i: [] for i in range(len(branches))}
     if branches:
-        for i, t, x, n in wh.execute(" UNION ALL ".join(branches), [load_id] * len(branches)):
+        for i, t, x, n in wh.execute(" UNION ALL ".join(branches), by_load * len(branches)):
             counted[int(i)].append((t if int(i) < len(texts) else x, int(n)))
     for i, col in enumerate([*texts, *numbers]):
         if len(counted[i]) > MAX_DISTINCT:
@@ -101,9 +107,10 @@ def profile_load(wh: Any, dataset: str, load_id: str, dq: DatasetQuality | None 
     return profile
 
 
-def write_profile(wh: Any, dataset: str, load_id: str) -> LoadProfile:
-    """Profile a load just accepted and store it, replacing an earlier profile (in the caller's transaction)."""
-    profile = profile_load(wh, dataset, load_id)
+def write_profile(wh: Any, dataset: str, load_id: str, *, rows: str | None = None) -> LoadProfile:
+    """Profile a load just accepted and store it, replacing an earlier profile (in the caller's transaction).
+    `rows`: see `profile_load`."""
+    profile = profile_load(wh, dataset, load_id, rows=rows)
     wh.execute(PROFILE_DDL)
     wh.execute(f"DELETE FROM {PROFILE_TABLE} WHERE dataset = ? AND load_id = ?", [dataset, load_id])
     wh.execute(f"INSERT INTO {PROFILE_TABLE} (dataset, load_id, profile) VALUES (?, ?, ?)",

@@ -21,8 +21,12 @@ Which path a batch takes is a size threshold, `settings.pushdown_min_bytes` (`us
 bounded in memory (DuckDB's `memory_limit`, chunks of `chunk_rows` rows), so it does not apply the in-memory
 `max_batch_bytes` limit of `tools.io.check_batch_size`.
 
-Public names: `CompiledRule`, `PushdownReport`, `PushdownBatch`, `compile_rules`, `open_batch`, `use_pushdown`,
-`check_file_pushdown`.
+A batch already in memory (the guard's, as it landed) is opened the same way from its Arrow table (`open_table`), in
+the DuckDB warehouse's own connection: the rules run in one pass where the accepted rows are written, with the same
+predicates, reasons and casts as over a file.
+
+Public names: `CompiledRule`, `PushdownReport`, `PushdownBatch`, `compile_rules`, `open_batch`, `open_table`,
+`table_fits`, `use_pushdown`, `check_file_pushdown`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,8 +132,6 @@ def compile_rules(contract: Contract, types: dict[str, str], specs: Sequence[Che
 
     Rules on a column the source lacks, or on one whose type the contract does not accept (schema drift), are left
     out, as `run_checks` leaves them out."""
-    import sqlglot
-
     specs = tuple(s for s in (specs if specs is not None else check_specs(contract)) if s.row_level
                   and all(c in types for c in s.columns or (s.column,)))
     cols = list(dict.fromkeys(c for s in specs for c in s.columns or (s.column,)))
@@ -163,11 +166,19 @@ def compile_rules(contract: Contract, types: dict[str, str], specs: Sequence[Che
         else:  # unique: the rows whose key is in the table of repeated keys
             dup = f"__pw_dup{i}"
             fails = f"({dup}.__pw_hit IS NOT NULL)"
-        sqlglot.parse_one(fails, read="duckdb")  # every predicate is well-formed SQL before it runs
+        _well_formed(fails)  # every predicate is well-formed SQL before it runs
         out.append(CompiledRule(kind=spec.kind, column=spec.column, label=spec.label, fails=fails,
                                 shows=() if spec.kind == "not_null" else (spec.columns or (spec.column,)),
                                 dup_table=dup, columns=spec.columns or (spec.column,)))
     return tuple(out)
+
+
+@lru_cache(maxsize=4096)
+def _well_formed(sql: str) -> None:
+    """Parse a predicate with sqlglot (raising on SQL that is not well-formed); each text once per process."""
+    import sqlglot
+
+    sqlglot.parse_one(sql, read="duckdb")
 
 
 # --------------------------------------------------------------------------- the batch in DuckDB
@@ -245,6 +256,7 @@ def open_batch(location: str | Path, *, con: duckdb.DuckDBPyConnection | None = 
         # reads the batch file, so not locked; spills to this call's temporary folder
         con = scratch_duckdb(locked=False, memory_limit=memory_limit, temp_directory=str(tmp / "spill"),
                              preserve_insertion_order=True, **({"threads": threads} if threads else {}))
+    zone = None if own else _time_zone(con)
     try:
         con.execute("SET TimeZone = 'UTC'")
         suffix = path.suffix.lower()
@@ -279,12 +291,62 @@ def open_batch(location: str | Path, *, con: duckdb.DuckDBPyConnection | None = 
         if own:
             con.close()
         else:
-            for view in ("__pw_accepted", "src"):
-                con.execute(f"DROP VIEW IF EXISTS {view}")
-            for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND "
-                                       "table_name LIKE '\\_\\_pw\\_%' ESCAPE '\\'").fetchall():
-                con.execute(f"DROP TABLE IF EXISTS {_q(name)}")
+            _drop_objects(con, zone)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _time_zone(con: duckdb.DuckDBPyConnection) -> str:
+    return str(con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0])
+
+
+def _drop_objects(con: duckdb.DuckDBPyConnection, zone: str | None) -> None:
+    """Drop what a batch opened in a connection it does not own made there, and give the connection back its time
+    zone (the batch's casts run in UTC; what the caller reads after is in the zone it had)."""
+    for view in ("__pw_accepted", "src"):
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND "
+                               "table_name LIKE '\\_\\_pw\\_%' ESCAPE '\\'").fetchall():
+        con.execute(f"DROP TABLE IF EXISTS {_q(name)}")
+    if zone is not None:
+        con.execute(f"SET TimeZone = {_lit(zone)}")
+
+
+def table_fits(table: pa.Table) -> bool:
+    """Whether `open_table` takes this Arrow table: every column a plain integer, float (32 or 64 bits), boolean,
+    string or timestamp, the types whose DuckDB reading the rules are tested on (a dictionary, a date, a decimal, a
+    nested or an all-null column is judged in memory instead)."""
+    import pyarrow as pa
+
+    def plain(t: pa.DataType) -> bool:
+        return (pa.types.is_integer(t) or pa.types.is_float32(t) or pa.types.is_float64(t) or pa.types.is_boolean(t)
+                or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_timestamp(t))
+
+    return table.num_rows > 0 and all(plain(f.type) for f in table.schema)
+
+
+@contextmanager
+def open_table(table: pa.Table, con: duckdb.DuckDBPyConnection, *, location: str = "<in-memory batch>"
+               ) -> Iterator[PushdownBatch]:
+    """Open a batch already in memory (an Arrow table whose columns `table_fits`) for pushed-down checks in `con`
+    (the DuckDB warehouse's connection): the view `src` over the table, with `__pw_row` its row positions, as
+    `open_batch` makes over a file. Nothing is copied; the view and every temporary object are dropped at the end
+    and the connection's time zone is given back."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not table_fits(table):
+        raise ValueError("open_table takes plain integer, float, boolean, string and timestamp columns (table_fits)")
+    zone = _time_zone(con)
+    source = "__pw_batch"
+    con.register(source, table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64))))
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW src AS SELECT * FROM {source}")
+        types = {str(r[0]): str(r[1]) for r in con.execute("DESCRIBE src").fetchall() if r[0] != ROW}
+        yield PushdownBatch(con, location, types, table.num_rows)
+    finally:
+        _drop_objects(con, zone)
+        con.unregister(source)
 
 
 def _check_header(path: Path, suffix: str) -> None:
@@ -326,12 +388,19 @@ def _prepare(batch: PushdownBatch, rules: Sequence[CompiledRule], excluded: str 
 
 def _qualified(rule: CompiledRule) -> str:
     """A rule's predicate with its columns read from `s` (the batch), so a join's key columns never shadow them."""
+    return _qualify_columns(rule.fails, "__pw_hit")
+
+
+@lru_cache(maxsize=4096)
+def _qualify_columns(sql: str, keep: str | None = None) -> str:
+    """`sql` with every unqualified column but `keep` read from `s`; each text rewritten once per process (sqlglot's
+    parse is most of what compiling a contract's rules costs)."""
     import sqlglot
     from sqlglot import exp
 
-    tree = sqlglot.parse_one(rule.fails, read="duckdb")
+    tree = sqlglot.parse_one(sql, read="duckdb")
     for col in tree.find_all(exp.Column):
-        if not col.table and col.name != "__pw_hit":
+        if not col.table and col.name != keep:
             col.set("table", exp.to_identifier("s"))
     return tree.sql(dialect="duckdb")
 
@@ -345,6 +414,7 @@ def run_pushdown(
     on_ruled: Callable[[pd.DataFrame], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
     say: Progress | None = None,
+    diff: SchemaDiff | None = None,
 ) -> PushdownReport:
     """Judge the batch by the contract's row rules in DuckDB and return the counts.
 
@@ -352,13 +422,13 @@ def run_pushdown(
     reason, do not count as failures and are not judged by the contract (as `tools.quality_rules.check_with_rules`
     does). `on_quarantine` gets the rejected rows, a chunk at a time, as a frame with `row_number`, `reason` and
     `row_json` (the row as it arrived); `on_ruled` the same for the excluded rows. Without sinks only the counts run
-    (one scan of the file).
+    (one scan of the file). `diff` is `batch.schema_diff(contract)` when the caller has it already.
     """
     from pipewarden.tools.checks import render_reasons
 
     t0 = time.perf_counter()
     say = say or (lambda _: None)
-    diff = batch.schema_diff(contract)
+    diff = batch.schema_diff(contract) if diff is None else diff
     retyped = {t.column for t in diff.retyped}
     types = {c: t for c, t in batch.types.items() if c not in retyped}
     rules = compile_rules(contract, types)
@@ -402,20 +472,19 @@ def run_pushdown(
         threshold=contract.max_failure_rate, failed=failed, schema_diff=diff, rows_ruled_out=ruled_out,
         rows_quarantined=quarantined, elapsed_ms=(time.perf_counter() - t0) * 1000,
     )
-    batch.con.execute(f"CREATE OR REPLACE TEMP VIEW __pw_accepted AS SELECT s.* EXCLUDE ({ROW}) FROM {source} "
-                      f"WHERE NOT ({excl}) AND NOT ({' OR '.join(f'COALESCE({_qualified(r)}, FALSE)' for r in rules) or 'FALSE'})")
+    if ruled_out or failed_rows:
+        # in row order: a scan and a filter keep it, a join of repeated keys may not
+        order = f" ORDER BY s.{ROW}" if any(r.dup_table for r in rules) else ""
+        accepted = (f"SELECT s.* EXCLUDE ({ROW}) FROM {source} WHERE NOT ({excl}) AND NOT "
+                    f"({' OR '.join(f'COALESCE({_qualified(r)}, FALSE)' for r in rules) or 'FALSE'}){order}")
+    else:  # the counts say no row breaks a rule or is ruled out: every row is accepted, no predicate to run again
+        accepted = f"SELECT * EXCLUDE ({ROW}) FROM src"
+    batch.con.execute(f"CREATE OR REPLACE TEMP VIEW __pw_accepted AS {accepted}")
     return report
 
 
 def _qualify_sql(sql: str) -> str:
-    import sqlglot
-    from sqlglot import exp
-
-    tree = sqlglot.parse_one(sql, read="duckdb")
-    for col in tree.find_all(exp.Column):
-        if not col.table:
-            col.set("table", exp.to_identifier("s"))
-    return tree.sql(dialect="duckdb")
+    return _qualify_columns(sql)
 
 
 def _stream(batch: PushdownBatch, sql: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
