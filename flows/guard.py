@@ -13,19 +13,27 @@ Prefect task in `pipewarden.prefect.guard`). The steps, each an existing stage:
 4. return a `GuardResult` with the accepted rows as a DataFrame, or raise `BatchHalted` (exit code 3) naming the
    dataset, the load, the event, the proposal once there is one, and the command to look at it.
 
+The rows stay in memory from landing to the answer: on a DuckDB warehouse a batch in the contract's shape is
+checked where its accepted rows are written, in one pass over the rows as they landed (`flows.validate.
+validate_rows`), the quality stage judges what validate accepted without checking the rows again, and the accepted
+rows come back as the warehouse holds them without a read of the landed file or of `raw_<dataset>`. Any other
+batch (a column mapping, a dedupe rule, a column type that pass does not take, another warehouse) is read back from
+the landing zone, checked in memory (GX) and read back from the warehouse, as before; both decide alike
+(`tests/flows/test_guard_paths.py`).
+
 Every event is in the outbox before `guard_batch` returns or raises. A run inside a Prefect flow records the flow
 run and deployment on the load (`record_run_context`), so a re-run after approval can go through the same
 deployment (`flows.pipeline.run_batch`). `recheck_batch` re-checks a landed batch under the current versions.
 
 Public names: `GuardResult`, `guard_batch`, `recheck_batch`, `land_batch`, `describe_halt`, `halt_message`,
-`record_run_context`, `run_context`.
+`record_run_context`, `run_context`, `duckdb_frame`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +42,12 @@ from pipewarden.errors import BatchHalted, UserError
 from pipewarden.flows.lineage_events import guard_lineage
 from pipewarden.models import CheckResult
 from pipewarden.store import StateStore
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["GuardResult", "describe_halt", "duckdb_frame", "guard_batch", "halt_message", "land_batch",
+           "record_run_context", "recheck_batch", "run_context"]
 
 RUN_CONTEXT_SUFFIX = ".run.json"
 
@@ -66,11 +80,16 @@ def land_batch(dataset: str, data: Any, *, load_id: str | None = None, source: s
     """Land `data` (a CSV/Parquet path, a pandas DataFrame or a pyarrow Table) as one load of `dataset`; returns
     the `Landed` record. The same data lands under the same load id every time (the id derives from content);
     `source` is recorded as where the batch came from."""
-    from pipewarden.flows.ingest import ingest
+    return _land(dataset, data, load_id=load_id, source=source)[0]
+
+
+def _land(dataset: str, data: Any, *, load_id: str | None, source: str | None) -> tuple[Any, pa.Table | None]:
+    """`land_batch`, also handing back the rows as they landed (`flows.ingest.ingest_rows`), or None."""
+    from pipewarden.flows.ingest import ingest_rows
 
     if not isinstance(data, (str, Path)):
         _check_frame(data)
-    return ingest(dataset, data, load_id=load_id, source_name=source)
+    return ingest_rows(dataset, data, load_id=load_id, source_name=source)
 
 
 def _check_frame(data: Any) -> None:
@@ -112,14 +131,22 @@ def run_context(dataset: str, load_id: str) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- checking
-def _check(landed: Any, df: pd.DataFrame, *, run_id: str | None, say: Any = None) -> GuardResult:
-    """Validate, the quality stage, the accepted rows; `say` (a progress reporter's) hears which step runs."""
+def _check(landed: Any, df: pd.DataFrame, *, run_id: str | None, say: Any = None,
+           rows: pa.Table | None = None) -> GuardResult:
+    """Validate, the quality stage, the accepted rows; `say` (a progress reporter's) hears which step runs.
+
+    `rows` is the batch as it landed (`_land`): then it is checked where its rows are written when that applies
+    (`flows.validate.validate_rows`), and the quality stage and the answer reuse what validate found and accepted.
+    Otherwise (or without `rows`) validate checks `df` in memory, the quality stage checks it again and the
+    accepted rows are read back from the warehouse."""
     from pipewarden.flows.quality_checks import check_quality
-    from pipewarden.flows.validate import validate
+    from pipewarden.flows.validate import validate, validate_rows
 
     say = say or (lambda _: None)
     say(f"validating {landed.dataset} load {landed.load_id} ({len(df):,} rows)")
-    outcome = validate(landed, df, run_id=run_id)
+    outcome = validate_rows(landed, rows, run_id=run_id) if rows is not None else None
+    if outcome is None:
+        outcome = validate(landed, df, run_id=run_id)
     result = GuardResult(dataset=landed.dataset, load_id=landed.load_id, status="accepted", rows_in=len(df),
                          rows_quarantined=outcome.rows_quarantined, event_ids=list(outcome.event_ids),
                          schema_fingerprint=landed.schema_fingerprint, checks=outcome.check_result)
@@ -127,14 +154,17 @@ def _check(landed: Any, df: pd.DataFrame, *, run_id: str | None, say: Any = None
         return result.model_copy(update={"status": "halted", "halted_at": "validate", "reason": outcome.reason,
                                          "halt_event_id": outcome.event_ids[0] if outcome.event_ids else None})
     say(f"quality checks on {landed.dataset} load {landed.load_id}")
-    quality = check_quality(landed, df, run_id=run_id)
+    quality = check_quality(landed, df, run_id=run_id, verdicts=outcome.verdicts if outcome.accepted is not None
+                            else None)
     result.event_ids += quality.event_ids
     if quality.halted:
         halting = [eid for f, eid in zip(quality.findings, quality.event_ids, strict=False) if f.halt]
         return result.model_copy(update={"status": "halted", "halted_at": "quality", "reason": quality.reason,
                                          "halt_event_id": halting[0] if halting else None})
-    say(f"reading the accepted rows of {landed.dataset} load {landed.load_id}")
-    accepted = _accepted_rows(landed.dataset, landed.load_id)
+    accepted = outcome.accepted
+    if accepted is None:
+        say(f"reading the accepted rows of {landed.dataset} load {landed.load_id}")
+        accepted = _accepted_rows(landed.dataset, landed.load_id)
     return result.model_copy(update={"accepted": accepted, "rows_accepted": len(accepted)})
 
 
@@ -153,23 +183,11 @@ def _accepted_rows(dataset: str, load_id: str) -> pd.DataFrame:
 
 
 def duckdb_frame(con: Any, sql: str, params: list[Any]) -> pd.DataFrame:
-    """A DuckDB query's rows as the frame DuckDB's own `.df()` gives (the dtypes `Warehouse.read_frame` returns),
-    through Arrow: several times faster on the guard's read-back of a big batch. `.df()` makes an integer or
-    boolean column that holds a null a nullable `Int64`/`boolean`, where Arrow would give floats or objects; that
-    is the one difference, undone here column by column (`tests/flows/test_guard_progress.py` holds the two
-    equal for every contract type, with and without nulls)."""
-    import numpy as np
-    import pyarrow as pa
+    """`flows.warehouse.duckdb_frame` (a DuckDB query's rows as DuckDB's own `.df()` gives them), loaded on use so
+    importing the guard does not load DuckDB."""
+    from pipewarden.flows.warehouse import duckdb_frame as frame
 
-    table = con.sql(sql, params=params).to_arrow_table()
-    df = table.to_pandas()
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        t = column.type
-        if column.null_count and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
-            nullable = pd.BooleanDtype() if pa.types.is_boolean(t) else pd.api.types.pandas_dtype(
-                np.dtype(t.to_pandas_dtype()).name.replace("uint", "UInt").replace("int", "Int"))
-            df[name] = column.to_pandas(types_mapper={t: nullable}.get)
-    return df
+    return frame(con, sql, params)
 
 
 def guard_batch(data: Any, dataset: str, *, load_id: str | None = None, source: str | None = None,
@@ -181,6 +199,7 @@ def guard_batch(data: Any, dataset: str, *, load_id: str | None = None, source: 
     UnknownNameError for a dataset without a contract, InputFileError for a file that cannot be read, and
     BatchRefused (an InputFileError) for a batch ingest refuses, once its RunFailed event is in the outbox.
     """
+    from pipewarden.flows.ingest import landed_frame
     from pipewarden.progress import progress
     from pipewarden.tools.warehouse import one_connection
 
@@ -189,12 +208,13 @@ def guard_batch(data: Any, dataset: str, *, load_id: str | None = None, source: 
     # connection, closed before a halt is raised (each step still commits in its own transaction).
     with progress(f"guarding a batch of {dataset}") as bar, one_connection():
         bar.say(f"landing a batch of {dataset}")
-        landed = land_batch(dataset, data, load_id=load_id, source=source)
+        landed, rows = _land(dataset, data, load_id=load_id, source=source)
         if run:
             record_run_context(landed, run)
-        df = _read(landed)
+        df = _read(landed) if rows is None else landed_frame(rows)  # the frame a read-back would give
         with guard_lineage(landed) as lineage:  # OpenLineage START, then COMPLETE or FAIL (off unless configured)
-            result = lineage.finished(_check(landed, df, run_id=(run or {}).get("flow_run_id"), say=bar.say))
+            result = lineage.finished(_check(landed, df, run_id=(run or {}).get("flow_run_id"), say=bar.say,
+                                             rows=rows))
     if result.halted:
         message, hint = halt_message(result, store)
         raise BatchHalted(message, hint=hint, result=result)

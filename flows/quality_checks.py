@@ -9,6 +9,11 @@ volume (rows landed against earlier loads), null spikes, out-of-range shares, du
 event in the outbox (through `flows.emit`), with a stable id: the same finding on the same load is one event,
 however often the load is re-run.
 
+Given validate's `RowVerdicts` (which rows it quarantined and which a quality rule took out, on a batch it judged
+unmapped), the stage does not check the rows again: it takes the rows validate kept and accepted and runs the
+detectors on them, as `evaluate` does after its own checks (which answer as validate's do; `tests/flows/
+test_guard_paths.py` holds the findings equal).
+
 When a finding's check halts (`halt: true` in the policy), the batch stops before transform as a contract failure
 does: in one warehouse transaction its accepted rows are taken back out of `raw_<dataset>` (they stay in the landing
 zone; a re-run after the fix accepts them again) and the load's status becomes `halted_quality`. The outcome lists
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import BaseModel, Field
@@ -31,6 +36,12 @@ from pipewarden.flows.emit import emit
 from pipewarden.flows.ingest import Landed, connect, read_landed, set_load_status
 from pipewarden.store import StateStore
 from pipewarden.tools.quality import Finding
+
+if TYPE_CHECKING:
+    from pipewarden.flows.validate import RowVerdicts
+    from pipewarden.policies.contract import Contract
+    from pipewarden.policies.quality import DatasetQuality
+    from pipewarden.tools.quality import History
 
 QUALITY_NS = uuid.UUID("3f6c9b1e-2a47-4d8e-b5a0-7c1d2e3f4a5b")
 
@@ -53,8 +64,11 @@ def anomaly_event_id(dataset: str, load_id: str, check: str, column: str | None)
     return uuid.uuid5(QUALITY_NS, f"quality_anomaly|{dataset}|{load_id}|{check}|{column or '*'}")
 
 
-def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str | None = None) -> QualityOutcome:
-    """Judge an accepted batch against its history; emit one `QualityAnomaly` per finding; halt on halting ones."""
+def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str | None = None,
+                  verdicts: RowVerdicts | None = None) -> QualityOutcome:
+    """Judge an accepted batch against its history; emit one `QualityAnomaly` per finding; halt on halting ones.
+
+    `verdicts` (validate's, for `df` as it judged it unmapped) spares checking the rows again."""
     from pipewarden.flows.validate import active_mapping
     from pipewarden.policies.quality import dataset_quality
     from pipewarden.tools.contracts import active_contract
@@ -69,18 +83,21 @@ def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str
     store = StateStore()
     contract = active_contract(landed.dataset, store)
     dq = dataset_quality(landed.dataset)
-    mapping, _ = active_mapping(landed, df, contract, store)
-    frame, cast_failures = df, {}
-    if mapping is not None:
-        mapped = map_frame(df, mapping, contract)
-        frame, cast_failures = mapped.frame, mapped.cast_failures
     history = quality_history(landed.dataset, landed.load_id, dq, contract)  # stored load profiles, else the rows
     t1 = time.perf_counter()
-    ev = evaluate(frame, contract, active_rules(landed.dataset, landed.load_id, store), history, dq,
-                  cast_failures=cast_failures, rows_landed=len(df))
-    out = QualityOutcome(dataset=landed.dataset, load_id=landed.load_id, findings=ev.findings,
+    if verdicts is not None:
+        findings = _judge_accepted(df, verdicts, contract, history, dq)
+    else:
+        mapping, _ = active_mapping(landed, df, contract, store)
+        frame, cast_failures = df, {}
+        if mapping is not None:
+            mapped = map_frame(df, mapping, contract)
+            frame, cast_failures = mapped.frame, mapped.cast_failures
+        findings = evaluate(frame, contract, active_rules(landed.dataset, landed.load_id, store), history, dq,
+                            cast_failures=cast_failures, rows_landed=len(df)).findings
+    out = QualityOutcome(dataset=landed.dataset, load_id=landed.load_id, findings=findings,
                          timings_ms={"history_ms": _ms(t0, t1), "evaluate_ms": _ms(t1)})
-    for f in ev.findings:
+    for f in findings:
         event = QualityAnomaly(
             id=anomaly_event_id(landed.dataset, landed.load_id, f.check, f.column), dataset=landed.dataset,
             load_id=landed.load_id, run_id=run_id, check=f.check, batch_path=landed.uri, column=f.column,
@@ -88,7 +105,7 @@ def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str
         )
         emit(event, store=store)
         out.event_ids.append(str(event.id))
-    halting = [f for f in ev.findings if f.halt]
+    halting = [f for f in findings if f.halt]
     if halting:
         out.halted = True
         out.reason = "quality: " + "; ".join(f"{f.check}{f' on {f.column}' if f.column else ''}: {f.message}"
@@ -96,6 +113,22 @@ def check_quality(landed: Landed, df: pd.DataFrame | None = None, *, run_id: str
         out.rows_withdrawn = _withdraw(landed)
     out.timings_ms["total_ms"] = _ms(t0)
     return out
+
+
+def _judge_accepted(df: pd.DataFrame, verdicts: RowVerdicts, contract: Contract, history: History,
+                    dq: DatasetQuality) -> list[Finding]:
+    """The detectors' findings on the rows validate kept and accepted: `tools.quality.evaluate`'s last steps on
+    its own checks' answer, here on validate's (the rows a rule took out are not kept; the accepted ones are
+    conformed to the contract's types, as evaluate conforms them)."""
+    from pipewarden.tools.mapping import conform_to_contract
+    from pipewarden.tools.quality import BatchFacts, detect
+
+    kept = df.loc[~verdicts.ruled] if verdicts.ruled.any() else df  # no copy when no row was taken out
+    accepting = df.loc[~verdicts.rejected] if verdicts.rejected.any() else df
+    cols = [c for c in contract.names if c in df.columns]
+    accepted = conform_to_contract(accepting, contract)[cols] if len(cols) == len(contract.names) \
+        else accepting[cols]
+    return detect(BatchFacts(kept, accepted.reset_index(drop=True), len(df)), history, dq, contract)
 
 
 def _withdraw(landed: Landed) -> int:

@@ -18,6 +18,10 @@ The steps, in order:
 A landed file of at least `settings.pushdown_min_bytes` is validated where it lies (`validate_pushdown`): the
 contract's row rules run in DuckDB over the Parquet file (`tools.pushdown`), only the rejected rows come back to
 Python (a chunk at a time, for their reasons and row JSON), and the same rows, reasons, statuses and events result.
+A batch the guard holds in memory as it landed is validated the same way where its rows are written
+(`validate_rows`): in the DuckDB warehouse's connection, over its Arrow table, in one pass; it hands back the
+accepted rows as the warehouse holds them and which rows were taken out, so the quality stage and the guard read
+nothing back.
 
 Validating the same load again replaces what the last validation wrote, so re-runs never duplicate rows.
 Events get ids derived from what they report (dataset, load, contract and mapping versions, the findings),
@@ -31,10 +35,12 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipewarden.events import CheckFailed, SchemaDrift
 from pipewarden.flows.emit import emit
@@ -43,11 +49,14 @@ from pipewarden.ids import utcnow
 from pipewarden.models import CheckResult, ColumnMapping, Quarantine
 from pipewarden.policies.contract import Contract, SchemaDiff, load_contract, schema_diff
 from pipewarden.store import StateStore
-from pipewarden.tools.checks import CheckReport, Engine, rows_as_json
+from pipewarden.tools.checks import CheckReport, Engine, rows_as_json, run_checks
 from pipewarden.tools.contracts import active_contract
 from pipewarden.tools.load_profile import write_profile
 from pipewarden.tools.mapping import conform_to_contract, map_frame, mapping_for_batch
-from pipewarden.tools.quality_rules import active_rules, check_with_rules
+from pipewarden.tools.quality_rules import active_rules, check_with_rules, rule_reasons
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -62,9 +71,21 @@ CREATE TABLE IF NOT EXISTS quarantine (
 EVENT_NAMESPACE = uuid.UUID("5b0c1d2e-7f3a-4c5b-9d6e-0a1b2c3d4e5f")
 
 
+@dataclass(frozen=True)
+class RowVerdicts:
+    """Which rows of the batch validate took out, by position (boolean masks as long as the batch): what the quality
+    stage needs to judge the accepted rows without checking them again."""
+
+    rejected: np.ndarray
+    """Rows quarantined: by the contract's checks or by a quality rule."""
+    ruled: np.ndarray
+    """Rows a quality rule took out (a subset of `rejected`)."""
+
+
 class ValidationOutcome(BaseModel):
     """What validating one landed batch did."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
     dataset: str
     load_id: str
     halted: bool
@@ -81,7 +102,12 @@ class ValidationOutcome(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list, description="Findings that are not failures (extra columns).")
     engine: str = Field("memory", description="Where the rows were checked: 'memory' (pandas/GX) or 'duckdb' "
-                        "(pushed down over the file, `validate_pushdown`).")
+                        "(pushed down over the file, `validate_pushdown`, or over the rows in memory, `validate_rows`).")
+    verdicts: RowVerdicts | None = Field(None, exclude=True, repr=False,
+                                         description="Which rows were taken out, when the batch was judged unmapped.")
+    accepted: pd.DataFrame | None = Field(None, exclude=True, repr=False,
+                                          description="`validate_rows`: the accepted rows as the warehouse holds them "
+                                          "(without `_load_id`), as `SELECT *` of the load would read them.")
 
 
 def raw_table(dataset: str) -> str:
@@ -119,13 +145,15 @@ def validate(
             return pushed
     if df is None:
         df, _ = read_landed(landed.dataset, landed.load_id)
-    mapping, mapping_version = active_mapping(landed, df, contract, store)
+    diff = schema_diff(contract, df)
+    # a batch in the contract's shape gets no mapping (`mapping_for_batch` says so from this same diff)
+    mapping, mapping_version = (None, None) if diff.clean else active_mapping(landed, df, contract, store)
     if mapping is not None:
         mapped = map_frame(df, mapping, contract)
         frame, cast_failures = mapped.frame, mapped.cast_failures
+        diff = schema_diff(contract, frame)
     else:
         frame, cast_failures = df, {}
-    diff = schema_diff(contract, frame)
     timings["schema_ms"] = _ms(t0)
     base = dict(dataset=landed.dataset, load_id=landed.load_id, mapping_version=mapping_version,
                 contract_version=contract.version_tag, schema_diff=diff)
@@ -136,8 +164,10 @@ def validate(
                               timings=timings, t0=t0)
 
     t1 = time.perf_counter()
-    report = check_with_rules(frame, contract, active_rules(landed.dataset, landed.load_id, store),
-                              cast_failures=cast_failures, engine=engine)
+    rules = active_rules(landed.dataset, landed.load_id, store)
+    ruled = rule_reasons(frame, rules) if rules else None
+    report = check_with_rules(frame, contract, rules, cast_failures=cast_failures, engine=engine, ruled=ruled) \
+        if rules else run_checks(frame, contract, cast_failures=cast_failures, engine=engine, diff=diff)
     timings["checks_ms"] = _ms(t1)
     halted = report.over_threshold
     t2 = time.perf_counter()
@@ -147,10 +177,13 @@ def validate(
     event_ids, reason = _halt_on_checks(landed, contract, mapping_version, report, rows=len(frame), run_id=run_id,
                                         store=store) if halted else ([], "")
     timings["total_ms"] = _ms(t0)
+    rejected = report.rejected.to_numpy(dtype=bool)
+    verdicts = RowVerdicts(rejected=rejected, ruled=np.zeros(len(frame), dtype=bool) if ruled is None
+                           else (ruled != "").to_numpy(dtype=bool)) if mapping is None else None
     return ValidationOutcome(
         **base, halted=halted, reason=reason, check_result=report.result, failure_rate=report.failure_rate,
         rows_accepted=accepted, rows_quarantined=quarantined, event_ids=event_ids, timings_ms=timings,
-        notes=diff.notes(),
+        notes=diff.notes(), verdicts=verdicts,
     )
 
 
@@ -202,8 +235,7 @@ def validate_pushdown(landed: Landed, contract: Contract, store: StateStore, *, 
     in-memory path does (an active column mapping, an active dedupe rule).
     """
     from pipewarden.tools.io import check_batch_size, is_url
-    from pipewarden.tools.pushdown import open_batch, run_pushdown, use_pushdown
-    from pipewarden.tools.quality_rules import predicate_sql
+    from pipewarden.tools.pushdown import open_batch, use_pushdown
 
     if is_url(landed.uri):
         return None
@@ -213,17 +245,68 @@ def validate_pushdown(landed: Landed, contract: Contract, store: StateStore, *, 
     rules = active_rules(landed.dataset, landed.load_id, store)
     if any(not isinstance(r.rule, Quarantine) for r in rules):
         return None
+    with connect() as wh:
+        return _validate_in_duckdb(
+            landed, contract, store, rules, wh, lambda: open_batch(landed.uri, con=wh.duckdb if wh.is_duckdb else None),
+            run_id=run_id, say=say)
+
+
+def validate_rows(landed: Landed, rows: pa.Table, *, run_id: str | None = None,
+                  say: Callable[[str], None] | None = None) -> ValidationOutcome | None:
+    """`validate` for a batch held in memory as it landed (`flows.ingest.ingest_rows`), in the DuckDB warehouse
+    where its accepted rows are written: the contract's row rules (the specs its GX suite is built from, compiled by
+    `tools.pushdown`) judge the Arrow table in one pass in the warehouse's connection, rejected rows go to
+    `quarantine` with their reasons and row JSON, accepted rows to `raw_<dataset>` by `INSERT ... SELECT`, in one
+    transaction, as `validate_pushdown` does over a file. The outcome also hands back the accepted rows as the
+    warehouse holds them (`accepted`) and which rows were taken out (`verdicts`).
+
+    Returns None, and the caller takes the in-memory path, when this one does not apply: the warehouse is not
+    DuckDB, `settings.pushdown_min_bytes` is 0 (never push down), a column is of a type `tools.pushdown.table_fits`
+    does not take, or the batch needs an active column mapping or an active dedupe rule. The same outcome, rows,
+    reasons and events as the in-memory path (`tests/flows/test_guard_paths.py`).
+    """
+    from pipewarden.settings import get_settings
+    from pipewarden.tools.pushdown import open_table, table_fits
+
+    if not int(get_settings().pushdown_min_bytes) or not table_fits(rows):
+        return None
+    contract = active_contract(landed.dataset)
+    store = StateStore()
+    rules = active_rules(landed.dataset, landed.load_id, store)
+    if any(not isinstance(r.rule, Quarantine) for r in rules):
+        return None
+    with connect() as wh:
+        if not wh.is_duckdb:
+            return None
+        return _validate_in_duckdb(landed, contract, store, rules, wh,
+                                   lambda: open_table(rows, wh.duckdb, location=landed.uri), run_id=run_id, say=say,
+                                   hand_back=True)
+
+
+def _validate_in_duckdb(landed: Landed, contract: Contract, store: StateStore, rules: list[Any], wh: Any,
+                        opener: Callable[[], Any], *, run_id: str | None, say: Callable[[str], None] | None,
+                        hand_back: bool = False) -> ValidationOutcome | None:
+    """The pushed-down validation of a batch `opener` opens (`tools.pushdown.open_batch` or `open_table`) in the
+    open warehouse `wh`. None when the batch needs an active column mapping. `hand_back`: keep the accepted rows
+    as the warehouse holds them and the rows' verdicts on the outcome (DuckDB warehouse only)."""
+    from pipewarden.tools.pushdown import run_pushdown
+    from pipewarden.tools.quality_rules import predicate_sql
+
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     table = raw_table(landed.dataset)
-    with connect() as wh:
-        wh.execute(QUARANTINE_DDL)
-        with open_batch(landed.uri, con=wh.duckdb if wh.is_duckdb else None) as batch:
+    taken: dict[str, list[np.ndarray]] = {"rejected": [], "ruled": []}
+    handed: pd.DataFrame | None = None
+    read_back: tuple[str, list[Any]] | None = None
+    wh.execute(QUARANTINE_DDL)
+    try:
+        with opener() as batch:
             probe = batch.probe(contract)
-            mapping, mapping_version = active_mapping(landed, probe, contract, store)
+            diff = schema_diff(contract, probe)
+            # a batch in the contract's shape gets no mapping (`mapping_for_batch` says so from this same diff)
+            mapping, mapping_version = (None, None) if diff.clean else active_mapping(landed, probe, contract, store)
             if mapping is not None:
                 return None
-            diff = schema_diff(contract, probe)
             timings["schema_ms"] = _ms(t0)
             base = dict(dataset=landed.dataset, load_id=landed.load_id, mapping_version=mapping_version,
                         contract_version=contract.version_tag, schema_diff=diff)
@@ -234,39 +317,65 @@ def validate_pushdown(landed: Landed, contract: Contract, store: StateStore, *, 
                             f"{rule.label}: {rule.rule.reason} ({rule.rule.predicate})")  # type: ignore[union-attr]
             now = pd.Timestamp(utcnow())
 
-            def sink(chunk: pd.DataFrame) -> None:
-                chunk.insert(0, "load_id", landed.load_id)
-                chunk.insert(0, "dataset", landed.dataset)
-                chunk["quarantined_at"] = now
-                wh.write_frame("quarantine", chunk)
+            def sink(kind: str) -> Callable[[pd.DataFrame], None]:
+                def write(chunk: pd.DataFrame) -> None:
+                    taken[kind].append(chunk["row_number"].to_numpy(dtype=np.int64))
+                    chunk.insert(0, "load_id", landed.load_id)
+                    chunk.insert(0, "dataset", landed.dataset)
+                    chunk["quarantined_at"] = now
+                    wh.write_frame("quarantine", chunk)
+                return write
 
             with wh.transaction():
                 wh.execute("DELETE FROM quarantine WHERE dataset = ? AND load_id = ?", [landed.dataset, landed.load_id])
-                if wh.has_table(table):
+                exists = wh.has_table(table)
+                if exists:
                     wh.execute(f"DELETE FROM {wh.quote(table)} WHERE _load_id = ?", [landed.load_id])
                 if not diff.clean:
                     set_load_status(landed.dataset, landed.load_id, "halted_schema", con=wh)
                 else:
                     t1 = time.perf_counter()
-                    report = run_pushdown(batch, contract, excluded=excluded, on_quarantine=sink, on_ruled=sink,
-                                          say=say)
+                    report = run_pushdown(batch, contract, excluded=excluded, on_quarantine=sink("rejected"),
+                                          on_ruled=sink("ruled"), say=say, diff=diff)
                     timings["checks_ms"] = _ms(t1)
                     halted = report.over_threshold
-                    accepted = 0 if halted else _write_accepted(wh, batch, contract, landed)
-                    if not halted:
+                    t2 = time.perf_counter()
+                    if halted:
+                        accepted = 0
+                    elif hand_back and wh.is_duckdb:
+                        accepted, read_back = _write_accepted_handed_back(wh, batch, contract, landed, exists)
+                    else:
+                        accepted = _write_accepted(wh, batch, contract, landed)
                         write_profile(wh, landed.dataset, landed.load_id)
                     set_load_status(landed.dataset, landed.load_id, "halted_checks" if halted else "accepted",
                                     con=wh)
+                    timings["write_ms"] = _ms(t2)
+            rows = batch.rows
+        if read_back is not None:  # the batch closed: the connection has its own time zone back, as a read-back has
+            from pipewarden.flows.guard import duckdb_frame
+
+            handed = duckdb_frame(wh.duckdb, *read_back)
+    finally:
+        if hand_back:
+            wh.execute(f"DROP TABLE IF EXISTS temp.main.{HANDED_BACK}")
     if not diff.clean:
-        return _drift_outcome(landed, contract, diff, base, rows=batch.rows, run_id=run_id, store=store,
+        return _drift_outcome(landed, contract, diff, base, rows=rows, run_id=run_id, store=store,
                               timings=timings, t0=t0)
-    event_ids, reason = _halt_on_checks(landed, contract, mapping_version, report, rows=batch.rows, run_id=run_id,
+    event_ids, reason = _halt_on_checks(landed, contract, mapping_version, report, rows=rows, run_id=run_id,
                                         store=store) if halted else ([], "")
     timings["total_ms"] = _ms(t0)
+    verdicts = None
+    if hand_back:
+        ruled = np.zeros(rows, dtype=bool)
+        ruled[np.concatenate(taken["ruled"] or [np.array([], dtype=np.int64)])] = True
+        rejected = ruled.copy()
+        rejected[np.concatenate(taken["rejected"] or [np.array([], dtype=np.int64)])] = True
+        verdicts = RowVerdicts(rejected=rejected, ruled=ruled)
     return ValidationOutcome(
         **base, halted=halted, reason=reason, check_result=report.result, failure_rate=report.failure_rate,
         rows_accepted=accepted, rows_quarantined=report.rows_quarantined + report.rows_ruled_out,
-        event_ids=event_ids, timings_ms=timings, notes=diff.notes(), engine="duckdb",
+        event_ids=event_ids, timings_ms=timings, notes=diff.notes(), engine="duckdb", verdicts=verdicts,
+        accepted=handed,
     )
 
 
@@ -289,6 +398,37 @@ def _write_accepted(wh: Any, batch: Any, contract: Contract, landed: Landed) -> 
         frame["_load_id"] = landed.load_id
         written += wh.write_frame(table, frame)
     return written
+
+
+HANDED_BACK = "pw_accepted_handed_back"
+"""The temporary table `validate_rows` keeps the accepted rows in until it has read them (dropped after)."""
+
+
+def _write_accepted_handed_back(wh: Any, batch: Any, contract: Contract, landed: Landed, exists: bool
+                                ) -> tuple[int, tuple[str, list[Any]]]:
+    """`_write_accepted` and `write_profile` on DuckDB, keeping the accepted rows: cast once into a temporary table
+    and inserted from it. Returns the rows written and the query that reads them as `SELECT *` of the load reads
+    them from `raw_<dataset>` (its column order and types). When the temporary table has the table's columns and
+    types (always, but for a table an older version made), the query and the profile read it instead of
+    `raw_<dataset>`. `exists`: whether `raw_<dataset>` exists."""
+    from pipewarden.tools.pushdown import accepted_select
+
+    table, staged = raw_table(landed.dataset), f"temp.main.{HANDED_BACK}"
+    q = wh.quote(table)
+    wh.execute(f"CREATE OR REPLACE TEMP TABLE {HANDED_BACK} AS {accepted_select(batch, contract)}")
+    tagged = f"SELECT *, CAST(? AS VARCHAR) AS _load_id FROM {staged}"
+    if not exists:
+        wh.execute(f"CREATE TABLE {q} AS {tagged}", [landed.load_id])
+    else:
+        wh.execute(f"INSERT INTO {q} BY NAME {tagged}", [landed.load_id])
+    kept = {str(r[0]): str(r[1]) for r in wh.execute(f"DESCRIBE SELECT * FROM {staged}")}
+    held = [(str(r[0]), str(r[1])) for r in wh.execute(f"DESCRIBE SELECT * FROM {q}") if r[0] != "_load_id"]
+    if len(held) == len(kept) and all(kept.get(n) == t for n, t in held):
+        profile = write_profile(wh, landed.dataset, landed.load_id, rows=staged)
+        return profile.rows, (f"SELECT {', '.join(wh.quote(n) for n, _ in held)} FROM {staged}", [])
+    write_profile(wh, landed.dataset, landed.load_id)
+    return (int(wh.execute(f"SELECT count(*) FROM {q} WHERE _load_id = ?", [landed.load_id])[0][0]),
+            (f"SELECT * EXCLUDE (_load_id) FROM {q} WHERE _load_id = ?", [landed.load_id]))
 
 
 def write_unchecked(landed: Landed, df: pd.DataFrame | None = None) -> int:
