@@ -63,8 +63,8 @@ class CostCase(BaseModel):
     current: dict[str, Any]
     findings: list[dict[str, Any]] = Field(default_factory=list)
     precedents: list[Precedent] = Field(default_factory=list)
-    """What people decided on this fault before (`agents.precedent.gather_precedents`; none today: a cost regression
-    names no fault signature), heard before drafting."""
+    """What people decided on this fault (this model's regressed cost measure) before
+    (`agents.precedent.gather_precedents`), heard before drafting."""
 
 
 class CostProof(BaseModel):

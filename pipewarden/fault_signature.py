@@ -3,8 +3,10 @@ a repeat attaches to that proposal as an occurrence instead of making a new one 
 
 A signature is the event's dataset, its kind, and what failed: for schema drift the fingerprint of the drifted
 schema as it landed; for failed row checks the set of failing checks (check and column); for a quality anomaly its
-check and column. Events with nothing that names the fault (a schema drift without a fingerprint, a failed run, a
-cost regression, a model drift) have no signature and always get their own proposal.
+check and column; for a cost regression the SQL model and the cost measure that regressed (`route_daily:
+rows_scanned`); for model drift the scoring model's version and the metric (`delay@v3:psi`). Events with nothing
+that names the fault (a schema drift without a fingerprint, a failed run) have no signature and always get their
+own proposal. The same signature is how the agents find past decisions on a fault (`agents.precedent`).
 
 Public names: `FaultSignature`, `fault_signature`.
 """
@@ -17,7 +19,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from pipewarden.events import CheckFailed, Event, QualityAnomaly, SchemaDrift
+from pipewarden.events import CheckFailed, CostRegression, Event, ModelDrift, QualityAnomaly, SchemaDrift
 
 __all__ = ["FaultSignature", "fault_signature"]
 
@@ -58,11 +60,21 @@ def _anomaly(ev: QualityAnomaly) -> str | None:
     return _check(ev.check, ev.column)
 
 
+def _cost(ev: CostRegression) -> str | None:
+    return f"{ev.model}:{ev.metric}"
+
+
+def _model_drift(ev: ModelDrift) -> str | None:
+    return f"{ev.model}:{ev.metric}"
+
+
 # One entry per event kind that names its fault; a kind not listed has no signature.
 _FAULT_OF: dict[str, Callable[..., str | None]] = {
     "schema_drift": _drift,
     "check_failed": _checks,
     "quality_anomaly": _anomaly,
+    "cost_regression": _cost,
+    "model_drift": _model_drift,
 }
 
 

@@ -156,3 +156,33 @@ def test_cost_events_route_to_the_cost_agent(tmp_path: Path) -> None:
 
     ev = CostRegression(dataset="flights", model="route_daily", baseline=1.0, observed=5.0, ratio=5.0)
     assert route(ev).agent == "cost"
+
+
+def test_a_rewrite_people_rejected_for_the_fault_is_not_proposed_again() -> None:
+    """Learning from decisions on a SQL model: the second regression of route_daily's cost has the first one's fault
+    signature (model and measure); the rewrite a person rejected for it is not proposed again, and the new
+    proposal says why."""
+    from pipewarden.fault_signature import fault_signature
+    from pipewarden.inbox.service import reject
+
+    _fault, first = _injected("repeated_scan")
+    supervise_once()
+    rejected = _proposal_for(first.id)
+    assert rejected.change.kind == "sql_model_patch"
+    reject(rejected.short_id, "alice", "keep the current SQL; the stats job reads that plan")
+    supervise_once()  # the rejection ends the first graph
+
+    from pipewarden.flows.detectors import detect_cost_regressions
+    from pipewarden.flows.emit import emit
+    from pipewarden.flows.transform import transform
+
+    transform("regressed-again")  # the next load, still built with the regressed SQL nobody fixed
+    (second,) = detect_cost_regressions("regressed-again")
+    emit(second)
+    assert fault_signature(second) == fault_signature(first)
+    supervise_once()
+    p = _proposal_for(second.id)
+    assert p.id != rejected.id
+    assert getattr(p.change, "sql", None) != rejected.change.sql  # never the rejected rewrite again
+    said = " ".join([p.diagnosis, *p.tried, p.title])
+    assert rejected.short_id in said and "alice" in said  # the rejection is named where the choice is explained

@@ -22,7 +22,15 @@ from pipewarden.agents.graph import build_graph
 from pipewarden.agents.lifecycle import proposal_id_for, thread_id_for
 from pipewarden.agents.router import Route
 from pipewarden.agents.spec import AgentSpec
-from pipewarden.events import CheckFailed, FailedCheck, QualityAnomaly, RunFailed, SchemaDrift
+from pipewarden.events import (
+    CheckFailed,
+    CostRegression,
+    FailedCheck,
+    ModelDrift,
+    QualityAnomaly,
+    RunFailed,
+    SchemaDrift,
+)
 from pipewarden.fault_signature import fault_signature
 from pipewarden.models import ColumnMapping, Proposal, ProposalStatus, Verdict
 from pipewarden.settings import get_settings
@@ -101,6 +109,19 @@ def test_the_signature_is_dataset_kind_and_what_failed() -> None:
     assert fault_signature(checks("l1", ("range", "dep_delay"))) != one
     anomaly = fault_signature(QualityAnomaly(dataset="flights", check="duplicates", column="flight_id"))
     assert anomaly is not None and anomaly.fault == "duplicates:flight_id"
+    # a cost regression: the SQL model and the measure that regressed, whatever the batch's figures
+    cost = fault_signature(CostRegression(dataset="orders", load_id="l1", model="daily_revenue", metric="rows_scanned",
+                                          baseline=10.0, observed=40.0, ratio=4.0))
+    assert cost is not None and cost.fault == "daily_revenue:rows_scanned"
+    assert cost == fault_signature(CostRegression(dataset="orders", load_id="l2", model="daily_revenue",
+                                                  metric="rows_scanned", baseline=10.0, observed=90.0, ratio=9.0))
+    assert cost != fault_signature(CostRegression(dataset="orders", model="daily_revenue", metric="elapsed_ms",
+                                                  baseline=10.0, observed=40.0, ratio=4.0))
+    # model drift: the scoring model's version and the metric
+    model = fault_signature(ModelDrift(dataset="orders", model="churn@v3", metric="psi", value=0.4, threshold=0.2))
+    assert model is not None and model.fault == "churn@v3:psi"
+    assert model != fault_signature(ModelDrift(dataset="orders", model="churn@v4", metric="psi", value=0.4,
+                                               threshold=0.2))
     # nothing names the fault: every such event gets its own proposal
     assert fault_signature(drift(None, "l1")) is None
     assert fault_signature(RunFailed(dataset="flights", stage="load", error="boom")) is None
