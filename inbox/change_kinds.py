@@ -1,15 +1,17 @@
 """Each change kind's inbox presentation, declared once.
 
 `KINDS` maps every `kind` of `pipewarden.models.Change` to a `ChangeKind`: how the terminal shows it (`pipewarden
-inbox show`), what the proposal page needs to show it beyond its fields, how the page's edit form makes an edited
-change of it (None: it cannot be edited in the inbox), its members (a change set), and what an edit takes from its
-new dry-run. `render.change_renderable`, the web page's change views and edit form, `render.proposed_line` and
-Slack's `change_summary` dispatch through it; none keeps a ladder over kinds. A kind missing from the table is shown
-through `GENERIC` (its fields as key-values) and cannot be edited. What a change does, in words, is the model's own
-`change.text()`; which kinds a re-dry-run proves is `tools.redry.PROVERS`.
+inbox show`), what the proposal page needs to show it beyond its fields, the macros of `templates/change_kinds.html`
+that show it on the page and write its edit form's fields, how the edit form makes an edited change of it (None: it
+cannot be edited in the inbox), its members (a change set), and what an edit takes from its new dry-run.
+`render.change_renderable`, the proposal page and its edit form (proposal.html calls the macros an entry names),
+`render.proposed_line` and Slack's `change_summary` dispatch through it; none keeps a ladder over kinds, in Python
+or in a template. A kind missing from the table is shown through `GENERIC` (its fields as key-values) and cannot be
+edited. What a change does, in words, is the model's own `change.text()`; which kinds a re-dry-run proves is
+`tools.redry.PROVERS`.
 
-Public names: `ChangeKind`, `KINDS`, `GENERIC`, `kind_of`, `renderable`, `page_view`, `parse_form`, `editable`,
-`members`, `leaves`.
+Public names: `ChangeKind`, `KINDS`, `GENERIC`, `kind_of`, `renderable`, `page_view`, `page_views`, `parse_form`,
+`editable`, `members`, `leaves`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,23 @@ class ChangeKind:
     """The edited change with what its new dry-run measured (a quarantine's row counts). None: kept as edited."""
     retitle: Callable[[Any, Proposal], str | None] | None = None
     """The proposal's title after an edit to this change (None from it, or no function: the title stays)."""
+    view_macro: str = "view_fields"
+    """The macro in `templates/change_kinds.html` that shows the change on its proposal page, given its page view.
+    A composite kind's shows what it says of itself, above its members. Default: its fields as a definition list."""
+    edit_macro: str | None = None
+    """The macro in `templates/change_kinds.html` that writes the edit form's fields `parse_form` reads, given the
+    page view and a field prefix. None: no fields of its own (not editable, or a composite, edited member by
+    member)."""
+    edit_label: str = ""
+    """What the edit form changes, as its summary words it ("Edit the SQL"); with `edit_macro`."""
+    carries_change: bool = True
+    """False: the kind carries no change to approve (no_change); the page's decision bar says to fix the data by
+    hand and reject the proposal with a reason."""
+
+    @property
+    def composite(self) -> bool:
+        """Whether the kind is shown and edited as its members (`members`)."""
+        return self.members is not None
 
 
 # --------------------------------------------------------------------------- the terminal
@@ -249,17 +268,22 @@ GENERIC = ChangeKind(kind="")
 
 KINDS: dict[str, ChangeKind] = {k.kind: k for k in (
     ChangeKind(kind="column_mapping", renderable=_mapping_renderable, page_view=_mapping_page,
-               parse_form=_mapping_from_form, retitle=_mapping_title),
-    ChangeKind(kind="sql_model_patch", renderable=_sql_renderable, page_view=_sql_page, parse_form=_sql_from_form),
-    ChangeKind(kind="quarantine", parse_form=_quarantine_from_form, from_redry=_quarantine_from_redry),
-    ChangeKind(kind="contract_change", page_view=_contract_page, parse_form=_contract_from_form),
+               parse_form=_mapping_from_form, retitle=_mapping_title,
+               view_macro="view_column_mapping", edit_macro="edit_column_mapping", edit_label="the mapping"),
+    ChangeKind(kind="sql_model_patch", renderable=_sql_renderable, page_view=_sql_page, parse_form=_sql_from_form,
+               view_macro="view_sql_model_patch", edit_macro="edit_sql_model_patch", edit_label="the SQL"),
+    ChangeKind(kind="quarantine", parse_form=_quarantine_from_form, from_redry=_quarantine_from_redry,
+               view_macro="view_quarantine", edit_macro="edit_quarantine", edit_label="the predicate"),
+    ChangeKind(kind="contract_change", page_view=_contract_page, parse_form=_contract_from_form,
+               view_macro="view_contract_change", edit_macro="edit_contract_change", edit_label="the thresholds"),
     ChangeKind(kind="change_set", renderable=_set_renderable, parse_form=_set_from_form,
-               members=lambda change: change.changes),
-    ChangeKind(kind="no_change", renderable=_no_change_renderable),
-    # shown through their fields on every surface (the page's template words a promotion itself), not editable
+               members=lambda change: change.changes, view_macro="view_change_set"),
+    ChangeKind(kind="no_change", renderable=_no_change_renderable, view_macro="view_no_change",
+               carries_change=False),
+    # a promotion has its own sentence on the page; these are shown through their fields elsewhere, not editable
+    ChangeKind(kind="model_promotion", view_macro="view_model_promotion"),
     ChangeKind(kind="reingest"),
     ChangeKind(kind="dedupe_rule"),
-    ChangeKind(kind="model_promotion"),
 )}
 
 
@@ -275,14 +299,25 @@ def renderable(change: Any) -> RenderableType:
 
 
 def page_view(change: Any, store: Any, proposal_id: Any) -> dict[str, Any]:
-    """What the proposal page needs to show one change: the change, its kind, target and fields, and whatever
-    more its kind's view adds."""
+    """What the proposal page needs to show one change: the change, its kind, target and fields, the macros its
+    kind is shown and edited with (and the edit form's label), whether it is composite and whether it carries a
+    change, and whatever more its kind's view adds."""
+    entry = kind_of(change)
     view: dict[str, Any] = {"c": change, "kind": change.kind, "target": change.target,
-                            "fields": render.change_fields(change)}
-    page = kind_of(change).page_view
-    if page is not None:
-        view.update(page(change, store, proposal_id))
+                            "fields": render.change_fields(change), "view_macro": entry.view_macro,
+                            "edit_macro": entry.edit_macro, "edit_label": entry.edit_label,
+                            "composite": entry.composite, "carries_change": entry.carries_change}
+    if entry.page_view is not None:
+        view.update(entry.page_view(change, store, proposal_id))
     return view
+
+
+def page_views(change: Any, store: Any, proposal_id: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The proposal page's views of `change`: its own, and those of the changes shown one by one (`leaves`: a
+    composite's members, else the change itself, whose one view is then both)."""
+    whole = page_view(change, store, proposal_id)
+    parts = members(change)
+    return whole, [page_view(m, store, proposal_id) for m in parts] if parts else [whole]
 
 
 def parse_form(current: Any, form: Any) -> Any:

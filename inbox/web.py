@@ -535,7 +535,7 @@ def create_app() -> FastAPI:
         edit_block = service.edit_refusal(p, v.audit)
         if flash_code in ("approved", "resuming") and p.status in (ProposalStatus.applied, ProposalStatus.verified):
             flash = _flash("applied")  # the page refreshed itself until the worker finished
-        changes = [change_kinds.page_view(c, store, p.id) for c in change_kinds.leaves(p.change)]
+        whole, changes = change_kinds.page_views(p.change, store, p.id)
         context = {
             "p": p, "event": v.event, "decisions": v.decisions, "audit": v.audit, "need": v.requirement,
             "open": p.status in OPEN_STATUSES, "can_approve": pending and not edit_block,
@@ -543,7 +543,7 @@ def create_app() -> FastAPI:
             "reject_block": permission(user, v, Verdict.reject) if p.status in OPEN_STATUSES else None,
             "editable": pending and change_kinds.editable(p.change),
             "set_editable": any(change_kinds.editable(c) for c in change_kinds.leaves(p.change)),
-            "changes": changes, "edited": service.edited_entry(v.audit),
+            "whole": whole, "changes": changes, "edited": service.edited_entry(v.audit),
             "progress": prog, "refresh": REFRESH_SECONDS if prog.in_flight else None,
             "retryable": prog.stage in ("needs_retry", "retry_scheduled"),
             "resume_block": resume_permission(user, p) if prog.stage in ("needs_retry", "retry_scheduled") else None,

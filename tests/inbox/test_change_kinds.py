@@ -5,9 +5,12 @@ through it (a change set's members each by their own kind, with their `m<index>.
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 from typing import Literal, get_args
 
 import pytest
+from jinja2 import Environment, FileSystemLoader
 from pydantic import BaseModel
 from rich.console import Console
 from starlette.datastructures import FormData
@@ -63,6 +66,45 @@ def test_the_editable_kinds_are_the_kernels() -> None:
     assert editable == set(EDITABLE_KINDS)
 
 
+TEMPLATES = Path(change_kinds.__file__).parent / "templates"
+
+
+@pytest.mark.parametrize("entry", [*change_kinds.KINDS.values(), change_kinds.GENERIC],
+                         ids=[*change_kinds.KINDS, "GENERIC"])
+def test_every_macro_an_entry_names_is_in_the_macros_template(entry: change_kinds.ChangeKind) -> None:
+    macros = Environment(loader=FileSystemLoader(TEMPLATES)).get_template("change_kinds.html").module
+    view = getattr(macros, entry.view_macro, None)
+    assert view is not None, f"{entry.kind or 'GENERIC'} names view macro {entry.view_macro!r}, not in the template"
+    assert view.arguments == ("v",)
+    if entry.edit_macro is not None:
+        edit = getattr(macros, entry.edit_macro, None)
+        assert edit is not None, f"{entry.kind} names edit macro {entry.edit_macro!r}, not in the template"
+        assert edit.arguments == ("v", "pfx")
+    # an editable single kind writes its own fields, under a label; a composite is edited member by member
+    assert (entry.edit_macro is not None) == (entry.parse_form is not None and not entry.composite)
+    assert bool(entry.edit_label) == (entry.edit_macro is not None)
+
+
+def test_the_proposal_page_compares_no_change_kind() -> None:
+    """proposal.html calls the macros the table names; the one `kind` it may still compare is an event's."""
+    text = (TEMPLATES / "proposal.html").read_text(encoding="utf-8")
+    compared = re.findall(r"([\w.]+)\.kind\s*(?:==|!=|\bin\b|\bnot in\b|\bis\b)", text)
+    assert set(compared) <= {"event"}, compared
+    assert "kinds[v.view_macro](v)" in text and "kinds[v.edit_macro](v" in text
+    assert [k for k in change_kinds.KINDS if f'"{k}"' in text or f"'{k}'" in text] == []  # no kind named at all
+
+
+def test_a_change_sets_page_views_are_its_own_and_its_members() -> None:
+    members = [Quarantine(dataset="flights", predicate="arr_delay IS NULL", reason="cancelled"),
+               Reingest(dataset="flights", load_id="l-1", source="s3://x", reason="r")]
+    whole, leaves = change_kinds.page_views(ChangeSet(changes=members), store=None, proposal_id=None)
+    assert whole["composite"] and whole["view_macro"] == "view_change_set" and whole["edit_macro"] is None
+    assert [v["c"] for v in leaves] == members and not any(v["composite"] for v in leaves)
+    assert [v["edit_macro"] for v in leaves] == ["edit_quarantine", None]
+    single, (leaf,) = change_kinds.page_views(members[0], store=None, proposal_id=None)
+    assert leaf is single and not single["composite"] and single["edit_label"] == "the predicate"
+
+
 def test_a_change_sets_members_are_parsed_by_their_own_kinds_from_their_prefixed_fields() -> None:
     current = ChangeSet(changes=[
         ColumnMapping(dataset="flights", renames={"departureDelay": "dep_delay"}, casts={"flight": "integer"}),
@@ -103,7 +145,8 @@ def test_a_kind_missing_from_the_table_is_shown_by_its_fields() -> None:
     assert "dataset" in text and "knob" in text and "7" in text and "future_kind" not in text
     view = change_kinds.page_view(change, store=None, proposal_id=None)
     assert view == {"c": change, "kind": "future_kind", "target": "future:flights",
-                    "fields": [("dataset", "flights"), ("knob", "7")]}
+                    "fields": [("dataset", "flights"), ("knob", "7")], "view_macro": "view_fields",
+                    "edit_macro": None, "edit_label": "", "composite": False, "carries_change": True}
     assert change_kinds.members(change) == [] and change_kinds.leaves(change) == [change]
 
 
