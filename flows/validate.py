@@ -424,7 +424,7 @@ def _write_accepted_handed_back(wh: Any, batch: Any, contract: Contract, landed:
     kept = {str(r[0]): str(r[1]) for r in wh.execute(f"DESCRIBE SELECT * FROM {staged}")}
     held = [(str(r[0]), str(r[1])) for r in wh.execute(f"DESCRIBE SELECT * FROM {q}") if r[0] != "_load_id"]
     if len(held) == len(kept) and all(kept.get(n) == t for n, t in held):
-        profile = write_profile(wh, landed.dataset, landed.load_id, rows=staged)
+        profile = write_profile(wh, landed.dataset, landed.load_id, rows=staged, columns=[n for n, _ in held])
         return profile.rows, (f"SELECT {', '.join(wh.quote(n) for n, _ in held)} FROM {staged}", [])
     write_profile(wh, landed.dataset, landed.load_id)
     return (int(wh.execute(f"SELECT count(*) FROM {q} WHERE _load_id = ?", [landed.load_id])[0][0]),

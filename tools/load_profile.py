@@ -59,18 +59,19 @@ class LoadProfile(BaseModel):
 
 
 def profile_load(wh: Any, dataset: str, load_id: str, dq: DatasetQuality | None = None, *,
-                 rows: str | None = None) -> LoadProfile:
+                 rows: str | None = None, columns: list[str] | None = None) -> LoadProfile:
     """The profile of one load's accepted rows in `raw_<dataset>` (read in the caller's connection).
 
     `rows` names a relation that holds exactly those rows, with `raw_<dataset>`'s columns and types but `_load_id`
     (the temporary table validate inserted them from): read instead of `raw_<dataset>` filtered by load, so the
-    profile costs the load's rows, not the table's."""
+    profile costs the load's rows, not the table's. `columns`: `raw_<dataset>`'s columns, when the caller knows
+    them."""
     from pipewarden.tools.quality import _utc
 
     dq = dq or dataset_quality(dataset)
     raw = rows or _q(f"raw_{dataset}")
     where, by_load = ("", []) if rows else (" WHERE _load_id = ?", [load_id])
-    present = [c for c in wh.columns(f"raw_{dataset}") if c != "_load_id"]
+    present = [c for c in (wh.columns(f"raw_{dataset}") if columns is None else columns) if c != "_load_id"]
     tcol = dq.time_column if dq.time_column in present else None
     select = ["count(*)"] + ([f"min({_q(tcol)})", f"max({_q(tcol)})"] if tcol else ["NULL", "NULL"])
     select += [f"avg(CASE WHEN {_q(c)} IS NULL THEN 1.0 ELSE 0.0 END)" for c in present]
@@ -107,10 +108,11 @@ def profile_load(wh: Any, dataset: str, load_id: str, dq: DatasetQuality | None 
     return profile
 
 
-def write_profile(wh: Any, dataset: str, load_id: str, *, rows: str | None = None) -> LoadProfile:
+def write_profile(wh: Any, dataset: str, load_id: str, *, rows: str | None = None,
+                  columns: list[str] | None = None) -> LoadProfile:
     """Profile a load just accepted and store it, replacing an earlier profile (in the caller's transaction).
-    `rows`: see `profile_load`."""
-    profile = profile_load(wh, dataset, load_id, rows=rows)
+    `rows`, `columns`: see `profile_load`."""
+    profile = profile_load(wh, dataset, load_id, rows=rows, columns=columns)
     wh.execute(PROFILE_DDL)
     wh.execute(f"DELETE FROM {PROFILE_TABLE} WHERE dataset = ? AND load_id = ?", [dataset, load_id])
     wh.execute(f"INSERT INTO {PROFILE_TABLE} (dataset, load_id, profile) VALUES (?, ?, ?)",
