@@ -188,7 +188,8 @@ def validate(
 
 
 def _drift_outcome(landed: Landed, contract: Contract, diff: SchemaDiff, base: dict[str, Any], *, rows: int,
-                   run_id: str | None, store: StateStore, timings: dict[str, float], t0: float) -> ValidationOutcome:
+                   run_id: str | None, store: StateStore, timings: dict[str, float], t0: float,
+                   engine: str = "memory") -> ValidationOutcome:
     """Emit `SchemaDrift` for a drifted batch (its rows are already taken out) and say so."""
     event = SchemaDrift(
         id=_event_id("schema_drift", landed, contract, base["mapping_version"], diff.model_dump(mode="json")),
@@ -201,7 +202,7 @@ def _drift_outcome(landed: Landed, contract: Contract, diff: SchemaDiff, base: d
     return ValidationOutcome(
         **base, halted=True, reason="schema drift: " + "; ".join(diff.describe()),
         check_result=CheckResult(passed=False, rows=rows, schema_errors=diff.describe()),
-        event_ids=[str(event.id)], timings_ms=timings,
+        event_ids=[str(event.id)], timings_ms=timings, engine=engine,
     )
 
 
@@ -360,7 +361,7 @@ def _validate_in_duckdb(landed: Landed, contract: Contract, store: StateStore, r
             wh.execute(f"DROP TABLE IF EXISTS temp.main.{HANDED_BACK}")
     if not diff.clean:
         return _drift_outcome(landed, contract, diff, base, rows=rows, run_id=run_id, store=store,
-                              timings=timings, t0=t0)
+                              timings=timings, t0=t0, engine="duckdb")
     event_ids, reason = _halt_on_checks(landed, contract, mapping_version, report, rows=rows, run_id=run_id,
                                         store=store) if halted else ([], "")
     timings["total_ms"] = _ms(t0)

@@ -223,3 +223,14 @@ def test_the_rows_handed_back_are_in_the_warehouse_connections_time_zone(monkeyp
     got = _same_decisions(flights[flights["month"] == 6].head(1000).reset_index(drop=True), "flights", monkeypatch,
                           keep_accepted=True)
     assert str(got["accepted"]["time_hour"].dtype) == "datetime64[us, Europe/Berlin]"
+
+
+def test_a_drifted_batch_halts_with_the_same_schema_drift_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipewarden.flows.data import inject_drift
+
+    flights = pd.read_csv(source_dir() / "flights.csv.zip")
+    month = inject_drift(flights[flights["month"] == 7].head(1500).reset_index(drop=True),
+                         renames={"dep_delay": "departureDelay"}, to_string=["flight"])
+    got = _same_decisions(month, "flights", monkeypatch)
+    assert got["result"]["halted_at"] == "validate" and got["status"] == [("halted_schema",)]
+    assert [e["kind"] for e in got["emitted"]] == ["schema_drift"]
