@@ -35,6 +35,7 @@ Public names: `SPEC`, `AGENT`, `QualityAnswer`, `BoundEdit`, `QualityCase`, `Qua
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Annotated, Any, Literal
@@ -309,7 +310,6 @@ def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any],
     before it is dry-run (`agents.precedent.refusal`)."""
     from pipewarden.errors import PipewardenError
     from pipewarden.tools.quality_fix import REINGEST_CHECKS, dry_run
-    from pipewarden.tools.sql_guard import check_predicate
 
     errors: list[str] = []
     check = ctx.get("check")
@@ -325,7 +325,7 @@ def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any],
         if unknown or not answer.keys:
             errors.append(f"dedupe keys must be batch columns; unknown: {', '.join(unknown) or '(no keys given)'}")
     if answer.action == "quarantine":
-        errors += check_predicate(answer.predicate, columns)
+        errors += _predicate_errors(answer.predicate, frozenset(columns))
     if answer.action == "contract_change":
         if not answer.bounds:
             errors.append("a contract change must name at least one column edit")
@@ -353,6 +353,15 @@ def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any],
     if answer.action != "reingest" and not evidence.heals:
         return ["the dry-run does not heal the batch: " + "; ".join(evidence.after.failed_checks[:3])]
     return errors  # a new finding the change brings on (notes) is evidence for the person, not a refusal
+
+
+@functools.lru_cache(maxsize=64)
+def _predicate_errors(predicate: str, columns: frozenset[str]) -> tuple[str, ...]:
+    """`tools.sql_guard.check_predicate`, once per predicate and columns in a process: the plan and `alternatives`
+    validate the same drafted predicates, and parsing a long IN list takes up to a few tenths of a second."""
+    from pipewarden.tools.sql_guard import check_predicate
+
+    return tuple(check_predicate(predicate, set(columns)))
 
 
 def _key(answer: QualityAnswer) -> str:

@@ -53,6 +53,8 @@ class FaultCase:
     rows_landed: int = 0
     _before: Evaluation | None = None
     _dry_runs: dict[str, DryRun] = field(default_factory=dict)
+    _masks: dict[str, np.ndarray] = field(default_factory=dict)
+    _candidates: list[Candidate] | None = None
 
     @property
     def dataset(self) -> str:
@@ -77,6 +79,14 @@ class FaultCase:
         if self._before is None:
             self._before = judge(self)
         return self._before
+
+    def mask(self, predicate: str) -> np.ndarray:
+        """`predicate_mask` of the batch, computed once per case and predicate (each call parses the predicate
+        with sqlglot twice, seconds for a long IN list; drafting, the dry-run's rows taken out, the root cause
+        and the planner's answer all ask for the same ones); each caller gets its own copy."""
+        if predicate not in self._masks:
+            self._masks[predicate] = predicate_mask(self.frame, predicate)
+        return self._masks[predicate].copy()
 
 
 def load_case(event: Any) -> FaultCase:
@@ -136,7 +146,7 @@ def _result(case: FaultCase, ev: Evaluation) -> CheckResult:
 def taken_out(case: FaultCase, change: Any) -> np.ndarray:
     """Boolean array (by position of the batch): the rows `change` itself takes out (none for other kinds)."""
     if isinstance(change, Quarantine):
-        return predicate_mask(case.frame, change.predicate)
+        return case.mask(change.predicate)
     if isinstance(change, DedupeRule):
         return duplicate_mask(case.frame, change)
     return np.zeros(len(case.frame), dtype=bool)
@@ -255,7 +265,7 @@ def _spec_predicate(case: FaultCase, check: str, col: str) -> str | None:
 
 
 def _quarantine(case: FaultCase, predicate: str, reason: str) -> Quarantine:
-    mask = predicate_mask(case.frame, predicate)
+    mask = case.mask(predicate)
     return Quarantine(dataset=case.dataset, load_id=case.load_id or None, predicate=predicate, reason=reason,
                       rows=int(mask.sum()), batch_rows=len(case.frame))
 
@@ -358,7 +368,14 @@ def _segment(case: FaultCase, column: str) -> Quarantine | None:
 
 def draft_candidates(case: FaultCase) -> list[Candidate]:
     """Deterministic candidates for the case's fault, best first (the offline planner proposes the first that is
-    valid; a model may pick another or write its own)."""
+    valid; a model may pick another or write its own). Drafted once per case (gather and the root cause both ask);
+    each caller gets its own copies."""
+    if case._candidates is None:
+        case._candidates = _draft(case)
+    return [c.model_copy(deep=True) for c in case._candidates]
+
+
+def _draft(case: FaultCase) -> list[Candidate]:
     out: list[Candidate] = []
     ev = case.event
     limit = case.dq.agent.max_quarantine_fraction
@@ -475,7 +492,9 @@ def bad_rows(case: FaultCase) -> np.ndarray | None:
                 return duplicate_mask(case.frame, c.change)
     if not preds:
         return None
-    return predicate_mask(case.frame, " OR ".join(f"({p})" for p in preds))
+    # the rows any of them matches: the same rows as `(p1) OR (p2) ...` (a NULL counts as false either way), from
+    # the masks drafting computed already
+    return np.logical_or.reduce([case.mask(p) for p in preds])
 
 
 def root_cause(case: FaultCase) -> list[str]:
