@@ -154,7 +154,7 @@ def train_challenger(spec: ChallengerSpec) -> ChallengerRun:
         EVENT_TAG,
         REFERENCE_SAMPLE_ARTIFACT,
         declared_model,
-        load_model,
+        load_version,
         mlflow_client,
         quiet_mlflow,
         register_version,
@@ -198,7 +198,7 @@ def train_challenger(spec: ChallengerSpec) -> ChallengerRun:
     if available > max_rows:
         train_df = train_df.sample(max_rows, random_state=spec.seed).sort_index()
 
-    estimator = clone(load_model(spec.model_name, spec.base_version))
+    estimator = clone(load_version(base))
     X_train, y_train = train_df[features], train_df[label]
     estimator.fit(X_train, y_train)
     proba = estimator.predict_proba(holdout[features])[:, 1]
@@ -321,7 +321,13 @@ class Comparison(BaseModel):
 
 def compare_models(inp: CompareInput, policy: RetrainPolicy | None = None) -> Comparison:
     """Score the holdout rows with both versions; the overall and per-slice metric, and the gates' verdicts."""
-    from pipewarden.tools.model_registry import declared_model, load_model, registered_name, version_info
+    from pipewarden.tools.model_registry import (
+        declared_model,
+        load_model,
+        load_version,
+        registered_name,
+        version_info,
+    )
 
     inp = inp.model_copy(update={"model_name": registered_name(inp.model_name)})
     policy = policy or load_retrain_policy()
@@ -355,7 +361,9 @@ def compare_models(inp: CompareInput, policy: RetrainPolicy | None = None) -> Co
         raise ChallengerError(f"no labelled rows in {table} from {start} to {end}",
                               hint="compare on days that are loaded")
     y = holdout[label].astype(int)
-    p_champ = load_model(inp.model_name, inp.champion_version).predict_proba(holdout[champ.features or features])[:, 1]
+    # the champion as `train_challenger` read it (kept); the challenger from its registered artifact, which is what a
+    # promotion would serve
+    p_champ = load_version(champ).predict_proba(holdout[champ.features or features])[:, 1]
     p_chall = load_model(inp.model_name, inp.challenger_version).predict_proba(holdout[features])[:, 1]
     s_champ, s_chall = metric_value(metric, y, p_champ), metric_value(metric, y, p_chall)
     delta = gain(s_chall, s_champ, metric) if s_champ is not None and s_chall is not None else None

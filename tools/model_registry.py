@@ -15,7 +15,7 @@ Which model a name means comes from the project file (`[ml_models.NAME]`, `decla
 features table, label, id, time and load columns, slices and predictions table.
 
 Public names: `declared_model`, `registered_name`, `quiet_mlflow`, `mlflow_client`, `experiment_id`, `register_version`, `RegisteredVersion`,
-`version_info`, `alias_version`, `champion`, `challenger`, `find_versions`, `load_model`, `reference_sample`,
+`version_info`, `alias_version`, `champion`, `challenger`, `find_versions`, `load_model`, `load_version`, `reference_sample`,
 `AliasMove`, `ALIAS_MOVE`, `RegistryError`, `ModelRef`, `TOOLS`, `CHAMPION`, `CHALLENGER`,
 `trusted_types`, `REFERENCE_SAMPLE_ARTIFACT`, `EVENT_TAG`.
 """
@@ -264,6 +264,26 @@ def load_model(model_name: str, version: str | None = None, *, alias: str | None
             return mlflow.sklearn.load_model(uri)
         except MlflowException as exc:
             raise RegistryError(f"cannot load {uri}: {exc.message}", hint="check the model name, version and alias") from exc
+
+
+_LOADED: dict[tuple[str, str, str, str, str], Any] = {}
+_KEEP_LOADED = 4
+
+
+def load_version(info: RegisteredVersion) -> Any:
+    """The scikit-learn model of a registered version, as `load_model` reads it, read once per process: a version's
+    artifact never changes, so it is kept by the registry, model, version, run and artifact source (a registry
+    copied elsewhere, or built again at the same path, is another key). The retrain agent reads the champion to
+    clone its recipe and again to score the holdout, and a worker does so for every event while it stays champion.
+    Each caller gets its own deep copy (fitting or changing it leaves the kept one alone)."""
+    import copy
+
+    key = (get_settings().mlflow_uri, info.model_name, info.version, info.run_id or "", info.source or "")
+    if key not in _LOADED:
+        if len(_LOADED) >= _KEEP_LOADED:
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = load_model(info.model_name, info.version)
+    return copy.deepcopy(_LOADED[key])
 
 
 def reference_sample(model_name: str, version: str) -> pd.DataFrame | None:
