@@ -147,12 +147,13 @@ def gather(ev: CostRegression, rt: Runtime) -> CostCase:
     from pipewarden.tools.cost import diagnose as diagnose_sql
 
     store = rt.store()
-    con = _connect()
+    con = _connect()  # one sandbox connection for the reads and the build (opening one took 0.1-0.5 s under load)
     try:
         history = model_history(con, ev.model)
         current, current_source = _current_sql(con, ev, history, store)
         good, good_source, good_scans = _known_good(con, ev, history, current, store)
         widths = table_widths(con)
+        m = measure(con, current, runs=1)
     finally:
         con.close()
     evidence = {
@@ -163,11 +164,6 @@ def gather(ev: CostRegression, rt: Runtime) -> CostCase:
         "history": [{"load_id": b.load_id, "elapsed_ms": b.elapsed_ms, "rows_scanned": b.rows_scanned,
                      "bytes_scanned": b.bytes_scanned, "sql_hash": b.sql_hash} for b in history[-8:]],
     }
-    con = _connect()
-    try:
-        m = measure(con, current, runs=1)
-    finally:
-        con.close()
     findings = diagnose_sql(current, m.profile, known_good_sql=good,
                             baseline_scans=[ScanStat.model_validate(s) for s in evidence["known_good_scans"]],
                             table_widths=widths)
