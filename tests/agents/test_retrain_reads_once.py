@@ -54,3 +54,23 @@ def test_a_kept_version_is_handed_out_as_a_copy(decayed: Path, monkeypatch: pyte
     again = model_registry.load_version(info)
     assert again is not first and again.get_params()[again.steps[-1][0] + "__max_iter"] == 40
     assert len(model_registry._LOADED) == 1
+
+
+@pytest.fixture
+def proposed(pw_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return world().use("proposed", pw_home, monkeypatch)
+
+
+def test_comparing_on_a_slice_the_features_table_lacks_names_every_missing_column(proposed: Path) -> None:
+    """`compare_models` reads the features table's columns in one catalog query; what it lacks is still named."""
+    from pipewarden.policies.retrain import load_retrain_policy
+    from pipewarden.tools.challenger import ChallengerError, CompareInput, compare_models
+
+    policy = load_retrain_policy()
+    wrong = policy.model_copy(update={"gates": policy.gates.model_copy(update={"slices": ["carrier", "nosuch",
+                                                                                          "Carrier"]})})
+    with pytest.raises(ChallengerError) as refused:
+        compare_models(CompareInput(model_name=MODEL, champion_version="1", challenger_version="2"), wrong)
+    assert refused.value.message == "features_flights has no column nosuch, Carrier"  # names are case-sensitive
+    cmp = compare_models(CompareInput(model_name=MODEL, champion_version="1", challenger_version="2"), policy)
+    assert {s.column for s in cmp.slices} == {"carrier", "origin"}
