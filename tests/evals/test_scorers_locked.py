@@ -53,3 +53,37 @@ def test_with_the_guard_bypassed_the_connection_still_refuses_files(
     monkeypatch.setattr(guard, "check_select", lambda sql, **k: [])
     problems = recheck(scenario_home, f"SELECT * FROM '{secret}'")
     assert problems and "disabled by configuration" in problems[0] and "hunter2" not in problems[0]
+
+
+BASE_SQL = "SELECT origin, n FROM stg_flights"
+
+
+def _builds(home: Path, *runs: tuple[str, str, str, str]) -> None:
+    """`route_daily` as a build left it (a third row stg_flights does not have, so a test can tell the table from
+    the SQL) and `model_runs` rows (run_id, model, status, sql) in build order."""
+    from pipewarden.flows.transform import sql_hash
+
+    con = duckdb.connect(str(home / "warehouse.duckdb"))
+    con.execute("CREATE TABLE route_daily AS SELECT * FROM (VALUES ('EWR', 1), ('JFK', 2), ('LGA', 3)) AS t(origin, n)")
+    con.execute("CREATE TABLE model_runs (run_id VARCHAR, model VARCHAR, status VARCHAR, started_at TIMESTAMP, "
+                "sql_hash VARCHAR)")
+    for i, (run_id, model, status, sql) in enumerate(runs):
+        con.execute("INSERT INTO model_runs VALUES (?, ?, ?, TIMESTAMP '2026-12-07 10:00:00' + INTERVAL (?) SECOND, ?)",
+                    [run_id, model, status, i, sql_hash(sql)])
+    con.close()
+
+
+def test_the_old_rows_come_from_the_table_the_last_build_made_from_the_replaced_sql(scenario_home: Path) -> None:
+    _builds(scenario_home, ("b1", "stg_flights", "ok", "x"), ("b1", "route_daily", "ok", BASE_SQL))
+    problems = recheck(scenario_home, BASE_SQL)  # the same SQL, but the built table holds a third row
+    assert problems == ["re-check: the new SQL of route_daily returns different rows (1 missing, 0 extra)"]
+
+
+@pytest.mark.parametrize("runs", [
+    [("b1", "route_daily", "ok", "SELECT 'another version'")],  # the table was built from other SQL
+    [("b1", "route_daily", "ok", BASE_SQL), ("b2", "stg_flights", "ok", "x")],  # something was built since
+    [("b1", "route_daily", "failed", BASE_SQL)],  # the last build of it failed: the table is older
+])
+def test_otherwise_the_replaced_sql_is_run_again(scenario_home: Path, runs: list[tuple[str, str, str, str]]) -> None:
+    _builds(scenario_home, *runs)
+    assert recheck(scenario_home, BASE_SQL) == []
