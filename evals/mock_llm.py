@@ -339,9 +339,9 @@ class MockLLMServer:
         from fastapi.responses import JSONResponse
 
         app = FastAPI(title="pipewarden mock LLM", docs_url=None, redoc_url=None, openapi_url=None)
-        llm = self.llm
 
         async def serve(request: Any) -> JSONResponse:
+            llm = self.llm  # the script loaded when the request arrived (`load`)
             reply = llm.handle(request.method, request.url.path, dict(request.headers), await request.body())
             deadline = time.monotonic() + reply.delay_s
             while time.monotonic() < deadline:  # wait, but stop early once the client has hung up
@@ -353,6 +353,13 @@ class MockLLMServer:
         # a raw (Starlette) route: every path and method reaches `handle`, which records it and answers 404s
         app.add_route("/{path:path}", serve, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
         return app
+
+    def load(self, script: Iterable[Step | dict[str, Any]] | ScriptedLLM) -> ScriptedLLM:
+        """Serve `script` from now on, with a fresh log (the eval runner keeps one server per process and loads
+        each scenario's script: starting and stopping uvicorn took 0.15-0.2 s per scenario). A request that arrived
+        before keeps the script it was answered from."""
+        self.llm = script if isinstance(script, ScriptedLLM) else ScriptedLLM(script)
+        return self.llm
 
     def start(self) -> MockLLMServer:
         import uvicorn

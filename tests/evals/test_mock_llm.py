@@ -139,3 +139,16 @@ def test_server_stops_promptly_with_a_request_in_flight() -> None:
     assert time.monotonic() - t0 < 3.0
     with pytest.raises(RuntimeError, match="not started"):
         _ = srv.base_url
+
+
+def test_a_running_server_serves_the_script_loaded_last_and_each_script_keeps_its_own_log() -> None:
+    with MockLLMServer([answer({"first": 1})]) as srv:
+        client = openai.OpenAI(api_key="sk-test", base_url=srv.base_url, timeout=2.0, max_retries=0)
+        first = srv.llm
+        assert json.loads(_ask(client).choices[0].message.content) == {"first": 1}
+        second = srv.load([answer({"second": 2})])
+        assert json.loads(_ask(client).choices[0].message.content) == {"second": 2}
+        assert srv.llm is second and first.requests_seen == 1 and second.requests_seen == 1
+        with pytest.raises(openai.InternalServerError, match="script exhausted"):
+            _ask(client)
+        assert first.requests_seen == 1 and second.requests_seen == 2
