@@ -7,7 +7,7 @@ covers the code and policies that shape that state (`pipewarden/`, `flows/`, `to
 paths the SQLite stores (MLflow's artifact locations, the state DB) hold, so nothing in a scenario's home points
 back into the shared copy.
 
-Public names: `base_home`, `copy_home`, `fingerprint`, `index_home`.
+Public names: `base_home`, `copy_home`, `fingerprint`, `index_home`, `load_home`, `prefect_settings`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,22 @@ def _dispose_engines() -> None:
         make_engine.cache_clear()
 
 
+@contextmanager
+def prefect_settings(api_url: str | None = None) -> Iterator[None]:
+    """The Prefect settings of an eval process's flow runs for the block: the API at `api_url` (none: as
+    configured), and no flow-run heartbeats. Prefect joins a run's heartbeat thread when the run ends, and that
+    thread sleeps in 1 s steps, so every flow run took up to a second longer (0.4-0.75 s per scenario measured);
+    heartbeats tell a server that a run crashed, which no scenario asks. The setting cannot be unset from the
+    environment (it must be an int >= 30), hence `temporary_settings`."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    if api_url:
+        updates[PREFECT_API_URL] = api_url
+    with temporary_settings(updates=updates):
+        yield
+
+
 def index_home(home: str) -> None:
     """Index the knowledge base of `home` (the base state's first part); run in an eval worker beside the build."""
     from pipewarden.flows.knowledge_sync import sync_knowledge
@@ -73,38 +89,48 @@ def index_home(home: str) -> None:
         sync_knowledge()
 
 
-def _build(home: Path, say: Callable[[str], None], pool: Executor | None = None) -> None:
-    """January through the pipeline, cost baselines, and the knowledge index: in this process, or (`pool`) the
-    index in a worker meanwhile. The two share nothing but the state DB, which exists (migrated) before either
-    starts; the index reads only the decided proposals from it, of which the base state has none."""
+def load_home(home: str) -> None:
+    """January through the pipeline and the cost baselines in `home` (the base state's second part); run in an
+    eval worker beside the index, or in this process."""
     from pipewarden.evals.flights_data import prepare_month
     from pipewarden.flows.pipeline import run_batch
     from pipewarden.store import StateStore
 
-    with pipewarden_home(home):
-        t0 = time.perf_counter()
-        indexing: Future[None] | None = None
-        if pool is None:
-            say("evals: indexing the knowledge base for the shared starting state ...")
-            index_home(str(home))
-        else:
-            StateStore()  # the state DB and its migrations, before the worker reads it
-            say("evals: indexing the knowledge base for the shared starting state (in a worker) ...")
-            indexing = pool.submit(index_home, str(home))
-        try:
-            _load_january(home, say, run_batch, prepare_month)
-            store = StateStore()
-            # January's own events (if any) are not part of any scenario
-            for ev in store.claim_events("eval-base", limit=1000):
-                store.finish_event(ev.id, "ignored")
-        finally:
-            if indexing is not None:
-                indexing.result()  # raises what the worker raised; and the folder is never removed under it
-        say(f"evals: base state ready in {time.perf_counter() - t0:.0f}s")
+    with pipewarden_home(Path(home)), prefect_settings():
+        _load_january(run_batch, prepare_month)
+        store = StateStore()
+        # January's own events (if any) are not part of any scenario
+        for ev in store.claim_events("eval-base", limit=1000):
+            store.finish_event(ev.id, "ignored")
 
 
-def _load_january(home: Path, say: Callable[[str], None], run_batch: Any, prepare_month: Any) -> None:
-    say("evals: loading January 2013 through the pipeline (warehouse, cost history, champion model) ...")
+def _build(home: Path, say: Callable[[str], None], pool: Executor | None = None) -> None:
+    """January through the pipeline, cost baselines, and the knowledge index: in this process, or (`pool`) in two
+    workers at once, which then run the scenarios with what the build loaded (Prefect's client, GX, MLflow,
+    scikit-learn) already imported; built here, this process imported all of it again for nothing. The two parts
+    share nothing but the state DB, which exists (migrated) before either starts; the index reads only the decided
+    proposals from it, of which the base state has none."""
+    from pipewarden.store import StateStore
+
+    t0 = time.perf_counter()
+    if pool is None:
+        say("evals: indexing the knowledge base for the shared starting state ...")
+        index_home(str(home))
+        say("evals: loading January 2013 through the pipeline (warehouse, cost history, champion model) ...")
+        load_home(str(home))
+    else:
+        with pipewarden_home(home):
+            StateStore()  # the state DB and its migrations, before the workers read it
+        say("evals: loading January 2013 through the pipeline (warehouse, cost history, champion model) and "
+            "indexing the knowledge base for the shared starting state (in the workers) ...")
+        parts: list[Future[None]] = [pool.submit(load_home, str(home)), pool.submit(index_home, str(home))]
+        wait(parts)  # both, even when one fails: the folder is never removed under the other
+        for part in parts:
+            part.result()  # raises what the worker raised
+    say(f"evals: base state ready in {time.perf_counter() - t0:.0f}s")
+
+
+def _load_january(run_batch: Any, prepare_month: Any) -> None:
     result = run_batch("flights", str(prepare_month(1)))
     if result.status != "completed":
         from pipewarden.errors import PipewardenError
@@ -115,7 +141,6 @@ def _load_january(home: Path, say: Callable[[str], None], run_batch: Any, prepar
     from pipewarden.flows.transform import transform
     from pipewarden.policies.cost import load_cost_policy
 
-    say("evals: building the SQL models again for a cost baseline ...")
     for i in range(load_cost_policy().min_history):
         transform(f"eval-baseline-{i}")
 

@@ -5,8 +5,11 @@ model (`--llm mock`), at nothing (`offline`) or at a live endpoint (`openai`); t
 Scenarios run in this process (`workers=1`) or in worker processes that share one Prefect server the runner
 starts (`workers>1`); each worker loads the heavy parts (the agents' graphs, MiniLM: `agents.router.warm_up`, as
 a supervisor worker does before it claims; the Prefect client, GX) once, and sizes its native thread pools to its
-share of the cores (`native_threads`). The workers start before the shared base state is built (their warm-up
-overlaps it; one of them builds its knowledge index) and take the scenarios longest first (`longest_first`).
+share of the cores (`native_threads`). The workers build the shared base state as soon as they start (one loads
+January, the other indexes the knowledge base), warm up before their first scenario, and take the scenarios longest
+first (`longest_first`). A
+process keeps one mock model server and loads each scenario's script into it; its flow runs send no Prefect
+heartbeats (`prereqs.prefect_settings`).
 
 Public names: `LLMConfig`, `ScenarioResult`, `run_scenario`, `run_suite`, `SuiteRun`, `native_threads`,
 `longest_first`, `EXPECTED_S`.
@@ -100,11 +103,13 @@ def _llm(scenario: Scenario, cfg: LLMConfig) -> Iterator[tuple[dict[str, str], A
         yield {"PIPEWARDEN_OPENAI_API_KEY": "", "PIPEWARDEN_OPENAI_BASE_URL": ""}, None
         return
     if cfg.mode == "mock":
-        from pipewarden.evals.mock_llm import MockLLMServer
-
-        with MockLLMServer(script_for(scenario)) as srv:
+        srv = _mock_server()
+        llm = srv.load(script_for(scenario))
+        try:
             yield {**base, "PIPEWARDEN_OPENAI_API_KEY": "sk-eval-mock", "PIPEWARDEN_OPENAI_BASE_URL": srv.base_url,
-                   "PIPEWARDEN_OPENAI_MODEL": "mock-model"}, srv.llm
+                   "PIPEWARDEN_OPENAI_MODEL": "mock-model"}, llm
+        finally:
+            srv.load([])  # a late request of this scenario's planner finds an empty script, not the next one's
         return
     from pipewarden.evals.proxy import RecordingProxy
 
@@ -117,6 +122,25 @@ def _llm(scenario: Scenario, cfg: LLMConfig) -> Iterator[tuple[dict[str, str], A
         if cfg.model:
             env["PIPEWARDEN_OPENAI_MODEL"] = cfg.model
         yield env, proxy
+
+
+_MOCK: list[Any] = []
+"""This process's mock model server (`_mock_server`), one for every scenario it runs."""
+
+
+def _mock_server() -> Any:
+    """The process's `MockLLMServer`, started on first use; each scenario loads its script into it (starting and
+    stopping one per scenario took 0.15-0.2 s). Stopped by `_stop_mock_server`, or with the process."""
+    from pipewarden.evals.mock_llm import MockLLMServer
+
+    if not _MOCK or _MOCK[0].port is None:
+        _MOCK[:] = [MockLLMServer([]).start()]
+    return _MOCK[0]
+
+
+def _stop_mock_server() -> None:
+    while _MOCK:
+        _MOCK.pop().stop()
 
 
 def _substitute(value: Any) -> Any:
@@ -277,13 +301,13 @@ def native_threads(workers: int) -> dict[str, str]:
 
 def _worker_init(workdir: str, cfg: dict[str, Any], keep: bool, env: dict[str, str]) -> None:
     os.environ.update(env)
-    _WORKER.update(workdir=Path(workdir), cfg=LLMConfig.model_validate(cfg), keep=keep)
+    _WORKER.update(workdir=Path(workdir), cfg=LLMConfig.model_validate(cfg), keep=keep, warm=False)
     _quiet()
-    _warm_up()
 
 
 def _worker_ready() -> int:
-    """A no-op task: submitting one per worker starts the workers (and their warm-up) before there is work."""
+    """A no-op task: submitting one per worker starts the workers before there is work (each then takes a part of the
+    base state, if it is to be built)."""
     return os.getpid()
 
 
@@ -296,8 +320,15 @@ def _warm_up() -> None:
 
 
 def _worker_run(scenario_json: str, base: str) -> str:
+    from pipewarden.evals.prereqs import prefect_settings
+
     scenario = Scenario.model_validate_json(scenario_json)
-    res = run_scenario(scenario, Path(base) if base else None, _WORKER["workdir"], _WORKER["cfg"], keep=_WORKER["keep"])
+    if not _WORKER["warm"]:  # after its part of the base state, before its first scenario's clock starts
+        _warm_up()
+        _WORKER["warm"] = True
+    with prefect_settings():
+        res = run_scenario(scenario, Path(base) if base else None, _WORKER["workdir"], _WORKER["cfg"],
+                           keep=_WORKER["keep"])
     return res.model_dump_json()
 
 
@@ -360,7 +391,7 @@ def run_suite(
 
     With workers, the pool starts before the shared base state is built: the workers load their heavy parts
     meanwhile, and one of them indexes the knowledge base for the base state while this process loads January."""
-    from pipewarden.evals.prereqs import base_home
+    from pipewarden.evals.prereqs import base_home, prefect_settings
 
     _quiet()
     t0 = time.perf_counter()
@@ -370,16 +401,17 @@ def run_suite(
     with ExitStack() as stack:
         if workdir is None and not keep:
             stack.callback(shutil.rmtree, work, ignore_errors=True)
+        stack.callback(_stop_mock_server)
         # the workers' Prefect server starts first and the base state is built on it too: else the build's flow run
         # starts Prefect's ephemeral server, a second server in the suite's path (6.5 s here, tens of seconds busy)
         prefect_env = stack.enter_context(_shared_prefect_server()) if workers > 1 else {}
         pool = stack.enter_context(_pool(workers, cfg, keep, work, prefect_env)) if workers > 1 else None
         t_base = time.perf_counter()
-        with _prefect_api(prefect_env.get("PREFECT_API_URL")):
+        with prefect_settings(prefect_env.get("PREFECT_API_URL")):
             # recorded scenarios start from an empty home: the shared base state is built only for built-in ones
             base = base_home(cache, say, pool=pool) if any(not s.is_recorded for s in scenarios) else None
-        base_s = time.perf_counter() - t_base
-        results = _run_all(scenarios, cfg, base, work, pool, keep, progress)
+            base_s = time.perf_counter() - t_base
+            results = _run_all(scenarios, cfg, base, work, pool, keep, progress)
     return SuiteRun(llm=cfg.model_copy(update={"api_key": None}), results=results,
                     wall_s=round(time.perf_counter() - t0, 2), workers=workers, base_s=round(base_s, 2))
 
@@ -398,18 +430,6 @@ def _pool(workers: int, cfg: LLMConfig, keep: bool, work: Path, prefect_env: dic
         for _ in range(workers):  # a spawn pool starts a process per submitted task, up to max_workers
             pool.submit(_worker_ready)
         yield pool
-
-
-@contextmanager
-def _prefect_api(url: str | None) -> Iterator[None]:
-    """This process's flow runs go to the Prefect API at `url` for the block (none: as configured)."""
-    if not url:
-        yield
-        return
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: url}):
-        yield
 
 
 def _run_all(scenarios: Sequence[Scenario], cfg: LLMConfig, base: Path | None, work: Path, pool: Any,
