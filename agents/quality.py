@@ -324,7 +324,7 @@ def validate_answer(answer: QualityAnswer, case: Any, ctx: dict[str, Any],
         unknown = [k for k in [*answer.keys, *([answer.order_by] if answer.order_by else [])] if k not in columns]
         if unknown or not answer.keys:
             errors.append(f"dedupe keys must be batch columns; unknown: {', '.join(unknown) or '(no keys given)'}")
-    if answer.action == "quarantine":
+    if answer.action == "quarantine" and not case.guarded(answer.predicate):  # a drafted one was guarded already
         errors += _predicate_errors(answer.predicate, frozenset(columns))
     if answer.action == "contract_change":
         if not answer.bounds:

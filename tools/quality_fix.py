@@ -88,6 +88,11 @@ class FaultCase:
             self._masks[predicate] = predicate_mask(self.frame, predicate)
         return self._masks[predicate].copy()
 
+    def guarded(self, predicate: str) -> bool:
+        """Whether `predicate` already passed `tools.sql_guard.check_predicate` over the batch's columns: its mask
+        is kept (`predicate_mask` refuses, before it runs anything, a predicate the guard finds anything wrong with)."""
+        return predicate in self._masks and not self.frame.empty  # an empty batch's mask is made unguarded
+
 
 def load_case(event: Any) -> FaultCase:
     """The case for a `CheckFailed` or `QualityAnomaly` event: its landed batch (mapped), contract, rules, history."""

@@ -54,23 +54,37 @@ def _count(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> Counte
     return calls
 
 
-def test_an_events_predicates_are_masked_and_its_candidates_drafted_once(
+def test_an_events_predicates_are_masked_guarded_and_its_candidates_drafted_once(
         february: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipewarden.agents.quality import QualityAnswer, answer_to_change
+    from pipewarden.agents.quality import QualityAnswer, answer_to_change, validate_answer
     from pipewarden.tools import quality_fix as qf
+    from pipewarden.tools import sql_guard
 
     masked = _count(monkeypatch, qf, "predicate_mask")
     drafts = _count(monkeypatch, qf, "_draft")
+    guarded: Counter[str] = Counter()
+    real_guard = sql_guard.check_predicate
+
+    def guard(expr, columns):  # type: ignore[no-untyped-def]
+        guarded[expr] += 1
+        return real_guard(expr, columns)
+
+    monkeypatch.setattr(sql_guard, "check_predicate", guard)
     case = _null_spike(february)
     candidates = qf.draft_candidates(case)  # gather: draft, then dry-run each
     for c in candidates:
         qf.dry_run(case, c.change)
     lines = qf.root_cause(case)  # drafts again to find the rows at fault
-    answer = QualityAnswer(action="quarantine", predicate="tailnum IS NULL", reason="null spike")
-    change = answer_to_change(answer, case)  # the planner's answer, validated in plan and again in alternatives
-    answer_to_change(answer, case)
+    # the offline planner's answer: the drafted candidate (a model's own reason would be another change, dry-run apart)
+    answer = QualityAnswer(action="quarantine", predicate="tailnum IS NULL", reason=candidates[0].change.reason)
+    ctx = {"check": "null_spike", "citations": []}
+    verdict = validate_answer(answer, case, ctx)  # the planner's answer, validated in plan and again in alternatives
+    assert validate_answer(answer, case, ctx) == verdict
+    change = answer_to_change(answer, case)
     assert drafts[""] == 1
     assert masked == Counter({"tailnum IS NULL": 1})
+    # guarded where drafting masked it and where the dry-run ran it as a rule; validation asks the kept verdict
+    assert guarded == Counter({"tailnum IS NULL": 2})
     assert change.rows == 60 and "60 of 600 rows are at fault" in lines
     candidates[0].change.reason = "edited by a caller"  # each caller has its own copies
     assert qf.draft_candidates(case)[0].change.reason != "edited by a caller"
@@ -122,3 +136,15 @@ def test_an_answers_predicate_is_guarded_once_for_the_plan_and_the_alternatives(
     # guard it too): all three kept for the second validation; the refused predicate never reaches a mask
     assert Counter(guarded_args) == Counter({"tailnum IS NULL": 3, "nosuch IS NULL": 1})
     q._predicate_errors.cache_clear()
+
+
+def test_an_empty_batchs_mask_does_not_count_as_guarded(february: pd.DataFrame) -> None:
+    """`predicate_mask` answers an empty batch without running the guard, so validation still guards the answer."""
+    from pipewarden.agents import quality as q
+
+    case = _null_spike(february)
+    case.frame = case.frame.head(0)
+    case.mask("nosuch IS NULL")
+    assert not case.guarded("nosuch IS NULL")
+    answer = q.QualityAnswer(action="quarantine", predicate="nosuch IS NULL", reason="a column the batch lacks")
+    assert "column 'nosuch' is not in the batch" in q.validate_answer(answer, case, {"check": "null_spike"})[0]
