@@ -80,7 +80,8 @@ def _user_env(project: Path, tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEWARDEN_", "PYTHONPATH", "PREFECT_API"))}
     env.update(PIPEWARDEN_HOME=str(project / ".pipewarden"), PIPEWARDEN_EMIT_PREFECT_EVENTS="false",
                PREFECT_HOME=str(tmp / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_LOGGING_LEVEL="WARNING", HF_HUB_OFFLINE="1")
+               PREFECT_LOGGING_LEVEL="WARNING", HF_HUB_OFFLINE="1",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")  # a busy machine starts it slowly
     return env
 
 
