@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Screenshots of the inbox's proposal page, one per kind, for docs/inbox.md: `python scripts/screenshots.py`.
+"""Screenshots of the inbox's proposal page, one per kind, for docs/inbox.md, taken of this example project: `python examples/flights/screenshots.py`.
 
 It copies the flights example project to a temporary folder, stores one proposal of each kind in a fresh
 PIPEWARDEN_HOME (a schema-drift mapping, a quality quarantine, a cost SQL patch, a retrain model promotion, one
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-component-update", "--disable-sync"]
