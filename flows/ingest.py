@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
@@ -483,12 +483,7 @@ def read_landed(dataset: str, load_id: str, *, columns: list[str] | None = None)
 
     `columns=[]` reads only the metadata. An unknown load id fails with the load ids that did land.
     """
-    uri = landed_uri(dataset, load_id)
-    fs, path = filesystem(uri)
-    try:
-        fh = fs.open(path, "rb")
-    except FileNotFoundError:
-        raise UnknownNameError(f"load of {dataset}", load_id, landed_load_ids(dataset)) from None
+    fh, uri = _open_landed(dataset, load_id)
     with fh:
         _, landed = _landed_metadata(fh, uri)
         if columns == []:
@@ -499,14 +494,19 @@ def read_landed(dataset: str, load_id: str, *, columns: list[str] | None = None)
 
 def _landed_schema(dataset: str, load_id: str) -> tuple[pa.Schema, Landed]:
     """A landed batch's Arrow schema (metadata included) and its load metadata, without reading its rows."""
+    fh, uri = _open_landed(dataset, load_id)
+    with fh:
+        return _landed_metadata(fh, uri)
+
+
+def _open_landed(dataset: str, load_id: str) -> tuple[Any, str]:
+    """The landed batch's file, open for reading, and its URI; an unknown load id fails with the ones that landed."""
     uri = landed_uri(dataset, load_id)
     fs, path = filesystem(uri)
     try:
-        fh = fs.open(path, "rb")
+        return fs.open(path, "rb"), uri
     except FileNotFoundError:
         raise UnknownNameError(f"load of {dataset}", load_id, landed_load_ids(dataset)) from None
-    with fh:
-        return _landed_metadata(fh, uri)
 
 
 def _landed_metadata(fh: object, uri: str) -> tuple[pa.Schema, Landed]:
